@@ -1,0 +1,149 @@
+//! The router, and starting the pieces of a `dcc` process: API, worker, upkeep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use dcc_shared::config::Config;
+use dcc_shared::events::Events;
+use dcc_shared::queue::Queue;
+use dcc_shared::storage::{self, Storage};
+use dcc_worker::container::HostLimits;
+use dcc_worker::executor::ExecSettings;
+use dcc_worker::{Shutdown, Worker, WorkerSettings};
+
+use crate::auth::require_key;
+use crate::error::ApiError;
+use crate::routes::{files, fleet, jobs};
+use crate::state::AppState;
+use crate::submit;
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/jobs", post(submit::submit).get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::view).delete(jobs::delete))
+        .route("/api/v1/jobs/{id}/wait", get(jobs::wait_for))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/stdout", get(files::stdout))
+        .route("/api/v1/jobs/{id}/stderr", get(files::stderr))
+        .route("/api/v1/jobs/{id}/outputs/{*path}", get(files::output))
+        .route("/api/v1/queues", get(fleet::queues))
+        .route("/api/v1/workers", get(fleet::workers))
+        .route("/healthz", get(fleet::healthz))
+        .route("/readyz", get(fleet::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_key))
+        // Bodies are bounded per route (JSON by DCC_MAX_BODY_BYTES, each multipart input by
+        // DCC_MAX_INPUT_BYTES), not by axum's blanket 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// The shared pieces every `dcc` process opens.
+pub struct Core {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Redis.
+    pub queue: Queue,
+    /// Storage.
+    pub storage: Arc<dyn Storage>,
+    /// Job events.
+    pub events: Events,
+}
+
+impl Core {
+    /// Opens Redis (lazily), storage and the event subscription; starts the upkeep loop.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let queue = Queue::new(&config.redis_url, &config.prefix)?;
+        let storage = storage::open(&config.storage)?;
+        let events = Events::spawn(&config.redis_url, queue.keys().events());
+        match queue.eviction_policy().await {
+            Ok(Some(p)) if p != "noeviction" => tracing::warn!(
+                policy = p,
+                "Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict job keys and leases; set `maxmemory-policy noeviction`"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Redis is not reachable yet; requests answer 503 until it is"),
+        }
+        // Upkeep a few times per lease, so an expired lease is noticed well within one more lease.
+        let every = (config.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
+        dcc_shared::maintenance::spawn(queue.clone(), storage.clone(), config.retention, every);
+        tracing::info!(storage = storage.describe(), prefix = config.prefix, "core ready");
+        Ok(Core {
+            config: Arc::new(config),
+            queue,
+            storage,
+            events,
+        })
+    }
+
+    /// The HTTP state.
+    pub fn app_state(&self) -> anyhow::Result<AppState> {
+        let http = reqwest::Client::builder()
+            .timeout(self.config.url_fetch_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(AppState {
+            queue: self.queue.clone(),
+            storage: self.storage.clone(),
+            events: self.events.clone(),
+            config: self.config.clone(),
+            http,
+        })
+    }
+
+    /// Starts a worker on this process's Docker daemon.
+    pub async fn start_worker(&self) -> anyhow::Result<Arc<Worker>> {
+        let c = &self.config;
+        let cpus = c.cpus.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        });
+        let id = c.worker_id.clone().unwrap_or_else(dcc_worker::worker::default_id);
+        let settings = WorkerSettings {
+            id: id.clone(),
+            cpus,
+            lease: c.lease,
+            heartbeat: c.heartbeat,
+            retention: c.retention,
+            exec: ExecSettings {
+                worker_id: id,
+                limits: HostLimits {
+                    pids_limit: c.pids_limit,
+                },
+                max_output_bytes: c.max_output_bytes,
+                max_log_bytes: c.max_log_bytes,
+                tmp_dir: c.tmp_dir.clone(),
+            },
+            docker_concurrency: c.docker_concurrency,
+        };
+        Ok(Worker::start(self.queue.clone(), self.storage.clone(), self.events.clone(), settings).await?)
+    }
+}
+
+/// Runs a worker until `shutdown` completes.
+pub async fn run_worker(worker: Arc<Worker>, shutdown: Shutdown) {
+    worker.run(shutdown).await
+}

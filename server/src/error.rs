@@ -1,0 +1,122 @@
+//! The contract's error body: `{"error": {"code", "message", "field"?}}`, with the HTTP status
+//! each code implies. Internal details go to the log; the client gets a sentence.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dcc_shared::job::spec::SpecError;
+use dcc_shared::storage::StorageError;
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code from the contract.
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field to blame.
+    pub field: Option<String>,
+    /// Carried by `WAIT_TIMEOUT`, so the client can keep polling.
+    pub job_id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with no field.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            job_id: None,
+        }
+    }
+
+    /// 404 for a job id.
+    pub fn job_not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no job with id {id:?}"))
+    }
+
+    /// 400 for a bad query parameter.
+    pub fn bad_param(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_string()),
+            ..Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+        }
+    }
+
+    /// 503: Redis or storage unreachable.
+    pub fn unavailable(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("a backing service is unreachable, nothing was changed: {what}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            err["field"] = json!(f);
+        }
+        let mut body = json!({ "error": err });
+        if let Some(id) = self.job_id {
+            body["jobId"] = json!(id);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::Json(m) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", m),
+            SpecError::Invalid { field, message } => ApiError {
+                field,
+                ..ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JOB", message)
+            },
+            SpecError::TooLarge { field, message } => ApiError {
+                field,
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE", message)
+            },
+        }
+    }
+}
+
+impl From<dcc_shared::Error> for ApiError {
+    fn from(e: dcc_shared::Error) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "backing service unavailable");
+            return ApiError::unavailable(e);
+        }
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "an internal error occurred; see the server log",
+        )
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::TooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "TOO_LARGE",
+                format!("an input is over the {limit} byte limit"),
+            ),
+            StorageError::Source(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                format!("reading the request body failed: {e}"),
+            ),
+            other => dcc_shared::Error::from(other).into(),
+        }
+    }
+}

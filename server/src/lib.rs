@@ -1,0 +1,21 @@
+//! The DCC HTTP API (`api-v1`): jobs, files, waits and the fleet views, over axum.
+//!
+//! # Layout
+//! - [`state`]: what every handler shares (queue, storage, events, configuration).
+//! - [`error`]: the contract's error body and codes.
+//! - [`auth`]: optional API keys (`DCC_API_KEYS`), compared in constant time.
+//! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
+//! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
+//! - [`routes`]: the handlers, one module per resource.
+//! - [`app`]: the router, and running server and worker in one process.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod submit;
+pub mod wait;
+
+pub use app::router;
+pub use state::AppState;

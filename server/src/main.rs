@@ -1,0 +1,115 @@
+//! `dcc`: the DCC server (API, with an in-process worker unless `DISABLE_WORKER=true`) and the
+//! standalone worker. All configuration comes from environment variables; see
+//! `docs/configuration.md`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dcc_server::app::{Core, run_worker};
+use dcc_shared::config::Config;
+use dcc_worker::Shutdown;
+
+/// Redis-backed distributed container job queue.
+#[derive(Parser)]
+#[command(name = "dcc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (and run a worker in the same process unless DISABLE_WORKER=true).
+    Server,
+    /// Run a worker only: claim jobs from Redis and run them on this host's Docker.
+    Worker,
+}
+
+/// How long running jobs may take to finish after the first SIGTERM/SIGINT before they are
+/// stopped (`DCC_DRAIN_TIMEOUT_SECS` arrives with the reliability work; fixed for now).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DCC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// First signal: quiet (stop claiming, stop accepting connections); after the drain timeout or a
+/// second signal: terminate.
+fn handle_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down: no new jobs; running jobs may finish (signal again to stop them now)");
+        shutdown.quiet();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = tokio::time::sleep(DRAIN_TIMEOUT) => {}
+        }
+        tracing::info!("terminating: stopping running jobs");
+        shutdown.terminate();
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env().context("reading configuration")?;
+    init_logs(config.log_json);
+    for v in Config::unknown_vars() {
+        tracing::warn!(var = v, "unknown DCC_ environment variable (typo?); it is ignored");
+    }
+    let shutdown = Shutdown::new();
+    handle_signals(shutdown.clone());
+    match cli.command {
+        Command::Server => server(config, shutdown).await,
+        Command::Worker => {
+            let core = Core::open(config).await?;
+            let worker = core.start_worker().await.context("starting the worker")?;
+            run_worker(worker, shutdown).await;
+            Ok(())
+        }
+    }
+}
+
+async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let disable_worker = config.disable_worker;
+    let core = Core::open(config).await?;
+    let worker = if disable_worker {
+        None
+    } else {
+        let w = core
+            .start_worker()
+            .await
+            .context("starting the in-process worker (set DISABLE_WORKER=true for an API-only server)")?;
+        Some(tokio::spawn(run_worker(w, shutdown.clone())))
+    };
+    let app = dcc_server::router(core.app_state()?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    let s = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { s.quieted().await })
+        .await?;
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Logs and output files, streamed from storage.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dcc_shared::storage::paths;
+
+use super::load;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiError> {
+    let job = load(&state, &id).await?;
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if job.attempt == 0 {
+        return Ok((headers, "").into_response());
+    }
+    match state.storage.get(&paths::log(&job.id, job.attempt, stream)).await? {
+        // While running, what the worker uploaded so far; nothing yet reads as empty.
+        None => Ok((headers, "").into_response()),
+        Some(obj) => Ok((
+            headers,
+            [(header::CONTENT_LENGTH, obj.size.to_string())],
+            Body::from_stream(obj.body),
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /api/v1/jobs/{id}/stdout`.
+pub async fn stdout(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    log(state, id, "stdout").await
+}
+
+/// `GET /api/v1/jobs/{id}/stderr`.
+pub async fn stderr(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    log(state, id, "stderr").await
+}
+
+/// `GET /api/v1/jobs/{id}/outputs/{*path}`.
+pub async fn output(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, &id).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("job {id} has no output named {name:?}"),
+        )
+    };
+    if !job.outputs.iter().any(|o| o.name == name) {
+        return Err(not_found());
+    }
+    let obj = state
+        .storage
+        .get(&paths::output(&job.id, job.attempt, &name))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, obj.size.to_string()),
+        ],
+        Body::from_stream(obj.body),
+    )
+        .into_response())
+}

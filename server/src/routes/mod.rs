@@ -1,0 +1,25 @@
+//! Handlers, one module per resource.
+//!
+//! # Layout
+//! - [`jobs`]: view, listing, long-poll, cancel, delete.
+//! - [`files`]: stdout, stderr and output files.
+//! - [`fleet`]: queues, workers, health and readiness.
+
+pub mod files;
+pub mod fleet;
+pub mod jobs;
+
+use dcc_shared::job::{JobId, JobRecord};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The job behind a path id, or 404 (an id that cannot be valid cannot exist either).
+pub async fn load(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+    let job_id = JobId::parse(id).map_err(|_| ApiError::job_not_found(id))?;
+    state
+        .queue
+        .get(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))
+}

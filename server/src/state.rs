@@ -1,0 +1,23 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use dcc_shared::config::Config;
+use dcc_shared::events::Events;
+use dcc_shared::queue::Queue;
+use dcc_shared::storage::Storage;
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Redis queue and records.
+    pub queue: Queue,
+    /// Job files.
+    pub storage: Arc<dyn Storage>,
+    /// Job events (for waits).
+    pub events: Events,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// HTTP client for `url` inputs.
+    pub http: reqwest::Client,
+}

@@ -1,0 +1,355 @@
+//! Submission: parse and validate, stage inputs to storage, then queue in one script.
+//!
+//! Inputs are staged under a per-submission prefix before the job exists in Redis. If anything
+//! fails (bad input, storage or Redis down, a same-id conflict) that prefix is removed, so a
+//! refused submission leaves nothing behind and a job never exists without its inputs.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::multipart::Field;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dcc_shared::clock::now_ms;
+use dcc_shared::job::spec::{InputSource, MAX_INPUTS, SpecError, definition_hash, validate_input_name};
+use dcc_shared::job::{JobId, JobRequest, JobSpec, Lane, StagedInput, ValidJob};
+use dcc_shared::queue::enqueue::{Enqueued, NewJob};
+use dcc_shared::storage::{ByteStream, Storage, paths};
+use futures_util::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::wait;
+
+/// Staged inputs of one submission, removed again unless the job is created.
+struct Staging {
+    storage: Arc<dyn Storage>,
+    prefix: String,
+    inputs: Vec<StagedInput>,
+    keep: bool,
+}
+
+impl Staging {
+    fn new(storage: Arc<dyn Storage>, id: &JobId) -> Self {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        Staging {
+            storage,
+            prefix: paths::inputs(id, &nonce[..12]),
+            inputs: Vec::new(),
+            keep: false,
+        }
+    }
+
+    /// Streams one input into storage, hashing it on the way.
+    async fn put(&mut self, name: &str, body: ByteStream<'_>, limit: u64) -> Result<(), ApiError> {
+        let hasher = Mutex::new(Sha256::new());
+        let hashed: ByteStream<'_> = Box::pin(body.map(|chunk| {
+            if let Ok(c) = &chunk {
+                hasher.lock().unwrap_or_else(|p| p.into_inner()).update(c);
+            }
+            chunk
+        }));
+        let size = self
+            .storage
+            .put_stream(&format!("{}{}", self.prefix, name), hashed, limit)
+            .await
+            .map_err(|e| match e {
+                dcc_shared::storage::StorageError::TooLarge { limit } => ApiError {
+                    field: Some(format!("inputs.{name}")),
+                    ..ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "TOO_LARGE",
+                        format!("input {name:?} is over the {limit} byte limit"),
+                    )
+                },
+                other => other.into(),
+            })?;
+        let sha256 = hex_digest(hasher.into_inner().unwrap_or_else(|p| p.into_inner()));
+        self.inputs.push(StagedInput {
+            name: name.to_string(),
+            sha256,
+            size,
+        });
+        Ok(())
+    }
+
+    async fn discard(self) {
+        if let Err(e) = self.storage.delete_prefix(&self.prefix).await {
+            tracing::warn!(error = %e, prefix = self.prefix, "could not remove staged inputs");
+        }
+    }
+}
+
+fn hex_digest(h: Sha256) -> String {
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST /api/v1/jobs`: JSON or multipart.
+pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Response {
+    let is_multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let r = if is_multipart {
+        submit_multipart(&state, req).await
+    } else {
+        submit_json(&state, req).await
+    };
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_body_bytes as usize;
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_LARGE",
+            format!(
+                "the request body is over the {limit} byte limit (DCC_MAX_BODY_BYTES); send large files as multipart"
+            ),
+        )
+    })
+}
+
+async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(state, req).await?;
+    let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let mut staging = Staging::new(state.storage.clone(), &id);
+    let staged = stage_declared(state, &mut staging, &valid).await;
+    if let Err(e) = staged {
+        staging.discard().await;
+        return Err(e);
+    }
+    finalize(state, id, valid.spec, staging, valid.wait).await
+}
+
+/// Stages the inputs declared in the JSON (inline values and URLs).
+async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &ValidJob) -> Result<(), ApiError> {
+    let limit = state.config.limits.max_input_bytes;
+    for (i, (name, source)) in valid.inputs.iter().enumerate() {
+        match source {
+            InputSource::Inline(bytes) => {
+                let b = Bytes::copy_from_slice(bytes);
+                let body: ByteStream<'_> = Box::pin(futures_util::stream::once(async move { Ok(b) }));
+                staging.put(name, body, limit).await?;
+            }
+            InputSource::Url(url) => {
+                let field = format!("inputs[{i}].url");
+                let fetch_err = |m: String| ApiError {
+                    field: Some(field.clone()),
+                    ..ApiError::new(StatusCode::BAD_REQUEST, "INPUT_FETCH_FAILED", m)
+                };
+                let resp = state
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| fetch_err(format!("fetching {url} failed: {e}")))?;
+                if !resp.status().is_success() {
+                    return Err(fetch_err(format!("fetching {url} answered HTTP {}", resp.status())));
+                }
+                if resp.content_length().is_some_and(|n| n > limit) {
+                    return Err(ApiError {
+                        field: Some(field),
+                        ..ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "TOO_LARGE",
+                            format!("{url} is over the {limit} byte input limit"),
+                        )
+                    });
+                }
+                let body: ByteStream<'_> = Box::pin(resp.bytes_stream().map(|r| r.map_err(std::io::Error::other)));
+                staging.put(name, body, limit).await.map_err(|e| {
+                    if e.code == "INVALID_REQUEST" {
+                        fetch_err(format!("fetching {url} broke off: {}", e.message))
+                    } else {
+                        e
+                    }
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Multipart: a `job` part with the JSON first, then one part per input file, named by the
+/// part's field name (or its file name when the field name is empty).
+async fn submit_multipart(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("bad multipart body: {e}"),
+        )
+    })?;
+    let mp_err = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("reading the multipart body failed: {e}"),
+        )
+    };
+    let first = mp.next_field().await.map_err(mp_err)?;
+    let job_field = match first {
+        Some(f) if f.name() == Some("job") => f,
+        _ => {
+            return Err(SpecError::Invalid {
+                field: Some("job".into()),
+                message: "a multipart submission must start with a part named `job` holding the job JSON".into(),
+            }
+            .into());
+        }
+    };
+    let json = read_field(job_field, state.config.max_body_bytes).await?;
+    let mut valid = JobRequest::from_json(&json)?.validate(&state.config.limits)?;
+    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let mut staging = Staging::new(state.storage.clone(), &id);
+    let result = async {
+        stage_declared(state, &mut staging, &valid).await?;
+        let limit = state.config.limits.max_input_bytes;
+        while let Some(field) = mp.next_field().await.map_err(mp_err)? {
+            let name = match field.name().filter(|n| !n.is_empty()) {
+                Some(n) => n.to_string(),
+                None => field.file_name().unwrap_or_default().to_string(),
+            };
+            validate_input_name(&name).map_err(|m| SpecError::Invalid {
+                field: Some(format!("inputs.{name}")),
+                message: m,
+            })?;
+            if valid.spec.inputs.contains(&name) {
+                return Err(SpecError::Invalid {
+                    field: Some(format!("inputs.{name}")),
+                    message: format!("input name {name:?} is used twice"),
+                }
+                .into());
+            }
+            if valid.spec.inputs.len() >= MAX_INPUTS {
+                return Err(SpecError::Invalid {
+                    field: Some("inputs".into()),
+                    message: format!("at most {MAX_INPUTS} inputs are allowed"),
+                }
+                .into());
+            }
+            staging.put(&name, field_stream(field), limit).await?;
+            valid.spec.inputs.push(name);
+        }
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        staging.discard().await;
+        return Err(e);
+    }
+    finalize(state, id, valid.spec, staging, valid.wait).await
+}
+
+fn field_stream(field: Field<'_>) -> ByteStream<'_> {
+    Box::pin(futures_util::stream::unfold(field, |mut f| async move {
+        match f.chunk().await {
+            Ok(Some(c)) => Some((Ok(c), f)),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), f)),
+        }
+    }))
+}
+
+async fn read_field(mut field: Field<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(c) = field.chunk().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("reading the `job` part failed: {e}"),
+        )
+    })? {
+        out.extend_from_slice(&c);
+        if out.len() as u64 > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "TOO_LARGE",
+                "the `job` part is too large",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The links of a job, in submit answers.
+pub fn links(id: &JobId) -> serde_json::Value {
+    let base = format!("/api/v1/jobs/{id}");
+    json!({
+        "self": base, "wait": format!("{base}/wait"),
+        "stdout": format!("{base}/stdout"), "stderr": format!("{base}/stderr"),
+        "cancel": format!("{base}/cancel"),
+    })
+}
+
+/// Queues the job (or applies the same-id rule), then answers, waiting first if asked.
+async fn finalize(
+    state: &AppState,
+    id: JobId,
+    spec: JobSpec,
+    mut staging: Staging,
+    wait_for_end: bool,
+) -> Result<Response, ApiError> {
+    let def_hash = definition_hash(&spec, &staging.inputs);
+    let job = NewJob {
+        id: &id,
+        spec: &spec,
+        lane: Lane::for_priority(spec.priority),
+        def_hash: &def_hash,
+        inputs_prefix: &staging.prefix,
+    };
+    let created = match state.queue.enqueue(job, now_ms()).await {
+        Ok(r) => r,
+        Err(e) => {
+            staging.discard().await;
+            return Err(e.into());
+        }
+    };
+    let status = match created {
+        Enqueued::Created => {
+            staging.keep = true;
+            StatusCode::CREATED
+        }
+        Enqueued::Exists => {
+            staging.discard().await;
+            StatusCode::OK
+        }
+        Enqueued::Conflict => {
+            staging.discard().await;
+            return Err(ApiError {
+                field: Some("id".into()),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ID_CONFLICT",
+                    format!("a job with id {id:?} already exists with a different definition"),
+                )
+            });
+        }
+    };
+    if wait_for_end {
+        let record = wait::until_ended(state, &id, state.config.max_wait).await?;
+        return Ok((StatusCode::OK, Json(record.view())).into_response());
+    }
+    let current = match status {
+        StatusCode::OK => state
+            .queue
+            .get(&id)
+            .await?
+            .map(|r| r.state.as_str())
+            .unwrap_or("queued"),
+        _ => "queued",
+    };
+    Ok((
+        status,
+        Json(json!({"jobId": id.as_str(), "status": current, "links": links(&id)})),
+    )
+        .into_response())
+}

@@ -1,0 +1,244 @@
+//! Typed configuration from environment variables (12-factor). Every variable DCC reads is named
+//! here, once; `docs/configuration.md` lists them with the same defaults. The defaults run the
+//! whole stack on one machine with nothing configured.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::job::Limits;
+use crate::{Error, Result};
+
+/// Every variable [`Config`] reads; anything else starting with `DCC_` earns a start-up warning.
+pub const KNOWN_VARS: &[&str] = &[
+    "DCC_REDIS_URL",
+    "DCC_REDIS_PREFIX",
+    "DCC_STORAGE",
+    "DCC_RETENTION",
+    "DCC_LISTEN",
+    "DCC_API_KEYS",
+    "DISABLE_WORKER",
+    "DCC_WORKER_ID",
+    "DCC_CPUS",
+    "DCC_LEASE_SECS",
+    "DCC_HEARTBEAT_SECS",
+    "DCC_MAX_BODY_BYTES",
+    "DCC_MAX_INPUT_BYTES",
+    "DCC_MAX_OUTPUT_BYTES",
+    "DCC_MAX_LOG_BYTES",
+    "DCC_DEFAULT_MEMORY_MB",
+    "DCC_MAX_DURATION_SECS",
+    "DCC_PIDS_LIMIT",
+    "DCC_MAX_WAIT_SECS",
+    "DCC_DOCKER_CONCURRENCY",
+    "DCC_TMP_DIR",
+    "DCC_URL_FETCH_TIMEOUT_SECS",
+    "DCC_LOG_FORMAT",
+    "DCC_LOG",
+];
+
+/// The configuration of a `dcc` process (server, worker, or both).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Redis to use (`DCC_REDIS_URL`, default `redis://127.0.0.1:6379`).
+    pub redis_url: String,
+    /// Key prefix, so deployments and tests can share one Redis (`DCC_REDIS_PREFIX`, `dcc`).
+    pub prefix: String,
+    /// Storage backend: a folder path or `file://` URL (`DCC_STORAGE`, `./dcc-data`).
+    pub storage: String,
+    /// How long finished jobs and their files are kept (`DCC_RETENTION`, `7d`).
+    pub retention: Duration,
+    /// HTTP listen address (`DCC_LISTEN`, `127.0.0.1:8080`: local only unless asked).
+    pub listen: SocketAddr,
+    /// Accepted API keys; empty means no authentication (`DCC_API_KEYS`, comma-separated).
+    pub api_keys: Vec<String>,
+    /// Run the API without an in-process worker (`DISABLE_WORKER=true`).
+    pub disable_worker: bool,
+    /// Stable worker id, so a restarted worker finds its own leftovers (`DCC_WORKER_ID`,
+    /// default the host name).
+    pub worker_id: Option<String>,
+    /// CPU slots of the worker (`DCC_CPUS`, default the host's CPU count).
+    pub cpus: Option<u32>,
+    /// Lease of a running attempt; a worker silent this long loses its jobs (`DCC_LEASE_SECS`, 30).
+    pub lease: Duration,
+    /// How often a worker renews leases and its health key (`DCC_HEARTBEAT_SECS`, 10).
+    pub heartbeat: Duration,
+    /// Largest JSON request body (`DCC_MAX_BODY_BYTES`, 64 MiB).
+    pub max_body_bytes: u64,
+    /// Defaults and bounds of job parameters (`DCC_MAX_INPUT_BYTES` 1 GiB, `DCC_DEFAULT_MEMORY_MB`
+    /// 2048, `DCC_MAX_DURATION_SECS` 7 days).
+    pub limits: Limits,
+    /// Most bytes one job may leave under `/outputs` (`DCC_MAX_OUTPUT_BYTES`, 10 GiB).
+    pub max_output_bytes: u64,
+    /// Most bytes kept of each of stdout and stderr; the rest is cut (`DCC_MAX_LOG_BYTES`, 64 MiB).
+    pub max_log_bytes: u64,
+    /// Process limit inside each container (`DCC_PIDS_LIMIT`, 1024).
+    pub pids_limit: i64,
+    /// Longest a `wait: true` submit or `/wait` blocks (`DCC_MAX_WAIT_SECS`, 600).
+    pub max_wait: Duration,
+    /// Concurrent container creations per worker; dockerd slows down sharply past a few
+    /// (moby #42096) (`DCC_DOCKER_CONCURRENCY`, 4).
+    pub docker_concurrency: usize,
+    /// Scratch folder for the worker's tar files (`DCC_TMP_DIR`, the system temp folder).
+    pub tmp_dir: PathBuf,
+    /// Time limit for fetching one `url` input (`DCC_URL_FETCH_TIMEOUT_SECS`, 60).
+    pub url_fetch_timeout: Duration,
+    /// `pretty` (default) or `json` logs (`DCC_LOG_FORMAT`).
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// `DCC_*` variables set in the environment that DCC does not know (likely typos).
+    pub fn unknown_vars() -> Vec<String> {
+        std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("DCC_") && !KNOWN_VARS.contains(&k.as_str()))
+            .collect()
+    }
+
+    /// Reads configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let num = |k: &str, default: u64| -> Result<u64> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number"))),
+            }
+        };
+        let secs = |k: &str, default: u64| -> Result<Duration> {
+            let n = num(k, default)?;
+            if n == 0 {
+                return Err(Error::Config(format!("{k} must be more than 0")));
+            }
+            Ok(Duration::from_secs(n))
+        };
+        let limits = Limits {
+            max_input_bytes: num("DCC_MAX_INPUT_BYTES", 1 << 30)?,
+            default_memory_mb: num("DCC_DEFAULT_MEMORY_MB", 2048)?,
+            max_duration_secs: num("DCC_MAX_DURATION_SECS", 7 * 24 * 3600)?,
+            ..Limits::default()
+        };
+        let listen = get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let lease = secs("DCC_LEASE_SECS", 30)?;
+        let heartbeat = secs("DCC_HEARTBEAT_SECS", 10)?;
+        if heartbeat >= lease {
+            return Err(Error::Config(
+                "DCC_HEARTBEAT_SECS must be shorter than DCC_LEASE_SECS, or leases lapse between beats".into(),
+            ));
+        }
+        let cpus = match get("DCC_CPUS") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Error::Config(format!("DCC_CPUS={v:?} is not a positive whole number")))?,
+            ),
+        };
+        Ok(Config {
+            redis_url: get("DCC_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            prefix: get("DCC_REDIS_PREFIX").unwrap_or_else(|| "dcc".into()),
+            storage: get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
+            retention: match get("DCC_RETENTION") {
+                None => Duration::from_secs(7 * 24 * 3600),
+                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_RETENTION: {m}")))?,
+            },
+            listen: listen
+                .parse()
+                .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))?,
+            api_keys: get("DCC_API_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|k| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            disable_worker: matches!(
+                get("DISABLE_WORKER").as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some("1" | "true" | "yes")
+            ),
+            worker_id: get("DCC_WORKER_ID"),
+            cpus,
+            lease,
+            heartbeat,
+            max_body_bytes: num("DCC_MAX_BODY_BYTES", 64 << 20)?,
+            limits,
+            max_output_bytes: num("DCC_MAX_OUTPUT_BYTES", 10 << 30)?,
+            max_log_bytes: num("DCC_MAX_LOG_BYTES", 64 << 20)?,
+            pids_limit: num("DCC_PIDS_LIMIT", 1024)? as i64,
+            max_wait: secs("DCC_MAX_WAIT_SECS", 600)?,
+            docker_concurrency: num("DCC_DOCKER_CONCURRENCY", 4)?.max(1) as usize,
+            tmp_dir: get("DCC_TMP_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
+            url_fetch_timeout: secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
+            log_json: get("DCC_LOG_FORMAT").as_deref() == Some("json"),
+        })
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `12h` or `7d`.
+pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 's')) => (&v[..i], 1),
+        Some((i, 'm')) => (&v[..i], 60),
+        Some((i, 'h')) => (&v[..i], 3600),
+        Some((i, 'd')) => (&v[..i], 86400),
+        _ => (v, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration like 90s, 15m, 12h or 7d"))?;
+    if n == 0 {
+        return Err("a duration must be more than 0".into());
+    }
+    Ok(Duration::from_secs(n * mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_work_with_nothing_set() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(c.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.lease, Duration::from_secs(30));
+        assert!(c.api_keys.is_empty());
+        assert!(!c.disable_worker);
+    }
+
+    #[test]
+    fn parses_and_rejects() {
+        let c = cfg(&[
+            ("DCC_RETENTION", "12h"),
+            ("DCC_API_KEYS", "a, b,"),
+            ("DISABLE_WORKER", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(c.retention, Duration::from_secs(12 * 3600));
+        assert_eq!(c.api_keys, vec!["a", "b"]);
+        assert!(c.disable_worker);
+        assert!(cfg(&[("DCC_CPUS", "0")]).is_err());
+        assert!(cfg(&[("DCC_LISTEN", "nope")]).is_err());
+        assert!(cfg(&[("DCC_LEASE_SECS", "5"), ("DCC_HEARTBEAT_SECS", "5")]).is_err());
+        assert!(parse_duration("7x").is_err());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,17 @@
+//! The job model.
+//!
+//! # Layout
+//! - [`id`]: `JobId`, validated client-chosen or generated ids.
+//! - [`state`]: the state machine (`JobState`) and the queue/lane/priority enums.
+//! - [`spec`]: the submitted definition, its defaults, limits and validation.
+//! - [`record`]: a job as stored in Redis, and the API's job view built from it.
+
+pub mod id;
+pub mod record;
+pub mod spec;
+pub mod state;
+
+pub use id::JobId;
+pub use record::{JobError, JobRecord, OutputFile, RunStats};
+pub use spec::{InputSource, JobRequest, JobSpec, Limits, Parameters, StagedInput, ValidJob};
+pub use state::{ErrorCode, JobState, Lane, Priority, QueueName};

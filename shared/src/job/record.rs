@@ -1,0 +1,227 @@
+//! A job as stored in Redis (one HASH per job), and the API's job view built from it.
+//!
+//! Hash fields (all strings): `spec` (JSON of [`JobSpec`]), `state`, `queue`, `lane`, `attempt`,
+//! `max_attempts`, `slots`, `gpus`, `created_ms`, `started_ms`, `finished_ms`, `exit_code`,
+//! `error_code`, `error_msg`, `worker`, `digest`, `stats` (JSON of [`RunStats`]), `outputs`
+//! (JSON list of [`OutputFile`]), `def_hash`, `inputs_prefix`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::id::JobId;
+use super::spec::JobSpec;
+use super::state::{JobState, Lane, QueueName};
+use crate::clock::{Millis, rfc3339};
+use crate::{Error, Result};
+
+/// Why a job ended badly: a stable code and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Stable code, e.g. `IMAGE_NOT_FOUND`.
+    pub code: String,
+    /// Human sentence, often with the Docker daemon's own message.
+    pub message: String,
+}
+
+/// One stored output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to `/outputs`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What the worker measured for the attempt that finished.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStats {
+    /// Fetching inputs from storage and copying them into the container.
+    pub inputs_ms: u64,
+    /// Pulling the image (0 when it was present).
+    pub pull_ms: u64,
+    /// Container start to exit.
+    pub run_ms: u64,
+    /// Copying outputs and logs out to storage.
+    pub outputs_ms: u64,
+    /// Peak memory Docker reported for the container (0 when it ran too briefly to sample).
+    pub max_memory_bytes: u64,
+    /// CPU time the container used, in seconds.
+    pub cpu_secs: f64,
+}
+
+/// A job read back from Redis.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// The id.
+    pub id: JobId,
+    /// Current state.
+    pub state: JobState,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its lane inside the queue.
+    pub lane: Lane,
+    /// Current (or last) attempt number; 0 before the first claim.
+    pub attempt: u32,
+    /// Worker CPU slots it holds.
+    pub slots: u32,
+    /// When it was accepted.
+    pub created_ms: Millis,
+    /// When the current (or last) attempt started.
+    pub started_ms: Option<Millis>,
+    /// When it reached its terminal state.
+    pub finished_ms: Option<Millis>,
+    /// Exit code of the container, when it exited on its own.
+    pub exit_code: Option<i64>,
+    /// Why it ended badly.
+    pub error: Option<JobError>,
+    /// The worker running it, or that ran it last.
+    pub worker: Option<String>,
+    /// Image id (`sha256:…`) the container ran.
+    pub image_digest: Option<String>,
+    /// Timing and resource statistics of the finished attempt.
+    pub stats: Option<RunStats>,
+    /// Stored outputs.
+    pub outputs: Vec<OutputFile>,
+    /// The normalized definition.
+    pub spec: JobSpec,
+    /// Storage prefix of its staged inputs.
+    pub inputs_prefix: String,
+    /// Hash of its definition, for the same-id rule.
+    pub def_hash: String,
+}
+
+fn opt_num<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Option<T> {
+    m.get(k).filter(|s| !s.is_empty()).and_then(|s| s.parse().ok())
+}
+
+impl JobRecord {
+    /// Reads a record from its HGETALL map; `None` when the job does not exist.
+    pub fn from_hash(id: &JobId, m: HashMap<String, String>) -> Result<Option<Self>> {
+        if m.is_empty() {
+            return Ok(None);
+        }
+        let corrupt = |why: &str| Error::Corrupt {
+            job: id.to_string(),
+            why: why.to_string(),
+        };
+        let spec: JobSpec = serde_json::from_str(m.get("spec").ok_or_else(|| corrupt("no spec"))?)
+            .map_err(|e| corrupt(&format!("spec: {e}")))?;
+        let state = m
+            .get("state")
+            .and_then(|s| JobState::parse(s))
+            .ok_or_else(|| corrupt("bad state"))?;
+        let queue = m
+            .get("queue")
+            .and_then(|s| QueueName::parse(s))
+            .ok_or_else(|| corrupt("bad queue"))?;
+        let lane = m
+            .get("lane")
+            .and_then(|s| Lane::parse(s))
+            .ok_or_else(|| corrupt("bad lane"))?;
+        let error = match (m.get("error_code"), m.get("error_msg")) {
+            (Some(c), msg) if !c.is_empty() => Some(JobError {
+                code: c.clone(),
+                message: msg.cloned().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let stats = m
+            .get("stats")
+            .filter(|s| !s.is_empty())
+            .and_then(|s| serde_json::from_str(s).ok());
+        let outputs = m
+            .get("outputs")
+            .filter(|s| !s.is_empty())
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        Ok(Some(JobRecord {
+            id: id.clone(),
+            state,
+            queue,
+            lane,
+            attempt: opt_num(&m, "attempt").unwrap_or(0),
+            slots: opt_num(&m, "slots").unwrap_or(1),
+            created_ms: opt_num(&m, "created_ms").unwrap_or(0),
+            started_ms: opt_num(&m, "started_ms"),
+            finished_ms: opt_num(&m, "finished_ms"),
+            exit_code: opt_num(&m, "exit_code"),
+            error,
+            worker: m.get("worker").filter(|s| !s.is_empty()).cloned(),
+            image_digest: m.get("digest").filter(|s| !s.is_empty()).cloned(),
+            stats,
+            outputs,
+            spec,
+            inputs_prefix: m.get("inputs_prefix").cloned().unwrap_or_default(),
+            def_hash: m.get("def_hash").cloned().unwrap_or_default(),
+        }))
+    }
+
+    /// The API's job view (`GET /api/v1/jobs/{id}`).
+    pub fn view(&self) -> Value {
+        let base = format!("/api/v1/jobs/{}", self.id);
+        let outputs: Vec<Value> = self
+            .outputs
+            .iter()
+            .map(|o| {
+                json!({"name": o.name, "size": o.size,
+                       "url": format!("{base}/outputs/{}", encode_path(&o.name))})
+            })
+            .collect();
+        let stats = self.stats.as_ref().map(|s| {
+            let queued = self.started_ms.map(|st| (st - self.created_ms).max(0));
+            let total = self.finished_ms.map(|f| (f - self.created_ms).max(0));
+            json!({
+                "queuedMs": queued, "inputsMs": s.inputs_ms, "pullMs": s.pull_ms, "runMs": s.run_ms,
+                "outputsMs": s.outputs_ms, "totalMs": total,
+                "maxMemoryBytes": s.max_memory_bytes, "cpuSecs": s.cpu_secs,
+            })
+        });
+        json!({
+            "jobId": self.id.as_str(),
+            "status": self.state.as_str(),
+            "queue": self.queue.as_str(),
+            "fast": self.lane == Lane::Fast,
+            "attempt": self.attempt,
+            "maxAttempts": self.spec.parameters.max_attempts,
+            "createdAt": rfc3339(self.created_ms),
+            "startedAt": self.started_ms.map(rfc3339),
+            "finishedAt": self.finished_ms.map(rfc3339),
+            "exitCode": self.exit_code,
+            "error": self.error,
+            "workerId": self.worker,
+            "image": self.spec.image,
+            "imageDigest": self.image_digest,
+            "stdoutUrl": format!("{base}/stdout"),
+            "stderrUrl": format!("{base}/stderr"),
+            "outputs": outputs,
+            "stats": stats,
+            "meta": self.spec.meta,
+        })
+    }
+}
+
+/// Percent-encodes each segment of a `/`-separated path for use in a URL.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_paths() {
+        assert_eq!(encode_path("a b/c%.txt"), "a%20b/c%25.txt");
+    }
+}

@@ -1,0 +1,598 @@
+//! The job definition a client submits, its defaults and limits, and its validation.
+//!
+//! Parsing is strict (`deny_unknown_fields`): a misspelt field is an error, not a silently ignored
+//! option (the 2018 system accepted both `cmd` and `command` and ran the wrong one). Every error
+//! names the field to blame, as `parameters.cpus` or `inputs[1].name`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::id::JobId;
+use super::state::{Priority, QueueName};
+
+/// The request body of `POST /api/v1/jobs`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobRequest {
+    /// Optional client-chosen id (idempotent resubmission).
+    pub id: Option<String>,
+    /// The Docker image to run; the only required field.
+    pub image: String,
+    /// The command; the image's own when absent.
+    pub command: Option<Vec<String>>,
+    /// Environment variables for the container.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The container's working directory; the image's own when absent.
+    pub working_dir: Option<String>,
+    /// Input files, inline or by URL.
+    #[serde(default)]
+    pub inputs: Vec<InputRequest>,
+    /// Resources and limits.
+    #[serde(default)]
+    pub parameters: ParametersRequest,
+    /// `high` jumps ahead of `normal`.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Opaque client data echoed back in the job view.
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Block the HTTP request until the job ends.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// One input as sent: exactly one of `value` and `url`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InputRequest {
+    /// Path under `/inputs` in the container.
+    pub name: String,
+    /// Inline content, encoded as `encoding` says.
+    pub value: Option<String>,
+    /// URL the server fetches at submit time.
+    pub url: Option<String>,
+    /// `utf8` (default) or `base64`; only with `value`.
+    pub encoding: Option<Encoding>,
+}
+
+/// How an inline value is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The value is the file's text.
+    #[default]
+    Utf8,
+    /// The value is standard base64 of the file's bytes.
+    Base64,
+}
+
+/// `parameters` as sent; absent fields take the defaults of [`Limits`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParametersRequest {
+    /// CPUs (fractions allowed); the job holds `ceil(cpus)` worker slots.
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB (no swap beyond it).
+    pub memory_mb: Option<u64>,
+    /// GPUs; more than 0 puts the job on the `gpu` queue.
+    pub gpus: Option<u32>,
+    /// Wall-clock limit of one attempt, in seconds.
+    pub max_duration_secs: Option<u64>,
+    /// Attempts before a lost job is failed.
+    pub max_attempts: Option<u32>,
+    /// Give the container a network.
+    pub network: Option<bool>,
+}
+
+/// Defaults and upper bounds applied at validation; from configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest `parameters.cpus` accepted.
+    pub max_cpus: f64,
+    /// Memory given when `memoryMb` is absent, in MiB (a job always has a limit).
+    pub default_memory_mb: u64,
+    /// Largest `memoryMb` accepted.
+    pub max_memory_mb: u64,
+    /// Largest `gpus` accepted.
+    pub max_gpus: u32,
+    /// Largest `maxDurationSecs` accepted.
+    pub max_duration_secs: u64,
+    /// Largest `maxAttempts` accepted.
+    pub max_attempts: u32,
+    /// Largest single input, in bytes (inline after decoding, or uploaded).
+    pub max_input_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_cpus: 256.0,
+            default_memory_mb: 2048,
+            max_memory_mb: 4 * 1024 * 1024,
+            max_gpus: 16,
+            max_duration_secs: 7 * 24 * 3600,
+            max_attempts: 10,
+            max_input_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Fewest MiB Docker accepts as a memory limit.
+pub const MIN_MEMORY_MB: u64 = 6;
+/// Default `maxDurationSecs` (contract).
+pub const DEFAULT_MAX_DURATION_SECS: u64 = 600;
+/// Default `maxAttempts` (contract).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Most inputs one job may have; each becomes a storage object and a tar entry.
+pub const MAX_INPUTS: usize = 1000;
+/// Longest input name in bytes (contract).
+pub const MAX_INPUT_NAME: usize = 255;
+/// Most command arguments / environment variables; far above real use, below abuse.
+pub const MAX_LIST_ITEMS: usize = 4096;
+/// Bound on the serialized size of `command`, `env` and `meta` each: they live in Redis.
+pub const MAX_FIELD_BYTES: usize = 256 * 1024;
+
+/// Resources and limits with every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parameters {
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// GPUs.
+    pub gpus: u32,
+    /// Wall-clock limit of one attempt, in seconds.
+    pub max_duration_secs: u64,
+    /// Attempts before a lost job is failed.
+    pub max_attempts: u32,
+    /// Whether the container gets a network.
+    pub network: bool,
+}
+
+impl Parameters {
+    /// Worker CPU slots the job holds while it runs.
+    pub fn slots(&self) -> u32 {
+        self.cpus.ceil().max(1.0) as u32
+    }
+
+    /// The queue the job goes to.
+    pub fn queue(&self) -> QueueName {
+        if self.gpus > 0 { QueueName::Gpu } else { QueueName::Cpu }
+    }
+}
+
+/// The normalized definition stored with the job and read by the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    /// Docker image reference.
+    pub image: String,
+    /// Command, or the image's own.
+    pub command: Option<Vec<String>>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, or the image's own.
+    pub working_dir: Option<String>,
+    /// Names of the staged inputs (their bytes are in storage, or in Redis for fast jobs).
+    pub inputs: Vec<String>,
+    /// Resources and limits.
+    pub parameters: Parameters,
+    /// Queue priority.
+    pub priority: Priority,
+    /// Opaque client data.
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where an input's bytes come from.
+#[derive(Debug)]
+pub enum InputSource {
+    /// Decoded inline bytes.
+    Inline(Vec<u8>),
+    /// A URL the server fetches.
+    Url(String),
+}
+
+/// A validated submission.
+#[derive(Debug)]
+pub struct ValidJob {
+    /// Client-chosen id, if any.
+    pub id: Option<JobId>,
+    /// The normalized definition.
+    pub spec: JobSpec,
+    /// Inputs to stage, in request order (names are in `spec.inputs` too).
+    pub inputs: Vec<(String, InputSource)>,
+    /// Block until the job ends.
+    pub wait: bool,
+}
+
+/// An input after staging: what the definition hash covers.
+#[derive(Debug, Clone)]
+pub struct StagedInput {
+    /// Input name.
+    pub name: String,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    /// The body is not JSON at all (`INVALID_JSON`).
+    #[error("{0}")]
+    Json(String),
+    /// The JSON breaks the schema (`INVALID_JOB`).
+    #[error("{message}")]
+    Invalid {
+        /// The field to blame, if one is.
+        field: Option<String>,
+        /// A sentence saying what is wrong.
+        message: String,
+    },
+    /// Something is over its size limit (`TOO_LARGE`).
+    #[error("{message}")]
+    TooLarge {
+        /// The field to blame, if one is.
+        field: Option<String>,
+        /// A sentence saying which limit.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: Some(field.into()),
+        message: message.into(),
+    }
+}
+
+impl JobRequest {
+    /// Parses a JSON body, telling "not JSON" apart from "JSON of the wrong shape".
+    pub fn from_json(body: &[u8]) -> Result<Self, SpecError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| SpecError::Json(format!("body is not valid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Deserializes an already-parsed JSON value, naming the failing field.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, SpecError> {
+        if !value.is_object() {
+            return Err(SpecError::Invalid {
+                field: None,
+                message: "the job must be a JSON object".into(),
+            });
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            // serde reports missing/unknown fields at the parent's path; name the field itself.
+            let named = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+            let field = match (path.as_str(), named) {
+                (".", Some(n)) => Some(n.to_string()),
+                (".", None) => None,
+                (p, Some(n)) => Some(format!("{p}.{n}")),
+                (p, None) => Some(p.to_string()),
+            };
+            SpecError::Invalid { field, message }
+        })
+    }
+
+    /// Applies defaults and limits; the result is safe to store and to run.
+    pub fn validate(self, limits: &Limits) -> Result<ValidJob, SpecError> {
+        let id = match &self.id {
+            Some(s) => Some(JobId::parse(s).map_err(|m| invalid("id", m))?),
+            None => None,
+        };
+        validate_image(&self.image)?;
+        if let Some(cmd) = &self.command {
+            if cmd.is_empty() {
+                return Err(invalid(
+                    "command",
+                    "command must not be empty; leave it out to run the image's own",
+                ));
+            }
+            check_list("command", cmd.len(), cmd.iter().map(|s| s.len()).sum())?;
+            if cmd.iter().any(|a| a.contains('\0')) {
+                return Err(invalid("command", "command arguments must not contain NUL"));
+            }
+        }
+        check_list(
+            "env",
+            self.env.len(),
+            self.env.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        )?;
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(invalid(
+                    format!("env.{k}"),
+                    "environment variable names must be non-empty without '=' or NUL, values without NUL",
+                ));
+            }
+        }
+        if let Some(dir) = &self.working_dir
+            && (!dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096)
+        {
+            return Err(invalid("workingDir", "workingDir must be an absolute path"));
+        }
+        let meta = self.meta.unwrap_or_default();
+        if serde_json::to_vec(&meta).map(|v| v.len()).unwrap_or(0) > MAX_FIELD_BYTES {
+            return Err(SpecError::TooLarge {
+                field: Some("meta".into()),
+                message: format!("meta is over {MAX_FIELD_BYTES} bytes"),
+            });
+        }
+        let parameters = validate_parameters(&self.parameters, limits)?;
+        let inputs = validate_inputs(self.inputs, limits)?;
+        let spec = JobSpec {
+            image: self.image,
+            command: self.command,
+            env: self.env,
+            working_dir: self.working_dir,
+            inputs: inputs.iter().map(|(n, _)| n.clone()).collect(),
+            parameters,
+            priority: self.priority,
+            meta,
+        };
+        Ok(ValidJob {
+            id,
+            spec,
+            inputs,
+            wait: self.wait,
+        })
+    }
+}
+
+fn check_list(field: &str, items: usize, bytes: usize) -> Result<(), SpecError> {
+    if items > MAX_LIST_ITEMS {
+        return Err(invalid(field, format!("{field} has more than {MAX_LIST_ITEMS} items")));
+    }
+    if bytes > MAX_FIELD_BYTES {
+        return Err(SpecError::TooLarge {
+            field: Some(field.into()),
+            message: format!("{field} is over {MAX_FIELD_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn validate_image(image: &str) -> Result<(), SpecError> {
+    if image.is_empty() || image.len() > 512 {
+        return Err(invalid(
+            "image",
+            "image must be a Docker image reference of 1 to 512 characters",
+        ));
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "image",
+            "image must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_parameters(p: &ParametersRequest, limits: &Limits) -> Result<Parameters, SpecError> {
+    let cpus = p.cpus.unwrap_or(1.0);
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > limits.max_cpus {
+        return Err(invalid(
+            "parameters.cpus",
+            format!("cpus must be more than 0 and at most {}", limits.max_cpus),
+        ));
+    }
+    let memory_mb = p.memory_mb.unwrap_or(limits.default_memory_mb);
+    if !(MIN_MEMORY_MB..=limits.max_memory_mb).contains(&memory_mb) {
+        return Err(invalid(
+            "parameters.memoryMb",
+            format!("memoryMb must be between {MIN_MEMORY_MB} and {}", limits.max_memory_mb),
+        ));
+    }
+    let gpus = p.gpus.unwrap_or(0);
+    if gpus > limits.max_gpus {
+        return Err(invalid(
+            "parameters.gpus",
+            format!("gpus must be at most {}", limits.max_gpus),
+        ));
+    }
+    let max_duration_secs = p.max_duration_secs.unwrap_or(DEFAULT_MAX_DURATION_SECS);
+    if !(1..=limits.max_duration_secs).contains(&max_duration_secs) {
+        return Err(invalid(
+            "parameters.maxDurationSecs",
+            format!("maxDurationSecs must be between 1 and {}", limits.max_duration_secs),
+        ));
+    }
+    let max_attempts = p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=limits.max_attempts).contains(&max_attempts) {
+        return Err(invalid(
+            "parameters.maxAttempts",
+            format!("maxAttempts must be between 1 and {}", limits.max_attempts),
+        ));
+    }
+    Ok(Parameters {
+        cpus,
+        memory_mb,
+        gpus,
+        max_duration_secs,
+        max_attempts,
+        network: p.network.unwrap_or(false),
+    })
+}
+
+fn validate_inputs(inputs: Vec<InputRequest>, limits: &Limits) -> Result<Vec<(String, InputSource)>, SpecError> {
+    if inputs.len() > MAX_INPUTS {
+        return Err(invalid("inputs", format!("at most {MAX_INPUTS} inputs are allowed")));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let field = |f: &str| format!("inputs[{i}].{f}");
+        validate_input_name(&input.name).map_err(|m| invalid(field("name"), m))?;
+        if !seen.insert(input.name.clone()) {
+            return Err(invalid(
+                field("name"),
+                format!("input name '{}' is used twice", input.name),
+            ));
+        }
+        let source = match (input.value, input.url) {
+            (Some(value), None) => {
+                let bytes = match input.encoding.unwrap_or_default() {
+                    Encoding::Utf8 => value.into_bytes(),
+                    Encoding::Base64 => base64::engine::general_purpose::STANDARD
+                        .decode(value.as_bytes())
+                        .map_err(|e| invalid(field("value"), format!("value is not valid base64: {e}")))?,
+                };
+                if bytes.len() as u64 > limits.max_input_bytes {
+                    return Err(SpecError::TooLarge {
+                        field: Some(field("value")),
+                        message: format!("input is over the {} byte limit", limits.max_input_bytes),
+                    });
+                }
+                InputSource::Inline(bytes)
+            }
+            (None, Some(url)) => {
+                if input.encoding.is_some() {
+                    return Err(invalid(field("encoding"), "encoding applies to inline values only"));
+                }
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 8192 {
+                    return Err(invalid(field("url"), "url must be an http:// or https:// URL"));
+                }
+                InputSource::Url(url)
+            }
+            _ => return Err(invalid(field("value"), "an input needs exactly one of value and url")),
+        };
+        out.push((input.name, source));
+    }
+    Ok(out)
+}
+
+/// Checks an input (or output) name: a relative path of normal components, so it can never
+/// escape `/inputs` in the container or the job's folder in storage.
+pub fn validate_input_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("input name must not be empty".into());
+    }
+    if name.len() > MAX_INPUT_NAME {
+        return Err(format!("input name must be at most {MAX_INPUT_NAME} bytes"));
+    }
+    if name.contains('\0') {
+        return Err("input name must not contain NUL".into());
+    }
+    if name.starts_with('/') {
+        return Err("input name must be a relative path".into());
+    }
+    for part in name.split('/') {
+        match part {
+            ".." => return Err("input name must not contain '..'".into()),
+            "" | "." => return Err("input name must not contain empty or '.' path components".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The definition hash behind the same-id rule: identical definitions (including input bytes)
+/// hash the same; anything else makes a resubmission with the same id a 409.
+pub fn definition_hash(spec: &JobSpec, inputs: &[StagedInput]) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    for i in inputs {
+        h.update(b"\0input\0");
+        h.update(i.name.as_bytes());
+        h.update(b"\0");
+        h.update(i.sha256.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<ValidJob, SpecError> {
+        JobRequest::from_value(v)?.validate(&Limits::default())
+    }
+
+    fn field_of(r: Result<ValidJob, SpecError>) -> Option<String> {
+        match r {
+            Err(SpecError::Invalid { field, .. }) => field,
+            other => panic!("expected INVALID_JOB, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let j = parse(serde_json::json!({"image": "busybox"})).unwrap();
+        assert_eq!(j.spec.parameters.cpus, 1.0);
+        assert_eq!(j.spec.parameters.gpus, 0);
+        assert_eq!(j.spec.parameters.max_duration_secs, 600);
+        assert_eq!(j.spec.parameters.max_attempts, 3);
+        assert!(!j.spec.parameters.network);
+        assert_eq!(j.spec.priority, Priority::Normal);
+        assert_eq!(j.spec.parameters.queue(), QueueName::Cpu);
+    }
+
+    #[test]
+    fn names_the_field() {
+        assert_eq!(field_of(parse(serde_json::json!({}))), Some("image".into()));
+        assert_eq!(
+            field_of(parse(serde_json::json!({"image": "x", "bogus": 1}))),
+            Some("bogus".into())
+        );
+        assert_eq!(
+            field_of(parse(serde_json::json!({"image": "x", "parameters": {"cpus": -1}}))),
+            Some("parameters.cpus".into())
+        );
+        assert_eq!(
+            field_of(parse(serde_json::json!({"image": "x", "parameters": {"memoryMb": -5}}))),
+            Some("parameters.memoryMb".into())
+        );
+        assert_eq!(
+            field_of(parse(serde_json::json!({"image": "x", "command": "ls"}))),
+            Some("command".into())
+        );
+        assert_eq!(
+            field_of(parse(
+                serde_json::json!({"image": "x", "inputs": [{"name": "a", "value": "1"}, {"name": "../x", "value": "2"}]})
+            )),
+            Some("inputs[1].name".into())
+        );
+    }
+
+    #[test]
+    fn input_names() {
+        assert!(validate_input_name("a.txt").is_ok());
+        assert!(validate_input_name("data/blob.bin").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\0b"] {
+            assert!(validate_input_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_input_name(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn base64_and_too_large() {
+        let j =
+            parse(serde_json::json!({"image": "x", "inputs": [{"name": "b", "value": "AAEC", "encoding": "base64"}]}))
+                .unwrap();
+        assert!(matches!(&j.inputs[0].1, InputSource::Inline(b) if b == &[0u8, 1, 2]));
+        let limits = Limits {
+            max_input_bytes: 2,
+            ..Limits::default()
+        };
+        let r = JobRequest::from_value(serde_json::json!({"image": "x", "inputs": [{"name": "b", "value": "abc"}]}))
+            .unwrap()
+            .validate(&limits);
+        assert!(matches!(r, Err(SpecError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn not_json() {
+        assert!(matches!(JobRequest::from_json(b"{nope"), Err(SpecError::Json(_))));
+    }
+}

@@ -1,0 +1,91 @@
+//! Every Redis key name DCC uses, built in one place. No other module formats a key.
+//!
+//! All keys start with `{<prefix>}:`. The braces are a Redis Cluster hash tag: every key of one
+//! deployment hashes to the same slot, so each Lua script may touch any of them (Cluster refuses
+//! scripts whose keys span slots). The prefix also isolates deployments (and tests) sharing a
+//! Redis server. The full layout, with types and TTLs, is in `docs/architecture.md`.
+
+use crate::job::{JobId, Lane, QueueName};
+
+/// Builds key names for one deployment prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// `{prefix}` including the braces, e.g. `{dcc}`.
+    tag: String,
+}
+
+impl Keys {
+    /// Keys for the deployment prefix `prefix` (e.g. `dcc`).
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            tag: format!("{{{prefix}}}"),
+        }
+    }
+
+    /// HASH: one job's record (see `job::record` for the fields).
+    pub fn job(&self, id: &JobId) -> String {
+        format!("{}{}", self.job_prefix(), id)
+    }
+
+    /// The part of [`Keys::job`] before the id; scripts that pop an id build the job key from it.
+    pub fn job_prefix(&self) -> String {
+        format!("{}:job:", self.tag)
+    }
+
+    /// LIST of job ids waiting in one lane of a queue; LPUSH to enqueue, RPOP to claim (FIFO).
+    pub fn lane(&self, queue: QueueName, lane: Lane) -> String {
+        format!("{}:queue:{}:{}", self.tag, queue.as_str(), lane.as_str())
+    }
+
+    /// ZSET: running jobs of a queue, scored by lease deadline (ms). The reaper reads it.
+    pub fn running(&self, queue: QueueName) -> String {
+        format!("{}:running:{}", self.tag, queue.as_str())
+    }
+
+    /// ZSET: every job, scored by creation time (ms); the job listing pages through it.
+    pub fn index(&self) -> String {
+        format!("{}:jobs", self.tag)
+    }
+
+    /// ZSET: finished jobs, scored by the time their retention ends (ms).
+    pub fn expiry(&self) -> String {
+        format!("{}:expiry", self.tag)
+    }
+
+    /// Pub/sub channel of job events (JSON, see `events`).
+    pub fn events(&self) -> String {
+        format!("{}:events", self.tag)
+    }
+
+    /// HASH with a TTL: one worker's health and capacity; its expiry means the worker is gone.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{}", self.tag, id)
+    }
+
+    /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_key_strings() {
+        let k = Keys::new("dcc");
+        let id = JobId::parse("abc").unwrap();
+        assert_eq!(k.job(&id), "{dcc}:job:abc");
+        assert_eq!(k.job_prefix(), "{dcc}:job:");
+        assert_eq!(k.lane(QueueName::Cpu, Lane::High), "{dcc}:queue:cpu:high");
+        assert_eq!(k.lane(QueueName::Gpu, Lane::Fast), "{dcc}:queue:gpu:fast");
+        assert_eq!(k.lane(QueueName::Cpu, Lane::Normal), "{dcc}:queue:cpu:normal");
+        assert_eq!(k.running(QueueName::Gpu), "{dcc}:running:gpu");
+        assert_eq!(k.index(), "{dcc}:jobs");
+        assert_eq!(k.expiry(), "{dcc}:expiry");
+        assert_eq!(k.events(), "{dcc}:events");
+        assert_eq!(k.worker("w1"), "{dcc}:worker:w1");
+        assert_eq!(k.workers(), "{dcc}:workers");
+    }
+}

@@ -1,0 +1,27 @@
+//! The core every DCC process shares: the job model, the Redis queue, storage and configuration.
+//!
+//! # Layout
+//! - [`job`]: the job definition a client submits (`spec`), its validation, its state machine
+//!   (`state`) and the record a job becomes in Redis (`record`).
+//! - [`keys`]: every Redis key name, built in one place.
+//! - [`queue`]: every state-changing Redis operation; one module and one Lua script per transition.
+//! - [`events`]: the job-event channel (Redis pub/sub) that wakes waiters, workers and WebSockets.
+//! - [`workers`]: worker registration and health keys.
+//! - [`maintenance`]: the reaper and the retention sweep every process runs.
+//! - [`storage`]: the `Storage` trait and its local-folder backend.
+//! - [`config`]: typed configuration read from environment variables.
+//! - [`clock`]: wall-clock milliseconds, passed into every time-dependent operation.
+//! - [`error`]: the error types of this crate.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod job;
+pub mod keys;
+pub mod maintenance;
+pub mod queue;
+pub mod storage;
+pub mod workers;
+
+pub use error::{Error, Result};

@@ -1,0 +1,25 @@
+-- Cancel: a queued job never starts; a running one ends `cancelled` at once (its worker loses the
+-- lease and kills the container on the event). An ended job does not change.
+-- KEYS[1]: the job's hash
+-- KEYS[2]: the job's lane list (LREM when queued)
+-- KEYS[3]: the job's queue running zset (ZREM when running)
+-- KEYS[4]: the expiry zset (retention starts)
+-- ARGV[1]: job id
+-- ARGV[2]: now (ms)
+-- ARGV[3]: end of retention (ms)
+-- ARGV[4]: events channel
+-- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
+if not job[1] then return {'missing'} end
+if job[1] == 'queued' then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+elseif job[1] == 'running' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+else
+  return {'final', job[1]}
+end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),
+  at = tonumber(ARGV[2]), worker = job[3] or ''}))
+return {'cancelled', job[1]}

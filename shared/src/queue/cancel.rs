@@ -1,0 +1,49 @@
+//! `queued | running` → `cancelled`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Queue, ms};
+use crate::Result;
+use crate::clock::Millis;
+use crate::job::{JobRecord, JobState};
+
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cancel.lua")));
+
+/// What a cancel did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job is now `cancelled`; it was in the given state.
+    Done(JobState),
+    /// The job had already ended in the given state; nothing changed.
+    AlreadyEnded(JobState),
+    /// No such job.
+    Missing,
+}
+
+impl Queue {
+    /// Cancels `job` (read just before, for its immutable queue and lane).
+    pub async fn cancel(&self, job: &JobRecord, retention: Duration, now: Millis) -> Result<Cancelled> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let r: Vec<String> = CANCEL
+            .key(k.job(&job.id))
+            .key(k.lane(job.queue, job.lane))
+            .key(k.running(job.queue))
+            .key(k.expiry())
+            .arg(job.id.as_str())
+            .arg(now)
+            .arg(now + ms(retention))
+            .arg(k.events())
+            .invoke_async(&mut conn)
+            .await?;
+        let state = || r.get(1).and_then(|s| JobState::parse(s)).unwrap_or(JobState::Cancelled);
+        Ok(match r.first().map(String::as_str) {
+            Some("cancelled") => Cancelled::Done(state()),
+            Some("final") => Cancelled::AlreadyEnded(state()),
+            _ => Cancelled::Missing,
+        })
+    }
+}

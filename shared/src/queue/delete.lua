@@ -1,0 +1,34 @@
+-- Delete: every Redis trace of a job goes; the caller removes its files from storage first.
+-- Also the retention sweep ('expired' mode), which only deletes ended jobs whose time has come.
+-- KEYS[1]: the job's hash (DEL)
+-- KEYS[2]: the job's lane list (LREM)
+-- KEYS[3]: the job's queue running zset (ZREM)
+-- KEYS[4]: the expiry zset (ZREM)
+-- KEYS[5]: the job index zset (ZREM)
+-- ARGV[1]: job id
+-- ARGV[2]: now (ms)
+-- ARGV[3]: events channel
+-- ARGV[4]: 'any' (DELETE route) | 'expired' (retention sweep)
+-- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
+if not job[1] then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  return false
+end
+if ARGV[4] == 'expired' then
+  if job[1] == 'queued' or job[1] == 'running' then
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    return 'kept'
+  end
+  local due = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  if due and tonumber(due) > tonumber(ARGV[2]) then return 'kept' end
+end
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[3], cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),
+  at = tonumber(ARGV[2]), worker = job[3] or ''}))
+return job[1]

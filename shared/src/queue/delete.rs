@@ -1,0 +1,94 @@
+//! Every trace of a job gone: the DELETE route, and the retention sweep.
+//!
+//! Files go first, then the record: if the process dies in between, the record is still there and
+//! the next DELETE or sweep finishes the work. The reverse order would leak files forever.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::Queue;
+use crate::Result;
+use crate::clock::Millis;
+use crate::job::{JobId, JobRecord, JobState};
+use crate::storage::{Storage, paths};
+
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
+
+/// What a delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// Gone; it was in the given state.
+    Done(JobState),
+    /// Retention sweep only: not due (still running, or its time moved).
+    Kept,
+    /// No such job.
+    Missing,
+}
+
+/// Which delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// `DELETE /api/v1/jobs/{id}`: whatever its state.
+    Any,
+    /// Retention sweep: only ended jobs whose retention has passed.
+    Expired,
+}
+
+impl Queue {
+    /// Removes `job`'s files from `storage`, then its Redis record, index entries and queue entries.
+    pub async fn delete(
+        &self,
+        job: &JobRecord,
+        storage: &dyn Storage,
+        mode: DeleteMode,
+        now: Millis,
+    ) -> Result<Deleted> {
+        if mode == DeleteMode::Expired && !job.state.is_terminal() {
+            return Ok(Deleted::Kept);
+        }
+        storage.delete_prefix(&paths::job(&job.id)).await?;
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let r: Option<String> = DELETE
+            .key(k.job(&job.id))
+            .key(k.lane(job.queue, job.lane))
+            .key(k.running(job.queue))
+            .key(k.expiry())
+            .key(k.index())
+            .arg(job.id.as_str())
+            .arg(now)
+            .arg(k.events())
+            .arg(match mode {
+                DeleteMode::Any => "any",
+                DeleteMode::Expired => "expired",
+            })
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match r.as_deref() {
+            None => Deleted::Missing,
+            Some("kept") => Deleted::Kept,
+            Some(s) => Deleted::Done(JobState::parse(s).unwrap_or(JobState::Cancelled)),
+        })
+    }
+}
+
+impl Queue {
+    /// Drops index and expiry entries of a job whose record is already gone (the sweep meets
+    /// these only if a record was removed by hand).
+    pub async fn forget(&self, id: &JobId) -> Result<()> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(k.expiry())
+            .arg(id.as_str())
+            .cmd("ZREM")
+            .arg(k.index())
+            .arg(id.as_str())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! Submit → `queued`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::Queue;
+use crate::Result;
+use crate::clock::Millis;
+use crate::job::{JobId, JobSpec, Lane};
+
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
+
+/// What the same-id rule decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job was queued.
+    Created,
+    /// A job with this id and the same definition exists; nothing was written.
+    Exists,
+    /// A job with this id and another definition exists; nothing was written.
+    Conflict,
+}
+
+/// A job ready to be queued: validated, its inputs staged.
+pub struct NewJob<'a> {
+    /// Its id.
+    pub id: &'a JobId,
+    /// Its normalized definition.
+    pub spec: &'a JobSpec,
+    /// Its lane (fast jobs, or the priority's lane).
+    pub lane: Lane,
+    /// Hash of the definition and input bytes.
+    pub def_hash: &'a str,
+    /// Storage prefix of its staged inputs.
+    pub inputs_prefix: &'a str,
+}
+
+impl Queue {
+    /// Queues a job unless its id exists.
+    pub async fn enqueue(&self, job: NewJob<'_>, now: Millis) -> Result<Enqueued> {
+        let p = &job.spec.parameters;
+        let queue = p.queue();
+        let spec_json = serde_json::to_string(job.spec).unwrap_or_default();
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let mut inv = ENQUEUE.key(k.job(job.id));
+        inv.key(k.lane(queue, job.lane))
+            .key(k.index())
+            .arg(job.id.as_str())
+            .arg(job.def_hash)
+            .arg(now)
+            .arg(k.events());
+        for (f, v) in [
+            ("spec", spec_json),
+            ("state", "queued".to_string()),
+            ("queue", queue.as_str().to_string()),
+            ("lane", job.lane.as_str().to_string()),
+            ("attempt", "0".to_string()),
+            ("max_attempts", p.max_attempts.to_string()),
+            ("slots", p.slots().to_string()),
+            ("gpus", p.gpus.to_string()),
+            ("created_ms", now.to_string()),
+            ("def_hash", job.def_hash.to_string()),
+            ("inputs_prefix", job.inputs_prefix.to_string()),
+        ] {
+            inv.arg(f).arg(v);
+        }
+        let r: String = inv.invoke_async(&mut conn).await?;
+        Ok(match r.as_str() {
+            "created" => Enqueued::Created,
+            "exists" => Enqueued::Exists,
+            _ => Enqueued::Conflict,
+        })
+    }
+}

@@ -1,0 +1,21 @@
+-- Finish: the worker holding the lease records the result of its attempt, exactly once.
+-- KEYS[1]: the job's hash (fencing check, then the result fields)
+-- KEYS[2]: the queue's running zset (the lease ends)
+-- KEYS[3]: the expiry zset (retention starts)
+-- ARGV[1]: job id
+-- ARGV[2]: attempt the worker ran
+-- ARGV[3]: worker id
+-- ARGV[4]: final state (succeeded | failed | timed_out)
+-- ARGV[5]: now (ms)
+-- ARGV[6]: end of retention (ms)
+-- ARGV[7]: events channel
+-- ARGV[8..]: field/value pairs of the result (exit_code, error_code, error_msg, digest, stats, outputs)
+-- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
+if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARGV, 8))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = ARGV[1], status = ARGV[4], attempt = tonumber(ARGV[2]),
+  at = tonumber(ARGV[5]), worker = ARGV[3]}))
+return 1

@@ -1,0 +1,81 @@
+//! `running` → `succeeded | failed | timed_out`, written only by the holder of the lease.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::renew::Lease;
+use super::{Queue, ms};
+use crate::Result;
+use crate::clock::Millis;
+use crate::job::{JobError, JobState, OutputFile, RunStats};
+
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("finish.lua")));
+
+/// The result of one attempt.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// `Succeeded`, `Failed` or `TimedOut`.
+    pub state: JobState,
+    /// The container's exit code, when it exited by itself.
+    pub exit_code: Option<i64>,
+    /// Why it ended badly.
+    pub error: Option<JobError>,
+    /// Image id the container ran.
+    pub image_digest: Option<String>,
+    /// Timings and resource use.
+    pub stats: RunStats,
+    /// Stored outputs.
+    pub outputs: Vec<OutputFile>,
+}
+
+/// Whether the result was recorded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Recorded; the job's `finished` event went out.
+    Recorded,
+    /// The lease was lost first (fencing): nothing changed.
+    LeaseLost,
+}
+
+impl Queue {
+    /// Records `outcome` for the attempt `lease` holds; retention starts now.
+    pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let mut inv = FINISH.key(k.job(&lease.job));
+        inv.key(k.running(lease.queue))
+            .key(k.expiry())
+            .arg(lease.job.as_str())
+            .arg(lease.attempt)
+            .arg(&lease.worker)
+            .arg(outcome.state.as_str())
+            .arg(now)
+            .arg(now + ms(retention))
+            .arg(k.events());
+        let (code, msg) = match &outcome.error {
+            Some(e) => (e.code.clone(), e.message.clone()),
+            None => (String::new(), String::new()),
+        };
+        for (f, v) in [
+            (
+                "exit_code",
+                outcome.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            ),
+            ("error_code", code),
+            ("error_msg", msg),
+            ("digest", outcome.image_digest.clone().unwrap_or_default()),
+            ("stats", serde_json::to_string(&outcome.stats).unwrap_or_default()),
+            ("outputs", serde_json::to_string(&outcome.outputs).unwrap_or_default()),
+        ] {
+            inv.arg(f).arg(v);
+        }
+        let r: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(if r == 1 {
+            Finished::Recorded
+        } else {
+            Finished::LeaseLost
+        })
+    }
+}

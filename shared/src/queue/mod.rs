@@ -1,0 +1,110 @@
+//! Every state-changing Redis operation. Nothing outside this module sends state-changing
+//! commands for jobs; each transition is one Lua script stored beside its module, so a crash
+//! between two commands can never leave a half-written job.
+//!
+//! # Layout
+//! - [`enqueue`]: submit → `queued` (same-id rule included).
+//! - [`claim`]: `queued` → `running` with a lease.
+//! - [`renew`]: a heartbeat extends a held lease.
+//! - [`finish`]: `running` → `succeeded | failed | timed_out`, fenced by the attempt.
+//! - [`cancel`]: `queued | running` → `cancelled`.
+//! - [`delete`]: every trace gone (the DELETE route and the retention sweep).
+//! - [`reap`]: expired leases → `queued` (attempt + 1) or `failed` (`WORKER_LOST`).
+//! - [`read`]: reads (job, listing, queue depths, due expiries); no state changes.
+//!
+//! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
+
+pub mod cancel;
+pub mod claim;
+pub mod delete;
+pub mod enqueue;
+pub mod finish;
+pub mod read;
+pub mod reap;
+pub mod renew;
+
+use std::time::Duration;
+
+use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+
+use crate::keys::Keys;
+use crate::{Error, Result};
+
+/// Most pooled Redis connections of one process; requests beyond wait for a free one.
+const POOL_SIZE: usize = 32;
+/// How long to wait for a pooled connection or a new one before answering "unavailable".
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The queue of one deployment: a connection pool and its key names.
+#[derive(Clone)]
+pub struct Queue {
+    /// Pooled connections for commands and scripts.
+    pool: Pool,
+    /// Key names of this deployment.
+    keys: Keys,
+    /// The Redis URL, for connections that cannot be pooled (pub/sub).
+    url: String,
+}
+
+impl Queue {
+    /// A queue on the Redis at `url` with keys under `prefix`. Connects lazily.
+    pub fn new(url: &str, prefix: &str) -> Result<Self> {
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(PoolConfig {
+            max_size: POOL_SIZE,
+            timeouts: Timeouts {
+                wait: Some(CONNECT_TIMEOUT),
+                create: Some(CONNECT_TIMEOUT),
+                recycle: Some(CONNECT_TIMEOUT),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?;
+        Ok(Queue {
+            pool,
+            keys: Keys::new(prefix),
+            url: url.to_string(),
+        })
+    }
+
+    /// The key names of this deployment.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The Redis URL (for pub/sub connections).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A pooled connection.
+    pub async fn conn(&self) -> Result<Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Round trip to Redis (`/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// The `maxmemory-policy` of the server: a queue needs `noeviction`, or keys with a TTL and
+    /// whole jobs can vanish under memory pressure. `None` when CONFIG is not allowed (managed Redis).
+    pub async fn eviction_policy(&self) -> Result<Option<String>> {
+        let mut c = self.conn().await?;
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut c)
+            .await;
+        Ok(r.ok().and_then(|v| v.get(1).cloned()))
+    }
+}
+
+/// Milliseconds of a duration, as stored in Redis.
+pub(crate) fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}

@@ -1,0 +1,39 @@
+-- Reap: attempts whose lease ran out go back to the head of their lane (attempt + 1 at the next
+-- claim), or end `failed` with WORKER_LOST after the last attempt. Idempotent: safe for every
+-- server and worker to run at once. Job keys are built from ARGV[1]; they share the hash tag.
+-- KEYS[1]: a queue's running zset (entries with deadline <= now are expired)
+-- KEYS[2..4]: that queue's lane lists (fast, high, normal)
+-- KEYS[5]: the expiry zset (retention of failed jobs)
+-- ARGV[1]: job key prefix ('{p}:job:')
+-- ARGV[2]: now (ms)
+-- ARGV[3]: retention (ms)
+-- ARGV[4]: events channel
+-- ARGV[5]: most leases handled in one call (bounds the script's run time)
+-- Returns: {requeued, failed}
+local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
+local now = tonumber(ARGV[2])
+local requeued, failed = 0, 0
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local jk = ARGV[1] .. id
+  local job = redis.call('HMGET', jk, 'state', 'attempt', 'max_attempts', 'lane', 'worker')
+  if job[1] == 'running' then
+    local attempt = tonumber(job[2]) or 0
+    if attempt >= (tonumber(job[3]) or 1) then
+      redis.call('HSET', jk, 'state', 'failed', 'finished_ms', now, 'error_code', 'WORKER_LOST',
+        'error_msg', 'worker ' .. (job[5] or '?') .. ' stopped renewing its lease during attempt ' .. attempt ..
+        ', the last of ' .. job[3] .. ' attempts')
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), id)
+      redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
+        worker = job[5] or ''}))
+      failed = failed + 1
+    else
+      redis.call('HSET', jk, 'state', 'queued', 'worker', '')
+      redis.call('RPUSH', lanes[job[4]] or KEYS[4], id)
+      redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'queued', attempt = attempt, at = now}))
+      requeued = requeued + 1
+    end
+  end
+end
+return {requeued, failed}

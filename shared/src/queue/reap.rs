@@ -1,0 +1,61 @@
+//! Expired leases: the attempt's worker stopped renewing (crashed, partitioned, paused).
+//!
+//! The job goes back to the head of its lane and the next claim makes it attempt + 1, or, when
+//! that was the last attempt, it ends `failed` with `WORKER_LOST`. A worker that comes back
+//! late finds its lease gone: renew and finish refuse it (fencing), so it can change nothing.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Queue, ms};
+use crate::Result;
+use crate::clock::Millis;
+use crate::job::{Lane, QueueName};
+
+static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("reap.lua")));
+
+/// Most expired leases handled per script call, so one call never blocks Redis for long.
+const BATCH: u32 = 100;
+
+/// What one reap pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Jobs put back on their queue.
+    pub requeued: u32,
+    /// Jobs failed with `WORKER_LOST`.
+    pub failed: u32,
+}
+
+impl Queue {
+    /// Handles every lease that expired by `now`, in both queues.
+    pub async fn reap(&self, retention: Duration, now: Millis) -> Result<Reaped> {
+        let k = self.keys();
+        let mut total = Reaped::default();
+        let mut conn = self.conn().await?;
+        for queue in QueueName::ALL {
+            loop {
+                let (requeued, failed): (u32, u32) = REAP
+                    .key(k.running(queue))
+                    .key(k.lane(queue, Lane::Fast))
+                    .key(k.lane(queue, Lane::High))
+                    .key(k.lane(queue, Lane::Normal))
+                    .key(k.expiry())
+                    .arg(k.job_prefix())
+                    .arg(now)
+                    .arg(ms(retention))
+                    .arg(k.events())
+                    .arg(BATCH)
+                    .invoke_async(&mut conn)
+                    .await?;
+                total.requeued += requeued;
+                total.failed += failed;
+                if requeued + failed < BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}

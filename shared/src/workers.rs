@@ -1,0 +1,190 @@
+//! Worker registration and health. Each worker keeps a hash with a TTL (its health key) fresh by
+//! heartbeat, and its id in a zset of known workers. A missing health key means the worker is
+//! gone (crashed or stopped); the listing prunes such ids.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::clock::{Millis, rfc3339};
+use crate::queue::Queue;
+
+/// A worker's health as the API and the scaler see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Health {
+    /// Claiming and running jobs.
+    Healthy,
+    /// Alive but unable to run jobs (Docker not answering, disk full, …); claims nothing.
+    Unhealthy,
+    /// Finishing its running jobs, claiming nothing new.
+    Draining,
+}
+
+impl Health {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "HEALTHY",
+            Health::Unhealthy => "UNHEALTHY",
+            Health::Draining => "DRAINING",
+        }
+    }
+}
+
+/// What a worker reports about itself on every beat.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: String,
+    /// Its health.
+    pub health: Health,
+    /// CPU slots in all.
+    pub cpus: u32,
+    /// GPUs in all.
+    pub gpus: u32,
+    /// CPU slots free now.
+    pub free_cpu_slots: u32,
+    /// GPUs free now.
+    pub free_gpus: u32,
+    /// Jobs running now.
+    pub running_jobs: u32,
+    /// When it last beat (ms).
+    pub last_seen: Millis,
+    /// When it started (ms).
+    pub started_at: Millis,
+    /// DCC version it runs.
+    pub version: String,
+    /// Random per process: tells a restarted worker from a second one using the same id.
+    pub instance: String,
+    /// Why it is unhealthy, if it is.
+    pub reason: String,
+}
+
+impl WorkerInfo {
+    /// The API view (`GET /api/v1/workers`).
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "health": self.health.as_str(), "cpus": self.cpus, "gpus": self.gpus,
+            "freeCpuSlots": self.free_cpu_slots, "freeGpus": self.free_gpus,
+            "runningJobs": self.running_jobs, "lastSeen": rfc3339(self.last_seen),
+            "startedAt": rfc3339(self.started_at), "version": self.version,
+            "reason": if self.reason.is_empty() { None } else { Some(&self.reason) },
+        })
+    }
+
+    fn from_hash(m: &HashMap<String, String>) -> Option<Self> {
+        let n = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let health = match m.get("health")?.as_str() {
+            "HEALTHY" => Health::Healthy,
+            "DRAINING" => Health::Draining,
+            _ => Health::Unhealthy,
+        };
+        Some(WorkerInfo {
+            id: m.get("id")?.clone(),
+            health,
+            cpus: n("cpus") as u32,
+            gpus: n("gpus") as u32,
+            free_cpu_slots: n("free_cpu_slots") as u32,
+            free_gpus: n("free_gpus") as u32,
+            running_jobs: n("running_jobs") as u32,
+            last_seen: n("last_seen"),
+            started_at: n("started_at"),
+            version: m.get("version").cloned().unwrap_or_default(),
+            instance: m.get("instance").cloned().unwrap_or_default(),
+            reason: m.get("reason").cloned().unwrap_or_default(),
+        })
+    }
+}
+
+impl Queue {
+    /// Writes a worker's health key with a TTL, and its id in the worker set (one MULTI).
+    pub async fn beat(&self, w: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let k = self.keys();
+        let key = k.worker(&w.id);
+        let mut conn = self.conn().await?;
+        let fields: Vec<(&str, String)> = vec![
+            ("id", w.id.clone()),
+            ("health", w.health.as_str().into()),
+            ("cpus", w.cpus.to_string()),
+            ("gpus", w.gpus.to_string()),
+            ("free_cpu_slots", w.free_cpu_slots.to_string()),
+            ("free_gpus", w.free_gpus.to_string()),
+            ("running_jobs", w.running_jobs.to_string()),
+            ("last_seen", w.last_seen.to_string()),
+            ("started_at", w.started_at.to_string()),
+            ("version", w.version.clone()),
+            ("instance", w.instance.clone()),
+            ("reason", w.reason.clone()),
+        ];
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .pexpire(&key, ttl.as_millis() as i64)
+            .zadd(k.workers(), &w.id, w.last_seen)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a worker's health key and registration (clean shutdown).
+    pub async fn unregister(&self, id: &str) -> Result<()> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .del(k.worker(id))
+            .zrem(k.workers(), id)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// One worker's health key, if it is alive.
+    pub async fn worker(&self, id: &str) -> Result<Option<WorkerInfo>> {
+        let mut conn = self.conn().await?;
+        let m: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys().worker(id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(WorkerInfo::from_hash(&m))
+    }
+
+    /// Every live worker; ids whose health key expired are pruned from the set.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(k.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(k.worker(id));
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (id, m) in ids.iter().zip(maps) {
+            match WorkerInfo::from_hash(&m) {
+                Some(w) => out.push(w),
+                None => gone.push(id.clone()),
+            }
+        }
+        if !gone.is_empty() {
+            let _: () = redis::cmd("ZREM")
+                .arg(k.workers())
+                .arg(&gone)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,55 @@
+//! The container definition of one attempt: resource limits from the job's parameters, no
+//! network unless asked, no privileges, and the labels that let a worker find its own leftovers.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use dcc_shared::job::JobRecord;
+
+use crate::docker::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
+
+/// Limits that come from the worker's configuration rather than the job.
+#[derive(Clone, Debug)]
+pub struct HostLimits {
+    /// Process limit inside the container.
+    pub pids_limit: i64,
+}
+
+/// The container name of an attempt: readable in `docker ps`, unique per attempt.
+pub fn name(job: &JobRecord, attempt: u32) -> String {
+    format!("dcc-{}-a{}", job.id, attempt)
+}
+
+/// The create body for `job`'s attempt `attempt` on `worker`.
+pub fn body(job: &JobRecord, attempt: u32, worker: &str, limits: &HostLimits) -> ContainerCreateBody {
+    let spec = &job.spec;
+    let p = &spec.parameters;
+    let memory = (p.memory_mb * 1024 * 1024) as i64;
+    let labels = HashMap::from([
+        (LABEL_JOB.to_string(), job.id.to_string()),
+        (LABEL_WORKER.to_string(), worker.to_string()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: spec.working_dir.clone(),
+        labels: Some(labels),
+        tty: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(HostConfig {
+            nano_cpus: Some((p.cpus * 1e9) as i64),
+            memory: Some(memory),
+            // Equal to `memory`: no swap beyond the limit, so the limit is real.
+            memory_swap: Some(memory),
+            pids_limit: Some(limits.pids_limit),
+            network_mode: Some(if p.network { "bridge" } else { "none" }.to_string()),
+            privileged: Some(false),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            auto_remove: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

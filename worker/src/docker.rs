@@ -1,0 +1,124 @@
+//! The Docker daemon: connection, the labels that mark DCC's containers, leftover cleanup and
+//! image pulls.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+/// Label on every DCC container: the job id.
+pub const LABEL_JOB: &str = "dcc.job";
+/// Label on every DCC container: the worker that created it.
+pub const LABEL_WORKER: &str = "dcc.worker";
+/// Label on every DCC container: the attempt it runs.
+pub const LABEL_ATTEMPT: &str = "dcc.attempt";
+
+/// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and agrees on an
+/// API version, so a daemon older than bollard's default (e.g. 20.10, API 1.41) works.
+pub async fn connect() -> Result<Docker, bollard::errors::Error> {
+    let docker = Docker::connect_with_local_defaults()?;
+    let docker = docker.negotiate_version().await?;
+    docker.ping().await?;
+    Ok(docker)
+}
+
+/// Removes every container carrying `worker`'s label, except those of `keep` (job ids still
+/// running). Returns how many were removed.
+pub async fn remove_leftovers(docker: &Docker, worker: &str, keep: &[String]) -> Result<usize, bollard::errors::Error> {
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_WORKER}={worker}")])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let mut removed = 0;
+    for c in list {
+        let job = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_JOB))
+            .cloned()
+            .unwrap_or_default();
+        if keep.contains(&job) {
+            continue;
+        }
+        if let Some(id) = c.id {
+            remove(docker, &id).await;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Force-removes a container and its anonymous volumes; a container already gone is fine.
+pub async fn remove(docker: &Docker, name: &str) {
+    let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    match docker.remove_container(name, Some(opts)).await {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => tracing::warn!(container = name, error = %e, "could not remove container"),
+    }
+}
+
+/// Adds `:latest` to a reference without tag or digest, so a pull fetches one image, not all tags.
+pub fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || last.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// The image id (`sha256:…`), pulling the image first when it is not present.
+/// `Ok((id, pulled))`, or `Err(daemon message)` when the image cannot be had.
+pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(String, bool), String> {
+    if let Ok(img) = docker.inspect_image(image).await {
+        return Ok((img.id.unwrap_or_default(), false));
+    }
+    let reference = with_default_tag(image);
+    let opts = CreateImageOptionsBuilder::default().from_image(&reference).build();
+    let mut pull = docker.create_image(Some(opts), None, None);
+    while let Some(item) = pull.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(detail);
+                }
+            }
+            Err(e) => return Err(daemon_message(&e)),
+        }
+    }
+    match docker.inspect_image(&reference).await {
+        Ok(img) => Ok((img.id.unwrap_or_default(), true)),
+        Err(e) => Err(daemon_message(&e)),
+    }
+}
+
+/// The daemon's own sentence from an error, without bollard's wrapping.
+pub fn daemon_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tag() {
+        assert_eq!(with_default_tag("busybox"), "busybox:latest");
+        assert_eq!(with_default_tag("busybox:1.36"), "busybox:1.36");
+        assert_eq!(with_default_tag("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(with_default_tag("x@sha256:abc"), "x@sha256:abc");
+    }
+}

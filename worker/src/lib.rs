@@ -1,0 +1,37 @@
+//! The DCC worker: claims jobs from Redis and runs each attempt as a fresh Docker container.
+//!
+//! # Layout
+//! - [`docker`]: the daemon connection, container labels, leftover cleanup, image pulls.
+//! - [`container`]: the container definition of a job (limits, network, labels).
+//! - [`staging`]: inputs into the container (one tar upload), outputs out of it (one tar download).
+//! - [`logs`]: stdout/stderr capture with periodic upload, and resource sampling.
+//! - [`executor`]: one attempt of one job, start to finish, container always removed.
+//! - [`slots`]: CPU slot accounting.
+//! - [`worker`]: the claim loop, heartbeat (leases + health) and the cancel watch.
+//! - [`shutdown`]: the two-step quiet → terminate shutdown.
+
+pub mod container;
+pub mod docker;
+pub mod executor;
+pub mod logs;
+pub mod shutdown;
+pub mod slots;
+pub mod staging;
+pub mod worker;
+
+pub use shutdown::Shutdown;
+pub use worker::{Worker, WorkerSettings};
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The Docker daemon cannot be reached.
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// Redis or storage failed.
+    #[error(transparent)]
+    Shared(#[from] dcc_shared::Error),
+    /// Another live worker uses the same id.
+    #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
+    IdInUse(String),
+}
