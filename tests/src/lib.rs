@@ -1,1 +1,554 @@
+//! Test harness for DCC's end-to-end tests: real Redis servers, the real `dcc` binary, the real
+//! Docker Engine. Each test starts its own Redis on a free loopback port and its own `dcc`
+//! processes with their own worker ids, so tests run in parallel without touching each other.
+//! Waits are on conditions with deadlines, never on bare sleeps.
+//!
+//! # Layout
+//! - [`Redis`]: a `redis-server` child on a free port, killed on drop.
+//! - [`Dcc`]: a `dcc server` or `dcc worker` child, stopped on drop (its log is printed when the
+//!   test failed).
+//! - [`Api`]: a small HTTP client for the API.
+//! - [`eventually`]: polls a condition until a deadline.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The image every test job runs (built locally: no registry is reachable).
+pub const IMAGE: &str = "dcc-busybox:latest";
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface has free ports")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `dcc` binary cargo built for this test run (`target/<profile>/dcc`, next to `deps/`).
+pub fn dcc_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("DCC_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    let bin = dir.join("dcc");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build` (or `cargo test --workspace`) first",
+        bin.display()
+    );
+    bin
+}
+
+/// A short random name, for worker ids and prefixes.
+pub fn random_name(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}{:08x}", n as u32)
+}
+
+/// Builds the test image once per test binary.
+pub fn ensure_image() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/build-test-image.sh"))
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "building the test image failed");
+    });
+}
+
+/// Polls `cond` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `redis-server` on a free loopback port.
+pub struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// Starts one without persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, free_port(), extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
+        ];
+        if !extra.contains(&"--appendonly") {
+            args.extend(["--appendonly".into(), "no".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Self::spawn(&args, port);
+        Redis { child, port, dir, args }
+    }
+
+    fn spawn(args: &[String], port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    /// Kills the server and starts it again on the same port and folder (with AOF on, what it
+    /// had acknowledged comes back).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.args, self.port);
+    }
+
+    /// The folder holding its files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection for assertions.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers")
+    }
+
+    /// Every key (tests only: SCAN is fine on a test server).
+    pub async fn all_keys(&self) -> Vec<String> {
+        let mut c = self.conn().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.expect("KEYS");
+        keys
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What kind of `dcc` process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `dcc server` with its in-process worker.
+    Server,
+    /// `dcc server` with `DISABLE_WORKER=true`.
+    ApiOnly,
+    /// `dcc worker`.
+    Worker,
+}
+
+/// A running `dcc` process.
+pub struct Dcc {
+    child: Option<Child>,
+    /// Its HTTP port (servers).
+    pub port: u16,
+    /// Its worker id.
+    pub worker_id: String,
+    /// Its storage folder.
+    pub storage: PathBuf,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Builder of a [`Dcc`].
+pub struct DccBuilder {
+    role: Role,
+    env: Vec<(String, String)>,
+    storage: Option<PathBuf>,
+}
+
+impl Dcc {
+    /// A `dcc` of `role` on `redis`.
+    pub fn builder(role: Role, redis: &Redis) -> DccBuilder {
+        DccBuilder {
+            role,
+            env: vec![("DCC_REDIS_URL".into(), redis.url())],
+            storage: None,
+        }
+    }
+
+    /// A server with an in-process worker of 2 slots.
+    pub async fn server(redis: &Redis) -> Self {
+        Self::builder(Role::Server, redis).start().await
+    }
+
+    /// Its API.
+    pub fn api(&self) -> Api {
+        Api::new(format!("http://127.0.0.1:{}", self.port))
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(s))) => {
+                    self.child = None;
+                    return Some(s);
+                }
+                None => return None,
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl DccBuilder {
+    /// Sets an environment variable.
+    pub fn env(mut self, k: &str, v: impl ToString) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Shares a storage folder with another process.
+    pub fn storage(mut self, dir: &Path) -> Self {
+        self.storage = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Starts it and waits until it is ready (servers: `/readyz`; workers: registered).
+    pub async fn start(self) -> Dcc {
+        ensure_image();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = self.storage.clone().unwrap_or_else(|| dir.path().join("data"));
+        let port = free_port();
+        let worker_id = random_name("t-");
+        let log = dir.path().join("dcc.log");
+        let mut cmd = Command::new(dcc_bin());
+        cmd.arg(if self.role == Role::Worker { "worker" } else { "server" })
+            .env("DCC_STORAGE", &storage)
+            .env("DCC_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DCC_WORKER_ID", &worker_id)
+            .env("DCC_CPUS", "2")
+            .env("DCC_TMP_DIR", dir.path())
+            .env("DCC_LOG", "info,dcc_worker=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
+        if self.role == Role::ApiOnly {
+            cmd.env("DISABLE_WORKER", "true");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("dcc starts");
+        let mut dcc = Dcc {
+            child: Some(child),
+            port,
+            worker_id,
+            storage,
+            log,
+            _dir: Some(dir),
+        };
+        let ready = match self.role {
+            Role::Worker => "worker started",
+            _ => "API listening",
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dcc.log().contains(ready) {
+            if let Some(Ok(Some(status))) = dcc.child.as_mut().map(|c| c.try_wait()) {
+                panic!("dcc exited at start ({status}):\n{}", dcc.log());
+            }
+            assert!(Instant::now() < deadline, "dcc did not start:\n{}", dcc.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        dcc
+    }
+}
+
+impl Drop for Dcc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- dcc log ({}) ----\n{}", self.worker_id, self.log());
+        }
+        self.kill();
+        // A killed worker leaves its containers; remove them so the host stays clean.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter label=dcc.worker={} | xargs -r docker rm -f >/dev/null 2>&1",
+                self.worker_id
+            ))
+            .status();
+    }
+}
+
+/// Ids of the containers that carry `worker`'s label (running or not).
+pub fn containers_of(worker: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=dcc.worker={worker}")])
+        .output()
+        .expect("docker CLI runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Ids of the containers of one job.
+pub fn containers_of_job(job: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=dcc.job={job}")])
+        .output()
+        .expect("docker CLI runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// A small client of the DCC API.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://host:port`.
+    pub base: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// Bearer key to send, if any.
+    pub key: Option<String>,
+}
+
+/// An answer: status and JSON body (or the text wrapped as a JSON string).
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    /// A client of `base`.
+    pub fn new(base: String) -> Self {
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            key: None,
+        }
+    }
+
+    /// The same client sending `key`.
+    pub fn with_key(&self, key: &str) -> Self {
+        Api {
+            key: Some(key.to_string()),
+            ..self.clone()
+        }
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(m, format!("{}{}", self.base, path));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    async fn answer(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body }
+    }
+
+    /// Sends a request with an optional JSON body.
+    pub async fn call(&self, m: reqwest::Method, path: &str, body: Option<&Value>) -> Answer {
+        let mut r = self.req(m, path);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        Self::answer(r.send().await.expect("the server answers")).await
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> Answer {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .header("content-type", content_type)
+            .body(body);
+        Self::answer(r.send().await.expect("the server answers")).await
+    }
+
+    /// Sends a multipart form.
+    pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> Answer {
+        Self::answer(
+            self.req(reqwest::Method::POST, path)
+                .multipart(form)
+                .send()
+                .await
+                .expect("the server answers"),
+        )
+        .await
+    }
+
+    /// GET as JSON.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// GET as bytes, with the status.
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the server answers");
+        let s = r.status().as_u16();
+        (s, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Submits a job; returns the answer.
+    pub async fn submit(&self, job: Value) -> Answer {
+        self.post("/api/v1/jobs", &job).await
+    }
+
+    /// Submits a job and returns its id (asserting 201).
+    pub async fn submit_id(&self, job: Value) -> String {
+        let a = self.submit(job).await;
+        assert_eq!(a.status, 201, "submit failed: {:?}", a.body);
+        a.body["jobId"].as_str().expect("jobId").to_string()
+    }
+
+    /// Submits with `wait: true` and returns the final view (asserting 200).
+    pub async fn run(&self, mut job: Value) -> Value {
+        job["wait"] = json!(true);
+        let a = self.submit(job).await;
+        assert_eq!(a.status, 200, "wait submit failed: {:?}", a.body);
+        a.body
+    }
+
+    /// The job view.
+    pub async fn job(&self, id: &str) -> Value {
+        let a = self.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(a.status, 200, "job view failed: {:?}", a.body);
+        a.body
+    }
+
+    /// Waits for a job to reach `status`.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        eventually(timeout, &format!("job {id} to be {status}"), || async {
+            let v = self.job(id).await;
+            (v["status"] == status).then_some(v)
+        })
+        .await
+    }
+
+    /// A job's stdout or stderr as text.
+    pub async fn log(&self, id: &str, stream: &str) -> String {
+        let (s, b) = self.get_bytes(&format!("/api/v1/jobs/{id}/{stream}")).await;
+        assert_eq!(s, 200);
+        String::from_utf8_lossy(&b).into_owned()
+    }
+}
+
+/// A job running `script` in the test image.
+pub fn sh(script: &str) -> Value {
+    json!({"image": IMAGE, "command": ["sh", "-c", script]})
+}
