@@ -62,10 +62,14 @@ impl Events {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match run(&url, &channel, &tx).await {
-                    Ok(()) => tracing::warn!(
-                        event = "EventsDisconnected",
-                        "job event subscription ended; reconnecting"
-                    ),
+                    Ok(()) => {
+                        tracing::warn!(
+                            event = "EventsDisconnected",
+                            "job event subscription ended; reconnecting"
+                        );
+                        // It was connected: start the backoff over.
+                        backoff = Duration::from_millis(100);
+                    }
                     Err(e) => {
                         tracing::warn!(event = "EventsDisconnected", error = %e, "job event subscription failed; reconnecting")
                     }
@@ -73,9 +77,6 @@ impl Events {
                 let _ = tx.send(Event::Resync);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                if tx.receiver_count() == 0 && tx.len() > 0 {
-                    backoff = MAX_BACKOFF;
-                }
             }
         });
         events

@@ -67,9 +67,17 @@ impl Capture {
     }
 }
 
-/// Follows a container's logs until it stops.
+/// Captures a container's logs: a follow stream feeds progress uploads while it runs; once it
+/// stopped, [`LogCollector::finish`] reads the complete logs again (Docker's follow stream can end
+/// before a last partial line arrives) and uploads them.
 pub struct LogCollector {
-    task: JoinHandle<Result<(), StorageError>>,
+    docker: Docker,
+    container: String,
+    storage: Arc<dyn Storage>,
+    paths: (PathBuf, PathBuf),
+    objects: (String, String),
+    cap: u64,
+    progress: JoinHandle<()>,
 }
 
 impl LogCollector {
@@ -82,61 +90,109 @@ impl LogCollector {
         objects: (String, String),
         cap: u64,
     ) -> Self {
-        let (out_path, err_path) = (scratch.join("stdout"), scratch.join("stderr"));
-        let task = tokio::spawn(async move {
-            let mut out = Capture::new(out_path, objects.0).await?;
-            let mut err = Capture::new(err_path, objects.1).await?;
-            let opts = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut logs = docker.logs(&container, Some(opts));
-            let mut tick = tokio::time::interval(FLUSH_EVERY);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    item = logs.next() => match item {
-                        Some(Ok(LogOutput::StdOut { message })) => out.write(&message, cap).await?,
-                        Some(Ok(LogOutput::StdErr { message })) => err.write(&message, cap).await?,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            tracing::warn!(container, error = %e, "log stream broke off");
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = tick.tick() => {
-                        // Progress uploads are best effort: the final one below is what counts.
-                        for c in [&mut out, &mut err] {
-                            if c.dirty && let Err(e) = c.upload(storage.as_ref()).await {
-                                tracing::debug!(error = %e, "progress log upload failed");
-                            }
-                        }
-                    }
-                }
-            }
-            for c in [&mut out, &mut err] {
-                c.file.flush().await?;
-                let (object, path) = (c.object.clone(), c.path.clone());
-                with_retry("storing a log", || storage.put_file(&object, &path)).await?;
-            }
-            Ok(())
-        });
-        LogCollector { task }
+        let paths = (scratch.join("stdout"), scratch.join("stderr"));
+        let progress = tokio::spawn(follow(
+            docker.clone(),
+            container.clone(),
+            storage.clone(),
+            paths.clone(),
+            objects.clone(),
+            cap,
+        ));
+        LogCollector {
+            docker,
+            container,
+            storage,
+            paths,
+            objects,
+            cap,
+            progress,
+        }
     }
 
-    /// Waits for the stream to end (the container stopped) and the final upload.
+    /// After the container stopped: reads the whole logs and stores them.
     pub async fn finish(self) -> Result<(), StorageError> {
-        match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(StorageError::Backend(std::io::Error::other(e.to_string()))),
+        self.progress.abort();
+        let _ = self.progress.await;
+        let mut out = Capture::new(self.paths.0.clone(), self.objects.0.clone()).await?;
+        let mut err = Capture::new(self.paths.1.clone(), self.objects.1.clone()).await?;
+        let opts = LogsOptionsBuilder::default()
+            .follow(false)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(&self.container, Some(opts));
+        while let Some(item) = logs.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message }) => out.write(&message, self.cap).await?,
+                Ok(LogOutput::StdErr { message }) => err.write(&message, self.cap).await?,
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StorageError::Backend(std::io::Error::other(format!(
+                        "reading the container's logs failed: {e}"
+                    ))));
+                }
+            }
         }
+        for c in [&mut out, &mut err] {
+            c.file.flush().await?;
+            let (object, path) = (c.object.clone(), c.path.clone());
+            with_retry("storing a log", || self.storage.put_file(&object, &path)).await?;
+        }
+        Ok(())
     }
 
     /// Stops without a final upload (the attempt was abandoned).
     pub fn abort(self) {
-        self.task.abort();
+        self.progress.abort();
+    }
+}
+
+/// Follows the logs while the container runs and uploads what exists every few seconds.
+/// Best effort: the upload in [`LogCollector::finish`] is the one that counts.
+async fn follow(
+    docker: Docker,
+    container: String,
+    storage: Arc<dyn Storage>,
+    paths: (PathBuf, PathBuf),
+    objects: (String, String),
+    cap: u64,
+) {
+    let (Ok(mut out), Ok(mut err)) = (
+        Capture::new(paths.0.with_extension("live"), objects.0).await,
+        Capture::new(paths.1.with_extension("live"), objects.1).await,
+    ) else {
+        return;
+    };
+    let opts = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(&container, Some(opts));
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            item = logs.next() => {
+                let r = match item {
+                    Some(Ok(LogOutput::StdOut { message })) => out.write(&message, cap).await,
+                    Some(Ok(LogOutput::StdErr { message })) => err.write(&message, cap).await,
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(_)) | None => return,
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                for c in [&mut out, &mut err] {
+                    if c.dirty && let Err(e) = c.upload(storage.as_ref()).await {
+                        tracing::debug!(error = %e, "progress log upload failed");
+                    }
+                }
+            }
+        }
     }
 }
 

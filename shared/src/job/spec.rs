@@ -270,12 +270,11 @@ impl JobRequest {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let message = e.inner().to_string();
-            // serde reports missing/unknown fields at the parent's path; name the field itself.
-            let named = message
-                .split('`')
-                .nth(1)
-                .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
-            let field = match (path.as_str(), named) {
+            // serde reports a missing field at its parent's path: name the field itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next());
+            let field = match (path.as_str(), missing) {
                 (".", Some(n)) => Some(n.to_string()),
                 (".", None) => None,
                 (p, Some(n)) => Some(format!("{p}.{n}")),

@@ -10,6 +10,16 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, Object, Storage, StorageError};
 
+/// A temporary file removed when dropped unless it was renamed into place first: a write that
+/// fails or is cancelled half-way leaves nothing behind.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Objects as files under `root`.
 pub struct LocalStorage {
     /// The folder holding every object.
@@ -52,51 +62,28 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     async fn put_stream(&self, name: &str, mut body: ByteStream<'_>, limit: u64) -> Result<u64, StorageError> {
         self.path(name)?;
-        let tmp = self.temp_path().await?;
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut size = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(StorageError::Source)?;
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(StorageError::TooLarge { limit });
-                }
-                file.write_all(&chunk).await?;
+        let tmp = TempFile(self.temp_path().await?);
+        let mut file = tokio::fs::File::create(&tmp.0).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Source)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(StorageError::TooLarge { limit });
             }
-            file.flush().await?;
-            Ok(size)
+            file.write_all(&chunk).await?;
         }
-        .await;
-        match result {
-            Ok(size) => match self.commit(&tmp, name).await {
-                Ok(()) => Ok(size),
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    Err(e)
-                }
-            },
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
+        file.flush().await?;
+        drop(file);
+        self.commit(&tmp.0, name).await?;
+        Ok(size)
     }
 
     async fn put_file(&self, name: &str, path: &Path) -> Result<u64, StorageError> {
         self.path(name)?;
-        let tmp = self.temp_path().await?;
-        let size = match tokio::fs::copy(path, &tmp).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = self.commit(&tmp, name).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
+        let tmp = TempFile(self.temp_path().await?);
+        let size = tokio::fs::copy(path, &tmp.0).await?;
+        self.commit(&tmp.0, name).await?;
         Ok(size)
     }
 

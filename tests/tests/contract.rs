@@ -1,0 +1,346 @@
+//! Every error of the contract, provoked over HTTP: codes, statuses, the `field` to blame, and
+//! that nothing is left behind by a refused request.
+
+use std::time::Duration;
+
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
+use serde_json::{Value, json};
+
+async fn expect(api: &dcc_e2e::Api, job: Value, status: u16, code: &str, field: Option<&str>) {
+    let a = api.submit(job.clone()).await;
+    assert_eq!((a.status, a.code()), (status, code), "for {job}: {:?}", a.body);
+    assert!(
+        a.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {:?}",
+        a.body
+    );
+    if let Some(f) = field {
+        assert_eq!(a.body["error"]["field"], f, "for {job}: {:?}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn validation_errors() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+
+    let a = api
+        .post_raw("/api/v1/jobs", b"{not json".to_vec(), "application/json")
+        .await;
+    assert_eq!((a.status, a.code()), (400, "INVALID_JSON"));
+    let a = api
+        .post_raw("/api/v1/jobs", b"[1,2]".to_vec(), "application/json")
+        .await;
+    assert_eq!((a.status, a.code()), (400, "INVALID_JOB"));
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), "image"),
+        (json!({"image": ""}), "image"),
+        (json!({"image": "a b"}), "image"),
+        (json!({"image": IMAGE, "command": "ls"}), "command"),
+        (json!({"image": IMAGE, "command": ["ls", 3]}), "command[1]"),
+        (json!({"image": IMAGE, "command": []}), "command"),
+        (json!({"image": IMAGE, "cmd": ["ls"]}), "cmd"),
+        (json!({"image": IMAGE, "parameters": {"cpus": -1}}), "parameters.cpus"),
+        (json!({"image": IMAGE, "parameters": {"cpus": 0}}), "parameters.cpus"),
+        (
+            json!({"image": IMAGE, "parameters": {"cpus": 100000}}),
+            "parameters.cpus",
+        ),
+        (
+            json!({"image": IMAGE, "parameters": {"memoryMb": -5}}),
+            "parameters.memoryMb",
+        ),
+        (
+            json!({"image": IMAGE, "parameters": {"memoryMb": 1}}),
+            "parameters.memoryMb",
+        ),
+        (
+            json!({"image": IMAGE, "parameters": {"maxDurationSecs": 0}}),
+            "parameters.maxDurationSecs",
+        ),
+        (
+            json!({"image": IMAGE, "parameters": {"maxDurationSecs": 1e12}}),
+            "parameters.maxDurationSecs",
+        ),
+        (
+            json!({"image": IMAGE, "parameters": {"maxAttempts": 0}}),
+            "parameters.maxAttempts",
+        ),
+        (json!({"image": IMAGE, "parameters": {"gpus": 1000}}), "parameters.gpus"),
+        (
+            json!({"image": IMAGE, "parameters": {"turbo": true}}),
+            "parameters.turbo",
+        ),
+        (json!({"image": IMAGE, "priority": "urgent"}), "priority"),
+        (json!({"image": IMAGE, "env": {"A=B": "x"}}), "env.A=B"),
+        (json!({"image": IMAGE, "workingDir": "relative"}), "workingDir"),
+        (json!({"image": IMAGE, "id": "../x"}), "id"),
+        (json!({"image": IMAGE, "meta": [1]}), "meta"),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "", "value": "x"}]}),
+            "inputs[0].name",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "/etc/passwd", "value": "x"}]}),
+            "inputs[0].name",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a/../../b", "value": "x"}]}),
+            "inputs[0].name",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a\u{0}b", "value": "x"}]}),
+            "inputs[0].name",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "x".repeat(256), "value": "x"}]}),
+            "inputs[0].name",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a", "value": "x"}, {"name": "a", "value": "y"}]}),
+            "inputs[1].name",
+        ),
+        (json!({"image": IMAGE, "inputs": [{"name": "a"}]}), "inputs[0].value"),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a", "value": "x", "url": "http://x"}]}),
+            "inputs[0].value",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a", "value": "!!", "encoding": "base64"}]}),
+            "inputs[0].value",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a", "value": "x", "encoding": "hex"}]}),
+            "inputs[0].encoding",
+        ),
+        (
+            json!({"image": IMAGE, "inputs": [{"name": "a", "url": "ftp://x"}]}),
+            "inputs[0].url",
+        ),
+    ];
+    for (job, field) in cases {
+        expect(&api, job, 400, "INVALID_JOB", Some(field)).await;
+    }
+    // Nothing was queued or staged by any of them.
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    assert!(!dcc.storage.join("jobs").exists() || std::fs::read_dir(dcc.storage.join("jobs")).unwrap().count() == 0);
+}
+
+#[tokio::test]
+async fn size_limits_give_413() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_MAX_BODY_BYTES", 2000)
+        .env("DCC_MAX_INPUT_BYTES", 100)
+        .start()
+        .await;
+    let api = dcc.api();
+    expect(
+        &api,
+        json!({"image": IMAGE, "meta": {"pad": "x".repeat(3000)}}),
+        413,
+        "TOO_LARGE",
+        None,
+    )
+    .await;
+    expect(
+        &api,
+        json!({"image": IMAGE, "inputs": [{"name": "big", "value": "y".repeat(101)}]}),
+        413,
+        "TOO_LARGE",
+        Some("inputs[0].value"),
+    )
+    .await;
+    let form = reqwest::multipart::Form::new()
+        .text("job", json!({"image": IMAGE}).to_string())
+        .part("big.bin", reqwest::multipart::Part::bytes(vec![7u8; 5000]));
+    let a = api.post_multipart("/api/v1/jobs", form).await;
+    assert_eq!((a.status, a.code()), (413, "TOO_LARGE"), "{:?}", a.body);
+    let staged = dcc.storage.join("jobs");
+    assert!(
+        !staged.exists()
+            || std::fs::read_dir(&staged)
+                .unwrap()
+                .all(|e| { std::fs::read_dir(e.unwrap().path()).unwrap().count() == 0 }),
+        "a refused upload left files behind"
+    );
+}
+
+#[tokio::test]
+async fn url_inputs_are_fetched_or_refused() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    // The server's own /healthz is a reachable URL with known content.
+    let url = format!("{}/healthz", api.base);
+    let v = api
+        .run(json!({"image": IMAGE, "command": ["cat", "/inputs/h.json"], "inputs": [{"name": "h.json", "url": url}]}))
+        .await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(
+        api.log(v["jobId"].as_str().unwrap(), "stdout").await,
+        r#"{"status":"ok"}"#
+    );
+    let missing = format!("{}/no-such-file", api.base);
+    expect(
+        &api,
+        json!({"image": IMAGE, "inputs": [{"name": "m", "url": missing}]}),
+        400,
+        "INPUT_FETCH_FAILED",
+        Some("inputs[0].url"),
+    )
+    .await;
+    let dead = format!("http://127.0.0.1:{}/x", dcc_e2e::free_port());
+    expect(
+        &api,
+        json!({"image": IMAGE, "inputs": [{"name": "m", "url": dead}]}),
+        400,
+        "INPUT_FETCH_FAILED",
+        Some("inputs[0].url"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn api_keys_guard_every_route_but_healthz() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS", "k1,k2")
+        .start()
+        .await;
+    let api = dcc.api();
+    assert_eq!(api.get("/healthz").await.status, 200);
+    for path in [
+        "/readyz",
+        "/api/v1/jobs",
+        "/api/v1/queues",
+        "/api/v1/workers",
+        "/api/v1/jobs/x",
+    ] {
+        let a = api.get(path).await;
+        assert_eq!((a.status, a.code()), (401, "UNAUTHORIZED"), "{path}");
+        let a = api.with_key("wrong").get(path).await;
+        assert_eq!(a.status, 401, "{path}");
+    }
+    let a = api.submit(sh("true")).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(api.with_key("k2").get("/api/v1/queues").await.status, 200);
+    assert_eq!(api.with_key("k1").submit(sh("true")).await.status, 201);
+}
+
+#[tokio::test]
+async fn redis_down_gives_503_and_writes_nothing() {
+    let mut redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    assert_eq!(api.get("/readyz").await.status, 200);
+    redis.kill();
+    let a = api
+        .submit(json!({"image": IMAGE, "inputs": [{"name": "a", "value": "staged then removed"}]}))
+        .await;
+    assert_eq!((a.status, a.code()), (503, "UNAVAILABLE"), "{:?}", a.body);
+    let jobs = dcc.storage.join("jobs");
+    let leftovers: Vec<_> = walk(&jobs);
+    assert!(leftovers.is_empty(), "staged files left behind: {leftovers:?}");
+    let r = api.get("/readyz").await;
+    assert_eq!((r.status, r.code()), (503, "UNAVAILABLE"));
+    assert_eq!(api.get("/api/v1/jobs/x").await.status, 503);
+    assert_eq!(api.get("/healthz").await.status, 200);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn wait_true_times_out_with_504_and_the_job_id() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_MAX_WAIT_SECS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    // No worker: the job stays queued and the wait runs out.
+    let mut job = sh("true");
+    job["wait"] = json!(true);
+    let a = api.submit(job).await;
+    assert_eq!((a.status, a.code()), (504, "WAIT_TIMEOUT"), "{:?}", a.body);
+    let id = a.body["jobId"].as_str().expect("the 504 carries jobId").to_string();
+    assert_eq!(api.job(&id).await["status"], "queued");
+    let q = api.get("/api/v1/queues").await.body;
+    assert_eq!(q["cpu"]["queued"], 1);
+    assert!(q["cpu"]["oldestQueuedAgeMs"].as_i64().unwrap() >= 0);
+    // A worker that joins later runs it.
+    let worker = Dcc::builder(Role::Worker, &redis).storage(&dcc.storage).start().await;
+    api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    let w = api.get("/api/v1/workers").await.body;
+    let ws = w["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 1);
+    assert_eq!(ws[0]["id"], json!(worker.worker_id));
+    assert_eq!(ws[0]["health"], "HEALTHY");
+    assert_eq!(ws[0]["cpus"], 2);
+    for k in [
+        "freeCpuSlots",
+        "freeGpus",
+        "runningJobs",
+        "lastSeen",
+        "startedAt",
+        "version",
+        "gpus",
+    ] {
+        assert!(!ws[0][k].is_null(), "worker field {k} missing");
+    }
+}
+
+#[tokio::test]
+async fn two_workers_share_the_jobs() {
+    let redis = Redis::start();
+    let api_server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let storage = api_server.storage.clone();
+    let w1 = Dcc::builder(Role::Worker, &redis)
+        .storage(&storage)
+        .env("DCC_CPUS", 1)
+        .start()
+        .await;
+    let w2 = Dcc::builder(Role::Worker, &redis)
+        .storage(&storage)
+        .env("DCC_CPUS", 1)
+        .start()
+        .await;
+    let api = api_server.api();
+    eventually(Duration::from_secs(10), "two workers registered", || async {
+        (api.get("/api/v1/workers").await.body["workers"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2))
+        .then_some(())
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(api.submit_id(sh(&format!("sleep 1; echo {i}"))).await);
+    }
+    let mut by_worker = std::collections::HashMap::<String, usize>::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = api.wait_status(id, "succeeded", Duration::from_secs(60)).await;
+        assert_eq!(api.log(id, "stdout").await, format!("{i}\n"));
+        *by_worker
+            .entry(v["workerId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(by_worker.len(), 2, "both workers ran jobs: {by_worker:?}");
+    assert!(by_worker.contains_key(&w1.worker_id) && by_worker.contains_key(&w2.worker_id));
+    assert!(dcc_e2e::containers_of(&w1.worker_id).is_empty() && dcc_e2e::containers_of(&w2.worker_id).is_empty());
+}

@@ -1,0 +1,306 @@
+//! The Lua transitions told as short stories against a real Redis, with time passed in, so
+//! lease expiry and retention are driven without sleeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dcc_e2e::Redis;
+use dcc_shared::events::{Event, Events};
+use dcc_shared::job::{JobId, JobRequest, JobState, Lane, Limits};
+use dcc_shared::maintenance;
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::cancel::Cancelled;
+use dcc_shared::queue::claim::{Claim, Claimant};
+use dcc_shared::queue::enqueue::{Enqueued, NewJob};
+use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::renew::{Lease, Renewed};
+use dcc_shared::storage::{LocalStorage, Storage, paths};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+const RETENTION: Duration = Duration::from_secs(3600);
+const T0: i64 = 1_800_000_000_000;
+
+async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId {
+    let valid = JobRequest::from_value(job)
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap();
+    let id = JobId::parse(id).unwrap();
+    let r = q
+        .enqueue(
+            NewJob {
+                id: &id,
+                spec: &valid.spec,
+                lane: Lane::for_priority(valid.spec.priority),
+                def_hash: "h",
+                inputs_prefix: "p/",
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, Enqueued::Created);
+    id
+}
+
+fn who(worker: &str) -> Claimant<'_> {
+    Claimant {
+        worker,
+        free_slots: 4,
+        total_slots: 4,
+        lease: LEASE,
+    }
+}
+
+async fn claim(q: &Queue, worker: &str, now: i64) -> Lease {
+    match q
+        .claim(dcc_shared::job::QueueName::Cpu, &who(worker), now)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed { job, attempt, .. } => Lease {
+            job,
+            queue: dcc_shared::job::QueueName::Cpu,
+            attempt,
+            worker: worker.to_string(),
+        },
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn success() -> Outcome {
+    Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: None,
+        stats: Default::default(),
+        outputs: vec![],
+    }
+}
+
+#[tokio::test]
+async fn lease_expires_job_is_retried_stale_worker_is_fenced() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let id = enqueue(&q, "j1", json!({"image": "x"}), T0).await;
+
+    let a = claim(&q, "A", T0 + 1).await;
+    assert_eq!(a.attempt, 1);
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, JobState::Running);
+    // A beats in time once, then goes silent.
+    assert_eq!(q.renew(&a, LEASE, T0 + 10_000).await.unwrap(), Renewed::Held);
+    // Before the (renewed) deadline nothing is reaped.
+    assert_eq!(q.reap(RETENTION, T0 + 30_000).await.unwrap().requeued, 0);
+    // After it, the job goes back to its queue.
+    let reaped = q.reap(RETENTION, T0 + 40_001).await.unwrap();
+    assert_eq!((reaped.requeued, reaped.failed), (1, 0));
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, JobState::Queued);
+
+    let b = claim(&q, "B", T0 + 41_000).await;
+    assert_eq!(b.attempt, 2, "the retry is attempt 2");
+    // A wakes up: its renewal and its result are refused.
+    assert_eq!(q.renew(&a, LEASE, T0 + 42_000).await.unwrap(), Renewed::Lost);
+    assert_eq!(
+        q.finish(&a, &success(), RETENTION, T0 + 42_000).await.unwrap(),
+        Finished::LeaseLost
+    );
+    // B records its result exactly once.
+    assert_eq!(
+        q.finish(&b, &success(), RETENTION, T0 + 43_000).await.unwrap(),
+        Finished::Recorded
+    );
+    assert_eq!(
+        q.finish(&b, &success(), RETENTION, T0 + 44_000).await.unwrap(),
+        Finished::LeaseLost
+    );
+    let rec = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempt, rec.worker.as_deref()),
+        (JobState::Succeeded, 2, Some("B"))
+    );
+}
+
+#[tokio::test]
+async fn last_attempt_lost_fails_with_worker_lost() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let id = enqueue(&q, "j1", json!({"image": "x", "parameters": {"maxAttempts": 2}}), T0).await;
+    claim(&q, "A", T0).await;
+    q.reap(RETENTION, T0 + 31_000).await.unwrap();
+    claim(&q, "B", T0 + 32_000).await;
+    let r = q.reap(RETENTION, T0 + 63_000).await.unwrap();
+    assert_eq!((r.requeued, r.failed), (0, 1));
+    let rec = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.error.unwrap().code, "WORKER_LOST");
+    // Reaping again changes nothing (idempotent).
+    assert_eq!(q.reap(RETENTION, T0 + 99_000).await.unwrap().failed, 0);
+}
+
+#[tokio::test]
+async fn high_before_normal_fifo_within_a_lane() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    enqueue(&q, "n1", json!({"image": "x"}), T0).await;
+    enqueue(&q, "n2", json!({"image": "x"}), T0 + 1).await;
+    enqueue(&q, "h1", json!({"image": "x", "priority": "high"}), T0 + 2).await;
+    let order: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(claim(&q, "A", T0 + 10 + i).await.job.to_string());
+        }
+        v
+    };
+    assert_eq!(order, vec!["h1", "n1", "n2"]);
+    assert_eq!(
+        q.claim(dcc_shared::job::QueueName::Cpu, &who("A"), T0 + 20)
+            .await
+            .unwrap(),
+        Claim::Empty
+    );
+}
+
+#[tokio::test]
+async fn slots_decide_what_fits() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    enqueue(&q, "big", json!({"image": "x", "parameters": {"cpus": 2}}), T0).await;
+    let small_free = Claimant {
+        worker: "A",
+        free_slots: 1,
+        total_slots: 2,
+        lease: LEASE,
+    };
+    assert_eq!(
+        q.claim(dcc_shared::job::QueueName::Cpu, &small_free, T0).await.unwrap(),
+        Claim::NoFit
+    );
+    let too_small = Claimant {
+        worker: "A",
+        free_slots: 1,
+        total_slots: 1,
+        lease: LEASE,
+    };
+    assert_eq!(
+        q.claim(dcc_shared::job::QueueName::Cpu, &too_small, T0).await.unwrap(),
+        Claim::Empty
+    );
+    match q.claim(dcc_shared::job::QueueName::Cpu, &who("B"), T0).await.unwrap() {
+        Claim::Claimed { slots, .. } => assert_eq!(slots, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cancel_queued_never_starts_and_ended_jobs_do_not_change() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let id = enqueue(&q, "c1", json!({"image": "x"}), T0).await;
+    let rec = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        q.cancel(&rec, RETENTION, T0 + 1).await.unwrap(),
+        Cancelled::Done(JobState::Queued)
+    );
+    assert_eq!(
+        q.claim(dcc_shared::job::QueueName::Cpu, &who("A"), T0 + 2)
+            .await
+            .unwrap(),
+        Claim::Empty
+    );
+    assert_eq!(
+        q.cancel(&rec, RETENTION, T0 + 3).await.unwrap(),
+        Cancelled::AlreadyEnded(JobState::Cancelled)
+    );
+
+    let id2 = enqueue(&q, "c2", json!({"image": "x"}), T0).await;
+    let lease = claim(&q, "A", T0 + 5).await;
+    let rec2 = q.get(&id2).await.unwrap().unwrap();
+    assert_eq!(
+        q.cancel(&rec2, RETENTION, T0 + 6).await.unwrap(),
+        Cancelled::Done(JobState::Running)
+    );
+    // The worker's lease is gone with the cancel.
+    assert_eq!(q.renew(&lease, LEASE, T0 + 7).await.unwrap(), Renewed::Lost);
+    assert_eq!(
+        q.finish(&lease, &success(), RETENTION, T0 + 8).await.unwrap(),
+        Finished::LeaseLost
+    );
+    assert_eq!(q.get(&id2).await.unwrap().unwrap().state, JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn retention_sweep_removes_records_and_files_when_due() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let id = enqueue(&q, "r1", json!({"image": "x"}), T0).await;
+    let lease = claim(&q, "A", T0 + 1).await;
+    storage
+        .put_bytes(&paths::log(&id, 1, "stdout"), "hi".into())
+        .await
+        .unwrap();
+    let retention = Duration::from_secs(60);
+    q.finish(&lease, &success(), retention, T0 + 1000).await.unwrap();
+    let running = enqueue(&q, "r2", json!({"image": "x"}), T0).await;
+
+    let t = maintenance::tick(&q, storage.as_ref(), retention, T0 + 30_000)
+        .await
+        .unwrap();
+    assert_eq!(t.expired, 0);
+    assert!(q.get(&id).await.unwrap().is_some());
+    let t = maintenance::tick(&q, storage.as_ref(), retention, T0 + 61_001)
+        .await
+        .unwrap();
+    assert_eq!(t.expired, 1);
+    assert!(q.get(&id).await.unwrap().is_none());
+    assert!(storage.list(&paths::job(&id)).await.unwrap().is_empty());
+    assert!(
+        q.get(&running).await.unwrap().is_some(),
+        "a queued job is never expired"
+    );
+    let keys = redis.all_keys().await;
+    assert!(keys.iter().all(|k| !k.contains("r1")), "{keys:?}");
+}
+
+#[tokio::test]
+async fn events_follow_every_transition_in_order() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let events = Events::spawn(&redis.url(), q.keys().events());
+    let mut rx = events.subscribe();
+    // The subscription announces itself with a resync once it is live.
+    loop {
+        if let Event::Resync = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    let id = enqueue(&q, "e1", json!({"image": "x"}), T0).await;
+    let lease = claim(&q, "A", T0 + 1).await;
+    q.finish(&lease, &success(), RETENTION, T0 + 2).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Job(ev) if ev.job_id == id.as_str() => seen.push((ev.status, ev.attempt, ev.at)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("queued".into(), 0, T0),
+            ("running".into(), 1, T0 + 1),
+            ("succeeded".into(), 1, T0 + 2)
+        ]
+    );
+}
