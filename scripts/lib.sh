@@ -1,0 +1,63 @@
+# Shared by scripts/dev.sh and scripts/test.sh: installs what is missing on a Debian machine and
+# starts the Docker daemon when it is installed but down. Sourced, not run.
+
+# Runs a command as root (directly, or through sudo when available).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: '$*' needs root and sudo is missing" >&2; return 1; fi
+}
+
+# Installs the Debian packages whose commands are missing: apt_need COMMAND=PACKAGE ...
+apt_need() {
+  local missing=()
+  for pair in "$@"; do
+    local cmd=${pair%%=*} pkg=${pair#*=}
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/bin/$cmd" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (apt)"
+    as_root apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Makes sure a Docker Engine answers; starts dockerd when it is installed but not running.
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  apt_need docker=docker.io dockerd=docker.io
+  if ! docker info >/dev/null 2>&1; then
+    echo "starting dockerd"
+    if command -v systemctl >/dev/null && systemctl list-unit-files docker.service >/dev/null 2>&1 \
+       && as_root systemctl start docker 2>/dev/null; then :; else
+      as_root sh -c 'nohup dockerd >/var/log/dcc-dockerd.log 2>&1 &'
+    fi
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
+    echo "error: the Docker daemon did not come up (see /var/log/dcc-dockerd.log)" >&2
+    return 1
+  fi
+}
+
+# Makes sure cargo is there (rustup is not reachable from our machines; Debian's rustc is too old).
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "error: cargo (Rust >= 1.95) is needed: https://rustup.rs" >&2; return 1; }
+}
+
+# Everything DCC needs on the machine.
+ensure_deps() {
+  apt_need redis-server=redis-server redis-cli=redis-tools busybox=busybox-static curl=curl
+  ensure_docker
+  ensure_rust
+  # Build outputs live outside the checkout, so fresh clones (CI) reuse them.
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dcc/target}
+  mkdir -p "$CARGO_TARGET_DIR"
+}
+
+# Prints a free loopback TCP port, starting the search at $1.
+free_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}

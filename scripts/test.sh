@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine: installs what is missing (redis-server,
+# busybox-static, docker.io), starts dockerd if it is down, builds the local test image, then
+# checks formatting and lints and runs every test (unit, Redis transitions, end to end against
+# real Redis and Docker). Each test starts the Redis servers and dcc processes it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_deps
+scripts/build-test-image.sh
+start=$(date +%s)
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build"
+cargo build --workspace --locked
+echo "== cargo test"
+cargo test --workspace --locked "$@"
+echo "== suite passed in $(( $(date +%s) - start )) s"
