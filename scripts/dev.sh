@@ -51,7 +51,7 @@ echo "== submitting a sample job with two input files"
 printf 'hello from DCC\n' > "$RUN/greeting.txt"
 head -c 1024 /dev/urandom > "$RUN/random.bin"
 answer=$(curl -sS "$URL/api/v1/jobs" \
-  -F 'job={"image":"dcc-busybox:latest","wait":true,"command":["sh","-c","cat /inputs/greeting.txt; wc -c < /inputs/data/random.bin > /outputs/size.txt; cp /inputs/data/random.bin /outputs/copy.bin"]}' \
+  --form-string 'job={"image":"dcc-busybox:latest","wait":true,"command":["sh","-c","cat /inputs/greeting.txt; wc -c < /inputs/data/random.bin > /outputs/size.txt; cp /inputs/data/random.bin /outputs/copy.bin"]}' \
   -F "greeting.txt=@$RUN/greeting.txt" -F "data/random.bin=@$RUN/random.bin")
 echo "$answer"
 id=$(echo "$answer" | sed -n 's/.*"jobId":"\([^"]*\)".*/\1/p')

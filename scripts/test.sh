@@ -17,4 +17,8 @@ echo "== cargo build"
 cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+# Every test worker's id starts with "t-": none of their containers may outlive the suite.
+left=$(docker ps -a --filter label=dcc.worker --format '{{.Label "dcc.worker"}} {{.Names}}' | grep '^t-' || true)
+if [ -n "$left" ]; then echo "containers left behind by the tests:"; echo "$left"; exit 1; fi
+echo "== no container left behind"
 echo "== suite passed in $(( $(date +%s) - start )) s"

@@ -162,11 +162,11 @@ impl Executor {
             return failed(fail(ErrorCode::InputFetchFailed, msg), stats, digest);
         }
 
+        let t_run = Instant::now();
         let started = {
             let _permit = self.create_permits.acquire().await;
             self.docker.start_container(name, None).await
         };
-        let t_run = Instant::now();
         if let Err(e) = started {
             return failed(
                 fail(
