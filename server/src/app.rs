@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/outputs/{*path}", get(files::output))
         .route("/api/v1/queues", get(fleet::queues))
         .route("/api/v1/workers", get(fleet::workers))
+        .route("/api/v1/workers/{id}/drain", post(fleet::drain))
         .route("/healthz", get(fleet::healthz))
         .route("/readyz", get(fleet::readyz))
         .fallback(not_found)
@@ -138,6 +139,7 @@ impl Core {
                 tmp_dir: c.tmp_dir.clone(),
             },
             docker_concurrency: c.docker_concurrency,
+            disk_min_free_percent: c.disk_min_free_percent,
         };
         Ok(Worker::start(self.queue.clone(), self.storage.clone(), self.events.clone(), settings).await?)
     }

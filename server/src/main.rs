@@ -26,10 +26,6 @@ enum Command {
     Worker,
 }
 
-/// How long running jobs may take to finish after the first SIGTERM/SIGINT before they are
-/// stopped (`DCC_DRAIN_TIMEOUT_SECS` arrives with the reliability work; fixed for now).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
-
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DCC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -43,9 +39,9 @@ fn init_logs(json: bool) {
     }
 }
 
-/// First signal: quiet (stop claiming, stop accepting connections); after the drain timeout or a
-/// second signal: terminate.
-fn handle_signals(shutdown: Shutdown) {
+/// First signal: quiet (stop claiming, stop accepting connections); after `drain` or a second
+/// signal: terminate (running jobs are stopped and handed back to the queue).
+fn handle_signals(shutdown: Shutdown, drain: Duration) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -58,7 +54,7 @@ fn handle_signals(shutdown: Shutdown) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
-            _ = tokio::time::sleep(DRAIN_TIMEOUT) => {}
+            _ = tokio::time::sleep(drain) => {}
         }
         tracing::info!("terminating: stopping running jobs");
         shutdown.terminate();
@@ -74,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(var = v, "unknown DCC_ environment variable (typo?); it is ignored");
     }
     let shutdown = Shutdown::new();
-    handle_signals(shutdown.clone());
+    handle_signals(shutdown.clone(), config.drain_timeout);
     match cli.command {
         Command::Server => server(config, shutdown).await,
         Command::Worker => {
@@ -105,9 +101,13 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let s = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { s.quieted().await })
-        .await?;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move { s.quieted().await });
+    // Open long-polls may hold the graceful shutdown; `terminate` (drain timeout, second signal)
+    // ends the process regardless.
+    tokio::select! {
+        r = serve => r?,
+        _ = shutdown.terminated() => {}
+    }
     if let Some(w) = worker {
         let _ = w.await;
     }

@@ -34,6 +34,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_TMP_DIR",
     "DCC_URL_FETCH_TIMEOUT_SECS",
     "DCC_LOG_FORMAT",
+    "DCC_DRAIN_TIMEOUT",
+    "DCC_DISK_MIN_FREE_PERCENT",
     "DCC_LOG",
 ];
 
@@ -85,6 +87,12 @@ pub struct Config {
     pub url_fetch_timeout: Duration,
     /// `pretty` (default) or `json` logs (`DCC_LOG_FORMAT`).
     pub log_json: bool,
+    /// After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
+    /// and handed back to the queue (`DCC_DRAIN_TIMEOUT`, `10m`).
+    pub drain_timeout: Duration,
+    /// The worker reports `UNHEALTHY` (and claims nothing) while its scratch disk has less free
+    /// space than this, in percent (`DCC_DISK_MIN_FREE_PERCENT`, 5; 0 turns the check off).
+    pub disk_min_free_percent: u64,
 }
 
 impl Config {
@@ -180,6 +188,11 @@ impl Config {
             tmp_dir: get("DCC_TMP_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
             url_fetch_timeout: secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
             log_json: get("DCC_LOG_FORMAT").as_deref() == Some("json"),
+            drain_timeout: match get("DCC_DRAIN_TIMEOUT") {
+                None => Duration::from_secs(600),
+                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_DRAIN_TIMEOUT: {m}")))?,
+            },
+            disk_min_free_percent: num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
         })
     }
 }

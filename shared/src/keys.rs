@@ -62,6 +62,11 @@ impl Keys {
         format!("{}:worker:{}", self.tag, id)
     }
 
+    /// STRING: present while an operator or the scaler asks this worker to drain.
+    pub fn drain(&self, id: &str) -> String {
+        format!("{}:drain:{}", self.tag, id)
+    }
+
     /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
     pub fn workers(&self) -> String {
         format!("{}:workers", self.tag)
@@ -87,5 +92,6 @@ mod tests {
         assert_eq!(k.events(), "{dcc}:events");
         assert_eq!(k.worker("w1"), "{dcc}:worker:w1");
         assert_eq!(k.workers(), "{dcc}:workers");
+        assert_eq!(k.drain("w1"), "{dcc}:drain:w1");
     }
 }

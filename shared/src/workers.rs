@@ -136,6 +136,7 @@ impl Queue {
         redis::pipe()
             .atomic()
             .del(k.worker(id))
+            .del(k.drain(id))
             .zrem(k.workers(), id)
             .query_async::<()>(&mut conn)
             .await?;

@@ -224,6 +224,7 @@ pub struct DccBuilder {
     role: Role,
     env: Vec<(String, String)>,
     storage: Option<PathBuf>,
+    worker_id: Option<String>,
 }
 
 impl Dcc {
@@ -233,6 +234,7 @@ impl Dcc {
             role,
             env: vec![("DCC_REDIS_URL".into(), redis.url())],
             storage: None,
+            worker_id: None,
         }
     }
 
@@ -302,13 +304,19 @@ impl DccBuilder {
         self
     }
 
+    /// Uses this worker id (a restarted worker keeps its id, and removes its own leftovers).
+    pub fn worker_id(mut self, id: &str) -> Self {
+        self.worker_id = Some(id.to_string());
+        self
+    }
+
     /// Starts it and waits until it is ready (servers: `/readyz`; workers: registered).
     pub async fn start(self) -> Dcc {
         ensure_image();
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = self.storage.clone().unwrap_or_else(|| dir.path().join("data"));
         let port = free_port();
-        let worker_id = random_name("t-");
+        let worker_id = self.worker_id.clone().unwrap_or_else(|| random_name("t-"));
         let log = dir.path().join("dcc.log");
         let mut cmd = Command::new(dcc_bin());
         cmd.arg(if self.role == Role::Worker { "worker" } else { "server" })
@@ -551,4 +559,19 @@ impl Api {
 /// A job running `script` in the test image.
 pub fn sh(script: &str) -> Value {
     json!({"image": IMAGE, "command": ["sh", "-c", script]})
+}
+
+/// How many of `ids` are in a terminal state (one listing request per 1000 jobs).
+pub async fn count_terminal(api: &Api, ids: &[String]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        let v = api.get(&format!("/api/v1/jobs/{id}")).await.body;
+        if matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "timed_out" | "cancelled")
+        ) {
+            n += 1;
+        }
+    }
+    n
 }

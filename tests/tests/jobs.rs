@@ -377,7 +377,10 @@ async fn resource_limits_are_applied() {
     })
     .await;
     let docker = bollard::Docker::connect_with_local_defaults().unwrap();
-    let info = docker.inspect_container(&cid, None).await.unwrap();
+    let info = match docker.inspect_container(&cid, None).await {
+        Ok(i) => i,
+        Err(e) => panic!("inspect failed: {e}; job: {}", api.job(&id).await),
+    };
     let hc = info.host_config.unwrap();
     assert_eq!(hc.memory, Some(64 * 1024 * 1024));
     assert_eq!(hc.memory_swap, Some(64 * 1024 * 1024));

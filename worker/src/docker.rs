@@ -25,9 +25,8 @@ pub async fn connect() -> Result<Docker, bollard::errors::Error> {
     Ok(docker)
 }
 
-/// Removes every container carrying `worker`'s label, except those of `keep` (job ids still
-/// running). Returns how many were removed.
-pub async fn remove_leftovers(docker: &Docker, worker: &str, keep: &[String]) -> Result<usize, bollard::errors::Error> {
+/// Every container carrying `worker`'s label: (container id, job id).
+pub async fn list_own(docker: &Docker, worker: &str) -> Result<Vec<(String, String)>, bollard::errors::Error> {
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), vec![format!("{LABEL_WORKER}={worker}")])]);
     let list = docker
@@ -38,18 +37,31 @@ pub async fn remove_leftovers(docker: &Docker, worker: &str, keep: &[String]) ->
                 .build(),
         ))
         .await?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let job = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_JOB))
+                .cloned()
+                .unwrap_or_default();
+            c.id.map(|id| (id, job))
+        })
+        .collect())
+}
+
+/// Removes every container carrying `worker`'s label whose job `keep` does not name. `keep` is
+/// asked after the listing, so a container created meanwhile for a running job is never taken
+/// for a leftover. Returns how many were removed.
+pub async fn remove_leftovers(
+    docker: &Docker,
+    worker: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<usize, bollard::errors::Error> {
     let mut removed = 0;
-    for c in list {
-        let job = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_JOB))
-            .cloned()
-            .unwrap_or_default();
-        if keep.contains(&job) {
-            continue;
-        }
-        if let Some(id) = c.id {
+    for (id, job) in list_own(docker, worker).await? {
+        if !keep(&job) {
             remove(docker, &id).await;
             removed += 1;
         }

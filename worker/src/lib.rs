@@ -6,6 +6,7 @@
 //! - [`staging`]: inputs into the container (one tar upload), outputs out of it (one tar download).
 //! - [`logs`]: stdout/stderr capture with periodic upload, and resource sampling.
 //! - [`executor`]: one attempt of one job, start to finish, container always removed.
+//! - [`health`]: the self-check behind `HEALTHY` / `UNHEALTHY`.
 //! - [`slots`]: CPU slot accounting.
 //! - [`worker`]: the claim loop, heartbeat (leases + health) and the cancel watch.
 //! - [`shutdown`]: the two-step quiet → terminate shutdown.
@@ -13,6 +14,7 @@
 pub mod container;
 pub mod docker;
 pub mod executor;
+pub mod health;
 pub mod logs;
 pub mod shutdown;
 pub mod slots;
@@ -31,6 +33,9 @@ pub enum WorkerError {
     /// Redis or storage failed.
     #[error(transparent)]
     Shared(#[from] dcc_shared::Error),
+    /// The scratch folder cannot be made.
+    #[error("scratch folder {0}: {1}")]
+    Scratch(String, std::io::Error),
     /// Another live worker uses the same id.
     #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
     IdInUse(String),

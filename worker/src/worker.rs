@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::{AttemptEnd, ExecSettings, Executor};
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
-use crate::{WorkerError, docker};
+use crate::{WorkerError, docker, health};
 
 /// Longest the claim loop sleeps without a wake-up; a safety net for a missed event.
 const POLL_FALLBACK: Duration = Duration::from_secs(2);
@@ -48,6 +48,8 @@ pub struct WorkerSettings {
     pub exec: ExecSettings,
     /// Concurrent container creations.
     pub docker_concurrency: usize,
+    /// Free-disk threshold of the health check, in percent (0: off).
+    pub disk_min_free_percent: u64,
 }
 
 /// One running attempt.
@@ -69,13 +71,18 @@ pub struct Worker {
     wake: Notify,
     /// Signalled when a running attempt ends (for the drain).
     ended: Notify,
-    /// False while Docker does not answer: claim nothing.
+    /// False while the self-check fails (Docker, disk): claim nothing.
     healthy: AtomicBool,
+    /// Set once asked to drain through Redis: claim nothing, finish what runs.
+    draining: AtomicBool,
     /// Why it is unhealthy.
     reason: Mutex<String>,
     started_at: i64,
     instance: String,
 }
+
+/// Longest pause between tries to reach Redis at start-up.
+const START_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The host name, the default worker id.
 pub fn default_id() -> String {
@@ -97,16 +104,47 @@ impl Worker {
     ) -> Result<Arc<Self>, WorkerError> {
         let docker = docker::connect().await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        if let Some(other) = queue.worker(&settings.id).await?
-            && other.instance != instance
-            && now_ms() - other.last_seen < settings.lease.as_millis() as i64
-        {
-            return Err(WorkerError::IdInUse(settings.id.clone()));
+        // Redis may be down at boot (or restarting): wait for it rather than exit.
+        let mut pause = Duration::from_millis(200);
+        let mut seen: Option<i64> = None;
+        loop {
+            let other = match queue.worker(&settings.id).await {
+                Ok(o) => o,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "Redis is not reachable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(START_MAX_BACKOFF);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // A health key of this id that is still fresh: either our own previous life (crashed,
+            // its key not yet expired: wait it out) or a live twin (its beats keep coming: refuse).
+            match other {
+                Some(o) if now_ms() - o.last_seen < settings.lease.as_millis() as i64 => {
+                    if seen.is_some_and(|s| s != o.last_seen) {
+                        return Err(WorkerError::IdInUse(settings.id.clone()));
+                    }
+                    if seen.is_none() {
+                        tracing::info!("a previous worker with this id beat recently; waiting for it to expire");
+                    }
+                    seen = Some(o.last_seen);
+                    tokio::time::sleep(settings.heartbeat.min(Duration::from_secs(1))).await;
+                }
+                _ => break,
+            }
         }
-        let removed = docker::remove_leftovers(&docker, &settings.id, &[]).await?;
+        let removed = docker::remove_leftovers(&docker, &settings.id, |_| false).await?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover containers of a previous run");
         }
+        // Scratch files of a previous life (a crash skips their clean-up) go too.
+        let mut settings = settings;
+        settings.exec.tmp_dir = settings.exec.tmp_dir.join(format!("dcc-{}", settings.id));
+        let _ = tokio::fs::remove_dir_all(&settings.exec.tmp_dir).await;
+        tokio::fs::create_dir_all(&settings.exec.tmp_dir)
+            .await
+            .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
         let exec = Executor::new(
             docker,
             storage.clone(),
@@ -124,6 +162,7 @@ impl Worker {
             wake: Notify::new(),
             ended: Notify::new(),
             healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             started_at: now_ms(),
             instance,
@@ -147,10 +186,16 @@ impl Worker {
 
     fn info(&self) -> WorkerInfo {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
-        let healthy = self.healthy.load(Ordering::Relaxed);
+        let health = if self.is_draining() {
+            Health::Draining
+        } else if !self.healthy.load(Ordering::Relaxed) {
+            Health::Unhealthy
+        } else {
+            Health::Healthy
+        };
         WorkerInfo {
             id: self.settings.id.clone(),
-            health: if !healthy { Health::Unhealthy } else { Health::Healthy },
+            health,
             cpus: self.slots.total(),
             gpus: 0,
             free_cpu_slots: self.slots.free(),
@@ -164,16 +209,20 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown` completes: claims while not quiet, then waits for running attempts
-    /// (which `terminate` stops), then unregisters.
+    /// True once the worker stopped claiming (signal or drain request).
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Runs until `shutdown` completes: claims while neither quiet nor draining, then waits for
+    /// running attempts (which `terminate` stops and hands back), then unregisters. A drain asked
+    /// through Redis keeps the worker registered as `DRAINING` until the process is signalled.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let beat = tokio::spawn(self.clone().heartbeat_loop());
         let watch = tokio::spawn(self.clone().event_loop());
         self.claim_loop(&shutdown).await;
-        tracing::info!(
-            running = self.running_ids().len(),
-            "worker quiet: no new claims; draining"
-        );
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(running = self.running_ids().len(), "worker draining: no new claims");
         loop {
             let ended = self.ended.notified();
             if self.running_ids().is_empty() {
@@ -183,6 +232,10 @@ impl Worker {
                 _ = ended => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
+        }
+        if !shutdown.is_quiet() {
+            tracing::info!("drained; idle until the process is stopped");
+            shutdown.quieted().await;
         }
         beat.abort();
         watch.abort();
@@ -194,7 +247,7 @@ impl Worker {
 
     async fn claim_loop(self: &Arc<Self>, shutdown: &Shutdown) {
         loop {
-            if shutdown.is_quiet() {
+            if shutdown.is_quiet() || self.is_draining() {
                 return;
             }
             if !self.healthy.load(Ordering::Relaxed) {
@@ -220,6 +273,8 @@ impl Worker {
             };
             match self.queue.claim(QueueName::Cpu, &who, now_ms()).await {
                 Ok(Claim::Claimed { job, attempt, slots }) => self.launch(job, attempt, slots, shutdown),
+                // Asked to drain by the heartbeat: the loop head sees it.
+                Ok(_) if self.is_draining() => {}
                 Ok(Claim::NoFit) => tokio::select! {
                     _ = self.slots.released() => {}
                     _ = tokio::time::sleep(POLL_FALLBACK) => {}
@@ -270,6 +325,13 @@ impl Worker {
     }
 
     async fn attempt(self: Arc<Self>, lease: Lease, cancel: CancellationToken) {
+        if cancel.is_cancelled() || self.is_draining() {
+            // Claimed while shutdown or a drain began: straight back to the queue.
+            if let Err(e) = self.queue.release(&lease, now_ms()).await {
+                tracing::warn!(error = %e, "could not hand the job back; its lease will expire");
+            }
+            return;
+        }
         let record = match self.queue.get(&lease.job).await {
             Ok(Some(r)) if r.state == JobState::Running && r.attempt == lease.attempt => r,
             Ok(_) => return,
@@ -294,7 +356,13 @@ impl Worker {
                 }
             }
             AttemptEnd::Aborted => {
-                tracing::info!(event = "JobAborted", "stopped from outside");
+                // Stopped by shutdown while still holding the lease: hand it back without using
+                // up an attempt. Cancelled, deleted or reaped jobs no longer hold it: a no-op.
+                match self.queue.release(&lease, now_ms()).await {
+                    Ok(true) => tracing::info!(event = "JobReleased", "handed back to the queue"),
+                    Ok(false) => tracing::info!(event = "JobAborted", "stopped from outside"),
+                    Err(e) => tracing::warn!(error = %e, "could not hand the job back; its lease will expire"),
+                }
                 self.clean_abandoned(&lease).await;
             }
         }
@@ -356,15 +424,25 @@ impl Worker {
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         loop {
             tick.tick().await;
-            match self.exec.docker().ping().await {
-                Ok(_) => {
-                    self.healthy.store(true, Ordering::Relaxed);
-                    self.reason.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let problem = health::check(
+                self.exec.docker(),
+                &self.settings.exec.tmp_dir,
+                self.settings.disk_min_free_percent,
+            )
+            .await;
+            let was_healthy = self.healthy.load(Ordering::Relaxed);
+            if problem.is_some() == was_healthy {
+                match &problem {
+                    Some(p) => tracing::warn!(event = "WorkerUnhealthy", reason = p, "claiming nothing"),
+                    None => tracing::info!(event = "WorkerHealthy", "claiming again"),
                 }
-                Err(e) => {
-                    self.healthy.store(false, Ordering::Relaxed);
-                    *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = format!("docker: {e}");
-                }
+            }
+            self.healthy.store(problem.is_none(), Ordering::Relaxed);
+            *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = problem.unwrap_or_default();
+            if !self.is_draining() && matches!(self.queue.drain_requested(&self.settings.id).await, Ok(true)) {
+                tracing::info!(event = "DrainRequested", "asked to drain: no new claims");
+                self.draining.store(true, Ordering::Relaxed);
+                self.wake.notify_one();
             }
             for (id, lease, cancel) in self.running_ids() {
                 match self.queue.renew(&lease, self.settings.lease, now_ms()).await {
@@ -379,6 +457,21 @@ impl Worker {
             if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
                 tracing::warn!(error = %e, "health beat failed");
             }
+            self.remove_strays().await;
+        }
+    }
+
+    /// Removes this worker's containers whose job it no longer runs (an attempt that died
+    /// half-way, a container that survived a crash of its task).
+    async fn remove_strays(&self) {
+        let running = |job: &str| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.keys().any(|k| k.as_str() == job)
+        };
+        match docker::remove_leftovers(self.exec.docker(), &self.settings.id, running).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stray containers"),
+            Err(e) => tracing::debug!(error = %e, "listing containers failed"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Queues, workers, liveness and readiness.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
@@ -27,6 +27,20 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<serde_json::Va
 pub async fn workers(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let workers: Vec<_> = state.queue.workers().await?.iter().map(|w| w.view()).collect();
     Ok(Json(json!({ "workers": workers })))
+}
+
+/// `POST /api/v1/workers/{id}/drain`: the worker stops claiming, finishes what it runs and
+/// reports `DRAINING` (within one heartbeat).
+pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.queue.worker(&id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no live worker with id {id:?}"),
+        ));
+    }
+    state.queue.request_drain(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "health": "DRAINING"}))).into_response())
 }
 
 /// `GET /healthz`: the process answers.

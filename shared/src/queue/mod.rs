@@ -10,6 +10,8 @@
 //! - [`cancel`]: `queued | running` → `cancelled`.
 //! - [`delete`]: every trace gone (the DELETE route and the retention sweep).
 //! - [`reap`]: expired leases → `queued` (attempt + 1) or `failed` (`WORKER_LOST`).
+//! - [`release`]: a draining worker hands a job back without using up an attempt.
+//! - [`drain`]: asking a worker (through Redis) to stop claiming.
 //! - [`read`]: reads (job, listing, queue depths, due expiries); no state changes.
 //!
 //! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
@@ -17,10 +19,12 @@
 pub mod cancel;
 pub mod claim;
 pub mod delete;
+pub mod drain;
 pub mod enqueue;
 pub mod finish;
 pub mod read;
 pub mod reap;
+pub mod release;
 pub mod renew;
 
 use std::time::Duration;

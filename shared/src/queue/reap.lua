@@ -17,13 +17,15 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local jk = ARGV[1] .. id
-  local job = redis.call('HMGET', jk, 'state', 'attempt', 'max_attempts', 'lane', 'worker')
+  local job = redis.call('HMGET', jk, 'state', 'attempt', 'max_attempts', 'lane', 'worker', 'released')
   if job[1] == 'running' then
     local attempt = tonumber(job[2]) or 0
-    if attempt >= (tonumber(job[3]) or 1) then
+    -- attempts handed back by a draining worker (release.lua) do not count
+    local used = attempt - (tonumber(job[6]) or 0)
+    if used >= (tonumber(job[3]) or 1) then
       redis.call('HSET', jk, 'state', 'failed', 'finished_ms', now, 'error_code', 'WORKER_LOST',
         'error_msg', 'worker ' .. (job[5] or '?') .. ' stopped renewing its lease during attempt ' .. attempt ..
-        ', the last of ' .. job[3] .. ' attempts')
+        ', the last of its ' .. job[3] .. ' attempts')
       redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), id)
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
         worker = job[5] or ''}))

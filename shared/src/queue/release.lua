@@ -1,0 +1,22 @@
+-- Release: a worker hands a job it still holds back to the head of its lane without using up an
+-- attempt (graceful drain ran out of time, spot reclaim). The attempt number stays monotonic (it is
+-- the fencing token); `released` counts the attempts that do not count against maxAttempts.
+-- KEYS[1]: the job's hash (fencing check, then state and counters)
+-- KEYS[2]: the queue's running zset (the lease ends)
+-- KEYS[3..5]: the queue's lane lists (fast, high, normal)
+-- ARGV[1]: job id
+-- ARGV[2]: attempt the worker holds
+-- ARGV[3]: worker id
+-- ARGV[4]: now (ms)
+-- ARGV[5]: events channel
+-- Returns: 1 released | 0 the lease was already lost (nothing changes)
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'lane')
+if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
+local lanes = {fast = KEYS[3], high = KEYS[4], normal = KEYS[5]}
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '')
+redis.call('HINCRBY', KEYS[1], 'released', 1)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', lanes[job[4]] or KEYS[5], ARGV[1])
+redis.call('PUBLISH', ARGV[5], cjson.encode({jobId = ARGV[1], status = 'queued', attempt = tonumber(ARGV[2]),
+  at = tonumber(ARGV[4])}))
+return 1

@@ -1,0 +1,356 @@
+//! Worker loss, stale workers, drain, Redis restarts and a chaos run, with real processes.
+//! Leases are short here (3 s, heartbeat 1 s) so expiry happens within the test's deadlines.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dcc_e2e::{Dcc, Redis, Role, containers_of, eventually, sh};
+use dcc_shared::events::{Event, Events};
+use serde_json::json;
+
+const LEASE_SECS: u64 = 3;
+
+fn worker(redis: &Redis, storage: &std::path::Path) -> dcc_e2e::DccBuilder {
+    Dcc::builder(Role::Worker, redis)
+        .storage(storage)
+        .env("DCC_LEASE_SECS", LEASE_SECS)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .env("DCC_CPUS", 1)
+}
+
+async fn api_server(redis: &Redis) -> Dcc {
+    Dcc::builder(Role::ApiOnly, redis)
+        .env("DCC_LEASE_SECS", LEASE_SECS)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .start()
+        .await
+}
+
+/// Waits until `id` runs, and returns the worker running it.
+async fn running_on(api: &dcc_e2e::Api, id: &str) -> String {
+    let v = api.wait_status(id, "running", Duration::from_secs(30)).await;
+    v["workerId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn killed_worker_job_is_rerun_elsewhere() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut w1 = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 2; echo survived")).await;
+    assert_eq!(running_on(&api, &id).await, w1.worker_id);
+    let w2 = worker(&redis, &server.storage).start().await;
+    w1.kill();
+    let t = std::time::Instant::now();
+    let v = api
+        .wait_status(&id, "succeeded", Duration::from_secs(LEASE_SECS + 20))
+        .await;
+    assert_eq!(v["attempt"], 2);
+    assert_eq!(v["workerId"], json!(w2.worker_id));
+    assert_eq!(api.log(&id, "stdout").await, "survived\n");
+    assert!(
+        t.elapsed() < Duration::from_secs(LEASE_SECS + 10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn repeated_kills_exhaust_attempts_with_worker_lost() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut job = sh("sleep 60");
+    job["parameters"] = json!({"maxAttempts": 2});
+    let id = api.submit_id(job).await;
+    for attempt in 1..=2 {
+        let mut w = worker(&redis, &server.storage).start().await;
+        eventually(Duration::from_secs(30), "the attempt to run", || async {
+            let v = api.job(&id).await;
+            (v["status"] == "running" && v["attempt"] == attempt).then_some(())
+        })
+        .await;
+        w.kill();
+    }
+    let v = api
+        .wait_status(&id, "failed", Duration::from_secs(LEASE_SECS + 20))
+        .await;
+    assert_eq!(v["error"]["code"], "WORKER_LOST");
+    assert_eq!(v["attempt"], 2);
+}
+
+#[tokio::test]
+async fn stale_worker_cannot_overwrite_the_newer_attempt() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w1 = worker(&redis, &server.storage).start().await;
+    let id = api
+        .submit_id(sh("sleep 4; echo from-$HOSTNAME > /outputs/who.txt; echo done"))
+        .await;
+    assert_eq!(running_on(&api, &id).await, w1.worker_id);
+    w1.signal("STOP");
+    let w2 = worker(&redis, &server.storage).start().await;
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(40)).await;
+    assert_eq!(
+        (v["attempt"].as_u64(), v["workerId"].as_str()),
+        (Some(2), Some(w2.worker_id.as_str()))
+    );
+    let finished_at = v["finishedAt"].clone();
+    let output = api.get_bytes(&format!("/api/v1/jobs/{id}/outputs/who.txt")).await.1;
+    w1.signal("CONT");
+    // The stale worker learns it lost the lease and removes its container, changing nothing.
+    eventually(
+        Duration::from_secs(20),
+        "the stale worker's container to go",
+        || async { containers_of(&w1.worker_id).is_empty().then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the stale worker to notice", || async {
+        w1.log().contains("LeaseLost").then_some(())
+    })
+    .await;
+    let after = api.job(&id).await;
+    assert_eq!(after["attempt"], 2);
+    assert_eq!(after["workerId"], json!(w2.worker_id));
+    assert_eq!(after["finishedAt"], finished_at, "the job finished twice");
+    assert_eq!(
+        api.get_bytes(&format!("/api/v1/jobs/{id}/outputs/who.txt")).await.1,
+        output
+    );
+    assert!(
+        !server.storage.join(format!("jobs/{id}/a1")).exists(),
+        "the stale attempt's files remain"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_job_finish() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut w = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 2; echo finished")).await;
+    running_on(&api, &id).await;
+    w.signal("TERM");
+    let after = api.submit_id(sh("echo after")).await;
+    let status = w
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the worker exits after its job");
+    assert!(status.success(), "{status}");
+    let v = api.job(&id).await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(
+        api.job(&after).await["status"],
+        "queued",
+        "a quiet worker claims nothing new"
+    );
+    assert!(
+        api.get("/api/v1/workers").await.body["workers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(containers_of(&w.worker_id).is_empty());
+}
+
+#[tokio::test]
+async fn drain_timeout_hands_the_job_back_without_using_an_attempt() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut w1 = worker(&redis, &server.storage)
+        .env("DCC_DRAIN_TIMEOUT", "1s")
+        .start()
+        .await;
+    let mut job = sh("sleep 3; echo completed");
+    job["parameters"] = json!({"maxAttempts": 1});
+    let id = api.submit_id(job).await;
+    running_on(&api, &id).await;
+    w1.signal("TERM");
+    let status = w1
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the worker exits after the drain timeout");
+    assert!(status.success());
+    assert!(
+        containers_of(&w1.worker_id).is_empty(),
+        "the stopped container was not removed"
+    );
+    assert_eq!(
+        api.job(&id).await["status"],
+        "queued",
+        "handed back at once, not after a lease"
+    );
+    let w2 = worker(&redis, &server.storage).start().await;
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(v["workerId"], json!(w2.worker_id));
+    assert_eq!(api.log(&id, "stdout").await, "completed\n");
+}
+
+#[tokio::test]
+async fn drain_requested_through_the_api() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 2")).await;
+    running_on(&api, &id).await;
+    let a = api
+        .post(&format!("/api/v1/workers/{}/drain", w.worker_id), &json!({}))
+        .await;
+    assert_eq!(a.status, 202);
+    assert_eq!(api.post("/api/v1/workers/nobody/drain", &json!({})).await.status, 404);
+    eventually(Duration::from_secs(10), "the worker to report DRAINING", || async {
+        let ws = api.get("/api/v1/workers").await.body;
+        (ws["workers"][0]["health"] == "DRAINING").then_some(())
+    })
+    .await;
+    let next = api.submit_id(sh("true")).await;
+    api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    // Drained: still registered (for the scaler), idle, claiming nothing.
+    eventually(Duration::from_secs(10), "the drained worker to be idle", || async {
+        let ws = api.get("/api/v1/workers").await.body;
+        (ws["workers"][0]["runningJobs"] == 0 && ws["workers"][0]["health"] == "DRAINING").then_some(())
+    })
+    .await;
+    assert_eq!(api.job(&next).await["status"], "queued");
+}
+
+#[tokio::test]
+async fn redis_restart_with_aof_loses_no_accepted_job() {
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let server = Dcc::builder(Role::Server, &redis)
+        .env("DCC_LEASE_SECS", LEASE_SECS)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .start()
+        .await;
+    let api = server.api();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(api.submit_id(sh(&format!("sleep 1; echo {i}"))).await);
+    }
+    running_on(&api, &ids[0]).await;
+    redis.restart();
+    for i in 10..15 {
+        // The server reconnects by itself; a submit may be refused while it does (503), never lost.
+        let id = eventually(Duration::from_secs(20), "a submit after the restart", || async {
+            let a = api.submit(sh(&format!("echo {i}"))).await;
+            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
+        })
+        .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        let v = api.wait_status(id, "succeeded", Duration::from_secs(90)).await;
+        assert_eq!(v["status"], "succeeded");
+    }
+}
+
+/// Three workers, 200 short jobs, workers SIGKILLed and restarted at random every few seconds.
+#[tokio::test]
+async fn chaos_no_job_lost_none_finished_twice() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let events = Events::spawn(&redis.url(), dcc_shared::keys::Keys::new("dcc").events());
+    let mut rx = events.subscribe();
+    loop {
+        if let Ok(Ok(Event::Resync)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            break;
+        }
+    }
+    let ids_names: Vec<String> = (0..3)
+        .map(|i| format!("t-chaos{i}-{}", dcc_e2e::random_name("")))
+        .collect();
+    let mut workers = Vec::new();
+    for name in &ids_names {
+        workers.push(Some(
+            worker(&redis, &server.storage)
+                .env("DCC_CPUS", 2)
+                .worker_id(name)
+                .start()
+                .await,
+        ));
+    }
+    let total = 200;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        let mut j = sh(&format!("echo {i}"));
+        j["parameters"] = json!({"maxAttempts": 10});
+        ids.push(api.submit_id(j).await);
+    }
+    let mut kills = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut rng_state: u64 = 0x9e3779b97f4a7c15;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    loop {
+        let done = dcc_e2e::count_terminal(&api, &ids).await;
+        if done == total {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {done}/{total} jobs ended");
+        tokio::time::sleep(Duration::from_millis(1500 + next() % 2000)).await;
+        if kills < 8 {
+            let victim = (next() % 3) as usize;
+            if let Some(mut w) = workers[victim].take() {
+                w.kill();
+                kills += 1;
+            }
+            let name = ids_names[victim].clone();
+            workers[victim] = Some(
+                worker(&redis, &server.storage)
+                    .env("DCC_CPUS", 2)
+                    .worker_id(&name)
+                    .start()
+                    .await,
+            );
+        }
+    }
+    // Count terminal events per job: exactly one each.
+    let mut finished: HashMap<String, u32> = HashMap::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        if let Event::Job(ev) = ev
+            && ["succeeded", "failed", "timed_out", "cancelled"].contains(&ev.status.as_str())
+        {
+            *finished.entry(ev.job_id).or_default() += 1;
+        }
+    }
+    let mut retried = 0;
+    let mut lost = 0;
+    for id in &ids {
+        let v = api.job(id).await;
+        if v["attempt"].as_u64().unwrap_or(0) > 1 {
+            retried += 1;
+        }
+        if v["status"] != "succeeded" {
+            lost += 1;
+        }
+    }
+    let duplicates = finished.values().filter(|n| **n > 1).count();
+    let missing_events = ids.iter().filter(|id| !finished.contains_key(id.as_str())).count();
+    println!(
+        "chaos: jobs={total} kills={kills} retried={retried} lost={lost} duplicates={duplicates} missing_events={missing_events}"
+    );
+    // Stop the workers gracefully: every container goes.
+    for w in workers.iter_mut().flatten() {
+        w.signal("TERM");
+    }
+    for w in workers.iter_mut().flatten() {
+        w.wait_exit(Duration::from_secs(30)).await;
+    }
+    for name in &ids_names {
+        assert!(containers_of(name).is_empty(), "containers of {name} left");
+    }
+    assert_eq!(lost, 0, "jobs did not succeed");
+    assert_eq!(duplicates, 0, "jobs finished twice");
+    assert_eq!(missing_events, 0, "jobs without a finished event");
+    assert!(kills >= 1);
+}
