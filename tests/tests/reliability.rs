@@ -354,3 +354,121 @@ async fn chaos_no_job_lost_none_finished_twice() {
     assert_eq!(missing_events, 0, "jobs without a finished event");
     assert!(kills >= 1);
 }
+
+#[tokio::test]
+async fn unstorable_outputs_fail_the_job_never_succeed() {
+    let redis = Redis::start();
+    let server = Dcc::server(&redis).await;
+    let api = server.api();
+    // A file where the attempt's folder must go: every upload of attempt 1 fails.
+    std::fs::create_dir_all(server.storage.join("jobs/unstorable")).unwrap();
+    std::fs::write(server.storage.join("jobs/unstorable/a1"), b"in the way").unwrap();
+    let mut job = sh("echo result > /outputs/r.txt");
+    job["id"] = json!("unstorable");
+    let v = api.run(job).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "OUTPUT_UPLOAD_FAILED");
+    assert_eq!(v["exitCode"], 0, "the command itself succeeded");
+}
+
+#[tokio::test]
+async fn low_disk_makes_the_worker_unhealthy_and_idle() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let _w = worker(&redis, &server.storage)
+        .env("DCC_DISK_MIN_FREE_PERCENT", 100)
+        .start()
+        .await;
+    let ws = eventually(Duration::from_secs(10), "the worker to report UNHEALTHY", || async {
+        let ws = api.get("/api/v1/workers").await.body;
+        (ws["workers"][0]["health"] == "UNHEALTHY").then_some(ws)
+    })
+    .await;
+    assert!(
+        ws["workers"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("DCC_DISK_MIN_FREE_PERCENT"),
+        "{ws}"
+    );
+    let id = api.submit_id(sh("true")).await;
+    // Three heartbeats go by; it claims nothing.
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            assert_eq!(
+                api.job(&id).await["status"],
+                "queued",
+                "an unhealthy worker claimed a job"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_err();
+}
+
+/// A unix-socket proxy in front of the real Docker daemon, which the test can cut and restore.
+struct DockerProxy {
+    path: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    fn start(path: std::path::PathBuf) -> Self {
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut daemon) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+            }
+        });
+        DockerProxy { path, task: Some(task) }
+    }
+
+    /// Stops answering: the listener and every open connection close.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn docker_outage_makes_the_worker_unhealthy_until_it_recovers() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let mut proxy = DockerProxy::start(sock.clone());
+    let _w = worker(&redis, &server.storage)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .start()
+        .await;
+    let health = || async { api.get("/api/v1/workers").await.body["workers"][0].clone() };
+    eventually(Duration::from_secs(10), "HEALTHY", || async {
+        (health().await["health"] == "HEALTHY").then_some(())
+    })
+    .await;
+    proxy.cut();
+    let w = eventually(Duration::from_secs(10), "UNHEALTHY", || async {
+        let w = health().await;
+        (w["health"] == "UNHEALTHY").then_some(w)
+    })
+    .await;
+    assert!(w["reason"].as_str().unwrap().contains("Docker"), "{w}");
+    let _proxy = DockerProxy::start(sock.clone());
+    eventually(Duration::from_secs(10), "HEALTHY again", || async {
+        (health().await["health"] == "HEALTHY").then_some(())
+    })
+    .await;
+    let v = api.run(sh("echo back")).await;
+    assert_eq!(v["status"], "succeeded");
+}
