@@ -10,14 +10,14 @@ use axum::routing::{get, post};
 use dcc_shared::config::Config;
 use dcc_shared::events::Events;
 use dcc_shared::queue::Queue;
-use dcc_shared::storage::{self, Storage};
+use dcc_shared::storage::{self, RedisBlobs, Storage};
 use dcc_worker::container::HostLimits;
 use dcc_worker::executor::ExecSettings;
 use dcc_worker::{Shutdown, Worker, WorkerSettings};
 
 use crate::auth::require_key;
 use crate::error::ApiError;
-use crate::routes::{files, fleet, jobs};
+use crate::routes::{files, fleet, jobs, run, ws};
 use crate::state::AppState;
 use crate::submit;
 
@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/stdout", get(files::stdout))
         .route("/api/v1/jobs/{id}/stderr", get(files::stderr))
         .route("/api/v1/jobs/{id}/outputs/{*path}", get(files::output))
+        .route("/api/v1/run", post(run::run))
+        .route("/api/v1/ws", get(ws::ws))
         .route("/api/v1/queues", get(fleet::queues))
         .route("/api/v1/workers", get(fleet::workers))
         .route("/api/v1/workers/{id}/drain", post(fleet::drain))
@@ -89,7 +91,7 @@ impl Core {
         }
         // Upkeep a few times per lease, so an expired lease is noticed well within one more lease.
         let every = (config.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
-        dcc_shared::maintenance::spawn(queue.clone(), storage.clone(), config.retention, every);
+        dcc_shared::maintenance::spawn(queue.clone(), storage.clone(), config.retention(), every);
         tracing::info!(storage = storage.describe(), prefix = config.prefix, "core ready");
         Ok(Core {
             config: Arc::new(config),
@@ -97,6 +99,11 @@ impl Core {
             storage,
             events,
         })
+    }
+
+    /// Where fast jobs keep their files.
+    pub fn blobs(&self) -> Arc<dyn Storage> {
+        Arc::new(RedisBlobs::new(self.queue.clone(), self.config.fast_max_output_bytes))
     }
 
     /// The HTTP state.
@@ -108,6 +115,7 @@ impl Core {
         Ok(AppState {
             queue: self.queue.clone(),
             storage: self.storage.clone(),
+            blobs: self.blobs(),
             events: self.events.clone(),
             config: self.config.clone(),
             http,
@@ -128,7 +136,7 @@ impl Core {
             cpus,
             lease: c.lease,
             heartbeat: c.heartbeat,
-            retention: c.retention,
+            retention: c.retention(),
             exec: ExecSettings {
                 worker_id: id,
                 limits: HostLimits {
@@ -141,7 +149,14 @@ impl Core {
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,
         };
-        Ok(Worker::start(self.queue.clone(), self.storage.clone(), self.events.clone(), settings).await?)
+        Ok(Worker::start(
+            self.queue.clone(),
+            self.storage.clone(),
+            self.blobs(),
+            self.events.clone(),
+            settings,
+        )
+        .await?)
     }
 }
 

@@ -37,9 +37,17 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .map(String::from)
+        // Browsers cannot set headers on a WebSocket: it may carry the key as `?access_token=`.
+        .or_else(|| {
+            (req.uri().path() == "/api/v1/ws")
+                .then(|| req.uri().query().unwrap_or_default())
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+                .map(String::from)
+        });
     match presented {
-        Some(k) if key_matches(keys, k) => next.run(req).await,
+        Some(k) if key_matches(keys, &k) => next.run(req).await,
         _ => {
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use dcc_shared::config::Config;
 use dcc_shared::events::Events;
+use dcc_shared::job::{JobRecord, Lane};
 use dcc_shared::queue::Queue;
 use dcc_shared::storage::Storage;
 
@@ -14,10 +15,23 @@ pub struct AppState {
     pub queue: Queue,
     /// Job files.
     pub storage: Arc<dyn Storage>,
+    /// Fast jobs' files (in Redis).
+    pub blobs: Arc<dyn Storage>,
     /// Job events (for waits).
     pub events: Events,
     /// Configuration.
     pub config: Arc<Config>,
     /// HTTP client for `url` inputs.
     pub http: reqwest::Client,
+}
+
+impl AppState {
+    /// Where `job`'s files are: Redis for fast jobs, storage for the rest.
+    pub fn storage_for(&self, job: &JobRecord) -> &Arc<dyn Storage> {
+        if job.lane == Lane::Fast {
+            &self.blobs
+        } else {
+            &self.storage
+        }
+    }
 }

@@ -26,21 +26,21 @@ use crate::state::AppState;
 use crate::wait;
 
 /// Staged inputs of one submission, removed again unless the job is created.
-struct Staging {
+
+pub struct Staging {
     storage: Arc<dyn Storage>,
     prefix: String,
     inputs: Vec<StagedInput>,
-    keep: bool,
 }
 
 impl Staging {
-    fn new(storage: Arc<dyn Storage>, id: &JobId) -> Self {
+    /// Staging for job `id` into `storage`.
+    pub fn new(storage: Arc<dyn Storage>, id: &JobId) -> Self {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         Staging {
             storage,
             prefix: paths::inputs(id, &nonce[..12]),
             inputs: Vec::new(),
-            keep: false,
         }
     }
 
@@ -77,7 +77,8 @@ impl Staging {
         Ok(())
     }
 
-    async fn discard(self) {
+    /// Removes everything staged so far.
+    pub async fn discard(self) {
         if let Err(e) = self.storage.delete_prefix(&self.prefix).await {
             tracing::warn!(error = %e, prefix = self.prefix, "could not remove staged inputs");
         }
@@ -103,7 +104,7 @@ pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Resp
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
+pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
     let limit = state.config.max_body_bytes as usize;
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
         ApiError::new(
@@ -130,7 +131,7 @@ async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiErro
 }
 
 /// Stages the inputs declared in the JSON (inline values and URLs).
-async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &ValidJob) -> Result<(), ApiError> {
+pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &ValidJob) -> Result<(), ApiError> {
     let limit = state.config.limits.max_input_bytes;
     for (i, (name, source)) in valid.inputs.iter().enumerate() {
         match source {
@@ -290,19 +291,20 @@ pub fn links(id: &JobId) -> serde_json::Value {
     })
 }
 
-/// Queues the job (or applies the same-id rule), then answers, waiting first if asked.
-async fn finalize(
+/// Queues a staged job in `lane`, applying the same-id rule: `201` when created, `200` when the
+/// same job exists (its staged copy is dropped), `409` when another definition holds the id.
+pub async fn enqueue_staged(
     state: &AppState,
-    id: JobId,
-    spec: JobSpec,
-    mut staging: Staging,
-    wait_for_end: bool,
-) -> Result<Response, ApiError> {
-    let def_hash = definition_hash(&spec, &staging.inputs);
+    id: &JobId,
+    spec: &JobSpec,
+    staging: Staging,
+    lane: Lane,
+) -> Result<StatusCode, ApiError> {
+    let def_hash = definition_hash(spec, &staging.inputs);
     let job = NewJob {
-        id: &id,
-        spec: &spec,
-        lane: Lane::for_priority(spec.priority),
+        id,
+        spec,
+        lane,
         def_hash: &def_hash,
         inputs_prefix: &staging.prefix,
     };
@@ -313,27 +315,35 @@ async fn finalize(
             return Err(e.into());
         }
     };
-    let status = match created {
-        Enqueued::Created => {
-            staging.keep = true;
-            StatusCode::CREATED
-        }
+    match created {
+        Enqueued::Created => Ok(StatusCode::CREATED),
         Enqueued::Exists => {
             staging.discard().await;
-            StatusCode::OK
+            Ok(StatusCode::OK)
         }
         Enqueued::Conflict => {
             staging.discard().await;
-            return Err(ApiError {
+            Err(ApiError {
                 field: Some("id".into()),
                 ..ApiError::new(
                     StatusCode::CONFLICT,
                     "ID_CONFLICT",
-                    format!("a job with id {id:?} already exists with a different definition"),
+                    format!("a job with id {id} already exists with a different definition"),
                 )
-            });
+            })
         }
-    };
+    }
+}
+
+/// Queues the job (or applies the same-id rule), then answers, waiting first if asked.
+async fn finalize(
+    state: &AppState,
+    id: JobId,
+    spec: JobSpec,
+    staging: Staging,
+    wait_for_end: bool,
+) -> Result<Response, ApiError> {
+    let status = enqueue_staged(state, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
         let record = wait::until_ended(state, &id, state.config.max_wait).await?;
         return Ok((StatusCode::OK, Json(record.view())).into_response());

@@ -35,6 +35,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_URL_FETCH_TIMEOUT_SECS",
     "DCC_LOG_FORMAT",
     "DCC_DRAIN_TIMEOUT",
+    "DCC_FAST_RESULT_TTL",
+    "DCC_FAST_MAX_INLINE_BYTES",
+    "DCC_FAST_MAX_OUTPUT_BYTES",
     "DCC_DISK_MIN_FREE_PERCENT",
     "DCC_LOG",
 ];
@@ -93,6 +96,23 @@ pub struct Config {
     /// The worker reports `UNHEALTHY` (and claims nothing) while its scratch disk has less free
     /// space than this, in percent (`DCC_DISK_MIN_FREE_PERCENT`, 5; 0 turns the check off).
     pub disk_min_free_percent: u64,
+    /// How long a finished fast job and its inline result stay in Redis (`DCC_FAST_RESULT_TTL`, `60s`).
+    pub fast_result_ttl: Duration,
+    /// Most bytes of inline inputs one fast job may carry (`DCC_FAST_MAX_INLINE_BYTES`, 1 MiB).
+    pub fast_max_inline_bytes: u64,
+    /// Largest single output or log of a fast job; they travel inline through Redis
+    /// (`DCC_FAST_MAX_OUTPUT_BYTES`, 16 MiB).
+    pub fast_max_output_bytes: u64,
+}
+
+impl Config {
+    /// How long ended jobs are kept, standard and fast.
+    pub fn retention(&self) -> crate::queue::reap::Retention {
+        crate::queue::reap::Retention {
+            standard: self.retention,
+            fast: self.fast_result_ttl,
+        }
+    }
 }
 
 impl Config {
@@ -193,6 +213,12 @@ impl Config {
                 Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_DRAIN_TIMEOUT: {m}")))?,
             },
             disk_min_free_percent: num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
+            fast_result_ttl: match get("DCC_FAST_RESULT_TTL") {
+                None => Duration::from_secs(60),
+                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_FAST_RESULT_TTL: {m}")))?,
+            },
+            fast_max_inline_bytes: num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,
+            fast_max_output_bytes: num("DCC_FAST_MAX_OUTPUT_BYTES", 16 << 20)?,
         })
     }
 }

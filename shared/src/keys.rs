@@ -32,6 +32,12 @@ impl Keys {
         format!("{}:job:", self.tag)
     }
 
+    /// HASH: a fast job's files (inputs, logs, outputs), one field per object name. Fast jobs
+    /// never touch storage; this goes with the job record.
+    pub fn blob(&self, id: &JobId) -> String {
+        format!("{}:blob:{}", self.tag, id)
+    }
+
     /// LIST of job ids waiting in one lane of a queue; LPUSH to enqueue, RPOP to claim (FIFO).
     pub fn lane(&self, queue: QueueName, lane: Lane) -> String {
         format!("{}:queue:{}:{}", self.tag, queue.as_str(), lane.as_str())
@@ -83,6 +89,7 @@ mod tests {
         let id = JobId::parse("abc").unwrap();
         assert_eq!(k.job(&id), "{dcc}:job:abc");
         assert_eq!(k.job_prefix(), "{dcc}:job:");
+        assert_eq!(k.blob(&id), "{dcc}:blob:abc");
         assert_eq!(k.lane(QueueName::Cpu, Lane::High), "{dcc}:queue:cpu:high");
         assert_eq!(k.lane(QueueName::Gpu, Lane::Fast), "{dcc}:queue:gpu:fast");
         assert_eq!(k.lane(QueueName::Cpu, Lane::Normal), "{dcc}:queue:cpu:normal");

@@ -9,7 +9,7 @@ use crate::Result;
 use crate::clock::{Millis, now_ms};
 use crate::queue::Queue;
 use crate::queue::delete::{DeleteMode, Deleted};
-use crate::queue::reap::Reaped;
+use crate::queue::reap::{Reaped, Retention};
 use crate::storage::Storage;
 
 /// Most expired jobs removed per tick; the rest wait for the next one.
@@ -25,7 +25,7 @@ pub struct Tick {
 }
 
 /// One pass of upkeep at time `now`.
-pub async fn tick(queue: &Queue, storage: &dyn Storage, retention: Duration, now: Millis) -> Result<Tick> {
+pub async fn tick(queue: &Queue, storage: &dyn Storage, retention: Retention, now: Millis) -> Result<Tick> {
     let reaped = queue.reap(retention, now).await?;
     let mut expired = 0;
     let due = queue.due_for_expiry(now, SWEEP_BATCH).await?;
@@ -47,7 +47,7 @@ pub async fn tick(queue: &Queue, storage: &dyn Storage, retention: Duration, now
 pub fn spawn(
     queue: Queue,
     storage: Arc<dyn Storage>,
-    retention: Duration,
+    retention: Retention,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

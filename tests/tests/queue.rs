@@ -13,6 +13,7 @@ use dcc_shared::queue::cancel::Cancelled;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::enqueue::{Enqueued, NewJob};
 use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::reap::Retention;
 use dcc_shared::queue::renew::{Lease, Renewed};
 use dcc_shared::storage::{LocalStorage, Storage, paths};
 use serde_json::json;
@@ -20,6 +21,10 @@ use serde_json::json;
 const LEASE: Duration = Duration::from_secs(30);
 const RETENTION: Duration = Duration::from_secs(3600);
 const T0: i64 = 1_800_000_000_000;
+const RET: Retention = Retention {
+    standard: RETENTION,
+    fast: RETENTION,
+};
 
 async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId {
     let valid = JobRequest::from_value(job)
@@ -59,8 +64,9 @@ async fn claim(q: &Queue, worker: &str, now: i64) -> Lease {
         .await
         .unwrap()
     {
-        Claim::Claimed { job, attempt, .. } => Lease {
+        Claim::Claimed { job, attempt, lane, .. } => Lease {
             job,
+            lane,
             queue: dcc_shared::job::QueueName::Cpu,
             attempt,
             worker: worker.to_string(),
@@ -92,9 +98,9 @@ async fn lease_expires_job_is_retried_stale_worker_is_fenced() {
     // A beats in time once, then goes silent.
     assert_eq!(q.renew(&a, LEASE, T0 + 10_000).await.unwrap(), Renewed::Held);
     // Before the (renewed) deadline nothing is reaped.
-    assert_eq!(q.reap(RETENTION, T0 + 30_000).await.unwrap().requeued, 0);
+    assert_eq!(q.reap(RET, T0 + 30_000).await.unwrap().requeued, 0);
     // After it, the job goes back to its queue.
-    let reaped = q.reap(RETENTION, T0 + 40_001).await.unwrap();
+    let reaped = q.reap(RET, T0 + 40_001).await.unwrap();
     assert_eq!((reaped.requeued, reaped.failed), (1, 0));
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, JobState::Queued);
 
@@ -128,15 +134,15 @@ async fn last_attempt_lost_fails_with_worker_lost() {
     let q = Queue::new(&redis.url(), "t").unwrap();
     let id = enqueue(&q, "j1", json!({"image": "x", "parameters": {"maxAttempts": 2}}), T0).await;
     claim(&q, "A", T0).await;
-    q.reap(RETENTION, T0 + 31_000).await.unwrap();
+    q.reap(RET, T0 + 31_000).await.unwrap();
     claim(&q, "B", T0 + 32_000).await;
-    let r = q.reap(RETENTION, T0 + 63_000).await.unwrap();
+    let r = q.reap(RET, T0 + 63_000).await.unwrap();
     assert_eq!((r.requeued, r.failed), (0, 1));
     let rec = q.get(&id).await.unwrap().unwrap();
     assert_eq!(rec.state, JobState::Failed);
     assert_eq!(rec.error.unwrap().code, "WORKER_LOST");
     // Reaping again changes nothing (idempotent).
-    assert_eq!(q.reap(RETENTION, T0 + 99_000).await.unwrap().failed, 0);
+    assert_eq!(q.reap(RET, T0 + 99_000).await.unwrap().failed, 0);
 }
 
 #[tokio::test]
@@ -246,14 +252,30 @@ async fn retention_sweep_removes_records_and_files_when_due() {
     q.finish(&lease, &success(), retention, T0 + 1000).await.unwrap();
     let running = enqueue(&q, "r2", json!({"image": "x"}), T0).await;
 
-    let t = maintenance::tick(&q, storage.as_ref(), retention, T0 + 30_000)
-        .await
-        .unwrap();
+    let t = maintenance::tick(
+        &q,
+        storage.as_ref(),
+        Retention {
+            standard: retention,
+            fast: retention,
+        },
+        T0 + 30_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(t.expired, 0);
     assert!(q.get(&id).await.unwrap().is_some());
-    let t = maintenance::tick(&q, storage.as_ref(), retention, T0 + 61_001)
-        .await
-        .unwrap();
+    let t = maintenance::tick(
+        &q,
+        storage.as_ref(),
+        Retention {
+            standard: retention,
+            fast: retention,
+        },
+        T0 + 61_001,
+    )
+    .await
+    .unwrap();
     assert_eq!(t.expired, 1);
     assert!(q.get(&id).await.unwrap().is_none());
     assert!(storage.list(&paths::job(&id)).await.unwrap().is_empty());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, KillContainerOptionsBuilder};
-use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, RunStats};
+use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, RunStats};
 use dcc_shared::queue::finish::Outcome;
 use dcc_shared::storage::{Storage, paths};
 use futures_util::StreamExt;
@@ -46,7 +46,10 @@ pub struct ExecSettings {
 /// Runs attempts.
 pub struct Executor {
     docker: Docker,
+    /// Files of standard jobs.
     storage: Arc<dyn Storage>,
+    /// Files of fast jobs (in Redis).
+    blobs: Arc<dyn Storage>,
     settings: ExecSettings,
     /// Bounds concurrent container creations and starts (dockerd slows sharply past a few).
     create_permits: Semaphore,
@@ -76,10 +79,17 @@ fn ms_since(t: Instant) -> u64 {
 
 impl Executor {
     /// An executor on `docker`, storing into `storage`.
-    pub fn new(docker: Docker, storage: Arc<dyn Storage>, settings: ExecSettings, concurrency: usize) -> Self {
+    pub fn new(
+        docker: Docker,
+        storage: Arc<dyn Storage>,
+        blobs: Arc<dyn Storage>,
+        settings: ExecSettings,
+        concurrency: usize,
+    ) -> Self {
         Executor {
             docker,
             storage,
+            blobs,
             settings,
             create_permits: Semaphore::new(concurrency),
         }
@@ -121,6 +131,11 @@ impl Executor {
     ) -> AttemptEnd {
         let mut stats = RunStats::default();
         let spec = &job.spec;
+        let storage = if job.lane == Lane::Fast {
+            &self.blobs
+        } else {
+            &self.storage
+        };
 
         let t = Instant::now();
         let digest = tokio::select! {
@@ -154,7 +169,7 @@ impl Executor {
 
         let t = Instant::now();
         let staged = tokio::select! {
-            r = staging::upload_inputs(&self.docker, name, self.storage.as_ref(), job, scratch) => r,
+            r = staging::upload_inputs(&self.docker, name, storage.as_ref(), job, scratch) => r,
             _ = cancel.cancelled() => return AttemptEnd::Aborted,
         };
         stats.inputs_ms = ms_since(t);
@@ -180,7 +195,7 @@ impl Executor {
         let logs = LogCollector::spawn(
             self.docker.clone(),
             name.to_string(),
-            self.storage.clone(),
+            storage.clone(),
             scratch,
             (
                 paths::log(&job.id, attempt, "stdout"),
@@ -230,7 +245,7 @@ impl Executor {
         let outputs = staging::collect_outputs(
             &self.docker,
             name,
-            self.storage.as_ref(),
+            storage.as_ref(),
             job,
             attempt,
             scratch,

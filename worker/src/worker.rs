@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use dcc_shared::clock::now_ms;
 use dcc_shared::events::{Event, Events};
-use dcc_shared::job::{JobId, JobState, QueueName};
+use dcc_shared::job::{JobId, JobState, Lane, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::reap::Retention;
 use dcc_shared::queue::renew::{Lease, Renewed};
 use dcc_shared::storage::{Storage, paths};
 use dcc_shared::workers::{Health, WorkerInfo};
@@ -43,7 +44,7 @@ pub struct WorkerSettings {
     /// Interval of lease renewal and health beats.
     pub heartbeat: Duration,
     /// Retention of finished jobs.
-    pub retention: Duration,
+    pub retention: Retention,
     /// Executor settings.
     pub exec: ExecSettings,
     /// Concurrent container creations.
@@ -62,6 +63,7 @@ struct Running {
 pub struct Worker {
     queue: Queue,
     storage: Arc<dyn Storage>,
+    blobs: Arc<dyn Storage>,
     events: Events,
     exec: Executor,
     settings: WorkerSettings,
@@ -99,6 +101,7 @@ impl Worker {
     pub async fn start(
         queue: Queue,
         storage: Arc<dyn Storage>,
+        blobs: Arc<dyn Storage>,
         events: Events,
         settings: WorkerSettings,
     ) -> Result<Arc<Self>, WorkerError> {
@@ -148,12 +151,14 @@ impl Worker {
         let exec = Executor::new(
             docker,
             storage.clone(),
+            blobs.clone(),
             settings.exec.clone(),
             settings.docker_concurrency,
         );
         let w = Arc::new(Worker {
             queue,
             storage,
+            blobs,
             events,
             exec,
             slots: Slots::new(settings.cpus),
@@ -272,7 +277,12 @@ impl Worker {
                 lease: self.settings.lease,
             };
             match self.queue.claim(QueueName::Cpu, &who, now_ms()).await {
-                Ok(Claim::Claimed { job, attempt, slots }) => self.launch(job, attempt, slots, shutdown),
+                Ok(Claim::Claimed {
+                    job,
+                    attempt,
+                    slots,
+                    lane,
+                }) => self.launch(job, attempt, slots, lane, shutdown),
                 // Asked to drain by the heartbeat: the loop head sees it.
                 Ok(_) if self.is_draining() => {}
                 Ok(Claim::NoFit) => tokio::select! {
@@ -298,12 +308,13 @@ impl Worker {
 
     /// Books the slots and the lease at once (so the next claim sees them), then runs the
     /// attempt in its own task.
-    fn launch(self: &Arc<Self>, job: JobId, attempt: u32, slots: u32, shutdown: &Shutdown) {
+    fn launch(self: &Arc<Self>, job: JobId, attempt: u32, slots: u32, lane: Lane, shutdown: &Shutdown) {
         self.slots.take(slots);
         let cancel = shutdown.terminate_token().child_token();
         let lease = Lease {
             job: job.clone(),
             queue: QueueName::Cpu,
+            lane,
             attempt,
             worker: self.settings.id.clone(),
         };
@@ -376,7 +387,7 @@ impl Worker {
         loop {
             match self
                 .queue
-                .finish(lease, outcome, self.settings.retention, now_ms())
+                .finish(lease, outcome, self.settings.retention.of(lease.lane), now_ms())
                 .await
             {
                 Ok(f) => {
@@ -415,7 +426,12 @@ impl Worker {
                 return;
             }
         };
-        if let Err(e) = self.storage.delete_prefix(&prefix).await {
+        let storage = if lease.lane == Lane::Fast {
+            &self.blobs
+        } else {
+            &self.storage
+        };
+        if let Err(e) = storage.delete_prefix(&prefix).await {
             tracing::warn!(error = %e, prefix, "could not remove an abandoned attempt's files");
         }
     }

@@ -16,7 +16,11 @@ async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiE
     if job.attempt == 0 {
         return Ok((headers, "").into_response());
     }
-    match state.storage.get(&paths::log(&job.id, job.attempt, stream)).await? {
+    match state
+        .storage_for(&job)
+        .get(&paths::log(&job.id, job.attempt, stream))
+        .await?
+    {
         // While running, what the worker uploaded so far; nothing yet reads as empty.
         None => Ok((headers, "").into_response()),
         Some(obj) => Ok((
@@ -55,7 +59,7 @@ pub async fn output(
         return Err(not_found());
     }
     let obj = state
-        .storage
+        .storage_for(&job)
         .get(&paths::output(&job.id, job.attempt, &name))
         .await?
         .ok_or_else(not_found)?;

@@ -102,7 +102,11 @@ pub async fn wait_for(
 /// when it had already ended (nothing changes).
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = load(&state, &id).await?;
-    match state.queue.cancel(&job, state.config.retention, now_ms()).await? {
+    match state
+        .queue
+        .cancel(&job, state.config.retention().of(job.lane), now_ms())
+        .await?
+    {
         Cancelled::Done(_) => {
             Ok((StatusCode::ACCEPTED, Json(json!({"jobId": id, "status": "cancelled"}))).into_response())
         }
@@ -118,11 +122,14 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
     let job = load(&state, &id).await?;
     if !job.state.is_terminal() {
         // Cancel first, so the worker stops the container on the event.
-        state.queue.cancel(&job, state.config.retention, now_ms()).await?;
+        state
+            .queue
+            .cancel(&job, state.config.retention().of(job.lane), now_ms())
+            .await?;
     }
     match state
         .queue
-        .delete(&job, state.storage.as_ref(), DeleteMode::Any, now_ms())
+        .delete(&job, state.storage_for(&job).as_ref(), DeleteMode::Any, now_ms())
         .await?
     {
         Deleted::Missing => Err(ApiError::job_not_found(&id)),

@@ -4,10 +4,14 @@
 //! - [`jobs`]: view, listing, long-poll, cancel, delete.
 //! - [`files`]: stdout, stderr and output files.
 //! - [`fleet`]: queues, workers, health and readiness.
+//! - [`run`]: fast (synchronous) jobs.
+//! - [`ws`]: live status over a WebSocket.
 
 pub mod files;
 pub mod fleet;
 pub mod jobs;
+pub mod run;
+pub mod ws;
 
 use dcc_shared::job::{JobId, JobRecord};
 

@@ -9,7 +9,8 @@
 -- ARGV[5]: now (ms)
 -- ARGV[6]: lease length (ms)
 -- ARGV[7]: events channel
--- Returns: {'claimed', id, attempt, slots} | {'nofit', id} (head job needs more slots than are free) | {'empty'}
+-- Returns: {'claimed', id, attempt, slots, lane} | {'nofit', id} (head job needs more slots than are free) | {'empty'}
+local lanes = {'fast', 'high', 'normal'}
 local free = tonumber(ARGV[3])
 local total = tonumber(ARGV[4])
 for i = 1, 3 do
@@ -31,7 +32,7 @@ for i = 1, 3 do
       redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
       redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
         at = tonumber(ARGV[5]), worker = ARGV[2]}))
-      return {'claimed', id, attempt, slots}
+      return {'claimed', id, attempt, slots, lanes[i]}
     end
   end
 end

@@ -23,6 +23,8 @@ pub enum Claim {
         attempt: u32,
         /// Worker slots the job holds.
         slots: u32,
+        /// The lane it came from (fast jobs keep their files in Redis).
+        lane: Lane,
     },
     /// The next job needs more slots than are free; wait for a running job to end.
     NoFit,
@@ -66,7 +68,13 @@ impl Queue {
                 let job = JobId::parse(&id).map_err(|why| Error::Corrupt { job: id.clone(), why })?;
                 let attempt = s(2).and_then(|a| a.parse().ok()).unwrap_or(1);
                 let slots = s(3).and_then(|a| a.parse().ok()).unwrap_or(1);
-                Ok(Claim::Claimed { job, attempt, slots })
+                let lane = s(4).and_then(|l| Lane::parse(&l)).unwrap_or(Lane::Normal);
+                Ok(Claim::Claimed {
+                    job,
+                    attempt,
+                    slots,
+                    lane,
+                })
             }
             Some("nofit") => Ok(Claim::NoFit),
             _ => Ok(Claim::Empty),

@@ -5,6 +5,7 @@
 -- KEYS[3]: the job's queue running zset (ZREM)
 -- KEYS[4]: the expiry zset (ZREM)
 -- KEYS[5]: the job index zset (ZREM)
+-- KEYS[6]: the job's blob hash (DEL; fast jobs keep their files there)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
@@ -14,6 +15,7 @@ local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('DEL', KEYS[6])
   return false
 end
 if ARGV[4] == 'expired' then
@@ -28,7 +30,7 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[6])
 redis.call('PUBLISH', ARGV[3], cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),
   at = tonumber(ARGV[2]), worker = job[3] or ''}))
 return job[1]

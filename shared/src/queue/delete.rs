@@ -56,6 +56,7 @@ impl Queue {
             .key(k.running(job.queue))
             .key(k.expiry())
             .key(k.index())
+            .key(k.blob(&job.id))
             .arg(job.id.as_str())
             .arg(now)
             .arg(k.events())
@@ -87,6 +88,8 @@ impl Queue {
             .cmd("ZREM")
             .arg(k.index())
             .arg(id.as_str())
+            .cmd("DEL")
+            .arg(k.blob(id))
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())

@@ -6,7 +6,8 @@
 -- KEYS[5]: the expiry zset (retention of failed jobs)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: now (ms)
--- ARGV[3]: retention (ms)
+-- ARGV[3]: retention (ms) of standard jobs
+-- ARGV[6]: retention (ms) of fast jobs (their result is kept only briefly)
 -- ARGV[4]: events channel
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- Returns: {requeued, failed}
@@ -26,7 +27,8 @@ for _, id in ipairs(ids) do
       redis.call('HSET', jk, 'state', 'failed', 'finished_ms', now, 'error_code', 'WORKER_LOST',
         'error_msg', 'worker ' .. (job[5] or '?') .. ' stopped renewing its lease during attempt ' .. attempt ..
         ', the last of its ' .. job[3] .. ' attempts')
-      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), id)
+      local keep = job[4] == 'fast' and tonumber(ARGV[6]) or tonumber(ARGV[3])
+      redis.call('ZADD', KEYS[5], now + keep, id)
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
         worker = job[5] or ''}))
       failed = failed + 1

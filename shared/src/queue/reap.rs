@@ -16,6 +16,22 @@ use crate::job::{Lane, QueueName};
 
 static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("reap.lua")));
 
+/// How long ended jobs are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Standard jobs (`DCC_RETENTION`).
+    pub standard: Duration,
+    /// Fast jobs (`DCC_FAST_RESULT_TTL`).
+    pub fast: Duration,
+}
+
+impl Retention {
+    /// The retention of a job in `lane`.
+    pub fn of(&self, lane: Lane) -> Duration {
+        if lane == Lane::Fast { self.fast } else { self.standard }
+    }
+}
+
 /// Most expired leases handled per script call, so one call never blocks Redis for long.
 const BATCH: u32 = 100;
 
@@ -30,7 +46,7 @@ pub struct Reaped {
 
 impl Queue {
     /// Handles every lease that expired by `now`, in both queues.
-    pub async fn reap(&self, retention: Duration, now: Millis) -> Result<Reaped> {
+    pub async fn reap(&self, retention: Retention, now: Millis) -> Result<Reaped> {
         let k = self.keys();
         let mut total = Reaped::default();
         let mut conn = self.conn().await?;
@@ -44,9 +60,10 @@ impl Queue {
                     .key(k.expiry())
                     .arg(k.job_prefix())
                     .arg(now)
-                    .arg(ms(retention))
+                    .arg(ms(retention.standard))
                     .arg(k.events())
                     .arg(BATCH)
+                    .arg(ms(retention.fast))
                     .invoke_async(&mut conn)
                     .await?;
                 total.requeued += requeued;

@@ -8,7 +8,7 @@ use redis::Script;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
-use crate::job::{JobId, QueueName};
+use crate::job::{JobId, Lane, QueueName};
 
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("renew.lua")));
 
@@ -19,6 +19,8 @@ pub struct Lease {
     pub job: JobId,
     /// Its queue (the running zset lives per queue).
     pub queue: QueueName,
+    /// Its lane (fast jobs keep their files in Redis and their result briefly).
+    pub lane: Lane,
     /// The attempt number the worker runs.
     pub attempt: u32,
     /// The worker.

@@ -4,10 +4,12 @@
 //! - this file: the [`Storage`] trait every backend implements, its error type, and the object
 //!   names of a job's files ([`paths`]).
 //! - [`local`]: a folder on the local disk (the default; shared by server and worker on one host).
+//! - [`redis_blob`]: fast jobs' files, kept in Redis beside the job record.
 //!
 //! Object names are `/`-separated relative paths built by [`paths`] from validated ids and names.
 
 pub mod local;
+pub mod redis_blob;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -17,6 +19,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use local::LocalStorage;
+pub use redis_blob::RedisBlobs;
 
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'a>>;

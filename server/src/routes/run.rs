@@ -1,0 +1,105 @@
+//! Fast jobs: `POST /api/v1/run`. Inline inputs only, kept in Redis (never storage); the job
+//! jumps ahead of every standard job of its queue, and the answer carries stdout, stderr and the
+//! outputs inline once it ends. Leases, cancel and limits are those of standard jobs; a finished
+//! fast job and its result leave Redis after `DCC_FAST_RESULT_TTL`.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use dcc_shared::job::spec::{InputSource, SpecError};
+use dcc_shared::job::{JobId, JobRecord, JobRequest, Lane};
+use dcc_shared::storage::paths;
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::submit::{Staging, enqueue_staged, read_body, stage_declared};
+use crate::wait;
+
+/// `POST /api/v1/run`.
+pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
+    let body = read_body(&state, req).await?;
+    let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    let mut inline = 0u64;
+    for (i, (_, source)) in valid.inputs.iter().enumerate() {
+        match source {
+            InputSource::Inline(b) => inline += b.len() as u64,
+            InputSource::Url(_) => {
+                return Err(SpecError::Invalid {
+                    field: Some(format!("inputs[{i}].url")),
+                    message: "fast jobs take inline inputs only; submit a standard job for url inputs".into(),
+                }
+                .into());
+            }
+        }
+    }
+    let limit = state.config.fast_max_inline_bytes;
+    if inline > limit {
+        return Err(SpecError::TooLarge {
+            field: Some("inputs".into()),
+            message: format!(
+                "fast job inputs total {inline} bytes, over the {limit} byte limit (DCC_FAST_MAX_INLINE_BYTES); submit a standard job"
+            ),
+        }
+        .into());
+    }
+    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let mut staging = Staging::new(state.blobs.clone(), &id);
+    if let Err(e) = stage_declared(&state, &mut staging, &valid).await {
+        staging.discard().await;
+        return Err(e);
+    }
+    enqueue_staged(&state, &id, &valid.spec, staging, Lane::Fast).await?;
+    let record = wait::until_ended(&state, &id, state.config.max_wait).await?;
+    Ok(Json(answer(&state, &record).await?))
+}
+
+/// The job view with stdout, stderr and outputs inline.
+async fn answer(state: &AppState, job: &JobRecord) -> Result<Value, ApiError> {
+    let mut view = job.view();
+    let read = |name: String| async move {
+        match state.storage_for(job).get(&name).await? {
+            Some(obj) => {
+                let chunks: Vec<bytes::Bytes> = obj
+                    .body
+                    .try_collect()
+                    .await
+                    .map_err(|e| ApiError::unavailable(format!("reading a fast job's result failed: {e}")))?;
+                Ok::<_, ApiError>(Some(chunks.concat()))
+            }
+            None => Ok(None),
+        }
+    };
+    for stream in ["stdout", "stderr"] {
+        let bytes = if job.attempt > 0 {
+            read(paths::log(&job.id, job.attempt, stream))
+                .await?
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        view[stream] = json!(String::from_utf8_lossy(&bytes));
+    }
+    let mut outputs = Vec::new();
+    for o in &job.outputs {
+        let bytes = read(paths::output(&job.id, job.attempt, &o.name))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    format!("output {} of fast job {} is missing", o.name, job.id),
+                )
+            })?;
+        outputs.push(json!({
+            "name": o.name,
+            "size": o.size,
+            "value": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "encoding": "base64",
+        }));
+    }
+    view["outputs"] = json!(outputs);
+    Ok(view)
+}

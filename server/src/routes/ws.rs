@@ -1,0 +1,196 @@
+//! Live status over a WebSocket (`GET /api/v1/ws`).
+//!
+//! Client → server: `{"subscribe": ["id", …]}`, `{"subscribe": "*"}`, `{"unsubscribe": [...]}`
+//! (or `"*"`). Server → client, in order per job: `{"type": "status", …}` for `queued`/`running`,
+//! `{"type": "finished", "job": <view>}` once it ends, `{"type": "deleted", "jobId"}` when it is
+//! deleted, and `{"type": "error", …}` for an unknown id or a bad message. Subscribing to a job
+//! sends its current state at once (its `finished` if it already ended). Events come from the
+//! process's one Redis subscription, so jobs submitted on other servers and run by any worker show
+//! up too; there is no polling per subscriber, and a closed connection leaves nothing behind.
+
+use std::collections::HashSet;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use dcc_shared::clock::rfc3339;
+use dcc_shared::events::{Event, JobEvent};
+use dcc_shared::job::JobId;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::state::AppState;
+
+/// Most job ids one connection may follow by id (`*` follows all without a list).
+const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// `GET /api/v1/ws`.
+pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| connection(state, socket))
+}
+
+/// What one connection follows.
+#[derive(Default)]
+struct Follow {
+    /// Every job.
+    all: bool,
+    /// These jobs.
+    ids: HashSet<String>,
+    /// Jobs whose `finished` went out (never sent twice).
+    finished: HashSet<String>,
+}
+
+async fn connection(state: AppState, socket: WebSocket) {
+    // Subscribed before anything is read, so no event between a read and the follow is missed.
+    let mut events = state.events.subscribe();
+    let (mut out, mut inbound) = socket.split();
+    let mut follow = Follow::default();
+    loop {
+        let messages: Vec<Value> = tokio::select! {
+            msg = inbound.next() => match msg {
+                Some(Ok(Message::Text(text))) => command(&state, &mut follow, text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => vec![error(None, "INVALID_REQUEST", "send JSON text messages")],
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break,
+            },
+            ev = events.recv() => match ev {
+                Ok(Event::Job(ev)) => on_event(&state, &mut follow, ev).await,
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => resync(&state, &mut follow).await,
+                Err(RecvError::Closed) => break,
+            },
+        };
+        for m in messages {
+            if out.send(Message::Text(m.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn error(job: Option<&str>, code: &str, message: &str) -> Value {
+    let mut v = json!({"type": "error", "code": code, "message": message});
+    if let Some(j) = job {
+        v["jobId"] = json!(j);
+    }
+    v
+}
+
+fn ids_of(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),
+        _ => None,
+    }
+}
+
+async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value> {
+    let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        return vec![error(None, "INVALID_JSON", "messages must be JSON")];
+    };
+    let mut out = Vec::new();
+    if let Some(ids) = msg.get("unsubscribe").and_then(ids_of) {
+        for id in ids {
+            if id == "*" {
+                follow.all = false;
+            } else {
+                follow.ids.remove(&id);
+            }
+        }
+    }
+    if let Some(ids) = msg.get("subscribe").and_then(ids_of) {
+        for id in ids {
+            if id == "*" {
+                follow.all = true;
+                continue;
+            }
+            if follow.ids.len() >= MAX_SUBSCRIPTIONS {
+                out.push(error(
+                    Some(&id),
+                    "TOO_LARGE",
+                    "too many subscriptions on one connection",
+                ));
+                continue;
+            }
+            out.extend(current(state, follow, &id).await);
+        }
+    } else if msg.get("unsubscribe").is_none() {
+        out.push(error(
+            None,
+            "INVALID_REQUEST",
+            "send {\"subscribe\": [ids] | \"*\"} or {\"unsubscribe\": …}",
+        ));
+    }
+    out
+}
+
+/// Starts following `id` and says where it is now.
+async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> {
+    let record = match JobId::parse(id) {
+        Ok(jid) => state.queue.get(&jid).await,
+        Err(_) => Ok(None),
+    };
+    match record {
+        Ok(Some(job)) => {
+            follow.ids.insert(id.to_string());
+            if job.state.is_terminal() {
+                finished(follow, job.view()).into_iter().collect()
+            } else {
+                vec![
+                    json!({"type": "status", "jobId": id, "status": job.state.as_str(), "attempt": job.attempt,
+                            "at": rfc3339(job.started_ms.unwrap_or(job.created_ms))}),
+                ]
+            }
+        }
+        Ok(None) => vec![error(Some(id), "NOT_FOUND", "no such job")],
+        Err(e) => vec![error(Some(id), "UNAVAILABLE", &e.to_string())],
+    }
+}
+
+fn finished(follow: &mut Follow, view: Value) -> Option<Value> {
+    let id = view["jobId"].as_str().unwrap_or_default().to_string();
+    follow
+        .finished
+        .insert(id)
+        .then(|| json!({"type": "finished", "job": view}))
+}
+
+async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Value> {
+    if !(follow.all || follow.ids.contains(&ev.job_id)) {
+        return Vec::new();
+    }
+    match ev.status.as_str() {
+        "queued" | "running" => vec![json!({"type": "status", "jobId": ev.job_id, "status": ev.status,
+                                            "attempt": ev.attempt, "at": rfc3339(ev.at)})],
+        "deleted" => {
+            follow.ids.remove(&ev.job_id);
+            vec![json!({"type": "deleted", "jobId": ev.job_id})]
+        }
+        _ => {
+            let Ok(id) = JobId::parse(&ev.job_id) else {
+                return Vec::new();
+            };
+            match state.queue.get(&id).await {
+                Ok(Some(job)) => finished(follow, job.view()).into_iter().collect(),
+                _ => Vec::new(),
+            }
+        }
+    }
+}
+
+/// Events may have been missed: tell followers of jobs that ended meanwhile.
+async fn resync(state: &AppState, follow: &mut Follow) -> Vec<Value> {
+    let pending: Vec<JobId> = follow
+        .ids
+        .iter()
+        .filter(|id| !follow.finished.contains(*id))
+        .filter_map(|id| JobId::parse(id).ok())
+        .collect();
+    let Ok(jobs) = state.queue.get_many(&pending).await else {
+        return Vec::new();
+    };
+    jobs.into_iter()
+        .filter(|j| j.state.is_terminal())
+        .filter_map(|j| finished(follow, j.view()))
+        .collect()
+}

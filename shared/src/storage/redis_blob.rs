@@ -1,0 +1,171 @@
+//! Fast jobs' files in Redis: a [`Storage`] whose objects are fields of one hash per job
+//! (`{p}:blob:<id>`), so the executor and the API serve fast jobs with the same code as standard
+//! ones while their bytes never touch the storage backend. The job id is read from the object name
+//! (`jobs/<id>/…`, see [`super::paths`]). Every object is bounded: Redis holds them in memory.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{ByteStream, Object, Storage, StorageError};
+use crate::job::JobId;
+use crate::queue::Queue;
+
+/// Fast-job files in Redis.
+pub struct RedisBlobs {
+    /// Where the hashes live.
+    queue: Queue,
+    /// Largest object accepted (outputs and logs of a fast job travel inline, so they stay small).
+    max_object: u64,
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(std::io::Error::other(e.to_string()))
+}
+
+impl RedisBlobs {
+    /// Blobs in `queue`'s Redis, each at most `max_object` bytes.
+    pub fn new(queue: Queue, max_object: u64) -> Self {
+        RedisBlobs { queue, max_object }
+    }
+
+    /// The hash key holding an object.
+    fn key(&self, name: &str) -> Result<String, StorageError> {
+        let id = name
+            .strip_prefix("jobs/")
+            .and_then(|r| r.split('/').next())
+            .and_then(|id| JobId::parse(id).ok())
+            .ok_or_else(|| StorageError::BadName(name.to_string()))?;
+        Ok(self.queue.keys().blob(&id))
+    }
+
+    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<u64, StorageError> {
+        let key = self.key(name)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let n = bytes.len() as u64;
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(name)
+            .arg(bytes)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl Storage for RedisBlobs {
+    async fn put_stream(&self, name: &str, mut body: ByteStream<'_>, limit: u64) -> Result<u64, StorageError> {
+        let limit = limit.min(self.max_object);
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Source)?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(StorageError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        self.put(name, buf).await
+    }
+
+    async fn put_file(&self, name: &str, path: &Path) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(path).await?.len();
+        if size > self.max_object {
+            return Err(StorageError::TooLarge { limit: self.max_object });
+        }
+        let bytes = tokio::fs::read(path).await?;
+        self.put(name, bytes).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Object>, StorageError> {
+        let key = self.key(name)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let v: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(name)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        Ok(v.map(|b| {
+            let size = b.len() as u64;
+            let bytes = Bytes::from(b);
+            let body: ByteStream<'static> = Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+            Object { size, body }
+        }))
+    }
+
+    async fn get_to_file(&self, name: &str, path: &Path) -> Result<bool, StorageError> {
+        let key = self.key(name)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let v: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(name)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        match v {
+            Some(b) => {
+                tokio::fs::write(path, b).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let key = self.key(prefix)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        let names: Vec<String> = fields.into_iter().filter(|f| f.starts_with(prefix)).collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for n in &names {
+            pipe.cmd("HSTRLEN").arg(&key).arg(n);
+        }
+        let sizes: Vec<u64> = pipe.query_async(&mut c).await.map_err(backend)?;
+        let mut out: Vec<(String, u64)> = names
+            .into_iter()
+            .zip(sizes)
+            .map(|(n, s)| (n[prefix.len()..].to_string(), s))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        let key = self.key(prefix)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        let doomed: Vec<&String> = fields.iter().filter(|f| f.starts_with(prefix)).collect();
+        if !doomed.is_empty() {
+            let _: () = redis::cmd("HDEL")
+                .arg(&key)
+                .arg(doomed)
+                .query_async(&mut c)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.queue.ping().await.map_err(backend)
+    }
+
+    fn describe(&self) -> String {
+        "fast-job blobs in Redis".into()
+    }
+}

@@ -1,0 +1,328 @@
+//! Fast jobs, WebSocket live status and event-driven waits.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(dcc: &Dcc) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/ws", dcc.port))
+        .await
+        .expect("websocket connects");
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message within 30 s")
+            .expect("the socket is open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn fast_job_answers_inline_byte_exact() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let blob: Vec<u8> = (0..=255u8).rev().cycle().take(10_000).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&blob);
+    let a = api
+        .post(
+            "/api/v1/run",
+            &json!({"image": IMAGE, "command": ["sh", "-c", "cp /inputs/b.bin /outputs/b.bin; echo out; echo err >&2"],
+                    "inputs": [{"name": "b.bin", "value": b64, "encoding": "base64"}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let v = a.body;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["fast"], true);
+    assert_eq!(v["stdout"], "out\n");
+    assert_eq!(v["stderr"], "err\n");
+    assert_eq!(v["outputs"][0]["name"], "b.bin");
+    assert_eq!(v["outputs"][0]["encoding"], "base64");
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(v["outputs"][0]["value"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(got, blob);
+    // Its files never touched storage.
+    let id = v["jobId"].as_str().unwrap();
+    assert!(!dcc.storage.join("jobs").join(id).exists());
+    // The standard routes serve it too while its result lives.
+    assert_eq!(api.log(id, "stdout").await, "out\n");
+    assert_eq!(api.get_bytes(&format!("/api/v1/jobs/{id}/outputs/b.bin")).await.1, blob);
+}
+
+#[tokio::test]
+async fn fast_job_jumps_ahead_of_queued_standard_jobs() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis).env("DCC_CPUS", 1).start().await;
+    let api = dcc.api();
+    let blocker = api.submit_id(sh("sleep 2")).await;
+    api.wait_status(&blocker, "running", Duration::from_secs(20)).await;
+    let mut standard = Vec::new();
+    for i in 0..20 {
+        standard.push(api.submit_id(sh(&format!("echo {i}"))).await);
+    }
+    let fast = api.post("/api/v1/run", &sh("echo fast")).await;
+    assert_eq!(fast.status, 200, "{:?}", fast.body);
+    let fast_started = fast.body["startedAt"].as_str().unwrap().to_string();
+    for id in &standard {
+        let v = api.wait_status(id, "succeeded", Duration::from_secs(60)).await;
+        assert!(
+            v["startedAt"].as_str().unwrap() > fast_started.as_str(),
+            "{id} started before the fast job"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fast_job_limits_and_timeouts() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_FAST_MAX_INLINE_BYTES", 1000)
+        .env("DCC_MAX_WAIT_SECS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    let big = api
+        .post(
+            "/api/v1/run",
+            &json!({"image": IMAGE, "inputs": [{"name": "a", "value": "x".repeat(1001)}]}),
+        )
+        .await;
+    assert_eq!((big.status, big.code()), (413, "TOO_LARGE"));
+    let url = api
+        .post(
+            "/api/v1/run",
+            &json!({"image": IMAGE, "inputs": [{"name": "a", "url": "http://127.0.0.1:1/x"}]}),
+        )
+        .await;
+    assert_eq!((url.status, url.code()), (400, "INVALID_JOB"));
+    assert_eq!(url.body["error"]["field"], "inputs[0].url");
+    let slow = api.post("/api/v1/run", &sh("sleep 30")).await;
+    assert_eq!((slow.status, slow.code()), (504, "WAIT_TIMEOUT"));
+    let id = slow.body["jobId"]
+        .as_str()
+        .expect("the 504 carries the job id")
+        .to_string();
+    // The job goes on and can be cancelled like any other.
+    assert_eq!(
+        api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await.status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn fast_job_leaves_nothing_in_redis_after_its_ttl() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_FAST_RESULT_TTL", "1s")
+        .env("DCC_LEASE_SECS", 3)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    let v = api
+        .post(
+            "/api/v1/run",
+            &json!({"image": IMAGE, "command": ["sh", "-c", "cat /inputs/i > /outputs/o"],
+                                      "inputs": [{"name": "i", "value": "data"}]}),
+        )
+        .await;
+    assert_eq!(v.status, 200);
+    let id = v.body["jobId"].as_str().unwrap().to_string();
+    assert!(
+        redis.all_keys().await.iter().any(|k| k.contains(&id)),
+        "the result lives for its TTL"
+    );
+    eventually(Duration::from_secs(15), "every key of the fast job to go", || async {
+        let mut c = redis.conn().await;
+        let in_keys = redis.all_keys().await.iter().any(|k| k.contains(&id));
+        let indexed: Option<f64> = redis::cmd("ZSCORE")
+            .arg("{dcc}:jobs")
+            .arg(&id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let expiring: Option<f64> = redis::cmd("ZSCORE")
+            .arg("{dcc}:expiry")
+            .arg(&id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        (!in_keys && indexed.is_none() && expiring.is_none()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn websocket_sees_each_job_queued_running_finished_in_order() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let mut ws = connect(&dcc).await;
+    send(&mut ws, json!({"subscribe": "*"})).await;
+    // A round trip on the socket proves the subscription is in place.
+    send(&mut ws, json!({"subscribe": ["does-not-exist"]})).await;
+    let e = next(&mut ws).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("NOT_FOUND"))
+    );
+    let mut ids = Vec::new();
+    let submits: Vec<_> = (0..10)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move { api.submit_id(sh(&format!("echo {i}"))).await })
+        })
+        .collect();
+    for s in submits {
+        ids.push(s.await.unwrap());
+    }
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    while seen
+        .values()
+        .filter(|v| v.last().map(String::as_str) == Some("finished"))
+        .count()
+        < 10
+    {
+        let m = next(&mut ws).await;
+        let (id, what) = match m["type"].as_str().unwrap() {
+            "status" => (
+                m["jobId"].as_str().unwrap().to_string(),
+                m["status"].as_str().unwrap().to_string(),
+            ),
+            "finished" => (m["job"]["jobId"].as_str().unwrap().to_string(), "finished".to_string()),
+            other => panic!("unexpected {other}: {m}"),
+        };
+        seen.entry(id).or_default().push(what);
+    }
+    for id in &ids {
+        assert_eq!(seen[id], vec!["queued", "running", "finished"], "job {id}");
+    }
+}
+
+#[tokio::test]
+async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let id = api.submit_id(sh("sleep 2; echo done")).await;
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut ws = connect(&dcc).await;
+        send(&mut ws, json!({"subscribe": [id]})).await;
+        clients.push(ws);
+    }
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                loop {
+                    let m = next(&mut ws).await;
+                    if m["type"] == "finished" {
+                        return m["job"]["status"].as_str().unwrap().to_string();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in waits {
+        assert_eq!(w.await.unwrap(), "succeeded");
+    }
+    // After the end: `finished` at once.
+    let mut late = connect(&dcc).await;
+    send(&mut late, json!({"subscribe": [id]})).await;
+    let m = next(&mut late).await;
+    assert_eq!(
+        (m["type"].as_str(), m["job"]["status"].as_str()),
+        (Some("finished"), Some("succeeded"))
+    );
+}
+
+#[tokio::test]
+async fn events_cross_servers_through_redis() {
+    let redis = Redis::start();
+    let a = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let b = Dcc::builder(Role::Server, &redis).storage(&a.storage).start().await;
+    let mut ws = connect(&a).await;
+    send(&mut ws, json!({"subscribe": "*"})).await;
+    send(&mut ws, json!({"subscribe": ["nope"]})).await;
+    assert_eq!(next(&mut ws).await["code"], "NOT_FOUND");
+    let id = b.api().submit_id(sh("echo b")).await;
+    loop {
+        let m = next(&mut ws).await;
+        if m["type"] == "finished" {
+            assert_eq!(m["job"]["jobId"], json!(id));
+            assert_eq!(m["job"]["workerId"], json!(b.worker_id));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn waits_answer_as_soon_as_the_job_ends() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let mut job = sh("sleep 1");
+    job["wait"] = json!(true);
+    let a = api.submit(job).await;
+    let answered = std::time::SystemTime::now();
+    assert_eq!(a.status, 200);
+    let finished = a.body["finishedAt"].as_str().unwrap();
+    let lag = lag_ms(finished, answered);
+    assert!(lag < 500, "wait: true answered {lag} ms after the end");
+
+    let id = api.submit_id(sh("sleep 1")).await;
+    let t = Instant::now();
+    let v = api.get(&format!("/api/v1/jobs/{id}/wait?timeoutSecs=30")).await;
+    let answered = std::time::SystemTime::now();
+    assert_eq!(v.body["status"], "succeeded");
+    let lag = lag_ms(v.body["finishedAt"].as_str().unwrap(), answered);
+    assert!(
+        lag < 500,
+        "/wait answered {lag} ms after the end ({:?} in all)",
+        t.elapsed()
+    );
+}
+
+/// Milliseconds between an RFC 3339 UTC time (as the API writes it) and `at`.
+fn lag_ms(rfc: &str, at: std::time::SystemTime) -> i64 {
+    let t = rfc.trim_end_matches('Z');
+    let (date, time) = t.split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let epoch_ms = ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + ms;
+    at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - epoch_ms
+}
