@@ -26,7 +26,6 @@ use crate::state::AppState;
 use crate::wait;
 
 /// Staged inputs of one submission, removed again unless the job is created.
-
 pub struct Staging {
     storage: Arc<dyn Storage>,
     prefix: String,
