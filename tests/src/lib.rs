@@ -43,16 +43,12 @@ pub fn dcc_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = dir.join("dcc");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build` (or `cargo test --workspace`) first",
-        bin.display()
-    );
+    // Test binaries live in target/<profile>/deps, other binaries (the bench) next to `dcc`.
+    let here = exe.parent().expect("a binary lives in a folder");
+    let bin = [here.join("dcc"), here.parent().map(|p| p.join("dcc")).unwrap_or_default()]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no dcc binary next to {}: run `cargo build` first", exe.display()));
     bin
 }
 
@@ -344,12 +340,16 @@ impl DccBuilder {
             log,
             _dir: Some(dir),
         };
-        let ready = match self.role {
-            Role::Worker => "worker started",
-            _ => "API listening",
-        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !dcc.log().contains(ready) {
+        loop {
+            // Servers are ready when they accept connections; workers when they say they started.
+            let ready = match self.role {
+                Role::Worker => dcc.log().contains("worker started"),
+                _ => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            };
+            if ready {
+                break;
+            }
             if let Some(Ok(Some(status))) = dcc.child.as_mut().map(|c| c.try_wait()) {
                 panic!("dcc exited at start ({status}):\n{}", dcc.log());
             }

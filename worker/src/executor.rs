@@ -235,24 +235,23 @@ impl Executor {
         stats.max_memory_bytes = usage.max_memory_bytes;
         stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
 
-        let oom = match self.docker.inspect_container(name, None).await {
-            Ok(c) => c.state.and_then(|s| s.oom_killed).unwrap_or(false),
-            Err(_) => false,
-        };
-
+        // Logs, outputs and the exit details are independent: fetch them at once.
         let t = Instant::now();
-        let logs_result = logs.finish().await;
-        let outputs = staging::collect_outputs(
-            &self.docker,
-            name,
-            storage.as_ref(),
-            job,
-            attempt,
-            scratch,
-            self.settings.max_output_bytes,
-        )
-        .await;
+        let (inspect, logs_result, outputs) = tokio::join!(
+            self.docker.inspect_container(name, None),
+            logs.finish(),
+            staging::collect_outputs(
+                &self.docker,
+                name,
+                storage.as_ref(),
+                job,
+                attempt,
+                scratch,
+                self.settings.max_output_bytes,
+            )
+        );
         stats.outputs_ms = ms_since(t);
+        let oom = inspect.ok().and_then(|c| c.state).and_then(|s| s.oom_killed).unwrap_or(false);
 
         let (mut state, exit_code, mut error) = match exit {
             Exit::Code(0) => (JobState::Succeeded, Some(0), None),
