@@ -251,7 +251,11 @@ impl Executor {
             )
         );
         stats.outputs_ms = ms_since(t);
-        let oom = inspect.ok().and_then(|c| c.state).and_then(|s| s.oom_killed).unwrap_or(false);
+        let oom = inspect
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
 
         let (mut state, exit_code, mut error) = match exit {
             Exit::Code(0) => (JobState::Succeeded, Some(0), None),

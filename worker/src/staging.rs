@@ -157,7 +157,10 @@ pub async fn collect_outputs(
     // A stat first (a few ms, where a download costs tens): `/outputs` went in empty with mtime
     // 0, so an unchanged mtime means the job created, renamed or removed nothing there.
     let stat = docker
-        .get_container_archive_info(container, Some(ContainerArchiveInfoOptionsBuilder::default().path("/outputs").build()))
+        .get_container_archive_info(
+            container,
+            Some(ContainerArchiveInfoOptionsBuilder::default().path("/outputs").build()),
+        )
         .await;
     match stat {
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(Vec::new()),

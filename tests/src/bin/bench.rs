@@ -45,7 +45,10 @@ async fn raw_container(docker: &Docker) -> f64 {
     docker.start_container(&c.id, None).await.expect("start");
     let _ = docker.wait_container(&c.id, None).next().await;
     docker
-        .remove_container(&c.id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            &c.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await
         .expect("remove");
     t.elapsed().as_secs_f64() * 1000.0
@@ -54,10 +57,17 @@ async fn raw_container(docker: &Docker) -> f64 {
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let submits: usize = std::env::var("BENCH_SUBMITS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let submits: usize = std::env::var("BENCH_SUBMITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let concurrency: usize = 32;
     dcc_e2e::ensure_image();
-    let docker = Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+    let docker = Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
     println!("DCC benchmark: {n} samples per latency, {submits} submits at concurrency {concurrency}");
     println!();
 
@@ -71,7 +81,10 @@ async fn main() {
 
     // (b) fast job round trip.
     let redis = Redis::start();
-    let dcc = Dcc::builder(Role::Server, &redis).env("DCC_LOG", "warn,dcc_worker::worker=info").start().await;
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_LOG", "warn,dcc_worker::worker=info")
+        .start()
+        .await;
     let api = dcc.api();
     let job = json!({"image": IMAGE, "command": ["true"]});
     let _ = api.post("/api/v1/run", &job).await;
@@ -133,7 +146,12 @@ async fn main() {
         let per = submits / concurrency;
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
-                let _: () = redis::cmd("SET").arg(format!("bench:{w}:{i}")).arg("x").query_async(&mut c).await.unwrap();
+                let _: () = redis::cmd("SET")
+                    .arg(format!("bench:{w}:{i}"))
+                    .arg("x")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -141,7 +159,10 @@ async fn main() {
         t.await.unwrap();
     }
     let redis_rate = submits as f64 / t.elapsed().as_secs_f64();
-    let server = Dcc::builder(Role::ApiOnly, &redis).env("DCC_LOG", "warn,dcc_worker::worker=info").start().await;
+    let server = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_LOG", "warn,dcc_worker::worker=info")
+        .start()
+        .await;
     let api = server.api();
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -159,7 +180,10 @@ async fn main() {
         t.await.unwrap();
     }
     let submit_rate = submits as f64 / t.elapsed().as_secs_f64();
-    println!("{:<58} {redis_rate:>8.0} ops/s", "(d) baseline: raw Redis SET round trips");
+    println!(
+        "{:<58} {redis_rate:>8.0} ops/s",
+        "(d) baseline: raw Redis SET round trips"
+    );
     println!(
         "{:<58} {submit_rate:>8.0} jobs/s   (ratio to Redis {:.2}; target ≥ 5000 jobs/s)",
         "    POST /api/v1/jobs accepted (no inputs)",
@@ -172,4 +196,3 @@ fn rfc3339_ms(s: &str) -> i64 {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
-
