@@ -45,14 +45,13 @@ pub fn dcc_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     // Test binaries live in target/<profile>/deps, other binaries (the bench) next to `dcc`.
     let here = exe.parent().expect("a binary lives in a folder");
-    let bin = [
+    [
         here.join("dcc"),
         here.parent().map(|p| p.join("dcc")).unwrap_or_default(),
     ]
     .into_iter()
     .find(|p| p.exists())
-    .unwrap_or_else(|| panic!("no dcc binary next to {}: run `cargo build` first", exe.display()));
-    bin
+    .unwrap_or_else(|| panic!("no dcc binary next to {}: run `cargo build` first", exe.display()))
 }
 
 /// A short random name, for worker ids and prefixes.
