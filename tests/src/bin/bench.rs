@@ -82,7 +82,7 @@ async fn main() {
     // (b) fast job round trip.
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
-        .env("DCC_LOG", "warn,dcc_worker::worker=info")
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
         .start()
         .await;
     let api = dcc.api();
@@ -160,7 +160,7 @@ async fn main() {
     }
     let redis_rate = submits as f64 / t.elapsed().as_secs_f64();
     let server = Dcc::builder(Role::ApiOnly, &redis)
-        .env("DCC_LOG", "warn,dcc_worker::worker=info")
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
         .start()
         .await;
     let api = server.api();
