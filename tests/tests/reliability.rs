@@ -26,6 +26,26 @@ async fn api_server(redis: &Redis) -> Dcc {
         .await
 }
 
+/// Waits until the container of `attempt` of `id` exists: a worker killed before that could have
+/// a create request in flight, which dockerd would finish after the test cleaned up.
+async fn container_exists(id: &str, attempt: u32) {
+    eventually(Duration::from_secs(30), "the attempt's container to exist", || async {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=dcc.job={id}"),
+                "--filter",
+                &format!("label=dcc.attempt={attempt}"),
+            ])
+            .output()
+            .unwrap();
+        (!out.stdout.is_empty()).then_some(())
+    })
+    .await;
+}
+
 /// Waits until `id` runs, and returns the worker running it.
 async fn running_on(api: &dcc_e2e::Api, id: &str) -> String {
     let v = api.wait_status(id, "running", Duration::from_secs(30)).await;
@@ -40,6 +60,7 @@ async fn killed_worker_job_is_rerun_elsewhere() {
     let mut w1 = worker(&redis, &server.storage).start().await;
     let id = api.submit_id(sh("sleep 2; echo survived")).await;
     assert_eq!(running_on(&api, &id).await, w1.worker_id);
+    container_exists(&id, 1).await;
     let w2 = worker(&redis, &server.storage).start().await;
     w1.kill();
     let t = std::time::Instant::now();
@@ -71,6 +92,7 @@ async fn repeated_kills_exhaust_attempts_with_worker_lost() {
             (v["status"] == "running" && v["attempt"] == attempt).then_some(())
         })
         .await;
+        container_exists(&id, attempt).await;
         w.kill();
     }
     let v = api
