@@ -41,6 +41,18 @@ impl RedisBlobs {
         Ok(self.queue.keys().blob(&id))
     }
 
+    /// One object's bytes, if it exists.
+    async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = self.key(name)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        redis::cmd("HGET")
+            .arg(&key)
+            .arg(name)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)
+    }
+
     async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<u64, StorageError> {
         let key = self.key(name)?;
         let mut c = self.queue.conn().await.map_err(backend)?;
