@@ -50,6 +50,7 @@ ensure_deps() {
   apt_need redis-server=redis-server redis-cli=redis-tools busybox=busybox-static curl=curl
   ensure_docker
   ensure_rust
+  ensure_moto
   # Build outputs live outside the checkout, so fresh clones (CI) reuse them.
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dcc/target}
   mkdir -p "$CARGO_TARGET_DIR"
@@ -60,4 +61,18 @@ free_port() {
   local p=$1
   while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
   echo "$p"
+}
+
+# moto server (S3 API) for the S3 tests, in its own virtualenv under ~/.cache/dcc/moto.
+ensure_moto() {
+  local venv="$HOME/.cache/dcc/moto"
+  [ -x "$venv/bin/moto_server" ] && return 0
+  apt_need python3=python3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_need __venv_marker=python3-venv
+  fi
+  echo "installing moto[server] into $venv (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'moto[server]>=5.1,<6'
 }

@@ -17,6 +17,8 @@ echo "== cargo build"
 cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+echo "== the job tests again, on S3 (moto)"
+DCC_TEST_STORAGE=s3 cargo test --locked -p dcc-e2e --test jobs "$@"
 # Every test worker's id starts with "t-": none of their containers may outlive the suite.
 left=$(docker ps -a --filter label=dcc.worker --format '{{.Label "dcc.worker"}} {{.Names}}' | grep '^t-' || true)
 if [ -n "$left" ]; then echo "containers left behind by the tests:"; echo "$left"; exit 1; fi

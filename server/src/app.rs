@@ -79,7 +79,7 @@ impl Core {
     /// Opens Redis (lazily), storage and the event subscription; starts the upkeep loop.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let queue = Queue::new(&config.redis_url, &config.prefix)?;
-        let storage = storage::open(&config.storage)?;
+        let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         let events = Events::spawn(&config.redis_url, queue.keys().events());
         match queue.eviction_policy().await {
             Ok(Some(p)) if p != "noeviction" => tracing::warn!(

@@ -36,6 +36,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_LOG_FORMAT",
     "DCC_DRAIN_TIMEOUT",
     "DCC_FAST_RESULT_TTL",
+    "DCC_S3_FORCE_PATH_STYLE",
+    "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
     "DCC_DISK_MIN_FREE_PERCENT",
@@ -103,6 +105,11 @@ pub struct Config {
     /// Largest single output or log of a fast job; they travel inline through Redis
     /// (`DCC_FAST_MAX_OUTPUT_BYTES`, 16 MiB).
     pub fast_max_output_bytes: u64,
+    /// Path-style S3 URLs (`host/bucket/key`), needed by MinIO and moto
+    /// (`DCC_S3_FORCE_PATH_STYLE`, false).
+    pub s3_force_path_style: bool,
+    /// Lifetime of the presigned links the API redirects to for S3 (`DCC_S3_PRESIGN_SECS`, 300).
+    pub s3_presign: Duration,
 }
 
 impl Config {
@@ -219,6 +226,14 @@ impl Config {
             },
             fast_max_inline_bytes: num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,
             fast_max_output_bytes: num("DCC_FAST_MAX_OUTPUT_BYTES", 16 << 20)?,
+            s3_force_path_style: matches!(
+                get("DCC_S3_FORCE_PATH_STYLE")
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
+                Some("1" | "true" | "yes")
+            ),
+            s3_presign: secs("DCC_S3_PRESIGN_SECS", 300)?,
         })
     }
 }

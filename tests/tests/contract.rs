@@ -125,7 +125,10 @@ async fn validation_errors() {
     }
     // Nothing was queued or staged by any of them.
     assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
-    assert!(!dcc.storage.join("jobs").exists() || std::fs::read_dir(dcc.storage.join("jobs")).unwrap().count() == 0);
+    assert!(
+        !dcc.storage.path().join("jobs").exists()
+            || std::fs::read_dir(dcc.storage.path().join("jobs")).unwrap().count() == 0
+    );
 }
 
 #[tokio::test]
@@ -158,7 +161,7 @@ async fn size_limits_give_413() {
         .part("big.bin", reqwest::multipart::Part::bytes(vec![7u8; 5000]));
     let a = api.post_multipart("/api/v1/jobs", form).await;
     assert_eq!((a.status, a.code()), (413, "TOO_LARGE"), "{:?}", a.body);
-    let staged = dcc.storage.join("jobs");
+    let staged = dcc.storage.path().join("jobs");
     assert!(
         !staged.exists()
             || std::fs::read_dir(&staged)
@@ -241,7 +244,7 @@ async fn redis_down_gives_503_and_writes_nothing() {
         .submit(json!({"image": IMAGE, "inputs": [{"name": "a", "value": "staged then removed"}]}))
         .await;
     assert_eq!((a.status, a.code()), (503, "UNAVAILABLE"), "{:?}", a.body);
-    let jobs = dcc.storage.join("jobs");
+    let jobs = dcc.storage.path().join("jobs");
     let leftovers: Vec<_> = walk(&jobs);
     assert!(leftovers.is_empty(), "staged files left behind: {leftovers:?}");
     let r = api.get("/readyz").await;

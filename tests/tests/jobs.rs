@@ -145,11 +145,9 @@ async fn multipart_submission_with_two_files() {
     assert_eq!((a.status, a.code()), (400, "INVALID_JOB"));
     assert_eq!(a.body["error"]["field"], "inputs.../escape");
     // Nothing of the refused submissions was left in storage: only multi-1 exists.
-    let jobs: Vec<_> = std::fs::read_dir(dcc.storage.join("jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(jobs, vec!["multi-1"]);
+    let objects = dcc.storage.objects("jobs/").await;
+    assert!(!objects.is_empty());
+    assert!(objects.iter().all(|o| o.starts_with("multi-1/")), "{objects:?}");
 }
 
 #[tokio::test]
@@ -175,10 +173,14 @@ async fn custom_ids_follow_the_same_id_rule() {
     assert_eq!(conflict.body["error"]["field"], "id");
     api.wait_status("my-job.1", "succeeded", LONG).await;
     // Only one submission's inputs remain staged.
-    let staged = std::fs::read_dir(dcc.storage.join("jobs/my-job.1"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("inputs-"));
-    assert_eq!(staged.count(), 1);
+    let staged: Vec<String> = dcc
+        .storage
+        .objects("jobs/my-job.1/")
+        .await
+        .into_iter()
+        .filter(|o| o.starts_with("inputs-"))
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
 }
 
 #[tokio::test]
@@ -300,13 +302,16 @@ async fn delete_leaves_no_trace() {
         .run(json!({"image": IMAGE, "command": ["sh", "-c", "echo x > /outputs/o; echo log"], "inputs": [{"name": "i", "value": "1"}]}))
         .await;
     let id = v["jobId"].as_str().unwrap().to_string();
-    assert!(dcc.storage.join("jobs").join(&id).exists());
+    assert!(!dcc.storage.objects(&format!("jobs/{id}/")).await.is_empty());
     let a = api
         .call(reqwest::Method::DELETE, &format!("/api/v1/jobs/{id}"), None)
         .await;
     assert_eq!(a.status, 204);
     assert_eq!(api.get(&format!("/api/v1/jobs/{id}")).await.status, 404);
-    assert!(!dcc.storage.join("jobs").join(&id).exists(), "files left in storage");
+    assert!(
+        dcc.storage.objects(&format!("jobs/{id}/")).await.is_empty(),
+        "files left in storage"
+    );
     assert_no_redis_trace(&redis, &id).await;
 
     // Deleting a running job kills it and removes everything too.
@@ -324,11 +329,11 @@ async fn delete_leaves_no_trace() {
     })
     .await;
     // The worker may have been uploading logs when the delete came; it cleans up after itself.
-    let path = dcc.storage.join("jobs").join(&running);
+    let prefix = format!("jobs/{running}/");
     eventually(
         Duration::from_secs(10),
         "the deleted job's files to be gone",
-        || async { (!path.exists()).then_some(()) },
+        || async { dcc.storage.objects(&prefix).await.is_empty().then_some(()) },
     )
     .await;
     assert_no_redis_trace(&redis, &running).await;

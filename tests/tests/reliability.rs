@@ -10,7 +10,7 @@ use serde_json::json;
 
 const LEASE_SECS: u64 = 3;
 
-fn worker(redis: &Redis, storage: &std::path::Path) -> dcc_e2e::DccBuilder {
+fn worker(redis: &Redis, storage: &dcc_e2e::Store) -> dcc_e2e::DccBuilder {
     Dcc::builder(Role::Worker, redis)
         .storage(storage)
         .env("DCC_LEASE_SECS", LEASE_SECS)
@@ -142,7 +142,7 @@ async fn stale_worker_cannot_overwrite_the_newer_attempt() {
         output
     );
     assert!(
-        !server.storage.join(format!("jobs/{id}/a1")).exists(),
+        !server.storage.path().join(format!("jobs/{id}/a1")).exists(),
         "the stale attempt's files remain"
     );
 }
@@ -383,8 +383,8 @@ async fn unstorable_outputs_fail_the_job_never_succeed() {
     let server = Dcc::server(&redis).await;
     let api = server.api();
     // A file where the attempt's folder must go: every upload of attempt 1 fails.
-    std::fs::create_dir_all(server.storage.join("jobs/unstorable")).unwrap();
-    std::fs::write(server.storage.join("jobs/unstorable/a1"), b"in the way").unwrap();
+    std::fs::create_dir_all(server.storage.path().join("jobs/unstorable")).unwrap();
+    std::fs::write(server.storage.path().join("jobs/unstorable/a1"), b"in the way").unwrap();
     let mut job = sh("echo result > /outputs/r.txt");
     job["id"] = json!("unstorable");
     let v = api.run(job).await;

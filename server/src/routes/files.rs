@@ -10,17 +10,26 @@ use super::load;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// `302 Found` to a presigned link (the status clients and the contract expect for a download).
+fn found(url: &str) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
+}
+
 async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiError> {
     let job = load(&state, &id).await?;
     let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if job.attempt == 0 {
         return Ok((headers, "").into_response());
     }
-    match state
-        .storage_for(&job)
-        .get(&paths::log(&job.id, job.attempt, stream))
-        .await?
+    let name = paths::log(&job.id, job.attempt, stream);
+    let storage = state.storage_for(&job);
+    // S3: a short-lived presigned link, once the object exists (while running it may not yet).
+    if let Some(url) = storage.presign(&name, state.config.s3_presign).await?
+        && storage.exists(&name).await?
     {
+        return Ok(found(&url));
+    }
+    match storage.get(&name).await? {
         // While running, what the worker uploaded so far; nothing yet reads as empty.
         None => Ok((headers, "").into_response()),
         Some(obj) => Ok((
@@ -58,11 +67,15 @@ pub async fn output(
     if !job.outputs.iter().any(|o| o.name == name) {
         return Err(not_found());
     }
-    let obj = state
+    let object = paths::output(&job.id, job.attempt, &name);
+    if let Some(url) = state
         .storage_for(&job)
-        .get(&paths::output(&job.id, job.attempt, &name))
+        .presign(&object, state.config.s3_presign)
         .await?
-        .ok_or_else(not_found)?;
+    {
+        return Ok(found(&url));
+    }
+    let obj = state.storage_for(&job).get(&object).await?.ok_or_else(not_found)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

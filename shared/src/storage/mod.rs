@@ -5,11 +5,13 @@
 //!   names of a job's files ([`paths`]).
 //! - [`local`]: a folder on the local disk (the default; shared by server and worker on one host).
 //! - [`redis_blob`]: fast jobs' files, kept in Redis beside the job record.
+//! - [`s3`]: S3 or any S3-compatible store, through aws-sdk-s3.
 //!
 //! Object names are `/`-separated relative paths built by [`paths`] from validated ids and names.
 
 pub mod local;
 pub mod redis_blob;
+pub mod s3;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use futures_util::Stream;
 
 pub use local::LocalStorage;
 pub use redis_blob::RedisBlobs;
+pub use s3::S3Storage;
 
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'a>>;
@@ -87,6 +90,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Where the objects are, for logs.
     fn describe(&self) -> String;
 
+    /// Whether an object exists.
+    async fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        Ok(self.get(name).await?.is_some())
+    }
+
+    /// A short-lived URL a client can fetch the object from directly, when the backend has such
+    /// links (S3); `None` means "stream it through the API".
+    async fn presign(&self, _name: &str, _expires: std::time::Duration) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     /// Stores bytes held in memory.
     async fn put_bytes(&self, name: &str, bytes: Bytes) -> Result<u64, StorageError> {
         let limit = bytes.len() as u64;
@@ -95,11 +109,12 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// Opens the backend a `DCC_STORAGE` value names: a path or `file://` URL for a local folder.
-pub fn open(spec: &str) -> Result<std::sync::Arc<dyn Storage>, crate::Error> {
+/// Opens the backend a `DCC_STORAGE` value names: `s3://bucket/prefix`, or a path or `file://`
+/// URL for a local folder.
+pub async fn open(spec: &str, s3_force_path_style: bool) -> Result<std::sync::Arc<dyn Storage>, crate::Error> {
     if spec.starts_with("s3://") {
-        return Err(crate::Error::Config(
-            "DCC_STORAGE: the S3 backend is not built yet; use a local folder".into(),
+        return Ok(std::sync::Arc::new(
+            S3Storage::from_env(spec, s3_force_path_style).await?,
         ));
     }
     let path = spec.strip_prefix("file://").unwrap_or(spec);

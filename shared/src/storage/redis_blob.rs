@@ -93,14 +93,7 @@ impl Storage for RedisBlobs {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Object>, StorageError> {
-        let key = self.key(name)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
-        let v: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&key)
-            .arg(name)
-            .query_async(&mut c)
-            .await
-            .map_err(backend)?;
+        let v = self.fetch(name).await?;
         Ok(v.map(|b| {
             let size = b.len() as u64;
             let bytes = Bytes::from(b);
@@ -110,14 +103,7 @@ impl Storage for RedisBlobs {
     }
 
     async fn get_to_file(&self, name: &str, path: &Path) -> Result<bool, StorageError> {
-        let key = self.key(name)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
-        let v: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&key)
-            .arg(name)
-            .query_async(&mut c)
-            .await
-            .map_err(backend)?;
+        let v = self.fetch(name).await?;
         match v {
             Some(b) => {
                 tokio::fs::write(path, b).await?;
