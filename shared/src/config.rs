@@ -37,6 +37,12 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_DRAIN_TIMEOUT",
     "DCC_FAST_RESULT_TTL",
     "DCC_S3_FORCE_PATH_STYLE",
+    "DCC_GPUS",
+    "DCC_GPU_MODE",
+    "DCC_GPU_DEVICE_DIR",
+    "DCC_GPU_DRIVER_BINDS",
+    "DCC_GPU_LD_LIBRARY_PATH",
+    "DCC_CPU_SLOTS",
     "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
@@ -110,6 +116,21 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// Lifetime of the presigned links the API redirects to for S3 (`DCC_S3_PRESIGN_SECS`, 300).
     pub s3_presign: Duration,
+    /// GPUs of the worker, overriding detection (`DCC_GPUS`; default: NVML, then `/dev/nvidia<N>`).
+    pub gpus: Option<u32>,
+    /// How GPUs reach containers: `auto`, `runtime`, `device-requests`, `devices` (`DCC_GPU_MODE`).
+    pub gpu_mode: String,
+    /// Where the NVIDIA device nodes are (`DCC_GPU_DEVICE_DIR`, `/dev`).
+    pub gpu_device_dir: PathBuf,
+    /// Driver folders bound read-only in `devices` mode, `host[:container]`, comma-separated
+    /// (`DCC_GPU_DRIVER_BINDS`, `/usr/local/nvidia`).
+    pub gpu_driver_binds: Vec<String>,
+    /// `LD_LIBRARY_PATH` of GPU containers in `devices` mode (`DCC_GPU_LD_LIBRARY_PATH`,
+    /// `/usr/local/nvidia/lib64`; empty to leave it unset).
+    pub gpu_ld_library_path: Option<String>,
+    /// CPU-queue slots of the worker (`DCC_CPU_SLOTS`; default CPUs − GPUs, the GPUs' share of the
+    /// host being left to GPU jobs).
+    pub cpu_slots: Option<u32>,
 }
 
 impl Config {
@@ -234,6 +255,38 @@ impl Config {
                 Some("1" | "true" | "yes")
             ),
             s3_presign: secs("DCC_S3_PRESIGN_SECS", 300)?,
+            gpus: match get("DCC_GPUS") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<u32>()
+                        .map_err(|_| Error::Config(format!("DCC_GPUS={v:?} is not a whole number")))?,
+                ),
+            },
+            gpu_mode: get("DCC_GPU_MODE").unwrap_or_else(|| "auto".into()),
+            gpu_device_dir: get("DCC_GPU_DEVICE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/dev")),
+            gpu_driver_binds: match std::env::var("DCC_GPU_DRIVER_BINDS").ok() {
+                Some(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|b| !b.is_empty())
+                    .map(String::from)
+                    .collect(),
+                None => vec!["/usr/local/nvidia".into()],
+            },
+            gpu_ld_library_path: match std::env::var("DCC_GPU_LD_LIBRARY_PATH").ok() {
+                Some(v) if v.trim().is_empty() => None,
+                Some(v) => Some(v.trim().to_string()),
+                None => Some("/usr/local/nvidia/lib64".into()),
+            },
+            cpu_slots: match get("DCC_CPU_SLOTS") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<u32>()
+                        .map_err(|_| Error::Config(format!("DCC_CPU_SLOTS={v:?} is not a whole number")))?,
+                ),
+            },
         })
     }
 }

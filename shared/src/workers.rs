@@ -61,6 +61,8 @@ pub struct WorkerInfo {
     pub instance: String,
     /// Why it is unhealthy, if it is.
     pub reason: String,
+    /// GPU models, when detection could tell.
+    pub gpu_models: Vec<String>,
 }
 
 impl WorkerInfo {
@@ -72,6 +74,7 @@ impl WorkerInfo {
             "runningJobs": self.running_jobs, "lastSeen": rfc3339(self.last_seen),
             "startedAt": rfc3339(self.started_at), "version": self.version,
             "reason": if self.reason.is_empty() { None } else { Some(&self.reason) },
+            "gpuModels": self.gpu_models,
         })
     }
 
@@ -95,6 +98,10 @@ impl WorkerInfo {
             version: m.get("version").cloned().unwrap_or_default(),
             instance: m.get("instance").cloned().unwrap_or_default(),
             reason: m.get("reason").cloned().unwrap_or_default(),
+            gpu_models: m
+                .get("gpu_models")
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -118,6 +125,7 @@ impl Queue {
             ("version", w.version.clone()),
             ("instance", w.instance.clone()),
             ("reason", w.reason.clone()),
+            ("gpu_models", serde_json::to_string(&w.gpu_models).unwrap_or_default()),
         ];
         redis::pipe()
             .atomic()

@@ -472,6 +472,18 @@ pub fn containers_of_job(job: &str) -> Vec<String> {
         .collect()
 }
 
+/// Inspects the (running) container of `job`, waiting for it to exist. A container id seen in a
+/// listing can be gone by the time it is inspected if the worker had to create the container again
+/// (a create the daemon finished after the client gave up): look again then.
+pub async fn inspect_job_container(job: &str) -> bollard::models::ContainerInspectResponse {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker socket");
+    eventually(Duration::from_secs(30), "the job's container to exist", || async {
+        let id = containers_of_job(job).into_iter().next()?;
+        docker.inspect_container(&id, None).await.ok()
+    })
+    .await
+}
+
 /// A small client of the DCC API.
 #[derive(Clone)]
 pub struct Api {

@@ -377,15 +377,7 @@ async fn resource_limits_are_applied() {
     let mut job = sh("sleep 120");
     job["parameters"] = json!({"cpus": 0.5, "memoryMb": 64});
     let id = api.submit_id(job).await;
-    let cid = eventually(LONG, "the container to exist", || async {
-        containers_of_job(&id).into_iter().next()
-    })
-    .await;
-    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
-    let info = match docker.inspect_container(&cid, None).await {
-        Ok(i) => i,
-        Err(e) => panic!("inspect failed: {e}; job: {}", api.job(&id).await),
-    };
+    let info = dcc_e2e::inspect_job_container(&id).await;
     let hc = info.host_config.unwrap();
     assert_eq!(hc.memory, Some(64 * 1024 * 1024));
     assert_eq!(hc.memory_swap, Some(64 * 1024 * 1024));

@@ -7,6 +7,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use dcc_shared::job::JobRecord;
 
 use crate::docker::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
+use crate::gpu::{self, GpuSettings};
 
 /// Limits that come from the worker's configuration rather than the job.
 #[derive(Clone, Debug)]
@@ -21,7 +22,14 @@ pub fn name(job: &JobRecord, attempt: u32) -> String {
 }
 
 /// The create body for `job`'s attempt `attempt` on `worker`.
-pub fn body(job: &JobRecord, attempt: u32, worker: &str, limits: &HostLimits) -> ContainerCreateBody {
+pub fn body(
+    job: &JobRecord,
+    attempt: u32,
+    worker: &str,
+    limits: &HostLimits,
+    gpus: &[u32],
+    gpu: Option<&GpuSettings>,
+) -> ContainerCreateBody {
     let spec = &job.spec;
     let p = &spec.parameters;
     let memory = (p.memory_mb * 1024 * 1024) as i64;
@@ -30,26 +38,31 @@ pub fn body(job: &JobRecord, attempt: u32, worker: &str, limits: &HostLimits) ->
         (LABEL_WORKER.to_string(), worker.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut host = HostConfig {
+        nano_cpus: Some((p.cpus * 1e9) as i64),
+        memory: Some(memory),
+        // Equal to `memory`: no swap beyond the limit, so the limit is real.
+        memory_swap: Some(memory),
+        pids_limit: Some(limits.pids_limit),
+        network_mode: Some(if p.network { "bridge" } else { "none" }.to_string()),
+        privileged: Some(false),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    if let Some(g) = gpu {
+        gpu::attach(&mut host, &mut env, gpus, g);
+    }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(env),
         working_dir: spec.working_dir.clone(),
         labels: Some(labels),
         tty: Some(false),
         open_stdin: Some(false),
-        host_config: Some(HostConfig {
-            nano_cpus: Some((p.cpus * 1e9) as i64),
-            memory: Some(memory),
-            // Equal to `memory`: no swap beyond the limit, so the limit is real.
-            memory_swap: Some(memory),
-            pids_limit: Some(limits.pids_limit),
-            network_mode: Some(if p.network { "bridge" } else { "none" }.to_string()),
-            privileged: Some(false),
-            security_opt: Some(vec!["no-new-privileges".to_string()]),
-            auto_remove: Some(false),
-            ..Default::default()
-        }),
+        host_config: Some(host),
         ..Default::default()
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
+use crate::gpu::{self, GpuSettings};
 use crate::logs::{LogCollector, StatsSampler};
 use crate::staging;
 
@@ -41,6 +42,8 @@ pub struct ExecSettings {
     pub max_log_bytes: u64,
     /// Scratch folder for tar files.
     pub tmp_dir: PathBuf,
+    /// How GPUs are attached (`None` on a worker without GPUs).
+    pub gpu: Option<GpuSettings>,
 }
 
 /// Runs attempts.
@@ -101,7 +104,7 @@ impl Executor {
     }
 
     /// Runs `attempt` of `job`; `cancel` stops it from outside.
-    pub async fn run(&self, job: &JobRecord, attempt: u32, cancel: &CancellationToken) -> AttemptEnd {
+    pub async fn run(&self, job: &JobRecord, attempt: u32, gpus: &[u32], cancel: &CancellationToken) -> AttemptEnd {
         let name = container::name(job, attempt);
         let scratch = match tempfile::Builder::new()
             .prefix(&format!("dcc-{}-", job.id))
@@ -116,7 +119,7 @@ impl Executor {
                 );
             }
         };
-        let end = self.run_in(job, attempt, &name, scratch.path(), cancel).await;
+        let end = self.run_in(job, attempt, gpus, &name, scratch.path(), cancel).await;
         docker::remove(&self.docker, &name).await;
         end
     }
@@ -125,6 +128,7 @@ impl Executor {
         &self,
         job: &JobRecord,
         attempt: u32,
+        gpus: &[u32],
         name: &str,
         scratch: &std::path::Path,
         cancel: &CancellationToken,
@@ -151,20 +155,29 @@ impl Executor {
         stats.pull_ms = ms_since(t);
         let digest = Some(digest);
 
-        let body = container::body(job, attempt, &self.settings.worker_id, &self.settings.limits);
+        let body = container::body(
+            job,
+            attempt,
+            &self.settings.worker_id,
+            &self.settings.limits,
+            gpus,
+            self.settings.gpu.as_ref(),
+        );
+        // A Docker refusal that is about GPUs (no runtime, no device, no driver) is GPU_UNAVAILABLE.
+        let refused = |what: &str, msg: String| {
+            let code = if !gpus.is_empty() && gpu::is_gpu_error(&msg) {
+                ErrorCode::GpuUnavailable
+            } else {
+                ErrorCode::ContainerFailed
+            };
+            fail(code, format!("{what}: {msg}"))
+        };
         let created = {
             let _permit = self.create_permits.acquire().await;
             self.create(name, body).await
         };
         if let Err(e) = created {
-            return failed(
-                fail(
-                    ErrorCode::ContainerFailed,
-                    format!("creating the container failed: {e}"),
-                ),
-                stats,
-                digest,
-            );
+            return failed(refused("creating the container failed", e), stats, digest);
         }
 
         let t = Instant::now();
@@ -184,10 +197,7 @@ impl Executor {
         };
         if let Err(e) = started {
             return failed(
-                fail(
-                    ErrorCode::ContainerFailed,
-                    format!("the container did not start: {}", daemon_message(&e)),
-                ),
+                refused("the container did not start", daemon_message(&e)),
                 stats,
                 digest,
             );

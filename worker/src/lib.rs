@@ -6,6 +6,7 @@
 //! - [`staging`]: inputs into the container (one tar upload), outputs out of it (one tar download).
 //! - [`logs`]: stdout/stderr capture with periodic upload, and resource sampling.
 //! - [`executor`]: one attempt of one job, start to finish, container always removed.
+//! - [`gpu`]: GPU detection, pinning and the three ways of attaching GPUs.
 //! - [`health`]: the self-check behind `HEALTHY` / `UNHEALTHY`.
 //! - [`slots`]: CPU slot accounting.
 //! - [`worker`]: the claim loop, heartbeat (leases + health) and the cancel watch.
@@ -14,6 +15,7 @@
 pub mod container;
 pub mod docker;
 pub mod executor;
+pub mod gpu;
 pub mod health;
 pub mod logs;
 pub mod shutdown;
@@ -36,6 +38,9 @@ pub enum WorkerError {
     /// The scratch folder cannot be made.
     #[error("scratch folder {0}: {1}")]
     Scratch(String, std::io::Error),
+    /// The GPU settings are unusable.
+    #[error("{0}")]
+    Gpu(String),
     /// Another live worker uses the same id.
     #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
     IdInUse(String),

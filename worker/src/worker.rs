@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{AttemptEnd, ExecSettings, Executor};
+use crate::gpu::{self, GpuPool};
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use crate::{WorkerError, docker, health};
@@ -37,8 +38,20 @@ const FINISH_MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct WorkerSettings {
     /// Stable id (labels, leases, health key).
     pub id: String,
-    /// CPU slots.
+    /// CPUs of the host (`DCC_CPUS` or the CPU count).
     pub cpus: u32,
+    /// CPU-queue slots; default CPUs − GPUs.
+    pub cpu_slots: Option<u32>,
+    /// GPUs, overriding detection (`DCC_GPUS`).
+    pub gpus: Option<u32>,
+    /// `DCC_GPU_MODE` as configured (`auto` is resolved at start).
+    pub gpu_mode: String,
+    /// Where the device nodes are.
+    pub gpu_device_dir: std::path::PathBuf,
+    /// Driver folders bound in `devices` mode.
+    pub gpu_driver_binds: Vec<String>,
+    /// `LD_LIBRARY_PATH` in `devices` mode.
+    pub gpu_ld_library_path: Option<String>,
     /// Lease length of a claimed attempt.
     pub lease: Duration,
     /// Interval of lease renewal and health beats.
@@ -68,9 +81,16 @@ pub struct Worker {
     exec: Executor,
     settings: WorkerSettings,
     slots: Slots,
+    /// Free GPUs (specific indexes).
+    gpus: GpuPool,
+    /// GPU models, for the health key.
+    gpu_models: Vec<String>,
     running: Mutex<HashMap<JobId, Running>>,
     /// Signalled by events that mean "there may be work".
     wake: Notify,
+    /// Signalled when free capacity changes, so the health key (read by `/api/v1/workers` and
+    /// the scaler) is fresh without waiting for the next heartbeat.
+    capacity_changed: Notify,
     /// Signalled when a running attempt ends (for the drain).
     ended: Notify,
     /// False while the self-check fails (Docker, disk): claim nothing.
@@ -148,6 +168,27 @@ impl Worker {
         tokio::fs::create_dir_all(&settings.exec.tmp_dir)
             .await
             .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
+        // GPUs: detect, then decide how to attach them (auto: the nvidia runtime if dockerd has it).
+        let detected = gpu::detect(settings.gpus, &settings.gpu_device_dir);
+        if detected.count > 0 {
+            let has_runtime = docker
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.runtimes)
+                .is_some_and(|r| r.contains_key("nvidia"));
+            let mode = gpu::GpuMode::resolve(&settings.gpu_mode, has_runtime).map_err(WorkerError::Gpu)?;
+            tracing::info!(gpus = detected.count, source = detected.source, mode = mode.as_str(), models = ?detected.models, "GPUs");
+            settings.exec.gpu = Some(gpu::GpuSettings {
+                mode,
+                device_dir: settings.gpu_device_dir.clone(),
+                driver_binds: settings.gpu_driver_binds.clone(),
+                ld_library_path: settings.gpu_ld_library_path.clone(),
+            });
+        }
+        let cpu_slots = settings
+            .cpu_slots
+            .unwrap_or(settings.cpus.saturating_sub(detected.count));
         let exec = Executor::new(
             docker,
             storage.clone(),
@@ -161,10 +202,13 @@ impl Worker {
             blobs,
             events,
             exec,
-            slots: Slots::new(settings.cpus),
+            slots: Slots::new(cpu_slots),
+            gpus: GpuPool::new(detected.count),
+            gpu_models: detected.models.clone(),
             settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            capacity_changed: Notify::new(),
             ended: Notify::new(),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -173,7 +217,7 @@ impl Worker {
             instance,
         });
         w.queue.beat(&w.info(), w.settings.lease).await?;
-        tracing::info!(worker = %w.settings.id, cpus = w.settings.cpus, "worker started");
+        tracing::info!(worker = %w.settings.id, cpu_slots, gpus = detected.count, "worker started");
         Ok(w)
     }
 
@@ -202,15 +246,16 @@ impl Worker {
             id: self.settings.id.clone(),
             health,
             cpus: self.slots.total(),
-            gpus: 0,
+            gpus: self.gpus.total(),
             free_cpu_slots: self.slots.free(),
-            free_gpus: 0,
+            free_gpus: self.gpus.free(),
             running_jobs: running,
             last_seen: now_ms(),
             started_at: self.started_at,
             version: env!("CARGO_PKG_VERSION").to_string(),
             instance: self.instance.clone(),
             reason: self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            gpu_models: self.gpu_models.clone(),
         }
     }
 
@@ -250,6 +295,14 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
+    /// Free and total slots of a queue on this worker: GPUs for the GPU queue, CPU slots else.
+    fn room(&self, queue: QueueName) -> (u32, u32) {
+        match queue {
+            QueueName::Gpu => (self.gpus.free(), self.gpus.total()),
+            QueueName::Cpu => (self.slots.free(), self.slots.total()),
+        }
+    }
+
     async fn claim_loop(self: &Arc<Self>, shutdown: &Shutdown) {
         loop {
             if shutdown.is_quiet() || self.is_draining() {
@@ -262,58 +315,92 @@ impl Worker {
                 }
                 continue;
             }
-            let free = self.slots.free();
-            if free == 0 {
-                tokio::select! {
-                    _ = self.slots.released() => {}
-                    _ = shutdown.quieted() => return,
+            // GPU work first: GPUs are the scarcer resource. A worker without GPUs never claims
+            // from the GPU queue, whose jobs wait for a GPU worker.
+            let mut claimed = false;
+            let mut failed = false;
+            for queue in [QueueName::Gpu, QueueName::Cpu] {
+                let (free, total) = self.room(queue);
+                if free == 0 || self.is_draining() {
+                    continue;
                 }
-                continue;
-            }
-            let who = Claimant {
-                worker: &self.settings.id,
-                free_slots: free,
-                total_slots: self.slots.total(),
-                lease: self.settings.lease,
-            };
-            match self.queue.claim(QueueName::Cpu, &who, now_ms()).await {
-                Ok(Claim::Claimed {
-                    job,
-                    attempt,
-                    slots,
-                    lane,
-                }) => self.launch(job, attempt, slots, lane, shutdown),
-                // Asked to drain by the heartbeat: the loop head sees it.
-                Ok(_) if self.is_draining() => {}
-                Ok(Claim::NoFit) => tokio::select! {
-                    _ = self.slots.released() => {}
-                    _ = tokio::time::sleep(POLL_FALLBACK) => {}
-                    _ = shutdown.quieted() => return,
-                },
-                Ok(Claim::Empty) => tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL_FALLBACK) => {}
-                    _ = shutdown.quieted() => return,
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "claim failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(CLAIM_BACKOFF) => {}
-                        _ = shutdown.quieted() => return,
+                let who = Claimant {
+                    worker: &self.settings.id,
+                    free_slots: free,
+                    total_slots: total,
+                    lease: self.settings.lease,
+                };
+                match self.queue.claim(queue, &who, now_ms()).await {
+                    Ok(Claim::Claimed {
+                        job,
+                        attempt,
+                        slots,
+                        lane,
+                    }) => {
+                        self.launch(job, attempt, queue, slots, lane, shutdown);
+                        claimed = true;
+                    }
+                    Ok(Claim::NoFit | Claim::Empty) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim failed; retrying");
+                        failed = true;
                     }
                 }
+            }
+            if claimed {
+                continue;
+            }
+            let pause = if failed { CLAIM_BACKOFF } else { POLL_FALLBACK };
+            // Wait for work (a job event), for room (a job ended), or for the safety-net tick.
+            tokio::select! {
+                _ = self.wake.notified(), if !failed => {}
+                _ = self.slots.released() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.quieted() => return,
             }
         }
     }
 
-    /// Books the slots and the lease at once (so the next claim sees them), then runs the
-    /// attempt in its own task.
-    fn launch(self: &Arc<Self>, job: JobId, attempt: u32, slots: u32, lane: Lane, shutdown: &Shutdown) {
-        self.slots.take(slots);
+    /// Books the slots (or specific GPUs) and the lease at once (so the next claim sees them),
+    /// then runs the attempt in its own task.
+    fn launch(
+        self: &Arc<Self>,
+        job: JobId,
+        attempt: u32,
+        queue: QueueName,
+        units: u32,
+        lane: Lane,
+        shutdown: &Shutdown,
+    ) {
+        let gpu_ids = match queue {
+            // The claim checked that `units` GPUs are free, and only this loop takes them; a job
+            // must never run without the GPUs it asked for, so a miss hands it straight back.
+            QueueName::Gpu => match self.gpus.take(units) {
+                Some(ids) => ids,
+                None => {
+                    let (q, lease) = (
+                        self.queue.clone(),
+                        Lease {
+                            job,
+                            queue,
+                            lane,
+                            attempt,
+                            worker: self.settings.id.clone(),
+                        },
+                    );
+                    tokio::spawn(async move { q.release(&lease, now_ms()).await });
+                    return;
+                }
+            },
+            QueueName::Cpu => {
+                self.slots.take(units);
+                Vec::new()
+            }
+        };
         let cancel = shutdown.terminate_token().child_token();
         let lease = Lease {
             job: job.clone(),
-            queue: QueueName::Cpu,
+            queue,
             lane,
             attempt,
             worker: self.settings.id.clone(),
@@ -325,17 +412,27 @@ impl Worker {
                 cancel: cancel.clone(),
             },
         );
+        self.capacity_changed.notify_one();
         let me = self.clone();
         tokio::spawn(async move {
-            let span = tracing::info_span!("job", job_id = %job, attempt);
-            let _ = tracing::Instrument::instrument(me.clone().attempt(lease, cancel), span).await;
+            let gpus = format!("{gpu_ids:?}");
+            let span = tracing::info_span!("job", job_id = %job, attempt, gpus);
+            let _ = tracing::Instrument::instrument(me.clone().attempt(lease, cancel, gpu_ids.clone()), span).await;
             me.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
-            me.slots.give(slots);
+            match queue {
+                QueueName::Gpu => {
+                    me.gpus.give(&gpu_ids);
+                    // Room came back: let the claim loop look again.
+                    me.slots.give(0);
+                }
+                QueueName::Cpu => me.slots.give(units),
+            }
             me.ended.notify_waiters();
+            me.capacity_changed.notify_one();
         });
     }
 
-    async fn attempt(self: Arc<Self>, lease: Lease, cancel: CancellationToken) {
+    async fn attempt(self: Arc<Self>, lease: Lease, cancel: CancellationToken, gpu_ids: Vec<u32>) {
         if cancel.is_cancelled() || self.is_draining() {
             // Claimed while shutdown or a drain began: straight back to the queue.
             if let Err(e) = self.queue.release(&lease, now_ms()).await {
@@ -353,7 +450,7 @@ impl Worker {
             }
         };
         tracing::info!(event = "JobClaimed", image = %record.spec.image, "running");
-        match self.exec.run(&record, lease.attempt, &cancel).await {
+        match self.exec.run(&record, lease.attempt, &gpu_ids, &cancel).await {
             AttemptEnd::Done(outcome) => {
                 tracing::info!(
                     event = "JobFinished",
@@ -439,7 +536,16 @@ impl Worker {
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.capacity_changed.notified() => {
+                    // Capacity only: the full check waits for the tick.
+                    if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
+                        tracing::debug!(error = %e, "capacity beat failed");
+                    }
+                    continue;
+                }
+            }
             let problem = health::check(
                 self.exec.docker(),
                 &self.settings.exec.tmp_dir,

@@ -173,6 +173,8 @@ pub enum ErrorCode {
     OutputUploadFailed,
     /// The worker holding the job disappeared on the last attempt.
     WorkerLost,
+    /// The worker could not attach the GPUs the job asked for.
+    GpuUnavailable,
 }
 
 impl ErrorCode {
@@ -186,6 +188,7 @@ impl ErrorCode {
             ErrorCode::InputFetchFailed => "INPUT_FETCH_FAILED",
             ErrorCode::OutputUploadFailed => "OUTPUT_UPLOAD_FAILED",
             ErrorCode::WorkerLost => "WORKER_LOST",
+            ErrorCode::GpuUnavailable => "GPU_UNAVAILABLE",
         }
     }
 }

@@ -9,6 +9,7 @@
 -- ARGV[5]: now (ms)
 -- ARGV[6]: lease length (ms)
 -- ARGV[7]: events channel
+-- ARGV[8]: the job field holding what the job needs of the worker ('slots' for CPU, 'gpus' for GPU)
 -- Returns: {'claimed', id, attempt, slots, lane} | {'nofit', id} (head job needs more slots than are free) | {'empty'}
 local lanes = {'fast', 'high', 'normal'}
 local free = tonumber(ARGV[3])
@@ -18,7 +19,7 @@ for i = 1, 3 do
     local id = redis.call('LINDEX', KEYS[i], -1)
     if not id then break end
     local jk = ARGV[1] .. id
-    local job = redis.call('HMGET', jk, 'state', 'slots')
+    local job = redis.call('HMGET', jk, 'state', ARGV[8])
     if job[1] ~= 'queued' then
       -- a stale entry (the job was deleted or cancelled while queued): drop it, look again
       redis.call('RPOP', KEYS[i])

@@ -21,7 +21,7 @@ pub enum Claim {
         job: JobId,
         /// The attempt number, the fencing token of every later write.
         attempt: u32,
-        /// Worker slots the job holds.
+        /// Worker slots the job holds (GPUs, for the GPU queue).
         slots: u32,
         /// The lane it came from (fast jobs keep their files in Redis).
         lane: Lane,
@@ -44,6 +44,17 @@ pub struct Claimant<'a> {
     pub lease: Duration,
 }
 
+impl Claimant<'_> {
+    /// The record field a job's needs are read from in `queue`: GPUs for the GPU queue (a
+    /// GPU job holds GPU slots, one per GPU), CPU slots otherwise.
+    fn need_field(queue: QueueName) -> &'static str {
+        match queue {
+            QueueName::Gpu => "gpus",
+            QueueName::Cpu => "slots",
+        }
+    }
+}
+
 impl Queue {
     /// Takes the next job of `queue` (fast, then high, then normal lane).
     pub async fn claim(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
@@ -59,7 +70,8 @@ impl Queue {
             .arg(who.total_slots)
             .arg(now)
             .arg(ms(who.lease))
-            .arg(k.events());
+            .arg(k.events())
+            .arg(Claimant::need_field(queue));
         let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {
