@@ -73,6 +73,12 @@ impl Keys {
         format!("{}:drain:{}", self.tag, id)
     }
 
+    /// HASH: the scaler's memory of one autoscaling group: `last_change` (ms) and `seen:<instance>`
+    /// (ms the scaler first saw each instance: the start of its health grace).
+    pub fn scaler(&self, group: &str) -> String {
+        format!("{}:scaler:{}", self.tag, group)
+    }
+
     /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
     pub fn workers(&self) -> String {
         format!("{}:workers", self.tag)

@@ -63,6 +63,9 @@ pub struct WorkerInfo {
     pub reason: String,
     /// GPU models, when detection could tell.
     pub gpu_models: Vec<String>,
+    /// Since when it has run nothing (ms); `None` while it runs jobs. The scaler drains workers
+    /// idle for long enough.
+    pub idle_since: Option<Millis>,
 }
 
 impl WorkerInfo {
@@ -75,6 +78,7 @@ impl WorkerInfo {
             "startedAt": rfc3339(self.started_at), "version": self.version,
             "reason": if self.reason.is_empty() { None } else { Some(&self.reason) },
             "gpuModels": self.gpu_models,
+            "idleSince": self.idle_since.map(rfc3339),
         })
     }
 
@@ -98,6 +102,10 @@ impl WorkerInfo {
             version: m.get("version").cloned().unwrap_or_default(),
             instance: m.get("instance").cloned().unwrap_or_default(),
             reason: m.get("reason").cloned().unwrap_or_default(),
+            idle_since: m
+                .get("idle_since")
+                .and_then(|v| v.parse().ok())
+                .filter(|v: &i64| *v > 0),
             gpu_models: m
                 .get("gpu_models")
                 .and_then(|v| serde_json::from_str(v).ok())
@@ -126,6 +134,7 @@ impl Queue {
             ("instance", w.instance.clone()),
             ("reason", w.reason.clone()),
             ("gpu_models", serde_json::to_string(&w.gpu_models).unwrap_or_default()),
+            ("idle_since", w.idle_since.unwrap_or(0).to_string()),
         ];
         redis::pipe()
             .atomic()

@@ -3,7 +3,7 @@
 //! the claim loop when work arrives and stops containers of cancelled or deleted jobs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub struct Worker {
     exec: Executor,
     settings: WorkerSettings,
     slots: Slots,
+    /// When the last running attempt ended (ms): the worker's idle start.
+    idle_since: AtomicI64,
     /// Free GPUs (specific indexes).
     gpus: GpuPool,
     /// GPU models, for the health key.
@@ -209,6 +211,7 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             capacity_changed: Notify::new(),
+            idle_since: AtomicI64::new(now_ms()),
             ended: Notify::new(),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -256,6 +259,7 @@ impl Worker {
             instance: self.instance.clone(),
             reason: self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             gpu_models: self.gpu_models.clone(),
+            idle_since: (running == 0).then(|| self.idle_since.load(Ordering::Relaxed)),
         }
     }
 
@@ -418,7 +422,13 @@ impl Worker {
             let gpus = format!("{gpu_ids:?}");
             let span = tracing::info_span!("job", job_id = %job, attempt, gpus);
             let _ = tracing::Instrument::instrument(me.clone().attempt(lease, cancel, gpu_ids.clone()), span).await;
-            me.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+            {
+                let mut running = me.running.lock().unwrap_or_else(|p| p.into_inner());
+                running.remove(&job);
+                if running.is_empty() {
+                    me.idle_since.store(now_ms(), Ordering::Relaxed);
+                }
+            }
             match queue {
                 QueueName::Gpu => {
                     me.gpus.give(&gpu_ids);

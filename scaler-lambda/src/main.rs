@@ -1,0 +1,125 @@
+//! `dcc-scaler`: the scaler as an AWS Lambda (when `AWS_LAMBDA_RUNTIME_API` is set, e.g. on an
+//! EventBridge schedule), as one pass from a shell (`once`), or as a simulator (`simulate`).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dcc_scaler_lambda::policy::Policy;
+use dcc_scaler_lambda::simulate::{World, parse_trace, table};
+use dcc_scaler_lambda::{apply, observe, settings};
+use dcc_shared::clock::now_ms;
+use dcc_shared::config::Config;
+use dcc_shared::queue::Queue;
+use serde_json::{Value, json};
+
+/// DCC's autoscaling pass.
+#[derive(Parser)]
+#[command(name = "dcc-scaler", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one pass against Redis and the AutoScaling API, print what was done.
+    Once,
+    /// Compare DCC's policy with the 2018 lambda and a fixed fleet on an arrival trace.
+    Simulate {
+        /// CSV trace: time_secs,queue,duration_secs.
+        #[arg(long)]
+        trace: std::path::PathBuf,
+        /// Queue of the trace to simulate.
+        #[arg(long, default_value = "cpu")]
+        queue: String,
+        /// Instance boot time, seconds.
+        #[arg(long, default_value_t = 120)]
+        boot_secs: u64,
+        /// Job slots per instance.
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+        /// Group min size.
+        #[arg(long, default_value_t = 1)]
+        min: u32,
+        /// Group max size.
+        #[arg(long, default_value_t = 60)]
+        max: u32,
+        /// Size of the fixed fleet compared.
+        #[arg(long, default_value_t = 20)]
+        fixed: u32,
+    },
+}
+
+/// One pass over every configured group; returns one structured record.
+async fn pass() -> anyhow::Result<Value> {
+    let config = Config::from_env()?;
+    let groups = settings::groups().map_err(anyhow::Error::msg)?;
+    let queue = Queue::new(&config.redis_url, &config.prefix)?;
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let asg = aws_sdk_autoscaling::Client::new(&aws);
+    let now = now_ms();
+    let pools = observe::observe(&queue, &asg, &groups, now).await?;
+    let mut results = Vec::new();
+    for (pool, g) in pools.iter().zip(&groups) {
+        let plan = dcc_scaler_lambda::policy::plan(pool, &g.policy, now);
+        let mut r = apply::apply(&plan, &queue, &asg, now).await;
+        r["observed"] = json!({"desired": pool.desired, "min": pool.min, "max": pool.max,
+            "instances": pool.instances.len(), "workers": pool.workers.len(),
+            "queued": pool.demand.queued + pool.demand.fast_queued, "running": pool.demand.running});
+        results.push(r);
+    }
+    let record = json!({"event": "ScalerPass", "at": now, "groups": results});
+    tracing::info!(record = %record, "scaler pass");
+    Ok(record)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DCC_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Once) => {
+            println!("{}", pass().await?);
+            Ok(())
+        }
+        Some(Command::Simulate {
+            trace,
+            queue,
+            boot_secs,
+            slots,
+            min,
+            max,
+            fixed,
+        }) => {
+            let text = std::fs::read_to_string(&trace).with_context(|| format!("reading {}", trace.display()))?;
+            let arrivals = parse_trace(&text, &queue).map_err(anyhow::Error::msg)?;
+            let world = World {
+                slots,
+                boot_secs,
+                min,
+                max,
+            };
+            let policy = Policy {
+                slots_per_instance: slots,
+                ..Policy::default()
+            };
+            let name = trace
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            print!("{}", table(&name, &arrivals, &world, &policy, fixed).0);
+            Ok(())
+        }
+        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => lambda_runtime::run(
+            lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<Value>| async {
+                pass().await.map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
+            }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}")),
+        None => anyhow::bail!("no command: use `once` or `simulate` (the Lambda mode needs AWS_LAMBDA_RUNTIME_API)"),
+    }
+}

@@ -1,0 +1,341 @@
+//! The scaler against moto server's AutoScaling API (through the real aws-sdk-autoscaling
+//! client), with a real Redis filled by real server and worker processes, and the Lambda binary
+//! driven through a small local Runtime API emulator.
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_autoscaling::Client;
+use dcc_e2e::{Dcc, Moto, Redis, Role, eventually, sh};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn scaler_bin() -> std::path::PathBuf {
+    dcc_e2e::dcc_bin().with_file_name("dcc-scaler")
+}
+
+async fn asg(moto: &Moto) -> Client {
+    let conf = aws_sdk_autoscaling::Config::builder()
+        .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    Client::from_conf(conf)
+}
+
+async fn create_group(c: &Client, name: &str, min: i32, max: i32, desired: i32) {
+    c.create_launch_configuration()
+        .launch_configuration_name(format!("{name}-lc"))
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .expect("CreateLaunchConfiguration");
+    c.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(format!("{name}-lc"))
+        .min_size(min)
+        .max_size(max)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("CreateAutoScalingGroup");
+}
+
+/// (desired, [(instance id, protected)]) of a group.
+async fn group(c: &Client, name: &str) -> (i32, Vec<(String, bool)>) {
+    let d = c
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let g = &d.auto_scaling_groups()[0];
+    let mut inst: Vec<(String, bool)> = g
+        .instances()
+        .iter()
+        .map(|i| {
+            (
+                i.instance_id().unwrap().to_string(),
+                i.protected_from_scale_in().unwrap_or(false),
+            )
+        })
+        .collect();
+    inst.sort();
+    (g.desired_capacity().unwrap(), inst)
+}
+
+fn scaler_env(redis: &Redis, moto: &Moto, group: &str) -> Vec<(String, String)> {
+    [
+        ("DCC_REDIS_URL", redis.url()),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("DCC_SCALER_CPU_ASG", group.into()),
+        ("DCC_SCALER_IDLE_GRACE_SECS", "0".into()),
+        ("DCC_SCALER_COOLDOWN_SECS", "0".into()),
+        ("DCC_SCALER_HEALTH_GRACE_SECS", "3600".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn once(env: &[(String, String)]) -> Value {
+    let out = Command::new(scaler_bin())
+        .arg("once")
+        .envs(env.iter().cloned())
+        .output()
+        .expect("dcc-scaler runs");
+    assert!(
+        out.status.success(),
+        "dcc-scaler once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON record");
+    assert_eq!(v["groups"][0]["errors"], serde_json::json!([]), "{v}");
+    v
+}
+
+#[tokio::test]
+async fn backlog_raises_desired_in_proportion_within_max() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-workers", 0, 10, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    for _ in 0..7 {
+        server.api().submit_id(sh("true")).await;
+    }
+    let env = scaler_env(&redis, &moto, "cpu-workers");
+    let v = once(&env);
+    assert_eq!(
+        v["groups"][0]["plan"]["desired"], 4,
+        "7 queued jobs at 2 slots: 4 instances: {v}"
+    );
+    assert_eq!(group(&c, "cpu-workers").await.0, 4);
+    // Clamped to max (moto would accept more; AWS refuses).
+    for _ in 0..20 {
+        server.api().submit_id(sh("true")).await;
+    }
+    c.update_auto_scaling_group()
+        .auto_scaling_group_name("cpu-workers")
+        .max_size(6)
+        .send()
+        .await
+        .unwrap();
+    once(&env);
+    assert_eq!(group(&c, "cpu-workers").await.0, 6);
+}
+
+#[tokio::test]
+async fn idle_workers_drain_then_go_busy_ones_are_protected_and_stay() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-workers", 0, 5, 2).await;
+    let (_, instances) = group(&c, "cpu-workers").await;
+    assert_eq!(instances.len(), 2);
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = server.api();
+    let mut workers = Vec::new();
+    for (id, _) in &instances {
+        workers.push(
+            Dcc::builder(Role::Worker, &redis)
+                .storage(&server.storage)
+                .worker_id(id)
+                .start()
+                .await,
+        );
+    }
+    let job = api.submit_id(sh("sleep 60")).await;
+    let busy = api.wait_status(&job, "running", Duration::from_secs(30)).await["workerId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let idle = instances.iter().map(|(i, _)| i.clone()).find(|i| *i != busy).unwrap();
+    eventually(Duration::from_secs(10), "the busy worker to report its job", || async {
+        let ws = api.get("/api/v1/workers").await.body;
+        ws["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == busy.as_str() && w["runningJobs"] == 1)
+            .then_some(())
+    })
+    .await;
+
+    let env = scaler_env(&redis, &moto, "cpu-workers");
+    let v = once(&env);
+    let plan = &v["groups"][0]["plan"];
+    assert_eq!(plan["protect"], serde_json::json!([busy]), "{v}");
+    assert_eq!(plan["drain"], serde_json::json!([idle]), "{v}");
+    assert_eq!(
+        plan["terminate"],
+        serde_json::json!([]),
+        "nothing dies on the first pass: {v}"
+    );
+    let (_, now) = group(&c, "cpu-workers").await;
+    assert!(
+        now.contains(&(busy.clone(), true)),
+        "the busy instance is protected: {now:?}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the idle worker to report DRAINING",
+        || async {
+            let ws = api.get("/api/v1/workers").await.body;
+            ws["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["id"] == idle.as_str() && w["health"] == "DRAINING")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let v = once(&env);
+    let plan = &v["groups"][0]["plan"];
+    assert_eq!(plan["terminate"][0]["instance"], idle.as_str(), "{v}");
+    assert_eq!(plan["terminate"][0]["decrement"], true);
+    let (desired, now) = group(&c, "cpu-workers").await;
+    assert_eq!(desired, 1);
+    assert_eq!(
+        now.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(),
+        vec![busy.clone()],
+        "only the busy one is left"
+    );
+    // Later passes leave the busy one alone.
+    let v = once(&env);
+    assert_eq!(v["groups"][0]["plan"]["terminate"], serde_json::json!([]));
+    assert_eq!(api.job(&job).await["status"], "running");
+}
+
+#[tokio::test]
+async fn instance_without_a_healthy_worker_past_grace_is_replaced() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-workers", 1, 3, 1).await;
+    let (_, before) = group(&c, "cpu-workers").await;
+    let mut env = scaler_env(&redis, &moto, "cpu-workers");
+    env.push(("DCC_SCALER_HEALTH_GRACE_SECS".into(), "0".into()));
+    let v = once(&env);
+    let t = &v["groups"][0]["plan"]["terminate"][0];
+    assert_eq!(
+        (t["instance"].as_str(), t["decrement"].as_bool()),
+        (Some(before[0].0.as_str()), Some(false)),
+        "{v}"
+    );
+    let (desired, after) = group(&c, "cpu-workers").await;
+    assert_eq!(desired, 1);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0].0, before[0].0, "the group launched a replacement");
+}
+
+/// The Lambda binary, driven through the Runtime API by a minimal emulator: one scheduled event
+/// in, one response out.
+#[tokio::test]
+async fn lambda_processes_one_scheduled_event() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-workers", 0, 10, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    for _ in 0..3 {
+        server.api().submit_id(sh("true")).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = tokio::process::Command::new(scaler_bin())
+        .envs(scaler_env(&redis, &moto, "cpu-workers"))
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "dcc-scaler")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let event = r#"{"version":"0","id":"e1","detail-type":"Scheduled Event","source":"aws.events","detail":{}}"#;
+    let response = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut served = false;
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            sock.set_nodelay(true).unwrap();
+            let (method, path, body) = read_request(&mut sock).await;
+            if method == "GET" && path.ends_with("/invocation/next") {
+                if served {
+                    // No more events: hold the long-poll open, as the real API does.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        drop(sock);
+                    });
+                    continue;
+                }
+                served = true;
+                let deadline = dcc_shared::clock::now_ms() + 60_000;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:dcc-scaler\r\nContent-Length: {}\r\n\r\n",
+                    event.len()
+                );
+                sock.write_all(head.as_bytes()).await.unwrap();
+                sock.write_all(event.as_bytes()).await.unwrap();
+            } else if path.ends_with("/invocation/req-1/response") {
+                sock.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+                return serde_json::from_slice::<Value>(&body).expect("the response is JSON");
+            } else if path.contains("/error") {
+                panic!("the function reported an error: {}", String::from_utf8_lossy(&body));
+            }
+        }
+    })
+    .await
+    .expect("the function answered within 60 s");
+    let _ = child.kill().await;
+    assert_eq!(response["event"], "ScalerPass");
+    assert_eq!(response["groups"][0]["plan"]["desired"], 2, "{response}");
+    assert_eq!(group(&c, "cpu-workers").await.0, 2);
+}
+
+/// Reads one HTTP/1.1 request: method, path, body.
+async fn read_request(sock: &mut tokio::net::TcpStream) -> (String, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-request");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut first = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, path) = (
+        first.next().unwrap_or_default().to_string(),
+        first.next().unwrap_or_default().to_string(),
+    );
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = sock.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (method, path, buf[head_end..].to_vec())
+}
