@@ -15,6 +15,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build"
 cargo build --workspace --locked
+scripts/check-terraform.sh
 echo "== cargo test"
 cargo test --workspace --locked "$@"
 echo "== the job tests again, on S3 (moto)"

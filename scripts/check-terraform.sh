@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Terraform checks of the test suite: formatting, validation (when the provider registry is
+# reachable), and a static security scan (checkov) that must report no failed check — every
+# suppression is justified inline with `#checkov:skip=ID:reason`.
+set -euo pipefail
+cd "$(dirname "$0")/../terraform"
+export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1
+if command -v terraform >/dev/null 2>&1; then
+  echo "== terraform fmt -check -recursive"
+  terraform fmt -check -recursive -diff .
+  for dir in modules/* examples/basic; do
+    if timeout 60 terraform -chdir="$dir" init -backend=false -input=false >/tmp/dcc-tf-init.log 2>&1; then
+      echo "== terraform validate $dir"
+      terraform -chdir="$dir" validate
+    else
+      echo "== terraform validate $dir: SKIPPED — the provider registry is unreachable here (terraform init failed)."
+      echo "   Where it is reachable: terraform -chdir=terraform/$dir init -backend=false && terraform -chdir=terraform/$dir validate"
+    fi
+  done
+else
+  echo "== terraform not installed: fmt/validate SKIPPED (install Terraform >= 1.5 to run them)"
+fi
+venv="$HOME/.cache/dcc/checkov"
+if [ ! -x "$venv/bin/checkov" ]; then
+  echo "installing checkov into $venv (pip)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'checkov>=3.3,<4'
+fi
+echo "== checkov"
+# checkov exits 0 on parse errors, so fmt above is what catches broken HCL.
+"$venv/bin/checkov" -d . --framework terraform --quiet --compact --skip-download

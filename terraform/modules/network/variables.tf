@@ -1,0 +1,39 @@
+variable "name" {
+  description = "Name prefix of every resource."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "An existing VPC to use; null creates a new one."
+  type        = string
+  default     = null
+}
+
+variable "public_subnet_ids" {
+  description = "With vpc_id: subnets for the load balancer (two AZs)."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_subnet_ids" {
+  description = "With vpc_id: subnets for instances, Redis and the scaler (two AZs, outbound internet through NAT)."
+  type        = list(string)
+  default     = []
+}
+
+variable "cidr" {
+  description = "CIDR of a created VPC."
+  type        = string
+  default     = "10.42.0.0/16"
+}
+
+variable "kms_key_arn" {
+  description = "KMS key encrypting the flow-log group."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,73 @@
+# Redis for DCC: an ElastiCache replication group (Redis 7, primary + replica with automatic
+# failover), encrypted in transit (TLS) and at rest, with an auth token kept in SSM Parameter
+# Store (never in user-data), reachable only from the security groups of DCC's servers, workers
+# and scaler. maxmemory-policy is noeviction: with eviction, job records and leases could vanish.
+
+resource "random_password" "auth" {
+  length  = 48
+  special = false
+}
+
+resource "aws_ssm_parameter" "auth" {
+  name        = "/dcc/${var.name}/redis-auth-token"
+  description = "DCC Redis auth token"
+  type        = "SecureString"
+  key_id      = var.kms_key_arn
+  value       = random_password.auth.result
+  tags        = var.tags
+}
+
+resource "aws_elasticache_subnet_group" "this" {
+  name       = "${var.name}-redis"
+  subnet_ids = var.subnet_ids
+}
+
+resource "aws_elasticache_parameter_group" "this" {
+  name   = "${var.name}-redis7"
+  family = "redis7"
+  parameter {
+    name  = "maxmemory-policy"
+    value = "noeviction"
+  }
+}
+
+resource "aws_security_group" "redis" {
+  name        = "${var.name}-redis"
+  description = "DCC Redis: reachable from DCC servers, workers and scaler only"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+}
+
+resource "aws_security_group_rule" "from_clients" {
+  for_each                 = toset(var.client_security_group_ids)
+  type                     = "ingress"
+  description              = "Redis from a DCC component"
+  security_group_id        = aws_security_group.redis.id
+  source_security_group_id = each.value
+  protocol                 = "tcp"
+  from_port                = 6379
+  to_port                  = 6379
+}
+
+resource "aws_elasticache_replication_group" "this" {
+  replication_group_id       = "${var.name}-redis"
+  description                = "DCC job queue"
+  engine                     = "redis"
+  engine_version             = "7.1"
+  node_type                  = var.node_type
+  num_cache_clusters         = 2
+  automatic_failover_enabled = true
+  multi_az_enabled           = true
+  parameter_group_name       = aws_elasticache_parameter_group.this.name
+  subnet_group_name          = aws_elasticache_subnet_group.this.name
+  security_group_ids         = [aws_security_group.redis.id]
+  port                       = 6379
+  transit_encryption_enabled = true
+  at_rest_encryption_enabled = true
+  kms_key_id                 = var.kms_key_arn
+  auth_token                 = random_password.auth.result
+  snapshot_retention_limit   = 7
+  auto_minor_version_upgrade = true
+  apply_immediately          = false
+  tags                       = var.tags
+}

@@ -1,0 +1,158 @@
+# DCC workers: CPU and (optionally) GPU launch templates and autoscaling groups. Instances run
+# `dcc worker` under systemd (templates/user-data.sh.tftpl), with an instance profile allowing only
+# what a worker needs: its objects in the bucket, the Redis auth-token parameter, and the KMS key.
+# New instances are protected from scale-in: only the scaler removes workers, and only idle ones.
+
+locals {
+  pools = merge(
+    { cpu = { instance_type = var.cpu_instance_type, ami = var.cpu_ami_id, min = var.cpu_min, max = var.cpu_max, env = { DCC_GPUS = "0" } } },
+    var.gpu_enabled ? { gpu = { instance_type = var.gpu_instance_type, ami = var.gpu_ami_id, min = var.gpu_min, max = var.gpu_max, env = { DCC_GPU_MODE = "auto" } } } : {},
+  )
+}
+
+resource "aws_security_group" "workers" {
+  name        = "${var.name}-workers"
+  description = "DCC workers: no inbound traffic; outbound to Redis, S3, registries"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+}
+
+resource "aws_security_group_rule" "egress" {
+  #checkov:skip=CKV_AWS_382:Workers pull job images from registries chosen by users, and reach S3/SSM endpoints; outbound cannot be narrowed to known addresses.
+  type              = "egress"
+  description       = "Outbound (Redis, S3, SSM, image registries)"
+  security_group_id = aws_security_group.workers.id
+  protocol          = "-1"
+  from_port         = 0
+  to_port           = 0
+  cidr_blocks       = ["0.0.0.0/0"]
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "workers" {
+  name               = "${var.name}-workers"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "workers" {
+  statement {
+    sid       = "JobFiles"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = ["${var.bucket_arn}/${var.prefix}*"]
+  }
+  statement {
+    sid       = "Binary"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.bucket_arn}/${var.artifact_key}"]
+  }
+  statement {
+    sid       = "ListJobFiles"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.prefix}*"]
+    }
+  }
+  statement {
+    sid       = "RedisToken"
+    actions   = ["ssm:GetParameter"]
+    resources = [var.auth_parameter_arn]
+  }
+  statement {
+    sid       = "Kms"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "workers" {
+  name   = "dcc-worker"
+  role   = aws_iam_role.workers.id
+  policy = data.aws_iam_policy_document.workers.json
+}
+
+resource "aws_iam_instance_profile" "workers" {
+  name = "${var.name}-workers"
+  role = aws_iam_role.workers.name
+}
+
+resource "aws_launch_template" "pool" {
+  for_each      = local.pools
+  name_prefix   = "${var.name}-${each.key}-"
+  image_id      = each.value.ami
+  instance_type = each.value.instance_type
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.workers.arn
+  }
+  vpc_security_group_ids = [aws_security_group.workers.id]
+  metadata_options {
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    http_endpoint               = "enabled"
+  }
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size = var.disk_gb
+      volume_type = "gp3"
+      encrypted   = true
+      kms_key_id  = var.kms_key_arn
+    }
+  }
+  user_data = base64encode(templatefile("${path.module}/templates/user-data.sh.tftpl", {
+    role           = "worker"
+    bucket         = var.bucket
+    artifact_key   = var.artifact_key
+    region         = var.region
+    auth_parameter = var.auth_parameter
+    redis_host     = var.redis_host
+    dcc_storage    = var.dcc_storage
+    retention      = var.retention
+    extra_env      = each.value.env
+  }))
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(var.tags, { Name = "${var.name}-${each.key}-worker", "dcc:pool" = each.key })
+  }
+}
+
+resource "aws_autoscaling_group" "pool" {
+  for_each                  = local.pools
+  name                      = "${var.name}-${each.key}-workers"
+  min_size                  = each.value.min
+  max_size                  = each.value.max
+  vpc_zone_identifier       = var.subnet_ids
+  protect_from_scale_in     = true
+  health_check_type         = "EC2"
+  health_check_grace_period = 300
+  launch_template {
+    id      = aws_launch_template.pool[each.key].id
+    version = "$Latest"
+  }
+  # The scaler owns desired capacity.
+  lifecycle {
+    ignore_changes = [desired_capacity]
+  }
+  tag {
+    key                 = "Name"
+    value               = "${var.name}-${each.key}-worker"
+    propagate_at_launch = true
+  }
+  tag {
+    key                 = "dcc:pool"
+    value               = each.key
+    propagate_at_launch = true
+  }
+}
