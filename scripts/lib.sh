@@ -47,7 +47,7 @@ ensure_rust() {
 
 # Everything DCC needs on the machine.
 ensure_deps() {
-  apt_need redis-server=redis-server redis-cli=redis-tools busybox=busybox-static curl=curl
+  apt_need redis-server=redis-server redis-cli=redis-tools busybox=busybox-static curl=curl openssl=openssl
   ensure_docker
   ensure_rust
   ensure_moto
