@@ -8,9 +8,11 @@
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`app`]: the router, and running server and worker in one process.
+//! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …).
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod error;
 pub mod routes;
 pub mod state;

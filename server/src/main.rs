@@ -14,6 +14,9 @@ use dcc_worker::Shutdown;
 #[derive(Parser)]
 #[command(name = "dcc", version, about)]
 struct Cli {
+    /// The DCC server the client commands talk to.
+    #[arg(long, global = true, env = "DCC_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +27,8 @@ enum Command {
     Server,
     /// Run a worker only: claim jobs from Redis and run them on this host's Docker.
     Worker,
+    #[command(flatten)]
+    Client(dcc_server::cli::ClientCommand),
 }
 
 fn init_logs(json: bool) {
@@ -64,6 +69,16 @@ fn handle_signals(shutdown: Shutdown, drain: Duration) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Client(cmd) = cli.command {
+        let key = std::env::var("DCC_API_KEY").ok().filter(|k| !k.is_empty());
+        match dcc_server::cli::run(cmd, &cli.server, key).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("dcc: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let config = Config::from_env().context("reading configuration")?;
     init_logs(config.log_json);
     for v in Config::unknown_vars() {
@@ -73,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     handle_signals(shutdown.clone(), config.drain_timeout);
     match cli.command {
         Command::Server => server(config, shutdown).await,
+        Command::Client(_) => unreachable!("handled above"),
         Command::Worker => {
             let core = Core::open(config).await?;
             let worker = core.start_worker().await.context("starting the worker")?;

@@ -1,0 +1,113 @@
+//! The `dcc` client commands against a real server: exit codes that scripts can use, outputs
+//! written to disk, plain and `--json` output.
+
+use std::process::Command;
+
+use dcc_e2e::{Dcc, IMAGE, Redis, dcc_bin};
+use serde_json::{Value, json};
+
+struct Cli {
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn job(&self, name: &str, job: Value) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, job.to_string()).unwrap();
+        p.display().to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(dcc_bin())
+            .args(args)
+            .env("DCC_URL", &self.url)
+            .output()
+            .expect("dcc runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn submit_wait_exit_codes_and_json() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let cli = Cli {
+        url: dcc.api().base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let ok = cli.job("ok.json", json!({"image": IMAGE, "command": ["sh", "-c", "echo hi"]}));
+    let (code, out, _) = cli.run(&["submit", &ok, "--wait"]);
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
+    let three = cli.job("three.json", json!({"image": IMAGE, "command": ["sh", "-c", "exit 3"]}));
+    assert_eq!(cli.run(&["submit", &three, "--wait"]).0, 3, "the job's exit code");
+    let slow = cli.job(
+        "slow.json",
+        json!({"image": IMAGE, "command": ["sleep", "30"], "parameters": {"maxDurationSecs": 1}}),
+    );
+    assert_eq!(cli.run(&["submit", &slow, "--wait"]).0, 124, "timed out");
+    let bad = cli.job("bad.json", json!({"image": "no_such_image_here"}));
+    assert_eq!(
+        cli.run(&["submit", &bad, "--wait"]).0,
+        125,
+        "failed without an exit code"
+    );
+    let (code, out, _) = cli.run(&["submit", &ok, "--wait", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("--json prints the job view");
+    assert_eq!(v["status"], "succeeded");
+    let id = v["jobId"].as_str().unwrap().to_string();
+    let (_, out, _) = cli.run(&["status", &id, "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["jobId"], json!(id));
+    let (_, out, _) = cli.run(&["logs", &id]);
+    assert_eq!(out, "hi\n");
+    let (_, out, _) = cli.run(&["ls", "--json", "--status", "failed"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, _, err) = cli.run(&[
+        "submit",
+        &cli.job("invalid.json", json!({"image": IMAGE, "cmd": ["x"]})),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("INVALID_JOB") && err.contains("cmd"), "{err}");
+    // A job id alone on stdout without --wait, then cancel and rm.
+    let long = cli.job("long.json", json!({"image": IMAGE, "command": ["sleep", "60"]}));
+    let (_, out, _) = cli.run(&["submit", &long]);
+    let long_id = out.trim().to_string();
+    let (code, out, _) = cli.run(&["cancel", &long_id]);
+    assert_eq!((code, out.trim()), (0, format!("{long_id} cancelled").as_str()));
+    assert_eq!(cli.run(&["rm", &long_id]).0, 0);
+    assert_eq!(cli.run(&["status", &long_id]).0, 2, "gone");
+}
+
+#[tokio::test]
+async fn run_writes_outputs_to_a_folder() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let cli = Cli {
+        url: dcc.api().base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let job = cli.job(
+        "fast.json",
+        json!({"image": IMAGE, "command": ["sh", "-c", "mkdir -p /outputs/d && cp /inputs/x /outputs/d/y && echo done"],
+               "inputs": [{"name": "x", "value": "AAEC/w==", "encoding": "base64"}]}),
+    );
+    let out_dir = cli.dir.path().join("out");
+    let (code, out, _) = cli.run(&["run", &job, "--out", &out_dir.display().to_string()]);
+    assert_eq!((code, out.as_str()), (0, "done\n"));
+    assert_eq!(std::fs::read(out_dir.join("d/y")).unwrap(), vec![0u8, 1, 2, 255]);
+    let (_, out, _) = cli.run(&["queues", "--json"]);
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["cpu"].is_object());
+    let (_, out, _) = cli.run(&["workers"]);
+    assert!(out.contains("HEALTHY"), "{out}");
+}
