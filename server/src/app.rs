@@ -19,7 +19,7 @@ use crate::auth::require_key;
 use crate::error::ApiError;
 use crate::routes::{files, fleet, jobs, run, ws};
 use crate::state::AppState;
-use crate::submit;
+use crate::{submit, telemetry};
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
@@ -38,12 +38,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{id}/drain", post(fleet::drain))
         .route("/healthz", get(fleet::healthz))
         .route("/readyz", get(fleet::readyz))
+        .route("/metrics", get(telemetry::metrics))
+        .route_layer(axum::middleware::from_fn(telemetry::latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_key))
         // Bodies are bounded per route (JSON by DCC_MAX_BODY_BYTES, each multipart input by
         // DCC_MAX_INPUT_BYTES), not by axum's blanket 2 MB default.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(telemetry::request_id))
         .with_state(state)
 }
 

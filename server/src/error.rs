@@ -91,6 +91,7 @@ impl From<SpecError> for ApiError {
 impl From<dcc_shared::Error> for ApiError {
     fn from(e: dcc_shared::Error) -> Self {
         if e.is_unavailable() {
+            crate::telemetry::redis_error();
             tracing::warn!(error = %e, "backing service unavailable");
             return ApiError::unavailable(e);
         }

@@ -6,6 +6,7 @@
 //! - [`auth`]: optional API keys (`DCC_API_KEYS`), compared in constant time.
 //! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
+//! - [`telemetry`]: request ids, access logs, Prometheus metrics.
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`app`]: the router, and running server and worker in one process.
 //! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …).
@@ -17,6 +18,7 @@ pub mod error;
 pub mod routes;
 pub mod state;
 pub mod submit;
+pub mod telemetry;
 pub mod wait;
 
 pub use app::router;

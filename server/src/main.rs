@@ -111,6 +111,8 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .context("starting the in-process worker (set DISABLE_WORKER=true for an API-only server)")?;
         Some(tokio::spawn(run_worker(w, shutdown.clone())))
     };
+    dcc_server::telemetry::handle();
+    dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events);
     let app = dcc_server::router(core.app_state()?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
