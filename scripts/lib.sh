@@ -51,6 +51,7 @@ ensure_deps() {
   ensure_docker
   ensure_rust
   ensure_moto
+  ensure_schemathesis
   # Build outputs live outside the checkout, so fresh clones (CI) reuse them.
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dcc/target}
   mkdir -p "$CARGO_TARGET_DIR"
@@ -75,4 +76,14 @@ ensure_moto() {
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'moto[server]>=5.1,<6'
+}
+
+# schemathesis (API fuzzing against the served OpenAPI), in its own virtualenv.
+ensure_schemathesis() {
+  local venv="$HOME/.cache/dcc/schemathesis"
+  [ -x "$venv/bin/schemathesis" ] && return 0
+  echo "installing schemathesis into $venv (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'schemathesis>=4,<5'
 }

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(fleet::healthz))
         .route("/readyz", get(fleet::readyz))
         .route("/metrics", get(telemetry::metrics))
+        .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .route_layer(axum::middleware::from_fn(telemetry::latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

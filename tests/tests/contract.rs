@@ -347,3 +347,30 @@ async fn two_workers_share_the_jobs() {
     assert!(by_worker.contains_key(&w1.worker_id) && by_worker.contains_key(&w2.worker_id));
     assert!(dcc_e2e::containers_of(&w1.worker_id).is_empty() && dcc_e2e::containers_of(&w2.worker_id).is_empty());
 }
+
+/// Every route of the router's table is served (no "no route" 404, no 405) and documented in
+/// the served OpenAPI document.
+#[tokio::test]
+async fn every_route_is_served_and_in_the_openapi_document() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    let spec = api.get("/api/v1/openapi.json").await;
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.body["openapi"], "3.0.3");
+    for (method, path) in dcc_server::openapi::ROUTES {
+        assert!(
+            spec.body["paths"][*path][*method].is_object(),
+            "{method} {path} is not in the served document"
+        );
+        let concrete = path.replace("{id}", "x").replace("{path}", "y");
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let a = api.call(m, &concrete, None).await;
+        let msg = a.body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            !msg.starts_with("no route") && a.status != 405,
+            "{method} {path} is not served: {:?}",
+            a.body
+        );
+    }
+}

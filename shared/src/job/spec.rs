@@ -120,6 +120,8 @@ impl Default for Limits {
     }
 }
 
+/// Smallest CPU share Docker accepts (`--cpus 0.01`).
+pub const MIN_CPUS: f64 = 0.01;
 /// Fewest MiB Docker accepts as a memory limit.
 pub const MIN_MEMORY_MB: u64 = 6;
 /// Default `maxDurationSecs` (contract).
@@ -380,10 +382,10 @@ fn validate_image(image: &str) -> Result<(), SpecError> {
 
 fn validate_parameters(p: &ParametersRequest, limits: &Limits) -> Result<Parameters, SpecError> {
     let cpus = p.cpus.unwrap_or(1.0);
-    if !cpus.is_finite() || cpus <= 0.0 || cpus > limits.max_cpus {
+    if !cpus.is_finite() || cpus < MIN_CPUS || cpus > limits.max_cpus {
         return Err(invalid(
             "parameters.cpus",
-            format!("cpus must be more than 0 and at most {}", limits.max_cpus),
+            format!("cpus must be between {MIN_CPUS} and {}", limits.max_cpus),
         ));
     }
     let memory_mb = p.memory_mb.unwrap_or(limits.default_memory_mb);

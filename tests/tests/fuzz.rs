@@ -1,0 +1,61 @@
+//! API fuzzing: schemathesis generates requests from the served OpenAPI document and checks that
+//! no answer is a server error (5xx other than the contract's 503/504), that every status code and
+//! content type is documented, and that every body matches its schema (so errors are in the
+//! contract's shape). `scripts/test.sh` installs schemathesis into `~/.cache/dcc/schemathesis`.
+
+use std::process::Command;
+
+use dcc_e2e::{Dcc, Redis, Role};
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let bin = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/dcc/schemathesis/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test.sh, which installs it",
+        bin.display()
+    );
+    let redis = Redis::start();
+    // Waits long enough that fuzzed jobs (whose made-up images fail fast) end before a 504.
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_MAX_WAIT_SECS", 60)
+        .env("DCC_LOG", "warn,dcc=info")
+        .start()
+        .await;
+    let url = format!("{}/api/v1/openapi.json", dcc.api().base);
+    let report = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args([
+                "run",
+                &url,
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            ])
+            .args([
+                "--max-examples",
+                "25",
+                "--exclude-path",
+                "/api/v1/ws",
+                "--max-response-time",
+                "60",
+                "--seed",
+                "1",
+            ])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .current_dir(report.path())
+            .output()
+            .expect("schemathesis runs")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: Vec<&str> = text.lines().rev().take(25).collect();
+    println!("{}", summary.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
