@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_deps
+# The dashboard's browser test drives headless Chromium through chromedriver.
+apt_need chromium=chromium chromedriver=chromium-driver
 scripts/build-test-image.sh
 start=$(date +%s)
 echo "== cargo fmt --check"

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(fleet::readyz))
         .route("/metrics", get(telemetry::metrics))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))
+        .route("/", get(dashboard))
         .route_layer(axum::middleware::from_fn(telemetry::latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -49,6 +50,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(telemetry::request_id))
         .with_state(state)
+}
+
+/// `GET /`: the dashboard (one self-contained page; its script calls the API with the user's key).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard/index.html"))
 }
 
 async fn not_found(req: Request) -> ApiError {

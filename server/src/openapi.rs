@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/"),
 ];
 
 fn err(desc: &str) -> Value {
@@ -119,6 +120,7 @@ pub fn spec() -> Value {
             "/api/v1/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "responses": common(r(vec![("200", json!({"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}))]))}},
             "/healthz": {"get": {"summary": "The process answers", "operationId": "healthz", "security": [], "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/readyz": {"get": {"summary": "Redis and storage reachable", "operationId": "readyz", "responses": common(r(vec![("200", json!({"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}}))]))}},
+            "/": {"get": {"summary": "The dashboard (HTML)", "operationId": "dashboard", "security": [], "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": common(r(vec![("200", text("Prometheus text format"))]))}},
         }
     })
