@@ -221,8 +221,18 @@ async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<Val
     });
     let start = Instant::now();
     let mut printed = 0usize;
+    if let Some(b) = &bar {
+        b.set_message(format!("{id}: submitted"));
+    }
     loop {
-        let poll = if follow { 2 } else { 30 };
+        // A terminal's status line refreshes every second; otherwise long-poll in 30 s steps.
+        let poll = if follow {
+            2
+        } else if bar.is_some() {
+            1
+        } else {
+            30
+        };
         let (status, v) = client
             .call(
                 reqwest::Method::GET,
