@@ -125,64 +125,15 @@ resource "aws_lb_listener" "https" {
   }
 }
 
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "servers" {
+module "role" {
+  source             = "../instance-role"
   name               = "${var.name}-servers"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  bucket_arn         = var.bucket_arn
+  prefix             = var.prefix
+  artifact_key       = var.artifact_key
+  auth_parameter_arn = var.auth_parameter_arn
+  kms_key_arn        = var.kms_key_arn
   tags               = var.tags
-}
-
-data "aws_iam_policy_document" "servers" {
-  statement {
-    sid       = "JobFiles"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = ["${var.bucket_arn}/${var.prefix}*"]
-  }
-  statement {
-    sid       = "Binary"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.bucket_arn}/${var.artifact_key}"]
-  }
-  statement {
-    sid       = "ListJobFiles"
-    actions   = ["s3:ListBucket"]
-    resources = [var.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.prefix}*"]
-    }
-  }
-  statement {
-    sid       = "RedisToken"
-    actions   = ["ssm:GetParameter"]
-    resources = [var.auth_parameter_arn]
-  }
-  statement {
-    sid       = "Kms"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [var.kms_key_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "servers" {
-  name   = "dcc-server"
-  role   = aws_iam_role.servers.id
-  policy = data.aws_iam_policy_document.servers.json
-}
-
-resource "aws_iam_instance_profile" "servers" {
-  name = "${var.name}-servers"
-  role = aws_iam_role.servers.name
 }
 
 resource "aws_launch_template" "servers" {
@@ -190,7 +141,7 @@ resource "aws_launch_template" "servers" {
   image_id      = var.ami_id
   instance_type = var.instance_type
   iam_instance_profile {
-    arn = aws_iam_instance_profile.servers.arn
+    arn = module.role.instance_profile_arn
   }
   vpc_security_group_ids = [aws_security_group.servers.id]
   metadata_options {

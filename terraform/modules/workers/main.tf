@@ -28,64 +28,15 @@ resource "aws_security_group_rule" "egress" {
   cidr_blocks       = ["0.0.0.0/0"]
 }
 
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "workers" {
+module "role" {
+  source             = "../instance-role"
   name               = "${var.name}-workers"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  bucket_arn         = var.bucket_arn
+  prefix             = var.prefix
+  artifact_key       = var.artifact_key
+  auth_parameter_arn = var.auth_parameter_arn
+  kms_key_arn        = var.kms_key_arn
   tags               = var.tags
-}
-
-data "aws_iam_policy_document" "workers" {
-  statement {
-    sid       = "JobFiles"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = ["${var.bucket_arn}/${var.prefix}*"]
-  }
-  statement {
-    sid       = "Binary"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.bucket_arn}/${var.artifact_key}"]
-  }
-  statement {
-    sid       = "ListJobFiles"
-    actions   = ["s3:ListBucket"]
-    resources = [var.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.prefix}*"]
-    }
-  }
-  statement {
-    sid       = "RedisToken"
-    actions   = ["ssm:GetParameter"]
-    resources = [var.auth_parameter_arn]
-  }
-  statement {
-    sid       = "Kms"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [var.kms_key_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "workers" {
-  name   = "dcc-worker"
-  role   = aws_iam_role.workers.id
-  policy = data.aws_iam_policy_document.workers.json
-}
-
-resource "aws_iam_instance_profile" "workers" {
-  name = "${var.name}-workers"
-  role = aws_iam_role.workers.name
 }
 
 resource "aws_launch_template" "pool" {
@@ -94,7 +45,7 @@ resource "aws_launch_template" "pool" {
   image_id      = each.value.ami
   instance_type = each.value.instance_type
   iam_instance_profile {
-    arn = aws_iam_instance_profile.workers.arn
+    arn = module.role.instance_profile_arn
   }
   vpc_security_group_ids = [aws_security_group.workers.id]
   metadata_options {

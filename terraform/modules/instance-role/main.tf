@@ -1,0 +1,63 @@
+# The instance profile of DCC servers and workers: what `dcc` on an instance needs and nothing
+# more — its objects under the bucket prefix, the dcc binary, the Redis auth-token parameter,
+# and the KMS key that encrypts them.
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  name               = var.name
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "dcc" {
+  statement {
+    sid       = "JobFiles"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = ["${var.bucket_arn}/${var.prefix}*"]
+  }
+  statement {
+    sid       = "Binary"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.bucket_arn}/${var.artifact_key}"]
+  }
+  statement {
+    sid       = "ListJobFiles"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.prefix}*"]
+    }
+  }
+  statement {
+    sid       = "RedisToken"
+    actions   = ["ssm:GetParameter"]
+    resources = [var.auth_parameter_arn]
+  }
+  statement {
+    sid       = "Kms"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "dcc" {
+  name   = "dcc"
+  role   = aws_iam_role.this.id
+  policy = data.aws_iam_policy_document.dcc.json
+}
+
+resource "aws_iam_instance_profile" "this" {
+  name = var.name
+  role = aws_iam_role.this.name
+}

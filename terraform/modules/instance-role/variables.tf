@@ -1,0 +1,35 @@
+variable "name" {
+  description = "Name of the role and instance profile."
+  type        = string
+}
+
+variable "bucket_arn" {
+  description = "ARN of the job-files bucket."
+  type        = string
+}
+
+variable "prefix" {
+  description = "DCC's key prefix in the bucket."
+  type        = string
+}
+
+variable "artifact_key" {
+  description = "Key of the dcc binary in the bucket."
+  type        = string
+}
+
+variable "auth_parameter_arn" {
+  description = "ARN of the Redis auth-token parameter."
+  type        = string
+}
+
+variable "kms_key_arn" {
+  description = "KMS key of the bucket and the parameter."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = {}
+}
