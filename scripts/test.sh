@@ -20,6 +20,8 @@ cargo build --workspace --locked
 scripts/check-terraform.sh
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+echo "== the job tests again, with inputs/outputs bound in (DCC_FILES_MODE=bind)"
+DCC_TEST_FILES_MODE=bind cargo test --locked -p dcc-e2e --test jobs --test live "$@"
 echo "== the job tests again, on S3 (moto)"
 DCC_TEST_STORAGE=s3 cargo test --locked -p dcc-e2e --test jobs "$@"
 # Every test worker's id starts with "t-": none of their containers may outlive the suite.

@@ -162,6 +162,7 @@ impl Core {
                 max_log_bytes: c.max_log_bytes,
                 tmp_dir: c.tmp_dir.clone(),
                 gpu: None,
+                files: dcc_worker::staging::FilesMode::parse(&c.files_mode).map_err(anyhow::Error::msg)?,
             },
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,

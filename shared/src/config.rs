@@ -43,6 +43,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_GPU_DRIVER_BINDS",
     "DCC_GPU_LD_LIBRARY_PATH",
     "DCC_CPU_SLOTS",
+    "DCC_FILES_MODE",
     "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
@@ -131,6 +132,10 @@ pub struct Config {
     /// CPU-queue slots of the worker (`DCC_CPU_SLOTS`; default CPUs − GPUs, the GPUs' share of the
     /// host being left to GPU jobs).
     pub cpu_slots: Option<u32>,
+    /// How inputs and outputs reach containers: `copy` (tar through the Docker API, default) or
+    /// `bind` (a host folder bound in; faster, needs the worker on the Docker host)
+    /// (`DCC_FILES_MODE`).
+    pub files_mode: String,
 }
 
 impl Config {
@@ -280,6 +285,7 @@ impl Config {
                 Some(v) => Some(v.trim().to_string()),
                 None => Some("/usr/local/nvidia/lib64".into()),
             },
+            files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "copy".into()),
             cpu_slots: match get("DCC_CPU_SLOTS") {
                 None => None,
                 Some(v) => Some(

@@ -399,6 +399,10 @@ impl DccBuilder {
         for (k, v) in storage.env() {
             cmd.env(k, v);
         }
+        // `DCC_TEST_FILES_MODE=bind` runs the same tests with inputs/outputs bound in.
+        if let Ok(mode) = std::env::var("DCC_TEST_FILES_MODE") {
+            cmd.env("DCC_FILES_MODE", mode);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

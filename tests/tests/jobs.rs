@@ -475,3 +475,23 @@ async fn long_poll_answers_when_the_job_ends() {
     api.call(reqwest::Method::DELETE, &format!("/api/v1/jobs/{slow}"), None)
         .await;
 }
+
+#[tokio::test]
+async fn symbolic_links_in_outputs_are_skipped_not_followed() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let v = api
+        .run(sh(
+            "ln -s /etc/passwd /outputs/link; mkdir /outputs/d; ln -s / /outputs/d/root; echo real > /outputs/real",
+        ))
+        .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let names: Vec<&str> = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["real"]);
+}

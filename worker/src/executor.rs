@@ -18,7 +18,7 @@ use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
 use crate::gpu::{self, GpuSettings};
 use crate::logs::{LogCollector, StatsSampler};
-use crate::staging;
+use crate::staging::{self, FilesMode};
 
 /// How an attempt ended.
 #[derive(Debug)]
@@ -44,6 +44,8 @@ pub struct ExecSettings {
     pub tmp_dir: PathBuf,
     /// How GPUs are attached (`None` on a worker without GPUs).
     pub gpu: Option<GpuSettings>,
+    /// How inputs and outputs reach the container.
+    pub files: FilesMode,
 }
 
 /// Runs attempts.
@@ -121,6 +123,8 @@ impl Executor {
         };
         let end = self.run_in(job, attempt, gpus, &name, scratch.path(), cancel).await;
         docker::remove(&self.docker, &name).await;
+        // Bind mode left read-only folders; open them so the scratch folder can be removed.
+        staging::unlock(scratch.path());
         end
     }
 
@@ -155,7 +159,20 @@ impl Executor {
         stats.pull_ms = ms_since(t);
         let digest = Some(digest);
 
-        let body = container::body(
+        // Bind mode stages the inputs before the container exists and binds them in.
+        let t_inputs = Instant::now();
+        let bound = if self.settings.files == FilesMode::Bind {
+            match staging::stage_inputs_bind(storage.as_ref(), job, scratch).await {
+                Ok(dirs) => {
+                    stats.inputs_ms = ms_since(t_inputs);
+                    Some(dirs)
+                }
+                Err(msg) => return failed(fail(ErrorCode::InputFetchFailed, msg), stats, digest),
+            }
+        } else {
+            None
+        };
+        let mut body = container::body(
             job,
             attempt,
             &self.settings.worker_id,
@@ -163,6 +180,12 @@ impl Executor {
             gpus,
             self.settings.gpu.as_ref(),
         );
+        if let (Some((inp, out)), Some(host)) = (&bound, body.host_config.as_mut()) {
+            host.binds.get_or_insert_with(Vec::new).extend([
+                format!("{}:/inputs:ro", inp.display()),
+                format!("{}:/outputs:rw", out.display()),
+            ]);
+        }
         // A Docker refusal that is about GPUs (no runtime, no device, no driver) is GPU_UNAVAILABLE.
         let refused = |what: &str, msg: String| {
             let code = if !gpus.is_empty() && gpu::is_gpu_error(&msg) {
@@ -180,12 +203,17 @@ impl Executor {
             return failed(refused("creating the container failed", e), stats, digest);
         }
 
-        let t = Instant::now();
-        let staged = tokio::select! {
-            r = staging::upload_inputs(&self.docker, name, storage.as_ref(), job, scratch) => r,
-            _ = cancel.cancelled() => return AttemptEnd::Aborted,
+        let staged = if bound.is_some() {
+            Ok(())
+        } else {
+            let t = Instant::now();
+            let r = tokio::select! {
+                r = staging::upload_inputs(&self.docker, name, storage.as_ref(), job, scratch) => r,
+                _ = cancel.cancelled() => return AttemptEnd::Aborted,
+            };
+            stats.inputs_ms = ms_since(t);
+            r
         };
-        stats.inputs_ms = ms_since(t);
         if let Err(msg) = staged {
             return failed(fail(ErrorCode::InputFetchFailed, msg), stats, digest);
         }
@@ -247,19 +275,33 @@ impl Executor {
 
         // Logs, outputs and the exit details are independent: fetch them at once.
         let t = Instant::now();
-        let (inspect, logs_result, outputs) = tokio::join!(
-            self.docker.inspect_container(name, None),
-            logs.finish(),
-            staging::collect_outputs(
-                &self.docker,
-                name,
-                storage.as_ref(),
-                job,
-                attempt,
-                scratch,
-                self.settings.max_output_bytes,
-            )
-        );
+        let (inspect, logs_result, outputs) =
+            tokio::join!(self.docker.inspect_container(name, None), logs.finish(), async {
+                match &bound {
+                    Some((_, out)) => {
+                        staging::collect_outputs_bind(
+                            storage.as_ref(),
+                            job,
+                            attempt,
+                            out,
+                            self.settings.max_output_bytes,
+                        )
+                        .await
+                    }
+                    None => {
+                        staging::collect_outputs(
+                            &self.docker,
+                            name,
+                            storage.as_ref(),
+                            job,
+                            attempt,
+                            scratch,
+                            self.settings.max_output_bytes,
+                        )
+                        .await
+                    }
+                }
+            });
         stats.outputs_ms = ms_since(t);
         let oom = inspect
             .ok()

@@ -254,3 +254,148 @@ fn extract_outputs(
     }
     Ok(files)
 }
+
+/// How files reach the container (`DCC_FILES_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilesMode {
+    /// Inputs as one tar upload, outputs as one tar download through the Docker API (default:
+    /// works with any daemon, local or remote).
+    Copy,
+    /// A per-attempt scratch folder bound read-only at `/inputs` and read-write at `/outputs`:
+    /// no archive calls (~35 ms each in dockerd), but the worker must share its filesystem with
+    /// the Docker daemon (worker on the Docker host, not in a container with other paths).
+    Bind,
+}
+
+impl FilesMode {
+    /// Parses `DCC_FILES_MODE`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "copy" => Ok(FilesMode::Copy),
+            "bind" => Ok(FilesMode::Bind),
+            other => Err(format!("DCC_FILES_MODE={other:?}: use copy or bind")),
+        }
+    }
+}
+
+/// Bind mode: writes the inputs under `dir/in` (files 0444, folders 0555) and makes an empty,
+/// writable `dir/out`; returns the two host folders to bind.
+pub async fn stage_inputs_bind(
+    storage: &dyn Storage,
+    job: &JobRecord,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (inp, out) = (dir.join("in"), dir.join("out"));
+    tokio::fs::create_dir_all(&inp).await.map_err(|e| e.to_string())?;
+    tokio::fs::create_dir_all(&out).await.map_err(|e| e.to_string())?;
+    tokio::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut dirs = BTreeSet::new();
+    for name in &job.spec.inputs {
+        let local = inp.join(name);
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
+            let mut p = parent.to_path_buf();
+            while p != inp {
+                dirs.insert(p.clone());
+                if !p.pop() {
+                    break;
+                }
+            }
+        }
+        let object = format!("{}{}", job.inputs_prefix, name);
+        let found = with_retry("fetching an input", || storage.get_to_file(&object, &local))
+            .await
+            .map_err(|e| format!("input {name:?} could not be read from storage: {e}"))?;
+        if !found {
+            return Err(format!("input {name:?} is missing from storage"));
+        }
+        tokio::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o444))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // Deepest folders first, so a parent is closed only after its children.
+    for d in dirs.iter().rev().chain(std::iter::once(&inp)) {
+        tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((inp, out))
+}
+
+/// Bind mode: stores the regular files the (stopped) container left in `out`. Symbolic links and
+/// special files are skipped and never followed (the container wrote this folder).
+pub async fn collect_outputs_bind(
+    storage: &dyn Storage,
+    job: &JobRecord,
+    attempt: u32,
+    out: &Path,
+    max_bytes: u64,
+) -> Result<Vec<OutputFile>, OutputError> {
+    let root = out.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PathBuf, u64)>, OutputError> {
+        let mut found = Vec::new();
+        let mut total = 0u64;
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let rd = std::fs::read_dir(&d).map_err(|e| OutputError(format!("reading outputs: {e}")))?;
+            for entry in rd.flatten() {
+                let meta = match std::fs::symlink_metadata(entry.path()) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if meta.is_file() {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&root)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if validate_input_name(&rel).is_err() {
+                        continue;
+                    }
+                    total += meta.len();
+                    if total > max_bytes {
+                        return Err(OutputError(format!(
+                            "outputs are larger than the {max_bytes} byte limit (DCC_MAX_OUTPUT_BYTES)"
+                        )));
+                    }
+                    found.push((rel, entry.path(), meta.len()));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    })
+    .await
+    .map_err(|e| OutputError(e.to_string()))??;
+    let mut stored = Vec::with_capacity(files.len());
+    for (name, local, size) in files {
+        let object = paths::output(&job.id, attempt, &name);
+        with_retry("storing an output", || storage.put_file(&object, &local))
+            .await
+            .map_err(|e| OutputError(format!("output {name:?} could not be stored: {e}")))?;
+        stored.push(OutputFile { name, size });
+    }
+    Ok(stored)
+}
+
+/// Makes every folder under `dir` writable again (bind mode closed the inputs read-only), so the
+/// scratch folder can be removed by a worker that is not root. Best effort.
+pub fn unlock(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755));
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@ use crate::executor::{AttemptEnd, ExecSettings, Executor};
 use crate::gpu::{self, GpuPool};
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
-use crate::{WorkerError, docker, health};
+use crate::{WorkerError, docker, health, staging};
 
 /// Longest the claim loop sleeps without a wake-up; a safety net for a missed event.
 const POLL_FALLBACK: Duration = Duration::from_secs(2);
@@ -166,8 +166,15 @@ impl Worker {
         // Scratch files of a previous life (a crash skips their clean-up) go too.
         let mut settings = settings;
         settings.exec.tmp_dir = settings.exec.tmp_dir.join(format!("dcc-{}", settings.id));
+        if settings.exec.tmp_dir.exists() {
+            staging::unlock(&settings.exec.tmp_dir);
+        }
         let _ = tokio::fs::remove_dir_all(&settings.exec.tmp_dir).await;
         tokio::fs::create_dir_all(&settings.exec.tmp_dir)
+            .await
+            .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
+        // Absolute, since bind mode hands these paths to the Docker daemon.
+        settings.exec.tmp_dir = tokio::fs::canonicalize(&settings.exec.tmp_dir)
             .await
             .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
         // GPUs: detect, then decide how to attach them (auto: the nvidia runtime if dockerd has it).

@@ -103,6 +103,31 @@ async fn main() {
         fast50 / raw50
     );
 
+    // (b') the same with DCC_FILES_MODE=bind (no archive calls through dockerd).
+    let bind_redis = Redis::start();
+    let bind = Dcc::builder(Role::Server, &bind_redis)
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
+        .env("DCC_FILES_MODE", "bind")
+        .start()
+        .await;
+    let bind_api = bind.api();
+    let _ = bind_api.post("/api/v1/run", &job).await;
+    let mut fast_bind: Vec<f64> = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let a = bind_api.post("/api/v1/run", &job).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        fast_bind.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (bind50, bind99) = line("(b') fast job round trip, DCC_FILES_MODE=bind", &mut fast_bind);
+    println!(
+        "    overhead b' − a: p50 {:.1} ms, p99 {:.1} ms   (target p50 ≤ 15 ms; ratio b'/a p50 {:.2})",
+        bind50 - raw50,
+        bind99 - raw99,
+        bind50 / raw50
+    );
+    drop(bind);
+
     // (c) enqueue → claim and enqueue → container start, idle worker.
     let mut events = docker.events(Some(
         EventsOptionsBuilder::default()
