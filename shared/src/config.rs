@@ -163,8 +163,10 @@ impl Config {
     }
 
     /// Reads configuration through `get` (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        // `raw` tells "set to empty" (meaning: none) from "unset" (meaning: the default).
+        let raw = |k: &str| lookup(k).map(|v| v.trim().to_string());
+        let get = |k: &str| raw(k).filter(|v| !v.is_empty());
         let num = |k: &str, default: u64| -> Result<u64> {
             match get(k) {
                 None => Ok(default),
@@ -271,7 +273,7 @@ impl Config {
             gpu_device_dir: get("DCC_GPU_DEVICE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/dev")),
-            gpu_driver_binds: match std::env::var("DCC_GPU_DRIVER_BINDS").ok() {
+            gpu_driver_binds: match raw("DCC_GPU_DRIVER_BINDS") {
                 Some(v) => v
                     .split(',')
                     .map(str::trim)
@@ -280,9 +282,9 @@ impl Config {
                     .collect(),
                 None => vec!["/usr/local/nvidia".into()],
             },
-            gpu_ld_library_path: match std::env::var("DCC_GPU_LD_LIBRARY_PATH").ok() {
-                Some(v) if v.trim().is_empty() => None,
-                Some(v) => Some(v.trim().to_string()),
+            gpu_ld_library_path: match raw("DCC_GPU_LD_LIBRARY_PATH") {
+                Some(v) if v.is_empty() => None,
+                Some(v) => Some(v),
                 None => Some("/usr/local/nvidia/lib64".into()),
             },
             files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "copy".into()),
@@ -352,6 +354,10 @@ mod tests {
         assert!(cfg(&[("DCC_LISTEN", "nope")]).is_err());
         assert!(cfg(&[("DCC_LEASE_SECS", "5"), ("DCC_HEARTBEAT_SECS", "5")]).is_err());
         assert!(parse_duration("7x").is_err());
+        let g = cfg(&[("DCC_GPU_DRIVER_BINDS", ""), ("DCC_GPU_LD_LIBRARY_PATH", " ")]).unwrap();
+        assert!(g.gpu_driver_binds.is_empty() && g.gpu_ld_library_path.is_none(), "empty means none");
+        let d = cfg(&[]).unwrap();
+        assert_eq!(d.gpu_driver_binds, vec!["/usr/local/nvidia"]);
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
     }
 }

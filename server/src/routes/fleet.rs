@@ -63,9 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-            let mut resp = ApiError::unavailable(what).into_response();
-            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            resp
+            ApiError::unavailable(what).into_response()
         }
     }
 }
