@@ -355,7 +355,10 @@ mod tests {
         assert!(cfg(&[("DCC_LEASE_SECS", "5"), ("DCC_HEARTBEAT_SECS", "5")]).is_err());
         assert!(parse_duration("7x").is_err());
         let g = cfg(&[("DCC_GPU_DRIVER_BINDS", ""), ("DCC_GPU_LD_LIBRARY_PATH", " ")]).unwrap();
-        assert!(g.gpu_driver_binds.is_empty() && g.gpu_ld_library_path.is_none(), "empty means none");
+        assert!(
+            g.gpu_driver_binds.is_empty() && g.gpu_ld_library_path.is_none(),
+            "empty means none"
+        );
         let d = cfg(&[]).unwrap();
         assert_eq!(d.gpu_driver_binds, vec!["/usr/local/nvidia"]);
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
