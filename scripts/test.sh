@@ -20,10 +20,11 @@ cargo build --workspace --locked
 scripts/check-terraform.sh
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+# `--workspace` (not `-p dcc-e2e`) keeps the feature set of the first build, so nothing recompiles.
 echo "== the job tests again, with inputs/outputs bound in (DCC_FILES_MODE=bind)"
-DCC_TEST_FILES_MODE=bind cargo test --locked -p dcc-e2e --test jobs --test live "$@"
+DCC_TEST_FILES_MODE=bind cargo test --workspace --locked --test jobs --test live "$@"
 echo "== the job tests again, on S3 (moto)"
-DCC_TEST_STORAGE=s3 cargo test --locked -p dcc-e2e --test jobs "$@"
+DCC_TEST_STORAGE=s3 cargo test --workspace --locked --test jobs "$@"
 # Every test worker's id starts with "t-": none of their containers may outlive the suite.
 left=$(docker ps -a --filter label=dcc.worker --format '{{.Label "dcc.worker"}} {{.Names}}' | grep '^t-' || true)
 if [ -n "$left" ]; then echo "containers left behind by the tests:"; echo "$left"; exit 1; fi

@@ -441,14 +441,22 @@ impl Drop for Dcc {
             eprintln!("---- dcc log ({}) ----\n{}", self.worker_id, self.log());
         }
         self.kill();
-        // A killed worker leaves its containers; remove them so the host stays clean.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker ps -aq --filter label=dcc.worker={} | xargs -r docker rm -f >/dev/null 2>&1",
-                self.worker_id
-            ))
-            .status();
+        // A killed worker leaves its containers; remove them so the host stays clean. A removal
+        // can lose a race with a start the daemon is still carrying out for the dead worker
+        // (the container then stays `Created`), so look again until none is left.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = containers_of(&self.worker_id);
+            if left.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&left)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
