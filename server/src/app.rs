@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use dcc_shared::config::Config;
 use dcc_shared::events::Events;
 use dcc_shared::queue::Queue;
@@ -21,26 +22,75 @@ use crate::routes::{files, fleet, jobs, run, ws};
 use crate::state::AppState;
 use crate::{submit, telemetry};
 
+/// The API's routes together with a list of what they serve, so the OpenAPI document can be
+/// checked against what is really routed (see `openapi`'s tests).
+pub struct Routes {
+    /// The routes, before layers and state.
+    router: Router<AppState>,
+    /// (method, path) of every route, in axum's path syntax.
+    served: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(mut self, method: &'static str, path: &'static str, route: MethodRouter<AppState>) -> Self {
+        self.served.push((method, path));
+        // A second method on a known path merges into that path's method router.
+        self.router = self.router.route(path, route);
+        self
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("get", path, get(h))
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("post", path, post(h))
+    }
+
+    fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("delete", path, delete(h))
+    }
+
+    /// Every (method, path) routed, paths in OpenAPI syntax (axum's `{*rest}` is `{rest}`).
+    pub fn served(&self) -> Vec<(String, String)> {
+        self.served
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
+            .collect()
+    }
+}
+
 /// Every route of the API.
+pub fn api_routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    }
+    .post("/api/v1/jobs", submit::submit)
+    .get("/api/v1/jobs", jobs::list)
+    .get("/api/v1/jobs/{id}", jobs::view)
+    .delete("/api/v1/jobs/{id}", jobs::delete)
+    .get("/api/v1/jobs/{id}/wait", jobs::wait_for)
+    .post("/api/v1/jobs/{id}/cancel", jobs::cancel)
+    .get("/api/v1/jobs/{id}/stdout", files::stdout)
+    .get("/api/v1/jobs/{id}/stderr", files::stderr)
+    .get("/api/v1/jobs/{id}/outputs/{*path}", files::output)
+    .post("/api/v1/run", run::run)
+    .get("/api/v1/ws", ws::ws)
+    .get("/api/v1/queues", fleet::queues)
+    .get("/api/v1/workers", fleet::workers)
+    .post("/api/v1/workers/{id}/drain", fleet::drain)
+    .get("/healthz", fleet::healthz)
+    .get("/readyz", fleet::readyz)
+    .get("/metrics", telemetry::metrics)
+    .get("/api/v1/openapi.json", crate::openapi::serve)
+    .get("/", dashboard)
+}
+
+/// The API with its layers: latency metrics, API keys, body limits, request ids.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/jobs", post(submit::submit).get(jobs::list))
-        .route("/api/v1/jobs/{id}", get(jobs::view).delete(jobs::delete))
-        .route("/api/v1/jobs/{id}/wait", get(jobs::wait_for))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/jobs/{id}/stdout", get(files::stdout))
-        .route("/api/v1/jobs/{id}/stderr", get(files::stderr))
-        .route("/api/v1/jobs/{id}/outputs/{*path}", get(files::output))
-        .route("/api/v1/run", post(run::run))
-        .route("/api/v1/ws", get(ws::ws))
-        .route("/api/v1/queues", get(fleet::queues))
-        .route("/api/v1/workers", get(fleet::workers))
-        .route("/api/v1/workers/{id}/drain", post(fleet::drain))
-        .route("/healthz", get(fleet::healthz))
-        .route("/readyz", get(fleet::readyz))
-        .route("/metrics", get(telemetry::metrics))
-        .route("/api/v1/openapi.json", get(crate::openapi::serve))
-        .route("/", get(dashboard))
+    api_routes()
+        .router
         .route_layer(axum::middleware::from_fn(telemetry::latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -53,7 +103,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `GET /`: the dashboard (one self-contained page; its script calls the API with the user's key).
-async fn dashboard() -> axum::response::Html<&'static str> {
+#[utoipa::path(get, path = "/", tag = "fleet", operation_id = "dashboard", security(()),
+    responses((status = 200, description = "The dashboard page", body = String, content_type = "text/html")))]
+pub async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("dashboard/index.html"))
 }
 

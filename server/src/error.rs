@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::job::spec::SpecError;
 use dcc_shared::storage::StorageError;
-use serde_json::json;
 
 /// An error answer.
 #[derive(Debug)]
@@ -58,16 +57,39 @@ impl ApiError {
     }
 }
 
+/// The error body as sent (also the source of its OpenAPI schema).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+    /// The job concerned, on `WAIT_TIMEOUT` (keep following it with this id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code from the contract, e.g. `INVALID_JOB`, `NOT_FOUND`, `UNAVAILABLE`.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field to blame, as `parameters.cpus` or `inputs[1].name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(f) = self.field {
-            err["field"] = json!(f);
-        }
-        let mut body = json!({ "error": err });
-        if let Some(id) = self.job_id {
-            body["jobId"] = json!(id);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+            job_id: self.job_id,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`state`]: what every handler shares (queue, storage, events, configuration).
 //! - [`error`]: the contract's error body and codes.
-//! - [`openapi`]: the route table and the OpenAPI document built beside it.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and their types (utoipa).
 //! - [`auth`]: optional API keys (`DCC_API_KEYS`), compared in constant time.
 //! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).

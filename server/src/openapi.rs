@@ -1,190 +1,90 @@
-//! The API as OpenAPI 3.0, served at `GET /api/v1/openapi.json`. It is written here, beside the
-//! router, from the same route table ([`ROUTES`]): a unit test checks that every route of the table
-//! is documented and nothing else is, and the e2e suite checks that every route of the table is
-//! served, so the document cannot drift from the router unnoticed. Schemathesis fuzzes the served
-//! API against it in the test suite.
+//! The API as OpenAPI 3.1, served at `GET /api/v1/openapi.json`. Nothing here is written by
+//! hand: operations come from the `#[utoipa::path]` attribute on each handler and schemas from
+//! the request/answer types the handlers really parse and serialize (`ToSchema` derives). A unit
+//! test checks that the document's operations are exactly the routes the router serves
+//! ([`crate::app::api_routes`]), so neither can gain a route the other lacks. Schemathesis fuzzes
+//! the served API against it in the test suite.
 
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use dcc_shared::job::Limits;
+use dcc_shared::job::spec::{MAX_INPUTS, MIN_CPUS, MIN_MEMORY_MB};
 use serde_json::{Value, json};
+use utoipa::OpenApi;
 
-/// Every route the router serves: (method, OpenAPI path).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/api/v1/jobs"),
-    ("get", "/api/v1/jobs"),
-    ("get", "/api/v1/jobs/{id}"),
-    ("delete", "/api/v1/jobs/{id}"),
-    ("get", "/api/v1/jobs/{id}/wait"),
-    ("post", "/api/v1/jobs/{id}/cancel"),
-    ("get", "/api/v1/jobs/{id}/stdout"),
-    ("get", "/api/v1/jobs/{id}/stderr"),
-    ("get", "/api/v1/jobs/{id}/outputs/{path}"),
-    ("post", "/api/v1/run"),
-    ("get", "/api/v1/ws"),
-    ("get", "/api/v1/queues"),
-    ("get", "/api/v1/workers"),
-    ("post", "/api/v1/workers/{id}/drain"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/"),
-];
+use crate::routes::{files, fleet, jobs, run, ws};
+use crate::state::AppState;
+use crate::{app, submit, telemetry};
 
-fn err(desc: &str) -> Value {
-    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-}
+/// The generated document, before the additions of [`spec`].
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "DCC API", version = "1",
+        description = "Redis-backed distributed container job queue. Guide: docs/api.md."),
+    paths(
+        submit::submit, jobs::list, jobs::view, jobs::delete, jobs::wait_for, jobs::cancel,
+        files::stdout, files::stderr, files::output, run::run, ws::ws,
+        fleet::queues, fleet::workers, fleet::drain, fleet::healthz, fleet::readyz,
+        telemetry::metrics, serve, app::dashboard,
+    ),
+    tags(
+        (name = "jobs", description = "Submit, follow and manage jobs"),
+        (name = "live", description = "Live status"),
+        (name = "fleet", description = "Queues, workers, health and metrics"),
+    )
+)]
+struct ApiDoc;
 
-fn ok(desc: &str, schema: &str) -> Value {
-    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-}
+/// Routes that answer without an API key (probes and the dashboard page, which holds no data).
+const OPEN_ROUTES: &[&str] = &["/healthz", "/"];
 
-fn id_param() -> Value {
-    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
-}
-
-/// The document.
-pub fn spec() -> Value {
-    let common = |mut responses: serde_json::Map<String, Value>| {
-        responses.insert(
-            "401".into(),
-            err("API keys are configured and the request has none or a wrong one (UNAUTHORIZED)"),
-        );
-        responses.insert("503".into(), err("Redis or storage unreachable (UNAVAILABLE)"));
-        Value::Object(responses)
-    };
-    let r = |pairs: Vec<(&str, Value)>| {
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect::<serde_json::Map<_, _>>()
-    };
-    let text = |d: &str| json!({"description": d, "content": {"text/plain": {"schema": {"type": "string"}}}});
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "DCC API", "version": "1", "description": "Redis-backed distributed container job queue. See docs/api.md."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
-        },
-        "security": [{"bearer": []}, {}],
-        "paths": {
-            "/api/v1/jobs": {
-                "post": {"summary": "Submit a job", "operationId": "submitJob",
-                    "requestBody": {"required": true, "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-                        "multipart/form-data": {"schema": {"type": "object", "required": ["job"], "properties": {"job": {"type": "string", "description": "the job JSON; every other part is an input file"}}, "additionalProperties": {"type": "string", "format": "binary"}}}}},
-                    "responses": common(r(vec![
-                        ("201", ok("Queued", "SubmitAnswer")),
-                        ("200", json!({"description": "With wait: the ended job; or the same id and definition: the existing job",
-                            "content": {"application/json": {"schema": {"anyOf": [
-                                {"$ref": "#/components/schemas/JobView"}, {"$ref": "#/components/schemas/SubmitAnswer"}]}}}})),
-                        ("400", err("INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST")),
-                        ("409", err("ID_CONFLICT")),
-                        ("413", err("TOO_LARGE")),
-                        ("504", err("WAIT_TIMEOUT (with wait: true); the body also has jobId")),
-                    ]))},
-                "get": {"summary": "List jobs, newest first", "operationId": "listJobs",
-                    "parameters": [
-                        {"name": "status", "in": "query", "schema": {"$ref": "#/components/schemas/JobState"}},
-                        {"name": "queue", "in": "query", "schema": {"type": "string", "enum": ["cpu", "gpu"]}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
-                    "responses": common(r(vec![("200", ok("A page", "JobList")), ("400", err("INVALID_REQUEST"))]))},
-            },
-            "/api/v1/jobs/{id}": {
-                "get": {"summary": "A job", "operationId": "getJob", "parameters": [id_param()],
-                    "responses": common(r(vec![("200", ok("The job view", "JobView")), ("404", err("NOT_FOUND"))]))},
-                "delete": {"summary": "Cancel if needed, then remove every trace", "operationId": "deleteJob", "parameters": [id_param()],
-                    "responses": common(r(vec![("204", json!({"description": "Deleted"})), ("404", err("NOT_FOUND"))]))},
-            },
-            "/api/v1/jobs/{id}/wait": {"get": {"summary": "Long-poll until the job ends", "operationId": "waitJob",
-                "parameters": [id_param(), {"name": "timeoutSecs", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
-                "responses": common(r(vec![("200", ok("The ended job", "JobView")), ("400", err("INVALID_REQUEST")), ("404", err("NOT_FOUND")), ("504", err("WAIT_TIMEOUT"))]))}},
-            "/api/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a job", "operationId": "cancelJob", "parameters": [id_param()],
-                "responses": common(r(vec![("202", ok("Cancelled", "CancelAnswer")), ("200", ok("Had already ended", "CancelAnswer")), ("404", err("NOT_FOUND"))]))}},
-            "/api/v1/jobs/{id}/stdout": {"get": {"summary": "stdout so far", "operationId": "stdout", "parameters": [id_param()],
-                "responses": common(r(vec![("200", text("The log")), ("302", json!({"description": "Presigned S3 link"})), ("404", err("NOT_FOUND"))]))}},
-            "/api/v1/jobs/{id}/stderr": {"get": {"summary": "stderr so far", "operationId": "stderr", "parameters": [id_param()],
-                "responses": common(r(vec![("200", text("The log")), ("302", json!({"description": "Presigned S3 link"})), ("404", err("NOT_FOUND"))]))}},
-            "/api/v1/jobs/{id}/outputs/{path}": {"get": {"summary": "One output file", "operationId": "output",
-                "parameters": [id_param(), {"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": common(r(vec![("200", json!({"description": "The file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})), ("302", json!({"description": "Presigned S3 link"})), ("404", err("NOT_FOUND"))]))}},
-            "/api/v1/run": {"post": {"summary": "Run a fast job synchronously", "operationId": "runFast",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}},
-                "responses": common(r(vec![("200", ok("The ended job with stdout, stderr and outputs inline", "FastAnswer")), ("400", err("INVALID_JSON or INVALID_JOB")), ("409", err("ID_CONFLICT")), ("413", err("TOO_LARGE")), ("504", err("WAIT_TIMEOUT"))]))}},
-            "/api/v1/ws": {"get": {"summary": "WebSocket of job events (see docs/api.md)", "operationId": "websocket",
-                "responses": {"101": {"description": "Switching protocols"}, "400": {"description": "Not a WebSocket upgrade"}, "401": err("UNAUTHORIZED")}}},
-            "/api/v1/queues": {"get": {"summary": "Queue depths", "operationId": "queues", "responses": common(r(vec![("200", ok("Per queue", "Queues"))]))}},
-            "/api/v1/workers": {"get": {"summary": "Live workers", "operationId": "workers", "responses": common(r(vec![("200", ok("Workers", "Workers"))]))}},
-            "/api/v1/workers/{id}/drain": {"post": {"summary": "Ask a worker to drain", "operationId": "drainWorker", "parameters": [id_param()],
-                "responses": common(r(vec![("202", json!({"description": "Drain requested", "content": {"application/json": {"schema": {"type": "object"}}}})), ("404", err("NOT_FOUND"))]))}},
-            "/api/v1/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "responses": common(r(vec![("200", json!({"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}))]))}},
-            "/healthz": {"get": {"summary": "The process answers", "operationId": "healthz", "security": [], "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/readyz": {"get": {"summary": "Redis and storage reachable", "operationId": "readyz", "responses": common(r(vec![("200", json!({"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}}))]))}},
-            "/": {"get": {"summary": "The dashboard (HTML)", "operationId": "dashboard", "security": [], "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": common(r(vec![("200", text("Prometheus text format"))]))}},
+/// The document: the generated one plus what every route shares, added in one place rather than
+/// repeated on each handler: the bearer scheme, the 401 and 503 answers any keyed route can give
+/// (an API key missing; Redis or storage unreachable), and the bounds of `parameters` this server
+/// enforces (they come from its configuration, so they cannot be constants in an attribute).
+pub fn spec(limits: &Limits) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    doc["security"] = json!([{"bearer": []}, {}]);
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            if OPEN_ROUTES.contains(&path.as_str()) {
+                continue;
+            }
+            for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let responses = &mut op["responses"];
+                responses["401"] = json!({"description": "UNAUTHORIZED: API keys are configured and the request has none or a wrong one", "content": error});
+                if path != "/api/v1/ws" {
+                    responses["503"] = json!({"description": "UNAVAILABLE: Redis or storage unreachable; nothing was changed", "content": error});
+                }
+            }
         }
-    })
+    }
+    let params = &mut doc["components"]["schemas"]["ParametersRequest"]["properties"];
+    for (field, min, max) in [
+        ("cpus", json!(MIN_CPUS), json!(limits.max_cpus)),
+        ("memoryMb", json!(MIN_MEMORY_MB), json!(limits.max_memory_mb)),
+        ("gpus", json!(0), json!(limits.max_gpus)),
+        ("maxDurationSecs", json!(1), json!(limits.max_duration_secs)),
+        ("maxAttempts", json!(1), json!(limits.max_attempts)),
+    ] {
+        params[field]["minimum"] = min;
+        params[field]["maximum"] = max;
+    }
+    doc["components"]["schemas"]["JobRequest"]["properties"]["inputs"]["maxItems"] = json!(MAX_INPUTS);
+    doc
 }
 
-fn schemas() -> Value {
-    json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {
-            "error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}},
-            "jobId": {"type": "string"}}},
-        "JobState": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]},
-        "Input": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 255},
-            "value": {"type": "string"}, "url": {"type": "string", "format": "uri"},
-            "encoding": {"type": "string", "enum": ["utf8", "base64"]}}},
-        "Parameters": {"type": "object", "additionalProperties": false, "properties": {
-            "cpus": {"type": "number", "minimum": 0.01, "maximum": 256},
-            "memoryMb": {"type": "integer", "minimum": 6},
-            "gpus": {"type": "integer", "minimum": 0, "maximum": 16},
-            "maxDurationSecs": {"type": "integer", "minimum": 1},
-            "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 10},
-            "network": {"type": "boolean"}}},
-        "JobRequest": {"type": "object", "additionalProperties": false, "required": ["image"], "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
-            "image": {"type": "string", "minLength": 1, "maxLength": 512},
-            "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "workingDir": {"type": "string"},
-            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Input"}},
-            "parameters": {"$ref": "#/components/schemas/Parameters"},
-            "priority": {"type": "string", "enum": ["high", "normal"]},
-            "meta": {"type": "object"},
-            "wait": {"type": "boolean"}}},
-        "SubmitAnswer": {"type": "object", "required": ["jobId", "status", "links"], "properties": {
-            "jobId": {"type": "string"}, "status": {"$ref": "#/components/schemas/JobState"}, "links": {"type": "object"}}},
-        "CancelAnswer": {"type": "object", "required": ["jobId", "status"], "properties": {
-            "jobId": {"type": "string"}, "status": {"$ref": "#/components/schemas/JobState"}}},
-        "JobView": {"type": "object", "required": ["jobId", "status", "queue", "attempt", "createdAt", "image", "outputs"], "properties": {
-            "jobId": {"type": "string"}, "status": {"$ref": "#/components/schemas/JobState"},
-            "queue": {"type": "string", "enum": ["cpu", "gpu"]}, "fast": {"type": "boolean"},
-            "attempt": {"type": "integer"}, "maxAttempts": {"type": "integer"},
-            "createdAt": {"type": "string"}, "startedAt": {"type": "string", "nullable": true},
-            "finishedAt": {"type": "string", "nullable": true}, "exitCode": {"type": "integer", "nullable": true},
-            "error": {"type": "object", "nullable": true, "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
-            "workerId": {"type": "string", "nullable": true}, "image": {"type": "string"},
-            "imageDigest": {"type": "string", "nullable": true}, "stdoutUrl": {"type": "string"}, "stderrUrl": {"type": "string"},
-            "outputs": {"type": "array", "items": {"type": "object"}},
-            "stats": {"type": "object", "nullable": true}, "meta": {"type": "object"}}},
-        "FastAnswer": {"allOf": [{"$ref": "#/components/schemas/JobView"}, {"type": "object", "properties": {
-            "stdout": {"type": "string"}, "stderr": {"type": "string"}}}]},
-        "JobList": {"type": "object", "required": ["jobs"], "properties": {
-            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/JobView"}},
-            "nextCursor": {"type": "string", "nullable": true}}},
-        "Queue": {"type": "object", "properties": {"queued": {"type": "integer"}, "fastQueued": {"type": "integer"},
-            "running": {"type": "integer"}, "oldestQueuedAgeMs": {"type": "integer"}}},
-        "Queues": {"type": "object", "properties": {"cpu": {"$ref": "#/components/schemas/Queue"}, "gpu": {"$ref": "#/components/schemas/Queue"}}},
-        "Workers": {"type": "object", "required": ["workers"], "properties": {"workers": {"type": "array", "items": {"type": "object"}}}},
-    })
-}
+/// Built on first use: the document never changes while the process runs.
+static SPEC: OnceLock<Value> = OnceLock::new();
 
 /// `GET /api/v1/openapi.json`.
-pub async fn serve() -> axum::Json<Value> {
-    axum::Json(spec())
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "fleet", operation_id = "openapi",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
+pub async fn serve(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(SPEC.get_or_init(|| spec(&state.config.limits)).clone())
 }
 
 #[cfg(test)]
@@ -192,18 +92,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_is_documented_and_nothing_else() {
-        let s = spec();
-        let paths = s["paths"].as_object().unwrap();
-        let mut documented = Vec::new();
-        for (p, ops) in paths {
+    fn documents_exactly_the_routes_the_router_serves() {
+        let s = spec(&limits());
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (p, ops) in s["paths"].as_object().unwrap() {
             for m in ops.as_object().unwrap().keys() {
-                documented.push((m.as_str(), p.as_str()));
+                documented.push((m.clone(), p.clone()));
             }
         }
         documented.sort();
-        let mut routes: Vec<(&str, &str)> = ROUTES.to_vec();
-        routes.sort();
-        assert_eq!(documented, routes);
+        let mut served = app::api_routes().served();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn schemas_come_from_the_types() {
+        let s = spec(&limits());
+        let schemas = &s["components"]["schemas"];
+        // The request schema is the parser's: unknown fields are refused by both.
+        assert_eq!(schemas["JobRequest"]["additionalProperties"], json!(false));
+        assert_eq!(schemas["JobRequest"]["required"], json!(["image"]));
+        for name in [
+            "JobView",
+            "ErrorBody",
+            "SubmitAnswer",
+            "FastAnswer",
+            "JobList",
+            "Queues",
+            "Workers",
+        ] {
+            assert!(schemas[name].is_object(), "{name} missing");
+        }
+        let view = &schemas["JobView"]["properties"];
+        for field in [
+            "jobId",
+            "status",
+            "queue",
+            "attempt",
+            "createdAt",
+            "stdoutUrl",
+            "outputs",
+            "stats",
+        ] {
+            assert!(view[field].is_object(), "JobView.{field} missing");
+        }
+        // The configured bounds are the ones stated.
+        let cpus = &schemas["ParametersRequest"]["properties"]["cpus"];
+        assert_eq!(
+            (cpus["minimum"].as_f64(), cpus["maximum"].as_f64()),
+            (Some(MIN_CPUS), Some(3.0))
+        );
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_cpus: 3.0,
+            ..dcc_shared::config::Config::from_lookup(|_| None).unwrap().limits
+        }
     }
 }

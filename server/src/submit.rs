@@ -14,14 +14,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::spec::{InputSource, MAX_INPUTS, SpecError, definition_hash, validate_input_name};
-use dcc_shared::job::{JobId, JobRequest, JobSpec, Lane, StagedInput, ValidJob};
+use dcc_shared::job::{JobId, JobRequest, JobSpec, JobState, JobView, Lane, StagedInput, ValidJob};
 use dcc_shared::queue::enqueue::{Enqueued, NewJob};
 use dcc_shared::storage::{ByteStream, Storage, paths};
 use futures_util::StreamExt;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wait;
 
@@ -88,7 +87,65 @@ fn hex_digest(h: Sha256) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The answer to a submission that queued a job (or found the same job under its id).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitAnswer {
+    /// The job's id.
+    pub job_id: String,
+    /// Its state now (`queued` for a new job).
+    pub status: JobState,
+    /// Where to follow it.
+    pub links: Links,
+}
+
+/// The routes of one job.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Links {
+    /// The job view.
+    #[serde(rename = "self")]
+    pub self_: String,
+    /// Long-poll until it ends.
+    pub wait: String,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Cancel it (POST).
+    pub cancel: String,
+}
+
+/// A `200` submission answer: the ended job (`wait: true`) or the existing job of that id.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum SubmitOk {
+    /// With `wait: true`: the job once it ended.
+    Ended(Box<JobView>),
+    /// The same id with the same definition was submitted before: that job.
+    Existing(SubmitAnswer),
+}
+
+/// The multipart form of a submission. Documentation of the wire format only: the handler reads
+/// the parts as a stream, in order.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MultipartSubmission {
+    /// The job JSON, as the first part. Every further part is an input file, named by its field
+    /// name (plain quoted names; RFC 5987 `name*=` is not read).
+    job: String,
+}
+
 /// `POST /api/v1/jobs`: JSON or multipart.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", operation_id = "submitJob",
+    request_body(description = "The job. As multipart: a `job` part with the JSON first, then one part per input file.",
+        content((JobRequest = "application/json"), (MultipartSubmission = "multipart/form-data"))),
+    responses(
+        (status = 201, description = "Queued", body = SubmitAnswer),
+        (status = 200, description = "With `wait: true`: the ended job; or the same id and definition: the existing job", body = SubmitOk),
+        (status = 400, description = "INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST", body = ErrorBody),
+        (status = 409, description = "ID_CONFLICT: the id holds another definition", body = ErrorBody),
+        (status = 413, description = "TOO_LARGE", body = ErrorBody),
+        (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
 pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Response {
     let is_multipart = req
         .headers()
@@ -281,13 +338,15 @@ async fn read_field(mut field: Field<'_>, limit: u64) -> Result<Vec<u8>, ApiErro
 }
 
 /// The links of a job, in submit answers.
-pub fn links(id: &JobId) -> serde_json::Value {
+pub fn links(id: &JobId) -> Links {
     let base = format!("/api/v1/jobs/{id}");
-    json!({
-        "self": base, "wait": format!("{base}/wait"),
-        "stdout": format!("{base}/stdout"), "stderr": format!("{base}/stderr"),
-        "cancel": format!("{base}/cancel"),
-    })
+    Links {
+        wait: format!("{base}/wait"),
+        stdout: format!("{base}/stdout"),
+        stderr: format!("{base}/stderr"),
+        cancel: format!("{base}/cancel"),
+        self_: base,
+    }
 }
 
 /// Queues a staged job in `lane`, applying the same-id rule: `201` when created, `200` when the
@@ -345,20 +404,19 @@ async fn finalize(
     let status = enqueue_staged(state, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
         let record = wait::until_ended(state, &id, state.config.max_wait).await?;
-        return Ok((StatusCode::OK, Json(record.view())).into_response());
+        return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(record.view())))).into_response());
     }
     let current = match status {
-        StatusCode::OK => state
-            .queue
-            .get(&id)
-            .await?
-            .map(|r| r.state.as_str())
-            .unwrap_or("queued"),
-        _ => "queued",
+        StatusCode::OK => state.queue.get(&id).await?.map(|r| r.state).unwrap_or(JobState::Queued),
+        _ => JobState::Queued,
     };
-    Ok((
-        status,
-        Json(json!({"jobId": id.as_str(), "status": current, "links": links(&id)})),
-    )
-        .into_response())
+    let answer = SubmitAnswer {
+        job_id: id.to_string(),
+        status: current,
+        links: links(&id),
+    };
+    if status == StatusCode::OK {
+        return Ok((status, Json(SubmitOk::Existing(answer))).into_response());
+    }
+    Ok((status, Json(answer)).into_response())
 }

@@ -12,7 +12,7 @@ use crate::clock::{Millis, rfc3339};
 use crate::queue::Queue;
 
 /// A worker's health as the API and the scaler see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Health {
     /// Claiming and running jobs.
@@ -68,18 +68,56 @@ pub struct WorkerInfo {
     pub idle_since: Option<Millis>,
 }
 
+/// A worker as `GET /api/v1/workers` shows it (also the source of its OpenAPI schema).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    /// The worker's id (`DCC_WORKER_ID`, else the host name).
+    pub id: String,
+    /// `HEALTHY`, `UNHEALTHY` or `DRAINING`.
+    pub health: Health,
+    /// CPU slots in all.
+    pub cpus: u32,
+    /// GPUs in all.
+    pub gpus: u32,
+    /// CPU slots free now.
+    pub free_cpu_slots: u32,
+    /// GPUs free now.
+    pub free_gpus: u32,
+    /// Jobs running now.
+    pub running_jobs: u32,
+    /// Its last heartbeat (RFC 3339).
+    pub last_seen: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// The DCC version it runs.
+    pub version: String,
+    /// Why it is unhealthy, when it is.
+    pub reason: Option<String>,
+    /// GPU models, when detection could tell.
+    pub gpu_models: Vec<String>,
+    /// Since when it has run nothing; absent while it runs jobs.
+    pub idle_since: Option<String>,
+}
+
 impl WorkerInfo {
     /// The API view (`GET /api/v1/workers`).
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id, "health": self.health.as_str(), "cpus": self.cpus, "gpus": self.gpus,
-            "freeCpuSlots": self.free_cpu_slots, "freeGpus": self.free_gpus,
-            "runningJobs": self.running_jobs, "lastSeen": rfc3339(self.last_seen),
-            "startedAt": rfc3339(self.started_at), "version": self.version,
-            "reason": if self.reason.is_empty() { None } else { Some(&self.reason) },
-            "gpuModels": self.gpu_models,
-            "idleSince": self.idle_since.map(rfc3339),
-        })
+    pub fn view(&self) -> WorkerView {
+        WorkerView {
+            id: self.id.clone(),
+            health: self.health,
+            cpus: self.cpus,
+            gpus: self.gpus,
+            free_cpu_slots: self.free_cpu_slots,
+            free_gpus: self.free_gpus,
+            running_jobs: self.running_jobs,
+            last_seen: rfc3339(self.last_seen),
+            started_at: rfc3339(self.started_at),
+            version: self.version.clone(),
+            reason: (!self.reason.is_empty()).then(|| self.reason.clone()),
+            gpu_models: self.gpu_models.clone(),
+            idle_since: self.idle_since.map(rfc3339),
+        }
     }
 
     fn from_hash(m: &HashMap<String, String>) -> Option<Self> {

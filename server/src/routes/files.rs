@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use dcc_shared::storage::paths;
 
 use super::load;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// `302 Found` to a presigned link (the status clients and the contract expect for a download).
@@ -41,17 +41,39 @@ async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiE
     }
 }
 
+/// A file's raw bytes: the schema of a download answer (the handler streams the body).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct FileBytes(Vec<u8>);
+
 /// `GET /api/v1/jobs/{id}/stdout`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/stdout", tag = "jobs", operation_id = "stdout",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "stdout so far (local storage)", body = String, content_type = "text/plain"),
+        (status = 302, description = "S3 storage: a short-lived presigned link"),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn stdout(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     log(state, id, "stdout").await
 }
 
 /// `GET /api/v1/jobs/{id}/stderr`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/stderr", tag = "jobs", operation_id = "stderr",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "stderr so far (local storage)", body = String, content_type = "text/plain"),
+        (status = 302, description = "S3 storage: a short-lived presigned link"),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn stderr(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     log(state, id, "stderr").await
 }
 
 /// `GET /api/v1/jobs/{id}/outputs/{*path}`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{path}", tag = "jobs", operation_id = "output",
+    params(("id" = String, Path, description = "The job's id"),
+        ("path" = String, Path, description = "The file's path under /outputs (may contain `/`)")),
+    responses((status = 200, description = "The file (local storage)", body = FileBytes, content_type = "application/octet-stream"),
+        (status = 302, description = "S3 storage: a short-lived presigned link"),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn output(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,

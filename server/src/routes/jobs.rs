@@ -8,14 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
-use dcc_shared::job::{JobState, QueueName};
+use dcc_shared::job::{JobState, JobView, QueueName};
 use dcc_shared::queue::cancel::Cancelled;
 use dcc_shared::queue::delete::{DeleteMode, Deleted};
 use dcc_shared::queue::read::ListFilter;
-use serde_json::json;
 
 use super::load;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wait;
 
@@ -26,16 +25,48 @@ const MAX_PAGE: usize = 1000;
 /// `/wait` timeout when `timeoutSecs` is absent.
 const DEFAULT_WAIT_SECS: u64 = 60;
 
+/// A page of the job listing.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobList {
+    /// Jobs, newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to a cancel.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelAnswer {
+    /// The job's id.
+    pub job_id: String,
+    /// `cancelled`, or the state it had already ended in.
+    pub status: JobState,
+}
+
 /// `GET /api/v1/jobs/{id}`.
-pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "getJob",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job view", body = JobView),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
+pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     Ok(Json(load(&state, &id).await?.view()))
 }
 
 /// `GET /api/v1/jobs?status=&queue=&limit=&cursor=`: newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs",
+    params(
+        ("status" = Option<JobState>, Query, description = "Only jobs in this state"),
+        ("queue" = Option<QueueName>, Query, description = "Only jobs of this queue"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page")),
+    responses((status = 200, description = "A page, newest first", body = JobList),
+        (status = 400, description = "INVALID_REQUEST: an unknown or malformed query parameter", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     for k in q.keys() {
         if !["status", "queue", "limit", "cursor"].contains(&k.as_str()) {
             return Err(ApiError::bad_param(k, format!("unknown query parameter {k:?}")));
@@ -73,16 +104,25 @@ pub async fn list(
             cursor: q.get("cursor").filter(|s| !s.is_empty()).cloned(),
         })
         .await?;
-    let jobs: Vec<_> = page.jobs.iter().map(|j| j.view()).collect();
-    Ok(Json(json!({"jobs": jobs, "nextCursor": page.next_cursor})))
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(|j| j.view()).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// `GET /api/v1/jobs/{id}/wait?timeoutSecs=`: the job view once it ends, or 504.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", tag = "jobs", operation_id = "waitJob",
+    params(("id" = String, Path, description = "The job's id"),
+        ("timeoutSecs" = Option<u64>, Query, minimum = 1, description = "Longest wait (default 60, at most DCC_MAX_WAIT)")),
+    responses((status = 200, description = "The ended job", body = JobView),
+        (status = 400, description = "INVALID_REQUEST: a bad timeoutSecs", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 504, description = "WAIT_TIMEOUT: still running; the body carries `jobId`", body = ErrorBody)))]
 pub async fn wait_for(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let max = state.config.max_wait.as_secs();
     let secs = match q.get("timeoutSecs").filter(|s| !s.is_empty()) {
         Some(s) => s.parse::<u64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
@@ -100,6 +140,11 @@ pub async fn wait_for(
 
 /// `POST /api/v1/jobs/{id}/cancel`: 202 when it was cancelled now; 200 with the final state
 /// when it had already ended (nothing changes).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancelJob",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 202, description = "Cancelled now: a queued job never starts, a running container is killed", body = CancelAnswer),
+        (status = 200, description = "It had already ended; nothing changed", body = CancelAnswer),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = load(&state, &id).await?;
     match state
@@ -107,17 +152,26 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
         .cancel(&job, state.config.retention().of(job.lane), now_ms())
         .await?
     {
-        Cancelled::Done(_) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({"jobId": id, "status": "cancelled"}))).into_response())
-        }
+        Cancelled::Done(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(CancelAnswer {
+                job_id: id,
+                status: JobState::Cancelled,
+            }),
+        )
+            .into_response()),
         Cancelled::AlreadyEnded(s) => {
-            Ok((StatusCode::OK, Json(json!({"jobId": id, "status": s.as_str()}))).into_response())
+            Ok((StatusCode::OK, Json(CancelAnswer { job_id: id, status: s })).into_response())
         }
         Cancelled::Missing => Err(ApiError::job_not_found(&id)),
     }
 }
 
 /// `DELETE /api/v1/jobs/{id}`: cancels if needed, then removes every trace; 204.
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "deleteJob",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 204, description = "Deleted: no key in Redis, no file in storage"),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = load(&state, &id).await?;
     if !job.state.is_terminal() {

@@ -7,19 +7,38 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use base64::Engine;
-use dcc_shared::job::spec::{InputSource, SpecError};
-use dcc_shared::job::{JobId, JobRecord, JobRequest, Lane};
+use dcc_shared::job::spec::{Encoding, InputSource, SpecError};
+use dcc_shared::job::{JobId, JobRecord, JobRequest, JobView, Lane};
 use dcc_shared::storage::paths;
 use futures_util::TryStreamExt;
-use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::submit::{Staging, enqueue_staged, read_body, stage_declared};
 use crate::wait;
 
+/// The answer of `POST /api/v1/run`: the job view with the logs inline, and each output's
+/// content in `outputs[].value` (base64).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FastAnswer {
+    /// The ended job; its outputs carry `value` and `encoding`.
+    #[serde(flatten)]
+    pub job: JobView,
+    /// The whole stdout (invalid UTF-8 replaced).
+    pub stdout: String,
+    /// The whole stderr (invalid UTF-8 replaced).
+    pub stderr: String,
+}
+
 /// `POST /api/v1/run`.
-pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/api/v1/run", tag = "jobs", operation_id = "runFast",
+    request_body(content = JobRequest, description = "A job with inline inputs only", content_type = "application/json"),
+    responses((status = 200, description = "The ended job with stdout, stderr and outputs inline", body = FastAnswer),
+        (status = 400, description = "INVALID_JSON or INVALID_JOB (e.g. a `url` input)", body = ErrorBody),
+        (status = 409, description = "ID_CONFLICT", body = ErrorBody),
+        (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
+        (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]
+pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<FastAnswer>, ApiError> {
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
     let mut inline = 0u64;
@@ -57,8 +76,9 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Val
 }
 
 /// The job view with stdout, stderr and outputs inline.
-async fn answer(state: &AppState, job: &JobRecord) -> Result<Value, ApiError> {
+async fn answer(state: &AppState, job: &JobRecord) -> Result<FastAnswer, ApiError> {
     let mut view = job.view();
+    let mut logs = [String::new(), String::new()];
     let read = |name: String| async move {
         match state.storage_for(job).get(&name).await? {
             Some(obj) => {
@@ -72,7 +92,7 @@ async fn answer(state: &AppState, job: &JobRecord) -> Result<Value, ApiError> {
             None => Ok(None),
         }
     };
-    for stream in ["stdout", "stderr"] {
+    for (stream, text) in ["stdout", "stderr"].into_iter().zip(logs.iter_mut()) {
         let bytes = if job.attempt > 0 {
             read(paths::log(&job.id, job.attempt, stream))
                 .await?
@@ -80,10 +100,9 @@ async fn answer(state: &AppState, job: &JobRecord) -> Result<Value, ApiError> {
         } else {
             Vec::new()
         };
-        view[stream] = json!(String::from_utf8_lossy(&bytes));
+        *text = String::from_utf8_lossy(&bytes).into_owned();
     }
-    let mut outputs = Vec::new();
-    for o in &job.outputs {
+    for o in view.outputs.iter_mut() {
         let bytes = read(paths::output(&job.id, job.attempt, &o.name))
             .await?
             .ok_or_else(|| {
@@ -93,13 +112,13 @@ async fn answer(state: &AppState, job: &JobRecord) -> Result<Value, ApiError> {
                     format!("output {} of fast job {} is missing", o.name, job.id),
                 )
             })?;
-        outputs.push(json!({
-            "name": o.name,
-            "size": o.size,
-            "value": base64::engine::general_purpose::STANDARD.encode(&bytes),
-            "encoding": "base64",
-        }));
+        o.value = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        o.encoding = Some(Encoding::Base64);
     }
-    view["outputs"] = json!(outputs);
-    Ok(view)
+    let [stdout, stderr] = logs;
+    Ok(FastAnswer {
+        job: view,
+        stdout,
+        stderr,
+    })
 }

@@ -15,7 +15,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use dcc_shared::clock::rfc3339;
 use dcc_shared::events::{Event, JobEvent};
-use dcc_shared::job::JobId;
+use dcc_shared::job::{JobId, JobView};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -26,6 +26,10 @@ use crate::state::AppState;
 const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 /// `GET /api/v1/ws`.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "live", operation_id = "websocket",
+    description = "WebSocket of job events. Send `{\"subscribe\": [ids]}` or `{\"subscribe\": \"*\"}`; receive `status` events and one `finished` event with the job view per job (see docs/api.md). Browsers may pass the API key as `?access_token=`.",
+    responses((status = 101, description = "Switching protocols"),
+        (status = 400, description = "Not a WebSocket upgrade")))]
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| connection(state, socket))
 }
@@ -147,11 +151,10 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
     }
 }
 
-fn finished(follow: &mut Follow, view: Value) -> Option<Value> {
-    let id = view["jobId"].as_str().unwrap_or_default().to_string();
+fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
     follow
         .finished
-        .insert(id)
+        .insert(view.job_id.clone())
         .then(|| json!({"type": "finished", "job": view}))
 }
 

@@ -1,4 +1,4 @@
-//! A job as stored in Redis (one HASH per job), and the API's job view built from it.
+//! A job as stored in Redis (one HASH per job). The API's view of it is in [`super::view`].
 //!
 //! Hash fields (all strings): `spec` (JSON of [`JobSpec`]), `state`, `queue`, `lane`, `attempt`,
 //! `max_attempts`, `slots`, `gpus`, `created_ms`, `started_ms`, `finished_ms`, `exit_code`,
@@ -8,16 +8,15 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::id::JobId;
 use super::spec::JobSpec;
 use super::state::{JobState, Lane, QueueName};
-use crate::clock::{Millis, rfc3339};
+use crate::clock::Millis;
 use crate::{Error, Result};
 
 /// Why a job ended badly: a stable code and a sentence.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     /// Stable code, e.g. `IMAGE_NOT_FOUND`.
     pub code: String,
@@ -157,71 +156,5 @@ impl JobRecord {
             inputs_prefix: m.get("inputs_prefix").cloned().unwrap_or_default(),
             def_hash: m.get("def_hash").cloned().unwrap_or_default(),
         }))
-    }
-
-    /// The API's job view (`GET /api/v1/jobs/{id}`).
-    pub fn view(&self) -> Value {
-        let base = format!("/api/v1/jobs/{}", self.id);
-        let outputs: Vec<Value> = self
-            .outputs
-            .iter()
-            .map(|o| {
-                json!({"name": o.name, "size": o.size,
-                       "url": format!("{base}/outputs/{}", encode_path(&o.name))})
-            })
-            .collect();
-        let stats = self.stats.as_ref().map(|s| {
-            let queued = self.started_ms.map(|st| (st - self.created_ms).max(0));
-            let total = self.finished_ms.map(|f| (f - self.created_ms).max(0));
-            json!({
-                "queuedMs": queued, "inputsMs": s.inputs_ms, "pullMs": s.pull_ms, "runMs": s.run_ms,
-                "outputsMs": s.outputs_ms, "totalMs": total,
-                "maxMemoryBytes": s.max_memory_bytes, "cpuSecs": s.cpu_secs,
-            })
-        });
-        json!({
-            "jobId": self.id.as_str(),
-            "status": self.state.as_str(),
-            "queue": self.queue.as_str(),
-            "fast": self.lane == Lane::Fast,
-            "attempt": self.attempt,
-            "maxAttempts": self.spec.parameters.max_attempts,
-            "createdAt": rfc3339(self.created_ms),
-            "startedAt": self.started_ms.map(rfc3339),
-            "finishedAt": self.finished_ms.map(rfc3339),
-            "exitCode": self.exit_code,
-            "error": self.error,
-            "workerId": self.worker,
-            "image": self.spec.image,
-            "imageDigest": self.image_digest,
-            "stdoutUrl": format!("{base}/stdout"),
-            "stderrUrl": format!("{base}/stderr"),
-            "outputs": outputs,
-            "stats": stats,
-            "meta": self.spec.meta,
-        })
-    }
-}
-
-/// Percent-encodes each segment of a `/`-separated path for use in a URL.
-pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_paths() {
-        assert_eq!(encode_path("a b/c%.txt"), "a%20b/c%25.txt");
     }
 }

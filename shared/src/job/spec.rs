@@ -13,13 +13,16 @@ use sha2::{Digest, Sha256};
 use super::id::JobId;
 use super::state::{Priority, QueueName};
 
-/// The request body of `POST /api/v1/jobs`, as sent.
-#[derive(Debug, Deserialize)]
+/// The request body of `POST /api/v1/jobs`, as sent. Its OpenAPI schema is derived from this
+/// type, so the document describes exactly what the parser accepts.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JobRequest {
     /// Optional client-chosen id (idempotent resubmission).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub id: Option<String>,
     /// The Docker image to run; the only required field.
+    #[schema(min_length = 1, max_length = 512)]
     pub image: String,
     /// The command; the image's own when absent.
     pub command: Option<Vec<String>>,
@@ -38,6 +41,7 @@ pub struct JobRequest {
     #[serde(default)]
     pub priority: Priority,
     /// Opaque client data echoed back in the job view.
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
     /// Block the HTTP request until the job ends.
     #[serde(default)]
@@ -45,7 +49,7 @@ pub struct JobRequest {
 }
 
 /// One input as sent: exactly one of `value` and `url`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InputRequest {
     /// Path under `/inputs` in the container.
@@ -59,7 +63,7 @@ pub struct InputRequest {
 }
 
 /// How an inline value is encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// The value is the file's text.
@@ -70,7 +74,7 @@ pub enum Encoding {
 }
 
 /// `parameters` as sent; absent fields take the defaults of [`Limits`].
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ParametersRequest {
     /// CPUs (fractions allowed); the job holds `ceil(cpus)` worker slots.

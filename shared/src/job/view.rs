@@ -1,0 +1,166 @@
+//! The API's job view (`GET /api/v1/jobs/{id}`, list pages, WebSocket `finished` events, fast-job
+//! answers). These types are what is serialized *and* what the OpenAPI document is derived from,
+//! so the served JSON and its schema cannot disagree.
+
+use serde::Serialize;
+
+use super::record::{JobError, JobRecord, RunStats};
+use super::spec::Encoding;
+use super::state::{JobState, Lane, QueueName};
+use crate::clock::rfc3339;
+
+/// A job as clients see it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    /// The job's id (client-chosen or a generated UUIDv7).
+    pub job_id: String,
+    /// Where the job is in its life.
+    pub status: JobState,
+    /// `gpu` when the job asked for GPUs, else `cpu`.
+    pub queue: QueueName,
+    /// Submitted through `POST /api/v1/run` (inputs and outputs kept in Redis).
+    pub fast: bool,
+    /// Current (or last) attempt; 0 before the first claim.
+    pub attempt: u32,
+    /// Attempts allowed before a lost job fails with `WORKER_LOST`.
+    pub max_attempts: u32,
+    /// When the job was accepted (RFC 3339, UTC, milliseconds).
+    pub created_at: String,
+    /// When the current (or last) attempt started.
+    pub started_at: Option<String>,
+    /// When the job reached its terminal state.
+    pub finished_at: Option<String>,
+    /// The container's exit code, when it exited by itself.
+    pub exit_code: Option<i64>,
+    /// Why the job ended badly (stable code and a sentence).
+    pub error: Option<JobError>,
+    /// The worker running the job, or that ran it last.
+    pub worker_id: Option<String>,
+    /// The image as submitted.
+    pub image: String,
+    /// The image id (`sha256:…`) the container ran.
+    pub image_digest: Option<String>,
+    /// Where to read stdout (so far).
+    pub stdout_url: String,
+    /// Where to read stderr (so far).
+    pub stderr_url: String,
+    /// Files the job left under `/outputs` (regular files only).
+    pub outputs: Vec<OutputView>,
+    /// Timings and resource use of the finished attempt.
+    pub stats: Option<StatsView>,
+    /// The client's `meta`, echoed back.
+    #[schema(value_type = Object)]
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One output file of a job.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct OutputView {
+    /// Path relative to `/outputs`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where to download it.
+    pub url: String,
+    /// The file's content, only in the answer of `POST /api/v1/run` (fast jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// How `value` is encoded (always `base64`); only beside `value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// What the worker measured for the finished attempt.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    /// Accepted to started (the last attempt's start).
+    pub queued_ms: Option<i64>,
+    /// Fetching inputs from storage and copying them into the container.
+    pub inputs_ms: u64,
+    /// Pulling the image (0 when it was present).
+    pub pull_ms: u64,
+    /// Container start to exit.
+    pub run_ms: u64,
+    /// Copying outputs and logs out to storage.
+    pub outputs_ms: u64,
+    /// Accepted to ended.
+    pub total_ms: Option<i64>,
+    /// Peak memory Docker reported (0 when the container ran too briefly to sample).
+    pub max_memory_bytes: u64,
+    /// CPU time the container used, in seconds.
+    pub cpu_secs: f64,
+}
+
+impl JobRecord {
+    /// The API's job view.
+    pub fn view(&self) -> JobView {
+        let base = format!("/api/v1/jobs/{}", self.id);
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| OutputView {
+                name: o.name.clone(),
+                size: o.size,
+                url: format!("{base}/outputs/{}", encode_path(&o.name)),
+                value: None,
+                encoding: None,
+            })
+            .collect();
+        let stats = self.stats.as_ref().map(|s: &RunStats| StatsView {
+            queued_ms: self.started_ms.map(|st| (st - self.created_ms).max(0)),
+            inputs_ms: s.inputs_ms,
+            pull_ms: s.pull_ms,
+            run_ms: s.run_ms,
+            outputs_ms: s.outputs_ms,
+            total_ms: self.finished_ms.map(|f| (f - self.created_ms).max(0)),
+            max_memory_bytes: s.max_memory_bytes,
+            cpu_secs: s.cpu_secs,
+        });
+        JobView {
+            job_id: self.id.to_string(),
+            status: self.state,
+            queue: self.queue,
+            fast: self.lane == Lane::Fast,
+            attempt: self.attempt,
+            max_attempts: self.spec.parameters.max_attempts,
+            created_at: rfc3339(self.created_ms),
+            started_at: self.started_ms.map(rfc3339),
+            finished_at: self.finished_ms.map(rfc3339),
+            exit_code: self.exit_code,
+            error: self.error.clone(),
+            worker_id: self.worker.clone(),
+            image: self.spec.image.clone(),
+            image_digest: self.image_digest.clone(),
+            stdout_url: format!("{base}/stdout"),
+            stderr_url: format!("{base}/stderr"),
+            outputs,
+            stats,
+            meta: self.spec.meta.clone(),
+        }
+    }
+}
+
+/// Percent-encodes each segment of a `/`-separated path for use in a URL.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_paths() {
+        assert_eq!(encode_path("a b/c%.txt"), "a%20b/c%25.txt");
+    }
+}
