@@ -2,6 +2,7 @@
 //! standalone worker. All configuration comes from environment variables; see
 //! `docs/configuration.md`.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -102,28 +103,38 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let listen = config.listen;
     let disable_worker = config.disable_worker;
     let core = Core::open(config).await?;
-    let worker = if disable_worker {
-        None
-    } else {
-        let w = core
-            .start_worker()
-            .await
-            .context("starting the in-process worker (set DISABLE_WORKER=true for an API-only server)")?;
-        Some(tokio::spawn(run_worker(w, shutdown.clone())))
-    };
     dcc_server::telemetry::handle();
     dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events);
     let app = dcc_server::router(core.app_state()?);
+    // The API listens before the in-process worker starts: a worker may wait at start (for Redis,
+    // or for its previous life's health key to expire), and clients should meanwhile get answers
+    // (jobs queue up; 503 while Redis is down), not refused connections.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let s = shutdown.clone();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move { s.quieted().await });
+    let mut serve = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s.quieted().await })
+            .into_future(),
+    );
+    let worker = if disable_worker {
+        None
+    } else {
+        tokio::select! {
+            w = core.start_worker() => {
+                let w = w.context("starting the in-process worker (set DISABLE_WORKER=true for an API-only server)")?;
+                Some(tokio::spawn(run_worker(w, shutdown.clone())))
+            }
+            // Asked to stop before the worker could start: there is nothing to drain.
+            _ = shutdown.quieted() => None,
+        }
+    };
     // Open long-polls may hold the graceful shutdown; `terminate` (drain timeout, second signal)
     // ends the process regardless.
     tokio::select! {
-        r = serve => r?,
+        r = &mut serve => r??,
         _ = shutdown.terminated() => {}
     }
     if let Some(w) = worker {

@@ -263,6 +263,8 @@ pub struct DccBuilder {
     env: Vec<(String, String)>,
     storage: Option<Store>,
     worker_id: Option<String>,
+    /// Ready once the API listens, without waiting for the in-process worker.
+    listening_only: bool,
 }
 
 impl Dcc {
@@ -273,6 +275,7 @@ impl Dcc {
             env: vec![("DCC_REDIS_URL".into(), redis.url())],
             storage: None,
             worker_id: None,
+            listening_only: false,
         }
     }
 
@@ -360,7 +363,15 @@ impl DccBuilder {
         self
     }
 
-    /// Starts it and waits until it is ready (servers: `/readyz`; workers: registered).
+    /// Counts the process as started once its API listens, before its in-process worker has
+    /// registered (which needs Redis).
+    pub fn listening_only(mut self) -> Self {
+        self.listening_only = true;
+        self
+    }
+
+    /// Starts it and waits until it is ready (the API listens; workers, also in-process, have
+    /// registered).
     pub async fn start(self) -> Dcc {
         ensure_image();
         // A "free" port can be taken by another test before dcc binds it: then start again.
@@ -415,13 +426,16 @@ impl DccBuilder {
             log,
             _dir: Some(dir),
         };
-        // Ready when it says so (its own log, so a stranger on the port cannot fool us).
-        let ready = match self.role {
-            Role::Worker => "worker started",
-            _ => "API listening",
+        // Ready when it says so (its own log, so a stranger on the port cannot fool us). A server
+        // listens before its in-process worker has registered: wait for both.
+        let ready: &[&str] = match self.role {
+            Role::Worker => &["worker started"],
+            Role::Server if self.listening_only => &["API listening"],
+            Role::Server => &["API listening", "worker started"],
+            Role::ApiOnly => &["API listening"],
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !dcc.log().contains(ready) {
+        while !ready.iter().all(|r| dcc.log().contains(r)) {
             if let Some(Ok(Some(_))) = dcc.child.as_mut().map(|c| c.try_wait()) {
                 dcc.child = None;
                 return Err(dcc.log());

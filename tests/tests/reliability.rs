@@ -494,3 +494,28 @@ async fn docker_outage_makes_the_worker_unhealthy_until_it_recovers() {
     let v = api.run(sh("echo back")).await;
     assert_eq!(v["status"], "succeeded");
 }
+
+/// A server whose Redis is down at boot listens anyway: probes and clients get answers (503 while
+/// Redis is away), and its in-process worker registers and runs jobs once Redis comes up.
+#[tokio::test]
+async fn server_answers_while_redis_is_down_at_boot() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let dcc = Dcc::builder(Role::Server, &redis).listening_only().start().await;
+    let api = dcc.api();
+    assert_eq!(api.get("/healthz").await.status, 200);
+    let r = api.get("/readyz").await;
+    assert_eq!((r.status, r.code()), (503, "UNAVAILABLE"), "{:?}", r.body);
+    let a = api.submit(sh("echo hi")).await;
+    assert_eq!((a.status, a.code()), (503, "UNAVAILABLE"), "{:?}", a.body);
+    redis.restart();
+    eventually(Duration::from_secs(30), "the in-process worker to register", || async {
+        dcc.log().contains("worker started").then_some(())
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.status, 200);
+    let id = api.submit_id(sh("echo hi")).await;
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(v["workerId"], json!(dcc.worker_id));
+    assert_eq!(api.log(&id, "stdout").await, "hi\n");
+}
