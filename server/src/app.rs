@@ -181,6 +181,7 @@ impl Core {
             events: self.events.clone(),
             config: self.config.clone(),
             http,
+            ended: Default::default(),
         })
     }
 

@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod finished;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -8,6 +8,8 @@ use dcc_shared::job::{JobRecord, Lane};
 use dcc_shared::queue::Queue;
 use dcc_shared::storage::Storage;
 
+use crate::finished::EndedRecords;
+
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +25,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// HTTP client for `url` inputs.
     pub http: reqwest::Client,
+    /// Ended jobs' records, read once per process for all the waits and WebSockets that follow
+    /// them.
+    pub ended: EndedRecords,
 }
 
 impl AppState {

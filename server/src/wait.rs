@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use dcc_shared::events::Event;
-use dcc_shared::job::{JobId, JobRecord};
+use dcc_shared::job::{JobId, JobRecord, JobState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
@@ -20,12 +20,15 @@ const RECHECK: Duration = Duration::from_secs(5);
 pub async fn until_ended(state: &AppState, id: &JobId, timeout: Duration) -> Result<JobRecord, ApiError> {
     let deadline = Instant::now() + timeout;
     let mut rx = state.events.subscribe();
+    // Set when the job's own terminal event woke us: every waiter of this process then shares
+    // one read of the record.
+    let mut ended_at = None;
     loop {
-        let record = state
-            .queue
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::job_not_found(id.as_str()))?;
+        let record = match ended_at.take() {
+            Some(at) => state.ended.get(&state.queue, id, at).await?.map(|r| (*r).clone()),
+            None => state.queue.get(id).await?,
+        }
+        .ok_or_else(|| ApiError::job_not_found(id.as_str()))?;
         if record.state.is_terminal() {
             return Ok(record);
         }
@@ -47,7 +50,12 @@ pub async fn until_ended(state: &AppState, id: &JobId, timeout: Duration) -> Res
                     });
                 }
                 Err(_) => break,
-                Ok(Ok(Event::Job(ev))) if ev.job_id == id.as_str() => break,
+                Ok(Ok(Event::Job(ev))) if ev.job_id == id.as_str() => {
+                    if JobState::parse(&ev.status).is_some_and(JobState::is_terminal) {
+                        ended_at = Some(ev.at);
+                    }
+                    break;
+                }
                 Ok(Ok(Event::Job(_))) => {}
                 Ok(Ok(Event::Resync)) | Ok(Err(RecvError::Lagged(_))) => break,
                 Ok(Err(RecvError::Closed)) => return Err(ApiError::unavailable("the job event stream closed")),

@@ -229,8 +229,12 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
     for _ in 0..100 {
         let mut ws = connect(&dcc).await;
         send(&mut ws, json!({"subscribe": [id]})).await;
+        // Each subscription answers with where the job is now (one read of its record).
+        let first = next(&mut ws).await;
+        assert_eq!(first["type"], "status", "{first}");
         clients.push(ws);
     }
+    let reads_before = record_reads(&redis).await;
     let waits: Vec<_> = clients
         .into_iter()
         .map(|mut ws| {
@@ -247,6 +251,11 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
     for w in waits {
         assert_eq!(w.await.unwrap(), "succeeded");
     }
+    // The end reached 100 connections with one shared read of the record, not one each (the
+    // rest is the worker's and the metrics' own reads).
+    let reads = record_reads(&redis).await - reads_before;
+    println!("reads of job records for one finished event followed by 100 connections: {reads}");
+    assert!(reads <= 10, "{reads} reads of job records for one finished event");
     // After the end: `finished` at once.
     let mut late = connect(&dcc).await;
     send(&mut late, json!({"subscribe": [id]})).await;
@@ -325,4 +334,19 @@ fn lag_ms(rfc: &str, at: std::time::SystemTime) -> i64 {
     let days = era * 146_097 + doe - 719_468;
     let epoch_ms = ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + ms;
     at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - epoch_ms
+}
+
+/// How many `HGETALL`s (reads of a job record) Redis has served so far.
+async fn record_reads(redis: &Redis) -> u64 {
+    let mut c = redis.conn().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

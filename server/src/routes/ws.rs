@@ -173,7 +173,7 @@ async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Va
             let Ok(id) = JobId::parse(&ev.job_id) else {
                 return Vec::new();
             };
-            match state.queue.get(&id).await {
+            match state.ended.get(&state.queue, &id, ev.at).await {
                 Ok(Some(job)) => finished(follow, job.view()).into_iter().collect(),
                 _ => Vec::new(),
             }
