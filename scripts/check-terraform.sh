@@ -29,3 +29,5 @@ fi
 echo "== checkov"
 # checkov exits 0 on parse errors, so fmt above is what catches broken HCL.
 "$venv/bin/checkov" -d . --framework terraform --quiet --compact --skip-download
+echo "== references (offline stand-in for what validate checks without provider schemas)"
+"$venv/bin/python" ../scripts/tf-references.py .
