@@ -203,3 +203,63 @@ async fn gpu_and_cpu_jobs_go_to_the_right_workers() {
         assert!(v["workerId"] == json!(cpu_worker.worker_id) || v["workerId"] == json!(gpu_worker.worker_id));
     }
 }
+
+/// A GPU whose device node disappears (driver unloaded, GPU off the bus) makes the worker
+/// `UNHEALTHY` with the reason, so it claims nothing and the scaler replaces it; the node coming
+/// back makes it healthy again.
+#[tokio::test]
+async fn a_vanished_gpu_makes_the_worker_unhealthy_until_it_returns() {
+    let redis = Redis::start();
+    let devs = fake_devices(2);
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_CPUS", 4)
+        .env("DCC_GPUS", 2)
+        .env("DCC_GPU_MODE", "devices")
+        .env("DCC_GPU_DEVICE_DIR", devs.path().display())
+        .env("DCC_GPU_DRIVER_BINDS", "")
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    let health = || async {
+        let w = api.get("/api/v1/workers").await.body;
+        (
+            w["workers"][0]["health"].as_str().unwrap_or("").to_string(),
+            w["workers"][0]["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(health().await.0, "HEALTHY");
+    let node = devs.path().join("nvidia1");
+    std::fs::remove_file(&node).unwrap();
+    let reason = eventually(Duration::from_secs(20), "the worker to turn UNHEALTHY", || async {
+        let (h, r) = health().await;
+        (h == "UNHEALTHY").then_some(r)
+    })
+    .await;
+    assert!(reason.contains("nvidia1"), "{reason}");
+    // Unhealthy claims nothing, GPU or CPU: the job is still queued a heartbeat later (claims
+    // are woken by the job's event, so a healthy worker would have taken it at once).
+    let id = api.submit_id(json!({"image": IMAGE, "command": ["true"]})).await;
+    let seen = api.get("/api/v1/workers").await.body["workers"][0]["lastSeen"].clone();
+    eventually(Duration::from_secs(20), "another heartbeat", || async {
+        let now = api.get("/api/v1/workers").await.body["workers"][0]["lastSeen"].clone();
+        (now != seen).then_some(())
+    })
+    .await;
+    assert_eq!(
+        api.job(&id).await["status"],
+        "queued",
+        "an unhealthy worker claimed a job"
+    );
+    let status = std::process::Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(Duration::from_secs(20), "the worker to be HEALTHY again", || async {
+        (health().await.0 == "HEALTHY").then_some(())
+    })
+    .await;
+    api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+}

@@ -112,6 +112,44 @@ pub fn detect(override_count: Option<u32>, device_dir: &Path) -> Detected {
     }
 }
 
+/// The device nodes a GPU worker watches: those of its GPUs that existed when it started. A node
+/// that disappears later means the driver was unloaded or the GPU fell off the bus, and every GPU
+/// job would fail; a worker whose GPU count is configured without nodes watches nothing.
+#[derive(Clone, Debug, Default)]
+pub struct WatchedDevices {
+    /// The device folder.
+    pub dir: PathBuf,
+    /// Indexes whose `nvidia<N>` node existed at start.
+    pub indexes: Vec<u32>,
+}
+
+impl WatchedDevices {
+    /// The nodes of GPUs `0..count` present under `dir` now.
+    pub fn at_start(dir: &Path, count: u32) -> Self {
+        WatchedDevices {
+            dir: dir.to_path_buf(),
+            indexes: device_indexes(dir).into_iter().filter(|i| *i < count).collect(),
+        }
+    }
+
+    /// Why the GPUs cannot be used now, if a watched node is gone.
+    pub fn problem(&self) -> Option<String> {
+        let gone: Vec<String> = self
+            .indexes
+            .iter()
+            .map(|i| self.dir.join(format!("nvidia{i}")))
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        (!gone.is_empty()).then(|| {
+            format!(
+                "GPU device node(s) {} disappeared (driver unloaded or GPU lost); GPU jobs would fail",
+                gone.join(", ")
+            )
+        })
+    }
+}
+
 /// Indexes of the `nvidia<N>` nodes under `dir`.
 pub fn device_indexes(dir: &Path) -> Vec<u32> {
     let mut out: Vec<u32> = std::fs::read_dir(dir)
@@ -233,6 +271,22 @@ pub fn is_gpu_error(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watched_node_that_disappears_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["nvidia0", "nvidia1", "nvidia7", "nvidiactl"] {
+            std::fs::write(dir.path().join(n), "").unwrap();
+        }
+        // GPUs 0 and 1 only: nvidia7 is not one of this worker's.
+        let w = WatchedDevices::at_start(dir.path(), 2);
+        assert_eq!(w.indexes, vec![0, 1]);
+        assert_eq!(w.problem(), None);
+        std::fs::remove_file(dir.path().join("nvidia1")).unwrap();
+        assert!(w.problem().is_some_and(|p| p.contains("nvidia1")));
+        // A count configured without nodes watches nothing.
+        assert_eq!(WatchedDevices::at_start(&dir.path().join("none"), 2).problem(), None);
+    }
 
     fn settings(mode: GpuMode) -> GpuSettings {
         GpuSettings {

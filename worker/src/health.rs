@@ -1,5 +1,6 @@
 //! The worker's self-check, run on every heartbeat: can it run jobs right now? A worker that
-//! cannot (Docker not answering, scratch disk nearly full) reports `UNHEALTHY` with the reason and
+//! cannot (Docker not answering, scratch disk nearly full, a GPU's device node gone — see
+//! `gpu::WatchedDevices`) reports `UNHEALTHY` with the reason and
 //! claims nothing, instead of failing every job it would take; it turns healthy again by itself.
 
 use std::path::Path;

@@ -87,6 +87,8 @@ pub struct Worker {
     gpus: GpuPool,
     /// GPU models, for the health key.
     gpu_models: Vec<String>,
+    /// The GPU device nodes whose disappearance makes the worker unhealthy.
+    gpu_devices: gpu::WatchedDevices,
     running: Mutex<HashMap<JobId, Running>>,
     /// Signalled by events that mean "there may be work".
     wake: Notify,
@@ -214,6 +216,7 @@ impl Worker {
             slots: Slots::new(cpu_slots),
             gpus: GpuPool::new(detected.count),
             gpu_models: detected.models.clone(),
+            gpu_devices: gpu::WatchedDevices::at_start(&settings.gpu_device_dir, detected.count),
             settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -563,12 +566,16 @@ impl Worker {
                     continue;
                 }
             }
-            let problem = health::check(
+            let problem = match health::check(
                 self.exec.docker(),
                 &self.settings.exec.tmp_dir,
                 self.settings.disk_min_free_percent,
             )
-            .await;
+            .await
+            {
+                None => self.gpu_devices.problem(),
+                p => p,
+            };
             let was_healthy = self.healthy.load(Ordering::Relaxed);
             if problem.is_some() == was_healthy {
                 match &problem {
