@@ -103,7 +103,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `GET /`: the dashboard (one self-contained page; its script calls the API with the user's key).
-#[utoipa::path(get, path = "/", tag = "fleet", operation_id = "dashboard", security(()),
+#[utoipa::path(get, path = "/", tag = "fleet", operation_id = "dashboard", summary = "The dashboard (HTML)", security(()),
     responses((status = 200, description = "The dashboard page", body = String, content_type = "text/html")))]
 pub async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("dashboard/index.html"))

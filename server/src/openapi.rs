@@ -81,7 +81,7 @@ pub fn spec(limits: &Limits) -> Value {
 static SPEC: OnceLock<Value> = OnceLock::new();
 
 /// `GET /api/v1/openapi.json`.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "fleet", operation_id = "openapi",
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "fleet", operation_id = "openapi", summary = "This OpenAPI document",
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
 pub async fn serve(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(SPEC.get_or_init(|| spec(&state.config.limits)).clone())

@@ -136,7 +136,7 @@ pub struct MultipartSubmission {
 }
 
 /// `POST /api/v1/jobs`: JSON or multipart.
-#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", operation_id = "submitJob",
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", operation_id = "submitJob", summary = "Submit a job (JSON or multipart)",
     request_body(description = "The job. As multipart: a `job` part with the JSON first, then one part per input file.",
         content((JobRequest = "application/json"), (MultipartSubmission = "multipart/form-data"))),
     responses(

@@ -121,7 +121,7 @@ pub fn spawn_job_metrics(queue: Queue, events: &Events) {
 }
 
 /// `GET /metrics`: Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "fleet", operation_id = "metrics",
+#[utoipa::path(get, path = "/metrics", tag = "fleet", operation_id = "metrics", summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.queue.depths(now_ms()).await {

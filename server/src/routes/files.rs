@@ -48,7 +48,7 @@ async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiE
 pub struct FileBytes(Vec<u8>);
 
 /// `GET /api/v1/jobs/{id}/stdout`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/stdout", tag = "jobs", operation_id = "stdout",
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/stdout", tag = "jobs", operation_id = "stdout", summary = "A job's stdout so far",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 200, description = "stdout so far (local storage)", body = String, content_type = "text/plain"),
         (status = 302, description = "S3 storage: a short-lived presigned link"),
@@ -58,7 +58,7 @@ pub async fn stdout(State(state): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /api/v1/jobs/{id}/stderr`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/stderr", tag = "jobs", operation_id = "stderr",
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/stderr", tag = "jobs", operation_id = "stderr", summary = "A job's stderr so far",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 200, description = "stderr so far (local storage)", body = String, content_type = "text/plain"),
         (status = 302, description = "S3 storage: a short-lived presigned link"),
@@ -68,7 +68,7 @@ pub async fn stderr(State(state): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /api/v1/jobs/{id}/outputs/{*path}`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{path}", tag = "jobs", operation_id = "output",
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{path}", tag = "jobs", operation_id = "output", summary = "Download one output file",
     params(("id" = String, Path, description = "The job's id"),
         ("path" = String, Path, description = "The file's path under /outputs (may contain `/`)")),
     responses((status = 200, description = "The file (local storage)", body = FileBytes, content_type = "application/octet-stream"),

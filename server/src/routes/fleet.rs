@@ -69,7 +69,7 @@ pub struct Readiness {
 }
 
 /// `GET /api/v1/queues`: depth of each queue.
-#[utoipa::path(get, path = "/api/v1/queues", tag = "fleet", operation_id = "queues",
+#[utoipa::path(get, path = "/api/v1/queues", tag = "fleet", operation_id = "queues", summary = "Depth of each queue",
     responses((status = 200, description = "Per queue", body = Queues)))]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
     let mut out = Queues::default();
@@ -89,7 +89,7 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiEr
 }
 
 /// `GET /api/v1/workers`: every live worker.
-#[utoipa::path(get, path = "/api/v1/workers", tag = "fleet", operation_id = "workers",
+#[utoipa::path(get, path = "/api/v1/workers", tag = "fleet", operation_id = "workers", summary = "The live workers",
     responses((status = 200, description = "The live workers", body = Workers)))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, ApiError> {
     let workers = state.queue.workers().await?.iter().map(|w| w.view()).collect();
@@ -98,7 +98,7 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, Api
 
 /// `POST /api/v1/workers/{id}/drain`: the worker stops claiming, finishes what it runs and
 /// reports `DRAINING` (within one heartbeat).
-#[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "fleet", operation_id = "drainWorker",
+#[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "fleet", operation_id = "drainWorker", summary = "Ask a worker to drain",
     params(("id" = String, Path, description = "The worker's id")),
     responses((status = 202, description = "Drain requested", body = DrainAnswer),
         (status = 404, description = "NOT_FOUND: no live worker with this id", body = ErrorBody)))]
@@ -122,14 +122,14 @@ pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Res
 }
 
 /// `GET /healthz`: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "fleet", operation_id = "healthz", security(()),
+#[utoipa::path(get, path = "/healthz", tag = "fleet", operation_id = "healthz", summary = "Liveness: the process answers", security(()),
     responses((status = 200, description = "The process answers", body = Liveness)))]
 pub async fn healthz() -> Json<Liveness> {
     Json(Liveness { status: "ok".into() })
 }
 
 /// `GET /readyz`: Redis and storage reachable (200), else 503.
-#[utoipa::path(get, path = "/readyz", tag = "fleet", operation_id = "readyz",
+#[utoipa::path(get, path = "/readyz", tag = "fleet", operation_id = "readyz", summary = "Readiness: Redis and storage reachable",
     responses((status = 200, description = "Redis and storage reachable", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let redis = state.queue.ping().await;

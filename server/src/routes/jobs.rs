@@ -46,7 +46,7 @@ pub struct CancelAnswer {
 }
 
 /// `GET /api/v1/jobs/{id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "getJob",
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "getJob", summary = "A job's view",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 200, description = "The job view", body = JobView),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
@@ -55,7 +55,7 @@ pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Resu
 }
 
 /// `GET /api/v1/jobs?status=&queue=&limit=&cursor=`: newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs",
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs", summary = "List jobs, newest first",
     params(
         ("status" = Option<JobState>, Query, description = "Only jobs in this state"),
         ("queue" = Option<QueueName>, Query, description = "Only jobs of this queue"),
@@ -111,7 +111,7 @@ pub async fn list(
 }
 
 /// `GET /api/v1/jobs/{id}/wait?timeoutSecs=`: the job view once it ends, or 504.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", tag = "jobs", operation_id = "waitJob",
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", tag = "jobs", operation_id = "waitJob", summary = "Long-poll until a job ends",
     params(("id" = String, Path, description = "The job's id"),
         ("timeoutSecs" = Option<u64>, Query, minimum = 1, description = "Longest wait (default 60, at most DCC_MAX_WAIT)")),
     responses((status = 200, description = "The ended job", body = JobView),
@@ -140,7 +140,7 @@ pub async fn wait_for(
 
 /// `POST /api/v1/jobs/{id}/cancel`: 202 when it was cancelled now; 200 with the final state
 /// when it had already ended (nothing changes).
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancelJob",
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancelJob", summary = "Cancel a job",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 202, description = "Cancelled now: a queued job never starts, a running container is killed", body = CancelAnswer),
         (status = 200, description = "It had already ended; nothing changed", body = CancelAnswer),
@@ -168,7 +168,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `DELETE /api/v1/jobs/{id}`: cancels if needed, then removes every trace; 204.
-#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "deleteJob",
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "deleteJob", summary = "Cancel if needed, then remove every trace of a job",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 204, description = "Deleted: no key in Redis, no file in storage"),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]

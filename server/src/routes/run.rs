@@ -31,7 +31,7 @@ pub struct FastAnswer {
 }
 
 /// `POST /api/v1/run`.
-#[utoipa::path(post, path = "/api/v1/run", tag = "jobs", operation_id = "runFast",
+#[utoipa::path(post, path = "/api/v1/run", tag = "jobs", operation_id = "runFast", summary = "Run a fast job and answer with its results",
     request_body(content = JobRequest, description = "A job with inline inputs only", content_type = "application/json"),
     responses((status = 200, description = "The ended job with stdout, stderr and outputs inline", body = FastAnswer),
         (status = 400, description = "INVALID_JSON or INVALID_JOB (e.g. a `url` input)", body = ErrorBody),

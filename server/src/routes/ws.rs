@@ -26,7 +26,7 @@ use crate::state::AppState;
 const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 /// `GET /api/v1/ws`.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "live", operation_id = "websocket",
+#[utoipa::path(get, path = "/api/v1/ws", tag = "live", operation_id = "websocket", summary = "Follow jobs live over a WebSocket",
     description = "WebSocket of job events. Send `{\"subscribe\": [ids]}` or `{\"subscribe\": \"*\"}`; receive `status` events and one `finished` event with the job view per job (see docs/api.md). Browsers may pass the API key as `?access_token=`.",
     responses((status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket upgrade")))]
