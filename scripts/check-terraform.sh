@@ -31,3 +31,17 @@ echo "== checkov"
 "$venv/bin/checkov" -d . --framework terraform --quiet --compact --skip-download
 echo "== references (offline stand-in for what validate checks without provider schemas)"
 "$venv/bin/python" ../scripts/tf-references.py .
+echo "== user-data renders (terraform console, offline) and is valid bash"
+if command -v terraform >/dev/null 2>&1; then
+  tpl="$PWD/modules/workers/templates/user-data.sh.tftpl"
+  work=$(mktemp -d)
+  for case in 'role="server", api_keys_parameter="/dcc/api-keys", extra_env={DISABLE_WORKER="true"}' \
+              'role="worker", api_keys_parameter="", extra_env={DCC_GPU_MODE="auto"}'; do
+    expr="jsonencode(templatefile(\"$tpl\", {$case, bucket=\"b\", artifact_key=\"dcc\", region=\"eu-west-1\", auth_parameter=\"/dcc/redis\", redis_host=\"r.example\", dcc_storage=\"s3://b/dcc/\", retention=\"7d\"}))"
+    echo "$expr" | (cd "$work" && terraform console) | python3 -c 'import json,sys; print(json.loads(json.loads(sys.stdin.read())))' > "$work/user-data.sh"
+    bash -n "$work/user-data.sh"
+    grep -q '^ExecStart=/usr/local/bin/dcc ' "$work/user-data.sh"
+    echo "   ${case%%,*}: $(wc -l < "$work/user-data.sh") lines, bash -n ok"
+  done
+  rm -rf "$work"
+fi

@@ -76,6 +76,7 @@ module "servers" {
   private_subnet_ids = module.network.private_subnet_ids
   certificate_arn    = var.certificate_arn
   allowed_cidrs      = var.allowed_cidrs
+  api_keys_parameter = var.api_keys_parameter
   ami_id             = var.ami_id
   bucket             = module.storage.bucket
   bucket_arn         = module.storage.bucket_arn

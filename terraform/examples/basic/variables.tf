@@ -50,6 +50,12 @@ variable "certificate_arn" {
   default     = null
 }
 
+variable "api_keys_parameter" {
+  description = "Name of an SSM SecureString parameter with the API keys (comma-separated), created beforehand; empty: no keys."
+  type        = string
+  default     = ""
+}
+
 variable "allowed_cidrs" {
   description = "Who may reach the API."
   type        = list(string)

@@ -1,6 +1,6 @@
 # The instance profile of DCC servers and workers: what `dcc` on an instance needs and nothing
-# more — its objects under the bucket prefix, the dcc binary, the Redis auth-token parameter,
-# and the KMS key that encrypts them.
+# more — its objects under the bucket prefix, the dcc binary, the Redis auth-token parameter (and,
+# for servers, the API-keys parameter), and the KMS key that encrypts them.
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -40,9 +40,9 @@ data "aws_iam_policy_document" "dcc" {
     }
   }
   statement {
-    sid       = "RedisToken"
+    sid       = "BootSecrets"
     actions   = ["ssm:GetParameter"]
-    resources = [var.auth_parameter_arn]
+    resources = concat([var.auth_parameter_arn], var.extra_parameter_arns)
   }
   statement {
     sid       = "Kms"

@@ -23,6 +23,12 @@ variable "auth_parameter_arn" {
   type        = string
 }
 
+variable "extra_parameter_arns" {
+  description = "ARNs of further SSM parameters the instances read at boot (the servers' API keys)."
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_arn" {
   description = "KMS key of the bucket and the parameter."
   type        = string

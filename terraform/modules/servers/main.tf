@@ -132,9 +132,16 @@ module "role" {
   prefix             = var.prefix
   artifact_key       = var.artifact_key
   auth_parameter_arn = var.auth_parameter_arn
-  kms_key_arn        = var.kms_key_arn
-  tags               = var.tags
+  extra_parameter_arns = var.api_keys_parameter == "" ? [] : [
+    "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.api_keys_parameter, "/")}"
+  ]
+  kms_key_arn = var.kms_key_arn
+  tags        = var.tags
 }
+
+data "aws_partition" "current" {}
+
+data "aws_caller_identity" "current" {}
 
 resource "aws_launch_template" "servers" {
   name_prefix   = "${var.name}-server-"
@@ -159,15 +166,16 @@ resource "aws_launch_template" "servers" {
     }
   }
   user_data = base64encode(templatefile("${path.module}/../workers/templates/user-data.sh.tftpl", {
-    role           = "server"
-    bucket         = var.bucket
-    artifact_key   = var.artifact_key
-    region         = var.region
-    auth_parameter = var.auth_parameter
-    redis_host     = var.redis_host
-    dcc_storage    = var.dcc_storage
-    retention      = var.retention
-    extra_env      = { DISABLE_WORKER = "true" }
+    role               = "server"
+    bucket             = var.bucket
+    artifact_key       = var.artifact_key
+    region             = var.region
+    auth_parameter     = var.auth_parameter
+    api_keys_parameter = var.api_keys_parameter
+    redis_host         = var.redis_host
+    dcc_storage        = var.dcc_storage
+    retention          = var.retention
+    extra_env          = { DISABLE_WORKER = "true" }
   }))
   tag_specifications {
     resource_type = "instance"

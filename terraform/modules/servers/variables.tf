@@ -117,6 +117,12 @@ variable "auth_parameter_arn" {
   type        = string
 }
 
+variable "api_keys_parameter" {
+  description = "Name of an SSM SecureString parameter holding the API keys (comma-separated) the servers require as `Authorization: Bearer <key>`; empty leaves the API open to `allowed_cidrs`."
+  type        = string
+  default     = ""
+}
+
 variable "kms_key_arn" {
   description = "KMS key of the bucket, the parameter and the volumes."
   type        = string

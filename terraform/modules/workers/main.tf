@@ -63,15 +63,16 @@ resource "aws_launch_template" "pool" {
     }
   }
   user_data = base64encode(templatefile("${path.module}/templates/user-data.sh.tftpl", {
-    role           = "worker"
-    bucket         = var.bucket
-    artifact_key   = var.artifact_key
-    region         = var.region
-    auth_parameter = var.auth_parameter
-    redis_host     = var.redis_host
-    dcc_storage    = var.dcc_storage
-    retention      = var.retention
-    extra_env      = each.value.env
+    role               = "worker"
+    bucket             = var.bucket
+    artifact_key       = var.artifact_key
+    region             = var.region
+    auth_parameter     = var.auth_parameter
+    api_keys_parameter = ""
+    redis_host         = var.redis_host
+    dcc_storage        = var.dcc_storage
+    retention          = var.retention
+    extra_env          = each.value.env
   }))
   tag_specifications {
     resource_type = "instance"
