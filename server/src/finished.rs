@@ -12,8 +12,14 @@ use dcc_shared::clock::Millis;
 use dcc_shared::job::{JobId, JobRecord};
 use dcc_shared::queue::Queue;
 
-/// Ended records kept; far more than finish within the moment their event is being handled.
-const CAPACITY: usize = 4096;
+/// Ended records kept at most. They only need to outlive the moment their event is handled (all
+/// followers of a job wake together), so a few dozen cover many jobs ending at once; a miss only
+/// costs one more read.
+const CAPACITY: usize = 64;
+
+/// Approximate bytes of records kept at most (a record may hold up to 3 × 256 KiB of `command`,
+/// `env` and `meta`); a record alone larger than this is shared by its concurrent readers only.
+const BUDGET_BYTES: usize = 8 << 20;
 
 /// One job's slot: filled by the first reader that finds the job ended; the async lock makes
 /// concurrent readers of a job wait for that one read instead of each reading.
@@ -29,13 +35,34 @@ pub struct EndedRecords {
     inner: Arc<Mutex<Slots>>,
 }
 
-/// Slots by (job, end time), and their insertion order for eviction.
+/// Slots by (job, end time) with the approximate size of what they hold, and their insertion
+/// order for eviction.
 #[derive(Default)]
 struct Slots {
-    /// The slots.
-    by_key: HashMap<Key, Slot>,
+    /// The slots and their sizes (0 until filled).
+    by_key: HashMap<Key, (Slot, usize)>,
     /// Keys, oldest first.
     order: VecDeque<Key>,
+    /// Sum of the sizes.
+    bytes: usize,
+}
+
+impl Slots {
+    /// Drops the oldest entries until both bounds hold.
+    fn trim(&mut self) {
+        while self.order.len() > CAPACITY || self.bytes > BUDGET_BYTES {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some((_, size)) = self.by_key.remove(&old) {
+                self.bytes -= size;
+            }
+        }
+    }
+}
+
+/// Approximate memory of a record: its definition as stored plus its outputs list.
+fn approx_size(r: &JobRecord) -> usize {
+    let spec = serde_json::to_vec(&r.spec).map(|v| v.len()).unwrap_or(0);
+    spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512
 }
 
 impl EndedRecords {
@@ -46,18 +73,13 @@ impl EndedRecords {
         let key = (id.clone(), at);
         let slot = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let Slots { by_key: slots, order } = &mut *g;
-            match slots.get(&key) {
-                Some(s) => s.clone(),
+            match g.by_key.get(&key) {
+                Some((s, _)) => s.clone(),
                 None => {
                     let s = Slot::default();
-                    slots.insert(key.clone(), s.clone());
-                    order.push_back(key);
-                    while order.len() > CAPACITY {
-                        if let Some(old) = order.pop_front() {
-                            slots.remove(&old);
-                        }
-                    }
+                    g.by_key.insert(key.clone(), (s.clone(), 0));
+                    g.order.push_back(key.clone());
+                    g.trim();
                     s
                 }
             }
@@ -72,6 +94,14 @@ impl EndedRecords {
             .filter(|r| r.state.is_terminal() && r.finished_ms == Some(at))
         {
             *cached = Some(r.clone());
+            let size = approx_size(r);
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // Evicted meanwhile: its current readers share it through the slot, nobody else.
+            if let Some(entry) = g.by_key.get_mut(&key) {
+                entry.1 = size;
+                g.bytes += size;
+                g.trim();
+            }
         }
         Ok(record)
     }
@@ -88,7 +118,7 @@ mod tests {
             let mut g = c.inner.lock().unwrap();
             for i in 0..CAPACITY + 10 {
                 let k = (JobId::parse(&format!("j{i}")).unwrap(), 1);
-                g.by_key.insert(k.clone(), Slot::default());
+                g.by_key.insert(k.clone(), (Slot::default(), 0));
                 g.order.push_back(k);
             }
         }
@@ -103,5 +133,20 @@ mod tests {
         assert_eq!(g.order.len(), CAPACITY);
         assert!(g.by_key.len() <= CAPACITY);
         assert!(!g.by_key.contains_key(&(JobId::parse("j0").unwrap(), 1)));
+    }
+
+    #[test]
+    fn evicts_the_oldest_beyond_the_byte_budget() {
+        let mut slots = Slots::default();
+        for i in 0..3 {
+            let k = (JobId::parse(&format!("j{i}")).unwrap(), 1);
+            slots.by_key.insert(k.clone(), (Slot::default(), BUDGET_BYTES / 2));
+            slots.order.push_back(k);
+            slots.bytes += BUDGET_BYTES / 2;
+        }
+        slots.trim();
+        assert_eq!(slots.bytes, BUDGET_BYTES);
+        assert_eq!(slots.order.len(), 2);
+        assert!(!slots.by_key.contains_key(&(JobId::parse("j0").unwrap(), 1)));
     }
 }
