@@ -339,3 +339,38 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> (String, String, Vec<
     }
     (method, path, buf[head_end..].to_vec())
 }
+
+/// CPU and GPU groups are sized separately, each from its own queue and at its own slots per
+/// instance (GPU jobs wait queued while no GPU worker exists, and only the GPU group grows for them).
+#[tokio::test]
+async fn cpu_and_gpu_groups_grow_from_their_own_queues() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-workers", 0, 10, 0).await;
+    create_group(&c, "gpu-workers", 0, 10, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    for _ in 0..3 {
+        let mut job = sh("true");
+        job["parameters"] = serde_json::json!({"gpus": 1});
+        server.api().submit_id(job).await;
+    }
+    for _ in 0..2 {
+        server.api().submit_id(sh("true")).await;
+    }
+    let q = server.api().get("/api/v1/queues").await.body;
+    assert_eq!(
+        (q["cpu"]["queued"].as_u64(), q["gpu"]["queued"].as_u64()),
+        (Some(2), Some(3)),
+        "{q}"
+    );
+    let mut env = scaler_env(&redis, &moto, "cpu-workers");
+    env.push(("DCC_SCALER_GPU_ASG".into(), "gpu-workers".into()));
+    let v = once(&env);
+    for g in v["groups"].as_array().unwrap() {
+        assert_eq!(g["errors"], serde_json::json!([]), "{v}");
+    }
+    // 2 CPU jobs at 2 slots per instance: 1; 3 one-GPU jobs at 1 GPU per instance: 3.
+    assert_eq!(group(&c, "cpu-workers").await.0, 1, "{v}");
+    assert_eq!(group(&c, "gpu-workers").await.0, 3, "{v}");
+}
