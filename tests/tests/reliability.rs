@@ -519,3 +519,34 @@ async fn server_answers_while_redis_is_down_at_boot() {
     assert_eq!(v["workerId"], json!(dcc.worker_id));
     assert_eq!(api.log(&id, "stdout").await, "hi\n");
 }
+
+/// Cancel through one server reaches the container on a worker in another process (through the
+/// job events in Redis) and stops it within 2 s, the bound the reliability issue sets.
+#[tokio::test]
+async fn cancel_stops_a_remote_workers_container_within_two_seconds() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 60")).await;
+    assert_eq!(running_on(&api, &id).await, w.worker_id);
+    container_exists(&id, 1).await;
+    let running = || {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=dcc.job={id}")])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    };
+    eventually(Duration::from_secs(30), "the container to run", || async {
+        running().then_some(())
+    })
+    .await;
+    let a = api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(a.status, 202);
+    eventually(Duration::from_secs(2), "the container to stop after cancel", || async {
+        (!running()).then_some(())
+    })
+    .await;
+    assert_eq!(api.job(&id).await["status"], "cancelled");
+}
