@@ -474,28 +474,32 @@ impl Drop for Dcc {
     }
 }
 
-/// Ids of the containers that carry `worker`'s label (running or not).
-pub fn containers_of(worker: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=dcc.worker={worker}")])
-        .output()
-        .expect("docker CLI runs");
+/// Ids of the containers carrying every `(label, value)` of `labels`; stopped ones too unless
+/// `running_only`.
+pub fn containers_labelled(labels: &[(&str, &str)], running_only: bool) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-q"]);
+    if !running_only {
+        cmd.arg("-a");
+    }
+    for (k, v) in labels {
+        cmd.args(["--filter", &format!("label={k}={v}")]);
+    }
+    let out = cmd.output().expect("docker CLI runs");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(String::from)
         .collect()
 }
 
-/// Ids of the containers of one job.
+/// Ids of the containers that carry `worker`'s label (running or not).
+pub fn containers_of(worker: &str) -> Vec<String> {
+    containers_labelled(&[("dcc.worker", worker)], false)
+}
+
+/// Ids of the containers of one job (running or not).
 pub fn containers_of_job(job: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=dcc.job={job}")])
-        .output()
-        .expect("docker CLI runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
+    containers_labelled(&[("dcc.job", job)], false)
 }
 
 /// Inspects the (running) container of `job`, waiting for it to exist. A container id seen in a

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually};
+use dcc_e2e::{Dcc, DccBuilder, IMAGE, Redis, Role, eventually};
 use serde_json::{Value, json};
 
 /// A folder with fake `nvidia<N>`, `nvidiactl`, `nvidia-uvm`, `nvidia-uvm-tools` nodes (they are
@@ -27,7 +27,7 @@ fn gpu_job(gpus: u32, script: &str) -> Value {
     json!({"image": IMAGE, "command": ["sh", "-c", script], "parameters": {"gpus": gpus}})
 }
 
-async fn gpu_server(redis: &Redis, devices: &tempfile::TempDir, gpus: u32, mode: &str) -> Dcc {
+fn gpu_builder(redis: &Redis, devices: &tempfile::TempDir, gpus: u32, mode: &str) -> DccBuilder {
     Dcc::builder(Role::Server, redis)
         .env("DCC_CPUS", 4)
         .env("DCC_GPUS", gpus)
@@ -35,8 +35,10 @@ async fn gpu_server(redis: &Redis, devices: &tempfile::TempDir, gpus: u32, mode:
         .env("DCC_GPU_DEVICE_DIR", devices.path().display())
         .env("DCC_GPU_DRIVER_BINDS", "")
         .env("DCC_GPU_LD_LIBRARY_PATH", "")
-        .start()
-        .await
+}
+
+async fn gpu_server(redis: &Redis, devices: &tempfile::TempDir, gpus: u32, mode: &str) -> Dcc {
+    gpu_builder(redis, devices, gpus, mode).start().await
 }
 
 const SEE: &str = "ls /dev | grep -E '^nvidia[0-9]+$' | tr '\\n' ' '; echo \"$NVIDIA_VISIBLE_DEVICES\"";
@@ -211,12 +213,7 @@ async fn gpu_and_cpu_jobs_go_to_the_right_workers() {
 async fn a_vanished_gpu_makes_the_worker_unhealthy_until_it_returns() {
     let redis = Redis::start();
     let devs = fake_devices(2);
-    let dcc = Dcc::builder(Role::Server, &redis)
-        .env("DCC_CPUS", 4)
-        .env("DCC_GPUS", 2)
-        .env("DCC_GPU_MODE", "devices")
-        .env("DCC_GPU_DEVICE_DIR", devs.path().display())
-        .env("DCC_GPU_DRIVER_BINDS", "")
+    let dcc = gpu_builder(&redis, &devs, 2, "devices")
         .env("DCC_HEARTBEAT_SECS", 1)
         .start()
         .await;

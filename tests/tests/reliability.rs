@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dcc_e2e::{Dcc, Redis, Role, containers_of, eventually, sh};
+use dcc_e2e::{Dcc, Redis, Role, containers_labelled, containers_of, eventually, sh};
 use dcc_shared::events::{Event, Events};
 use serde_json::json;
 
@@ -29,19 +29,9 @@ async fn api_server(redis: &Redis) -> Dcc {
 /// Waits until the container of `attempt` of `id` exists: a worker killed before that could have
 /// a create request in flight, which dockerd would finish after the test cleaned up.
 async fn container_exists(id: &str, attempt: u32) {
+    let attempt = attempt.to_string();
     eventually(Duration::from_secs(30), "the attempt's container to exist", || async {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=dcc.job={id}"),
-                "--filter",
-                &format!("label=dcc.attempt={attempt}"),
-            ])
-            .output()
-            .unwrap();
-        (!out.stdout.is_empty()).then_some(())
+        (!containers_labelled(&[("dcc.job", id), ("dcc.attempt", &attempt)], false).is_empty()).then_some(())
     })
     .await;
 }
@@ -531,13 +521,7 @@ async fn cancel_stops_a_remote_workers_container_within_two_seconds() {
     let id = api.submit_id(sh("sleep 60")).await;
     assert_eq!(running_on(&api, &id).await, w.worker_id);
     container_exists(&id, 1).await;
-    let running = || {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-q", "--filter", &format!("label=dcc.job={id}")])
-            .output()
-            .unwrap();
-        !out.stdout.is_empty()
-    };
+    let running = || !containers_labelled(&[("dcc.job", id.as_str())], true).is_empty();
     eventually(Duration::from_secs(30), "the container to run", || async {
         running().then_some(())
     })

@@ -180,9 +180,7 @@ pub async fn collect_outputs(
                 size += chunk.len() as u64;
                 // The tar adds headers, so allow some slack beyond the content limit.
                 if size > max_bytes + (max_bytes / 10).max(1 << 20) {
-                    return Err(OutputError(format!(
-                        "outputs are larger than the {max_bytes} byte limit (DCC_MAX_OUTPUT_BYTES)"
-                    )));
+                    return Err(too_large(max_bytes));
                 }
                 file.write_all(&chunk).await.map_err(|e| OutputError(e.to_string()))?;
             }
@@ -204,6 +202,17 @@ pub async fn collect_outputs(
     let files = tokio::task::spawn_blocking(move || extract_outputs(&tp, &od, max_bytes))
         .await
         .map_err(|e| OutputError(e.to_string()))??;
+    store_outputs(storage, job, attempt, files).await
+}
+
+/// Stores each collected output (name under `/outputs`, local file, size) under the attempt's
+/// output prefix, with retries; shared by both file modes.
+async fn store_outputs(
+    storage: &dyn Storage,
+    job: &JobRecord,
+    attempt: u32,
+    files: Vec<(String, PathBuf, u64)>,
+) -> Result<Vec<OutputFile>, OutputError> {
     let mut stored = Vec::with_capacity(files.len());
     for (name, local, size) in files {
         let object = paths::output(&job.id, attempt, &name);
@@ -213,6 +222,13 @@ pub async fn collect_outputs(
         stored.push(OutputFile { name, size });
     }
     Ok(stored)
+}
+
+/// The error of outputs over `DCC_MAX_OUTPUT_BYTES`.
+fn too_large(max_bytes: u64) -> OutputError {
+    OutputError(format!(
+        "outputs are larger than the {max_bytes} byte limit (DCC_MAX_OUTPUT_BYTES)"
+    ))
 }
 
 /// Unpacks the regular files of the `/outputs` archive into numbered files under `out_dir`.
@@ -243,9 +259,7 @@ fn extract_outputs(
         }
         total += entry.size();
         if total > max_bytes {
-            return Err(OutputError(format!(
-                "outputs are larger than the {max_bytes} byte limit (DCC_MAX_OUTPUT_BYTES)"
-            )));
+            return Err(too_large(max_bytes));
         }
         let local = out_dir.join(i.to_string());
         let mut f = std::fs::File::create(&local).map_err(err)?;
@@ -359,9 +373,7 @@ pub async fn collect_outputs_bind(
                     }
                     total += meta.len();
                     if total > max_bytes {
-                        return Err(OutputError(format!(
-                            "outputs are larger than the {max_bytes} byte limit (DCC_MAX_OUTPUT_BYTES)"
-                        )));
+                        return Err(too_large(max_bytes));
                     }
                     found.push((rel, entry.path(), meta.len()));
                 }
@@ -372,15 +384,7 @@ pub async fn collect_outputs_bind(
     })
     .await
     .map_err(|e| OutputError(e.to_string()))??;
-    let mut stored = Vec::with_capacity(files.len());
-    for (name, local, size) in files {
-        let object = paths::output(&job.id, attempt, &name);
-        with_retry("storing an output", || storage.put_file(&object, &local))
-            .await
-            .map_err(|e| OutputError(format!("output {name:?} could not be stored: {e}")))?;
-        stored.push(OutputFile { name, size });
-    }
-    Ok(stored)
+    store_outputs(storage, job, attempt, files).await
 }
 
 /// Makes every folder under `dir` writable again (bind mode closed the inputs read-only), so the

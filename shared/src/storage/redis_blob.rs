@@ -41,6 +41,22 @@ impl RedisBlobs {
         Ok(self.queue.keys().blob(&id))
     }
 
+    /// The hash of `prefix`'s job, a connection, and the object names under `prefix` in it.
+    async fn names_under(
+        &self,
+        prefix: &str,
+    ) -> Result<(String, deadpool_redis::Connection, Vec<String>), StorageError> {
+        let key = self.key(prefix)?;
+        let mut c = self.queue.conn().await.map_err(backend)?;
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        let names = fields.into_iter().filter(|f| f.starts_with(prefix)).collect();
+        Ok((key, c, names))
+    }
+
     /// One object's bytes, if it exists.
     async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let key = self.key(name)?;
@@ -114,14 +130,7 @@ impl Storage for RedisBlobs {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
-        let key = self.key(prefix)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
-        let fields: Vec<String> = redis::cmd("HKEYS")
-            .arg(&key)
-            .query_async(&mut c)
-            .await
-            .map_err(backend)?;
-        let names: Vec<String> = fields.into_iter().filter(|f| f.starts_with(prefix)).collect();
+        let (key, mut c, names) = self.names_under(prefix).await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,14 +149,7 @@ impl Storage for RedisBlobs {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
-        let key = self.key(prefix)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
-        let fields: Vec<String> = redis::cmd("HKEYS")
-            .arg(&key)
-            .query_async(&mut c)
-            .await
-            .map_err(backend)?;
-        let doomed: Vec<&String> = fields.iter().filter(|f| f.starts_with(prefix)).collect();
+        let (key, mut c, doomed) = self.names_under(prefix).await?;
         if !doomed.is_empty() {
             let _: () = redis::cmd("HDEL")
                 .arg(&key)
