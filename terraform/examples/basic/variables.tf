@@ -16,8 +16,21 @@ variable "bucket_name" {
 }
 
 variable "ami_id" {
-  description = "AMI of servers and CPU workers (Amazon Linux 2023 recommended)."
+  description = "AMI of servers and CPU workers; null: the latest Amazon Linux 2023 (AWS's public SSM parameter)."
   type        = string
+  default     = null
+}
+
+variable "dcc_binary" {
+  description = "Path of the dcc release binary (scripts/release.sh → target/release-artifact/dcc), uploaded to the bucket's artifacts/dcc before instances launch. null: upload it yourself (see docs/deploy.md)."
+  type        = string
+  default     = null
+}
+
+variable "create_autoscaling_service_linked_role" {
+  description = "Create the AWSServiceRoleForAutoScaling service-linked role (only in an account that never had an Auto Scaling group; the plan says when)."
+  type        = bool
+  default     = false
 }
 
 variable "scaler_zip" {
@@ -45,21 +58,59 @@ variable "private_subnet_ids" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for HTTPS (null: plain HTTP)."
+  description = "ACM certificate for HTTPS (null: plain HTTP, refused for a public load balancer open to the world unless allow_public_plaintext)."
   type        = string
   default     = null
 }
 
 variable "api_keys_parameter" {
-  description = "Name of an SSM SecureString parameter with the API keys (comma-separated), created beforehand; empty: no keys."
+  description = "Name of an existing SSM SecureString parameter with the API keys (comma-separated). null (default): one key is generated into /dcc/<name>/api-keys (read it with the api_key_command output). Keys cannot be turned off."
   type        = string
-  default     = ""
+  default     = null
 }
 
 variable "allowed_cidrs" {
-  description = "Who may reach the API."
+  description = "Who may reach the API (CIDRs). No default: name your clients. A /0 needs certificate_arn, or allow_public_plaintext = true."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+  validation {
+    condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "allowed_cidrs must list at least one valid CIDR (e.g. your office's 203.0.113.0/24)."
+  }
+  validation {
+    condition = (var.certificate_arn != null || var.allow_public_plaintext || var.internal ||
+    !anytrue([for c in var.allowed_cidrs : endswith(c, "/0")]))
+    error_message = "Refusing a public load balancer that serves plain HTTP to the whole internet (allowed_cidrs has a /0 and there is no certificate_arn): API keys would cross the internet in clear text. Give certificate_arn (an ACM certificate for HTTPS), narrow allowed_cidrs, or set allow_public_plaintext = true to accept the risk explicitly."
+  }
+}
+
+variable "allow_public_plaintext" {
+  description = "Explicitly accept plain HTTP from the whole internet (allowed_cidrs with a /0 and no certificate_arn)."
+  type        = bool
+  default     = false
+}
+
+variable "internal" {
+  description = "An internal load balancer (reachable from the VPC and peered networks only)."
+  type        = bool
+  default     = false
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion (terraform destroy then fails until it is turned off)."
+  type        = bool
+  default     = false
+}
+
+variable "server_min" {
+  description = "Fewest API servers."
+  type        = number
+  default     = 2
+}
+
+variable "server_max" {
+  description = "Most API servers."
+  type        = number
+  default     = 4
 }
 
 variable "retention_days" {
@@ -80,10 +131,22 @@ variable "cpu_slots" {
   default     = 2
 }
 
+variable "cpu_min" {
+  description = "Fewest CPU workers (the scaler adds more when jobs queue)."
+  type        = number
+  default     = 0
+}
+
 variable "cpu_max" {
   description = "Most CPU workers."
   type        = number
   default     = 20
+}
+
+variable "disk_gb" {
+  description = "Root volume of workers (GiB)."
+  type        = number
+  default     = 100
 }
 
 variable "gpu_enabled" {
@@ -93,9 +156,27 @@ variable "gpu_enabled" {
 }
 
 variable "gpu_ami_id" {
-  description = "GPU AMI (NVIDIA driver + container toolkit), when gpu_enabled."
+  description = "GPU AMI (with the NVIDIA driver), when gpu_enabled; null: the latest AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023)."
   type        = string
   default     = null
+}
+
+variable "gpu_min" {
+  description = "Fewest GPU workers."
+  type        = number
+  default     = 0
+}
+
+variable "gpu_max" {
+  description = "Most GPU workers."
+  type        = number
+  default     = 4
+}
+
+variable "gpu_slots" {
+  description = "GPUs per GPU worker instance (g5.xlarge: 1)."
+  type        = number
+  default     = 1
 }
 
 variable "gpu_instance_type" {

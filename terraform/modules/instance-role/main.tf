@@ -29,15 +29,13 @@ data "aws_iam_policy_document" "dcc" {
     actions   = ["s3:GetObject"]
     resources = ["${var.bucket_arn}/${var.artifact_key}"]
   }
+  # HeadBucket (the servers' /readyz storage check) needs s3:ListBucket on the bucket and carries
+  # no s3:prefix, so an s3:prefix condition would answer it 403. The bucket is DCC's own (the
+  # storage module creates it for DCC alone), so listing it is scoped to the bucket, not a prefix.
   statement {
-    sid       = "ListJobFiles"
+    sid       = "ListBucket"
     actions   = ["s3:ListBucket"]
     resources = [var.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.prefix}*"]
-    }
   }
   statement {
     sid       = "BootSecrets"

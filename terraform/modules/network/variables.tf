@@ -19,6 +19,10 @@ variable "private_subnet_ids" {
   description = "With vpc_id: subnets for instances, Redis and the scaler (two AZs, outbound internet through NAT)."
   type        = list(string)
   default     = []
+  validation {
+    condition     = var.vpc_id == null || (length(var.private_subnet_ids) >= 2 && length(var.public_subnet_ids) >= 2)
+    error_message = "With vpc_id, give public_subnet_ids and private_subnet_ids (two availability zones each)."
+  }
 }
 
 variable "cidr" {

@@ -2,10 +2,17 @@
 # failover), encrypted in transit (TLS) and at rest, with an auth token kept in SSM Parameter
 # Store (never in user-data), reachable only from the security groups of DCC's servers, workers
 # and scaler. maxmemory-policy is noeviction: with eviction, job records and leases could vanish.
+#
+# The token is generated with the AWS provider (Secrets Manager GetRandomPassword; the `random`
+# provider is not needed). That data source answers a new value on every plan, so the parameter
+# ignores later values and everything else reads the token back from the parameter: it is fixed
+# at the first apply. Rotate it by tainting aws_ssm_parameter.auth (and applying immediately).
 
-resource "random_password" "auth" {
-  length  = 48
-  special = false
+data "aws_secretsmanager_random_password" "auth" {
+  password_length = 48
+  # Only letters and digits: the token goes into a rediss:// URL, and ElastiCache refuses @ " /.
+  exclude_punctuation = true
+  include_space       = false
 }
 
 resource "aws_ssm_parameter" "auth" {
@@ -13,8 +20,16 @@ resource "aws_ssm_parameter" "auth" {
   description = "DCC Redis auth token"
   type        = "SecureString"
   key_id      = var.kms_key_arn
-  value       = random_password.auth.result
+  value       = data.aws_secretsmanager_random_password.auth.random_password
   tags        = var.tags
+  lifecycle {
+    ignore_changes = [value]
+  }
+}
+
+locals {
+  # The token as stored at the first apply (stable across plans, see above).
+  auth_token = aws_ssm_parameter.auth.value
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -38,8 +53,10 @@ resource "aws_security_group" "redis" {
   tags        = var.tags
 }
 
+# Keyed by component (servers, workers, scaler): the keys are known when planning even though the
+# security-group ids exist only after apply.
 resource "aws_security_group_rule" "from_clients" {
-  for_each                 = toset(var.client_security_group_ids)
+  for_each                 = var.client_security_group_ids
   type                     = "ingress"
   description              = "Redis from a DCC component"
   security_group_id        = aws_security_group.redis.id
@@ -65,7 +82,7 @@ resource "aws_elasticache_replication_group" "this" {
   transit_encryption_enabled = true
   at_rest_encryption_enabled = true
   kms_key_id                 = var.kms_key_arn
-  auth_token                 = random_password.auth.result
+  auth_token                 = local.auth_token
   snapshot_retention_limit   = 7
   auto_minor_version_upgrade = true
   apply_immediately          = false

@@ -20,6 +20,6 @@ output "security_group_id" {
 
 output "url" {
   description = "rediss:// URL with the auth token (for the scaler Lambda's encrypted environment)."
-  value       = "rediss://:${random_password.auth.result}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379"
+  value       = "rediss://:${local.auth_token}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379"
   sensitive   = true
 }

@@ -14,8 +14,8 @@ variable "subnet_ids" {
 }
 
 variable "client_security_group_ids" {
-  description = "Security groups allowed to reach Redis (servers, workers, scaler)."
-  type        = list(string)
+  description = "Security groups allowed to reach Redis, by component, e.g. { servers = sg-…, workers = sg-…, scaler = sg-… }. The keys must be fixed names (they key the rules when planning); the ids may be known only after apply."
+  type        = map(string)
 }
 
 variable "node_type" {

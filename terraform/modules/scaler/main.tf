@@ -1,8 +1,10 @@
 # The DCC scaler: the `dcc-scaler` Lambda (zip built from scaler-lambda/, see docs/scaling.md),
 # run every minute by an EventBridge schedule, inside the VPC to reach Redis. Its role may only
-# describe autoscaling groups and change the DCC worker groups it sizes. One instance at a time
-# (reserved concurrency 1): two overlapping passes could both act on the same state. The Redis URL
-# (with its auth token) is in the function's environment, encrypted with the customer key.
+# describe autoscaling groups and change the DCC worker groups it sizes. A pass takes at most 50 s
+# (timeout) and the schedule fires every 60 s, so passes do not overlap in practice; to make that a
+# guarantee set reserved_concurrent_executions = 1 (off by default: a new account's unreserved
+# concurrency floor of 10 refuses any reservation). The Redis URL (with its auth token) is in the
+# function's environment, encrypted with the customer key.
 
 resource "aws_security_group" "scaler" {
   name        = "${var.name}-scaler"
@@ -99,6 +101,7 @@ resource "aws_cloudwatch_log_group" "scaler" {
 resource "aws_lambda_function" "scaler" {
   #checkov:skip=CKV_AWS_116:A scheduled, idempotent pass: a failed one is simply the next minute's; a DLQ would only collect stale events.
   #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile per account; the zip comes from this repository's build.
+  #checkov:skip=CKV_AWS_115:Reserved concurrency is optional (var.reserved_concurrent_executions): new accounts cannot reserve any; one scheduled pass a minute with a 50 s timeout.
   function_name                  = "${var.name}-scaler"
   role                           = aws_iam_role.scaler.arn
   filename                       = var.zip_path
@@ -108,7 +111,7 @@ resource "aws_lambda_function" "scaler" {
   architectures                  = ["x86_64"]
   memory_size                    = 256
   timeout                        = 50
-  reserved_concurrent_executions = 1
+  reserved_concurrent_executions = var.reserved_concurrent_executions
   kms_key_arn                    = var.kms_key_arn
   tracing_config {
     mode = "Active"
@@ -131,7 +134,8 @@ resource "aws_lambda_function" "scaler" {
       DCC_LOG                      = "info"
     })
   }
-  depends_on = [aws_cloudwatch_log_group.scaler]
+  # The role's policy must exist before the function runs (VPC ENIs, logs, KMS).
+  depends_on = [aws_cloudwatch_log_group.scaler, aws_iam_role_policy.scaler]
   tags       = var.tags
 }
 

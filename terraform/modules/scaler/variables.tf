@@ -39,6 +39,12 @@ variable "kms_key_arn" {
   type        = string
 }
 
+variable "reserved_concurrent_executions" {
+  description = "Reserved concurrency of the Lambda (1 guarantees one pass at a time); null reserves none (new accounts cannot reserve any)."
+  type        = number
+  default     = null
+}
+
 variable "cpu_slots" {
   description = "Job slots per CPU instance (its vCPUs)."
   type        = number

@@ -30,21 +30,51 @@ variable "internal" {
 }
 
 variable "allowed_cidrs" {
-  description = "Clients allowed to reach the load balancer."
+  description = "Clients allowed to reach the load balancer (IPv4 or IPv6 CIDRs); no default: say who may reach the API. A /0 (0.0.0.0/0, ::/0) on a public load balancer needs certificate_arn (HTTPS), or allow_public_plaintext = true."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+  validation {
+    condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "allowed_cidrs must list at least one valid CIDR (e.g. your office's 203.0.113.0/24)."
+  }
+  validation {
+    condition = (var.certificate_arn != null || var.allow_public_plaintext || var.internal ||
+    !anytrue([for c in var.allowed_cidrs : endswith(c, "/0")]))
+    error_message = "Refusing a public load balancer that serves plain HTTP to the whole internet (allowed_cidrs has a /0 and there is no certificate_arn): API keys would cross the internet in clear text. Give certificate_arn (an ACM certificate for HTTPS), narrow allowed_cidrs, or set allow_public_plaintext = true to accept the risk explicitly."
+  }
+}
+
+variable "allow_public_plaintext" {
+  description = "Explicitly accept a public plain-HTTP listener (allowed_cidrs with a /0 and no certificate_arn). Off: such a configuration is refused."
+  type        = bool
+  default     = false
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for HTTPS; null serves plain HTTP (tests, internal use)."
+  description = "ACM certificate for HTTPS; null serves plain HTTP (then only to non-world allowed_cidrs, an internal load balancer, or with allow_public_plaintext)."
   type        = string
   default     = null
 }
 
 variable "deletion_protection" {
-  description = "Protect the load balancer from deletion."
+  description = "Protect the load balancer from deletion (off by default so terraform destroy tears the stack down; see docs/deploy.md)."
   type        = bool
-  default     = true
+  default     = false
+}
+
+variable "health_check_path" {
+  description = "Target-group health check path: a liveness route that needs no API key and does not depend on Redis or S3 (/healthz). Do not use /readyz: a Redis failover would fail every server at once."
+  type        = string
+  default     = "/healthz"
+}
+
+variable "health_check_type" {
+  description = "Autoscaling health check: ELB (the target group's liveness check; replaces dead or hung servers) or EC2 (instance status only)."
+  type        = string
+  default     = "ELB"
+  validation {
+    condition     = contains(["ELB", "EC2"], var.health_check_type)
+    error_message = "health_check_type must be ELB or EC2."
+  }
 }
 
 variable "instance_type" {
@@ -54,8 +84,15 @@ variable "instance_type" {
 }
 
 variable "ami_id" {
-  description = "AMI of API servers (with the AWS CLI)."
+  description = "AMI of API servers (with the AWS CLI); null: the latest Amazon Linux 2023 from ami_ssm_parameter."
   type        = string
+  default     = null
+}
+
+variable "ami_ssm_parameter" {
+  description = "Public SSM parameter naming the default AMI (used when ami_id is null)."
+  type        = string
+  default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 }
 
 variable "min_size" {
@@ -91,6 +128,12 @@ variable "artifact_key" {
   default     = "artifacts/dcc"
 }
 
+variable "artifact_sha256" {
+  description = "SHA-256 (hex) of the dcc binary: the instances check the download against it, and a new value rolls the servers. Empty: not checked."
+  type        = string
+  default     = ""
+}
+
 variable "dcc_storage" {
   description = "DCC_STORAGE value."
   type        = string
@@ -118,9 +161,13 @@ variable "auth_parameter_arn" {
 }
 
 variable "api_keys_parameter" {
-  description = "Name of an SSM SecureString parameter holding the API keys (comma-separated) the servers require as `Authorization: Bearer <key>`; empty leaves the API open to `allowed_cidrs`."
+  description = "Name of an existing SSM SecureString parameter holding the API keys (comma-separated) the servers require as `Authorization: Bearer <key>`. null (the default): one key is generated into /dcc/<name>/api-keys. Keys cannot be turned off here."
   type        = string
-  default     = ""
+  default     = null
+  validation {
+    condition     = var.api_keys_parameter == null || try(length(var.api_keys_parameter) > 0, false)
+    error_message = "api_keys_parameter must name a parameter, or be null to have one generated; the API always requires keys."
+  }
 }
 
 variable "kms_key_arn" {

@@ -2,12 +2,34 @@
 # `dcc worker` under systemd (templates/user-data.sh.tftpl), with an instance profile allowing only
 # what a worker needs: its objects in the bucket, the Redis auth-token parameter, and the KMS key.
 # New instances are protected from scale-in: only the scaler removes workers, and only idle ones.
+#
+# AMIs: by default the latest Amazon Linux 2023 (CPU) and the AWS Deep Learning Base OSS Nvidia
+# Driver GPU AMI for Amazon Linux 2023 (GPU: NVIDIA driver, Docker and the NVIDIA container
+# toolkit), both from AWS's public SSM parameters. The root device name is read from the AMI. The
+# GPU user-data installs and registers the NVIDIA container runtime when it is missing and checks
+# nvidia-smi before the worker starts.
 
 locals {
-  pools = merge(
-    { cpu = { instance_type = var.cpu_instance_type, ami = var.cpu_ami_id, min = var.cpu_min, max = var.cpu_max, env = { DCC_GPUS = "0" } } },
-    var.gpu_enabled ? { gpu = { instance_type = var.gpu_instance_type, ami = var.gpu_ami_id, min = var.gpu_min, max = var.gpu_max, env = { DCC_GPU_MODE = "auto" } } } : {},
+  pool_settings = merge(
+    { cpu = { instance_type = var.cpu_instance_type, ami = var.cpu_ami_id, ami_parameter = var.cpu_ami_ssm_parameter, min = var.cpu_min, max = var.cpu_max, gpu = false, env = { DCC_GPUS = "0" } } },
+    var.gpu_enabled ? { gpu = { instance_type = var.gpu_instance_type, ami = var.gpu_ami_id, ami_parameter = var.gpu_ami_ssm_parameter, min = var.gpu_min, max = var.gpu_max, gpu = true, env = { DCC_GPU_MODE = "auto" } } } : {},
   )
+  pools = { for k, p in local.pool_settings : k => merge(p, {
+    ami = p.ami != null ? p.ami : data.aws_ssm_parameter.ami[k].insecure_value
+  }) }
+}
+
+data "aws_ssm_parameter" "ami" {
+  for_each = { for k, p in local.pool_settings : k => p.ami_parameter if p.ami == null }
+  name     = each.value
+}
+
+data "aws_ami" "pool" {
+  for_each = local.pool_settings
+  filter {
+    name   = "image-id"
+    values = [local.pools[each.key].ami]
+  }
 }
 
 resource "aws_security_group" "workers" {
@@ -54,7 +76,7 @@ resource "aws_launch_template" "pool" {
     http_endpoint               = "enabled"
   }
   block_device_mappings {
-    device_name = "/dev/xvda"
+    device_name = data.aws_ami.pool[each.key].root_device_name
     ebs {
       volume_size = var.disk_gb
       volume_type = "gp3"
@@ -64,8 +86,10 @@ resource "aws_launch_template" "pool" {
   }
   user_data = base64encode(templatefile("${path.module}/templates/user-data.sh.tftpl", {
     role               = "worker"
+    gpu                = each.value.gpu
     bucket             = var.bucket
     artifact_key       = var.artifact_key
+    artifact_sha256    = var.artifact_sha256
     region             = var.region
     auth_parameter     = var.auth_parameter
     api_keys_parameter = ""

@@ -25,8 +25,15 @@ variable "cpu_instance_type" {
 }
 
 variable "cpu_ami_id" {
-  description = "AMI of CPU workers (Amazon Linux 2023 or Debian/Ubuntu with the AWS CLI)."
+  description = "AMI of CPU workers (Amazon Linux 2023 or Debian/Ubuntu with the AWS CLI); null: the latest from cpu_ami_ssm_parameter."
   type        = string
+  default     = null
+}
+
+variable "cpu_ami_ssm_parameter" {
+  description = "Public SSM parameter naming the default CPU worker AMI (Amazon Linux 2023)."
+  type        = string
+  default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 }
 
 variable "cpu_min" {
@@ -54,9 +61,15 @@ variable "gpu_instance_type" {
 }
 
 variable "gpu_ami_id" {
-  description = "AMI of GPU workers: an AWS Deep Learning / GPU AMI with the NVIDIA driver and container toolkit."
+  description = "AMI of GPU workers, with the NVIDIA driver (the user-data adds the NVIDIA container toolkit if missing); null: the latest from gpu_ami_ssm_parameter."
   type        = string
   default     = null
+}
+
+variable "gpu_ami_ssm_parameter" {
+  description = "Public SSM parameter naming the default GPU worker AMI: the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023, x86_64)."
+  type        = string
+  default     = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 }
 
 variable "gpu_min" {
@@ -93,9 +106,15 @@ variable "prefix" {
 }
 
 variable "artifact_key" {
-  description = "Key of the dcc binary in the bucket (uploaded by the operator)."
+  description = "Key of the dcc binary in the bucket."
   type        = string
   default     = "artifacts/dcc"
+}
+
+variable "artifact_sha256" {
+  description = "SHA-256 (hex) of the dcc binary: the instances check the download against it. Empty: not checked."
+  type        = string
+  default     = ""
 }
 
 variable "dcc_storage" {
