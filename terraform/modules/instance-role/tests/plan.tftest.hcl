@@ -1,0 +1,30 @@
+# modules/instance-role planned with a mocked AWS provider (see scripts/check-terraform.sh).
+
+mock_provider "aws" {
+  source = "../../tests/mocks"
+}
+
+variables {
+  name                 = "t-servers"
+  bucket_arn           = "arn:aws:s3:::b"
+  prefix               = "dcc/"
+  artifact_key         = "artifacts/dcc"
+  auth_parameter_arn   = "arn:aws:ssm:us-east-1:123456789012:parameter/dcc/t/redis-auth-token"
+  extra_parameter_arns = ["arn:aws:ssm:us-east-1:123456789012:parameter/dcc/t/api-keys"]
+  kms_key_arn          = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+}
+
+run "defaults" {
+  command = plan
+  # HeadBucket (readiness) carries no s3:prefix: ListBucket on the bucket, with no prefix condition.
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.dcc.statement :
+    contains(s.actions, "s3:ListBucket") && contains(s.resources, "arn:aws:s3:::b") && length(s.condition) == 0])
+    error_message = "s3:ListBucket must be allowed on the bucket without an s3:prefix condition."
+  }
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.dcc.statement :
+    contains(s.actions, "ssm:GetParameter") && contains(s.resources, "arn:aws:ssm:us-east-1:123456789012:parameter/dcc/t/api-keys")])
+    error_message = "The role may read the extra (API-keys) parameter."
+  }
+}

@@ -1,0 +1,35 @@
+# modules/redis planned with a mocked AWS provider (see scripts/check-terraform.sh).
+
+mock_provider "aws" {
+  source = "../../tests/mocks"
+}
+
+variables {
+  name                      = "t"
+  vpc_id                    = "vpc-0123456789abcdef0"
+  subnet_ids                = ["subnet-0000000000000000c", "subnet-0000000000000000d"]
+  client_security_group_ids = { servers = "sg-0000000000000000a", workers = "sg-0000000000000000b", scaler = "sg-0000000000000000c" }
+  kms_key_arn               = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+}
+
+run "defaults" {
+  command = plan
+  # Rules keyed by component name: known when planning even when the ids are not.
+  assert {
+    condition     = toset(keys(aws_security_group_rule.from_clients)) == toset(["servers", "workers", "scaler"])
+    error_message = "One ingress rule per component, keyed by its name."
+  }
+  assert {
+    condition     = aws_security_group_rule.from_clients["workers"].source_security_group_id == "sg-0000000000000000b"
+    error_message = "The workers' rule allows the workers' group."
+  }
+  # The token comes from the AWS provider (no `random`), stored in SSM, and is the cluster's.
+  assert {
+    condition     = aws_ssm_parameter.auth.type == "SecureString" && nonsensitive(aws_elasticache_replication_group.this.auth_token == aws_ssm_parameter.auth.value)
+    error_message = "The auth token is generated into SSM and used by the cluster."
+  }
+  assert {
+    condition     = aws_elasticache_replication_group.this.transit_encryption_enabled && aws_elasticache_replication_group.this.automatic_failover_enabled
+    error_message = "TLS and failover on."
+  }
+}

@@ -1,0 +1,77 @@
+# modules/workers planned with a mocked AWS provider (see scripts/check-terraform.sh).
+
+mock_provider "aws" {
+  source = "../../tests/mocks"
+}
+
+variables {
+  name               = "t"
+  region             = "us-east-1"
+  vpc_id             = "vpc-0123456789abcdef0"
+  subnet_ids         = ["subnet-0000000000000000c", "subnet-0000000000000000d"]
+  bucket             = "b"
+  bucket_arn         = "arn:aws:s3:::b"
+  prefix             = "dcc/"
+  dcc_storage        = "s3://b/dcc/"
+  redis_host         = "redis.example"
+  auth_parameter     = "/dcc/t/redis-auth-token"
+  auth_parameter_arn = "arn:aws:ssm:us-east-1:123456789012:parameter/dcc/t/redis-auth-token"
+  kms_key_arn        = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+}
+
+run "cpu_only" {
+  command = plan
+  assert {
+    condition     = keys(aws_autoscaling_group.pool) == ["cpu"]
+    error_message = "Only the CPU pool by default."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "systemctl enable --now docker") && !strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "nvidia-ctk runtime configure")
+    error_message = "CPU workers get Docker and no NVIDIA steps."
+  }
+  assert {
+    condition     = aws_launch_template.pool["cpu"].block_device_mappings[0].device_name == data.aws_ami.pool["cpu"].root_device_name
+    error_message = "Root device name from the AMI."
+  }
+}
+
+run "gpu_on" {
+  command = plan
+  variables {
+    gpu_enabled = true
+  }
+  override_data {
+    target = data.aws_ami.pool["gpu"]
+    values = { root_device_name = "/dev/sda1" }
+  }
+  assert {
+    condition     = data.aws_ssm_parameter.ami["gpu"].name == "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+    error_message = "The GPU AMI defaults to the Deep Learning Base OSS Nvidia Driver GPU AMI (AL2023) public parameter."
+  }
+  assert {
+    condition     = aws_launch_template.pool["gpu"].block_device_mappings[0].device_name == "/dev/sda1" && aws_launch_template.pool["cpu"].block_device_mappings[0].device_name == "/dev/xvda"
+    error_message = "Each pool's root device name comes from its AMI."
+  }
+  assert {
+    condition = alltrue([for s in ["nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker", "nvidia-container-toolkit", "nvidia-smi", "DCC_GPU_MODE=auto"] :
+    strcontains(base64decode(aws_launch_template.pool["gpu"].user_data), s)])
+    error_message = "GPU user-data must install/register the NVIDIA runtime and check nvidia-smi before dcc starts."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["gpu"].user_data), "nvidia-smi") && length(split("nvidia-smi", base64decode(aws_launch_template.pool["gpu"].user_data))[0]) < length(split("systemctl enable --now dcc", base64decode(aws_launch_template.pool["gpu"].user_data))[0])
+    error_message = "nvidia-smi is checked before dcc starts."
+  }
+}
+
+run "given_amis" {
+  command = plan
+  variables {
+    gpu_enabled = true
+    cpu_ami_id  = "ami-0aaaaaaaaaaaaaaaa"
+    gpu_ami_id  = "ami-0bbbbbbbbbbbbbbbb"
+  }
+  assert {
+    condition     = length(data.aws_ssm_parameter.ami) == 0 && aws_launch_template.pool["gpu"].image_id == "ami-0bbbbbbbbbbbbbbbb"
+    error_message = "Given AMIs are used, no lookup."
+  }
+}
