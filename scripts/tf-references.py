@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Offline reference check of the Terraform modules: the part of `terraform validate` that needs
-no provider schema. `validate` cannot run where the provider registry is unreachable (our CI), so
-this catches what otherwise would only show at `terraform apply`:
+no provider schema. scripts/check-terraform.sh runs the real `terraform validate` where a local
+provider mirror exists (our machines have one); this check runs everywhere, also without the
+provider, and catches what otherwise would only show at `terraform apply`:
 
 - every `var.X`, `local.X`, `data.T.N`, resource `T.N` and `module.M` referenced is declared;
 - every `module.M.O` names an output of M's source module;
