@@ -11,22 +11,41 @@ ensure_deps
 apt_need chromium=chromium chromedriver=chromium-driver
 scripts/build-test-image.sh
 start=$(date +%s)
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo build"
-cargo build --workspace --locked
-scripts/check-terraform.sh
-echo "== cargo test"
-cargo test --workspace --locked "$@"
+# Every step runs even when an earlier one failed (and cargo runs every test binary:
+# --no-fail-fast), so one run shows everything that is broken; the last line sums it up.
+failed=()
+step() {
+  local name=$1 log
+  shift
+  echo "== $name"
+  log=$(mktemp)
+  if "$@" 2>&1 | tee "$log"; then rm -f "$log"; return 0; fi
+  # cargo lists the failed test binaries after "error: N targets failed:".
+  local which
+  which=$(sed -n '/targets\? failed:/,$p' "$log" | grep -o -- '--\(test\|lib\|bin\|doc\)[^`]*' | paste -sd, - || true)
+  failed+=("$name${which:+ ($which)}")
+  rm -f "$log"
+}
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build" cargo build --workspace --locked
+step "terraform checks" scripts/check-terraform.sh
+step "cargo test" cargo test --workspace --locked --no-fail-fast "$@"
 # `--workspace` (not `-p dcc-e2e`) keeps the feature set of the first build, so nothing recompiles.
-echo "== the job tests again, with inputs/outputs bound in (DCC_FILES_MODE=bind)"
-DCC_TEST_FILES_MODE=bind cargo test --workspace --locked --test jobs --test live "$@"
-echo "== the job tests again, on S3 (moto)"
-DCC_TEST_STORAGE=s3 cargo test --workspace --locked --test jobs "$@"
+step "the job tests again, with inputs/outputs bound in (DCC_FILES_MODE=bind)" \
+  env DCC_TEST_FILES_MODE=bind cargo test --workspace --locked --no-fail-fast --test jobs --test live "$@"
+step "the job tests again, on S3 (moto)" \
+  env DCC_TEST_STORAGE=s3 cargo test --workspace --locked --no-fail-fast --test jobs "$@"
 # Every test worker's id starts with "t-": none of their containers may outlive the suite.
-left=$(docker ps -a --filter label=dcc.worker --format '{{.Label "dcc.worker"}} {{.Names}}' | grep '^t-' || true)
-if [ -n "$left" ]; then echo "containers left behind by the tests:"; echo "$left"; exit 1; fi
-echo "== no container left behind"
-echo "== suite passed in $(( $(date +%s) - start )) s"
+no_leftovers() {
+  local left
+  left=$(docker ps -a --filter label=dcc.worker --format '{{.Label "dcc.worker"}} {{.Names}}' | grep '^t-' || true)
+  if [ -n "$left" ]; then echo "containers left behind by the tests:"; echo "$left"; return 1; fi
+}
+step "no container left behind" no_leftovers
+took=$(( $(date +%s) - start ))
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "== suite FAILED in $took s: $(printf '%s; ' "${failed[@]}" | sed 's/; $//')"
+  exit 1
+fi
+echo "== suite passed in $took s"

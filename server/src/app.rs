@@ -80,6 +80,7 @@ pub fn api_routes() -> Routes {
     .get("/api/v1/queues", fleet::queues)
     .get("/api/v1/workers", fleet::workers)
     .post("/api/v1/workers/{id}/drain", fleet::drain)
+    .post("/api/v1/workers/{id}/undrain", fleet::undrain)
     .get("/healthz", fleet::healthz)
     .get("/readyz", fleet::readyz)
     .get("/metrics", telemetry::metrics)

@@ -1,4 +1,5 @@
-//! Optional API keys. With `DCC_API_KEYS` set, every route but `/healthz` needs
+//! Optional API keys. With `DCC_API_KEYS` set, every route but `/healthz`, `/readyz` and the
+//! dashboard page needs
 //! `Authorization: Bearer <key>`. Keys are compared as SHA-256 digests with a constant-time
 //! equality, so neither the content nor the length of a key leaks through timing.
 
@@ -29,8 +30,10 @@ pub fn key_matches(keys: &[String], presented: &str) -> bool {
 /// The middleware.
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let keys = &state.config.api_keys;
-    // The dashboard page holds no data (its script asks the user for the key); /healthz is for probes.
-    if keys.is_empty() || matches!(req.uri().path(), "/healthz" | "/") {
+    // The dashboard page holds no data (its script asks the user for the key); /healthz and
+    // /readyz are for probes (a load balancer's health check sends no key), and say nothing
+    // about jobs.
+    if keys.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz" | "/") {
         return next.run(req).await;
     }
     let presented = req

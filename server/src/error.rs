@@ -20,6 +20,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Carried by `WAIT_TIMEOUT`, so the client can keep polling.
     pub job_id: Option<String>,
+    /// Seconds for a `Retry-After` header (503 `NO_WORKER`).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             job_id: None,
+            retry_after: None,
         }
     }
 
@@ -90,7 +93,11 @@ impl IntoResponse for ApiError {
             },
             job_id: self.job_id,
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod availability;
 pub mod cli;
 pub mod error;
 pub mod finished;

@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.check_exposure()?;
     let listen = config.listen;
     let disable_worker = config.disable_worker;
     let core = Core::open(config).await?;

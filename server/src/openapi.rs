@@ -25,7 +25,7 @@ use crate::{app, submit, telemetry};
     paths(
         submit::submit, jobs::list, jobs::view, jobs::delete, jobs::wait_for, jobs::cancel,
         files::stdout, files::stderr, files::output, run::run, ws::ws,
-        fleet::queues, fleet::workers, fleet::drain, fleet::healthz, fleet::readyz,
+        fleet::queues, fleet::workers, fleet::drain, fleet::undrain, fleet::healthz, fleet::readyz,
         telemetry::metrics, serve, app::dashboard,
     ),
     tags(

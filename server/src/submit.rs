@@ -20,6 +20,7 @@ use dcc_shared::storage::{ByteStream, Storage, paths};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::availability;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wait;
@@ -145,6 +146,7 @@ pub struct MultipartSubmission {
         (status = 400, description = "INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT: the id holds another definition", body = ErrorBody),
         (status = 413, description = "TOO_LARGE", body = ErrorBody),
+        (status = 503, description = "NO_WORKER (with `wait: true`): no live, non-draining worker of the job's queue can take it (with `Retry-After`; `jobId` when the job was already queued); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
 pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Response {
     let is_multipart = req
@@ -176,6 +178,9 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
 async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let body = read_body(state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    if valid.wait {
+        availability::require(state, &valid.spec).await?;
+    }
     let id = valid.id.clone().unwrap_or_else(JobId::generate);
     let mut staging = Staging::new(state.storage.clone(), &id);
     let staged = stage_declared(state, &mut staging, &valid).await;
@@ -265,6 +270,9 @@ async fn submit_multipart(state: &AppState, req: Request) -> Result<Response, Ap
     };
     let json = read_field(job_field, state.config.max_body_bytes).await?;
     let mut valid = JobRequest::from_json(&json)?.validate(&state.config.limits)?;
+    if valid.wait {
+        availability::require(state, &valid.spec).await?;
+    }
     let id = valid.id.clone().unwrap_or_else(JobId::generate);
     let mut staging = Staging::new(state.storage.clone(), &id);
     let result = async {
@@ -403,7 +411,7 @@ async fn finalize(
 ) -> Result<Response, ApiError> {
     let status = enqueue_staged(state, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
-        let record = wait::until_ended(state, &id, state.config.max_wait).await?;
+        let record = wait::until_ended(state, &id, state.config.max_wait, wait::IfStuck::Answer).await?;
         return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(record.view())))).into_response());
     }
     let current = match status {

@@ -17,6 +17,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_RETENTION",
     "DCC_LISTEN",
     "DCC_API_KEYS",
+    "DCC_ALLOW_UNAUTHENTICATED",
+    "DCC_URL",
+    "DCC_API_KEY",
     "DISABLE_WORKER",
     "DCC_WORKER_ID",
     "DCC_CPUS",
@@ -66,6 +69,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Accepted API keys; empty means no authentication (`DCC_API_KEYS`, comma-separated).
     pub api_keys: Vec<String>,
+    /// Serve a non-loopback address without API keys (`DCC_ALLOW_UNAUTHENTICATED`, false): an
+    /// explicit opt-in, since anyone reaching such a server can run any container.
+    pub allow_unauthenticated: bool,
     /// Run the API without an in-process worker (`DISABLE_WORKER=true`).
     pub disable_worker: bool,
     /// Stable worker id, so a restarted worker finds its own leftovers (`DCC_WORKER_ID`,
@@ -139,6 +145,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses to serve the API on an address other machines can reach without API keys, unless
+    /// the operator said so (`DCC_ALLOW_UNAUTHENTICATED=true`): such a server runs any image,
+    /// with a network if asked, for whoever finds it.
+    pub fn check_exposure(&self) -> Result<()> {
+        if self.listen.ip().is_loopback() || !self.api_keys.is_empty() || self.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "DCC_LISTEN={} can be reached from other machines, and no DCC_API_KEYS is set: anyone who \
+             reaches it could run any container on this host. Set DCC_API_KEYS (comma-separated keys), \
+             listen on 127.0.0.1, or set DCC_ALLOW_UNAUTHENTICATED=true to accept the risk",
+            self.listen
+        )))
+    }
+
     /// How long ended jobs are kept, standard and fast.
     pub fn retention(&self) -> crate::queue::reap::Retention {
         crate::queue::reap::Retention {
@@ -225,6 +246,13 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            allow_unauthenticated: matches!(
+                get("DCC_ALLOW_UNAUTHENTICATED")
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
+                Some("1" | "true" | "yes")
+            ),
             disable_worker: matches!(
                 get("DISABLE_WORKER").as_deref().map(str::to_ascii_lowercase).as_deref(),
                 Some("1" | "true" | "yes")
@@ -336,6 +364,8 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.lease, Duration::from_secs(30));
         assert!(c.api_keys.is_empty());
+        assert!(!c.allow_unauthenticated);
+        c.check_exposure().expect("loopback needs no key");
         assert!(!c.disable_worker);
     }
 
@@ -362,5 +392,21 @@ mod tests {
         let d = cfg(&[]).unwrap();
         assert_eq!(d.gpu_driver_binds, vec!["/usr/local/nvidia"]);
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_reachable_listener_needs_keys_or_an_explicit_opt_out() {
+        let open = cfg(&[("DCC_LISTEN", "0.0.0.0:8080")]).unwrap();
+        let e = open.check_exposure().unwrap_err().to_string();
+        assert!(
+            e.contains("DCC_API_KEYS") && e.contains("DCC_ALLOW_UNAUTHENTICATED"),
+            "{e}"
+        );
+        assert!(cfg(&[("DCC_LISTEN", "[::]:8080")]).unwrap().check_exposure().is_err());
+        let keyed = cfg(&[("DCC_LISTEN", "0.0.0.0:8080"), ("DCC_API_KEYS", "k")]).unwrap();
+        keyed.check_exposure().unwrap();
+        let opted = cfg(&[("DCC_LISTEN", "10.0.0.5:8080"), ("DCC_ALLOW_UNAUTHENTICATED", "true")]).unwrap();
+        opted.check_exposure().unwrap();
+        cfg(&[("DCC_LISTEN", "[::1]:8080")]).unwrap().check_exposure().unwrap();
     }
 }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::clock::{Millis, rfc3339};
+use crate::job::QueueName;
+use crate::job::view::{WaitReason, Waiting};
 use crate::queue::Queue;
 
 /// A worker's health as the API and the scaler see it.
@@ -153,7 +155,8 @@ impl WorkerInfo {
 }
 
 impl Queue {
-    /// Writes a worker's health key with a TTL, and its id in the worker set (one MULTI).
+    /// Writes a worker's health key with a TTL, and its id in the worker set (one MULTI). A drain
+    /// flag set for it gets the same TTL, so the flag dies with the worker.
     pub async fn beat(&self, w: &WorkerInfo, ttl: Duration) -> Result<()> {
         let k = self.keys();
         let key = k.worker(&w.id);
@@ -178,6 +181,7 @@ impl Queue {
             .atomic()
             .hset_multiple(&key, &fields)
             .pexpire(&key, ttl.as_millis() as i64)
+            .pexpire(k.drain(&w.id), ttl.as_millis() as i64)
             .zadd(k.workers(), &w.id, w.last_seen)
             .query_async::<()>(&mut conn)
             .await?;
@@ -242,5 +246,136 @@ impl Queue {
                 .await?;
         }
         Ok(out)
+    }
+}
+
+/// Whether the live workers can take a job of one queue needing some slots (CPU slots on the
+/// `cpu` queue, GPUs on the `gpu` queue). Pure, so the API and the tests share one rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// At least one healthy, non-draining worker is large enough (this many).
+    Ready(usize),
+    /// Large enough workers exist and are not draining, but every one is unhealthy (they may
+    /// recover: Docker restarting, disk freed).
+    Unhealthy,
+    /// Every large enough worker is draining.
+    Draining,
+    /// Workers of the queue exist, none with this many slots (the largest has `largest`).
+    TooSmall {
+        /// Slots of the largest worker of the queue.
+        largest: u32,
+    },
+    /// No live worker serves the queue.
+    NoWorker,
+}
+
+impl Availability {
+    /// Whether a job could be claimed without an operator (or the scaler) doing something:
+    /// false when nothing live can ever run it as the fleet stands.
+    pub fn can_run(self) -> bool {
+        matches!(self, Availability::Ready(_) | Availability::Unhealthy)
+    }
+}
+
+impl Availability {
+    /// Why a queued job of `queue` needing `units` slots waits, as the job view says it.
+    pub fn waiting(self, queue: QueueName, units: u32) -> Waiting {
+        let what = match queue {
+            QueueName::Cpu => format!("{units} CPU slot(s)"),
+            QueueName::Gpu => format!("{units} GPU(s)"),
+        };
+        let q = queue.as_str();
+        let (reason, message) = match self {
+            Availability::Ready(n) => (
+                WaitReason::Queued,
+                format!("waiting for a free slot on one of {n} healthy {q} worker(s)"),
+            ),
+            Availability::Unhealthy => (
+                WaitReason::WorkersUnhealthy,
+                format!("every {q} worker that can take {what} reports UNHEALTHY; see GET /api/v1/workers"),
+            ),
+            Availability::Draining => (
+                WaitReason::WorkersDraining,
+                format!("every {q} worker that can take {what} is draining; undrain one or add workers"),
+            ),
+            Availability::TooSmall { largest } => (
+                WaitReason::NoWorkerFits,
+                format!("no live {q} worker has {what}; the largest has {largest}"),
+            ),
+            Availability::NoWorker => (WaitReason::NoWorker, format!("no live worker serves the {q} queue")),
+        };
+        Waiting { reason, message }
+    }
+}
+
+/// How the live `workers` stand for a job of `queue` needing `units` slots.
+pub fn availability(workers: &[WorkerInfo], queue: QueueName, units: u32) -> Availability {
+    let size = |w: &WorkerInfo| match queue {
+        QueueName::Cpu => w.cpus,
+        QueueName::Gpu => w.gpus,
+    };
+    let serving: Vec<&WorkerInfo> = workers.iter().filter(|w| size(w) > 0).collect();
+    if serving.is_empty() {
+        return Availability::NoWorker;
+    }
+    let fits: Vec<&WorkerInfo> = serving.iter().copied().filter(|w| size(w) >= units).collect();
+    if fits.is_empty() {
+        let largest = serving.iter().map(|w| size(w)).max().unwrap_or(0);
+        return Availability::TooSmall { largest };
+    }
+    let active: Vec<&WorkerInfo> = fits.into_iter().filter(|w| w.health != Health::Draining).collect();
+    if active.is_empty() {
+        return Availability::Draining;
+    }
+    match active.iter().filter(|w| w.health == Health::Healthy).count() {
+        0 => Availability::Unhealthy,
+        n => Availability::Ready(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(cpus: u32, gpus: u32, health: Health) -> WorkerInfo {
+        WorkerInfo {
+            id: "w".into(),
+            health,
+            cpus,
+            gpus,
+            free_cpu_slots: cpus,
+            free_gpus: gpus,
+            running_jobs: 0,
+            last_seen: 0,
+            started_at: 0,
+            version: String::new(),
+            instance: String::new(),
+            reason: String::new(),
+            gpu_models: Vec::new(),
+            idle_since: None,
+        }
+    }
+
+    #[test]
+    fn availability_of_a_fleet() {
+        use Availability as A;
+        use Health::{Draining, Healthy, Unhealthy};
+        let cpu = QueueName::Cpu;
+        assert_eq!(availability(&[], cpu, 1), A::NoWorker);
+        assert_eq!(availability(&[w(2, 0, Healthy)], QueueName::Gpu, 1), A::NoWorker);
+        assert_eq!(availability(&[w(2, 0, Healthy)], cpu, 3), A::TooSmall { largest: 2 });
+        assert_eq!(availability(&[w(2, 0, Draining)], cpu, 1), A::Draining);
+        assert_eq!(
+            availability(&[w(2, 0, Draining), w(1, 0, Healthy)], cpu, 2),
+            A::Draining
+        );
+        assert_eq!(
+            availability(&[w(2, 0, Unhealthy), w(4, 0, Draining)], cpu, 2),
+            A::Unhealthy
+        );
+        assert_eq!(availability(&[w(2, 0, Healthy), w(4, 0, Healthy)], cpu, 2), A::Ready(2));
+        assert_eq!(availability(&[w(1, 2, Healthy)], QueueName::Gpu, 2), A::Ready(1));
+        assert!(A::Unhealthy.can_run() && A::Ready(1).can_run());
+        assert!(!A::Draining.can_run() && !A::NoWorker.can_run() && !A::TooSmall { largest: 1 }.can_run());
     }
 }

@@ -207,7 +207,7 @@ async fn url_inputs_are_fetched_or_refused() {
 }
 
 #[tokio::test]
-async fn api_keys_guard_every_route_but_healthz() {
+async fn api_keys_guard_every_route_but_the_probes() {
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::ApiOnly, &redis)
         .env("DCC_API_KEYS", "k1,k2")
@@ -215,13 +215,9 @@ async fn api_keys_guard_every_route_but_healthz() {
         .await;
     let api = dcc.api();
     assert_eq!(api.get("/healthz").await.status, 200);
-    for path in [
-        "/readyz",
-        "/api/v1/jobs",
-        "/api/v1/queues",
-        "/api/v1/workers",
-        "/api/v1/jobs/x",
-    ] {
+    // Load balancers probe readiness without a key.
+    assert_eq!(api.get("/readyz").await.status, 200);
+    for path in ["/api/v1/jobs", "/api/v1/queues", "/api/v1/workers", "/api/v1/jobs/x"] {
         let a = api.get(path).await;
         assert_eq!((a.status, a.code()), (401, "UNAUTHORIZED"), "{path}");
         let a = api.with_key("wrong").get(path).await;
@@ -231,6 +227,55 @@ async fn api_keys_guard_every_route_but_healthz() {
     assert_eq!(a.status, 401);
     assert_eq!(api.with_key("k2").get("/api/v1/queues").await.status, 200);
     assert_eq!(api.with_key("k1").submit(sh("true")).await.status, 201);
+}
+
+/// `dcc server` refuses to serve other machines without API keys unless told to, and says why.
+#[tokio::test]
+async fn a_reachable_server_without_keys_refuses_to_start_unless_allowed() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[(&str, &str)]| {
+        let port = dcc_e2e::free_port();
+        let mut cmd = std::process::Command::new(dcc_e2e::dcc_bin());
+        cmd.arg("server")
+            .env("DCC_REDIS_URL", redis.url())
+            .env("DCC_LISTEN", format!("0.0.0.0:{port}"))
+            .env("DCC_STORAGE", dir.path())
+            .env("DISABLE_WORKER", "true")
+            .env_remove("DCC_API_KEYS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        (cmd.spawn().unwrap(), port)
+    };
+    let out = run(&[]).0.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {err}");
+    assert!(
+        err.contains("DCC_API_KEYS") && err.contains("DCC_ALLOW_UNAUTHENTICATED"),
+        "{err}"
+    );
+    for opt_out in [("DCC_ALLOW_UNAUTHENTICATED", "true"), ("DCC_API_KEYS", "k")] {
+        let (mut child, port) = run(&[opt_out]);
+        let api = dcc_e2e::Api::new(format!("http://127.0.0.1:{port}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(child.try_wait().unwrap().is_none(), "{opt_out:?}: it exited");
+            let ok = api.http.get(format!("{}/healthz", api.base)).send().await;
+            if ok.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{opt_out:?}: the server did not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
 }
 
 #[tokio::test]
@@ -268,26 +313,43 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn wait_true_times_out_with_504_and_the_job_id() {
+async fn wait_true_without_a_worker_is_503_no_worker_and_times_out_with_504_and_the_job_id() {
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::ApiOnly, &redis)
         .env("DCC_MAX_WAIT_SECS", 1)
         .start()
         .await;
     let api = dcc.api();
-    // No worker: the job stays queued and the wait runs out.
+    // No worker at all: a client that would wait is told at once, and nothing is created.
     let mut job = sh("true");
     job["wait"] = json!(true);
-    let a = api.submit(job).await;
-    assert_eq!((a.status, a.code()), (504, "WAIT_TIMEOUT"), "{:?}", a.body);
-    let id = a.body["jobId"].as_str().expect("the 504 carries jobId").to_string();
-    assert_eq!(api.job(&id).await["status"], "queued");
+    let a = api.submit(job.clone()).await;
+    assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+    let r = api.post("/api/v1/run", &sh("true")).await;
+    assert_eq!((r.status, r.code()), (503, "NO_WORKER"), "{:?}", r.body);
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    // Without `wait` it queues (a worker, or the scaler, may come), and says why it waits.
+    let id = api.submit_id(sh("true")).await;
+    let v = api.job(&id).await;
+    assert_eq!(
+        (v["status"].as_str(), v["waiting"]["reason"].as_str()),
+        (Some("queued"), Some("NO_WORKER")),
+        "{v}"
+    );
     let q = api.get("/api/v1/queues").await.body;
     assert_eq!(q["cpu"]["queued"], 1);
     assert!(q["cpu"]["oldestQueuedAgeMs"].as_i64().unwrap() >= 0);
     // A worker that joins later runs it.
     let worker = Dcc::builder(Role::Worker, &redis).storage(&dcc.storage).start().await;
     api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert!(api.job(&id).await.get("waiting").is_none(), "only queued jobs wait");
+    // A wait that runs out: 504 with the id, the job goes on.
+    let mut slow = sh("sleep 3");
+    slow["wait"] = json!(true);
+    let a = api.submit(slow).await;
+    assert_eq!((a.status, a.code()), (504, "WAIT_TIMEOUT"), "{:?}", a.body);
+    let slow_id = a.body["jobId"].as_str().expect("the 504 carries jobId").to_string();
+    api.wait_status(&slow_id, "succeeded", Duration::from_secs(30)).await;
     let w = api.get("/api/v1/workers").await.body;
     let ws = w["workers"].as_array().unwrap();
     assert_eq!(ws.len(), 1);

@@ -326,3 +326,51 @@ async fn events_follow_every_transition_in_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_drain_is_bound_to_one_live_worker_process_and_can_be_taken_back() {
+    use dcc_shared::workers::{Health, WorkerInfo};
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    assert!(
+        !q.request_drain("w1").await.unwrap(),
+        "no live worker: nothing to drain"
+    );
+    let info = WorkerInfo {
+        id: "w1".into(),
+        health: Health::Healthy,
+        cpus: 2,
+        gpus: 0,
+        free_cpu_slots: 2,
+        free_gpus: 0,
+        running_jobs: 0,
+        last_seen: T0,
+        started_at: T0,
+        version: "t".into(),
+        instance: "nonce-a".into(),
+        reason: String::new(),
+        gpu_models: Vec::new(),
+        idle_since: None,
+    };
+    q.beat(&info, LEASE).await.unwrap();
+    assert!(q.request_drain("w1").await.unwrap());
+    assert!(q.drain_requested("w1", "nonce-a").await.unwrap());
+    assert!(
+        !q.drain_requested("w1", "nonce-b").await.unwrap(),
+        "another process of that id is not drained"
+    );
+    let mut conn = redis.conn().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("{t}:drain:w1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= LEASE.as_millis() as i64,
+        "the flag expires with the worker: {ttl}"
+    );
+    assert!(q.cancel_drain("w1").await.unwrap());
+    assert!(!q.drain_requested("w1", "nonce-a").await.unwrap());
+    q.unregister("w1").await.unwrap();
+    assert!(!q.cancel_drain("w1").await.unwrap(), "gone: 404 for the API");
+}

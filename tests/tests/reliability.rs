@@ -215,6 +215,7 @@ async fn drain_requested_through_the_api() {
         .await;
     assert_eq!(a.status, 202);
     assert_eq!(api.post("/api/v1/workers/nobody/drain", &json!({})).await.status, 404);
+    assert_eq!(api.post("/api/v1/workers/nobody/undrain", &json!({})).await.status, 404);
     eventually(Duration::from_secs(10), "the worker to report DRAINING", || async {
         let ws = api.get("/api/v1/workers").await.body;
         (ws["workers"][0]["health"] == "DRAINING").then_some(())
@@ -228,7 +229,142 @@ async fn drain_requested_through_the_api() {
         (ws["workers"][0]["runningJobs"] == 0 && ws["workers"][0]["health"] == "DRAINING").then_some(())
     })
     .await;
-    assert_eq!(api.job(&next).await["status"], "queued");
+    let queued = api.job(&next).await;
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["waiting"]["reason"], "WORKERS_DRAINING", "{queued}");
+
+    // Nothing can run a job now: a client that would wait for one is told at once.
+    let t = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/run", api.base))
+        .json(&sh("echo fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NO_WORKER", "{body}");
+    let mut waiting = sh("echo waited");
+    waiting["wait"] = json!(true);
+    let a = api.submit(waiting).await;
+    assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+    assert!(t.elapsed() < Duration::from_secs(2), "NO_WORKER took {:?}", t.elapsed());
+    let listed = api.get("/api/v1/jobs").await.body;
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        2,
+        "a refused job was created: {listed}"
+    );
+
+    // Undrain: the worker claims again, and runs what waited.
+    let a = api
+        .post(&format!("/api/v1/workers/{}/undrain", w.worker_id), &json!({}))
+        .await;
+    assert_eq!(
+        (a.status, a.body["health"].as_str()),
+        (202, Some("HEALTHY")),
+        "{:?}",
+        a.body
+    );
+    api.wait_status(&next, "succeeded", Duration::from_secs(30)).await;
+    let ws = api.get("/api/v1/workers").await.body;
+    assert_eq!(ws["workers"][0]["health"], "HEALTHY");
+    let fast = api.post("/api/v1/run", &sh("echo fast")).await;
+    assert_eq!(
+        (fast.status, fast.body["stdout"].as_str()),
+        (200, Some("fast\n")),
+        "{:?}",
+        fast.body
+    );
+}
+
+#[tokio::test]
+async fn a_fast_job_waiting_when_its_only_worker_drains_is_answered_and_withdrawn() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w = worker(&redis, &server.storage).start().await;
+    // The one slot is busy, so the fast job waits in its lane.
+    let busy = api.submit_id(sh("sleep 3")).await;
+    running_on(&api, &busy).await;
+    let fast = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.post(
+                "/api/v1/run",
+                &json!({"id": "f1", "image": "dcc-busybox:latest", "command": ["true"]}),
+            )
+            .await
+        })
+    };
+    eventually(Duration::from_secs(10), "the fast job to be queued", || async {
+        (api.get("/api/v1/jobs/f1").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        api.post(&format!("/api/v1/workers/{}/drain", w.worker_id), &json!({}))
+            .await
+            .status,
+        202
+    );
+    let t = std::time::Instant::now();
+    let a = tokio::time::timeout(Duration::from_secs(20), fast)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+    assert_eq!(a.body["jobId"], "f1");
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "answered after {:?}",
+        t.elapsed()
+    );
+    // Withdrawn: it never runs after its client got the answer.
+    assert_eq!(api.job("f1").await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_drain_flag_does_not_outlive_its_worker_process() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut w = worker(&redis, &server.storage).start().await;
+    let wid = w.worker_id.clone();
+    assert_eq!(
+        api.post(&format!("/api/v1/workers/{wid}/drain"), &json!({}))
+            .await
+            .status,
+        202
+    );
+    eventually(Duration::from_secs(10), "DRAINING", || async {
+        (api.get("/api/v1/workers").await.body["workers"][0]["health"] == "DRAINING").then_some(())
+    })
+    .await;
+    // A crash leaves the flag, but it expires with the dead worker's health key, so the process
+    // that takes the id over is not drained by it.
+    w.kill();
+    let conn = redis.conn().await;
+    eventually(
+        Duration::from_secs(LEASE_SECS * 3),
+        "the old drain flag to expire",
+        || async {
+            let mut conn = conn.clone();
+            let left: Option<String> = redis::cmd("GET")
+                .arg(format!("{{dcc}}:drain:{wid}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            left.is_none().then_some(())
+        },
+    )
+    .await;
+    let _w2 = worker(&redis, &server.storage).worker_id(&wid).start().await;
+    let v = api.run(sh("echo after")).await;
+    assert_eq!(
+        (v["status"].as_str(), v["workerId"].as_str()),
+        (Some("succeeded"), Some(wid.as_str()))
+    );
 }
 
 #[tokio::test]

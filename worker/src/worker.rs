@@ -99,8 +99,11 @@ pub struct Worker {
     ended: Notify,
     /// False while the self-check fails (Docker, disk): claim nothing.
     healthy: AtomicBool,
-    /// Set once asked to drain through Redis: claim nothing, finish what runs.
+    /// Set while a drain is asked through Redis: claim nothing, finish what runs. Reversible
+    /// (undrain), unlike `stopping`.
     draining: AtomicBool,
+    /// Set once the process is shutting down: never claims again.
+    stopping: AtomicBool,
     /// Why it is unhealthy.
     reason: Mutex<String>,
     started_at: i64,
@@ -225,6 +228,7 @@ impl Worker {
             ended: Notify::new(),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             started_at: now_ms(),
             instance,
@@ -273,19 +277,20 @@ impl Worker {
         }
     }
 
-    /// True once the worker stopped claiming (signal or drain request).
+    /// True while the worker claims nothing: shutting down, or asked to drain.
     fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.stopping.load(Ordering::Relaxed) || self.draining.load(Ordering::Relaxed)
     }
 
-    /// Runs until `shutdown` completes: claims while neither quiet nor draining, then waits for
-    /// running attempts (which `terminate` stops and hands back), then unregisters. A drain asked
-    /// through Redis keeps the worker registered as `DRAINING` until the process is signalled.
+    /// Runs until `shutdown` completes: claims until quiet (pausing while a drain is asked
+    /// through Redis, which keeps the worker registered as `DRAINING` until undrained or
+    /// signalled), then waits for running attempts (which `terminate` stops and hands back),
+    /// then unregisters.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let beat = tokio::spawn(self.clone().heartbeat_loop());
         let watch = tokio::spawn(self.clone().event_loop());
         self.claim_loop(&shutdown).await;
-        self.draining.store(true, Ordering::Relaxed);
+        self.stopping.store(true, Ordering::Relaxed);
         tracing::info!(running = self.running_ids().len(), "worker draining: no new claims");
         loop {
             let ended = self.ended.notified();
@@ -296,10 +301,6 @@ impl Worker {
                 _ = ended => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-        }
-        if !shutdown.is_quiet() {
-            tracing::info!("drained; idle until the process is stopped");
-            shutdown.quieted().await;
         }
         beat.abort();
         watch.abort();
@@ -319,12 +320,14 @@ impl Worker {
 
     async fn claim_loop(self: &Arc<Self>, shutdown: &Shutdown) {
         loop {
-            if shutdown.is_quiet() || self.is_draining() {
+            if shutdown.is_quiet() {
                 return;
             }
-            if !self.healthy.load(Ordering::Relaxed) {
+            if !self.healthy.load(Ordering::Relaxed) || self.is_draining() {
+                // The heartbeat re-checks both, and wakes us when a drain is taken back.
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.heartbeat) => {}
+                    _ = self.wake.notified() => {}
                     _ = shutdown.quieted() => return,
                 }
                 continue;
@@ -585,11 +588,7 @@ impl Worker {
             }
             self.healthy.store(problem.is_none(), Ordering::Relaxed);
             *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = problem.unwrap_or_default();
-            if !self.is_draining() && matches!(self.queue.drain_requested(&self.settings.id).await, Ok(true)) {
-                tracing::info!(event = "DrainRequested", "asked to drain: no new claims");
-                self.draining.store(true, Ordering::Relaxed);
-                self.wake.notify_one();
-            }
+            self.follow_drain_flag().await;
             for (id, lease, cancel) in self.running_ids() {
                 match self.queue.renew(&lease, self.settings.lease, now_ms()).await {
                     Ok(Renewed::Held) => {}
@@ -604,6 +603,21 @@ impl Worker {
                 tracing::warn!(error = %e, "health beat failed");
             }
             self.remove_strays().await;
+        }
+    }
+
+    /// Starts or ends a drain asked through Redis (a failed read changes nothing).
+    async fn follow_drain_flag(&self) {
+        let Ok(asked) = self.queue.drain_requested(&self.settings.id, &self.instance).await else {
+            return;
+        };
+        if self.draining.swap(asked, Ordering::Relaxed) != asked {
+            if asked {
+                tracing::info!(event = "DrainRequested", "asked to drain: no new claims");
+            } else {
+                tracing::info!(event = "DrainCancelled", "drain taken back: claiming again");
+            }
+            self.wake.notify_one();
         }
     }
 

@@ -46,7 +46,8 @@ pub struct Workers {
 pub struct DrainAnswer {
     /// The worker's id.
     pub id: String,
-    /// `DRAINING` (the worker reports it within one heartbeat).
+    /// `DRAINING` after a drain, `HEALTHY` after an undrain: what the worker reports from its
+    /// next heartbeat (`UNHEALTHY` instead, should its self-check fail).
     pub health: Health,
 }
 
@@ -97,28 +98,42 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, Api
 }
 
 /// `POST /api/v1/workers/{id}/drain`: the worker stops claiming, finishes what it runs and
-/// reports `DRAINING` (within one heartbeat).
+/// reports `DRAINING` (within one heartbeat). The request lasts as long as that worker process:
+/// undrain takes it back, and it expires with the worker.
 #[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "fleet", operation_id = "drainWorker", summary = "Ask a worker to drain",
     params(("id" = String, Path, description = "The worker's id")),
     responses((status = 202, description = "Drain requested", body = DrainAnswer),
         (status = 404, description = "NOT_FOUND: no live worker with this id", body = ErrorBody)))]
 pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if state.queue.worker(&id).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no live worker with id {id:?}"),
-        ));
+    if !state.queue.request_drain(&id).await? {
+        return Err(no_worker(&id));
     }
-    state.queue.request_drain(&id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DrainAnswer {
-            id,
-            health: Health::Draining,
-        }),
+    Ok(drain_answer(id, Health::Draining))
+}
+
+/// `POST /api/v1/workers/{id}/undrain`: takes a drain request back; the worker claims again
+/// from its next heartbeat (unless it is shutting down, which cannot be undone).
+#[utoipa::path(post, path = "/api/v1/workers/{id}/undrain", tag = "fleet", operation_id = "undrainWorker", summary = "Take a drain request back",
+    params(("id" = String, Path, description = "The worker's id")),
+    responses((status = 202, description = "Drain taken back", body = DrainAnswer),
+        (status = 404, description = "NOT_FOUND: no live worker with this id", body = ErrorBody)))]
+pub async fn undrain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if !state.queue.cancel_drain(&id).await? {
+        return Err(no_worker(&id));
+    }
+    Ok(drain_answer(id, Health::Healthy))
+}
+
+fn no_worker(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no live worker with id {id:?}"),
     )
-        .into_response())
+}
+
+fn drain_answer(id: String, health: Health) -> Response {
+    (StatusCode::ACCEPTED, Json(DrainAnswer { id, health })).into_response()
 }
 
 /// `GET /healthz`: the process answers.
@@ -129,7 +144,7 @@ pub async fn healthz() -> Json<Liveness> {
 }
 
 /// `GET /readyz`: Redis and storage reachable (200), else 503.
-#[utoipa::path(get, path = "/readyz", tag = "fleet", operation_id = "readyz", summary = "Readiness: Redis and storage reachable",
+#[utoipa::path(get, path = "/readyz", tag = "fleet", operation_id = "readyz", summary = "Readiness: Redis and storage reachable", security(()),
     responses((status = 200, description = "Redis and storage reachable", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let redis = state.queue.ping().await;
@@ -142,12 +157,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })
         .into_response(),
         (r, s) => {
+            // Needs no key (load balancers probe it): name what is down, log why.
             let what = [
-                r.err().map(|e| format!("redis: {e}")),
-                s.err().map(|e| format!("storage: {e}")),
+                r.err().map(|e| ("redis", e.to_string())),
+                s.err().map(|e| ("storage", e.to_string())),
             ]
             .into_iter()
             .flatten()
+            .map(|(part, why)| {
+                tracing::warn!(part, error = why, "not ready");
+                format!("{part} unreachable")
+            })
             .collect::<Vec<_>>()
             .join("; ");
             ApiError::unavailable(what).into_response()

@@ -14,6 +14,7 @@ use dcc_shared::queue::delete::{DeleteMode, Deleted};
 use dcc_shared::queue::read::ListFilter;
 
 use super::load;
+use crate::availability;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wait;
@@ -51,7 +52,10 @@ pub struct CancelAnswer {
     responses((status = 200, description = "The job view", body = JobView),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(load(&state, &id).await?.view()))
+    let job = load(&state, &id).await?;
+    let mut view = job.view();
+    view.waiting = availability::waiting(&state, &job).await;
+    Ok(Json(view))
 }
 
 /// `GET /api/v1/jobs?status=&queue=&limit=&cursor=`: newest first.
@@ -134,7 +138,7 @@ pub async fn wait_for(
         None => DEFAULT_WAIT_SECS.min(max),
     };
     let job = load(&state, &id).await?;
-    let record = wait::until_ended(&state, &job.id, Duration::from_secs(secs)).await?;
+    let record = wait::until_ended(&state, &job.id, Duration::from_secs(secs), wait::IfStuck::Wait).await?;
     Ok(Json(record.view()))
 }
 

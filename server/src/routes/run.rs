@@ -7,11 +7,13 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use base64::Engine;
+use dcc_shared::clock::now_ms;
 use dcc_shared::job::spec::{Encoding, InputSource, SpecError};
 use dcc_shared::job::{JobId, JobRecord, JobRequest, JobView, Lane};
 use dcc_shared::storage::paths;
 use futures_util::TryStreamExt;
 
+use crate::availability;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::submit::{Staging, enqueue_staged, read_body, stage_declared};
@@ -37,10 +39,12 @@ pub struct FastAnswer {
         (status = 400, description = "INVALID_JSON or INVALID_JOB (e.g. a `url` input)", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT", body = ErrorBody),
         (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
+        (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it (with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<FastAnswer>, ApiError> {
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    availability::require(&state, &valid.spec).await?;
     let mut inline = 0u64;
     for (i, (_, source)) in valid.inputs.iter().enumerate() {
         match source {
@@ -71,8 +75,31 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         return Err(e);
     }
     enqueue_staged(&state, &id, &valid.spec, staging, Lane::Fast).await?;
-    let record = wait::until_ended(&state, &id, state.config.max_wait).await?;
+    let record = match wait::until_ended(&state, &id, state.config.max_wait, wait::IfStuck::Answer).await {
+        Ok(r) => r,
+        Err(e) if e.code == "NO_WORKER" => {
+            // Nobody waits for its answer any more: it must not run later.
+            withdraw(&state, &id).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Json(answer(&state, &record).await?))
+}
+
+/// Cancels a fast job whose client is answered without it (best effort: a failure leaves it
+/// queued, to run and expire like any fast job).
+async fn withdraw(state: &AppState, id: &JobId) {
+    let Ok(Some(job)) = state.queue.get(id).await else {
+        return;
+    };
+    if let Err(e) = state
+        .queue
+        .cancel(&job, state.config.retention().of(job.lane), now_ms())
+        .await
+    {
+        tracing::warn!(job_id = %id, error = %e, "could not cancel a fast job left without a worker");
+    }
 }
 
 /// The job view with stdout, stderr and outputs inline.

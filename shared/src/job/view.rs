@@ -52,6 +52,34 @@ pub struct JobView {
     /// The client's `meta`, echoed back.
     #[schema(value_type = Object)]
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Why a queued job waits; only on `GET /api/v1/jobs/{id}` of a queued job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// Why a queued job has not started.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Waiting {
+    /// Stable reason code.
+    pub reason: WaitReason,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The reason codes of [`Waiting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WaitReason {
+    /// Healthy workers that can take it exist: it waits for a free slot (or its turn).
+    Queued,
+    /// The workers that could take it report `UNHEALTHY` (Docker down, disk low, GPU lost).
+    WorkersUnhealthy,
+    /// Every worker that could take it is draining.
+    WorkersDraining,
+    /// Workers of its queue exist, none large enough for what it asks.
+    NoWorkerFits,
+    /// No live worker serves its queue.
+    NoWorker,
 }
 
 /// One output file of a job.
@@ -138,6 +166,7 @@ impl JobRecord {
             outputs,
             stats,
             meta: self.spec.meta.clone(),
+            waiting: None,
         }
     }
 }
