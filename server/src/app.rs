@@ -171,10 +171,8 @@ impl Core {
 
     /// The HTTP state.
     pub fn app_state(&self) -> anyhow::Result<AppState> {
-        let http = reqwest::Client::builder()
-            .timeout(self.config.url_fetch_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+        let egress = crate::egress::Policy::parse(&self.config.url_input_allow).map_err(anyhow::Error::msg)?;
+        let http = egress.client(self.config.url_fetch_timeout)?;
         Ok(AppState {
             queue: self.queue.clone(),
             storage: self.storage.clone(),
@@ -182,6 +180,7 @@ impl Core {
             events: self.events.clone(),
             config: self.config.clone(),
             http,
+            egress,
             ended: Default::default(),
         })
     }

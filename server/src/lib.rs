@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod availability;
 pub mod cli;
+pub mod egress;
 pub mod error;
 pub mod finished;
 pub mod openapi;

@@ -23,8 +23,10 @@ pub struct AppState {
     pub events: Events,
     /// Configuration.
     pub config: Arc<Config>,
-    /// HTTP client for `url` inputs.
+    /// HTTP client for `url` inputs (connects only where `egress` allows).
     pub http: reqwest::Client,
+    /// Where `url` inputs may come from.
+    pub egress: crate::egress::Policy,
     /// Ended jobs' records, read once per process for all the waits and WebSockets that follow
     /// them.
     pub ended: EndedRecords,

@@ -191,6 +191,18 @@ async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiErro
     finalize(state, id, valid.spec, staging, valid.wait).await
 }
 
+/// An error and its causes in one line (reqwest's own `Display` names only the outermost).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Stages the inputs declared in the JSON (inline values and URLs).
 pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &ValidJob) -> Result<(), ApiError> {
     let limit = state.config.limits.max_input_bytes;
@@ -207,12 +219,26 @@ pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &Val
                     field: Some(field.clone()),
                     ..ApiError::new(StatusCode::BAD_REQUEST, "INPUT_FETCH_FAILED", m)
                 };
+                let parsed = reqwest::Url::parse(url).map_err(|e| {
+                    ApiError::from(SpecError::Invalid {
+                        field: Some(field.clone()),
+                        message: format!("url is not a valid URL: {e}"),
+                    })
+                })?;
+                state.egress.check_url(&parsed).map_err(|e| {
+                    ApiError::from(SpecError::Invalid {
+                        field: Some(field.clone()),
+                        message: e.to_string(),
+                    })
+                })?;
+                // Refusals by the resolver or the redirect policy come back as the request's
+                // error; its chain holds our sentence and nothing the target said.
                 let resp = state
                     .http
-                    .get(url)
+                    .get(parsed)
                     .send()
                     .await
-                    .map_err(|e| fetch_err(format!("fetching {url} failed: {e}")))?;
+                    .map_err(|e| fetch_err(format!("fetching {url} failed: {}", error_chain(&e))))?;
                 if !resp.status().is_success() {
                     return Err(fetch_err(format!("fetching {url} answered HTTP {}", resp.status())));
                 }

@@ -36,6 +36,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_DOCKER_CONCURRENCY",
     "DCC_TMP_DIR",
     "DCC_URL_FETCH_TIMEOUT_SECS",
+    "DCC_URL_INPUT_ALLOW",
     "DCC_LOG_FORMAT",
     "DCC_DRAIN_TIMEOUT",
     "DCC_FAST_RESULT_TTL",
@@ -103,6 +104,9 @@ pub struct Config {
     pub tmp_dir: PathBuf,
     /// Time limit for fetching one `url` input (`DCC_URL_FETCH_TIMEOUT_SECS`, 60).
     pub url_fetch_timeout: Duration,
+    /// Internal sources `url` inputs may reach on purpose (`DCC_URL_INPUT_ALLOW`: comma-separated
+    /// CIDRs, addresses or host names; none): by default only public addresses are fetched.
+    pub url_input_allow: Vec<String>,
     /// `pretty` (default) or `json` logs (`DCC_LOG_FORMAT`).
     pub log_json: bool,
     /// After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
@@ -270,6 +274,14 @@ impl Config {
             docker_concurrency: num("DCC_DOCKER_CONCURRENCY", 4)?.max(1) as usize,
             tmp_dir: get("DCC_TMP_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
             url_fetch_timeout: secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
+            url_input_allow: get("DCC_URL_INPUT_ALLOW")
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             log_json: get("DCC_LOG_FORMAT").as_deref() == Some("json"),
             drain_timeout: match get("DCC_DRAIN_TIMEOUT") {
                 None => Duration::from_secs(600),

@@ -111,3 +111,36 @@ async fn run_writes_outputs_to_a_folder() {
     let (_, out, _) = cli.run(&["workers"]);
     assert!(out.contains("HEALTHY"), "{out}");
 }
+
+/// A client in a pipeline whose reader goes away (`| head`) exits quietly with 0, not a panic.
+#[tokio::test]
+async fn a_closed_pipe_ends_the_client_quietly() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    // 2 MB of stdout: far over a pipe's buffer, so the writer meets the closed pipe.
+    let big = api
+        .run(json!({"image": IMAGE, "command": ["sh", "-c", "yes line | head -c 2000000"]}))
+        .await;
+    let id = big["jobId"].as_str().unwrap().to_string();
+    for i in 0..5 {
+        api.submit_id(json!({"image": IMAGE, "command": ["true"], "meta": {"i": i}}))
+            .await;
+    }
+    for cmd in [format!("logs {id}"), "ls".into(), format!("status {id}")] {
+        let out = Command::new("bash")
+            .args([
+                "-c",
+                &format!("set -o pipefail; {} {cmd} | head -1 >/dev/null", dcc_bin().display()),
+            ])
+            .env("DCC_URL", &api.base)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "dcc {cmd} | head: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "dcc {cmd}: {err}"
+        );
+    }
+}

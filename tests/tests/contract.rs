@@ -171,10 +171,49 @@ async fn size_limits_give_413() {
     );
 }
 
+/// A one-answer-per-connection HTTP server on `ip` (any port) sending `response` to every request.
+async fn tiny_http(ip: &str, response: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn ok_body(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn redirect_to(location: &str) -> String {
+    format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+}
+
 #[tokio::test]
 async fn url_inputs_are_fetched_or_refused() {
     let redis = Redis::start();
-    let dcc = Dcc::server(&redis).await;
+    // 127.0.0.1 stands for an internal source the operator opened on purpose.
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_URL_INPUT_ALLOW", "127.0.0.1/32")
+        .start()
+        .await;
     let api = dcc.api();
     // The server's own /healthz is a reachable URL with known content.
     let url = format!("{}/healthz", api.base);
@@ -204,6 +243,55 @@ async fn url_inputs_are_fetched_or_refused() {
         Some("inputs[0].url"),
     )
     .await;
+    // An allowed source that redirects somewhere not allowed: refused at the hop, and nothing of
+    // what the internal service holds reaches the client.
+    let secret = tiny_http("127.0.0.2", ok_body("SECRET-METADATA")).await;
+    let hop = tiny_http("127.0.0.1", redirect_to(&format!("http://{secret}/latest/meta-data/"))).await;
+    let a = api
+        .submit(json!({"image": IMAGE, "inputs": [{"name": "m", "url": format!("http://{hop}/file")}]}))
+        .await;
+    assert_eq!((a.status, a.code()), (400, "INPUT_FETCH_FAILED"), "{:?}", a.body);
+    assert!(!a.body.to_string().contains("SECRET"), "{:?}", a.body);
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(), 1);
+}
+
+/// With no allow-list, only public sources: internal addresses are refused whether written as
+/// literals (any spelling), reached through a name, or through a redirect.
+#[tokio::test]
+async fn url_inputs_never_reach_internal_addresses_by_default() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    let secret = tiny_http("127.0.0.1", ok_body("SECRET-METADATA")).await;
+    let port = secret.port();
+    for literal in [
+        format!("http://127.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/".to_string(),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://2130706433:{port}/"),
+        "http://10.0.0.1/".to_string(),
+        "http://100.64.0.1/".to_string(),
+        "http://0.0.0.0/".to_string(),
+    ] {
+        let a = api
+            .submit(json!({"image": IMAGE, "inputs": [{"name": "m", "url": literal}]}))
+            .await;
+        assert_eq!((a.status, a.code()), (400, "INVALID_JOB"), "{literal}: {:?}", a.body);
+        assert_eq!(a.body["error"]["field"], "inputs[0].url");
+    }
+    // A name that resolves to loopback is refused at connect time, by the address dialled.
+    let a = api
+        .submit(json!({"image": IMAGE, "inputs": [{"name": "m", "url": format!("http://localhost:{port}/")}]}))
+        .await;
+    assert_eq!((a.status, a.code()), (400, "INPUT_FETCH_FAILED"), "{:?}", a.body);
+    assert!(
+        a.body["error"]["message"].as_str().unwrap().contains("not public"),
+        "{:?}",
+        a.body
+    );
+    assert!(!a.body.to_string().contains("SECRET"));
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
 }
 
 #[tokio::test]

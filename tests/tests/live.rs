@@ -264,6 +264,41 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
         (m["type"].as_str(), m["job"]["status"].as_str()),
         (Some("finished"), Some("succeeded"))
     );
+    // Asked again on the same connection: answered again (a client waiting on it must not hang).
+    send(&mut late, json!({"subscribe": [id]})).await;
+    let m = next(&mut late).await;
+    assert_eq!(
+        (m["type"].as_str(), m["job"]["jobId"].as_str()),
+        (Some("finished"), Some(id.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_is_refused_without_buffering_it() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let before = dcc.peak_rss();
+    let mut ws = connect(&dcc).await;
+    let huge = format!("{{\"subscribe\": [\"{}\"]}}", "x".repeat(10 << 20));
+    // The server closes the connection; the send itself may or may not see it first.
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer");
+    assert!(
+        !matches!(outcome, Some(Ok(Message::Text(_)))),
+        "a 10 MB message was read as a command: {outcome:?}"
+    );
+    let grew = dcc.peak_rss().saturating_sub(before);
+    println!("peak RSS before {before} B, growth {grew} B");
+    assert!(
+        grew < 8 << 20,
+        "the server's peak memory grew by {grew} B for a refused 10 MB message"
+    );
+    // The server still serves others.
+    let mut other = connect(&dcc).await;
+    send(&mut other, json!({"subscribe": ["nope"]})).await;
+    assert_eq!(next(&mut other).await["code"], "NOT_FOUND");
 }
 
 #[tokio::test]

@@ -13,6 +13,33 @@ use base64::Engine;
 use clap::Subcommand;
 use serde_json::Value;
 
+/// Writes a line to stdout. A reader that went away (`dcc ls | head -3`) ends the command quietly
+/// with 0, as Unix tools do; any other write error is a client-side error (2).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
+/// What a failed write to stdout ends in (see `out!`).
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("dcc: writing to stdout failed: {e}");
+    std::process::exit(2);
+}
+
+/// Writes bytes to stdout now (logs as they come); failures as in `out!`.
+fn emit(bytes: &[u8]) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+        stdout_failed(e);
+    }
+}
+
 /// Exit code when the job timed out (like `timeout(1)`).
 pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit code when the job failed without an exit code of its own (bad image, lost worker, …).
@@ -251,8 +278,7 @@ async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<Val
                 .await
                 .unwrap_or_default();
             if out.len() > printed {
-                std::io::stdout().write_all(&out[printed..])?;
-                std::io::stdout().flush()?;
+                emit(&out[printed..]);
                 printed = out.len();
             }
         }
@@ -289,18 +315,18 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             let id = v["jobId"].as_str().unwrap_or_default().to_string();
             if !(wait || follow) {
                 if json {
-                    println!("{v}")
+                    out!("{v}")
                 } else {
-                    println!("{id}")
+                    out!("{id}")
                 }
                 return Ok(0);
             }
             let view = wait_for(&client, &id, follow).await?;
             if json {
-                println!("{view}");
+                out!("{view}");
             } else if !follow {
                 eprintln!("{}", summary(&view));
-                std::io::stdout().write_all(&client.text(&format!("/api/v1/jobs/{id}/stdout")).await?)?;
+                emit(&client.text(&format!("/api/v1/jobs/{id}/stdout")).await?);
             } else {
                 eprintln!("{}", summary(&view));
             }
@@ -330,9 +356,11 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
                 }
             }
             if json {
-                println!("{v}");
+                out!("{v}");
             } else {
-                print!("{}", v["stdout"].as_str().unwrap_or(""));
+                if let Err(e) = write!(std::io::stdout().lock(), "{}", v["stdout"].as_str().unwrap_or("")) {
+                    stdout_failed(e);
+                }
                 eprint!("{}", v["stderr"].as_str().unwrap_or(""));
                 eprintln!("{}", summary(&v));
             }
@@ -341,9 +369,9 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
         ClientCommand::Status { id, json } => {
             let v = client.get(&format!("/api/v1/jobs/{id}")).await?;
             if json {
-                println!("{v}")
+                out!("{v}")
             } else {
-                println!("{}", summary(&v))
+                out!("{}", summary(&v))
             }
             Ok(0)
         }
@@ -353,21 +381,21 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
                 let view = wait_for(&client, &id, true).await?;
                 return Ok(exit_code(&view));
             }
-            std::io::stdout().write_all(&client.text(&format!("/api/v1/jobs/{id}/{stream}")).await?)?;
+            emit(&client.text(&format!("/api/v1/jobs/{id}/{stream}")).await?);
             Ok(0)
         }
         ClientCommand::Cancel { id } => {
             let (_, v) = client
                 .call(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"), None)
                 .await?;
-            println!("{id} {}", v["status"].as_str().unwrap_or("?"));
+            out!("{id} {}", v["status"].as_str().unwrap_or("?"));
             Ok(0)
         }
         ClientCommand::Rm { id } => {
             client
                 .call(reqwest::Method::DELETE, &format!("/api/v1/jobs/{id}"), None)
                 .await?;
-            println!("{id} deleted");
+            out!("{id} deleted");
             Ok(0)
         }
         ClientCommand::Ls { status, limit, json } => {
@@ -377,10 +405,10 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             }
             let v = client.get(&path).await?;
             if json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 for j in v["jobs"].as_array().into_iter().flatten() {
-                    println!(
+                    out!(
                         "{}\t{}\t{}\t{}",
                         j["jobId"].as_str().unwrap_or(""),
                         j["status"].as_str().unwrap_or(""),
@@ -394,13 +422,16 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
         ClientCommand::Queues { json } => {
             let v = client.get("/api/v1/queues").await?;
             if json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 for q in ["cpu", "gpu"] {
                     let d = &v[q];
-                    println!(
+                    out!(
                         "{q}\tqueued {}\tfast {}\trunning {}\toldest {} ms",
-                        d["queued"], d["fastQueued"], d["running"], d["oldestQueuedAgeMs"]
+                        d["queued"],
+                        d["fastQueued"],
+                        d["running"],
+                        d["oldestQueuedAgeMs"]
                     );
                 }
             }
@@ -409,10 +440,10 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
         ClientCommand::Workers { json } => {
             let v = client.get("/api/v1/workers").await?;
             if json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 for w in v["workers"].as_array().into_iter().flatten() {
-                    println!(
+                    out!(
                         "{}\t{}\tcpu {}/{}\tgpu {}/{}\trunning {}",
                         w["id"].as_str().unwrap_or(""),
                         w["health"].as_str().unwrap_or(""),

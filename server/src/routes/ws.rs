@@ -22,8 +22,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::state::AppState;
 
-/// Most job ids one connection may follow by id (`*` follows all without a list).
+/// Most job ids one connection may ask for by id over its life, known or not (`*` follows all
+/// without a list): each costs a Redis read, and the known ones memory.
 const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Largest client message (and frame): commands are small; a bigger one is refused by the
+/// WebSocket layer before it is buffered, and the connection closes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// `GET /api/v1/ws`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "live", operation_id = "websocket", summary = "Follow jobs live over a WebSocket",
@@ -31,7 +35,10 @@ const MAX_SUBSCRIPTIONS: usize = 10_000;
     responses((status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket upgrade")))]
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| connection(state, socket))
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| connection(state, socket))
 }
 
 /// What one connection follows.
@@ -41,8 +48,10 @@ struct Follow {
     all: bool,
     /// These jobs.
     ids: HashSet<String>,
-    /// Jobs whose `finished` went out (never sent twice).
+    /// Followed jobs whose `finished` went out (an event and a resync never both send it).
     finished: HashSet<String>,
+    /// Ids asked for so far, known or not.
+    asked: usize,
 }
 
 async fn connection(state: AppState, socket: WebSocket) {
@@ -99,6 +108,7 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
                 follow.all = false;
             } else {
                 follow.ids.remove(&id);
+                follow.finished.remove(&id);
             }
         }
     }
@@ -108,7 +118,7 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
                 follow.all = true;
                 continue;
             }
-            if follow.ids.len() >= MAX_SUBSCRIPTIONS {
+            if follow.asked >= MAX_SUBSCRIPTIONS {
                 out.push(error(
                     Some(&id),
                     "TOO_LARGE",
@@ -116,6 +126,7 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
                 ));
                 continue;
             }
+            follow.asked += 1;
             out.extend(current(state, follow, &id).await);
         }
     } else if msg.get("unsubscribe").is_none() {
@@ -138,7 +149,9 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
         Ok(Some(job)) => {
             follow.ids.insert(id.to_string());
             if job.state.is_terminal() {
-                finished(follow, job.view()).into_iter().collect()
+                // Asked for explicitly: answered even if this connection saw it end before.
+                follow.finished.insert(id.to_string());
+                vec![json!({"type": "finished", "job": job.view()})]
             } else {
                 vec![
                     json!({"type": "status", "jobId": id, "status": job.state.as_str(), "attempt": job.attempt,
@@ -151,11 +164,14 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
     }
 }
 
+/// A job's `finished` message, unless this connection already sent it for a job it follows by
+/// id. (A job followed through `*` alone ends with one event, so nothing is remembered for it
+/// and the connection's memory stays bounded by its subscriptions.)
 fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
-    follow
-        .finished
-        .insert(view.job_id.clone())
-        .then(|| json!({"type": "finished", "job": view}))
+    if follow.ids.contains(&view.job_id) && !follow.finished.insert(view.job_id.clone()) {
+        return None;
+    }
+    Some(json!({"type": "finished", "job": view}))
 }
 
 async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Value> {

@@ -1,0 +1,268 @@
+//! Where the server may connect when it fetches a `url` input: public addresses only, unless the
+//! operator opens internal sources on purpose (`DCC_URL_INPUT_ALLOW`: CIDRs and/or host names).
+//!
+//! A URL is checked three times, because each check alone can be slipped past:
+//! - at submit, an address literal in the URL (`http://169.254.169.254/…`) → `INVALID_JOB`;
+//! - when connecting, every address a name resolves to, inside the HTTP client's resolver, so
+//!   the address checked is the address dialled (no DNS rebinding between check and use) →
+//!   `INPUT_FETCH_FAILED`;
+//! - on every redirect hop (a public page may redirect to the metadata service).
+//!
+//! Proxies from the environment are not used: through one, the resolver would see the proxy's
+//! name, not the target's.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
+
+/// Redirect hops followed at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// The operator's allow-list and the rule for everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Internal networks allowed on purpose.
+    nets: Vec<IpNet>,
+    /// Host names allowed on purpose, whatever they resolve to (lower case).
+    hosts: Vec<String>,
+}
+
+/// Why a URL may not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The URL names an internal address.
+    #[error(
+        "{0} is not a public address; only public sources can be fetched (an operator can allow internal ones with DCC_URL_INPUT_ALLOW)"
+    )]
+    Address(IpAddr),
+    /// The name resolves to internal addresses only.
+    #[error(
+        "{0} resolves only to addresses that are not public; only public sources can be fetched (an operator can allow it with DCC_URL_INPUT_ALLOW)"
+    )]
+    Name(String),
+}
+
+impl Policy {
+    /// Parses `DCC_URL_INPUT_ALLOW` entries: a CIDR (`10.1.0.0/16`), an address (`10.1.2.3`), or
+    /// a host name (`files.internal`).
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut p = Policy::default();
+        for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            if let Ok(net) = e.parse::<IpNet>() {
+                p.nets.push(net);
+            } else if let Ok(ip) = e.parse::<IpAddr>() {
+                p.nets.push(IpNet::from(ip));
+            } else if e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+                p.hosts.push(e.to_ascii_lowercase());
+            } else {
+                return Err(format!(
+                    "DCC_URL_INPUT_ALLOW: {e:?} is neither a CIDR, an address nor a host name"
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether connecting to `ip` is allowed.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.nets.iter().any(|n| n.contains(&canonical(ip)) || n.contains(&ip))
+    }
+
+    fn allows_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.contains(&host)
+    }
+
+    /// The check at submit: an address literal in `url` must be allowed. Names are checked
+    /// when they are resolved.
+    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {
+        // The URL parser has already normalised literals (`2130706433` → `127.0.0.1`).
+        let host = url.host_str().unwrap_or_default();
+        match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            Ok(ip) if !self.allows_ip(ip) => Err(Refused::Address(ip)),
+            _ => Ok(()),
+        }
+    }
+
+    /// An HTTP client that connects only where this policy allows.
+    pub fn client(&self, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+        let policy = Arc::new(self.clone());
+        let hops = policy.clone();
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .dns_resolver(Arc::new(Resolver(policy)))
+            .redirect(redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                if !matches!(attempt.url().scheme(), "http" | "https") {
+                    return attempt.error("a redirect left http(s)");
+                }
+                match hops.check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(e) => attempt.error(format!("a redirect was refused: {e}")),
+                }
+            }))
+            .build()
+    }
+}
+
+/// Resolves with the system resolver, then keeps only allowed addresses.
+struct Resolver(Arc<Policy>);
+
+impl Resolve for Resolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let keep: Vec<SocketAddr> = if policy.allows_host(&host) {
+                all
+            } else {
+                all.into_iter().filter(|a| policy.allows_ip(a.ip())).collect()
+            };
+            if keep.is_empty() {
+                return Err(Box::new(Refused::Name(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(keep.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// An IPv4 address written in IPv6 (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
+/// `2002:AABB:CCDD::`) as the IPv4 address it reaches; anything else unchanged.
+fn canonical(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else { return ip };
+    let s = v6.segments();
+    let o = v6.octets();
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    if s[0] == 0x2002 {
+        return IpAddr::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    ip
+}
+
+/// Whether `ip` is an ordinary public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => public_v6(v6),
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0 // "this network", 0.0.0.0/8
+        || a == 10
+        || a == 127
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+        || (a == 169 && b == 254) // link-local: the cloud metadata service
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 168)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2) // documentation
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+        || a >= 224) // multicast, reserved, broadcast
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+        || (s[0] & 0xff00) == 0xff00 // multicast
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to addresses we cannot see
+        || (s[0..6] == [0, 0, 0, 0, 0, 0])) // IPv4-compatible ::a.b.c.d (deprecated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_in_every_spelling_are_refused() {
+        for s in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:a9fe:a9fe::",
+            "::127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(ip(s)), "{s} counted as public");
+        }
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(ip(s)), "{s} counted as internal");
+        }
+    }
+
+    #[test]
+    fn the_allow_list_opens_what_it_names() {
+        let p = Policy::parse(&["10.1.0.0/16".into(), "127.0.0.1".into(), "Files.Internal".into()]).unwrap();
+        assert!(p.allows_ip(ip("10.1.2.3")) && !p.allows_ip(ip("10.2.0.1")));
+        assert!(p.allows_ip(ip("127.0.0.1")) && p.allows_ip(ip("::ffff:127.0.0.1")));
+        assert!(p.allows_host("files.internal.") && !p.allows_host("other.internal"));
+        assert!(Policy::parse(&["bad entry!".into()]).is_err());
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let none = Policy::default();
+        assert!(
+            none.check_url(&url("http://169.254.169.254/latest/meta-data/"))
+                .is_err()
+        );
+        assert!(none.check_url(&url("http://[::ffff:7f00:1]:8080/")).is_err());
+        assert!(none.check_url(&url("http://2130706433/")).is_err(), "decimal 127.0.0.1");
+        assert!(
+            none.check_url(&url("http://example.org/")).is_ok(),
+            "names are checked when resolved"
+        );
+        assert!(p.check_url(&url("http://127.0.0.1:9/")).is_ok());
+    }
+}
