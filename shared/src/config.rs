@@ -37,6 +37,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_TMP_DIR",
     "DCC_URL_FETCH_TIMEOUT_SECS",
     "DCC_URL_INPUT_ALLOW",
+    "DCC_IMAGE_ALLOW",
+    "DCC_PULL_TIMEOUT_SECS",
+    "DCC_DOCKER_RUNTIME",
     "DCC_LOG_FORMAT",
     "DCC_DRAIN_TIMEOUT",
     "DCC_FAST_RESULT_TTL",
@@ -107,6 +110,12 @@ pub struct Config {
     /// Internal sources `url` inputs may reach on purpose (`DCC_URL_INPUT_ALLOW`: comma-separated
     /// CIDRs, addresses or host names; none): by default only public addresses are fetched.
     pub url_input_allow: Vec<String>,
+    /// Longest an image pull may take (`DCC_PULL_TIMEOUT_SECS`, 600): then the job fails with
+    /// `IMAGE_NOT_FOUND` instead of holding its slot.
+    pub pull_timeout: Duration,
+    /// OCI runtime for every CPU job's container (`DCC_DOCKER_RUNTIME`, none: dockerd's default),
+    /// e.g. gVisor's `runsc` for untrusted code. GPU jobs use their GPU mode's runtime.
+    pub docker_runtime: Option<String>,
     /// `pretty` (default) or `json` logs (`DCC_LOG_FORMAT`).
     pub log_json: bool,
     /// After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
@@ -201,6 +210,17 @@ impl Config {
                     .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number"))),
             }
         };
+        // A comma-separated list; unset or empty: none.
+        let list = |k: &str| -> Vec<String> {
+            get(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let secs = |k: &str, default: u64| -> Result<Duration> {
             let n = num(k, default)?;
             if n == 0 {
@@ -212,6 +232,7 @@ impl Config {
             max_input_bytes: num("DCC_MAX_INPUT_BYTES", 1 << 30)?,
             default_memory_mb: num("DCC_DEFAULT_MEMORY_MB", 2048)?,
             max_duration_secs: num("DCC_MAX_DURATION_SECS", 7 * 24 * 3600)?,
+            images: crate::job::image::ImageAllow::parse(&list("DCC_IMAGE_ALLOW")).map_err(Error::Config)?,
             ..Limits::default()
         };
         let listen = get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -274,14 +295,9 @@ impl Config {
             docker_concurrency: num("DCC_DOCKER_CONCURRENCY", 4)?.max(1) as usize,
             tmp_dir: get("DCC_TMP_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
             url_fetch_timeout: secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
-            url_input_allow: get("DCC_URL_INPUT_ALLOW")
-                .map(|v| {
-                    v.split(',')
-                        .map(|e| e.trim().to_string())
-                        .filter(|e| !e.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            url_input_allow: list("DCC_URL_INPUT_ALLOW"),
+            pull_timeout: secs("DCC_PULL_TIMEOUT_SECS", 600)?,
+            docker_runtime: get("DCC_DOCKER_RUNTIME"),
             log_json: get("DCC_LOG_FORMAT").as_deref() == Some("json"),
             drain_timeout: match get("DCC_DRAIN_TIMEOUT") {
                 None => Duration::from_secs(600),

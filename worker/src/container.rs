@@ -14,7 +14,16 @@ use crate::gpu::{self, GpuSettings};
 pub struct HostLimits {
     /// Process limit inside the container.
     pub pids_limit: i64,
+    /// OCI runtime for CPU jobs (`None`: the daemon's default).
+    pub runtime: Option<String>,
 }
+
+/// The only capabilities a job keeps, of Docker's default set: what ordinary batch work needs
+/// (package installs and tools that change owners, files of other users, `su`-style drops, and
+/// signalling its own processes). Dropped, among others: NET_RAW (raw sockets, ARP/ICMP spoofing
+/// on a job network), MKNOD (device nodes), AUDIT_WRITE, SETFCAP (file capabilities), SETPCAP,
+/// SYS_CHROOT and NET_BIND_SERVICE. A job cannot add any: the API has no field for it.
+pub const KEPT_CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"];
 
 /// The container name of an attempt: readable in `docker ps`, unique per attempt.
 pub fn name(job: &JobRecord, attempt: u32) -> String {
@@ -48,6 +57,9 @@ pub fn body(
         network_mode: Some(if p.network { "bridge" } else { "none" }.to_string()),
         privileged: Some(false),
         security_opt: Some(vec!["no-new-privileges".to_string()]),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        runtime: limits.runtime.clone(),
         auto_remove: Some(false),
         ..Default::default()
     };

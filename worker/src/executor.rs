@@ -46,6 +46,10 @@ pub struct ExecSettings {
     pub gpu: Option<GpuSettings>,
     /// How inputs and outputs reach the container.
     pub files: FilesMode,
+    /// Longest an image pull may take.
+    pub pull_timeout: std::time::Duration,
+    /// Images that may run (checked again here: the API server may be configured differently).
+    pub images: dcc_shared::job::image::ImageAllow,
 }
 
 /// Runs attempts.
@@ -146,8 +150,32 @@ impl Executor {
         };
 
         let t = Instant::now();
+        if !self.settings.images.allows(&spec.image) {
+            return failed(
+                fail(
+                    ErrorCode::ImageNotAllowed,
+                    format!(
+                        "image {:?} is not on this worker's allow-list (DCC_IMAGE_ALLOW)",
+                        spec.image
+                    ),
+                ),
+                stats,
+                None,
+            );
+        }
+        let limit = self.settings.pull_timeout;
+        let pull = async {
+            tokio::time::timeout(limit, docker::ensure_image(&self.docker, &spec.image))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the pull did not finish within {} s (DCC_PULL_TIMEOUT_SECS)",
+                        limit.as_secs()
+                    ))
+                })
+        };
         let digest = tokio::select! {
-            r = docker::ensure_image(&self.docker, &spec.image) => match r {
+            r = pull => match r {
                 Ok((id, _)) => id,
                 Err(msg) => {
                     stats.pull_ms = ms_since(t);

@@ -44,4 +44,9 @@ pub enum WorkerError {
     /// Another live worker uses the same id.
     #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
     IdInUse(String),
+    /// `DCC_DOCKER_RUNTIME` names a runtime the daemon does not have.
+    #[error(
+        "DCC_DOCKER_RUNTIME={0:?} is not a runtime of this Docker daemon (it has: {1}); install and register it (e.g. `runsc install` then restart dockerd), or unset the variable"
+    )]
+    Runtime(String, String),
 }

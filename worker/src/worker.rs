@@ -182,6 +182,17 @@ impl Worker {
         settings.exec.tmp_dir = tokio::fs::canonicalize(&settings.exec.tmp_dir)
             .await
             .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
+        if let Some(rt) = &settings.exec.limits.runtime {
+            let known: Vec<String> = docker
+                .info()
+                .await?
+                .runtimes
+                .map(|r| r.into_keys().collect())
+                .unwrap_or_default();
+            if !known.contains(rt) {
+                return Err(WorkerError::Runtime(rt.clone(), known.join(", ")));
+            }
+        }
         // GPUs: detect, then decide how to attach them (auto: the nvidia runtime if dockerd has it).
         let detected = gpu::detect(settings.gpus, &settings.gpu_device_dir);
         if detected.count > 0 {
@@ -465,7 +476,15 @@ impl Worker {
         }
         let record = match self.queue.get(&lease.job).await {
             Ok(Some(r)) if r.state == JobState::Running && r.attempt == lease.attempt => r,
-            Ok(_) => return,
+            Ok(_) => {
+                // Paused (or slow) between the claim and here: the lease went to a newer attempt
+                // or the job ended. Nothing was started, so nothing is to stop.
+                tracing::warn!(
+                    event = "LeaseLost",
+                    "lease lost before the attempt started; not running it"
+                );
+                return;
+            }
             Err(e) => {
                 // The lease stays; if Redis is really gone the reaper hands the job out again.
                 tracing::warn!(error = %e, "could not read the claimed job");

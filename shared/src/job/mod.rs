@@ -8,6 +8,7 @@
 //! - [`view`]: the API's job view built from a record (also the source of its OpenAPI schema).
 
 pub mod id;
+pub mod image;
 pub mod record;
 pub mod spec;
 pub mod state;

@@ -108,6 +108,8 @@ pub struct Limits {
     pub max_attempts: u32,
     /// Largest single input, in bytes (inline after decoding, or uploaded).
     pub max_input_bytes: u64,
+    /// Images that may run (`DCC_IMAGE_ALLOW`; empty: all).
+    pub images: super::image::ImageAllow,
 }
 
 impl Default for Limits {
@@ -120,6 +122,7 @@ impl Default for Limits {
             max_duration_secs: 7 * 24 * 3600,
             max_attempts: 10,
             max_input_bytes: 1 << 30,
+            images: Default::default(),
         }
     }
 }
@@ -297,6 +300,15 @@ impl JobRequest {
             None => None,
         };
         validate_image(&self.image)?;
+        if !limits.images.allows(&self.image) {
+            return Err(invalid(
+                "image",
+                format!(
+                    "image {:?} is not on this server's allow-list (DCC_IMAGE_ALLOW)",
+                    self.image
+                ),
+            ));
+        }
         if let Some(cmd) = &self.command {
             if cmd.is_empty() {
                 return Err(invalid(
@@ -315,6 +327,13 @@ impl JobRequest {
             self.env.iter().map(|(k, v)| k.len() + v.len()).sum(),
         )?;
         for (k, v) in &self.env {
+            if k.starts_with("NVIDIA_") {
+                // The NVIDIA runtime reads these to pick GPUs: a job selects none of its own.
+                return Err(invalid(
+                    format!("env.{k}"),
+                    "NVIDIA_* variables are reserved: GPUs are given by parameters.gpus",
+                ));
+            }
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
                 return Err(invalid(
                     format!("env.{k}"),

@@ -175,6 +175,8 @@ pub enum ErrorCode {
     WorkerLost,
     /// The worker could not attach the GPUs the job asked for.
     GpuUnavailable,
+    /// The image is not on the worker's allow-list (`DCC_IMAGE_ALLOW`).
+    ImageNotAllowed,
 }
 
 impl ErrorCode {
@@ -189,6 +191,7 @@ impl ErrorCode {
             ErrorCode::OutputUploadFailed => "OUTPUT_UPLOAD_FAILED",
             ErrorCode::WorkerLost => "WORKER_LOST",
             ErrorCode::GpuUnavailable => "GPU_UNAVAILABLE",
+            ErrorCode::ImageNotAllowed => "IMAGE_NOT_ALLOWED",
         }
     }
 }

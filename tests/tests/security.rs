@@ -1,0 +1,163 @@
+//! What a hostile or careless job cannot do: capabilities it keeps, reserved variables, images
+//! outside the allow-list, pulls that hang, and the sandbox runtime setting. (URL inputs and
+//! WebSocket limits are in `contract.rs` and `live.rs`.)
+
+use std::time::Duration;
+
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, sh};
+use serde_json::json;
+
+/// Capability numbers from linux/capability.h.
+const CHOWN: u32 = 0;
+const SETUID: u32 = 7;
+const SETPCAP: u32 = 8;
+const NET_BIND_SERVICE: u32 = 10;
+const NET_RAW: u32 = 13;
+const SYS_CHROOT: u32 = 18;
+const MKNOD: u32 = 27;
+const AUDIT_WRITE: u32 = 29;
+const SETFCAP: u32 = 31;
+
+fn cap_eff(status: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap_or_else(|| panic!("no CapEff in {status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn a_job_keeps_only_the_capabilities_batch_work_needs() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    for network in [false, true] {
+        let mut job = sh("grep Cap /proc/self/status; mknod /tmp/n c 1 3 && echo MKNOD-WORKED; true");
+        job["parameters"] = json!({"network": network});
+        let v = api.run(job).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        let out = api.log(v["jobId"].as_str().unwrap(), "stdout").await;
+        let eff = cap_eff(&out);
+        for (name, bit) in [
+            ("NET_RAW", NET_RAW),
+            ("MKNOD", MKNOD),
+            ("AUDIT_WRITE", AUDIT_WRITE),
+            ("SETFCAP", SETFCAP),
+            ("SYS_CHROOT", SYS_CHROOT),
+            ("SETPCAP", SETPCAP),
+            ("NET_BIND_SERVICE", NET_BIND_SERVICE),
+        ] {
+            assert_eq!(eff & (1 << bit), 0, "network={network}: {name} kept: {out}");
+        }
+        assert_ne!(eff & (1 << CHOWN), 0, "CHOWN dropped: {out}");
+        assert_ne!(eff & (1 << SETUID), 0, "SETUID dropped: {out}");
+        assert!(!out.contains("MKNOD-WORKED"), "a device node was made: {out}");
+    }
+}
+
+#[tokio::test]
+async fn nvidia_variables_are_reserved() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    for var in ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"] {
+        let a = api.submit(json!({"image": IMAGE, "env": {var: "all"}})).await;
+        assert_eq!((a.status, a.code()), (400, "INVALID_JOB"), "{:?}", a.body);
+        assert_eq!(a.body["error"]["field"], format!("env.{var}"));
+    }
+}
+
+#[tokio::test]
+async fn images_outside_the_allow_list_never_run() {
+    let redis = Redis::start();
+    // The API refuses at submit…
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_IMAGE_ALLOW", "dcc-*,ghcr.io/team/*")
+        .start()
+        .await;
+    let api = dcc.api();
+    let a = api.submit(json!({"image": "someone/miner:latest"})).await;
+    assert_eq!((a.status, a.code()), (400, "INVALID_JOB"), "{:?}", a.body);
+    assert_eq!(a.body["error"]["field"], "image");
+    assert_eq!(api.run(sh("echo allowed")).await["status"], "succeeded");
+    drop(dcc);
+    // …and a worker with its own list refuses what a laxer API server let through.
+    let redis = Redis::start();
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let _worker = Dcc::builder(Role::Worker, &redis)
+        .storage(&server.storage)
+        .env("DCC_IMAGE_ALLOW", "ghcr.io/team/*")
+        .start()
+        .await;
+    let v = server.api().run(sh("echo never")).await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("failed"), Some("IMAGE_NOT_ALLOWED")),
+        "{v}"
+    );
+}
+
+/// A registry that accepts connections and never answers: the pull is cut at its limit and the
+/// slot comes back, instead of hanging for the job's whole duration.
+#[tokio::test]
+async fn a_hanging_pull_is_cut_at_its_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            open.push(s);
+        }
+    });
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_PULL_TIMEOUT_SECS", 2)
+        .start()
+        .await;
+    let api = dcc.api();
+    let t = std::time::Instant::now();
+    let v = api.run(json!({"image": format!("127.0.0.1:{port}/stuck:1")})).await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("failed"), Some("IMAGE_NOT_FOUND")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DCC_PULL_TIMEOUT_SECS"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    // The slot is free again.
+    assert_eq!(api.run(sh("true")).await["status"], "succeeded");
+    held.abort();
+}
+
+#[tokio::test]
+async fn the_sandbox_runtime_is_used_and_an_unknown_one_is_refused_at_start() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(dcc_e2e::dcc_bin())
+        .arg("worker")
+        .env("DCC_REDIS_URL", redis.url())
+        .env("DCC_STORAGE", dir.path())
+        .env("DCC_WORKER_ID", "t-runtime")
+        .env("DCC_TMP_DIR", dir.path())
+        .env("DCC_DOCKER_RUNTIME", "no-such-runtime")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with an unknown runtime: {err}");
+    assert!(err.contains("DCC_DOCKER_RUNTIME") && err.contains("runc"), "{err}");
+    // A runtime the daemon has (runc here; runsc where gVisor is installed) is what the job runs in.
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_DOCKER_RUNTIME", "runc")
+        .start()
+        .await;
+    let id = dcc.api().submit_id(sh("sleep 30")).await;
+    let info = dcc_e2e::inspect_job_container(&id).await;
+    assert_eq!(info.host_config.unwrap().runtime.as_deref(), Some("runc"));
+    dcc.api().post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+}
