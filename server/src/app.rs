@@ -198,6 +198,7 @@ impl Core {
             id: id.clone(),
             cpus,
             cpu_slots: c.cpu_slots,
+            memory_mb: c.memory_mb,
             gpus: c.gpus,
             gpu_mode: c.gpu_mode.clone(),
             gpu_device_dir: c.gpu_device_dir.clone(),

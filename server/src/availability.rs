@@ -22,17 +22,18 @@ fn units(spec: &JobSpec) -> (QueueName, u32) {
 async fn of(state: &AppState, spec: &JobSpec) -> Result<(Availability, QueueName, u32), ApiError> {
     let (queue, n) = units(spec);
     let workers = state.queue.workers().await?;
-    Ok((availability(&workers, queue, n), queue, n))
+    Ok((availability(&workers, queue, n, spec.parameters.memory_mb), queue, n))
 }
 
 /// `Ok` when a live, non-draining worker large enough serves the job's queue, else 503
 /// `NO_WORKER` with `Retry-After` (the heartbeat period: when the fleet can have changed).
 pub async fn require(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
     let (av, queue, n) = of(state, spec).await?;
+    let spec_mem = spec.parameters.memory_mb;
     if av.can_run() {
         return Ok(());
     }
-    Err(no_worker(state, av.waiting(queue, n)))
+    Err(no_worker(state, av.waiting(queue, n, spec_mem)))
 }
 
 /// The 503 `NO_WORKER` answer for `why`.
@@ -54,7 +55,8 @@ pub async fn waiting(state: &AppState, job: &JobRecord) -> Option<Waiting> {
         return None;
     }
     let (av, queue, n) = of(state, &job.spec).await.ok()?;
-    Some(av.waiting(queue, n))
+    let spec_mem = job.spec.parameters.memory_mb;
+    Some(av.waiting(queue, n, spec_mem))
 }
 
 /// For a job being waited on: `Some(why)` when it is still queued and nothing live can run it.
@@ -63,5 +65,6 @@ pub async fn stuck(state: &AppState, job: &JobRecord) -> Option<Waiting> {
         return None;
     }
     let (av, queue, n) = of(state, &job.spec).await.ok()?;
-    (!av.can_run()).then(|| av.waiting(queue, n))
+    let spec_mem = job.spec.parameters.memory_mb;
+    (!av.can_run()).then(|| av.waiting(queue, n, spec_mem))
 }

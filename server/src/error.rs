@@ -113,6 +113,10 @@ impl From<SpecError> for ApiError {
                 field,
                 ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE", message)
             },
+            SpecError::Unschedulable { field, message } => ApiError {
+                field,
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UNSCHEDULABLE", message)
+            },
         }
     }
 }

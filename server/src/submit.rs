@@ -146,6 +146,7 @@ pub struct MultipartSubmission {
         (status = 400, description = "INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT: the id holds another definition", body = ErrorBody),
         (status = 413, description = "TOO_LARGE", body = ErrorBody),
+        (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER (with `wait: true`): no live, non-draining worker of the job's queue can take it (with `Retry-After`; `jobId` when the job was already queued); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
 pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Response {

@@ -23,6 +23,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "DISABLE_WORKER",
     "DCC_WORKER_ID",
     "DCC_CPUS",
+    "DCC_MEMORY_MB",
+    "DCC_MAX_CPUS",
+    "DCC_MAX_GPUS",
+    "DCC_MAX_MEMORY_MB",
     "DCC_LEASE_SECS",
     "DCC_HEARTBEAT_SECS",
     "DCC_MAX_BODY_BYTES",
@@ -83,6 +87,9 @@ pub struct Config {
     pub worker_id: Option<String>,
     /// CPU slots of the worker (`DCC_CPUS`, default the host's CPU count).
     pub cpus: Option<u32>,
+    /// Memory (MiB) the worker gives to jobs, reserved by each job's `memoryMb` while it runs
+    /// (`DCC_MEMORY_MB`, default the Docker host's memory).
+    pub memory_mb: Option<u64>,
     /// Lease of a running attempt; a worker silent this long loses its jobs (`DCC_LEASE_SECS`, 30).
     pub lease: Duration,
     /// How often a worker renews leases and its health key (`DCC_HEARTBEAT_SECS`, 10).
@@ -232,9 +239,26 @@ impl Config {
             max_input_bytes: num("DCC_MAX_INPUT_BYTES", 1 << 30)?,
             default_memory_mb: num("DCC_DEFAULT_MEMORY_MB", 2048)?,
             max_duration_secs: num("DCC_MAX_DURATION_SECS", 7 * 24 * 3600)?,
+            declared: crate::job::spec::DeclaredShape {
+                cpus: get("DCC_MAX_CPUS").is_some(),
+                gpus: get("DCC_MAX_GPUS").is_some(),
+                memory_mb: get("DCC_MAX_MEMORY_MB").is_some(),
+            },
             images: crate::job::image::ImageAllow::parse(&list("DCC_IMAGE_ALLOW")).map_err(Error::Config)?,
             ..Limits::default()
         };
+        let mut limits = limits;
+        // The largest worker shape, when the operator declares it: jobs beyond are refused at
+        // submit with 422 UNSCHEDULABLE (the hard bounds stay for what is merely absurd).
+        if limits.declared.cpus {
+            limits.max_cpus = num("DCC_MAX_CPUS", 0)? as f64;
+        }
+        if limits.declared.gpus {
+            limits.max_gpus = num("DCC_MAX_GPUS", 0)? as u32;
+        }
+        if limits.declared.memory_mb {
+            limits.max_memory_mb = num("DCC_MAX_MEMORY_MB", 0)?;
+        }
         let listen = get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
         let lease = secs("DCC_LEASE_SECS", 30)?;
         let heartbeat = secs("DCC_HEARTBEAT_SECS", 10)?;
@@ -284,6 +308,7 @@ impl Config {
             ),
             worker_id: get("DCC_WORKER_ID"),
             cpus,
+            memory_mb: get("DCC_MEMORY_MB").map(|_| num("DCC_MEMORY_MB", 0)).transpose()?,
             lease,
             heartbeat,
             max_body_bytes: num("DCC_MAX_BODY_BYTES", 64 << 20)?,

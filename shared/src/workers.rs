@@ -49,6 +49,10 @@ pub struct WorkerInfo {
     pub gpus: u32,
     /// CPU slots free now.
     pub free_cpu_slots: u32,
+    /// Memory (MiB) it gives to jobs (0: not reported, by a worker of an older version).
+    pub memory_mb: u64,
+    /// Memory (MiB) not reserved by running jobs.
+    pub free_memory_mb: u64,
     /// GPUs free now.
     pub free_gpus: u32,
     /// Jobs running now.
@@ -84,6 +88,10 @@ pub struct WorkerView {
     pub gpus: u32,
     /// CPU slots free now.
     pub free_cpu_slots: u32,
+    /// Memory (MiB) it gives to jobs; each running job reserves its `memoryMb`.
+    pub memory_mb: u64,
+    /// Memory (MiB) not reserved by running jobs.
+    pub free_memory_mb: u64,
     /// GPUs free now.
     pub free_gpus: u32,
     /// Jobs running now.
@@ -111,6 +119,8 @@ impl WorkerInfo {
             cpus: self.cpus,
             gpus: self.gpus,
             free_cpu_slots: self.free_cpu_slots,
+            memory_mb: self.memory_mb,
+            free_memory_mb: self.free_memory_mb,
             free_gpus: self.free_gpus,
             running_jobs: self.running_jobs,
             last_seen: rfc3339(self.last_seen),
@@ -135,6 +145,8 @@ impl WorkerInfo {
             cpus: n("cpus") as u32,
             gpus: n("gpus") as u32,
             free_cpu_slots: n("free_cpu_slots") as u32,
+            memory_mb: n("memory_mb") as u64,
+            free_memory_mb: n("free_memory_mb") as u64,
             free_gpus: n("free_gpus") as u32,
             running_jobs: n("running_jobs") as u32,
             last_seen: n("last_seen"),
@@ -167,6 +179,8 @@ impl Queue {
             ("cpus", w.cpus.to_string()),
             ("gpus", w.gpus.to_string()),
             ("free_cpu_slots", w.free_cpu_slots.to_string()),
+            ("memory_mb", w.memory_mb.to_string()),
+            ("free_memory_mb", w.free_memory_mb.to_string()),
             ("free_gpus", w.free_gpus.to_string()),
             ("running_jobs", w.running_jobs.to_string()),
             ("last_seen", w.last_seen.to_string()),
@@ -264,6 +278,8 @@ pub enum Availability {
     TooSmall {
         /// Slots of the largest worker of the queue.
         largest: u32,
+        /// Memory (MiB) of the worker with the most.
+        largest_memory_mb: u64,
     },
     /// No live worker serves the queue.
     NoWorker,
@@ -279,7 +295,7 @@ impl Availability {
 
 impl Availability {
     /// Why a queued job of `queue` needing `units` slots waits, as the job view says it.
-    pub fn waiting(self, queue: QueueName, units: u32) -> Waiting {
+    pub fn waiting(self, queue: QueueName, units: u32, memory_mb: u64) -> Waiting {
         let what = match queue {
             QueueName::Cpu => format!("{units} CPU slot(s)"),
             QueueName::Gpu => format!("{units} GPU(s)"),
@@ -298,9 +314,14 @@ impl Availability {
                 WaitReason::WorkersDraining,
                 format!("every {q} worker that can take {what} is draining; undrain one or add workers"),
             ),
-            Availability::TooSmall { largest } => (
+            Availability::TooSmall {
+                largest,
+                largest_memory_mb,
+            } => (
                 WaitReason::NoWorkerFits,
-                format!("no live {q} worker has {what}; the largest has {largest}"),
+                format!(
+                    "no live {q} worker has {what} and {memory_mb} MiB of memory; the largest has {largest} and {largest_memory_mb} MiB"
+                ),
             ),
             Availability::NoWorker => (WaitReason::NoWorker, format!("no live worker serves the {q} queue")),
         };
@@ -308,8 +329,8 @@ impl Availability {
     }
 }
 
-/// How the live `workers` stand for a job of `queue` needing `units` slots.
-pub fn availability(workers: &[WorkerInfo], queue: QueueName, units: u32) -> Availability {
+/// How the live `workers` stand for a job of `queue` needing `units` slots and `memory_mb`.
+pub fn availability(workers: &[WorkerInfo], queue: QueueName, units: u32, memory_mb: u64) -> Availability {
     let size = |w: &WorkerInfo| match queue {
         QueueName::Cpu => w.cpus,
         QueueName::Gpu => w.gpus,
@@ -318,10 +339,19 @@ pub fn availability(workers: &[WorkerInfo], queue: QueueName, units: u32) -> Ava
     if serving.is_empty() {
         return Availability::NoWorker;
     }
-    let fits: Vec<&WorkerInfo> = serving.iter().copied().filter(|w| size(w) >= units).collect();
+    // A worker that does not report memory (an older version) is taken to have enough.
+    let fits: Vec<&WorkerInfo> = serving
+        .iter()
+        .copied()
+        .filter(|w| size(w) >= units && (w.memory_mb == 0 || w.memory_mb >= memory_mb))
+        .collect();
     if fits.is_empty() {
         let largest = serving.iter().map(|w| size(w)).max().unwrap_or(0);
-        return Availability::TooSmall { largest };
+        let largest_memory_mb = serving.iter().map(|w| w.memory_mb).max().unwrap_or(0);
+        return Availability::TooSmall {
+            largest,
+            largest_memory_mb,
+        };
     }
     let active: Vec<&WorkerInfo> = fits.into_iter().filter(|w| w.health != Health::Draining).collect();
     if active.is_empty() {
@@ -344,6 +374,8 @@ mod tests {
             cpus,
             gpus,
             free_cpu_slots: cpus,
+            memory_mb: 4096,
+            free_memory_mb: 4096,
             free_gpus: gpus,
             running_jobs: 0,
             last_seen: 0,
@@ -361,21 +393,46 @@ mod tests {
         use Availability as A;
         use Health::{Draining, Healthy, Unhealthy};
         let cpu = QueueName::Cpu;
-        assert_eq!(availability(&[], cpu, 1), A::NoWorker);
-        assert_eq!(availability(&[w(2, 0, Healthy)], QueueName::Gpu, 1), A::NoWorker);
-        assert_eq!(availability(&[w(2, 0, Healthy)], cpu, 3), A::TooSmall { largest: 2 });
-        assert_eq!(availability(&[w(2, 0, Draining)], cpu, 1), A::Draining);
+        assert_eq!(availability(&[], cpu, 1, 100), A::NoWorker);
+        assert_eq!(availability(&[w(2, 0, Healthy)], QueueName::Gpu, 1, 100), A::NoWorker);
         assert_eq!(
-            availability(&[w(2, 0, Draining), w(1, 0, Healthy)], cpu, 2),
+            availability(&[w(2, 0, Healthy)], cpu, 3, 100),
+            A::TooSmall {
+                largest: 2,
+                largest_memory_mb: 4096
+            }
+        );
+        assert_eq!(availability(&[w(2, 0, Draining)], cpu, 1, 100), A::Draining);
+        assert_eq!(
+            availability(&[w(2, 0, Draining), w(1, 0, Healthy)], cpu, 2, 100),
             A::Draining
         );
         assert_eq!(
-            availability(&[w(2, 0, Unhealthy), w(4, 0, Draining)], cpu, 2),
+            availability(&[w(2, 0, Unhealthy), w(4, 0, Draining)], cpu, 2, 100),
             A::Unhealthy
         );
-        assert_eq!(availability(&[w(2, 0, Healthy), w(4, 0, Healthy)], cpu, 2), A::Ready(2));
-        assert_eq!(availability(&[w(1, 2, Healthy)], QueueName::Gpu, 2), A::Ready(1));
+        assert_eq!(
+            availability(&[w(2, 0, Healthy), w(4, 0, Healthy)], cpu, 2, 100),
+            A::Ready(2)
+        );
+        assert_eq!(availability(&[w(1, 2, Healthy)], QueueName::Gpu, 2, 100), A::Ready(1));
+        assert_eq!(
+            availability(&[w(2, 0, Healthy)], cpu, 1, 5000),
+            A::TooSmall {
+                largest: 2,
+                largest_memory_mb: 4096
+            },
+            "memory"
+        );
         assert!(A::Unhealthy.can_run() && A::Ready(1).can_run());
-        assert!(!A::Draining.can_run() && !A::NoWorker.can_run() && !A::TooSmall { largest: 1 }.can_run());
+        assert!(
+            !A::Draining.can_run()
+                && !A::NoWorker.can_run()
+                && !A::TooSmall {
+                    largest: 1,
+                    largest_memory_mb: 4096
+                }
+                .can_run()
+        );
     }
 }

@@ -54,6 +54,8 @@ fn who(worker: &str) -> Claimant<'_> {
         worker,
         free_slots: 4,
         total_slots: 4,
+        free_memory_mb: 1 << 20,
+        total_memory_mb: 1 << 20,
         lease: LEASE,
     }
 }
@@ -174,20 +176,18 @@ async fn slots_decide_what_fits() {
     let q = Queue::new(&redis.url(), "t").unwrap();
     enqueue(&q, "big", json!({"image": "x", "parameters": {"cpus": 2}}), T0).await;
     let small_free = Claimant {
-        worker: "A",
         free_slots: 1,
         total_slots: 2,
-        lease: LEASE,
+        ..who("A")
     };
     assert_eq!(
         q.claim(dcc_shared::job::QueueName::Cpu, &small_free, T0).await.unwrap(),
         Claim::NoFit
     );
     let too_small = Claimant {
-        worker: "A",
         free_slots: 1,
         total_slots: 1,
-        lease: LEASE,
+        ..who("A")
     };
     assert_eq!(
         q.claim(dcc_shared::job::QueueName::Cpu, &too_small, T0).await.unwrap(),
@@ -197,6 +197,66 @@ async fn slots_decide_what_fits() {
         Claim::Claimed { slots, .. } => assert_eq!(slots, 2),
         other => panic!("{other:?}"),
     }
+}
+
+/// A job no worker of this size can take never blocks the jobs behind it; among the jobs that
+/// fit, the oldest goes first even when it must wait for room; memory is reserved like slots.
+#[tokio::test]
+async fn a_job_too_large_for_the_worker_is_stepped_over_fifo_kept_among_the_rest() {
+    use dcc_shared::job::QueueName::Cpu;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    enqueue(&q, "huge", json!({"image": "x", "parameters": {"cpus": 3}}), T0).await;
+    enqueue(
+        &q,
+        "fat",
+        json!({"image": "x", "parameters": {"memoryMb": 8000}}),
+        T0 + 1,
+    )
+    .await;
+    enqueue(&q, "two", json!({"image": "x", "parameters": {"cpus": 2}}), T0 + 2).await;
+    enqueue(
+        &q,
+        "one",
+        json!({"image": "x", "parameters": {"cpus": 1, "memoryMb": 100}}),
+        T0 + 3,
+    )
+    .await;
+    let small = Claimant {
+        free_slots: 2,
+        total_slots: 2,
+        free_memory_mb: 4000,
+        total_memory_mb: 4000,
+        ..who("A")
+    };
+    let claimed = |c: Claim| match c {
+        Claim::Claimed { job, memory_mb, .. } => (job.to_string(), memory_mb),
+        other => panic!("{other:?}"),
+    };
+    // `huge` (3 CPUs) and `fat` (8000 MiB) can never run on A: `two` is next.
+    assert_eq!(claimed(q.claim(Cpu, &small, T0).await.unwrap()), ("two".into(), 2048));
+    // With one slot free, `one` fits; with too little memory free, it waits.
+    let busy = Claimant {
+        free_slots: 1,
+        free_memory_mb: 50,
+        ..small
+    };
+    assert_eq!(q.claim(Cpu, &busy, T0).await.unwrap(), Claim::NoFit);
+    let room = Claimant {
+        free_slots: 1,
+        free_memory_mb: 1000,
+        ..busy
+    };
+    assert_eq!(claimed(q.claim(Cpu, &room, T0).await.unwrap()), ("one".into(), 100));
+    assert_eq!(q.claim(Cpu, &small, T0).await.unwrap(), Claim::Empty);
+    // A large worker takes the stepped-over jobs, oldest first.
+    assert_eq!(claimed(q.claim(Cpu, &who("B"), T0).await.unwrap()).0, "huge");
+    let big = Claimant {
+        free_memory_mb: 9000,
+        total_memory_mb: 9000,
+        ..who("B")
+    };
+    assert_eq!(claimed(q.claim(Cpu, &big, T0).await.unwrap()).0, "fat");
 }
 
 #[tokio::test]
@@ -342,6 +402,8 @@ async fn a_drain_is_bound_to_one_live_worker_process_and_can_be_taken_back() {
         cpus: 2,
         gpus: 0,
         free_cpu_slots: 2,
+        memory_mb: 4096,
+        free_memory_mb: 4096,
         free_gpus: 0,
         running_jobs: 0,
         last_seen: T0,

@@ -161,3 +161,66 @@ async fn the_sandbox_runtime_is_used_and_an_unknown_one_is_refused_at_start() {
     assert_eq!(info.host_config.unwrap().runtime.as_deref(), Some("runc"));
     dcc.api().post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
 }
+
+#[tokio::test]
+async fn a_job_no_worker_can_run_never_blocks_the_lane_and_says_why_it_waits() {
+    let redis = Redis::start();
+    // 2 CPU slots and 1000 MiB for jobs.
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_MEMORY_MB", 1000)
+        .start()
+        .await;
+    let api = dcc.api();
+    let mut huge = sh("true");
+    huge["parameters"] = json!({"cpus": 3});
+    let huge = api.submit_id(huge).await;
+    let mut fat = sh("true");
+    fat["parameters"] = json!({"memoryMb": 4000});
+    let fat = api.submit_id(fat).await;
+    let mut small = sh("echo small");
+    small["parameters"] = json!({"memoryMb": 100});
+    let v = api.run(small).await;
+    assert_eq!(v["status"], "succeeded", "the small job behind was delayed: {v}");
+    for id in [&huge, &fat] {
+        let v = api.job(id).await;
+        assert_eq!((v["status"].as_str(), v["waiting"]["reason"].as_str()), (Some("queued"), Some("NO_WORKER_FITS")), "{v}");
+    }
+    // Memory is reserved like slots: two 600 MiB jobs never run side by side on 1000 MiB.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut j = sh("sleep 1");
+        j["parameters"] = json!({"memoryMb": 600});
+        ids.push(api.submit_id(j).await);
+    }
+    let a = api.wait_status(&ids[0], "running", Duration::from_secs(30)).await;
+    let w = &api.get("/api/v1/workers").await.body["workers"][0];
+    assert_eq!((w["memoryMb"].as_u64(), w["freeMemoryMb"].as_u64()), (Some(1000), Some(400)), "{w}");
+    assert_eq!(api.job(&ids[1]).await["status"], "queued", "both 600 MiB jobs run: {a}");
+    let b = api.wait_status(&ids[1], "succeeded", Duration::from_secs(30)).await;
+    let a = api.job(&ids[0]).await;
+    assert!(b["startedAt"].as_str() >= a["finishedAt"].as_str(), "overlapped: {a} {b}");
+}
+
+#[tokio::test]
+async fn a_declared_worker_shape_refuses_what_no_worker_can_run_at_submit() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_MAX_CPUS", 2)
+        .env("DCC_MAX_MEMORY_MB", 4096)
+        .env("DCC_MAX_GPUS", 0)
+        .start()
+        .await;
+    let api = dcc.api();
+    for (params, field) in [
+        (json!({"cpus": 3}), "parameters.cpus"),
+        (json!({"memoryMb": 8192}), "parameters.memoryMb"),
+        (json!({"gpus": 1}), "parameters.gpus"),
+    ] {
+        let a = api.submit(json!({"image": IMAGE, "parameters": params})).await;
+        assert_eq!((a.status, a.code()), (422, "UNSCHEDULABLE"), "{:?}", a.body);
+        assert_eq!(a.body["error"]["field"], field);
+    }
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    let ok = api.submit(json!({"image": IMAGE, "parameters": {"cpus": 2, "memoryMb": 4096}})).await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+}

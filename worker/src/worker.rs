@@ -42,6 +42,8 @@ pub struct WorkerSettings {
     pub cpus: u32,
     /// CPU-queue slots; default CPUs − GPUs.
     pub cpu_slots: Option<u32>,
+    /// Memory (MiB) given to jobs; `None`: the Docker host's memory.
+    pub memory_mb: Option<u64>,
     /// GPUs, overriding detection (`DCC_GPUS`).
     pub gpus: Option<u32>,
     /// `DCC_GPU_MODE` as configured (`auto` is resolved at start).
@@ -81,6 +83,8 @@ pub struct Worker {
     exec: Executor,
     settings: WorkerSettings,
     slots: Slots,
+    /// Memory (MiB) for jobs; each running job holds its `memoryMb`.
+    memory: Slots,
     /// When the last running attempt ended (ms): the worker's idle start.
     idle_since: AtomicI64,
     /// Free GPUs (specific indexes).
@@ -211,6 +215,12 @@ impl Worker {
                 ld_library_path: settings.gpu_ld_library_path.clone(),
             });
         }
+        // Jobs reserve their memory limit while they run: never more than the host has.
+        let memory_mb = match settings.memory_mb {
+            Some(m) => m,
+            None => docker.info().await?.mem_total.unwrap_or(0).max(0) as u64 >> 20,
+        };
+        let memory_mb = u32::try_from(memory_mb).unwrap_or(u32::MAX);
         let cpu_slots = settings
             .cpu_slots
             .unwrap_or(settings.cpus.saturating_sub(detected.count));
@@ -228,6 +238,7 @@ impl Worker {
             events,
             exec,
             slots: Slots::new(cpu_slots),
+            memory: Slots::new(memory_mb),
             gpus: GpuPool::new(detected.count),
             gpu_models: detected.models.clone(),
             gpu_devices: gpu::WatchedDevices::at_start(&settings.gpu_device_dir, detected.count),
@@ -245,7 +256,7 @@ impl Worker {
             instance,
         });
         w.queue.beat(&w.info(), w.settings.lease).await?;
-        tracing::info!(worker = %w.settings.id, cpu_slots, gpus = detected.count, "worker started");
+        tracing::info!(worker = %w.settings.id, cpu_slots, memory_mb, gpus = detected.count, "worker started");
         Ok(w)
     }
 
@@ -276,6 +287,8 @@ impl Worker {
             cpus: self.slots.total(),
             gpus: self.gpus.total(),
             free_cpu_slots: self.slots.free(),
+            memory_mb: self.memory.total().into(),
+            free_memory_mb: self.memory.free().into(),
             free_gpus: self.gpus.free(),
             running_jobs: running,
             last_seen: now_ms(),
@@ -356,6 +369,8 @@ impl Worker {
                     worker: &self.settings.id,
                     free_slots: free,
                     total_slots: total,
+                    free_memory_mb: self.memory.free().into(),
+                    total_memory_mb: self.memory.total().into(),
                     lease: self.settings.lease,
                 };
                 match self.queue.claim(queue, &who, now_ms()).await {
@@ -364,8 +379,10 @@ impl Worker {
                         attempt,
                         slots,
                         lane,
+                        memory_mb,
                     }) => {
-                        self.launch(job, attempt, queue, slots, lane, shutdown);
+                        let memory_mb = u32::try_from(memory_mb).unwrap_or(u32::MAX);
+                        self.launch(job, attempt, queue, (slots, memory_mb), lane, shutdown);
                         claimed = true;
                     }
                     Ok(Claim::NoFit | Claim::Empty) => {}
@@ -396,7 +413,7 @@ impl Worker {
         job: JobId,
         attempt: u32,
         queue: QueueName,
-        units: u32,
+        (units, memory_mb): (u32, u32),
         lane: Lane,
         shutdown: &Shutdown,
     ) {
@@ -425,6 +442,7 @@ impl Worker {
                 Vec::new()
             }
         };
+        self.memory.take(memory_mb);
         let cancel = shutdown.terminate_token().child_token();
         let lease = Lease {
             job: job.clone(),
@@ -461,6 +479,7 @@ impl Worker {
                 }
                 QueueName::Cpu => me.slots.give(units),
             }
+            me.memory.give(memory_mb);
             me.ended.notify_waiters();
             me.capacity_changed.notify_one();
         });

@@ -39,6 +39,7 @@ pub struct FastAnswer {
         (status = 400, description = "INVALID_JSON or INVALID_JOB (e.g. a `url` input)", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT", body = ErrorBody),
         (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
+        (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it (with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<FastAnswer>, ApiError> {

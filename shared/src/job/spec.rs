@@ -110,6 +110,20 @@ pub struct Limits {
     pub max_input_bytes: u64,
     /// Images that may run (`DCC_IMAGE_ALLOW`; empty: all).
     pub images: super::image::ImageAllow,
+    /// Which of `max_cpus`, `max_gpus`, `max_memory_mb` the operator declared as the largest
+    /// worker shape: going over those is `UNSCHEDULABLE` (422), not a schema error.
+    pub declared: DeclaredShape,
+}
+
+/// Which maxima of [`Limits`] are a declared worker shape.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeclaredShape {
+    /// `DCC_MAX_CPUS` was set.
+    pub cpus: bool,
+    /// `DCC_MAX_GPUS` was set.
+    pub gpus: bool,
+    /// `DCC_MAX_MEMORY_MB` was set.
+    pub memory_mb: bool,
 }
 
 impl Default for Limits {
@@ -123,6 +137,7 @@ impl Default for Limits {
             max_attempts: 10,
             max_input_bytes: 1 << 30,
             images: Default::default(),
+            declared: DeclaredShape::default(),
         }
     }
 }
@@ -249,6 +264,14 @@ pub enum SpecError {
         /// The field to blame, if one is.
         field: Option<String>,
         /// A sentence saying which limit.
+        message: String,
+    },
+    /// Valid, but larger than any worker the operator declared (`UNSCHEDULABLE`).
+    #[error("{message}")]
+    Unschedulable {
+        /// The parameter to blame.
+        field: Option<String>,
+        /// A sentence naming the largest worker.
         message: String,
     },
 }
@@ -405,6 +428,34 @@ fn validate_image(image: &str) -> Result<(), SpecError> {
 
 fn validate_parameters(p: &ParametersRequest, limits: &Limits) -> Result<Parameters, SpecError> {
     let cpus = p.cpus.unwrap_or(1.0);
+    let too_large = |field: &str, what: String| SpecError::Unschedulable {
+        field: Some(field.to_string()),
+        message: format!("no worker can run this job: {what} (the operator declared the largest worker)"),
+    };
+    if limits.declared.cpus && cpus.is_finite() && cpus > limits.max_cpus {
+        return Err(too_large(
+            "parameters.cpus",
+            format!("it asks for {cpus} CPUs, the largest worker has {}", limits.max_cpus),
+        ));
+    }
+    if let Some(m) = p.memory_mb
+        && limits.declared.memory_mb
+        && m > limits.max_memory_mb
+    {
+        return Err(too_large(
+            "parameters.memoryMb",
+            format!("it asks for {m} MiB, the largest worker has {}", limits.max_memory_mb),
+        ));
+    }
+    if let Some(g) = p.gpus
+        && limits.declared.gpus
+        && g > limits.max_gpus
+    {
+        return Err(too_large(
+            "parameters.gpus",
+            format!("it asks for {g} GPUs, the largest worker has {}", limits.max_gpus),
+        ));
+    }
     if !cpus.is_finite() || cpus < MIN_CPUS || cpus > limits.max_cpus {
         return Err(invalid(
             "parameters.cpus",

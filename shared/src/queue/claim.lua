@@ -1,39 +1,51 @@
--- Claim: the oldest job of the first non-empty lane (fast, high, normal) goes to a worker, with a
--- lease. Ids are popped here, so job keys are built from ARGV[1]; they share the hash tag of KEYS.
--- KEYS[1..3]: the queue's lane lists in claim order (fast, high, normal)
+-- Claim: the oldest job that fits this worker, in the first lane that has one (fast, high,
+-- normal), goes to the worker with a lease. A job needing more than the worker has in all (CPU
+-- slots or GPUs, memory) can never run here: it is stepped over, so it does not block the jobs
+-- behind it. Among the jobs that fit, order is FIFO: if the oldest needs more than is free now,
+-- nothing is claimed ('nofit') rather than letting smaller jobs overtake it for ever. The scan
+-- looks at most ARGV[11] entries per lane, so a claim stays O(1) however long the lane.
+-- Ids are read here, so job keys are built from ARGV[1]; they share the hash tag of KEYS.
+-- KEYS[1..3]: the queue's lane lists in claim order (fast, high, normal); oldest at the tail
 -- KEYS[4]: the queue's running zset (score: lease deadline, ms)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: worker id
 -- ARGV[3]: the worker's free slots now
--- ARGV[4]: the worker's total slots (a head job needing more can never run here: skip that lane)
+-- ARGV[4]: the worker's total slots
 -- ARGV[5]: now (ms)
 -- ARGV[6]: lease length (ms)
 -- ARGV[7]: events channel
 -- ARGV[8]: the job field holding what the job needs of the worker ('slots' for CPU, 'gpus' for GPU)
--- Returns: {'claimed', id, attempt, slots, lane} | {'nofit', id} (head job needs more slots than are free) | {'empty'}
+-- ARGV[9]: the worker's free memory now (MiB)
+-- ARGV[10]: the worker's total memory (MiB)
+-- ARGV[11]: most entries looked at per lane
+-- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
 local lanes = {'fast', 'high', 'normal'}
-local free = tonumber(ARGV[3])
-local total = tonumber(ARGV[4])
+local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
+local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
+local scan = tonumber(ARGV[11])
 for i = 1, 3 do
-  while true do
-    local id = redis.call('LINDEX', KEYS[i], -1)
-    if not id then break end
+  -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
+  local ids = redis.call('LRANGE', KEYS[i], -scan, -1)
+  for j = #ids, 1, -1 do
+    local id = ids[j]
     local jk = ARGV[1] .. id
-    local job = redis.call('HMGET', jk, 'state', ARGV[8])
+    local job = redis.call('HMGET', jk, 'state', ARGV[8], 'memory_mb')
     if job[1] ~= 'queued' then
-      -- a stale entry (the job was deleted or cancelled while queued): drop it, look again
-      redis.call('RPOP', KEYS[i])
+      -- a stale entry (the job was deleted or cancelled while queued): drop it
+      redis.call('LREM', KEYS[i], -1, id)
     else
       local slots = tonumber(job[2]) or 1
-      if slots > total then break end
-      if slots > free then return {'nofit', id} end
-      redis.call('RPOP', KEYS[i])
-      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-      redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', ARGV[5])
-      redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
-      redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
-        at = tonumber(ARGV[5]), worker = ARGV[2]}))
-      return {'claimed', id, attempt, slots, lanes[i]}
+      local mem = tonumber(job[3]) or 0
+      if slots <= total and mem <= total_mem then
+        if slots > free or mem > free_mem then return {'nofit', id} end
+        redis.call('LREM', KEYS[i], -1, id)
+        local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', ARGV[5])
+        redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
+        redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
+          at = tonumber(ARGV[5]), worker = ARGV[2]}))
+        return {'claimed', id, attempt, slots, lanes[i], mem}
+      end
     end
   end
 end

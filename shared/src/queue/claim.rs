@@ -10,6 +10,11 @@ use crate::clock::Millis;
 use crate::job::{JobId, Lane, QueueName};
 use crate::{Error, Result};
 
+/// Queued entries a claim looks at per lane: jobs too large for the claiming worker are stepped
+/// over, up to this many (beyond, a lane whose oldest jobs all need a larger worker looks empty
+/// to a small one).
+pub const SCAN: u32 = 32;
+
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 
 /// What a claim got.
@@ -25,6 +30,8 @@ pub enum Claim {
         slots: u32,
         /// The lane it came from (fast jobs keep their files in Redis).
         lane: Lane,
+        /// Memory (MiB) the job reserves on the worker while it runs.
+        memory_mb: u64,
     },
     /// The next job needs more slots than are free; wait for a running job to end.
     NoFit,
@@ -40,6 +47,10 @@ pub struct Claimant<'a> {
     pub free_slots: u32,
     /// All the worker's slots.
     pub total_slots: u32,
+    /// Memory (MiB) not reserved by its running jobs.
+    pub free_memory_mb: u64,
+    /// All the memory (MiB) it gives to jobs.
+    pub total_memory_mb: u64,
     /// Lease length.
     pub lease: Duration,
 }
@@ -71,7 +82,10 @@ impl Queue {
             .arg(now)
             .arg(ms(who.lease))
             .arg(k.events())
-            .arg(Claimant::need_field(queue));
+            .arg(Claimant::need_field(queue))
+            .arg(who.free_memory_mb)
+            .arg(who.total_memory_mb)
+            .arg(SCAN);
         let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {
@@ -81,11 +95,13 @@ impl Queue {
                 let attempt = s(2).and_then(|a| a.parse().ok()).unwrap_or(1);
                 let slots = s(3).and_then(|a| a.parse().ok()).unwrap_or(1);
                 let lane = s(4).and_then(|l| Lane::parse(&l)).unwrap_or(Lane::Normal);
+                let memory_mb = s(5).and_then(|a| a.parse().ok()).unwrap_or(0);
                 Ok(Claim::Claimed {
                     job,
                     attempt,
                     slots,
                     lane,
+                    memory_mb,
                 })
             }
             Some("nofit") => Ok(Claim::NoFit),

@@ -60,6 +60,7 @@ impl Queue {
             ("max_attempts", p.max_attempts.to_string()),
             ("slots", p.slots().to_string()),
             ("gpus", p.gpus.to_string()),
+            ("memory_mb", p.memory_mb.to_string()),
             ("created_ms", now.to_string()),
             ("def_hash", job.def_hash.to_string()),
             ("inputs_prefix", job.inputs_prefix.to_string()),
