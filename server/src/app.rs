@@ -166,7 +166,11 @@ impl Core {
 
     /// Where fast jobs keep their files.
     pub fn blobs(&self) -> Arc<dyn Storage> {
-        Arc::new(RedisBlobs::new(self.queue.clone(), self.config.fast_max_output_bytes))
+        Arc::new(RedisBlobs::new(
+            self.queue.clone(),
+            self.config.fast_max_output_bytes,
+            self.config.fast_max_redis_bytes,
+        ))
     }
 
     /// The HTTP state.
@@ -181,6 +185,7 @@ impl Core {
             config: self.config.clone(),
             http,
             egress,
+            waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
         })
     }

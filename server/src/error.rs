@@ -145,6 +145,14 @@ impl From<StorageError> for ApiError {
                 "TOO_LARGE",
                 format!("an input is over the {limit} byte limit"),
             ),
+            StorageError::Full { what } => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "BUSY",
+                    format!("the server is busy, nothing was changed: {what}; retry later"),
+                )
+            },
             StorageError::Source(e) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",

@@ -27,12 +27,32 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where `url` inputs may come from.
     pub egress: crate::egress::Policy,
+    /// Permits for requests held open (waits, fast jobs, WebSockets): `DCC_MAX_WAITERS`.
+    pub waiters: Arc<tokio::sync::Semaphore>,
     /// Ended jobs' records, read once per process for all the waits and WebSockets that follow
     /// them.
     pub ended: EndedRecords,
 }
 
 impl AppState {
+    /// A permit to hold a request open, or 503 `BUSY` when this process holds its maximum.
+    pub fn waiter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
+        self.waiters
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::error::ApiError {
+                retry_after: Some(1),
+                ..crate::error::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "BUSY",
+                    format!(
+                        "this server holds its maximum of {} open waits and WebSockets (DCC_MAX_WAITERS); retry later",
+                        self.config.max_waiters
+                    ),
+                )
+            })
+    }
+
     /// Where `job`'s files are: Redis for fast jobs, storage for the rest.
     pub fn storage_for(&self, job: &JobRecord) -> &Arc<dyn Storage> {
         if job.lane == Lane::Fast {

@@ -30,16 +30,22 @@ pub struct Staging {
     storage: Arc<dyn Storage>,
     prefix: String,
     inputs: Vec<StagedInput>,
+    /// Bytes the job's inputs may still take, all together (`DCC_MAX_JOB_INPUT_BYTES`).
+    room: u64,
+    /// That limit, for the error.
+    total_limit: u64,
 }
 
 impl Staging {
-    /// Staging for job `id` into `storage`.
-    pub fn new(storage: Arc<dyn Storage>, id: &JobId) -> Self {
+    /// Staging for job `id` into `storage`, at most `total_limit` bytes of inputs in all.
+    pub fn new(storage: Arc<dyn Storage>, id: &JobId, total_limit: u64) -> Self {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         Staging {
             storage,
             prefix: paths::inputs(id, &nonce[..12]),
             inputs: Vec::new(),
+            room: total_limit,
+            total_limit,
         }
     }
 
@@ -52,11 +58,23 @@ impl Staging {
             }
             chunk
         }));
+        let by_total = self.room < limit;
         let size = self
             .storage
-            .put_stream(&format!("{}{}", self.prefix, name), hashed, limit)
+            .put_stream(&format!("{}{}", self.prefix, name), hashed, limit.min(self.room))
             .await
             .map_err(|e| match e {
+                dcc_shared::storage::StorageError::TooLarge { .. } if by_total => ApiError {
+                    field: Some("inputs".into()),
+                    ..ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "TOO_LARGE",
+                        format!(
+                            "the job's inputs are over the {} byte limit for all inputs together (DCC_MAX_JOB_INPUT_BYTES)",
+                            self.total_limit
+                        ),
+                    )
+                },
                 dcc_shared::storage::StorageError::TooLarge { limit } => ApiError {
                     field: Some(format!("inputs.{name}")),
                     ..ApiError::new(
@@ -67,6 +85,7 @@ impl Staging {
                 },
                 other => other.into(),
             })?;
+        self.room = self.room.saturating_sub(size);
         let sha256 = hex_digest(hasher.into_inner().unwrap_or_else(|p| p.into_inner()));
         self.inputs.push(StagedInput {
             name: name.to_string(),
@@ -183,7 +202,7 @@ async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiErro
         availability::require(state, &valid.spec).await?;
     }
     let id = valid.id.clone().unwrap_or_else(JobId::generate);
-    let mut staging = Staging::new(state.storage.clone(), &id);
+    let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
     let staged = stage_declared(state, &mut staging, &valid).await;
     if let Err(e) = staged {
         staging.discard().await;
@@ -301,7 +320,7 @@ async fn submit_multipart(state: &AppState, req: Request) -> Result<Response, Ap
         availability::require(state, &valid.spec).await?;
     }
     let id = valid.id.clone().unwrap_or_else(JobId::generate);
-    let mut staging = Staging::new(state.storage.clone(), &id);
+    let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
     let result = async {
         stage_declared(state, &mut staging, &valid).await?;
         let limit = state.config.limits.max_input_bytes;

@@ -38,6 +38,7 @@ pub async fn until_ended(
     timeout: Duration,
     if_stuck: IfStuck,
 ) -> Result<JobRecord, ApiError> {
+    let _permit = state.waiter()?;
     let deadline = Instant::now() + timeout;
     let mut rx = state.events.subscribe();
     // Set when the job's own terminal event woke us: every waiter of this process then shares

@@ -31,6 +31,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_HEARTBEAT_SECS",
     "DCC_MAX_BODY_BYTES",
     "DCC_MAX_INPUT_BYTES",
+    "DCC_MAX_JOB_INPUT_BYTES",
+    "DCC_MAX_WAITERS",
     "DCC_MAX_OUTPUT_BYTES",
     "DCC_MAX_LOG_BYTES",
     "DCC_DEFAULT_MEMORY_MB",
@@ -58,6 +60,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
+    "DCC_FAST_MAX_REDIS_BYTES",
     "DCC_DISK_MIN_FREE_PERCENT",
     "DCC_LOG",
 ];
@@ -138,6 +141,14 @@ pub struct Config {
     /// Largest single output or log of a fast job; they travel inline through Redis
     /// (`DCC_FAST_MAX_OUTPUT_BYTES`, 16 MiB).
     pub fast_max_output_bytes: u64,
+    /// Most bytes all fast jobs' inputs, logs and outputs may hold in Redis together
+    /// (`DCC_FAST_MAX_REDIS_BYTES`, 256 MiB): past it `POST /api/v1/run` answers 503 `BUSY`.
+    pub fast_max_redis_bytes: u64,
+    /// Most bytes of all of one job's inputs together (`DCC_MAX_JOB_INPUT_BYTES`, 10 GiB).
+    pub max_job_input_bytes: u64,
+    /// Most requests one API process holds open waiting (long-polls, `wait: true`, fast jobs,
+    /// WebSockets) (`DCC_MAX_WAITERS`, 10 000): beyond, 503 `BUSY`.
+    pub max_waiters: usize,
     /// Path-style S3 URLs (`host/bucket/key`), needed by MinIO and moto
     /// (`DCC_S3_FORCE_PATH_STYLE`, false).
     pub s3_force_path_style: bool,
@@ -335,6 +346,9 @@ impl Config {
             },
             fast_max_inline_bytes: num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,
             fast_max_output_bytes: num("DCC_FAST_MAX_OUTPUT_BYTES", 16 << 20)?,
+            fast_max_redis_bytes: num("DCC_FAST_MAX_REDIS_BYTES", 256 << 20)?,
+            max_job_input_bytes: num("DCC_MAX_JOB_INPUT_BYTES", 10 << 30)?,
+            max_waiters: num("DCC_MAX_WAITERS", 10_000)? as usize,
             s3_force_path_style: matches!(
                 get("DCC_S3_FORCE_PATH_STYLE")
                     .as_deref()

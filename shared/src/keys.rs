@@ -79,6 +79,12 @@ impl Keys {
         format!("{}:scaler:{}", self.tag, group)
     }
 
+    /// STRING (integer): bytes all fast jobs' files hold in Redis (`{p}:blob:*`), kept by the
+    /// blob scripts; checked against `DCC_FAST_MAX_REDIS_BYTES`.
+    pub fn fast_bytes(&self) -> String {
+        format!("{}:fast:bytes", self.tag)
+    }
+
     /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
     pub fn workers(&self) -> String {
         format!("{}:workers", self.tag)
@@ -106,5 +112,6 @@ mod tests {
         assert_eq!(k.worker("w1"), "{dcc}:worker:w1");
         assert_eq!(k.workers(), "{dcc}:workers");
         assert_eq!(k.drain("w1"), "{dcc}:drain:w1");
+        assert_eq!(k.fast_bytes(), "{dcc}:fast:bytes");
     }
 }

@@ -528,3 +528,44 @@ async fn every_route_is_served_and_in_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn all_inputs_together_and_open_waits_are_bounded() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_MAX_JOB_INPUT_BYTES", 1000)
+        .env("DCC_MAX_WAITERS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    let two = json!({"image": IMAGE, "inputs": [{"name": "a", "value": "x".repeat(600)}, {"name": "b", "value": "y".repeat(600)}]});
+    let a = api.submit(two).await;
+    assert_eq!((a.status, a.code()), (413, "TOO_LARGE"), "{:?}", a.body);
+    assert_eq!(a.body["error"]["field"], "inputs");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DCC_MAX_JOB_INPUT_BYTES")
+    );
+    assert_eq!(
+        api.get("/api/v1/jobs").await.body["jobs"],
+        json!([]),
+        "nothing half-staged"
+    );
+    // An open WebSocket holds this process's one permit: a wait is refused at once.
+    let id = api.submit_id(sh("true")).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/ws", dcc.port))
+        .await
+        .unwrap();
+    let a = api.get(&format!("/api/v1/jobs/{id}/wait?timeoutSecs=1")).await;
+    assert_eq!((a.status, a.code()), (503, "BUSY"), "{:?}", a.body);
+    let r = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/ws", dcc.port)).await;
+    assert!(r.is_err(), "a second WebSocket was accepted");
+    // Closed: the permit comes back.
+    drop(ws);
+    eventually(Duration::from_secs(10), "the permit to come back", || async {
+        (api.get(&format!("/api/v1/jobs/{id}/wait?timeoutSecs=1")).await.status == 504).then_some(())
+    })
+    .await;
+}

@@ -385,3 +385,56 @@ async fn record_reads(redis: &Redis) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// A flood of fast jobs with large outputs meets the Redis budget for fast data: 503 `BUSY` with
+/// `Retry-After`, Redis stays writable for everything else, and room comes back as results expire.
+#[tokio::test]
+async fn fast_jobs_past_the_redis_budget_get_503_busy_and_redis_stays_writable() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_FAST_MAX_REDIS_BYTES", 3_000_000)
+        .env("DCC_FAST_MAX_OUTPUT_BYTES", 1_000_000)
+        .env("DCC_FAST_RESULT_TTL", 3)
+        .env("DCC_LEASE_SECS", 3)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .start()
+        .await;
+    let api = dcc.api();
+    let big = json!({"image": IMAGE, "command": ["sh", "-c", "yes | head -c 900000 > /outputs/o"]});
+    let mut busy = None;
+    for _ in 0..10 {
+        let r = api
+            .http
+            .post(format!("{}/api/v1/run", api.base))
+            .json(&big)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            busy = Some((
+                r.headers().get("retry-after").cloned(),
+                r.json::<Value>().await.unwrap(),
+            ));
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let (retry, body) = busy.expect("the budget was never reached");
+    assert!(retry.is_some(), "no Retry-After");
+    assert_eq!(body["error"]["code"], "BUSY", "{body}");
+    let mut conn = redis.conn().await;
+    let used: i64 = redis::cmd("GET")
+        .arg("{dcc}:fast:bytes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(used <= 3_000_000, "fast data over its budget: {used}");
+    // Redis takes other writes: standard jobs are accepted and run.
+    let id = api.submit_id(sh("echo standard")).await;
+    api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    // Results expire, their bytes come back, fast jobs are admitted again.
+    eventually(Duration::from_secs(30), "room for fast jobs again", || async {
+        (api.post("/api/v1/run", &big).await.status == 200).then_some(())
+    })
+    .await;
+}

@@ -183,7 +183,11 @@ async fn a_job_no_worker_can_run_never_blocks_the_lane_and_says_why_it_waits() {
     assert_eq!(v["status"], "succeeded", "the small job behind was delayed: {v}");
     for id in [&huge, &fat] {
         let v = api.job(id).await;
-        assert_eq!((v["status"].as_str(), v["waiting"]["reason"].as_str()), (Some("queued"), Some("NO_WORKER_FITS")), "{v}");
+        assert_eq!(
+            (v["status"].as_str(), v["waiting"]["reason"].as_str()),
+            (Some("queued"), Some("NO_WORKER_FITS")),
+            "{v}"
+        );
     }
     // Memory is reserved like slots: two 600 MiB jobs never run side by side on 1000 MiB.
     let mut ids = Vec::new();
@@ -194,11 +198,18 @@ async fn a_job_no_worker_can_run_never_blocks_the_lane_and_says_why_it_waits() {
     }
     let a = api.wait_status(&ids[0], "running", Duration::from_secs(30)).await;
     let w = &api.get("/api/v1/workers").await.body["workers"][0];
-    assert_eq!((w["memoryMb"].as_u64(), w["freeMemoryMb"].as_u64()), (Some(1000), Some(400)), "{w}");
+    assert_eq!(
+        (w["memoryMb"].as_u64(), w["freeMemoryMb"].as_u64()),
+        (Some(1000), Some(400)),
+        "{w}"
+    );
     assert_eq!(api.job(&ids[1]).await["status"], "queued", "both 600 MiB jobs run: {a}");
     let b = api.wait_status(&ids[1], "succeeded", Duration::from_secs(30)).await;
     let a = api.job(&ids[0]).await;
-    assert!(b["startedAt"].as_str() >= a["finishedAt"].as_str(), "overlapped: {a} {b}");
+    assert!(
+        b["startedAt"].as_str() >= a["finishedAt"].as_str(),
+        "overlapped: {a} {b}"
+    );
 }
 
 #[tokio::test]
@@ -221,6 +232,8 @@ async fn a_declared_worker_shape_refuses_what_no_worker_can_run_at_submit() {
         assert_eq!(a.body["error"]["field"], field);
     }
     assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
-    let ok = api.submit(json!({"image": IMAGE, "parameters": {"cpus": 2, "memoryMb": 4096}})).await;
+    let ok = api
+        .submit(json!({"image": IMAGE, "parameters": {"cpus": 2, "memoryMb": 4096}}))
+        .await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);
 }

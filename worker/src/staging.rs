@@ -10,7 +10,7 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use dcc_shared::job::spec::validate_input_name;
+use dcc_shared::job::spec::{MAX_OUTPUTS, validate_input_name};
 use dcc_shared::job::{JobRecord, OutputFile};
 use dcc_shared::storage::{Storage, StorageError, paths};
 use futures_util::TryStreamExt;
@@ -224,6 +224,11 @@ async fn store_outputs(
     Ok(stored)
 }
 
+/// The error of more than [`MAX_OUTPUTS`] output files.
+fn too_many() -> OutputError {
+    OutputError(format!("the job left more than {MAX_OUTPUTS} output files"))
+}
+
 /// The error of outputs over `DCC_MAX_OUTPUT_BYTES`.
 fn too_large(max_bytes: u64) -> OutputError {
     OutputError(format!(
@@ -260,6 +265,9 @@ fn extract_outputs(
         total += entry.size();
         if total > max_bytes {
             return Err(too_large(max_bytes));
+        }
+        if files.len() >= MAX_OUTPUTS {
+            return Err(too_many());
         }
         let local = out_dir.join(i.to_string());
         let mut f = std::fs::File::create(&local).map_err(err)?;
@@ -374,6 +382,9 @@ pub async fn collect_outputs_bind(
                     total += meta.len();
                     if total > max_bytes {
                         return Err(too_large(max_bytes));
+                    }
+                    if found.len() >= MAX_OUTPUTS {
+                        return Err(too_many());
                     }
                     found.push((rel, entry.path(), meta.len()));
                 }

@@ -40,7 +40,7 @@ pub struct FastAnswer {
         (status = 409, description = "ID_CONFLICT", body = ErrorBody),
         (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
-        (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it (with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
+        (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it; BUSY: fast-job data in Redis is at DCC_FAST_MAX_REDIS_BYTES (both with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<FastAnswer>, ApiError> {
     let body = read_body(&state, req).await?;
@@ -59,6 +59,16 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
             }
         }
     }
+    // Admitted only with room left for its inputs and a full answer (the blob script caps
+    // what concurrent jobs store in any case).
+    let budget = state.config.fast_max_redis_bytes;
+    let headroom = state.config.fast_max_output_bytes.min(budget / 2);
+    if state.queue.fast_bytes().await? + inline + headroom > budget {
+        return Err(dcc_shared::storage::StorageError::Full {
+            what: format!("the {budget} byte budget for fast-job data in Redis (DCC_FAST_MAX_REDIS_BYTES)"),
+        }
+        .into());
+    }
     let limit = state.config.fast_max_inline_bytes;
     if inline > limit {
         return Err(SpecError::TooLarge {
@@ -70,7 +80,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         .into());
     }
     let id = valid.id.clone().unwrap_or_else(JobId::generate);
-    let mut staging = Staging::new(state.blobs.clone(), &id);
+    let mut staging = Staging::new(state.blobs.clone(), &id, state.config.max_job_input_bytes);
     if let Err(e) = stage_declared(&state, &mut staging, &valid).await {
         staging.discard().await;
         return Err(e);

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::rfc3339;
 use dcc_shared::events::{Event, JobEvent};
 use dcc_shared::job::{JobId, JobView};
@@ -35,10 +35,17 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
     responses((status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket upgrade")))]
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let permit = match state.waiter() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| connection(state, socket))
+        .on_upgrade(move |socket| async move {
+            connection(state, socket).await;
+            drop(permit);
+        })
 }
 
 /// What one connection follows.

@@ -152,6 +152,9 @@ pub const DEFAULT_MAX_DURATION_SECS: u64 = 600;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Most inputs one job may have; each becomes a storage object and a tar entry.
 pub const MAX_INPUTS: usize = 1000;
+/// Most output files one attempt may leave: each becomes a storage object and an entry in the
+/// job record (and, for fast jobs, a field in Redis).
+pub const MAX_OUTPUTS: usize = 10_000;
 /// Longest input name in bytes (contract).
 pub const MAX_INPUT_NAME: usize = 255;
 /// Most command arguments / environment variables; far above real use, below abuse.

@@ -6,16 +6,25 @@
 -- KEYS[4]: the expiry zset (ZREM)
 -- KEYS[5]: the job index zset (ZREM)
 -- KEYS[6]: the job's blob hash (DEL; fast jobs keep their files there)
+-- KEYS[7]: the fast-data byte counter (DECRBY what the blob hash still held)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
 -- ARGV[4]: 'any' (DELETE route) | 'expired' (retention sweep)
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
+local function drop_blob()
+  local held = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[6])) do
+    held = held + redis.call('HSTRLEN', KEYS[6], f)
+  end
+  redis.call('DEL', KEYS[6])
+  if held > 0 and redis.call('DECRBY', KEYS[7], held) < 0 then redis.call('SET', KEYS[7], 0) end
+end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
-  redis.call('DEL', KEYS[6])
+  drop_blob()
   return false
 end
 if ARGV[4] == 'expired' then
@@ -30,7 +39,8 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[6])
+redis.call('DEL', KEYS[1])
+drop_blob()
 redis.call('PUBLISH', ARGV[3], cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),
   at = tonumber(ARGV[2]), worker = job[3] or ''}))
 return job[1]

@@ -57,6 +57,7 @@ impl Queue {
             .key(k.expiry())
             .key(k.index())
             .key(k.blob(&job.id))
+            .key(k.fast_bytes())
             .arg(job.id.as_str())
             .arg(now)
             .arg(k.events())

@@ -88,6 +88,16 @@ impl Queue {
         Ok(self.pool.get().await?)
     }
 
+    /// Bytes all fast jobs' files hold in Redis now.
+    pub async fn fast_bytes(&self) -> Result<u64> {
+        let mut c = self.conn().await?;
+        let n: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.fast_bytes())
+            .query_async(&mut c)
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// Round trip to Redis (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.conn().await?;

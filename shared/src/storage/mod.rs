@@ -53,6 +53,12 @@ pub enum StorageError {
     /// A name that is not a safe relative path (a bug: callers build names with [`paths`]).
     #[error("invalid object name {0:?}")]
     BadName(String),
+    /// A shared budget is used up (fast-job data in Redis); nothing was stored.
+    #[error("no room: {what} is used up")]
+    Full {
+        /// Which budget.
+        what: String,
+    },
 }
 
 impl StorageError {

@@ -4,12 +4,18 @@
 //! (`jobs/<id>/…`, see [`super::paths`]). Every object is bounded: Redis holds them in memory.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use redis::Script;
+
 use super::{ByteStream, Object, Storage, StorageError};
+
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("blob_put.lua")));
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("blob_delete.lua")));
 use crate::job::JobId;
 use crate::queue::Queue;
 
@@ -19,6 +25,8 @@ pub struct RedisBlobs {
     queue: Queue,
     /// Largest object accepted (outputs and logs of a fast job travel inline, so they stay small).
     max_object: u64,
+    /// Most bytes all fast jobs together may keep in Redis.
+    budget: u64,
 }
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
@@ -27,8 +35,12 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
 
 impl RedisBlobs {
     /// Blobs in `queue`'s Redis, each at most `max_object` bytes.
-    pub fn new(queue: Queue, max_object: u64) -> Self {
-        RedisBlobs { queue, max_object }
+    pub fn new(queue: Queue, max_object: u64, budget: u64) -> Self {
+        RedisBlobs {
+            queue,
+            max_object,
+            budget,
+        }
     }
 
     /// The hash key holding an object.
@@ -73,13 +85,23 @@ impl RedisBlobs {
         let key = self.key(name)?;
         let mut c = self.queue.conn().await.map_err(backend)?;
         let n = bytes.len() as u64;
-        let _: () = redis::cmd("HSET")
-            .arg(&key)
+        let grew: i64 = PUT
+            .key(&key)
+            .key(self.queue.keys().fast_bytes())
             .arg(name)
             .arg(bytes)
-            .query_async(&mut c)
+            .arg(self.budget)
+            .invoke_async(&mut c)
             .await
             .map_err(backend)?;
+        if grew < 0 {
+            return Err(StorageError::Full {
+                what: format!(
+                    "the {} byte budget for fast-job data in Redis (DCC_FAST_MAX_REDIS_BYTES)",
+                    self.budget
+                ),
+            });
+        }
         Ok(n)
     }
 }
@@ -151,10 +173,11 @@ impl Storage for RedisBlobs {
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         let (key, mut c, doomed) = self.names_under(prefix).await?;
         if !doomed.is_empty() {
-            let _: () = redis::cmd("HDEL")
-                .arg(&key)
+            let _: i64 = DELETE
+                .key(&key)
+                .key(self.queue.keys().fast_bytes())
                 .arg(doomed)
-                .query_async(&mut c)
+                .invoke_async(&mut c)
                 .await
                 .map_err(backend)?;
         }
