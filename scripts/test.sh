@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ensure_deps
 # The dashboard's browser test drives headless Chromium through chromedriver.
 apt_need chromium=chromium chromedriver=chromium-driver
+# The clock-skew test runs a worker under libfaketime.
+apt_need faketime=faketime
 scripts/build-test-image.sh
 start=$(date +%s)
 # Every step runs even when an earlier one failed (and cargo runs every test binary:

@@ -1,12 +1,16 @@
 //! Time as an input: every time-dependent operation takes `now` (milliseconds since the Unix
 //! epoch) from its caller, so tests can drive lease expiry and retention without sleeping.
-//! Production callers take it from [`now_ms`]; all hosts are expected to run NTP, and leases are
-//! long (tens of seconds) next to the clock skew NTP leaves.
+//! Production callers take it from [`now_ms`], except for leases: claim, renew and reap are given
+//! [`REDIS_TIME`] and read Redis's own clock, so lease deadlines and their expiry use one clock
+//! for the whole fleet and a host whose clock runs fast cannot reap everybody's leases.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp stored in Redis.
 pub type Millis = i64;
+
+/// `now` for the lease scripts (claim, renew, reap): "use Redis's clock (`TIME`)".
+pub const REDIS_TIME: Millis = 0;
 
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {

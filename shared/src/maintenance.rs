@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Result;
-use crate::clock::{Millis, now_ms};
+use crate::clock::{Millis, REDIS_TIME};
 use crate::queue::Queue;
 use crate::queue::delete::{DeleteMode, Deleted};
 use crate::queue::reap::{Reaped, Retention};
@@ -27,6 +27,7 @@ pub struct Tick {
 /// One pass of upkeep at time `now`.
 pub async fn tick(queue: &Queue, storage: &dyn Storage, retention: Retention, now: Millis) -> Result<Tick> {
     let reaped = queue.reap(retention, now).await?;
+    let now = if now == REDIS_TIME { queue.time().await? } else { now };
     let mut expired = 0;
     let due = queue.due_for_expiry(now, SWEEP_BATCH).await?;
     for id in due {
@@ -54,7 +55,7 @@ pub fn spawn(
         loop {
             let jitter = Duration::from_millis(rand::random_range(0..=every.as_millis() as u64 / 4));
             tokio::time::sleep(every + jitter).await;
-            match tick(&queue, storage.as_ref(), retention, now_ms()).await {
+            match tick(&queue, storage.as_ref(), retention, REDIS_TIME).await {
                 Ok(t) if t != Tick::default() => tracing::info!(
                     task = "maintenance",
                     requeued = t.reaped.requeued,

@@ -670,3 +670,69 @@ async fn cancel_stops_a_remote_workers_container_within_two_seconds() {
     .await;
     assert_eq!(api.job(&id).await["status"], "cancelled");
 }
+
+/// A worker cut off from Redis for a whole lease stops what it can no longer own: the reaper may
+/// already have given the job to another worker.
+#[tokio::test]
+async fn a_worker_cut_off_from_redis_stops_its_containers_after_a_lease() {
+    let mut redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 60")).await;
+    running_on(&api, &id).await;
+    container_exists(&id, 1).await;
+    redis.kill();
+    eventually(
+        Duration::from_secs(30),
+        "the cut-off worker to remove its container",
+        || async { containers_of(&w.worker_id).is_empty().then_some(()) },
+    )
+    .await;
+    assert!(w.log().contains("LeaseExpired"), "{}", w.log());
+}
+
+/// Lease deadlines use Redis's clock: a worker whose host clock runs an hour fast (libfaketime)
+/// does not reap the leases of the others.
+#[tokio::test]
+async fn a_host_with_a_fast_clock_cannot_reap_other_workers_leases() {
+    let lib = ["x86_64", "aarch64"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}-linux-gnu/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime (Debian package faketime; scripts/test.sh installs it)");
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let w1 = worker(&redis, &server.storage).start().await;
+    let id = api.submit_id(sh("sleep 6; echo done")).await;
+    assert_eq!(running_on(&api, &id).await, w1.worker_id);
+    let fast = worker(&redis, &server.storage)
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME", "+1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", 1)
+        .start()
+        .await;
+    // Its clock really is an hour ahead (its heartbeat says so)…
+    let ws = api.get("/api/v1/workers").await.body;
+    let seen = ws["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == json!(fast.worker_id))
+        .map(|w| w["lastSeen"].as_str().unwrap().to_string())
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let theirs = time::OffsetDateTime::parse(&seen, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(
+        theirs - now > time::Duration::minutes(50),
+        "libfaketime had no effect: {seen}"
+    );
+    // …yet its reaper (every second here) leaves w1's lease alone.
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(40)).await;
+    assert_eq!(
+        (v["attempt"].as_u64(), v["workerId"].as_str()),
+        (Some(1), Some(w1.worker_id.as_str())),
+        "{v}"
+    );
+}

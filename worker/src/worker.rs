@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dcc_shared::clock::now_ms;
+use dcc_shared::clock::{REDIS_TIME, now_ms};
 use dcc_shared::events::{Event, Events};
 use dcc_shared::job::{JobId, JobState, Lane, QueueName};
 use dcc_shared::queue::Queue;
@@ -72,6 +72,8 @@ pub struct WorkerSettings {
 struct Running {
     lease: Lease,
     cancel: CancellationToken,
+    /// When the lease was last known held (claimed or renewed).
+    renewed: std::time::Instant,
 }
 
 /// A started worker.
@@ -373,7 +375,7 @@ impl Worker {
                     total_memory_mb: self.memory.total().into(),
                     lease: self.settings.lease,
                 };
-                match self.queue.claim(queue, &who, now_ms()).await {
+                match self.queue.claim(queue, &who, REDIS_TIME).await {
                     Ok(Claim::Claimed {
                         job,
                         attempt,
@@ -456,6 +458,7 @@ impl Worker {
             Running {
                 lease: lease.clone(),
                 cancel: cancel.clone(),
+                renewed: std::time::Instant::now(),
             },
         );
         self.capacity_changed.notify_one();
@@ -627,20 +630,46 @@ impl Worker {
             self.healthy.store(problem.is_none(), Ordering::Relaxed);
             *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = problem.unwrap_or_default();
             self.follow_drain_flag().await;
-            for (id, lease, cancel) in self.running_ids() {
-                match self.queue.renew(&lease, self.settings.lease, now_ms()).await {
-                    Ok(Renewed::Held) => {}
-                    Ok(Renewed::Lost) => {
-                        tracing::warn!(job_id = %id, event = "LeaseLost", "lease lost; stopping the container");
-                        cancel.cancel();
-                    }
-                    Err(e) => tracing::warn!(job_id = %id, error = %e, "lease renewal failed"),
-                }
-            }
+            self.renew_leases().await;
             if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
                 tracing::warn!(error = %e, "health beat failed");
             }
             self.remove_strays().await;
+        }
+    }
+
+    /// Renews every held lease. A lease that could not be renewed for a whole lease length has
+    /// expired in Redis (the reaper may have given the job to another worker): its container is
+    /// stopped rather than run on as a duplicate nobody can record.
+    async fn renew_leases(&self) {
+        for (id, lease, cancel) in self.running_ids() {
+            match self.queue.renew(&lease, self.settings.lease, REDIS_TIME).await {
+                Ok(Renewed::Held) => {
+                    let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(r) = g.get_mut(&id) {
+                        r.renewed = std::time::Instant::now();
+                    }
+                }
+                Ok(Renewed::Lost) => {
+                    tracing::warn!(job_id = %id, event = "LeaseLost", "lease lost; stopping the container");
+                    cancel.cancel();
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "lease renewal failed");
+                    let since = {
+                        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                        g.get(&id).map(|r| r.renewed.elapsed())
+                    };
+                    if since.is_some_and(|s| s >= self.settings.lease) {
+                        tracing::warn!(
+                            job_id = %id,
+                            event = "LeaseExpired",
+                            "cut off from Redis for a whole lease: the job may run elsewhere now; stopping the container"
+                        );
+                        cancel.cancel();
+                    }
+                }
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 -- ARGV[2]: worker id
 -- ARGV[3]: the worker's free slots now
 -- ARGV[4]: the worker's total slots
--- ARGV[5]: now (ms)
+-- ARGV[5]: now (ms); 0: Redis's clock
 -- ARGV[6]: lease length (ms)
 -- ARGV[7]: events channel
 -- ARGV[8]: the job field holding what the job needs of the worker ('slots' for CPU, 'gpus' for GPU)
@@ -19,6 +19,13 @@
 -- ARGV[10]: the worker's total memory (MiB)
 -- ARGV[11]: most entries looked at per lane
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
+-- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
+-- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
+local now = tonumber(ARGV[5])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -40,10 +47,10 @@ for i = 1, 3 do
         if slots > free or mem > free_mem then return {'nofit', id} end
         redis.call('LREM', KEYS[i], -1, id)
         local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', ARGV[5])
-        redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
+        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+        redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
         redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
-          at = tonumber(ARGV[5]), worker = ARGV[2]}))
+          at = now, worker = ARGV[2]}))
         return {'claimed', id, attempt, slots, lanes[i], mem}
       end
     end

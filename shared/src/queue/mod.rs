@@ -88,6 +88,13 @@ impl Queue {
         Ok(self.pool.get().await?)
     }
 
+    /// Redis's clock (ms): the fleet's one clock for leases (see [`crate::clock::REDIS_TIME`]).
+    pub async fn time(&self) -> Result<crate::clock::Millis> {
+        let mut c = self.conn().await?;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut c).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Bytes all fast jobs' files hold in Redis now.
     pub async fn fast_bytes(&self) -> Result<u64> {
         let mut c = self.conn().await?;

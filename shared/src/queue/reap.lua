@@ -5,14 +5,20 @@
 -- KEYS[2..4]: that queue's lane lists (fast, high, normal)
 -- KEYS[5]: the expiry zset (retention of failed jobs)
 -- ARGV[1]: job key prefix ('{p}:job:')
--- ARGV[2]: now (ms)
+-- ARGV[2]: now (ms); 0: Redis's clock
 -- ARGV[3]: retention (ms) of standard jobs
 -- ARGV[6]: retention (ms) of fast jobs (their result is kept only briefly)
 -- ARGV[4]: events channel
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- Returns: {requeued, failed}
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
+-- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
+-- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
 local now = tonumber(ARGV[2])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local requeued, failed = 0, 0
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do

@@ -4,10 +4,17 @@
 -- ARGV[1]: job id
 -- ARGV[2]: attempt the worker runs
 -- ARGV[3]: worker id
--- ARGV[4]: now (ms)
+-- ARGV[4]: now (ms); 0: Redis's clock
 -- ARGV[5]: lease length (ms)
 -- Returns: 1 renewed | 0 the lease is lost (cancelled, deleted, reaped or claimed again): stop the container
+-- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
+-- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
+local now = tonumber(ARGV[4])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])
 return 1
