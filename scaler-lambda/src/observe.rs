@@ -14,6 +14,9 @@ use dcc_shared::workers::Health;
 use crate::policy::{Demand, Instance, Pool, Worker, WorkerHealth};
 use crate::settings::GroupSettings;
 
+/// Waiting jobs per lane whose size is checked against an instance's (the oldest ones).
+const TOO_LARGE_SCAN: usize = 1000;
+
 /// Reads the state of every configured group.
 pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now: Millis) -> anyhow::Result<Vec<Pool>> {
     let depths = queue.depths(now).await.context("reading queue depths")?;
@@ -74,6 +77,11 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
             let _: () = pipe.query_async(&mut conn).await?;
         }
         let depth = depths.iter().find(|(q, _)| *q == g.queue).map(|(_, d)| d);
+        // Jobs no instance of this group can ever take are not demand for more instances.
+        let (big_fast, big) = queue
+            .too_large_for(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
+            .await
+            .context("reading queued jobs' sizes")?;
         let pool_workers = workers
             .iter()
             .filter(|w| instances.iter().any(|i| i.id == w.id))
@@ -101,8 +109,8 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
             instances,
             workers: pool_workers,
             demand: Demand {
-                queued: depth.map(|d| d.queued).unwrap_or(0),
-                fast_queued: depth.map(|d| d.fast_queued).unwrap_or(0),
+                queued: depth.map(|d| d.queued).unwrap_or(0).saturating_sub(big),
+                fast_queued: depth.map(|d| d.fast_queued).unwrap_or(0).saturating_sub(big_fast),
                 running: depth.map(|d| d.running).unwrap_or(0),
             },
             last_change_ms: memory.get("last_change").and_then(|v| v.parse().ok()).unwrap_or(0),

@@ -113,11 +113,17 @@ async fn backlog_raises_desired_in_proportion_within_max() {
     for _ in 0..7 {
         server.api().submit_id(sh("true")).await;
     }
+    // Jobs no 2-slot instance can take are no reason to add instances.
+    for _ in 0..5 {
+        let mut big = sh("true");
+        big["parameters"] = serde_json::json!({"cpus": 3});
+        server.api().submit_id(big).await;
+    }
     let env = scaler_env(&redis, &moto, "cpu-workers");
     let v = once(&env);
     assert_eq!(
         v["groups"][0]["plan"]["desired"], 4,
-        "7 queued jobs at 2 slots: 4 instances: {v}"
+        "7 queued jobs at 2 slots (and 5 too large for any instance): 4 instances: {v}"
     );
     assert_eq!(group(&c, "cpu-workers").await.0, 4);
     // Clamped to max (moto would accept more; AWS refuses).

@@ -155,6 +155,43 @@ impl Queue {
         }
     }
 
+    /// How many waiting jobs of `queue` need more than `units` (CPU slots on `cpu`, GPUs on
+    /// `gpu`): no instance of that size can take them, so the scaler leaves them out of its
+    /// demand. Looks at the oldest `scan` of each lane (claims step over such jobs, so they
+    /// gather at the old end). Returns (fast, standard).
+    pub async fn too_large_for(&self, queue: QueueName, units: u32, scan: usize) -> Result<(u64, u64)> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let field = match queue {
+            QueueName::Gpu => "gpus",
+            QueueName::Cpu => "slots",
+        };
+        let mut out = (0, 0);
+        for lane in Lane::ALL {
+            let ids: Vec<String> = redis::cmd("LRANGE")
+                .arg(k.lane(queue, lane))
+                .arg(-(scan as i64))
+                .arg(-1)
+                .query_async(&mut conn)
+                .await?;
+            let ids: Vec<JobId> = ids.iter().filter_map(|id| JobId::parse(id).ok()).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(k.job(id)).arg(field);
+            }
+            let needs: Vec<Option<u32>> = pipe.query_async(&mut conn).await?;
+            let n = needs.into_iter().flatten().filter(|need| *need > units).count() as u64;
+            match lane {
+                Lane::Fast => out.0 += n,
+                _ => out.1 += n,
+            }
+        }
+        Ok(out)
+    }
+
     /// Depths of both queues, in one round trip.
     pub async fn depths(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
         let k = self.keys();
