@@ -237,3 +237,39 @@ async fn a_declared_worker_shape_refuses_what_no_worker_can_run_at_submit() {
         .await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);
 }
+
+#[tokio::test]
+async fn outputs_are_bounded_in_bytes_and_in_count() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_MAX_OUTPUT_BYTES", 100_000)
+        .start()
+        .await;
+    let api = dcc.api();
+    let v = api.run(sh("head -c 200000 /dev/zero > /outputs/big")).await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("failed"), Some("OUTPUT_UPLOAD_FAILED")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("DCC_MAX_OUTPUT_BYTES"),
+        "{v}"
+    );
+    drop(dcc);
+    // Many empty files: bounded by count, not bytes.
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let v = api
+        .run(sh("i=0; while [ $i -le 10000 ]; do : > /outputs/f$i; i=$((i+1)); done"))
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("failed"), Some("OUTPUT_UPLOAD_FAILED")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("10000 output files"),
+        "{v}"
+    );
+}
