@@ -46,7 +46,7 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8090/readyz >/dev/null && br
 curl -s http://127.0.0.1:8090/api/v1/workers | tee "$OUT/workers.json"; echo
 
 # A CPU job alongside, then the GPU job (waits for its result).
-cpu=$(curl -s http://127.0.0.1:8090/api/v1/jobs -d '{"image":"dcc-busybox:gpu","command":["sh","-c","echo cpu side; sleep 2"]}')
+cpu=$(curl -s http://127.0.0.1:8090/api/v1/jobs -H 'content-type: application/json' -d '{"image":"dcc-busybox:gpu","command":["sh","-c","echo cpu side; sleep 2"]}')
 start=$(date +%s.%N)
 curl -s http://127.0.0.1:8090/api/v1/jobs \
   --form-string 'job={"image":"dcc-busybox:gpu","wait":true,"parameters":{"gpus":1},"command":["sh","-c","/usr/local/nvidia/bin/nvidia-smi -L && /inputs/vecadd"]}' \

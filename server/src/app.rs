@@ -96,6 +96,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_key))
+        // Outside the key check: a browser's preflight carries no key.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::origin::guard,
+        ))
         // Bodies are bounded per route (JSON by DCC_MAX_BODY_BYTES, each multipart input by
         // DCC_MAX_INPUT_BYTES), not by axum's blanket 2 MB default.
         .layer(axum::extract::DefaultBodyLimit::disable())

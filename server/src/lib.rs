@@ -20,6 +20,7 @@ pub mod egress;
 pub mod error;
 pub mod finished;
 pub mod openapi;
+pub mod origin;
 pub mod routes;
 pub mod state;
 pub mod submit;

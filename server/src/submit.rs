@@ -164,7 +164,9 @@ pub struct MultipartSubmission {
         (status = 200, description = "With `wait: true`: the ended job; or the same id and definition: the existing job", body = SubmitOk),
         (status = 400, description = "INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT: the id holds another definition", body = ErrorBody),
+        (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS", body = ErrorBody),
         (status = 413, description = "TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: neither application/json nor multipart/form-data", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER (with `wait: true`): no live, non-draining worker of the job's queue can take it (with `Retry-After`; `jobId` when the job was already queued); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
@@ -182,6 +184,29 @@ pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Resp
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Refuses a JSON body that does not say it is JSON: a cross-site form or `text/plain` fetch
+/// cannot send `application/json` without a CORS preflight, which `origin` answers only for
+/// allowed origins.
+pub fn require_json(req: &Request) -> Result<(), ApiError> {
+    let ct = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        format!(
+            "send the job as JSON with `Content-Type: application/json` (or as multipart/form-data), not {:?}",
+            if ct.is_empty() { "no content type" } else { ct }
+        ),
+    ))
+}
+
 pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
     let limit = state.config.max_body_bytes as usize;
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
@@ -196,6 +221,7 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
 }
 
 async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    require_json(&req)?;
     let body = read_body(state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
     if valid.wait {

@@ -18,6 +18,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_LISTEN",
     "DCC_API_KEYS",
     "DCC_ALLOW_UNAUTHENTICATED",
+    "DCC_ALLOWED_ORIGINS",
     "DCC_URL",
     "DCC_API_KEY",
     "DISABLE_WORKER",
@@ -83,6 +84,9 @@ pub struct Config {
     /// Serve a non-loopback address without API keys (`DCC_ALLOW_UNAUTHENTICATED`, false): an
     /// explicit opt-in, since anyone reaching such a server can run any container.
     pub allow_unauthenticated: bool,
+    /// Web origins (`https://app.example`) whose pages may call the API from a browser
+    /// (`DCC_ALLOWED_ORIGINS`, none: only the server's own dashboard).
+    pub allowed_origins: Vec<String>,
     /// Run the API without an in-process worker (`DISABLE_WORKER=true`).
     pub disable_worker: bool,
     /// Stable worker id, so a restarted worker finds its own leftovers (`DCC_WORKER_ID`,
@@ -306,6 +310,7 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            allowed_origins: list("DCC_ALLOWED_ORIGINS"),
             allow_unauthenticated: matches!(
                 get("DCC_ALLOW_UNAUTHENTICATED")
                     .as_deref()

@@ -569,3 +569,77 @@ async fn all_inputs_together_and_open_waits_are_bounded() {
     })
     .await;
 }
+
+/// A web page the developer visits cannot drive a keyless local stack: cross-site state changes
+/// and WebSockets are refused, JSON must say it is JSON; listed origins get CORS.
+#[tokio::test]
+async fn cross_site_requests_are_refused_and_allowed_origins_get_cors() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_ALLOWED_ORIGINS", "https://app.example")
+        .start()
+        .await;
+    let api = dcc.api();
+    let job = serde_json::to_vec(&json!({"image": IMAGE})).unwrap();
+    let post = |origin: Option<&str>, ct: &str| {
+        let mut r = api
+            .http
+            .post(format!("{}/api/v1/jobs", api.base))
+            .header("content-type", ct)
+            .body(job.clone());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let r = post(Some("http://evil.example"), "application/json").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "ORIGIN_NOT_ALLOWED");
+    // What a cross-site form or a no-preflight fetch can send is not taken as a job.
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let r = post(None, ct).await.unwrap();
+        assert_eq!(r.status(), 415, "{ct}");
+    }
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    // The server's own page (the dashboard) and an allowed origin may.
+    let own = format!("http://127.0.0.1:{}", dcc.port);
+    assert_eq!(post(Some(&own), "application/json").await.unwrap().status(), 201);
+    let r = post(Some("https://app.example"), "application/json").await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    let pre = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/jobs", api.base))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type, authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "https://app.example");
+    let pre = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/jobs", api.base))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 403);
+    // WebSockets: browsers apply no CORS to them, so the upgrade checks Origin itself.
+    let ws = |origin: &str| {
+        let mut req = format!("ws://127.0.0.1:{}/api/v1/ws", dcc.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    assert!(
+        ws("http://evil.example").await.is_err(),
+        "a cross-site WebSocket was accepted"
+    );
+    assert!(ws("https://app.example").await.is_ok());
+    assert!(ws(&own).await.is_ok());
+}

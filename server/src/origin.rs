@@ -1,0 +1,110 @@
+//! Browser safety: a web page the user happens to visit must not drive DCC through the user's
+//! browser (a keyless stack on a developer's machine, or a browser holding a key).
+//!
+//! - A request carrying an `Origin` that is neither this server's own (the dashboard) nor listed
+//!   in `DCC_ALLOWED_ORIGINS` may not change state: every method but GET/HEAD, and the WebSocket
+//!   upgrade (browsers do not apply CORS to WebSockets), get `403 ORIGIN_NOT_ALLOWED`.
+//! - Listed origins get CORS: preflights are answered, answers carry `Access-Control-Allow-Origin`.
+//! - JSON bodies must say `Content-Type: application/json` (see `submit`), which a cross-site
+//!   form or a `text/plain` fetch cannot send without a preflight.
+//!
+//! Requests without `Origin` (curl, the CLI, other services) are not browsers' and pass.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How long browsers may cache a preflight answer.
+const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
+
+/// The middleware.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return next.run(req).await;
+    };
+    let listed = state.config.allowed_origins.iter().any(|a| a == &origin);
+    let allowed = listed || same_origin(req.headers(), &origin);
+    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return preflight(&origin, listed);
+    }
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD) || req.uri().path() == "/api/v1/ws";
+    if changes_state && !allowed {
+        return refused(&origin).into_response();
+    }
+    let mut resp = next.run(req).await;
+    if listed && let Ok(v) = HeaderValue::from_str(&origin) {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+/// Whether `origin` is this server itself (`scheme://` + the request's `Host`).
+fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+fn refused(origin: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "ORIGIN_NOT_ALLOWED",
+        format!(
+            "requests from the web origin {origin:?} may not change anything here; an operator can allow it with DCC_ALLOWED_ORIGINS"
+        ),
+    )
+}
+
+fn preflight(origin: &str, listed: bool) -> Response {
+    let Ok(v) = HeaderValue::from_str(origin)
+        .map_err(|_| ())
+        .and_then(|v| if listed { Ok(v) } else { Err(()) })
+    else {
+        return refused(origin).into_response();
+    };
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE_SECS.into());
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_is_scheme_and_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(same_origin(&h, "http://127.0.0.1:8080"));
+        assert!(same_origin(&h, "https://127.0.0.1:8080"));
+        assert!(!same_origin(&h, "http://127.0.0.1:8081"));
+        assert!(!same_origin(&h, "http://evil.example"));
+        assert!(!same_origin(&h, "null"));
+    }
+}
