@@ -31,6 +31,8 @@ step() {
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build" cargo build --workspace --locked
+# The deployable binary (cargo zigbuild, its own target dir): fails when it needs a glibc above 2.34.
+step "release artifact runs on glibc 2.34 (AL2023)" env -u CARGO_TARGET_DIR scripts/release.sh
 step "terraform checks" scripts/check-terraform.sh
 step "cargo test" cargo test --workspace --locked --no-fail-fast "$@"
 # `--workspace` (not `-p dcc-e2e`) keeps the feature set of the first build, so nothing recompiles.
