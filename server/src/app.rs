@@ -182,6 +182,9 @@ impl Core {
     pub fn app_state(&self) -> anyhow::Result<AppState> {
         let egress = crate::egress::Policy::parse(&self.config.url_input_allow).map_err(anyhow::Error::msg)?;
         let http = egress.client(self.config.url_fetch_timeout)?;
+        let keys = crate::tenants::Keys::load(&self.config.api_keys, self.config.api_keys_file.clone())
+            .map_err(anyhow::Error::msg)?;
+        keys.spawn_reload();
         Ok(AppState {
             queue: self.queue.clone(),
             storage: self.storage.clone(),
@@ -190,6 +193,7 @@ impl Core {
             config: self.config.clone(),
             http,
             egress,
+            keys,
             waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
         })

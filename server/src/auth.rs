@@ -1,43 +1,21 @@
-//! Optional API keys. With `DCC_API_KEYS` set, every route but `/healthz`, `/readyz` and the
-//! dashboard page needs
-//! `Authorization: Bearer <key>`. Keys are compared as SHA-256 digests with a constant-time
-//! equality, so neither the content nor the length of a key leaks through timing.
+//! Who may do what. With API keys configured (`DCC_API_KEYS`, `DCC_API_KEYS_FILE`), every route
+//! but `/healthz`, `/readyz` and the dashboard page needs `Authorization: Bearer <key>`; the key
+//! names a tenant and a role (see [`crate::tenants`]). What each role may call is decided here, in
+//! one place; which jobs it sees (its own tenant's) is decided where jobs are loaded. Without
+//! keys every caller is the local admin.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::{Principal, Role};
 
-/// Equality of two digests whose time does not depend on where they differ.
-fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
-
-/// True when `presented` matches one of `keys` (every key is compared, match or not).
-pub fn key_matches(keys: &[String], presented: &str) -> bool {
-    let p = digest(presented);
-    keys.iter().fold(false, |ok, k| ok | digest_eq(&digest(k), &p))
-}
-
-/// The middleware.
-pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let keys = &state.config.api_keys;
-    // The dashboard page holds no data (its script asks the user for the key); /healthz and
-    // /readyz are for probes (a load balancer's health check sends no key), and say nothing
-    // about jobs.
-    if keys.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz" | "/") {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
+/// The key a request presents.
+fn presented(req: &Request) -> Option<String> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -49,21 +27,59 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
                 .then(|| req.uri().query().unwrap_or_default())
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
                 .map(String::from)
-        });
-    match presented {
-        Some(k) if key_matches(keys, &k) => next.run(req).await,
-        _ => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "this server needs an API key: send `Authorization: Bearer <key>`",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            r
-        }
+        })
+}
+
+/// Whether `role` may call `method path` at all (ownership of jobs is checked later).
+pub fn permits(role: Role, method: &Method, path: &str) -> bool {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    let fleet_change = path.starts_with("/api/v1/workers/") && !reads;
+    match role {
+        Role::Admin => true,
+        Role::Submit => !fleet_change,
+        Role::Read => reads,
     }
+}
+
+/// The middleware: resolves the caller into a [`Principal`] (a request extension) and refuses
+/// what its role may not do.
+pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let public = matches!(req.uri().path(), "/healthz" | "/readyz" | "/");
+    let principal = if !state.keys.enabled() {
+        Principal::local()
+    } else {
+        match presented(&req).and_then(|k| state.keys.find(&k)) {
+            Some(p) => p,
+            None if public => return next.run(req).await,
+            None => {
+                let mut r = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "this server needs an API key: send `Authorization: Bearer <key>`",
+                )
+                .into_response();
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+    };
+    if !permits(principal.role, req.method(), req.uri().path()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!(
+                "the key of {:?} has the role {:?}, which may not {} {}",
+                principal.tenant,
+                principal.role,
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }
 
 #[cfg(test)]
@@ -71,11 +87,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matches_only_configured_keys() {
-        let keys = vec!["alpha".to_string(), "beta".to_string()];
-        assert!(key_matches(&keys, "beta"));
-        assert!(!key_matches(&keys, "gamma"));
-        assert!(!key_matches(&keys, ""));
-        assert!(!key_matches(&keys, "alph"));
+    fn roles_permit_what_they_say() {
+        let post = Method::POST;
+        let get = Method::GET;
+        assert!(permits(Role::Admin, &post, "/api/v1/workers/w1/drain"));
+        assert!(!permits(Role::Submit, &post, "/api/v1/workers/w1/drain"));
+        assert!(!permits(Role::Submit, &post, "/api/v1/workers/w1/undrain"));
+        assert!(permits(Role::Submit, &post, "/api/v1/jobs"));
+        assert!(permits(Role::Submit, &Method::DELETE, "/api/v1/jobs/x"));
+        assert!(permits(Role::Read, &get, "/api/v1/jobs/x"));
+        assert!(permits(Role::Read, &get, "/api/v1/ws"));
+        assert!(!permits(Role::Read, &post, "/api/v1/jobs"));
+        assert!(!permits(Role::Read, &post, "/api/v1/jobs/x/cancel"));
+        assert!(!permits(Role::Read, &post, "/api/v1/run"));
     }
 }

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod state;
 pub mod submit;
 pub mod telemetry;
+pub mod tenants;
 pub mod wait;
 
 pub use app::router;

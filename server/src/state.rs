@@ -27,6 +27,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where `url` inputs may come from.
     pub egress: crate::egress::Policy,
+    /// API keys: who each caller is.
+    pub keys: crate::tenants::Keys,
     /// Permits for requests held open (waits, fast jobs, WebSockets): `DCC_MAX_WAITERS`.
     pub waiters: Arc<tokio::sync::Semaphore>,
     /// Ended jobs' records, read once per process for all the waits and WebSockets that follow

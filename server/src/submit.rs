@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::availability;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::tenants::Principal;
 use crate::wait;
 
 /// Staged inputs of one submission, removed again unless the job is created.
@@ -164,22 +165,27 @@ pub struct MultipartSubmission {
         (status = 200, description = "With `wait: true`: the ended job; or the same id and definition: the existing job", body = SubmitOk),
         (status = 400, description = "INVALID_JSON, INVALID_JOB, INPUT_FETCH_FAILED or INVALID_REQUEST", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT: the id holds another definition", body = ErrorBody),
-        (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS", body = ErrorBody),
+        (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS; FORBIDDEN: a read-only key", body = ErrorBody),
         (status = 413, description = "TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: neither application/json nor multipart/form-data", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second (with `Retry-After`)", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER (with `wait: true`): no live, non-draining worker of the job's queue can take it (with `Retry-After`; `jobId` when the job was already queued); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
 pub async fn submit(state: axum::extract::State<AppState>, req: Request) -> Response {
+    let who = crate::tenants::of(&req);
+    if let Err(e) = crate::tenants::admit(&state, &who).await {
+        return e.into_response();
+    }
     let is_multipart = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let r = if is_multipart {
-        submit_multipart(&state, req).await
+        submit_multipart(&state, &who, req).await
     } else {
-        submit_json(&state, req).await
+        submit_json(&state, &who, req).await
     };
     r.unwrap_or_else(IntoResponse::into_response)
 }
@@ -220,7 +226,7 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
     })
 }
 
-async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiError> {
+async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<Response, ApiError> {
     require_json(&req)?;
     let body = read_body(state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
@@ -234,7 +240,7 @@ async fn submit_json(state: &AppState, req: Request) -> Result<Response, ApiErro
         staging.discard().await;
         return Err(e);
     }
-    finalize(state, id, valid.spec, staging, valid.wait).await
+    finalize(state, who, id, valid.spec, staging, valid.wait).await
 }
 
 /// An error and its causes in one line (reqwest's own `Display` names only the outermost).
@@ -314,7 +320,7 @@ pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &Val
 
 /// Multipart: a `job` part with the JSON first, then one part per input file, named by the
 /// part's field name (or its file name when the field name is empty).
-async fn submit_multipart(state: &AppState, req: Request) -> Result<Response, ApiError> {
+async fn submit_multipart(state: &AppState, who: &Principal, req: Request) -> Result<Response, ApiError> {
     let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -383,7 +389,7 @@ async fn submit_multipart(state: &AppState, req: Request) -> Result<Response, Ap
         staging.discard().await;
         return Err(e);
     }
-    finalize(state, id, valid.spec, staging, valid.wait).await
+    finalize(state, who, id, valid.spec, staging, valid.wait).await
 }
 
 fn field_stream(field: Field<'_>) -> ByteStream<'_> {
@@ -433,6 +439,7 @@ pub fn links(id: &JobId) -> Links {
 /// same job exists (its staged copy is dropped), `409` when another definition holds the id.
 pub async fn enqueue_staged(
     state: &AppState,
+    who: &Principal,
     id: &JobId,
     spec: &JobSpec,
     staging: Staging,
@@ -445,6 +452,7 @@ pub async fn enqueue_staged(
         lane,
         def_hash: &def_hash,
         inputs_prefix: &staging.prefix,
+        tenant: &who.tenant,
     };
     let created = match state.queue.enqueue(job, now_ms()).await {
         Ok(r) => r,
@@ -476,12 +484,13 @@ pub async fn enqueue_staged(
 /// Queues the job (or applies the same-id rule), then answers, waiting first if asked.
 async fn finalize(
     state: &AppState,
+    who: &Principal,
     id: JobId,
     spec: JobSpec,
     staging: Staging,
     wait_for_end: bool,
 ) -> Result<Response, ApiError> {
-    let status = enqueue_staged(state, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
+    let status = enqueue_staged(state, who, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
         let record = wait::until_ended(state, &id, state.config.max_wait, wait::IfStuck::Answer).await?;
         return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(record.view())))).into_response());

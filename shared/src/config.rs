@@ -17,6 +17,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_RETENTION",
     "DCC_LISTEN",
     "DCC_API_KEYS",
+    "DCC_API_KEYS_FILE",
     "DCC_ALLOW_UNAUTHENTICATED",
     "DCC_ALLOWED_ORIGINS",
     "DCC_URL",
@@ -81,6 +82,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Accepted API keys; empty means no authentication (`DCC_API_KEYS`, comma-separated).
     pub api_keys: Vec<String>,
+    /// Named keys with roles and limits, as SHA-256 digests (`DCC_API_KEYS_FILE`, a JSON file
+    /// re-read when it changes; see docs/security.md).
+    pub api_keys_file: Option<PathBuf>,
     /// Serve a non-loopback address without API keys (`DCC_ALLOW_UNAUTHENTICATED`, false): an
     /// explicit opt-in, since anyone reaching such a server can run any container.
     pub allow_unauthenticated: bool,
@@ -184,7 +188,8 @@ impl Config {
     /// the operator said so (`DCC_ALLOW_UNAUTHENTICATED=true`): such a server runs any image,
     /// with a network if asked, for whoever finds it.
     pub fn check_exposure(&self) -> Result<()> {
-        if self.listen.ip().is_loopback() || !self.api_keys.is_empty() || self.allow_unauthenticated {
+        let keyed = !self.api_keys.is_empty() || self.api_keys_file.is_some();
+        if self.listen.ip().is_loopback() || keyed || self.allow_unauthenticated {
             return Ok(());
         }
         Err(Error::Config(format!(
@@ -311,6 +316,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             allowed_origins: list("DCC_ALLOWED_ORIGINS"),
+            api_keys_file: get("DCC_API_KEYS_FILE").map(PathBuf::from),
             allow_unauthenticated: matches!(
                 get("DCC_ALLOW_UNAUTHENTICATED")
                     .as_deref()

@@ -53,6 +53,16 @@ impl Keys {
         format!("{}:jobs", self.tag)
     }
 
+    /// HASH with a TTL: one tenant's submit token bucket (`tokens`, `at`).
+    pub fn rate(&self, tenant: &str) -> String {
+        format!("{}:rate:{}", self.tag, tenant)
+    }
+
+    /// ZSET: one tenant's jobs, scored by creation time (ms): its own listing.
+    pub fn tenant_index(&self, tenant: &str) -> String {
+        format!("{}:tenant:{}:jobs", self.tag, tenant)
+    }
+
     /// ZSET: finished jobs, scored by the time their retention ends (ms).
     pub fn expiry(&self) -> String {
         format!("{}:expiry", self.tag)
@@ -113,5 +123,7 @@ mod tests {
         assert_eq!(k.workers(), "{dcc}:workers");
         assert_eq!(k.drain("w1"), "{dcc}:drain:w1");
         assert_eq!(k.fast_bytes(), "{dcc}:fast:bytes");
+        assert_eq!(k.rate("team-a"), "{dcc}:rate:team-a");
+        assert_eq!(k.tenant_index("team-a"), "{dcc}:tenant:team-a:jobs");
     }
 }

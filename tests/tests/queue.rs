@@ -40,6 +40,7 @@ async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId
                 lane: Lane::for_priority(valid.spec.priority),
                 def_hash: "h",
                 inputs_prefix: "p/",
+                tenant: "t1",
             },
             now,
         )

@@ -1,5 +1,6 @@
 //! Logs and output files, streamed from storage.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -9,14 +10,15 @@ use dcc_shared::storage::paths;
 use super::load;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::tenants::Principal;
 
 /// `302 Found` to a presigned link (the status clients and the contract expect for a download).
 fn found(url: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
 }
 
-async fn log(state: AppState, id: String, stream: &str) -> Result<Response, ApiError> {
-    let job = load(&state, &id).await?;
+async fn log(state: AppState, who: Principal, id: String, stream: &str) -> Result<Response, ApiError> {
+    let job = load(&state, &who, &id).await?;
     let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if job.attempt == 0 {
         return Ok((headers, "").into_response());
@@ -53,8 +55,12 @@ pub struct FileBytes(Vec<u8>);
     responses((status = 200, description = "stdout so far (local storage)", body = String, content_type = "text/plain"),
         (status = 302, description = "S3 storage: a short-lived presigned link"),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
-pub async fn stdout(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    log(state, id, "stdout").await
+pub async fn stdout(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    log(state, who, id, "stdout").await
 }
 
 /// `GET /api/v1/jobs/{id}/stderr`.
@@ -63,8 +69,12 @@ pub async fn stdout(State(state): State<AppState>, Path(id): Path<String>) -> Re
     responses((status = 200, description = "stderr so far (local storage)", body = String, content_type = "text/plain"),
         (status = 302, description = "S3 storage: a short-lived presigned link"),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
-pub async fn stderr(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    log(state, id, "stderr").await
+pub async fn stderr(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    log(state, who, id, "stderr").await
 }
 
 /// `GET /api/v1/jobs/{id}/outputs/{*path}`.
@@ -76,9 +86,10 @@ pub async fn stderr(State(state): State<AppState>, Path(id): Path<String>) -> Re
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
 pub async fn output(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let job = load(&state, &id).await?;
+    let job = load(&state, &who, &id).await?;
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -103,6 +103,7 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, Api
 #[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "fleet", operation_id = "drainWorker", summary = "Ask a worker to drain",
     params(("id" = String, Path, description = "The worker's id")),
     responses((status = 202, description = "Drain requested", body = DrainAnswer),
+        (status = 403, description = "FORBIDDEN: only admin keys change the fleet", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no live worker with this id", body = ErrorBody)))]
 pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if !state.queue.request_drain(&id).await? {
@@ -116,6 +117,7 @@ pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Res
 #[utoipa::path(post, path = "/api/v1/workers/{id}/undrain", tag = "fleet", operation_id = "undrainWorker", summary = "Take a drain request back",
     params(("id" = String, Path, description = "The worker's id")),
     responses((status = 202, description = "Drain taken back", body = DrainAnswer),
+        (status = 403, description = "FORBIDDEN: only admin keys change the fleet", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no live worker with this id", body = ErrorBody)))]
 pub async fn undrain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if !state.queue.cancel_drain(&id).await? {

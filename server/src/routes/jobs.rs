@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::{JobState, JobView, QueueName};
 use dcc_shared::queue::cancel::Cancelled;
@@ -17,6 +17,7 @@ use super::load;
 use crate::availability;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::tenants::Principal;
 use crate::wait;
 
 /// Page size when `limit` is absent.
@@ -51,8 +52,12 @@ pub struct CancelAnswer {
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 200, description = "The job view", body = JobView),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
-pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    let job = load(&state, &id).await?;
+pub async fn view(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = load(&state, &who, &id).await?;
     let mut view = job.view();
     view.waiting = availability::waiting(&state, &job).await;
     Ok(Json(view))
@@ -69,6 +74,7 @@ pub async fn view(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         (status = 400, description = "INVALID_REQUEST: an unknown or malformed query parameter", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
     for k in q.keys() {
@@ -106,6 +112,7 @@ pub async fn list(
             queue,
             limit,
             cursor: q.get("cursor").filter(|s| !s.is_empty()).cloned(),
+            tenant: (!who.is_admin()).then(|| who.tenant.clone()),
         })
         .await?;
     Ok(Json(JobList {
@@ -124,6 +131,7 @@ pub async fn list(
         (status = 504, description = "WAIT_TIMEOUT: still running; the body carries `jobId`", body = ErrorBody)))]
 pub async fn wait_for(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -137,7 +145,7 @@ pub async fn wait_for(
         })?,
         None => DEFAULT_WAIT_SECS.min(max),
     };
-    let job = load(&state, &id).await?;
+    let job = load(&state, &who, &id).await?;
     let record = wait::until_ended(&state, &job.id, Duration::from_secs(secs), wait::IfStuck::Wait).await?;
     Ok(Json(record.view()))
 }
@@ -149,8 +157,12 @@ pub async fn wait_for(
     responses((status = 202, description = "Cancelled now: a queued job never starts, a running container is killed", body = CancelAnswer),
         (status = 200, description = "It had already ended; nothing changed", body = CancelAnswer),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = load(&state, &id).await?;
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, &who, &id).await?;
     match state
         .queue
         .cancel(&job, state.config.retention().of(job.lane), now_ms())
@@ -176,8 +188,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 204, description = "Deleted: no key in Redis, no file in storage"),
         (status = 404, description = "NOT_FOUND", body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = load(&state, &id).await?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, &who, &id).await?;
     if !job.state.is_terminal() {
         // Cancel first, so the worker stops the container on the event.
         state

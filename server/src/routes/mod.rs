@@ -17,13 +17,16 @@ use dcc_shared::job::{JobId, JobRecord};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::Principal;
 
-/// The job behind a path id, or 404 (an id that cannot be valid cannot exist either).
-pub async fn load(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+/// The job behind a path id if `who` may see it, else 404 — also for another tenant's job, so ids
+/// cannot be probed (an id that cannot be valid cannot exist either).
+pub async fn load(state: &AppState, who: &Principal, id: &str) -> Result<JobRecord, ApiError> {
     let job_id = JobId::parse(id).map_err(|_| ApiError::job_not_found(id))?;
     state
         .queue
         .get(&job_id)
         .await?
+        .filter(|job| who.owns(&job.tenant))
         .ok_or_else(|| ApiError::job_not_found(id))
 }

@@ -38,13 +38,16 @@ pub struct FastAnswer {
     responses((status = 200, description = "The ended job with stdout, stderr and outputs inline", body = FastAnswer),
         (status = 400, description = "INVALID_JSON or INVALID_JOB (e.g. a `url` input)", body = ErrorBody),
         (status = 409, description = "ID_CONFLICT", body = ErrorBody),
-        (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS", body = ErrorBody),
+        (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS; FORBIDDEN: a read-only key", body = ErrorBody),
         (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: not application/json", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second (with `Retry-After`)", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it; BUSY: fast-job data in Redis is at DCC_FAST_MAX_REDIS_BYTES (both with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]
 pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<FastAnswer>, ApiError> {
+    let who = crate::tenants::of(&req);
+    crate::tenants::admit(&state, &who).await?;
     crate::submit::require_json(&req)?;
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
@@ -88,7 +91,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         staging.discard().await;
         return Err(e);
     }
-    enqueue_staged(&state, &id, &valid.spec, staging, Lane::Fast).await?;
+    enqueue_staged(&state, &who, &id, &valid.spec, staging, Lane::Fast).await?;
     let record = match wait::until_ended(&state, &id, state.config.max_wait, wait::IfStuck::Answer).await {
         Ok(r) => r,
         Err(e) if e.code == "NO_WORKER" => {

@@ -8,8 +8,9 @@
 //! process's one Redis subscription, so jobs submitted on other servers and run by any worker show
 //! up too; there is no polling per subscriber, and a closed connection leaves nothing behind.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::state::AppState;
+use crate::tenants::Principal;
 
 /// Most job ids one connection may ask for by id over its life, known or not (`*` follows all
 /// without a list): each costs a Redis read, and the known ones memory.
@@ -34,7 +36,11 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
     description = "WebSocket of job events. Send `{\"subscribe\": [ids]}` or `{\"subscribe\": \"*\"}`; receive `status` events and one `finished` event with the job view per job (see docs/api.md). Browsers may pass the API key as `?access_token=`.",
     responses((status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket upgrade")))]
-pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn ws(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let permit = match state.waiter() {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -43,14 +49,20 @@ pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            connection(state, socket).await;
+            connection(state, who, socket).await;
             drop(permit);
         })
 }
 
+/// Most job → tenant answers one connection remembers (for `*` of a non-admin).
+const MAX_OWNERS: usize = 10_000;
+
 /// What one connection follows.
-#[derive(Default)]
 struct Follow {
+    /// Whose connection it is: it follows only jobs this principal may see.
+    who: Principal,
+    /// Whether jobs seen through `*` are this principal's (non-admins), bounded.
+    owners: HashMap<String, bool>,
     /// Every job.
     all: bool,
     /// These jobs.
@@ -61,11 +73,18 @@ struct Follow {
     asked: usize,
 }
 
-async fn connection(state: AppState, socket: WebSocket) {
+async fn connection(state: AppState, who: Principal, socket: WebSocket) {
     // Subscribed before anything is read, so no event between a read and the follow is missed.
     let mut events = state.events.subscribe();
     let (mut out, mut inbound) = socket.split();
-    let mut follow = Follow::default();
+    let mut follow = Follow {
+        who,
+        owners: HashMap::new(),
+        all: false,
+        ids: HashSet::new(),
+        finished: HashSet::new(),
+        asked: 0,
+    };
     loop {
         let messages: Vec<Value> = tokio::select! {
             msg = inbound.next() => match msg {
@@ -153,7 +172,7 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
         Err(_) => Ok(None),
     };
     match record {
-        Ok(Some(job)) => {
+        Ok(Some(job)) if follow.who.owns(&job.tenant) => {
             follow.ids.insert(id.to_string());
             if job.state.is_terminal() {
                 // Asked for explicitly: answered even if this connection saw it end before.
@@ -166,7 +185,7 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
                 ]
             }
         }
-        Ok(None) => vec![error(Some(id), "NOT_FOUND", "no such job")],
+        Ok(_) => vec![error(Some(id), "NOT_FOUND", "no such job")],
         Err(e) => vec![error(Some(id), "UNAVAILABLE", &e.to_string())],
     }
 }
@@ -181,8 +200,30 @@ fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
     Some(json!({"type": "finished", "job": view}))
 }
 
+/// Whether a job seen through `*` is one this connection may see (one read per job, then
+/// remembered; admins see all).
+async fn visible(state: &AppState, follow: &mut Follow, job_id: &str) -> bool {
+    if follow.who.is_admin() {
+        return true;
+    }
+    if let Some(v) = follow.owners.get(job_id) {
+        return *v;
+    }
+    let Ok(id) = JobId::parse(job_id) else { return false };
+    let Ok(tenant) = state.queue.tenant_of(&id).await else {
+        return false;
+    };
+    let mine = tenant.is_some_and(|t| follow.who.owns(&t));
+    if follow.owners.len() >= MAX_OWNERS {
+        follow.owners.clear();
+    }
+    follow.owners.insert(job_id.to_string(), mine);
+    mine
+}
+
 async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Value> {
-    if !(follow.all || follow.ids.contains(&ev.job_id)) {
+    let by_id = follow.ids.contains(&ev.job_id);
+    if !(by_id || (follow.all && visible(state, follow, &ev.job_id).await)) {
         return Vec::new();
     }
     match ev.status.as_str() {
@@ -190,6 +231,7 @@ async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Va
                                             "attempt": ev.attempt, "at": rfc3339(ev.at)})],
         "deleted" => {
             follow.ids.remove(&ev.job_id);
+            follow.owners.remove(&ev.job_id);
             vec![json!({"type": "deleted", "jobId": ev.job_id})]
         }
         _ => {

@@ -90,6 +90,8 @@ pub struct JobRecord {
     pub inputs_prefix: String,
     /// Hash of its definition, for the same-id rule.
     pub def_hash: String,
+    /// The tenant that submitted it (the API key's name; `""` before tenants existed).
+    pub tenant: String,
 }
 
 fn opt_num<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Option<T> {
@@ -155,6 +157,7 @@ impl JobRecord {
             spec,
             inputs_prefix: m.get("inputs_prefix").cloned().unwrap_or_default(),
             def_hash: m.get("def_hash").cloned().unwrap_or_default(),
+            tenant: m.get("tenant").cloned().unwrap_or_default(),
         }))
     }
 }

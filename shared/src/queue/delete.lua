@@ -7,6 +7,7 @@
 -- KEYS[5]: the job index zset (ZREM)
 -- KEYS[6]: the job's blob hash (DEL; fast jobs keep their files there)
 -- KEYS[7]: the fast-data byte counter (DECRBY what the blob hash still held)
+-- KEYS[8]: the job's tenant index zset (ZREM)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
@@ -24,6 +25,7 @@ local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[8], ARGV[1])
   drop_blob()
   return false
 end
@@ -39,6 +41,7 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 redis.call('DEL', KEYS[1])
 drop_blob()
 redis.call('PUBLISH', ARGV[3], cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),

@@ -58,6 +58,7 @@ impl Queue {
             .key(k.index())
             .key(k.blob(&job.id))
             .key(k.fast_bytes())
+            .key(k.tenant_index(&job.tenant))
             .arg(job.id.as_str())
             .arg(now)
             .arg(k.events())

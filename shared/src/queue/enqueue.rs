@@ -34,6 +34,8 @@ pub struct NewJob<'a> {
     pub def_hash: &'a str,
     /// Storage prefix of its staged inputs.
     pub inputs_prefix: &'a str,
+    /// The tenant submitting it.
+    pub tenant: &'a str,
 }
 
 impl Queue {
@@ -47,10 +49,12 @@ impl Queue {
         let mut inv = ENQUEUE.key(k.job(job.id));
         inv.key(k.lane(queue, job.lane))
             .key(k.index())
+            .key(k.tenant_index(job.tenant))
             .arg(job.id.as_str())
             .arg(job.def_hash)
             .arg(now)
-            .arg(k.events());
+            .arg(k.events())
+            .arg(job.tenant);
         for (f, v) in [
             ("spec", spec_json),
             ("state", "queued".to_string()),
@@ -64,6 +68,7 @@ impl Queue {
             ("created_ms", now.to_string()),
             ("def_hash", job.def_hash.to_string()),
             ("inputs_prefix", job.inputs_prefix.to_string()),
+            ("tenant", job.tenant.to_string()),
         ] {
             inv.arg(f).arg(v);
         }

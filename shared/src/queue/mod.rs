@@ -12,6 +12,7 @@
 //! - [`reap`]: expired leases → `queued` (attempt + 1) or `failed` (`WORKER_LOST`).
 //! - [`release`]: a draining worker hands a job back without using up an attempt.
 //! - [`drain`]: asking a worker (through Redis) to stop claiming.
+//! - [`rate`]: a tenant's submits per second (token bucket).
 //! - [`read`]: reads (job, listing, queue depths, due expiries); no state changes.
 //!
 //! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
@@ -22,6 +23,7 @@ pub mod delete;
 pub mod drain;
 pub mod enqueue;
 pub mod finish;
+pub mod rate;
 pub mod read;
 pub mod reap;
 pub mod release;

@@ -32,6 +32,8 @@ pub struct ListFilter {
     pub limit: usize,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
+    /// Only this tenant's jobs (its own index); `None`: every job.
+    pub tenant: Option<String>,
 }
 
 /// Depths of one queue.
@@ -62,6 +64,20 @@ impl Queue {
             .query_async(&mut conn)
             .await?;
         JobRecord::from_hash(id, m)
+    }
+
+    /// The tenant a job belongs to (`Some("")` for a job from before tenants), `None` if gone.
+    pub async fn tenant_of(&self, id: &JobId) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        let (tenant, exists): (Option<String>, bool) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys().job(id))
+            .arg("tenant")
+            .cmd("EXISTS")
+            .arg(self.keys().job(id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists.then(|| tenant.unwrap_or_default()))
     }
 
     /// Several jobs in one round trip; missing ones are skipped.
@@ -97,8 +113,12 @@ impl Queue {
         let mut scanned = 0usize;
         let mut last: Option<(i64, String)> = None;
         loop {
+            let index = match &f.tenant {
+                Some(t) => self.keys().tenant_index(t),
+                None => self.keys().index(),
+            };
             let batch: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(self.keys().index())
+                .arg(index)
                 .arg(&max_score)
                 .arg("-inf")
                 .arg("WITHSCORES")

@@ -1,0 +1,295 @@
+//! Who is calling: named API keys with a role and limits, for several teams on one DCC.
+//!
+//! Keys come from `DCC_API_KEYS` (plain keys, each an admin, as before) and from
+//! `DCC_API_KEYS_FILE`, a JSON file holding only SHA-256 digests of the keys:
+//!
+//! ```json
+//! {"keys": [{"name": "team-a", "role": "submit", "sha256": "<hex of sha256(key)>",
+//!            "submitsPerSec": 10, "burst": 20}]}
+//! ```
+//!
+//! The file is re-read when it changes (checked every few seconds), so keys are added, revoked
+//! and rotated without a restart; a file that does not parse is logged and the previous keys
+//! stay. Keys are compared as digests in constant time, every entry every time, and never logged.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// How often the keys file is checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: every tenant's jobs, fleet operations (drain, undrain).
+    Admin,
+    /// Submit jobs, and read, wait on, cancel and delete its own tenant's jobs.
+    Submit,
+    /// Read its own tenant's jobs.
+    Read,
+}
+
+/// The caller of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Principal {
+    /// The tenant (the key's name); jobs it submits belong to it.
+    pub tenant: String,
+    /// What it may do.
+    pub role: Role,
+    /// Submits per second it may sustain (`None`: unlimited).
+    pub submits_per_sec: Option<f64>,
+    /// Submits it may burst above that rate.
+    pub burst: u32,
+}
+
+impl Principal {
+    /// Whoever calls a server without keys: a local, single-user stack.
+    pub fn local() -> Self {
+        Principal {
+            tenant: "local".into(),
+            role: Role::Admin,
+            submits_per_sec: None,
+            burst: 0,
+        }
+    }
+
+    /// Whether it sees every tenant's jobs.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether it may see a job owned by `tenant` (`""`: a job from before tenants existed,
+    /// admins only).
+    pub fn owns(&self, tenant: &str) -> bool {
+        self.is_admin() || (!tenant.is_empty() && tenant == self.tenant)
+    }
+}
+
+/// The caller of a request as the auth middleware resolved it (the local admin when keys are
+/// off, or for a route that needs none).
+pub fn of(req: &axum::extract::Request) -> Principal {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::local)
+}
+
+/// Takes one submit from `who`'s rate (every API server shares it through Redis): `429
+/// RATE_LIMITED` with `Retry-After` when its bucket is empty.
+pub async fn admit(state: &crate::state::AppState, who: &Principal) -> Result<(), crate::error::ApiError> {
+    let Some(rate) = who.submits_per_sec else { return Ok(()) };
+    match state.queue.take_submit(&who.tenant, rate, who.burst).await? {
+        None => Ok(()),
+        Some(wait) => Err(crate::error::ApiError {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u32),
+            ..crate::error::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!(
+                    "{:?} may submit {rate} jobs a second (burst {}); retry later",
+                    who.tenant, who.burst
+                ),
+            )
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct KeysFile {
+    keys: Vec<FileKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileKey {
+    name: String,
+    role: Role,
+    sha256: String,
+    #[serde(default)]
+    submits_per_sec: Option<f64>,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+/// One key: its digest and who it is.
+struct Entry {
+    digest: [u8; 32],
+    principal: Principal,
+}
+
+/// Every known key.
+#[derive(Default)]
+struct Ring {
+    entries: Vec<Entry>,
+}
+
+impl Ring {
+    fn find(&self, presented: &str) -> Option<Principal> {
+        let p: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Every entry is compared, match or not, and each comparison takes the same time.
+        let mut found = None;
+        for e in &self.entries {
+            let same = e.digest.iter().zip(p.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+            if same && found.is_none() {
+                found = Some(e.principal.clone());
+            }
+        }
+        found
+    }
+}
+
+/// The keys of this process, reloadable.
+#[derive(Clone)]
+pub struct Keys {
+    ring: Arc<RwLock<Arc<Ring>>>,
+    plain: Arc<Vec<String>>,
+    file: Option<PathBuf>,
+}
+
+impl Keys {
+    /// Keys from `plain` (admins) and `file`; an unreadable file at start is an error.
+    pub fn load(plain: &[String], file: Option<PathBuf>) -> Result<Self, String> {
+        let keys = Keys {
+            ring: Arc::new(RwLock::new(Arc::new(Ring::default()))),
+            plain: Arc::new(plain.to_vec()),
+            file,
+        };
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// Whether any key is configured (else every caller is [`Principal::local`]).
+    pub fn enabled(&self) -> bool {
+        !self.plain.is_empty() || self.file.is_some()
+    }
+
+    /// Who `presented` is, if it is a key.
+    pub fn find(&self, presented: &str) -> Option<Principal> {
+        let ring = self.ring.read().unwrap_or_else(|p| p.into_inner()).clone();
+        ring.find(presented)
+    }
+
+    fn reload(&self) -> Result<usize, String> {
+        let mut entries: Vec<Entry> = self
+            .plain
+            .iter()
+            .map(|k| Entry {
+                digest: Sha256::digest(k.as_bytes()).into(),
+                principal: Principal {
+                    tenant: "admin".into(),
+                    ..Principal::local()
+                },
+            })
+            .collect();
+        if let Some(path) = &self.file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("DCC_API_KEYS_FILE {}: {e}", path.display()))?;
+            entries.extend(parse_file(&text).map_err(|e| format!("DCC_API_KEYS_FILE {}: {e}", path.display()))?);
+        }
+        let n = entries.len();
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Ring { entries });
+        Ok(n)
+    }
+
+    /// Re-reads the keys file whenever it changes, until the process ends.
+    pub fn spawn_reload(&self) {
+        let Some(path) = self.file.clone() else { return };
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut seen: Option<SystemTime> = modified(&path);
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match keys.reload() {
+                    Ok(n) => tracing::info!(keys = n, "API keys reloaded"),
+                    Err(e) => tracing::warn!(error = e, "API keys file not reloaded; the previous keys stay"),
+                }
+            }
+        });
+    }
+}
+
+fn parse_file(text: &str) -> Result<Vec<Entry>, String> {
+    let file: KeysFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    file.keys
+        .into_iter()
+        .map(|k| {
+            let digest: [u8; 32] = hex::decode(k.sha256.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex digits", k.name))?;
+            if k.name.is_empty()
+                || k.name.len() > 64
+                || !k
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!("key name {:?}: 1 to 64 letters, digits, '-' or '_'", k.name));
+            }
+            if k.submits_per_sec.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                return Err(format!("key {:?}: submitsPerSec must be above 0", k.name));
+            }
+            Ok(Entry {
+                digest,
+                principal: Principal {
+                    tenant: k.name,
+                    role: k.role,
+                    submits_per_sec: k.submits_per_sec,
+                    burst: k.burst.unwrap_or(1).max(1),
+                },
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(k: &str) -> String {
+        hex::encode(Sha256::digest(k.as_bytes()))
+    }
+
+    #[test]
+    fn keys_resolve_to_their_tenant_and_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"keys": [{{"name": "team-a", "role": "submit", "sha256": "{}", "submitsPerSec": 5, "burst": 10}},
+                             {{"name": "viewer", "role": "read", "sha256": "{}"}}]}}"#,
+                digest("ka"),
+                digest("kr")
+            ),
+        )
+        .unwrap();
+        let keys = Keys::load(&["root".into()], Some(path.clone())).unwrap();
+        let a = keys.find("ka").unwrap();
+        assert_eq!(
+            (a.tenant.as_str(), a.role, a.submits_per_sec, a.burst),
+            ("team-a", Role::Submit, Some(5.0), 10)
+        );
+        assert_eq!(keys.find("kr").unwrap().role, Role::Read);
+        assert!(keys.find("root").unwrap().is_admin());
+        assert!(keys.find("nope").is_none() && keys.find("").is_none());
+        assert!(a.owns("team-a") && !a.owns("team-b") && !a.owns(""));
+        // A broken file does not replace the keys in force.
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(keys.reload().is_err());
+        assert!(keys.find("ka").is_some());
+        assert!(parse_file(r#"{"keys": [{"name": "x", "role": "submit", "sha256": "abc"}]}"#).is_err());
+        assert!(parse_file(r#"{"keys": [{"name": "x", "role": "boss", "sha256": "abc"}]}"#).is_err());
+    }
+}

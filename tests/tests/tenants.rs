@@ -1,0 +1,228 @@
+//! Several teams on one DCC: named keys with roles, each tenant seeing only its own jobs through
+//! every route and the WebSocket, admin-only fleet changes, a shared rate limit, key reload.
+
+use std::time::Duration;
+
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::Message;
+
+fn digest(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// (tenant, role, key, optional (submits per second, burst)).
+type KeySpec<'a> = (&'a str, &'a str, &'a str, Option<(f64, u32)>);
+
+fn keys_file(entries: &[KeySpec<'_>]) -> String {
+    let keys: Vec<Value> = entries
+        .iter()
+        .map(|(name, role, key, rate)| {
+            let mut k = json!({"name": name, "role": role, "sha256": digest(key)});
+            if let Some((per_sec, burst)) = rate {
+                k["submitsPerSec"] = json!(per_sec);
+                k["burst"] = json!(burst);
+            }
+            k
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws(dcc: &Dcc, key: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?access_token={key}", dcc.port);
+    tokio_tungstenite::connect_async(url).await.expect("websocket").0
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_and_an_admin_share_one_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    std::fs::write(
+        &file,
+        keys_file(&[
+            ("team-a", "submit", "ka", None),
+            ("team-a", "read", "ka-read", None),
+            ("team-b", "submit", "kb", Some((1.0, 3))),
+        ]),
+    )
+    .unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_API_KEYS", "root")
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let anon = dcc.api();
+    let (a, b, root, reader) = (
+        anon.with_key("ka"),
+        anon.with_key("kb"),
+        anon.with_key("root"),
+        anon.with_key("ka-read"),
+    );
+
+    let ja = a.submit_id(sh("echo from-a")).await;
+    let jb = b.submit_id(sh("echo from-b")).await;
+    a.wait_status(&ja, "succeeded", Duration::from_secs(30)).await;
+    b.wait_status(&jb, "succeeded", Duration::from_secs(30)).await;
+
+    // Each sees its own jobs only; another tenant's are 404 everywhere (ids cannot be probed).
+    for (who, mine, theirs) in [(&a, &ja, &jb), (&b, &jb, &ja)] {
+        assert_eq!(who.get(&format!("/api/v1/jobs/{mine}")).await.status, 200);
+        for path in ["", "/stdout", "/stderr", "/wait?timeoutSecs=1", "/outputs/x"] {
+            let r = who.get(&format!("/api/v1/jobs/{theirs}{path}")).await;
+            assert_eq!((r.status, r.code()), (404, "NOT_FOUND"), "{path}");
+        }
+        assert_eq!(
+            who.post(&format!("/api/v1/jobs/{theirs}/cancel"), &json!({}))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            who.call(reqwest::Method::DELETE, &format!("/api/v1/jobs/{theirs}"), None)
+                .await
+                .status,
+            404
+        );
+        let listed = who.get("/api/v1/jobs").await.body;
+        let ids: Vec<&str> = listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["jobId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![mine.as_str()], "{listed}");
+    }
+    // The admin sees everything.
+    assert_eq!(root.get(&format!("/api/v1/jobs/{ja}")).await.status, 200);
+    assert_eq!(root.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(), 2);
+    // A client-chosen id held by another tenant tells nothing of that job.
+    let mine = a
+        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["true"]}))
+        .await;
+    assert_eq!(mine.status, 201);
+    let other = b
+        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["true"]}))
+        .await;
+    assert_eq!((other.status, other.code()), (409, "ID_CONFLICT"), "{:?}", other.body);
+
+    // Roles: a read key reads its tenant's jobs and changes nothing; fleet changes are admin only.
+    assert_eq!(reader.get(&format!("/api/v1/jobs/{ja}")).await.status, 200);
+    assert_eq!(reader.get(&format!("/api/v1/jobs/{jb}")).await.status, 404);
+    let r = reader.submit(sh("true")).await;
+    assert_eq!((r.status, r.code()), (403, "FORBIDDEN"), "{:?}", r.body);
+    assert_eq!(
+        reader
+            .post(&format!("/api/v1/jobs/{ja}/cancel"), &json!({}))
+            .await
+            .status,
+        403
+    );
+    let drain = format!("/api/v1/workers/{}/drain", dcc.worker_id);
+    let undrain = format!("/api/v1/workers/{}/undrain", dcc.worker_id);
+    assert_eq!(a.post(&drain, &json!({})).await.status, 403);
+    assert_eq!(root.post(&drain, &json!({})).await.status, 202);
+    assert_eq!(a.post(&undrain, &json!({})).await.status, 403);
+    assert_eq!(root.post(&undrain, &json!({})).await.status, 202);
+
+    // The WebSocket: `*` streams only the caller's own jobs; another tenant's id is unknown.
+    let mut wa = ws(&dcc, "ka").await;
+    wa.send(Message::Text(json!({"subscribe": "*"}).to_string().into()))
+        .await
+        .unwrap();
+    wa.send(Message::Text(json!({"subscribe": [jb]}).to_string().into()))
+        .await
+        .unwrap();
+    let m = next(&mut wa).await;
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str()),
+        (Some("error"), Some("NOT_FOUND")),
+        "{m}"
+    );
+    let jb2 = b.submit_id(sh("echo b2")).await;
+    let ja2 = a.submit_id(sh("echo a2")).await;
+    loop {
+        let m = next(&mut wa).await;
+        let id = m["jobId"]
+            .as_str()
+            .or(m["job"]["jobId"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert_ne!(id, jb2, "team-a saw team-b's job: {m}");
+        if m["type"] == "finished" && id == ja2 {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_and_recovers_and_keys_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, keys_file(&[("team-b", "submit", "kb", Some((1.0, 2)))])).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let b = dcc.api().with_key("kb");
+    assert_eq!(b.submit(sh("true")).await.status, 201);
+    assert_eq!(b.submit(sh("true")).await.status, 201);
+    let r = b
+        .http
+        .post(format!("{}/api/v1/jobs", b.base))
+        .bearer_auth("kb")
+        .json(&sh("true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "RATE_LIMITED");
+    assert_eq!(
+        b.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(),
+        2,
+        "a refused submit created a job"
+    );
+    eventually(Duration::from_secs(5), "the bucket to refill", || async {
+        (b.submit(sh("true")).await.status == 201).then_some(())
+    })
+    .await;
+
+    // Rotation: a new key works and the old one stops, without a restart.
+    std::fs::write(&file, keys_file(&[("team-b", "submit", "kb-2", None)])).unwrap();
+    let b2 = dcc.api().with_key("kb-2");
+    eventually(Duration::from_secs(15), "the new key to work", || async {
+        (b2.get("/api/v1/jobs").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(b.get("/api/v1/jobs").await.status, 401);
+    assert_eq!(
+        b2.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(),
+        3,
+        "same tenant, same jobs"
+    );
+    assert!(!dcc.log().contains("kb-2"), "a key reached the log");
+}
