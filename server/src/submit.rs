@@ -168,7 +168,7 @@ pub struct MultipartSubmission {
         (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS; FORBIDDEN: a read-only key", body = ErrorBody),
         (status = 413, description = "TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: neither application/json nor multipart/form-data", body = ErrorBody),
-        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second (with `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second; QUOTA_EXCEEDED: it has its quota of queued + running (or fast) jobs (both with `Retry-After`)", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER (with `wait: true`): no live, non-draining worker of the job's queue can take it (with `Retry-After`; `jobId` when the job was already queued); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT (with `wait: true`); the body carries `jobId`", body = ErrorBody)))]
@@ -453,6 +453,7 @@ pub async fn enqueue_staged(
         def_hash: &def_hash,
         inputs_prefix: &staging.prefix,
         tenant: &who.tenant,
+        quota: who.quota,
     };
     let created = match state.queue.enqueue(job, now_ms()).await {
         Ok(r) => r,
@@ -466,6 +467,21 @@ pub async fn enqueue_staged(
         Enqueued::Exists => {
             staging.discard().await;
             Ok(StatusCode::OK)
+        }
+        Enqueued::OverQuota | Enqueued::OverFastQuota => {
+            staging.discard().await;
+            let (what, n) = match created {
+                Enqueued::OverQuota => ("queued and running jobs", who.quota.active),
+                _ => ("fast jobs at once", who.quota.fast),
+            };
+            Err(ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "QUOTA_EXCEEDED",
+                    format!("{:?} may have {n} {what}; wait for some to end", who.tenant),
+                )
+            })
         }
         Enqueued::Conflict => {
             staging.discard().await;

@@ -45,6 +45,8 @@ pub struct Principal {
     pub submits_per_sec: Option<f64>,
     /// Submits it may burst above that rate.
     pub burst: u32,
+    /// Its tenant's quotas (jobs queued + running at once; fast ones).
+    pub quota: dcc_shared::queue::enqueue::Quota,
 }
 
 impl Principal {
@@ -55,6 +57,7 @@ impl Principal {
             role: Role::Admin,
             submits_per_sec: None,
             burst: 0,
+            quota: Default::default(),
         }
     }
 
@@ -114,6 +117,10 @@ struct FileKey {
     submits_per_sec: Option<f64>,
     #[serde(default)]
     burst: Option<u32>,
+    #[serde(default)]
+    max_active_jobs: Option<u32>,
+    #[serde(default)]
+    max_fast_jobs: Option<u32>,
 }
 
 /// One key: its digest and who it is.
@@ -247,6 +254,10 @@ fn parse_file(text: &str) -> Result<Vec<Entry>, String> {
                     role: k.role,
                     submits_per_sec: k.submits_per_sec,
                     burst: k.burst.unwrap_or(1).max(1),
+                    quota: dcc_shared::queue::enqueue::Quota {
+                        active: k.max_active_jobs.unwrap_or(0),
+                        fast: k.max_fast_jobs.unwrap_or(0),
+                    },
                 },
             })
         })

@@ -53,6 +53,12 @@ impl Keys {
         format!("{}:jobs", self.tag)
     }
 
+    /// HASH: per tenant, its queued + running jobs (`<tenant>`) and fast ones (`<tenant>:fast`),
+    /// kept by enqueue and every transition to an end; checked against its quotas at submit.
+    pub fn tenants_active(&self) -> String {
+        format!("{}:tenants:active", self.tag)
+    }
+
     /// HASH with a TTL: one tenant's submit token bucket (`tokens`, `at`).
     pub fn rate(&self, tenant: &str) -> String {
         format!("{}:rate:{}", self.tag, tenant)
@@ -124,6 +130,7 @@ mod tests {
         assert_eq!(k.drain("w1"), "{dcc}:drain:w1");
         assert_eq!(k.fast_bytes(), "{dcc}:fast:bytes");
         assert_eq!(k.rate("team-a"), "{dcc}:rate:team-a");
+        assert_eq!(k.tenants_active(), "{dcc}:tenants:active");
         assert_eq!(k.tenant_index("team-a"), "{dcc}:tenant:team-a:jobs");
     }
 }

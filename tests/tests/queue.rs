@@ -41,6 +41,7 @@ async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId
                 def_hash: "h",
                 inputs_prefix: "p/",
                 tenant: "t1",
+                quota: Default::default(),
             },
             now,
         )
@@ -436,4 +437,75 @@ async fn a_drain_is_bound_to_one_live_worker_process_and_can_be_taken_back() {
     assert!(!q.drain_requested("w1", "nonce-a").await.unwrap());
     q.unregister("w1").await.unwrap();
     assert!(!q.cancel_drain("w1").await.unwrap(), "gone: 404 for the API");
+}
+
+/// A tenant's quota counts its queued + running jobs: enqueue adds, every end (finish, cancel,
+/// lost on the last attempt, delete) takes away, so the count never drifts.
+#[tokio::test]
+async fn a_tenants_quota_counts_its_jobs_until_they_end() {
+    use dcc_shared::queue::enqueue::Quota;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let valid = JobRequest::from_value(json!({"image": "x", "parameters": {"maxAttempts": 1}}))
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap();
+    let submit = |id: &'static str, lane: Lane, quota: Quota| {
+        let q = q.clone();
+        let spec = valid.spec.clone();
+        async move {
+            let id = JobId::parse(id).unwrap();
+            let job = NewJob {
+                id: &id,
+                spec: &spec,
+                lane,
+                def_hash: id.as_str(),
+                inputs_prefix: "p/",
+                tenant: "team-a",
+                quota,
+            };
+            q.enqueue(job, T0).await.unwrap()
+        }
+    };
+    let two = Quota { active: 2, fast: 1 };
+    assert_eq!(submit("a1", Lane::Normal, two).await, Enqueued::Created);
+    assert_eq!(submit("a2", Lane::Fast, two).await, Enqueued::Created);
+    assert_eq!(submit("a3", Lane::Normal, two).await, Enqueued::OverQuota);
+    assert_eq!(
+        submit("f2", Lane::Fast, Quota { active: 9, fast: 1 }).await,
+        Enqueued::OverFastQuota
+    );
+    // a2 (fast) runs and finishes: room for one more, of either kind.
+    let fast = match q.claim(dcc_shared::job::QueueName::Cpu, &who("w"), T0).await.unwrap() {
+        Claim::Claimed { job, attempt, lane, .. } => Lease {
+            job,
+            lane,
+            queue: dcc_shared::job::QueueName::Cpu,
+            attempt,
+            worker: "w".into(),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fast.job.as_str(), "a2");
+    q.finish(&fast, &success(), RETENTION, T0).await.unwrap();
+    assert_eq!(submit("f3", Lane::Fast, two).await, Enqueued::Created);
+    assert_eq!(submit("a4", Lane::Normal, two).await, Enqueued::OverQuota);
+    // A cancel gives room back; so does a job lost on its last attempt.
+    let a1 = q.get(&JobId::parse("a1").unwrap()).await.unwrap().unwrap();
+    q.cancel(&a1, RETENTION, T0).await.unwrap();
+    assert_eq!(submit("a5", Lane::Normal, two).await, Enqueued::Created);
+    let f3 = match q.claim(dcc_shared::job::QueueName::Cpu, &who("w"), T0).await.unwrap() {
+        Claim::Claimed { job, .. } => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(f3.as_str(), "f3");
+    q.reap(RET, T0 + 2 * LEASE.as_millis() as i64).await.unwrap();
+    let mut conn = redis.conn().await;
+    let counts: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("{t}:tenants:active")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counts.get("team-a"), Some(&1), "only a5 is queued: {counts:?}");
+    assert_eq!(counts.get("team-a:fast"), Some(&0), "{counts:?}");
 }

@@ -226,3 +226,33 @@ async fn the_rate_limit_answers_429_and_recovers_and_keys_reload_without_a_resta
     );
     assert!(!dcc.log().contains("kb-2"), "a key reached the log");
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_quota_is_refused_until_its_jobs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let mut keys: Value = serde_json::from_str(&keys_file(&[
+        ("team-a", "submit", "ka", None),
+        ("team-b", "submit", "kb", None),
+    ]))
+    .unwrap();
+    keys["keys"][0]["maxActiveJobs"] = json!(2);
+    std::fs::write(&file, keys.to_string()).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let (a, b) = (dcc.api().with_key("ka"), dcc.api().with_key("kb"));
+    let first = a.submit_id(sh("true")).await;
+    a.submit_id(sh("true")).await;
+    let r = a.submit(sh("true")).await;
+    assert_eq!((r.status, r.code()), (429, "QUOTA_EXCEEDED"), "{:?}", r.body);
+    // Another tenant is not affected; an ended job gives room back.
+    assert_eq!(b.submit(sh("true")).await.status, 201);
+    assert_eq!(
+        a.post(&format!("/api/v1/jobs/{first}/cancel"), &json!({})).await.status,
+        202
+    );
+    assert_eq!(a.submit(sh("true")).await.status, 201);
+}

@@ -41,7 +41,7 @@ pub struct FastAnswer {
         (status = 403, description = "ORIGIN_NOT_ALLOWED: sent by a web page of an origin not in DCC_ALLOWED_ORIGINS; FORBIDDEN: a read-only key", body = ErrorBody),
         (status = 413, description = "TOO_LARGE: inline inputs over DCC_FAST_MAX_INLINE_BYTES", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: not application/json", body = ErrorBody),
-        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second (with `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED: the key's tenant is over its submits per second; QUOTA_EXCEEDED: it has its quota of queued + running (or fast) jobs (both with `Retry-After`)", body = ErrorBody),
         (status = 422, description = "UNSCHEDULABLE: larger than the largest worker the operator declared (DCC_MAX_CPUS, DCC_MAX_GPUS, DCC_MAX_MEMORY_MB)", body = ErrorBody),
         (status = 503, description = "NO_WORKER: no live, non-draining worker of the job's queue can take it; BUSY: fast-job data in Redis is at DCC_FAST_MAX_REDIS_BYTES (both with `Retry-After`); or UNAVAILABLE", body = ErrorBody),
         (status = 504, description = "WAIT_TIMEOUT: not ended in time; the body carries `jobId`", body = ErrorBody)))]

@@ -4,11 +4,21 @@
 -- KEYS[2]: the job's lane list (LREM when queued)
 -- KEYS[3]: the job's queue running zset (ZREM when running)
 -- KEYS[4]: the expiry zset (retention starts)
+-- KEYS[5]: the tenants' active-job counts (the job leaves its tenant's)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
+-- The job stops counting against its tenant's quotas (queued + running, and fast ones).
+local function leave_active(active, jk)
+  local t = redis.call('HMGET', jk, 'tenant', 'lane')
+  if not t[1] or t[1] == '' then return end
+  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
+  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
+    redis.call('HSET', active, t[1] .. ':fast', 0)
+  end
+end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then return {'missing'} end
 if job[1] == 'queued' then
@@ -18,6 +28,7 @@ elseif job[1] == 'running' then
 else
   return {'final', job[1]}
 end
+leave_active(KEYS[5], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),

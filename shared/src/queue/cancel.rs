@@ -33,6 +33,7 @@ impl Queue {
             .key(k.lane(job.queue, job.lane))
             .key(k.running(job.queue))
             .key(k.expiry())
+            .key(k.tenants_active())
             .arg(job.id.as_str())
             .arg(now)
             .arg(now + ms(retention))

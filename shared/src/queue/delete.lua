@@ -8,6 +8,7 @@
 -- KEYS[6]: the job's blob hash (DEL; fast jobs keep their files there)
 -- KEYS[7]: the fast-data byte counter (DECRBY what the blob hash still held)
 -- KEYS[8]: the job's tenant index zset (ZREM)
+-- KEYS[9]: the tenants' active-job counts (a job deleted before it ended leaves its tenant's)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
@@ -20,6 +21,15 @@ local function drop_blob()
   end
   redis.call('DEL', KEYS[6])
   if held > 0 and redis.call('DECRBY', KEYS[7], held) < 0 then redis.call('SET', KEYS[7], 0) end
+end
+-- The job stops counting against its tenant's quotas (queued + running, and fast ones).
+local function leave_active(active, jk)
+  local t = redis.call('HMGET', jk, 'tenant', 'lane')
+  if not t[1] or t[1] == '' then return end
+  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
+  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
+    redis.call('HSET', active, t[1] .. ':fast', 0)
+  end
 end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then
@@ -37,6 +47,7 @@ if ARGV[4] == 'expired' then
   local due = redis.call('ZSCORE', KEYS[4], ARGV[1])
   if due and tonumber(due) > tonumber(ARGV[2]) then return 'kept' end
 end
+if job[1] == 'queued' or job[1] == 'running' then leave_active(KEYS[9], KEYS[1]) end
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])

@@ -59,6 +59,7 @@ impl Queue {
             .key(k.blob(&job.id))
             .key(k.fast_bytes())
             .key(k.tenant_index(&job.tenant))
+            .key(k.tenants_active())
             .arg(job.id.as_str())
             .arg(now)
             .arg(k.events())

@@ -3,20 +3,33 @@
 -- KEYS[2]: the lane list of its queue (LPUSH here; claim RPOPs, so FIFO)
 -- KEYS[3]: the job index zset (score: creation time; the listing pages through it)
 -- KEYS[4]: the submitting tenant's job index zset (its own listing)
+-- KEYS[5]: the tenants' active-job counts (the new job counts against its tenant's quotas)
 -- ARGV[1]: job id
 -- ARGV[2]: definition hash (same id + same hash = the same job)
 -- ARGV[3]: now (ms)
 -- ARGV[4]: events channel
 -- ARGV[5]: the submitting tenant
--- ARGV[6..]: field/value pairs of the new record
+-- ARGV[6]: its quota of queued + running jobs (0: none)
+-- ARGV[7]: its quota of queued + running fast jobs (0: none)
+-- ARGV[8]: '1' for a fast job
+-- ARGV[9..]: field/value pairs of the new record
 -- Returns: 'created' | 'exists' (same id, same definition, same tenant: nothing written) |
--- 'conflict' (same id, other definition or another tenant's: nothing of that job is told)
+-- 'conflict' (same id, other definition or another tenant's: nothing of that job is told) |
+-- 'quota' | 'fast_quota' (the tenant is at its quota: nothing written)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant')
 if existing[1] then
   if existing[1] == ARGV[2] and (existing[2] or '') == ARGV[5] then return 'exists' end
   return 'conflict'
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local tenant, fast = ARGV[5], ARGV[8] == '1'
+local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
+if tonumber(ARGV[6]) > 0 and active >= tonumber(ARGV[6]) then return 'quota' end
+if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant .. ':fast') or '0') >= tonumber(ARGV[7]) then
+  return 'fast_quota'
+end
+redis.call('HINCRBY', KEYS[5], tenant, 1)
+if fast then redis.call('HINCRBY', KEYS[5], tenant .. ':fast', 1) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])

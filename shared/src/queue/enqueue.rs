@@ -20,6 +20,10 @@ pub enum Enqueued {
     Exists,
     /// A job with this id and another definition exists; nothing was written.
     Conflict,
+    /// The tenant has its quota of queued + running jobs; nothing was written.
+    OverQuota,
+    /// The tenant has its quota of queued + running fast jobs; nothing was written.
+    OverFastQuota,
 }
 
 /// A job ready to be queued: validated, its inputs staged.
@@ -36,6 +40,17 @@ pub struct NewJob<'a> {
     pub inputs_prefix: &'a str,
     /// The tenant submitting it.
     pub tenant: &'a str,
+    /// Its quotas: queued + running jobs, and fast ones (0: none).
+    pub quota: Quota,
+}
+
+/// A tenant's limits on jobs it has in the system at once (0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Queued + running jobs.
+    pub active: u32,
+    /// Queued + running fast jobs.
+    pub fast: u32,
 }
 
 impl Queue {
@@ -50,11 +65,15 @@ impl Queue {
         inv.key(k.lane(queue, job.lane))
             .key(k.index())
             .key(k.tenant_index(job.tenant))
+            .key(k.tenants_active())
             .arg(job.id.as_str())
             .arg(job.def_hash)
             .arg(now)
             .arg(k.events())
-            .arg(job.tenant);
+            .arg(job.tenant)
+            .arg(job.quota.active)
+            .arg(job.quota.fast)
+            .arg(if job.lane == Lane::Fast { "1" } else { "0" });
         for (f, v) in [
             ("spec", spec_json),
             ("state", "queued".to_string()),
@@ -76,6 +95,8 @@ impl Queue {
         Ok(match r.as_str() {
             "created" => Enqueued::Created,
             "exists" => Enqueued::Exists,
+            "quota" => Enqueued::OverQuota,
+            "fast_quota" => Enqueued::OverFastQuota,
             _ => Enqueued::Conflict,
         })
     }

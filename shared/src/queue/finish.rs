@@ -47,6 +47,7 @@ impl Queue {
         let mut inv = FINISH.key(k.job(&lease.job));
         inv.key(k.running(lease.queue))
             .key(k.expiry())
+            .key(k.tenants_active())
             .arg(lease.job.as_str())
             .arg(lease.attempt)
             .arg(&lease.worker)

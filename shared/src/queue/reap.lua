@@ -4,6 +4,7 @@
 -- KEYS[1]: a queue's running zset (entries with deadline <= now are expired)
 -- KEYS[2..4]: that queue's lane lists (fast, high, normal)
 -- KEYS[5]: the expiry zset (retention of failed jobs)
+-- KEYS[6]: the tenants' active-job counts (a failed job leaves its tenant's)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: now (ms); 0: Redis's clock
 -- ARGV[3]: retention (ms) of standard jobs
@@ -19,6 +20,15 @@ if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The job stops counting against its tenant's quotas (queued + running, and fast ones).
+local function leave_active(active, jk)
+  local t = redis.call('HMGET', jk, 'tenant', 'lane')
+  if not t[1] or t[1] == '' then return end
+  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
+  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
+    redis.call('HSET', active, t[1] .. ':fast', 0)
+  end
+end
 local requeued, failed = 0, 0
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
@@ -30,6 +40,7 @@ for _, id in ipairs(ids) do
     -- attempts handed back by a draining worker (release.lua) do not count
     local used = attempt - (tonumber(job[6]) or 0)
     if used >= (tonumber(job[3]) or 1) then
+      leave_active(KEYS[6], jk)
       redis.call('HSET', jk, 'state', 'failed', 'finished_ms', now, 'error_code', 'WORKER_LOST',
         'error_msg', 'worker ' .. (job[5] or '?') .. ' stopped renewing its lease during attempt ' .. attempt ..
         ', the last of its ' .. job[3] .. ' attempts')

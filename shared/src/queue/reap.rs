@@ -58,6 +58,7 @@ impl Queue {
                     .key(k.lane(queue, Lane::High))
                     .key(k.lane(queue, Lane::Normal))
                     .key(k.expiry())
+                    .key(k.tenants_active())
                     .arg(k.job_prefix())
                     .arg(now)
                     .arg(ms(retention.standard))
