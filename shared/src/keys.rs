@@ -38,9 +38,26 @@ impl Keys {
         format!("{}:blob:{}", self.tag, id)
     }
 
-    /// LIST of job ids waiting in one lane of a queue; LPUSH to enqueue, RPOP to claim (FIFO).
+    /// The base name of one lane of a queue. Jobs wait in one LIST per tenant under it
+    /// ([`Keys::tenant_lane`]); the list of this exact name holds jobs queued before tenants
+    /// existed (tenant `""`), and is claimed from after every tenant's.
     pub fn lane(&self, queue: QueueName, lane: Lane) -> String {
         format!("{}:queue:{}:{}", self.tag, queue.as_str(), lane.as_str())
+    }
+
+    /// LIST of one tenant's job ids waiting in one lane; LPUSH to enqueue, the oldest (at the
+    /// tail) is claimed first. Scripts build it as `<lane>:t:<tenant>`.
+    pub fn tenant_lane(&self, queue: QueueName, lane: Lane, tenant: &str) -> String {
+        match tenant {
+            "" => self.lane(queue, lane),
+            t => format!("{}:t:{}", self.lane(queue, lane), t),
+        }
+    }
+
+    /// LIST: the tenants with jobs waiting in one lane, in claim turn (round-robin: a tenant
+    /// that got a claim goes to the back). Scripts build it as `<lane>:ring`.
+    pub fn ring(&self, queue: QueueName, lane: Lane) -> String {
+        format!("{}:ring", self.lane(queue, lane))
     }
 
     /// ZSET: running jobs of a queue, scored by lease deadline (ms). The reaper reads it.
@@ -121,6 +138,15 @@ mod tests {
         assert_eq!(k.lane(QueueName::Cpu, Lane::High), "{dcc}:queue:cpu:high");
         assert_eq!(k.lane(QueueName::Gpu, Lane::Fast), "{dcc}:queue:gpu:fast");
         assert_eq!(k.lane(QueueName::Cpu, Lane::Normal), "{dcc}:queue:cpu:normal");
+        assert_eq!(
+            k.tenant_lane(QueueName::Cpu, Lane::Normal, "a"),
+            "{dcc}:queue:cpu:normal:t:a"
+        );
+        assert_eq!(
+            k.tenant_lane(QueueName::Cpu, Lane::Normal, ""),
+            "{dcc}:queue:cpu:normal"
+        );
+        assert_eq!(k.ring(QueueName::Gpu, Lane::Fast), "{dcc}:queue:gpu:fast:ring");
         assert_eq!(k.running(QueueName::Gpu), "{dcc}:running:gpu");
         assert_eq!(k.index(), "{dcc}:jobs");
         assert_eq!(k.expiry(), "{dcc}:expiry");

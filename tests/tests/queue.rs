@@ -509,3 +509,75 @@ async fn a_tenants_quota_counts_its_jobs_until_they_end() {
     assert_eq!(counts.get("team-a"), Some(&1), "only a5 is queued: {counts:?}");
     assert_eq!(counts.get("team-a:fast"), Some(&0), "{counts:?}");
 }
+
+/// Tenants take turns within a lane: with tenant A's 2 000 jobs queued ahead, tenant B's job is
+/// claimed within one job-slot turnover; each tenant's own jobs stay FIFO; a job queued before
+/// tenants existed (in the lane's own list) is still claimed.
+#[tokio::test]
+async fn tenants_take_turns_fifo_within_each() {
+    use dcc_shared::job::QueueName::Cpu;
+    use dcc_shared::queue::enqueue::Quota;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let valid = JobRequest::from_value(json!({"image": "x"}))
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap();
+    let submit = |id: String, tenant: &'static str| {
+        let q = q.clone();
+        let spec = valid.spec.clone();
+        async move {
+            let id = JobId::parse(&id).unwrap();
+            let job = NewJob {
+                id: &id,
+                spec: &spec,
+                lane: Lane::Normal,
+                def_hash: "h",
+                inputs_prefix: "p/",
+                tenant,
+                quota: Quota::default(),
+            };
+            assert_eq!(q.enqueue(job, T0).await.unwrap(), Enqueued::Created);
+        }
+    };
+    for i in 0..2000 {
+        submit(format!("a{i:04}"), "team-a").await;
+    }
+    submit("b0".into(), "team-b").await;
+    submit("b1".into(), "team-b").await;
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("LPUSH")
+        .arg("{t}:queue:cpu:normal")
+        .arg("old")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("{t}:job:old")
+        .arg(&[
+            "state", "queued", "slots", "1", "spec", "{}", "queue", "cpu", "lane", "normal",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        match q.claim(Cpu, &who("w"), T0).await.unwrap() {
+            Claim::Claimed { job, .. } => order.push(job.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The job from before tenants joins the turns (as tenant "") at the first claim.
+    assert_eq!(order, vec!["a0000", "b0", "old", "a0001", "b1", "a0002"], "turns");
+    let depths = q.depths(T0).await.unwrap();
+    assert_eq!(depths[0].1.queued, 2000 - 3, "A's rest: {depths:?}");
+    // B's list and the old list emptied: they left the ring.
+    let ring: Vec<String> = redis::cmd("LRANGE")
+        .arg("{t}:queue:cpu:normal:ring")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ring, vec!["team-a"]);
+}

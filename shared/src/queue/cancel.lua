@@ -1,7 +1,8 @@
 -- Cancel: a queued job never starts; a running one ends `cancelled` at once (its worker loses the
 -- lease and kills the container on the event). An ended job does not change.
 -- KEYS[1]: the job's hash
--- KEYS[2]: the job's lane list (LREM when queued)
+-- KEYS[2]: the job's tenant list in its lane (LREM when queued; claims drop the tenant from the
+--          lane's ring once its list is empty)
 -- KEYS[3]: the job's queue running zset (ZREM when running)
 -- KEYS[4]: the expiry zset (retention starts)
 -- KEYS[5]: the tenants' active-job counts (the job leaves its tenant's)

@@ -30,7 +30,7 @@ impl Queue {
         let mut conn = self.conn().await?;
         let r: Vec<String> = CANCEL
             .key(k.job(&job.id))
-            .key(k.lane(job.queue, job.lane))
+            .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
             .key(k.expiry())
             .key(k.tenants_active())

@@ -1,11 +1,16 @@
--- Claim: the oldest job that fits this worker, in the first lane that has one (fast, high,
--- normal), goes to the worker with a lease. A job needing more than the worker has in all (CPU
--- slots or GPUs, memory) can never run here: it is stepped over, so it does not block the jobs
--- behind it. Among the jobs that fit, order is FIFO: if the oldest needs more than is free now,
--- nothing is claimed ('nofit') rather than letting smaller jobs overtake it for ever. The scan
--- looks at most ARGV[11] entries per lane, so a claim stays O(1) however long the lane.
--- Ids are read here, so job keys are built from ARGV[1]; they share the hash tag of KEYS.
--- KEYS[1..3]: the queue's lane lists in claim order (fast, high, normal); oldest at the tail
+-- Claim: the next job that fits this worker goes to it, with a lease. Lanes in order (fast,
+-- high, normal); within a lane, tenants take turns (the lane's ring: the tenant that gets a claim
+-- goes to the back, so one tenant's backlog never starves another's job); within a tenant, FIFO.
+-- A job needing more than the worker has in all (CPU slots or GPUs, memory) can never run here:
+-- it is stepped over, so it does not block the jobs behind it. If the oldest job of a tenant that
+-- fits needs more than is free now, that tenant waits ('nofit' when no other tenant of the lane
+-- has a job to claim; lower lanes never overtake it). Scans are bounded (ARGV[11] entries per
+-- tenant list, ARGV[12] tenants per lane), so a claim stays cheap however long the queue.
+-- Ids and tenant lists are read here, so their keys are built from ARGV[1] and KEYS[1..3]; they
+-- share the hash tag of KEYS.
+-- KEYS[1..3]: the queue's lanes in claim order (fast, high, normal): each the base of its
+--             tenants' lists ('<lane>:t:<tenant>') and ring ('<lane>:ring'), and itself the list
+--             of jobs queued before tenants existed (tenant '' in the ring: it takes turns too)
 -- KEYS[4]: the queue's running zset (score: lease deadline, ms)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: worker id
@@ -17,7 +22,8 @@
 -- ARGV[8]: the job field holding what the job needs of the worker ('slots' for CPU, 'gpus' for GPU)
 -- ARGV[9]: the worker's free memory now (MiB)
 -- ARGV[10]: the worker's total memory (MiB)
--- ARGV[11]: most entries looked at per lane
+-- ARGV[11]: most entries looked at per tenant list
+-- ARGV[12]: most tenants looked at per lane
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
 -- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
 -- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
@@ -29,31 +35,57 @@ end
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
-local scan = tonumber(ARGV[11])
-for i = 1, 3 do
+local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
+
+-- The oldest job of `list` that fits this worker: {'take', id, slots, mem} | {'wait', id} | nil.
+local function pick(list)
   -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
-  local ids = redis.call('LRANGE', KEYS[i], -scan, -1)
+  local ids = redis.call('LRANGE', list, -scan, -1)
   for j = #ids, 1, -1 do
     local id = ids[j]
-    local jk = ARGV[1] .. id
-    local job = redis.call('HMGET', jk, 'state', ARGV[8], 'memory_mb')
+    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb')
     if job[1] ~= 'queued' then
       -- a stale entry (the job was deleted or cancelled while queued): drop it
-      redis.call('LREM', KEYS[i], -1, id)
+      redis.call('LREM', list, -1, id)
     else
       local slots = tonumber(job[2]) or 1
       local mem = tonumber(job[3]) or 0
       if slots <= total and mem <= total_mem then
-        if slots > free or mem > free_mem then return {'nofit', id} end
-        redis.call('LREM', KEYS[i], -1, id)
-        local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
-        redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
-        redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
-          at = now, worker = ARGV[2]}))
-        return {'claimed', id, attempt, slots, lanes[i], mem}
+        if slots > free or mem > free_mem then return {'wait', id} end
+        return {'take', id, slots, mem}
       end
     end
   end
+  return nil
+end
+
+for i = 1, 3 do
+  local ring = KEYS[i] .. ':ring'
+  if redis.call('LLEN', KEYS[i]) > 0 and not redis.call('LPOS', ring, '') then redis.call('RPUSH', ring, '') end
+  local tenants = redis.call('LRANGE', ring, 0, max_tenants - 1)
+  local waiting = nil
+  for _, tenant in ipairs(tenants) do
+    local list = tenant == '' and KEYS[i] or (KEYS[i] .. ':t:' .. tenant)
+    local p = pick(list)
+    if p == nil then
+      if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
+    elseif p[1] == 'wait' then
+      waiting = waiting or p[2]
+    else
+      local id = p[2]
+      redis.call('LREM', list, -1, id)
+      -- Its turn is used: to the back of the ring, or out of it with nothing left.
+      redis.call('LREM', ring, 0, tenant)
+      if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, tenant) end
+      local jk = ARGV[1] .. id
+      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+      redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+      redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
+      redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
+        at = now, worker = ARGV[2]}))
+      return {'claimed', id, attempt, p[3], lanes[i], p[4]}
+    end
+  end
+  if waiting then return {'nofit', waiting} end
 end
 return {'empty'}

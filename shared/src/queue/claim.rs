@@ -15,6 +15,9 @@ use crate::{Error, Result};
 /// to a small one).
 pub const SCAN: u32 = 32;
 
+/// Tenants a claim looks at per lane, in turn (beyond, tenants wait for the turns ahead).
+pub const SCAN_TENANTS: u32 = 64;
+
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 
 /// What a claim got.
@@ -85,7 +88,8 @@ impl Queue {
             .arg(Claimant::need_field(queue))
             .arg(who.free_memory_mb)
             .arg(who.total_memory_mb)
-            .arg(SCAN);
+            .arg(SCAN)
+            .arg(SCAN_TENANTS);
         let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {

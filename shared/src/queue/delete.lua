@@ -1,7 +1,7 @@
 -- Delete: every Redis trace of a job goes; the caller removes its files from storage first.
 -- Also the retention sweep ('expired' mode), which only deletes ended jobs whose time has come.
 -- KEYS[1]: the job's hash (DEL)
--- KEYS[2]: the job's lane list (LREM)
+-- KEYS[2]: the job's tenant list in its lane (LREM)
 -- KEYS[3]: the job's queue running zset (ZREM)
 -- KEYS[4]: the expiry zset (ZREM)
 -- KEYS[5]: the job index zset (ZREM)

@@ -52,7 +52,7 @@ impl Queue {
         let mut conn = self.conn().await?;
         let r: Option<String> = DELETE
             .key(k.job(&job.id))
-            .key(k.lane(job.queue, job.lane))
+            .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
             .key(k.expiry())
             .key(k.index())

@@ -1,9 +1,10 @@
 -- Submit: a new job enters its queue. Checks the same-id rule before writing anything.
 -- KEYS[1]: the job's hash (created here)
--- KEYS[2]: the lane list of its queue (LPUSH here; claim RPOPs, so FIFO)
+-- KEYS[2]: the tenant's list in the job's lane (LPUSH here; claims take the oldest: FIFO)
 -- KEYS[3]: the job index zset (score: creation time; the listing pages through it)
 -- KEYS[4]: the submitting tenant's job index zset (its own listing)
 -- KEYS[5]: the tenants' active-job counts (the new job counts against its tenant's quotas)
+-- KEYS[6]: the lane's ring of tenants with waiting jobs (the tenant joins it at the back)
 -- ARGV[1]: job id
 -- ARGV[2]: definition hash (same id + same hash = the same job)
 -- ARGV[3]: now (ms)
@@ -31,6 +32,7 @@ redis.call('HINCRBY', KEYS[5], tenant, 1)
 if fast then redis.call('HINCRBY', KEYS[5], tenant .. ':fast', 1) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('LPUSH', KEYS[2], ARGV[1])
+if tenant ~= '' and not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'queued', attempt = 0, at = tonumber(ARGV[3])}))

@@ -62,10 +62,11 @@ impl Queue {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let mut inv = ENQUEUE.key(k.job(job.id));
-        inv.key(k.lane(queue, job.lane))
+        inv.key(k.tenant_lane(queue, job.lane, job.tenant))
             .key(k.index())
             .key(k.tenant_index(job.tenant))
             .key(k.tenants_active())
+            .key(k.ring(queue, job.lane))
             .arg(job.id.as_str())
             .arg(job.def_hash)
             .arg(now)

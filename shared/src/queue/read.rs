@@ -187,65 +187,105 @@ impl Queue {
             QueueName::Cpu => "slots",
         };
         let mut out = (0, 0);
-        for lane in Lane::ALL {
-            let ids: Vec<String> = redis::cmd("LRANGE")
-                .arg(k.lane(queue, lane))
-                .arg(-(scan as i64))
-                .arg(-1)
-                .query_async(&mut conn)
-                .await?;
-            let ids: Vec<JobId> = ids.iter().filter_map(|id| JobId::parse(id).ok()).collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HGET").arg(k.job(id)).arg(field);
-            }
-            let needs: Vec<Option<u32>> = pipe.query_async(&mut conn).await?;
-            let n = needs.into_iter().flatten().filter(|need| *need > units).count() as u64;
-            match lane {
-                Lane::Fast => out.0 += n,
-                _ => out.1 += n,
+        let lanes: Vec<(QueueName, Lane)> = Lane::ALL.into_iter().map(|l| (queue, l)).collect();
+        let lists = self.lane_lists(&mut conn, &lanes).await?;
+        for ((_, lane), lane_lists) in lanes.iter().zip(lists) {
+            for list in lane_lists {
+                let ids: Vec<String> = redis::cmd("LRANGE")
+                    .arg(&list)
+                    .arg(-(scan as i64))
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await?;
+                let ids: Vec<JobId> = ids.iter().filter_map(|id| JobId::parse(id).ok()).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.cmd("HGET").arg(k.job(id)).arg(field);
+                }
+                let needs: Vec<Option<u32>> = pipe.query_async(&mut conn).await?;
+                let n = needs.into_iter().flatten().filter(|need| *need > units).count() as u64;
+                match lane {
+                    Lane::Fast => out.0 += n,
+                    _ => out.1 += n,
+                }
             }
         }
         Ok(out)
     }
 
-    /// Depths of both queues, in one round trip.
+    /// Every list jobs wait in for one lane: each tenant's in the lane's ring, and the list of
+    /// jobs from before tenants.
+    async fn lane_lists(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        lanes: &[(QueueName, Lane)],
+    ) -> Result<Vec<Vec<String>>> {
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        for (q, lane) in lanes {
+            pipe.cmd("LRANGE").arg(k.ring(*q, *lane)).arg(0).arg(-1);
+        }
+        let rings: Vec<Vec<String>> = pipe.query_async(conn).await?;
+        Ok(lanes
+            .iter()
+            .zip(rings)
+            .map(|((q, lane), tenants)| {
+                // '' in a ring stands for the lane's own list, added once below.
+                let mut lists: Vec<String> = tenants
+                    .iter()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| k.tenant_lane(*q, *lane, t))
+                    .collect();
+                lists.push(k.lane(*q, *lane));
+                lists
+            })
+            .collect())
+    }
+
+    /// Depths of both queues: jobs waiting in every tenant's list of every lane, running jobs,
+    /// and the age of the oldest waiting job.
     pub async fn depths(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
         let k = self.keys();
         let mut conn = self.conn().await?;
+        let lanes: Vec<(QueueName, Lane)> = QueueName::ALL
+            .into_iter()
+            .flat_map(|q| Lane::ALL.into_iter().map(move |l| (q, l)))
+            .collect();
+        let lists = self.lane_lists(&mut conn, &lanes).await?;
         let mut pipe = redis::pipe();
+        for list in lists.iter().flatten() {
+            pipe.cmd("LLEN").arg(list).cmd("LINDEX").arg(list).arg(-1);
+        }
         for q in QueueName::ALL {
-            for lane in Lane::ALL {
-                pipe.cmd("LLEN").arg(k.lane(q, lane));
-            }
             pipe.cmd("ZCARD").arg(k.running(q));
-            for lane in Lane::ALL {
-                pipe.cmd("LINDEX").arg(k.lane(q, lane)).arg(-1);
-            }
         }
         let r: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut out = Vec::new();
+        let mut out: Vec<(QueueName, QueueDepth)> =
+            QueueName::ALL.into_iter().map(|q| (q, QueueDepth::default())).collect();
         let mut heads = Vec::new();
-        for (qi, q) in QueueName::ALL.into_iter().enumerate() {
-            let base = qi * 7;
-            let n = |i: usize| -> u64 { redis::from_redis_value_ref(&r[base + i]).unwrap_or(0) };
-            let depth = QueueDepth {
-                fast_queued: n(0),
-                queued: n(1) + n(2),
-                running: n(3),
-                oldest_queued_age_ms: 0,
-            };
-            for i in 4..7 {
-                if let Ok(Some(id)) = redis::from_redis_value_ref::<Option<String>>(&r[base + i])
+        let mut at = 0;
+        for ((q, lane), lane_lists) in lanes.iter().zip(&lists) {
+            let qi = QueueName::ALL.iter().position(|x| x == q).unwrap_or(0);
+            for _ in lane_lists {
+                let n: u64 = redis::from_redis_value_ref(&r[at]).unwrap_or(0);
+                let d = &mut out[qi].1;
+                match lane {
+                    Lane::Fast => d.fast_queued += n,
+                    _ => d.queued += n,
+                }
+                if let Ok(Some(id)) = redis::from_redis_value_ref::<Option<String>>(&r[at + 1])
                     && let Ok(id) = JobId::parse(&id)
                 {
                     heads.push((qi, id));
                 }
+                at += 2;
             }
-            out.push((q, depth));
+        }
+        for (qi, _) in QueueName::ALL.iter().enumerate() {
+            out[qi].1.running = redis::from_redis_value_ref(&r[at + qi]).unwrap_or(0);
         }
         if !heads.is_empty() {
             let mut pipe = redis::pipe();

@@ -2,7 +2,8 @@
 -- claim), or end `failed` with WORKER_LOST after the last attempt. Idempotent: safe for every
 -- server and worker to run at once. Job keys are built from ARGV[1]; they share the hash tag.
 -- KEYS[1]: a queue's running zset (entries with deadline <= now are expired)
--- KEYS[2..4]: that queue's lane lists (fast, high, normal)
+-- KEYS[2..4]: that queue's lanes (fast, high, normal): bases of the tenants' lists and rings
+--            ('<lane>:t:<tenant>', '<lane>:ring'), built here from the job's tenant
 -- KEYS[5]: the expiry zset (retention of failed jobs)
 -- KEYS[6]: the tenants' active-job counts (a failed job leaves its tenant's)
 -- ARGV[1]: job key prefix ('{p}:job:')
@@ -51,7 +52,12 @@ for _, id in ipairs(ids) do
       failed = failed + 1
     else
       redis.call('HSET', jk, 'state', 'queued', 'worker', '')
-      redis.call('RPUSH', lanes[job[4]] or KEYS[4], id)
+      -- back to the head of its tenant's list (the oldest end), and into the lane's ring
+      local base = lanes[job[4]] or KEYS[4]
+      local tenant = redis.call('HGET', jk, 'tenant') or ''
+      local list = tenant == '' and base or (base .. ':t:' .. tenant)
+      redis.call('RPUSH', list, id)
+      if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'queued', attempt = attempt, at = now}))
       requeued = requeued + 1
     end

@@ -3,7 +3,8 @@
 -- the fencing token); `released` counts the attempts that do not count against maxAttempts.
 -- KEYS[1]: the job's hash (fencing check, then state and counters)
 -- KEYS[2]: the queue's running zset (the lease ends)
--- KEYS[3..5]: the queue's lane lists (fast, high, normal)
+-- KEYS[3..5]: the queue's lanes (fast, high, normal): bases of the tenants' lists and rings
+--            ('<lane>:t:<tenant>', '<lane>:ring'), built here from the job's tenant
 -- ARGV[1]: job id
 -- ARGV[2]: attempt the worker holds
 -- ARGV[3]: worker id
@@ -16,7 +17,12 @@ local lanes = {fast = KEYS[3], high = KEYS[4], normal = KEYS[5]}
 redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '')
 redis.call('HINCRBY', KEYS[1], 'released', 1)
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('RPUSH', lanes[job[4]] or KEYS[5], ARGV[1])
+-- back to the head of its tenant's list (the oldest end), and into the lane's ring
+local base = lanes[job[4]] or KEYS[5]
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
+local list = tenant == '' and base or (base .. ':t:' .. tenant)
+redis.call('RPUSH', list, ARGV[1])
+if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
 redis.call('PUBLISH', ARGV[5], cjson.encode({jobId = ARGV[1], status = 'queued', attempt = tonumber(ARGV[2]),
   at = tonumber(ARGV[4])}))
 return 1
