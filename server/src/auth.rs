@@ -34,10 +34,12 @@ fn presented(req: &Request) -> Option<String> {
 pub fn permits(role: Role, method: &Method, path: &str) -> bool {
     let reads = matches!(*method, Method::GET | Method::HEAD);
     let fleet_change = path.starts_with("/api/v1/workers/") && !reads;
+    // Metrics name every tenant and count the whole fleet: operators only.
+    let admin_only = fleet_change || path == "/metrics";
     match role {
         Role::Admin => true,
-        Role::Submit => !fleet_change,
-        Role::Read => reads,
+        Role::Submit => !admin_only,
+        Role::Read => reads && !admin_only,
     }
 }
 
@@ -100,5 +102,6 @@ mod tests {
         assert!(!permits(Role::Read, &post, "/api/v1/jobs"));
         assert!(!permits(Role::Read, &post, "/api/v1/jobs/x/cancel"));
         assert!(!permits(Role::Read, &post, "/api/v1/run"));
+        assert!(!permits(Role::Submit, &get, "/metrics") && permits(Role::Admin, &get, "/metrics"));
     }
 }

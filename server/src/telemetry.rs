@@ -136,6 +136,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(_) => redis_error(),
     }
+    match state.queue.tenants_active().await {
+        Ok(tenants) => {
+            for (t, active, fast) in tenants {
+                metrics::gauge!("dcc_tenant_jobs_active", "tenant" => t.clone()).set(active as f64);
+                metrics::gauge!("dcc_tenant_fast_jobs_active", "tenant" => t).set(fast as f64);
+            }
+        }
+        Err(_) => redis_error(),
+    }
     match state.queue.workers().await {
         Ok(workers) => {
             for h in ["HEALTHY", "UNHEALTHY", "DRAINING"] {

@@ -114,7 +114,15 @@ async fn two_tenants_and_an_admin_share_one_stack() {
             .collect();
         assert_eq!(ids, vec![mine.as_str()], "{listed}");
     }
-    // The admin sees everything.
+    // The admin sees everything, metrics by tenant too.
+    let metrics = root.get("/metrics").await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("dcc_tenant_jobs_active{tenant=\"team-b\"}"),
+        "{metrics}"
+    );
     assert_eq!(root.get(&format!("/api/v1/jobs/{ja}")).await.status, 200);
     assert_eq!(root.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(), 2);
     // A client-chosen id held by another tenant tells nothing of that job.
@@ -248,6 +256,15 @@ async fn a_tenant_at_its_quota_is_refused_until_its_jobs_end() {
     a.submit_id(sh("true")).await;
     let r = a.submit(sh("true")).await;
     assert_eq!((r.status, r.code()), (429, "QUOTA_EXCEEDED"), "{:?}", r.body);
+    // Each tenant's queue view counts its own jobs; metrics (every tenant named) are admin only.
+    let qa = a.get("/api/v1/queues").await.body;
+    let qb = b.get("/api/v1/queues").await.body;
+    assert_eq!(
+        (qa["cpu"]["queued"].as_u64(), qb["cpu"]["queued"].as_u64()),
+        (Some(2), Some(0)),
+        "{qa} {qb}"
+    );
+    assert_eq!(a.get("/metrics").await.status, 403);
     // Another tenant is not affected; an ended job gives room back.
     assert_eq!(b.submit(sh("true")).await.status, 201);
     assert_eq!(

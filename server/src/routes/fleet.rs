@@ -72,9 +72,18 @@ pub struct Readiness {
 /// `GET /api/v1/queues`: depth of each queue.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "fleet", operation_id = "queues", summary = "Depth of each queue",
     responses((status = 200, description = "Per queue", body = Queues)))]
-pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
+pub async fn queues(
+    State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::tenants::Principal>,
+) -> Result<Json<Queues>, ApiError> {
     let mut out = Queues::default();
-    for (q, d) in state.queue.depths(now_ms()).await? {
+    // A tenant sees its own jobs' counts; an admin the whole fleet's.
+    let depths = if who.is_admin() {
+        state.queue.depths(now_ms()).await?
+    } else {
+        state.queue.tenant_depths(&who.tenant, now_ms()).await?
+    };
+    for (q, d) in depths {
         let depth = QueueDepth {
             queued: d.queued,
             fast_queued: d.fast_queued,

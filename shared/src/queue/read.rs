@@ -245,6 +245,85 @@ impl Queue {
             .collect())
     }
 
+    /// Depths of both queues counting only `tenant`'s jobs (its own lists; its running jobs).
+    pub async fn tenant_depths(&self, tenant: &str, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let mut out = Vec::new();
+        for q in QueueName::ALL {
+            let mut d = QueueDepth::default();
+            let mut pipe = redis::pipe();
+            for lane in Lane::ALL {
+                let list = k.tenant_lane(q, lane, tenant);
+                pipe.cmd("LLEN").arg(&list).cmd("LINDEX").arg(&list).arg(-1);
+            }
+            let r: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let mut heads = Vec::new();
+            for (i, lane) in Lane::ALL.into_iter().enumerate() {
+                let n: u64 = redis::from_redis_value_ref(&r[2 * i]).unwrap_or(0);
+                match lane {
+                    Lane::Fast => d.fast_queued += n,
+                    _ => d.queued += n,
+                }
+                if let Ok(Some(id)) = redis::from_redis_value_ref::<Option<String>>(&r[2 * i + 1])
+                    && let Ok(id) = JobId::parse(&id)
+                {
+                    heads.push(id);
+                }
+            }
+            let running: Vec<String> = redis::cmd("ZRANGE")
+                .arg(k.running(q))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await?;
+            if running.is_empty() && heads.is_empty() {
+                out.push((q, d));
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for id in running.iter().filter_map(|id| JobId::parse(id).ok()) {
+                pipe.cmd("HGET").arg(k.job(&id)).arg("tenant");
+            }
+            for id in &heads {
+                pipe.cmd("HGET").arg(k.job(id)).arg("created_ms");
+            }
+            let r: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            let (owners, created) = r.split_at(r.len() - heads.len());
+            d.running = owners.iter().filter(|t| t.as_deref() == Some(tenant)).count() as u64;
+            d.oldest_queued_age_ms = created
+                .iter()
+                .filter_map(|c| c.as_deref().and_then(|c| c.parse::<i64>().ok()))
+                .map(|c| (now - c).max(0))
+                .max()
+                .unwrap_or(0);
+            out.push((q, d));
+        }
+        Ok(out)
+    }
+
+    /// Per tenant, its queued + running jobs and its fast ones (the quota counts).
+    pub async fn tenants_active(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut conn = self.conn().await?;
+        let m: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.keys().tenants_active())
+            .query_async(&mut conn)
+            .await?;
+        let mut out: Vec<(String, u64, u64)> = m
+            .iter()
+            .filter(|(k, _)| !k.ends_with(":fast"))
+            .map(|(t, n)| {
+                (
+                    t.clone(),
+                    (*n).max(0) as u64,
+                    m.get(&format!("{t}:fast")).copied().unwrap_or(0).max(0) as u64,
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Depths of both queues: jobs waiting in every tenant's list of every lane, running jobs,
     /// and the age of the oldest waiting job.
     pub async fn depths(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
