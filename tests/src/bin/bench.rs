@@ -6,7 +6,11 @@
 //! (b) the same container as a fast job through `POST /api/v1/run`, and the overhead b − a;
 //! (c) enqueue → claim latency of an idle worker (the job's `queuedMs`), and enqueue → container
 //!     start (Docker's own start event);
-//! (d) standard submits per second one server accepts, against raw Redis round trips per second.
+//! (d) standard submits per second one server accepts, against raw Redis round trips per second;
+//! (e) the cost of tenants: submits and job views per second through a tenant's key (key lookup,
+//!     rate and quota scripts, ownership checks) against the same server without keys.
+//!
+//! `BENCH_ONLY=e` runs (e) alone.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -17,6 +21,7 @@ use bollard::query_parameters::{EventsOptionsBuilder, RemoveContainerOptionsBuil
 use dcc_e2e::{Dcc, IMAGE, Redis, Role, sh};
 use futures_util::StreamExt;
 use serde_json::json;
+use sha2::Digest;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -70,6 +75,10 @@ async fn main() {
         .unwrap();
     println!("DCC benchmark: {n} samples per latency, {submits} submits at concurrency {concurrency}");
     println!();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("e") {
+        tenants(submits, concurrency).await;
+        return;
+    }
 
     // (a) raw Docker.
     raw_container(&docker).await; // warm-up
@@ -214,6 +223,73 @@ async fn main() {
         "    POST /api/v1/jobs accepted (no inputs)",
         submit_rate / redis_rate
     );
+}
+
+/// Submits (then views of those jobs) per second through `api` at `concurrency`.
+async fn rates(api: &dcc_e2e::Api, submits: usize, concurrency: usize) -> (f64, f64) {
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let api = api.clone();
+        let per = submits / concurrency;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(per);
+            for _ in 0..per {
+                ids.push(api.submit_id(json!({"image": IMAGE})).await);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let submit_rate = submits as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in ids {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for id in chunk {
+                assert_eq!(api.get(&format!("/api/v1/jobs/{id}")).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (submit_rate, submits as f64 / t.elapsed().as_secs_f64())
+}
+
+/// (e) Tenants' cost: the same server and load with and without a tenant key.
+async fn tenants(submits: usize, concurrency: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let digest: String = sha2::Sha256::digest(b"bench-key")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let keys = json!({"keys": [{"name": "bench", "role": "submit", "sha256": digest,
+        "submitsPerSec": 1e9, "burst": 1_000_000, "maxActiveJobs": 100_000_000}]});
+    std::fs::write(&file, keys.to_string()).unwrap();
+    for run in 1..=3 {
+        let redis = Redis::start();
+        let open = Dcc::builder(Role::ApiOnly, &redis).env("DCC_LOG", "warn,dcc=info").start().await;
+        let (s0, v0) = rates(&open.api(), submits, concurrency).await;
+        drop(open);
+        let redis = Redis::start();
+        let keyed = Dcc::builder(Role::ApiOnly, &redis)
+            .env("DCC_LOG", "warn,dcc=info")
+            .env("DCC_API_KEYS_FILE", file.display())
+            .start()
+            .await;
+        let (s1, v1) = rates(&keyed.api().with_key("bench-key"), submits, concurrency).await;
+        println!(
+            "(e) run {run}: submits/s {s0:>7.0} without keys, {s1:>7.0} as a tenant (ratio {:.2}); views/s {v0:>7.0} → {v1:>7.0} (ratio {:.2})",
+            s1 / s0,
+            v1 / v0
+        );
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC time as the API writes it.
