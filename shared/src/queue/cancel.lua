@@ -1,4 +1,5 @@
 -- Cancel: a queued job never starts; a running one ends `cancelled` at once (its worker loses the
+-- (Loaded with active.lua (leave_active) prepended.)
 -- lease and kills the container on the event). An ended job does not change.
 -- KEYS[1]: the job's hash
 -- KEYS[2]: the job's tenant list in its lane (LREM when queued; claims drop the tenant from the
@@ -11,15 +12,6 @@
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
--- The job stops counting against its tenant's quotas (queued + running, and fast ones).
-local function leave_active(active, jk)
-  local t = redis.call('HMGET', jk, 'tenant', 'lane')
-  if not t[1] or t[1] == '' then return end
-  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
-  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
-    redis.call('HSET', active, t[1] .. ':fast', 0)
-  end
-end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then return {'missing'} end
 if job[1] == 'queued' then

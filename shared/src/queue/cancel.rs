@@ -10,7 +10,8 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobRecord, JobState};
 
-static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cancel.lua")));
+static CANCEL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("cancel.lua"))));
 
 /// What a cancel did.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
 -- Claim: the next job that fits this worker goes to it, with a lease. Lanes in order (fast,
+-- (Loaded with lease_now.lua prepended.)
 -- high, normal); within a lane, tenants take turns (the lane's ring: the tenant that gets a claim
 -- goes to the back, so one tenant's backlog never starves another's job); within a tenant, FIFO.
 -- A job needing more than the worker has in all (CPU slots or GPUs, memory) can never run here:
@@ -25,13 +26,7 @@
 -- ARGV[11]: most entries looked at per tenant list
 -- ARGV[12]: most tenants looked at per lane
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
--- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
--- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
-local now = tonumber(ARGV[5])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])

@@ -1,4 +1,5 @@
 -- Delete: every Redis trace of a job goes; the caller removes its files from storage first.
+-- (Loaded with active.lua (leave_active) prepended.)
 -- Also the retention sweep ('expired' mode), which only deletes ended jobs whose time has come.
 -- KEYS[1]: the job's hash (DEL)
 -- KEYS[2]: the job's tenant list in its lane (LREM)
@@ -21,15 +22,6 @@ local function drop_blob()
   end
   redis.call('DEL', KEYS[6])
   if held > 0 and redis.call('DECRBY', KEYS[7], held) < 0 then redis.call('SET', KEYS[7], 0) end
-end
--- The job stops counting against its tenant's quotas (queued + running, and fast ones).
-local function leave_active(active, jk)
-  local t = redis.call('HMGET', jk, 'tenant', 'lane')
-  if not t[1] or t[1] == '' then return end
-  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
-  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
-    redis.call('HSET', active, t[1] .. ':fast', 0)
-  end
 end
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then

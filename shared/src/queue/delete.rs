@@ -13,7 +13,8 @@ use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, JobState};
 use crate::storage::{Storage, paths};
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
+static DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("delete.lua"))));
 
 /// What a delete did.
 #[derive(Debug, PartialEq, Eq)]

@@ -11,7 +11,8 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobError, JobState, OutputFile, RunStats};
 
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("finish.lua")));
+static FINISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("finish.lua"))));
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]

@@ -1,4 +1,5 @@
 -- Reap: attempts whose lease ran out go back to the head of their lane (attempt + 1 at the next
+-- (Loaded with lease_now.lua and active.lua (leave_active) prepended.)
 -- claim), or end `failed` with WORKER_LOST after the last attempt. Idempotent: safe for every
 -- server and worker to run at once. Job keys are built from ARGV[1]; they share the hash tag.
 -- KEYS[1]: a queue's running zset (entries with deadline <= now are expired)
@@ -14,22 +15,7 @@
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- Returns: {requeued, failed}
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
--- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
--- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
-local now = tonumber(ARGV[2])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- The job stops counting against its tenant's quotas (queued + running, and fast ones).
-local function leave_active(active, jk)
-  local t = redis.call('HMGET', jk, 'tenant', 'lane')
-  if not t[1] or t[1] == '' then return end
-  if redis.call('HINCRBY', active, t[1], -1) < 0 then redis.call('HSET', active, t[1], 0) end
-  if t[2] == 'fast' and redis.call('HINCRBY', active, t[1] .. ':fast', -1) < 0 then
-    redis.call('HSET', active, t[1] .. ':fast', 0)
-  end
-end
+local now = lease_now(ARGV[2])
 local requeued, failed = 0, 0
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do

@@ -14,7 +14,13 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{Lane, QueueName};
 
-static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("reap.lua")));
+static REAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lease_now.lua"),
+        include_str!("active.lua"),
+        include_str!("reap.lua")
+    ))
+});
 
 /// How long ended jobs are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

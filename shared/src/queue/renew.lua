@@ -1,4 +1,5 @@
 -- Renew: a worker extends the lease of an attempt it still holds (its heartbeat).
+-- (Loaded with lease_now.lua prepended.)
 -- KEYS[1]: the job's hash (read: state, attempt and worker are the fencing token)
 -- KEYS[2]: the queue's running zset (the new deadline)
 -- ARGV[1]: job id
@@ -7,13 +8,7 @@
 -- ARGV[4]: now (ms); 0: Redis's clock
 -- ARGV[5]: lease length (ms)
 -- Returns: 1 renewed | 0 the lease is lost (cancelled, deleted, reaped or claimed again): stop the container
--- `now` is Redis's own clock (TIME) when the caller passes 0, as production does: one clock for
--- the whole fleet, so a host whose clock runs fast cannot expire everybody's leases.
-local now = tonumber(ARGV[4])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = lease_now(ARGV[4])
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])

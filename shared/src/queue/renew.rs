@@ -10,7 +10,8 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, Lane, QueueName};
 
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("renew.lua")));
+static RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
