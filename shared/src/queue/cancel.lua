@@ -1,5 +1,4 @@
 -- Cancel: a queued job never starts; a running one ends `cancelled` at once (its worker loses the
--- (Loaded with active.lua (leave_active) prepended.)
 -- lease and kills the container on the event). An ended job does not change.
 -- KEYS[1]: the job's hash
 -- KEYS[2]: the job's tenant list in its lane (LREM when queued; claims drop the tenant from the
@@ -12,6 +11,7 @@
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
+-- (Loaded with active.lua (leave_active) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then return {'missing'} end
 if job[1] == 'queued' then

@@ -1,5 +1,4 @@
 -- Claim: the next job that fits this worker goes to it, with a lease. Lanes in order (fast,
--- (Loaded with lease_now.lua prepended.)
 -- high, normal); within a lane, tenants take turns (the lane's ring: the tenant that gets a claim
 -- goes to the back, so one tenant's backlog never starves another's job); within a tenant, FIFO.
 -- A job needing more than the worker has in all (CPU slots or GPUs, memory) can never run here:
@@ -26,6 +25,7 @@
 -- ARGV[11]: most entries looked at per tenant list
 -- ARGV[12]: most tenants looked at per lane
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
+-- (Loaded with lease_now.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])

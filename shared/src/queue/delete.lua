@@ -1,5 +1,4 @@
 -- Delete: every Redis trace of a job goes; the caller removes its files from storage first.
--- (Loaded with active.lua (leave_active) prepended.)
 -- Also the retention sweep ('expired' mode), which only deletes ended jobs whose time has come.
 -- KEYS[1]: the job's hash (DEL)
 -- KEYS[2]: the job's tenant list in its lane (LREM)
@@ -15,6 +14,7 @@
 -- ARGV[3]: events channel
 -- ARGV[4]: 'any' (DELETE route) | 'expired' (retention sweep)
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
+-- (Loaded with active.lua (leave_active) prepended.)
 local function drop_blob()
   local held = 0
   for _, f in ipairs(redis.call('HKEYS', KEYS[6])) do

@@ -1,5 +1,4 @@
 -- Finish: the worker holding the lease records the result of its attempt, exactly once.
--- (Loaded with active.lua (leave_active) prepended.)
 -- KEYS[1]: the job's hash (fencing check, then the result fields)
 -- KEYS[2]: the queue's running zset (the lease ends)
 -- KEYS[3]: the expiry zset (retention starts)
@@ -13,6 +12,7 @@
 -- ARGV[7]: events channel
 -- ARGV[8..]: field/value pairs of the result (exit_code, error_code, error_msg, digest, stats, outputs)
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
+-- (Loaded with active.lua (leave_active) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 leave_active(KEYS[4], KEYS[1])

@@ -1,5 +1,4 @@
 -- Reap: attempts whose lease ran out go back to the head of their lane (attempt + 1 at the next
--- (Loaded with lease_now.lua and active.lua (leave_active) prepended.)
 -- claim), or end `failed` with WORKER_LOST after the last attempt. Idempotent: safe for every
 -- server and worker to run at once. Job keys are built from ARGV[1]; they share the hash tag.
 -- KEYS[1]: a queue's running zset (entries with deadline <= now are expired)
@@ -14,6 +13,7 @@
 -- ARGV[4]: events channel
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- Returns: {requeued, failed}
+-- (Loaded with lease_now.lua and active.lua (leave_active) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local requeued, failed = 0, 0

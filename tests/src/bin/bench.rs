@@ -274,7 +274,10 @@ async fn tenants(submits: usize, concurrency: usize) {
     std::fs::write(&file, keys.to_string()).unwrap();
     for run in 1..=3 {
         let redis = Redis::start();
-        let open = Dcc::builder(Role::ApiOnly, &redis).env("DCC_LOG", "warn,dcc=info").start().await;
+        let open = Dcc::builder(Role::ApiOnly, &redis)
+            .env("DCC_LOG", "warn,dcc=info")
+            .start()
+            .await;
         let (s0, v0) = rates(&open.api(), submits, concurrency).await;
         drop(open);
         let redis = Redis::start();
