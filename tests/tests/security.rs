@@ -273,3 +273,32 @@ async fn outputs_are_bounded_in_bytes_and_in_count() {
         "{v}"
     );
 }
+
+/// Without `network`, a job's container is created with `NetworkDisabled` (cheaper to start than
+/// `NetworkMode: none`): the same isolation — only `lo`, no route to anywhere — while a job that
+/// asks for a network gets an interface and a default route (so the check can tell).
+#[tokio::test]
+async fn a_job_without_network_has_only_loopback_and_no_route() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let probe = "ls /sys/class/net | tr '\\n' ' '; echo; grep -vc Iface /proc/net/route; true";
+    for network in [false, true] {
+        let mut job = sh(probe);
+        job["parameters"] = json!({"network": network});
+        let v = api.run(job).await;
+        let out = api.log(v["jobId"].as_str().unwrap(), "stdout").await;
+        let mut lines = out.lines();
+        let ifaces: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+        let routes: u32 = lines.next().unwrap_or("0").trim().parse().unwrap();
+        if network {
+            assert!(ifaces.len() > 1 && routes > 0, "network: {out}");
+        } else {
+            assert_eq!((ifaces, routes), (vec!["lo"], 0), "{out}");
+        }
+    }
+    let id = api.submit_id(sh("sleep 30")).await;
+    let info = dcc_e2e::inspect_job_container(&id).await;
+    assert_eq!(info.config.unwrap().network_disabled, Some(true));
+    api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+}
