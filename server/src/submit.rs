@@ -233,7 +233,10 @@ async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<
     if valid.wait {
         availability::require(state, &valid.spec).await?;
     }
-    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let id = match &valid.id {
+        Some(client) => who.scoped(client)?,
+        None => JobId::generate(),
+    };
     let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
     let staged = stage_declared(state, &mut staging, &valid).await;
     if let Err(e) = staged {
@@ -351,7 +354,10 @@ async fn submit_multipart(state: &AppState, who: &Principal, req: Request) -> Re
     if valid.wait {
         availability::require(state, &valid.spec).await?;
     }
-    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let id = match &valid.id {
+        Some(client) => who.scoped(client)?,
+        None => JobId::generate(),
+    };
     let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
     let result = async {
         stage_declared(state, &mut staging, &valid).await?;
@@ -424,7 +430,7 @@ async fn read_field(mut field: Field<'_>, limit: u64) -> Result<Vec<u8>, ApiErro
 }
 
 /// The links of a job, in submit answers.
-pub fn links(id: &JobId) -> Links {
+pub fn links(id: &str) -> Links {
     let base = format!("/api/v1/jobs/{id}");
     Links {
         wait: format!("{base}/wait"),
@@ -490,7 +496,10 @@ pub async fn enqueue_staged(
                 ..ApiError::new(
                     StatusCode::CONFLICT,
                     "ID_CONFLICT",
-                    format!("a job with id {id} already exists with a different definition"),
+                    format!(
+                        "a job with id {} already exists with a different definition",
+                        who.external(id.as_str())
+                    ),
                 )
             })
         }
@@ -508,17 +517,20 @@ async fn finalize(
 ) -> Result<Response, ApiError> {
     let status = enqueue_staged(state, who, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
-        let record = wait::until_ended(state, &id, state.config.max_wait, wait::IfStuck::Answer).await?;
-        return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(record.view())))).into_response());
+        let record = wait::until_ended(state, &id, state.config.max_wait, wait::IfStuck::Answer)
+            .await
+            .map_err(|e| who.error(e))?;
+        return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(who.view(record.view()))))).into_response());
     }
     let current = match status {
         StatusCode::OK => state.queue.get(&id).await?.map(|r| r.state).unwrap_or(JobState::Queued),
         _ => JobState::Queued,
     };
+    let external = who.external(id.as_str());
     let answer = SubmitAnswer {
-        job_id: id.to_string(),
+        job_id: external.to_string(),
         status: current,
-        links: links(&id),
+        links: links(external),
     };
     if status == StatusCode::OK {
         return Ok((status, Json(SubmitOk::Existing(answer))).into_response());

@@ -73,6 +73,69 @@ impl Principal {
     }
 }
 
+/// Client-chosen ids are per tenant: a non-admin's id `x1` is stored as `<tenant>.x1` (tenant
+/// names have no '.'), so two tenants may both use `x1`; everything a tenant is sent shows its own
+/// spelling. Admins' ids (and generated ones) are stored as they are, and admins see stored ids.
+impl Principal {
+    fn prefix(&self) -> Option<String> {
+        (!self.is_admin()).then(|| format!("{}.", self.tenant))
+    }
+
+    /// The stored id of a client-chosen id, or `INVALID_JOB` when the scoped form is too long.
+    pub fn scoped(&self, client: &dcc_shared::job::JobId) -> Result<dcc_shared::job::JobId, crate::error::ApiError> {
+        let Some(p) = self.prefix() else {
+            return Ok(client.clone());
+        };
+        dcc_shared::job::JobId::parse(&format!("{p}{client}")).map_err(|m| {
+            crate::error::ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+                field: Some("id".into()),
+                message: format!("id is too long for tenant {:?}: {m}", self.tenant),
+            })
+        })
+    }
+
+    /// The stored ids a path id may name for this caller, most specific first.
+    pub fn candidates(&self, path_id: &str) -> Vec<String> {
+        match self.prefix() {
+            Some(p) => vec![format!("{p}{path_id}"), path_id.to_string()],
+            None => vec![path_id.to_string()],
+        }
+    }
+
+    /// A stored id as this caller spells it.
+    pub fn external<'a>(&self, stored: &'a str) -> &'a str {
+        match self.prefix() {
+            Some(p) => stored.strip_prefix(p.as_str()).unwrap_or(stored),
+            None => stored,
+        }
+    }
+
+    /// A job view as this caller sees it: its own spelling of the id, in the links too.
+    pub fn view(&self, mut v: dcc_shared::job::JobView) -> dcc_shared::job::JobView {
+        let ext = self.external(&v.job_id).to_string();
+        if ext != v.job_id {
+            let (from, to) = (format!("/api/v1/jobs/{}/", v.job_id), format!("/api/v1/jobs/{ext}/"));
+            v.stdout_url = v.stdout_url.replacen(&from, &to, 1);
+            v.stderr_url = v.stderr_url.replacen(&from, &to, 1);
+            for o in &mut v.outputs {
+                o.url = o.url.replacen(&from, &to, 1);
+            }
+            v.job_id = ext;
+        }
+        v
+    }
+
+    /// An error as this caller sees it (the `jobId` of WAIT_TIMEOUT and NO_WORKER).
+    pub fn error(&self, mut e: crate::error::ApiError) -> crate::error::ApiError {
+        if let Some(stored) = e.job_id.take() {
+            let ext = self.external(&stored).to_string();
+            e.message = e.message.replace(&stored, &ext);
+            e.job_id = Some(ext);
+        }
+        e
+    }
+}
+
 /// The caller of a request as the auth middleware resolved it (the local admin when keys are
 /// off, or for a route that needs none).
 pub fn of(req: &axum::extract::Request) -> Principal {

@@ -125,15 +125,56 @@ async fn two_tenants_and_an_admin_share_one_stack() {
     );
     assert_eq!(root.get(&format!("/api/v1/jobs/{ja}")).await.status, 200);
     assert_eq!(root.get("/api/v1/jobs").await.body["jobs"].as_array().unwrap().len(), 2);
-    // A client-chosen id held by another tenant tells nothing of that job.
+    // Client-chosen ids are per tenant: both may use `same-id`, each sees its own job under it
+    // (view, long-poll, WebSocket, fast jobs), the admin sees both under their stored ids.
     let mine = a
-        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["true"]}))
+        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["echo", "a"], "wait": true}))
         .await;
-    assert_eq!(mine.status, 201);
-    let other = b
-        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["true"]}))
+    let theirs = b
+        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["echo", "b"], "wait": true}))
         .await;
-    assert_eq!((other.status, other.code()), (409, "ID_CONFLICT"), "{:?}", other.body);
+    assert_eq!(
+        (mine.status, theirs.status),
+        (200, 200),
+        "{:?} {:?}",
+        mine.body,
+        theirs.body
+    );
+    assert_eq!(
+        (mine.body["jobId"].as_str(), theirs.body["jobId"].as_str()),
+        (Some("same-id"), Some("same-id"))
+    );
+    assert_eq!(mine.body["stdoutUrl"], "/api/v1/jobs/same-id/stdout");
+    assert_eq!(a.log("same-id", "stdout").await, "a\n");
+    assert_eq!(b.log("same-id", "stdout").await, "b\n");
+    let again = a
+        .submit(json!({"id": "same-id", "image": IMAGE, "command": ["echo", "a"]}))
+        .await;
+    assert_eq!(
+        (again.status, again.body["jobId"].as_str()),
+        (200, Some("same-id")),
+        "same id, same job"
+    );
+    let fast = b
+        .post(
+            "/api/v1/run",
+            &json!({"id": "fast-1", "image": IMAGE, "command": ["echo", "fb"]}),
+        )
+        .await;
+    assert_eq!(
+        (fast.status, fast.body["jobId"].as_str(), fast.body["stdout"].as_str()),
+        (200, Some("fast-1"), Some("fb\n"))
+    );
+    let all: Vec<String> = root.get("/api/v1/jobs").await.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["jobId"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        all.contains(&"team-a.same-id".to_string()) && all.contains(&"team-b.same-id".to_string()),
+        "{all:?}"
+    );
 
     // Roles: a read key reads its tenant's jobs and changes nothing; fleet changes are admin only.
     assert_eq!(reader.get(&format!("/api/v1/jobs/{ja}")).await.status, 200);
@@ -168,6 +209,17 @@ async fn two_tenants_and_an_admin_share_one_stack() {
         (Some("error"), Some("NOT_FOUND")),
         "{m}"
     );
+    // Its own `same-id`, in its own spelling.
+    wa.send(Message::Text(json!({"subscribe": ["same-id"]}).to_string().into()))
+        .await
+        .unwrap();
+    let m = next(&mut wa).await;
+    assert_eq!(
+        (m["type"].as_str(), m["job"]["jobId"].as_str()),
+        (Some("finished"), Some("same-id")),
+        "{m}"
+    );
+    assert_eq!(m["job"]["stdoutUrl"], "/api/v1/jobs/same-id/stdout");
     let jb2 = b.submit_id(sh("echo b2")).await;
     let ja2 = a.submit_id(sh("echo a2")).await;
     loop {

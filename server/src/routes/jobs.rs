@@ -58,7 +58,7 @@ pub async fn view(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = load(&state, &who, &id).await?;
-    let mut view = job.view();
+    let mut view = who.view(job.view());
     view.waiting = availability::waiting(&state, &job).await;
     Ok(Json(view))
 }
@@ -116,7 +116,7 @@ pub async fn list(
         })
         .await?;
     Ok(Json(JobList {
-        jobs: page.jobs.iter().map(|j| j.view()).collect(),
+        jobs: page.jobs.iter().map(|j| who.view(j.view())).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -146,8 +146,10 @@ pub async fn wait_for(
         None => DEFAULT_WAIT_SECS.min(max),
     };
     let job = load(&state, &who, &id).await?;
-    let record = wait::until_ended(&state, &job.id, Duration::from_secs(secs), wait::IfStuck::Wait).await?;
-    Ok(Json(record.view()))
+    let record = wait::until_ended(&state, &job.id, Duration::from_secs(secs), wait::IfStuck::Wait)
+        .await
+        .map_err(|e| who.error(e))?;
+    Ok(Json(who.view(record.view())))
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: 202 when it was cancelled now; 200 with the final state

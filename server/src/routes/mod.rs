@@ -22,11 +22,11 @@ use crate::tenants::Principal;
 /// The job behind a path id if `who` may see it, else 404 — also for another tenant's job, so ids
 /// cannot be probed (an id that cannot be valid cannot exist either).
 pub async fn load(state: &AppState, who: &Principal, id: &str) -> Result<JobRecord, ApiError> {
-    let job_id = JobId::parse(id).map_err(|_| ApiError::job_not_found(id))?;
-    state
-        .queue
-        .get(&job_id)
-        .await?
-        .filter(|job| who.owns(&job.tenant))
-        .ok_or_else(|| ApiError::job_not_found(id))
+    for stored in who.candidates(id) {
+        let Ok(job_id) = JobId::parse(&stored) else { continue };
+        if let Some(job) = state.queue.get(&job_id).await?.filter(|job| who.owns(&job.tenant)) {
+            return Ok(job);
+        }
+    }
+    Err(ApiError::job_not_found(id))
 }

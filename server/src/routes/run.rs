@@ -85,7 +85,10 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         }
         .into());
     }
-    let id = valid.id.clone().unwrap_or_else(JobId::generate);
+    let id = match &valid.id {
+        Some(client) => who.scoped(client)?,
+        None => JobId::generate(),
+    };
     let mut staging = Staging::new(state.blobs.clone(), &id, state.config.max_job_input_bytes);
     if let Err(e) = stage_declared(&state, &mut staging, &valid).await {
         staging.discard().await;
@@ -97,11 +100,11 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         Err(e) if e.code == "NO_WORKER" => {
             // Nobody waits for its answer any more: it must not run later.
             withdraw(&state, &id).await;
-            return Err(e);
+            return Err(who.error(e));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(who.error(e)),
     };
-    Ok(Json(answer(&state, &record).await?))
+    Ok(Json(answer(&state, &who, &record).await?))
 }
 
 /// Cancels a fast job whose client is answered without it (best effort: a failure leaves it
@@ -120,8 +123,8 @@ async fn withdraw(state: &AppState, id: &JobId) {
 }
 
 /// The job view with stdout, stderr and outputs inline.
-async fn answer(state: &AppState, job: &JobRecord) -> Result<FastAnswer, ApiError> {
-    let mut view = job.view();
+async fn answer(state: &AppState, who: &crate::tenants::Principal, job: &JobRecord) -> Result<FastAnswer, ApiError> {
+    let mut view = who.view(job.view());
     let mut logs = [String::new(), String::new()];
     let read = |name: String| async move {
         match state.storage_for(job).get(&name).await? {

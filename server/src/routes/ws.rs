@@ -133,8 +133,10 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
             if id == "*" {
                 follow.all = false;
             } else {
-                follow.ids.remove(&id);
-                follow.finished.remove(&id);
+                for stored in follow.who.candidates(&id) {
+                    follow.ids.remove(&stored);
+                    follow.finished.remove(&stored);
+                }
             }
         }
     }
@@ -167,26 +169,33 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
 
 /// Starts following `id` and says where it is now.
 async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> {
-    let record = match JobId::parse(id) {
-        Ok(jid) => state.queue.get(&jid).await,
-        Err(_) => Ok(None),
-    };
-    match record {
-        Ok(Some(job)) if follow.who.owns(&job.tenant) => {
-            follow.ids.insert(id.to_string());
-            if job.state.is_terminal() {
-                // Asked for explicitly: answered even if this connection saw it end before.
-                follow.finished.insert(id.to_string());
-                vec![json!({"type": "finished", "job": job.view()})]
-            } else {
-                vec![
-                    json!({"type": "status", "jobId": id, "status": job.state.as_str(), "attempt": job.attempt,
-                            "at": rfc3339(job.started_ms.unwrap_or(job.created_ms))}),
-                ]
+    // The caller's spelling of the id may name a stored id of its own tenant (see `tenants`).
+    let mut found = None;
+    for stored in follow.who.candidates(id) {
+        let Ok(jid) = JobId::parse(&stored) else { continue };
+        match state.queue.get(&jid).await {
+            Ok(Some(job)) if follow.who.owns(&job.tenant) => {
+                found = Some(job);
+                break;
             }
+            Ok(_) => {}
+            Err(e) => return vec![error(Some(id), "UNAVAILABLE", &e.to_string())],
         }
-        Ok(_) => vec![error(Some(id), "NOT_FOUND", "no such job")],
-        Err(e) => vec![error(Some(id), "UNAVAILABLE", &e.to_string())],
+    }
+    let Some(job) = found else {
+        return vec![error(Some(id), "NOT_FOUND", "no such job")];
+    };
+    let stored = job.id.to_string();
+    follow.ids.insert(stored.clone());
+    if job.state.is_terminal() {
+        // Asked for explicitly: answered even if this connection saw it end before.
+        follow.finished.insert(stored);
+        vec![json!({"type": "finished", "job": follow.who.view(job.view())})]
+    } else {
+        vec![
+            json!({"type": "status", "jobId": id, "status": job.state.as_str(), "attempt": job.attempt,
+                    "at": rfc3339(job.started_ms.unwrap_or(job.created_ms))}),
+        ]
     }
 }
 
@@ -197,7 +206,7 @@ fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
     if follow.ids.contains(&view.job_id) && !follow.finished.insert(view.job_id.clone()) {
         return None;
     }
-    Some(json!({"type": "finished", "job": view}))
+    Some(json!({"type": "finished", "job": follow.who.view(view)}))
 }
 
 /// Whether a job seen through `*` is one this connection may see (one read per job, then
@@ -227,12 +236,14 @@ async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Va
         return Vec::new();
     }
     match ev.status.as_str() {
-        "queued" | "running" => vec![json!({"type": "status", "jobId": ev.job_id, "status": ev.status,
-                                            "attempt": ev.attempt, "at": rfc3339(ev.at)})],
+        "queued" | "running" => vec![
+            json!({"type": "status", "jobId": follow.who.external(&ev.job_id), "status": ev.status,
+                                            "attempt": ev.attempt, "at": rfc3339(ev.at)}),
+        ],
         "deleted" => {
             follow.ids.remove(&ev.job_id);
             follow.owners.remove(&ev.job_id);
-            vec![json!({"type": "deleted", "jobId": ev.job_id})]
+            vec![json!({"type": "deleted", "jobId": follow.who.external(&ev.job_id)})]
         }
         _ => {
             let Ok(id) = JobId::parse(&ev.job_id) else {
