@@ -46,6 +46,15 @@ if ! curl -sf "$URL/readyz" >/dev/null 2>&1; then
   curl -sf "$URL/readyz" >/dev/null || { echo "dcc did not start; see $RUN/dcc.log" >&2; tail -20 "$RUN/dcc.log" >&2; exit 1; }
   echo "dcc server on $URL (log: $RUN/dcc.log)"
 fi
+# The API answers before its in-process worker has registered (and a restarted worker first
+# waits for its previous life's health key to expire): a job that waits for its end is refused
+# with 503 NO_WORKER until then, so wait for a healthy worker.
+for _ in $(seq 1 600); do
+  curl -sf "$URL/api/v1/workers" 2>/dev/null | grep -q '"health":"HEALTHY"' && break
+  sleep 0.1
+done
+curl -sf "$URL/api/v1/workers" | grep -q '"health":"HEALTHY"' \
+  || { echo "no healthy worker registered within 60 s; see $RUN/dcc.log" >&2; tail -20 "$RUN/dcc.log" >&2; exit 1; }
 
 echo "== submitting a sample job with two input files"
 printf 'hello from DCC\n' > "$RUN/greeting.txt"
