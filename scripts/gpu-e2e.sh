@@ -43,6 +43,8 @@ dcc server > "$OUT/dcc.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done
+# A job that waits for its end is refused (503 NO_WORKER) until the in-process worker registers.
+for _ in $(seq 1 300); do curl -sf http://127.0.0.1:8090/api/v1/workers | grep -q '"health":"HEALTHY"' && break; sleep 0.1; done
 curl -s http://127.0.0.1:8090/api/v1/workers | tee "$OUT/workers.json"; echo
 
 # A CPU job alongside, then the GPU job (waits for its result).
