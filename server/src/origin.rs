@@ -71,11 +71,9 @@ fn refused(origin: &str) -> ApiError {
 }
 
 fn preflight(origin: &str, listed: bool) -> Response {
-    let Ok(v) = HeaderValue::from_str(origin)
-        .map_err(|_| ())
-        .and_then(|v| if listed { Ok(v) } else { Err(()) })
-    else {
-        return refused(origin).into_response();
+    let v = match HeaderValue::from_str(origin) {
+        Ok(v) if listed => v,
+        _ => return refused(origin).into_response(),
     };
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();

@@ -226,10 +226,9 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
     })
 }
 
-async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<Response, ApiError> {
-    require_json(&req)?;
-    let body = read_body(state, req).await?;
-    let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+/// What both submit forms do once the job is valid: refuse a wait nothing can end, give the job
+/// its stored id (the caller's own, scoped to its tenant, or a new one), and open its staging.
+async fn admit_valid(state: &AppState, who: &Principal, valid: &ValidJob) -> Result<(JobId, Staging), ApiError> {
     if valid.wait {
         availability::require(state, &valid.spec).await?;
     }
@@ -237,7 +236,15 @@ async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<
         Some(client) => who.scoped(client)?,
         None => JobId::generate(),
     };
-    let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
+    let staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
+    Ok((id, staging))
+}
+
+async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<Response, ApiError> {
+    require_json(&req)?;
+    let body = read_body(state, req).await?;
+    let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    let (id, mut staging) = admit_valid(state, who, &valid).await?;
     let staged = stage_declared(state, &mut staging, &valid).await;
     if let Err(e) = staged {
         staging.discard().await;
@@ -351,14 +358,7 @@ async fn submit_multipart(state: &AppState, who: &Principal, req: Request) -> Re
     };
     let json = read_field(job_field, state.config.max_body_bytes).await?;
     let mut valid = JobRequest::from_json(&json)?.validate(&state.config.limits)?;
-    if valid.wait {
-        availability::require(state, &valid.spec).await?;
-    }
-    let id = match &valid.id {
-        Some(client) => who.scoped(client)?,
-        None => JobId::generate(),
-    };
-    let mut staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
+    let (id, mut staging) = admit_valid(state, who, &valid).await?;
     let result = async {
         stage_declared(state, &mut staging, &valid).await?;
         let limit = state.config.limits.max_input_bytes;

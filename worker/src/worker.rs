@@ -128,6 +128,31 @@ pub fn default_id() -> String {
         .unwrap_or_else(|| "worker".into())
 }
 
+/// Refuses to start when `DCC_DOCKER_RUNTIME` names a runtime the daemon does not have.
+async fn check_runtime(docker: &bollard::Docker, runtime: Option<&str>) -> Result<(), WorkerError> {
+    let Some(rt) = runtime else { return Ok(()) };
+    let known: Vec<String> = docker
+        .info()
+        .await?
+        .runtimes
+        .map(|r| r.into_keys().collect())
+        .unwrap_or_default();
+    if known.iter().any(|k| k == rt) {
+        return Ok(());
+    }
+    Err(WorkerError::Runtime(rt.to_string(), known.join(", ")))
+}
+
+/// The memory (MiB) jobs may reserve on this worker: configured, else the Docker host's. Jobs
+/// reserve their limit while they run, so a worker never accepts more than it has.
+async fn job_memory_mb(docker: &bollard::Docker, configured: Option<u64>) -> Result<u32, WorkerError> {
+    let mb = match configured {
+        Some(m) => m,
+        None => docker.info().await?.mem_total.unwrap_or(0).max(0) as u64 >> 20,
+    };
+    Ok(u32::try_from(mb).unwrap_or(u32::MAX))
+}
+
 impl Worker {
     /// Connects to Docker, makes sure no other live worker uses this id, removes this worker's
     /// leftover containers, and registers it.
@@ -188,17 +213,7 @@ impl Worker {
         settings.exec.tmp_dir = tokio::fs::canonicalize(&settings.exec.tmp_dir)
             .await
             .map_err(|e| WorkerError::Scratch(settings.exec.tmp_dir.display().to_string(), e))?;
-        if let Some(rt) = &settings.exec.limits.runtime {
-            let known: Vec<String> = docker
-                .info()
-                .await?
-                .runtimes
-                .map(|r| r.into_keys().collect())
-                .unwrap_or_default();
-            if !known.contains(rt) {
-                return Err(WorkerError::Runtime(rt.clone(), known.join(", ")));
-            }
-        }
+        check_runtime(&docker, settings.exec.limits.runtime.as_deref()).await?;
         // GPUs: detect, then decide how to attach them (auto: the nvidia runtime if dockerd has it).
         let detected = gpu::detect(settings.gpus, &settings.gpu_device_dir);
         if detected.count > 0 {
@@ -217,12 +232,7 @@ impl Worker {
                 ld_library_path: settings.gpu_ld_library_path.clone(),
             });
         }
-        // Jobs reserve their memory limit while they run: never more than the host has.
-        let memory_mb = match settings.memory_mb {
-            Some(m) => m,
-            None => docker.info().await?.mem_total.unwrap_or(0).max(0) as u64 >> 20,
-        };
-        let memory_mb = u32::try_from(memory_mb).unwrap_or(u32::MAX);
+        let memory_mb = job_memory_mb(&docker, settings.memory_mb).await?;
         let cpu_slots = settings
             .cpu_slots
             .unwrap_or(settings.cpus.saturating_sub(detected.count));

@@ -22,11 +22,12 @@ use crate::tenants::Principal;
 /// The job behind a path id if `who` may see it, else 404 — also for another tenant's job, so ids
 /// cannot be probed (an id that cannot be valid cannot exist either).
 pub async fn load(state: &AppState, who: &Principal, id: &str) -> Result<JobRecord, ApiError> {
-    for stored in who.candidates(id) {
-        let Ok(job_id) = JobId::parse(&stored) else { continue };
-        if let Some(job) = state.queue.get(&job_id).await?.filter(|job| who.owns(&job.tenant)) {
-            return Ok(job);
-        }
-    }
-    Err(ApiError::job_not_found(id))
+    // Every spelling it may be stored under, read in one round trip; the most specific wins.
+    let candidates: Vec<JobId> = who.candidates(id).iter().filter_map(|s| JobId::parse(s).ok()).collect();
+    let found = state.queue.get_many(&candidates).await?;
+    candidates
+        .iter()
+        .find_map(|c| found.iter().find(|j| &j.id == c && who.owns(&j.tenant)))
+        .cloned()
+        .ok_or_else(|| ApiError::job_not_found(id))
 }

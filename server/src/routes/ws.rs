@@ -169,21 +169,11 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
 
 /// Starts following `id` and says where it is now.
 async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> {
-    // The caller's spelling of the id may name a stored id of its own tenant (see `tenants`).
-    let mut found = None;
-    for stored in follow.who.candidates(id) {
-        let Ok(jid) = JobId::parse(&stored) else { continue };
-        match state.queue.get(&jid).await {
-            Ok(Some(job)) if follow.who.owns(&job.tenant) => {
-                found = Some(job);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => return vec![error(Some(id), "UNAVAILABLE", &e.to_string())],
-        }
-    }
-    let Some(job) = found else {
-        return vec![error(Some(id), "NOT_FOUND", "no such job")];
+    // The same lookup as the HTTP routes: the caller's spelling, its own tenant's jobs only.
+    let job = match super::load(state, &follow.who, id).await {
+        Ok(job) => job,
+        Err(e) if e.code == "NOT_FOUND" => return vec![error(Some(id), "NOT_FOUND", "no such job")],
+        Err(e) => return vec![error(Some(id), e.code, &e.message)],
     };
     let stored = job.id.to_string();
     follow.ids.insert(stored.clone());
