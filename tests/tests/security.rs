@@ -206,10 +206,11 @@ async fn a_job_no_worker_can_run_never_blocks_the_lane_and_says_why_it_waits() {
     assert_eq!(api.job(&ids[1]).await["status"], "queued", "both 600 MiB jobs run: {a}");
     let b = api.wait_status(&ids[1], "succeeded", Duration::from_secs(30)).await;
     let a = api.job(&ids[0]).await;
-    assert!(
-        b["startedAt"].as_str() >= a["finishedAt"].as_str(),
-        "overlapped: {a} {b}"
-    );
+    // As times, not strings: RFC 3339 drops trailing zeros ("58.57Z" is 58.570 s).
+    let at = |v: &serde_json::Value, k: &str| {
+        time::OffsetDateTime::parse(v[k].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(at(&b, "startedAt") >= at(&a, "finishedAt"), "overlapped: {a} {b}");
 }
 
 #[tokio::test]
