@@ -6,18 +6,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::handler::Handler;
-use axum::http::StatusCode;
 use axum::routing::{MethodRouter, delete, get, post};
 use dcc_shared::config::Config;
 use dcc_shared::events::Events;
 use dcc_shared::queue::Queue;
 use dcc_shared::storage::{self, RedisBlobs, Storage};
-use dcc_worker::container::HostLimits;
-use dcc_worker::executor::ExecSettings;
 use dcc_worker::{Shutdown, Worker, WorkerSettings};
 
 use crate::auth::require_key;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::routes::{files, fleet, jobs, run, ws};
 use crate::state::AppState;
 use crate::{submit, telemetry};
@@ -117,16 +114,14 @@ pub async fn dashboard() -> axum::response::Html<&'static str> {
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        Code::NotFound,
         format!("no route {} {}", req.method(), req.uri().path()),
     )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        Code::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
 }
@@ -201,43 +196,7 @@ impl Core {
 
     /// Starts a worker on this process's Docker daemon.
     pub async fn start_worker(&self) -> anyhow::Result<Arc<Worker>> {
-        let c = &self.config;
-        let cpus = c.cpus.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1)
-        });
-        let id = c.worker_id.clone().unwrap_or_else(dcc_worker::worker::default_id);
-        let settings = WorkerSettings {
-            id: id.clone(),
-            cpus,
-            cpu_slots: c.cpu_slots,
-            memory_mb: c.memory_mb,
-            gpus: c.gpus,
-            gpu_mode: c.gpu_mode.clone(),
-            gpu_device_dir: c.gpu_device_dir.clone(),
-            gpu_driver_binds: c.gpu_driver_binds.clone(),
-            gpu_ld_library_path: c.gpu_ld_library_path.clone(),
-            lease: c.lease,
-            heartbeat: c.heartbeat,
-            retention: c.retention(),
-            exec: ExecSettings {
-                worker_id: id,
-                limits: HostLimits {
-                    pids_limit: c.pids_limit,
-                    runtime: c.docker_runtime.clone(),
-                },
-                max_output_bytes: c.max_output_bytes,
-                max_log_bytes: c.max_log_bytes,
-                tmp_dir: c.tmp_dir.clone(),
-                gpu: None,
-                files: dcc_worker::staging::FilesMode::parse(&c.files_mode).map_err(anyhow::Error::msg)?,
-                pull_timeout: c.pull_timeout,
-                images: c.limits.images.clone(),
-            },
-            docker_concurrency: c.docker_concurrency,
-            disk_min_free_percent: c.disk_min_free_percent,
-        };
+        let settings = WorkerSettings::from_config(&self.config)?;
         Ok(Worker::start(
             self.queue.clone(),
             self.storage.clone(),

@@ -5,11 +5,11 @@
 //! keys every caller is the local admin.
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use crate::tenants::{Principal, Role};
 
@@ -55,8 +55,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
             None if public => return next.run(req).await,
             None => {
                 let mut r = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
+                    Code::Unauthorized,
                     "this server needs an API key: send `Authorization: Bearer <key>`",
                 )
                 .into_response();
@@ -68,8 +67,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     };
     if !permits(principal.role, req.method(), req.uri().path()) {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            Code::Forbidden,
             format!(
                 "the key of {:?} has the role {:?}, which may not {} {}",
                 principal.tenant,

@@ -2,12 +2,11 @@
 //! (`POST /api/v1/run`, `wait: true`), again while it waits, and by the job view of a queued job,
 //! so nobody waits for the long-poll limit on a job that no worker will take.
 
-use axum::http::StatusCode;
 use dcc_shared::job::view::Waiting;
 use dcc_shared::job::{JobRecord, JobSpec, JobState, QueueName};
 use dcc_shared::workers::{Availability, availability};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
 /// Slots a job needs on its queue: GPUs on `gpu`, CPU slots on `cpu`.
@@ -40,11 +39,7 @@ pub async fn require(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
 pub fn no_worker(state: &AppState, why: Waiting) -> ApiError {
     ApiError {
         retry_after: Some(state.config.heartbeat.as_secs().max(1) as u32),
-        ..ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NO_WORKER",
-            format!("nothing can run this job now: {}", why.message),
-        )
+        ..ApiError::new(Code::NoWorker, format!("nothing can run this job now: {}", why.message))
     }
 }
 

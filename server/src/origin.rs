@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
 /// How long browsers may cache a preflight answer.
@@ -62,8 +62,7 @@ fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
 
 fn refused(origin: &str) -> ApiError {
     ApiError::new(
-        StatusCode::FORBIDDEN,
-        "ORIGIN_NOT_ALLOWED",
+        Code::OriginNotAllowed,
         format!(
             "requests from the web origin {origin:?} may not change anything here; an operator can allow it with DCC_ALLOWED_ORIGINS"
         ),

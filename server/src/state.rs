@@ -45,8 +45,7 @@ impl AppState {
             .map_err(|_| crate::error::ApiError {
                 retry_after: Some(1),
                 ..crate::error::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "BUSY",
+                    crate::error::Code::Busy,
                     format!(
                         "this server holds its maximum of {} open waits and WebSockets (DCC_MAX_WAITERS); retry later",
                         self.config.max_waiters

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::availability;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::tenants::Principal;
 use crate::wait;
@@ -67,9 +67,7 @@ impl Staging {
             .map_err(|e| match e {
                 dcc_shared::storage::StorageError::TooLarge { .. } if by_total => ApiError {
                     field: Some("inputs".into()),
-                    ..ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "TOO_LARGE",
+                    ..ApiError::new(Code::TooLarge,
                         format!(
                             "the job's inputs are over the {} byte limit for all inputs together (DCC_MAX_JOB_INPUT_BYTES)",
                             self.total_limit
@@ -78,9 +76,7 @@ impl Staging {
                 },
                 dcc_shared::storage::StorageError::TooLarge { limit } => ApiError {
                     field: Some(format!("inputs.{name}")),
-                    ..ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "TOO_LARGE",
+                    ..ApiError::new(Code::TooLarge,
                         format!("input {name:?} is over the {limit} byte limit"),
                     )
                 },
@@ -204,8 +200,7 @@ pub fn require_json(req: &Request) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "UNSUPPORTED_MEDIA_TYPE",
+        Code::UnsupportedMediaType,
         format!(
             "send the job as JSON with `Content-Type: application/json` (or as multipart/form-data), not {:?}",
             if ct.is_empty() { "no content type" } else { ct }
@@ -217,8 +212,7 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
     let limit = state.config.max_body_bytes as usize;
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "TOO_LARGE",
+            Code::TooLarge,
             format!(
                 "the request body is over the {limit} byte limit (DCC_MAX_BODY_BYTES); send large files as multipart"
             ),
@@ -279,7 +273,7 @@ pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &Val
                 let field = format!("inputs[{i}].url");
                 let fetch_err = |m: String| ApiError {
                     field: Some(field.clone()),
-                    ..ApiError::new(StatusCode::BAD_REQUEST, "INPUT_FETCH_FAILED", m)
+                    ..ApiError::new(Code::InputFetchFailed, m)
                 };
                 let parsed = reqwest::Url::parse(url).map_err(|e| {
                     ApiError::from(SpecError::Invalid {
@@ -307,16 +301,12 @@ pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &Val
                 if resp.content_length().is_some_and(|n| n > limit) {
                     return Err(ApiError {
                         field: Some(field),
-                        ..ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "TOO_LARGE",
-                            format!("{url} is over the {limit} byte input limit"),
-                        )
+                        ..ApiError::new(Code::TooLarge, format!("{url} is over the {limit} byte input limit"))
                     });
                 }
                 let body: ByteStream<'_> = Box::pin(resp.bytes_stream().map(|r| r.map_err(std::io::Error::other)));
                 staging.put(name, body, limit).await.map_err(|e| {
-                    if e.code == "INVALID_REQUEST" {
+                    if e.code == Code::InvalidRequest {
                         fetch_err(format!("fetching {url} broke off: {}", e.message))
                     } else {
                         e
@@ -331,19 +321,11 @@ pub async fn stage_declared(state: &AppState, staging: &mut Staging, valid: &Val
 /// Multipart: a `job` part with the JSON first, then one part per input file, named by the
 /// part's field name (or its file name when the field name is empty).
 async fn submit_multipart(state: &AppState, who: &Principal, req: Request) -> Result<Response, ApiError> {
-    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            format!("bad multipart body: {e}"),
-        )
-    })?;
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("bad multipart body: {e}")))?;
     let mp_err = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            format!("reading the multipart body failed: {e}"),
-        )
+        ApiError::new(Code::InvalidRequest, format!("reading the multipart body failed: {e}"))
     };
     let first = mp.next_field().await.map_err(mp_err)?;
     let job_field = match first {
@@ -410,20 +392,14 @@ fn field_stream(field: Field<'_>) -> ByteStream<'_> {
 
 async fn read_field(mut field: Field<'_>, limit: u64) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
-    while let Some(c) = field.chunk().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            format!("reading the `job` part failed: {e}"),
-        )
-    })? {
+    while let Some(c) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("reading the `job` part failed: {e}")))?
+    {
         out.extend_from_slice(&c);
         if out.len() as u64 > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "TOO_LARGE",
-                "the `job` part is too large",
-            ));
+            return Err(ApiError::new(Code::TooLarge, "the `job` part is too large"));
         }
     }
     Ok(out)
@@ -483,8 +459,7 @@ pub async fn enqueue_staged(
             Err(ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "QUOTA_EXCEEDED",
+                    Code::QuotaExceeded,
                     format!("{:?} may have {n} {what}; wait for some to end", who.tenant),
                 )
             })
@@ -494,8 +469,7 @@ pub async fn enqueue_staged(
             Err(ApiError {
                 field: Some("id".into()),
                 ..ApiError::new(
-                    StatusCode::CONFLICT,
-                    "ID_CONFLICT",
+                    Code::IdConflict,
                     format!(
                         "a job with id {} already exists with a different definition",
                         who.external(id.as_str())

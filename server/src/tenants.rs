@@ -154,8 +154,7 @@ pub async fn admit(state: &crate::state::AppState, who: &Principal) -> Result<()
         Some(wait) => Err(crate::error::ApiError {
             retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u32),
             ..crate::error::ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
+                crate::error::Code::RateLimited,
                 format!(
                     "{:?} may submit {rate} jobs a second (burst {}); retry later",
                     who.tenant, who.burst

@@ -8,14 +8,13 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use dcc_shared::events::Event;
 use dcc_shared::job::{JobId, JobRecord, JobState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::availability;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
 /// Re-read the record at least this often even without events.
@@ -68,8 +67,7 @@ pub async fn until_ended(
                     return Err(ApiError {
                         job_id: Some(id.to_string()),
                         ..ApiError::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "WAIT_TIMEOUT",
+                            Code::WaitTimeout,
                             format!(
                                 "job {id} did not end within {} s; it is still {}: keep polling",
                                 timeout.as_secs(),

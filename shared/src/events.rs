@@ -4,8 +4,7 @@
 //! a receiver falls behind) subscribers get [`Event::Resync`] and re-read the state they care
 //! about from the job records, which are the truth.
 
-use std::time::Duration;
-
+use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -14,8 +13,6 @@ use crate::clock::Millis;
 
 /// Events buffered per receiver before it is told to resync.
 const CAPACITY: usize = 4096;
-/// Longest pause between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One published job event.
 #[derive(Clone, Debug, Deserialize)]
@@ -59,7 +56,7 @@ impl Events {
         let events = Events { tx: tx.clone() };
         let url = url.to_string();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut pauses = crate::retry::until_reachable().build();
             loop {
                 match run(&url, &channel, &tx).await {
                     Ok(()) => {
@@ -68,15 +65,14 @@ impl Events {
                             "job event subscription ended; reconnecting"
                         );
                         // It was connected: start the backoff over.
-                        backoff = Duration::from_millis(100);
+                        pauses = crate::retry::until_reachable().build();
                     }
                     Err(e) => {
                         tracing::warn!(event = "EventsDisconnected", error = %e, "job event subscription failed; reconnecting")
                     }
                 }
                 let _ = tx.send(Event::Resync);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(pauses.next().unwrap_or(crate::retry::MAX_PAUSE)).await;
             }
         });
         events

@@ -10,6 +10,7 @@
 //! - [`maintenance`]: the reaper and the retention sweep every process runs.
 //! - [`storage`]: the `Storage` trait and its local-folder backend.
 //! - [`config`]: typed configuration read from environment variables.
+//! - [`retry`]: the backoff of every retry loop.
 //! - [`clock`]: wall-clock milliseconds, passed into every time-dependent operation.
 //! - [`error`]: the error types of this crate.
 
@@ -21,6 +22,7 @@ pub mod job;
 pub mod keys;
 pub mod maintenance;
 pub mod queue;
+pub mod retry;
 pub mod storage;
 pub mod workers;
 

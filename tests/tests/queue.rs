@@ -13,8 +13,8 @@ use dcc_shared::queue::cancel::Cancelled;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::enqueue::{Enqueued, NewJob};
 use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::lease::{Lease, Renewed};
 use dcc_shared::queue::reap::Retention;
-use dcc_shared::queue::renew::{Lease, Renewed};
 use dcc_shared::storage::{LocalStorage, Storage, paths};
 use serde_json::json;
 
@@ -68,13 +68,13 @@ async fn claim(q: &Queue, worker: &str, now: i64) -> Lease {
         .await
         .unwrap()
     {
-        Claim::Claimed { job, attempt, lane, .. } => Lease {
-            job,
-            lane,
-            queue: dcc_shared::job::QueueName::Cpu,
-            attempt,
-            worker: worker.to_string(),
-        },
+        Claim::Claimed(c) => {
+            // The record comes with the claim, as the claim left it.
+            assert_eq!(c.record.state, JobState::Running);
+            assert_eq!(c.record.attempt, c.lease.attempt);
+            assert_eq!(c.record.worker.as_deref(), Some(worker));
+            c.lease
+        }
         other => panic!("expected a claim, got {other:?}"),
     }
 }
@@ -164,12 +164,12 @@ async fn high_before_normal_fifo_within_a_lane() {
         v
     };
     assert_eq!(order, vec!["h1", "n1", "n2"]);
-    assert_eq!(
+    assert!(matches!(
         q.claim(dcc_shared::job::QueueName::Cpu, &who("A"), T0 + 20)
             .await
             .unwrap(),
         Claim::Empty
-    );
+    ));
 }
 
 #[tokio::test]
@@ -182,21 +182,21 @@ async fn slots_decide_what_fits() {
         total_slots: 2,
         ..who("A")
     };
-    assert_eq!(
+    assert!(matches!(
         q.claim(dcc_shared::job::QueueName::Cpu, &small_free, T0).await.unwrap(),
         Claim::NoFit
-    );
+    ));
     let too_small = Claimant {
         free_slots: 1,
         total_slots: 1,
         ..who("A")
     };
-    assert_eq!(
+    assert!(matches!(
         q.claim(dcc_shared::job::QueueName::Cpu, &too_small, T0).await.unwrap(),
         Claim::Empty
-    );
+    ));
     match q.claim(dcc_shared::job::QueueName::Cpu, &who("B"), T0).await.unwrap() {
-        Claim::Claimed { slots, .. } => assert_eq!(slots, 2),
+        Claim::Claimed(c) => assert_eq!(c.slots, 2),
         other => panic!("{other:?}"),
     }
 }
@@ -232,7 +232,7 @@ async fn a_job_too_large_for_the_worker_is_stepped_over_fifo_kept_among_the_rest
         ..who("A")
     };
     let claimed = |c: Claim| match c {
-        Claim::Claimed { job, memory_mb, .. } => (job.to_string(), memory_mb),
+        Claim::Claimed(c) => (c.lease.job.to_string(), c.memory_mb),
         other => panic!("{other:?}"),
     };
     // `huge` (3 CPUs) and `fat` (8000 MiB) can never run on A: `two` is next.
@@ -243,14 +243,14 @@ async fn a_job_too_large_for_the_worker_is_stepped_over_fifo_kept_among_the_rest
         free_memory_mb: 50,
         ..small
     };
-    assert_eq!(q.claim(Cpu, &busy, T0).await.unwrap(), Claim::NoFit);
+    assert!(matches!(q.claim(Cpu, &busy, T0).await.unwrap(), Claim::NoFit));
     let room = Claimant {
         free_slots: 1,
         free_memory_mb: 1000,
         ..busy
     };
     assert_eq!(claimed(q.claim(Cpu, &room, T0).await.unwrap()), ("one".into(), 100));
-    assert_eq!(q.claim(Cpu, &small, T0).await.unwrap(), Claim::Empty);
+    assert!(matches!(q.claim(Cpu, &small, T0).await.unwrap(), Claim::Empty));
     // A large worker takes the stepped-over jobs, oldest first.
     assert_eq!(claimed(q.claim(Cpu, &who("B"), T0).await.unwrap()).0, "huge");
     let big = Claimant {
@@ -271,12 +271,12 @@ async fn cancel_queued_never_starts_and_ended_jobs_do_not_change() {
         q.cancel(&rec, RETENTION, T0 + 1).await.unwrap(),
         Cancelled::Done(JobState::Queued)
     );
-    assert_eq!(
+    assert!(matches!(
         q.claim(dcc_shared::job::QueueName::Cpu, &who("A"), T0 + 2)
             .await
             .unwrap(),
         Claim::Empty
-    );
+    ));
     assert_eq!(
         q.cancel(&rec, RETENTION, T0 + 3).await.unwrap(),
         Cancelled::AlreadyEnded(JobState::Cancelled)
@@ -477,13 +477,7 @@ async fn a_tenants_quota_counts_its_jobs_until_they_end() {
     );
     // a2 (fast) runs and finishes: room for one more, of either kind.
     let fast = match q.claim(dcc_shared::job::QueueName::Cpu, &who("w"), T0).await.unwrap() {
-        Claim::Claimed { job, attempt, lane, .. } => Lease {
-            job,
-            lane,
-            queue: dcc_shared::job::QueueName::Cpu,
-            attempt,
-            worker: "w".into(),
-        },
+        Claim::Claimed(c) => c.lease,
         other => panic!("{other:?}"),
     };
     assert_eq!(fast.job.as_str(), "a2");
@@ -495,7 +489,7 @@ async fn a_tenants_quota_counts_its_jobs_until_they_end() {
     q.cancel(&a1, RETENTION, T0).await.unwrap();
     assert_eq!(submit("a5", Lane::Normal, two).await, Enqueued::Created);
     let f3 = match q.claim(dcc_shared::job::QueueName::Cpu, &who("w"), T0).await.unwrap() {
-        Claim::Claimed { job, .. } => job,
+        Claim::Claimed(c) => c.lease.job,
         other => panic!("{other:?}"),
     };
     assert_eq!(f3.as_str(), "f3");
@@ -552,10 +546,16 @@ async fn tenants_take_turns_fifo_within_each() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    let spec = JobRequest::from_value(json!({"image": "busybox", "command": ["true"]}))
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap()
+        .spec;
+    let spec = serde_json::to_string(&spec).unwrap();
     let _: () = redis::cmd("HSET")
         .arg("{t}:job:old")
         .arg(&[
-            "state", "queued", "slots", "1", "spec", "{}", "queue", "cpu", "lane", "normal",
+            "state", "queued", "slots", "1", "spec", &spec, "queue", "cpu", "lane", "normal",
         ])
         .query_async(&mut conn)
         .await
@@ -563,7 +563,7 @@ async fn tenants_take_turns_fifo_within_each() {
     let mut order = Vec::new();
     for _ in 0..6 {
         match q.claim(Cpu, &who("w"), T0).await.unwrap() {
-            Claim::Claimed { job, .. } => order.push(job.to_string()),
+            Claim::Claimed(c) => order.push(c.lease.job.to_string()),
             other => panic!("{other:?}"),
         }
     }

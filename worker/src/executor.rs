@@ -1,13 +1,16 @@
-//! One attempt of one job: image → container → inputs → start → wait (deadline, cancel) →
-//! logs and outputs → result. Whatever happens, the container is removed before this returns.
+//! One attempt of one job in a container: image → inputs → create → start → wait (deadline,
+//! cancel) → logs and outputs → result. Each step is a function that either hands the next one
+//! what it needs or stops the attempt ([`Stop`]); whatever happens, the container and the
+//! attempt's scratch folder are removed before [`Executor::run`] returns. How files move is the
+//! [`Files`] mode's business; this file only says when.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, KillContainerOptionsBuilder};
-use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, RunStats};
+use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, OutputFile, RunStats};
 use dcc_shared::queue::finish::Outcome;
 use dcc_shared::storage::{Storage, paths};
 use futures_util::StreamExt;
@@ -16,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
+use crate::files::{self, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
 use crate::gpu::{self, GpuSettings};
 use crate::logs::{LogCollector, StatsSampler};
-use crate::staging::{self, FilesMode};
 
 /// How an attempt ended.
 #[derive(Debug)]
@@ -47,7 +50,7 @@ pub struct ExecSettings {
     /// How inputs and outputs reach the container.
     pub files: FilesMode,
     /// Longest an image pull may take.
-    pub pull_timeout: std::time::Duration,
+    pub pull_timeout: Duration,
     /// Images that may run (checked again here: the API server may be configured differently).
     pub images: dcc_shared::job::image::ImageAllow,
 }
@@ -64,22 +67,61 @@ pub struct Executor {
     create_permits: Semaphore,
 }
 
-fn fail(code: ErrorCode, message: impl Into<String>) -> JobError {
+/// Why an attempt stopped before it had a result of its own.
+enum Stop {
+    /// It failed with this error (recorded as the job's error).
+    Failed(JobError),
+    /// It was stopped from outside: record nothing.
+    Aborted,
+}
+
+impl Stop {
+    fn with(code: ErrorCode, message: impl Into<String>) -> Self {
+        Stop::Failed(job_error(code, message))
+    }
+}
+
+fn job_error(code: ErrorCode, message: impl Into<String>) -> JobError {
     JobError {
         code: code.as_str().to_string(),
         message: message.into(),
     }
 }
 
-fn failed(error: JobError, stats: RunStats, digest: Option<String>) -> AttemptEnd {
-    AttemptEnd::Done(Outcome {
-        state: JobState::Failed,
-        exit_code: None,
-        error: Some(error),
-        image_digest: digest,
-        stats,
-        outputs: Vec::new(),
-    })
+/// One attempt being run: what every step reads.
+struct Run<'a> {
+    job: &'a JobRecord,
+    attempt: u32,
+    gpus: &'a [u32],
+    /// The container's name.
+    name: &'a str,
+    /// The attempt's own scratch folder.
+    scratch: &'a Path,
+    cancel: &'a CancellationToken,
+    /// Where its files are: Redis for fast jobs, storage for the rest.
+    storage: &'a Arc<dyn Storage>,
+}
+
+/// How the container's run ended.
+enum Exit {
+    Code(i64),
+    Timeout,
+    Broken(String),
+}
+
+/// What the container left behind, gathered after it stopped.
+struct Collected {
+    oom_killed: bool,
+    logs: Result<(), dcc_shared::storage::StorageError>,
+    outputs: Result<Vec<OutputFile>, OutputError>,
+}
+
+/// What the attempt amounts to.
+struct Verdict {
+    state: JobState,
+    exit_code: Option<i64>,
+    error: Option<JobError>,
+    outputs: Vec<OutputFile>,
 }
 
 fn ms_since(t: Instant) -> u64 {
@@ -87,7 +129,7 @@ fn ms_since(t: Instant) -> u64 {
 }
 
 impl Executor {
-    /// An executor on `docker`, storing into `storage`.
+    /// An executor on `docker`, storing into `storage` (standard jobs) and `blobs` (fast jobs).
     pub fn new(
         docker: Docker,
         storage: Arc<dyn Storage>,
@@ -109,175 +151,208 @@ impl Executor {
         &self.docker
     }
 
-    /// Runs `attempt` of `job`; `cancel` stops it from outside.
+    /// Runs `attempt` of `job` on the `gpus` it holds; `cancel` stops it from outside.
     pub async fn run(&self, job: &JobRecord, attempt: u32, gpus: &[u32], cancel: &CancellationToken) -> AttemptEnd {
-        let name = container::name(job, attempt);
         let scratch = match tempfile::Builder::new()
             .prefix(&format!("dcc-{}-", job.id))
             .tempdir_in(&self.settings.tmp_dir)
         {
             Ok(d) => d,
             Err(e) => {
-                return failed(
-                    fail(ErrorCode::ContainerFailed, format!("worker scratch folder: {e}")),
-                    RunStats::default(),
-                    None,
-                );
+                let e = job_error(ErrorCode::ContainerFailed, format!("worker scratch folder: {e}"));
+                return failed(e, RunStats::default(), None);
             }
         };
-        let end = self.run_in(job, attempt, gpus, &name, scratch.path(), cancel).await;
+        let name = container::name(job, attempt);
+        let run = Run {
+            job,
+            attempt,
+            gpus,
+            name: &name,
+            scratch: scratch.path(),
+            cancel,
+            storage: if job.lane == Lane::Fast {
+                &self.blobs
+            } else {
+                &self.storage
+            },
+        };
+        let end = match self.settings.files {
+            FilesMode::Copy => self.run_with(&CopyFiles, &run).await,
+            FilesMode::Bind => self.run_with(&BindFiles, &run).await,
+        };
         docker::remove(&self.docker, &name).await;
         // Bind mode left read-only folders; open them so the scratch folder can be removed.
-        staging::unlock(scratch.path());
+        files::unlock(scratch.path());
         end
     }
 
-    async fn run_in(
-        &self,
-        job: &JobRecord,
-        attempt: u32,
-        gpus: &[u32],
-        name: &str,
-        scratch: &std::path::Path,
-        cancel: &CancellationToken,
-    ) -> AttemptEnd {
+    async fn run_with<F: Files>(&self, files: &F, run: &Run<'_>) -> AttemptEnd {
         let mut stats = RunStats::default();
-        let spec = &job.spec;
-        let storage = if job.lane == Lane::Fast {
-            &self.blobs
-        } else {
-            &self.storage
-        };
+        let mut digest = None;
+        match self.steps(files, run, &mut stats, &mut digest).await {
+            Ok(v) => AttemptEnd::Done(Outcome {
+                state: v.state,
+                exit_code: v.exit_code,
+                error: v.error,
+                image_digest: digest,
+                stats,
+                outputs: v.outputs,
+            }),
+            Err(Stop::Failed(e)) => failed(e, stats, digest),
+            Err(Stop::Aborted) => AttemptEnd::Aborted,
+        }
+    }
 
+    /// The attempt, step by step; timings go into `stats` as each step ends.
+    async fn steps<F: Files>(
+        &self,
+        files: &F,
+        run: &Run<'_>,
+        stats: &mut RunStats,
+        digest: &mut Option<String>,
+    ) -> Result<Verdict, Stop> {
         let t = Instant::now();
-        if !self.settings.images.allows(&spec.image) {
-            return failed(
-                fail(
-                    ErrorCode::ImageNotAllowed,
-                    format!(
-                        "image {:?} is not on this worker's allow-list (DCC_IMAGE_ALLOW)",
-                        spec.image
-                    ),
-                ),
-                stats,
-                None,
-            );
-        }
-        let limit = self.settings.pull_timeout;
-        let pull = async {
-            tokio::time::timeout(limit, docker::ensure_image(&self.docker, &spec.image))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "the pull did not finish within {} s (DCC_PULL_TIMEOUT_SECS)",
-                        limit.as_secs()
-                    ))
-                })
-        };
-        let digest = tokio::select! {
-            r = pull => match r {
-                Ok((id, _)) => id,
-                Err(msg) => {
-                    stats.pull_ms = ms_since(t);
-                    return failed(fail(ErrorCode::ImageNotFound, format!("image {:?} is not available: {msg}", spec.image)), stats, None);
-                }
-            },
-            _ = cancel.cancelled() => return AttemptEnd::Aborted,
-        };
+        let pulled = self.pull(run).await;
         stats.pull_ms = ms_since(t);
-        let digest = Some(digest);
-
-        // Bind mode stages the inputs before the container exists and binds them in.
-        let t_inputs = Instant::now();
-        let bound = if self.settings.files == FilesMode::Bind {
-            match staging::stage_inputs_bind(storage.as_ref(), job, scratch).await {
-                Ok(dirs) => {
-                    stats.inputs_ms = ms_since(t_inputs);
-                    Some(dirs)
-                }
-                Err(msg) => return failed(fail(ErrorCode::InputFetchFailed, msg), stats, digest),
-            }
-        } else {
-            None
+        *digest = Some(pulled?);
+        let transfer = Transfer {
+            docker: &self.docker,
+            storage: run.storage.as_ref(),
+            job: run.job,
+            attempt: run.attempt,
+            scratch: run.scratch,
+            container: run.name,
+            max_output_bytes: self.settings.max_output_bytes,
         };
-        let mut body = container::body(
-            job,
-            attempt,
-            &self.settings.worker_id,
-            &self.settings.limits,
-            gpus,
-            self.settings.gpu.as_ref(),
-        );
-        if let (Some((inp, out)), Some(host)) = (&bound, body.host_config.as_mut()) {
-            host.binds.get_or_insert_with(Vec::new).extend([
-                format!("{}:/inputs:ro", inp.display()),
-                format!("{}:/outputs:rw", out.display()),
-            ]);
+        let t = Instant::now();
+        let binds = files
+            .before_create(&transfer)
+            .await
+            .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
+        stats.inputs_ms = ms_since(t);
+        self.create(run, binds).await?;
+        let t = Instant::now();
+        tokio::select! {
+            r = files.before_start(&transfer) => r.map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?,
+            _ = run.cancel.cancelled() => return Err(Stop::Aborted),
         }
-        // A Docker refusal that is about GPUs (no runtime, no device, no driver) is GPU_UNAVAILABLE.
-        let refused = |what: &str, msg: String| {
-            let code = if !gpus.is_empty() && gpu::is_gpu_error(&msg) {
-                ErrorCode::GpuUnavailable
-            } else {
-                ErrorCode::ContainerFailed
-            };
-            fail(code, format!("{what}: {msg}"))
-        };
-        let created = {
-            let _permit = self.create_permits.acquire().await;
-            self.create(name, body).await
-        };
-        if let Err(e) = created {
-            return failed(refused("creating the container failed", e), stats, digest);
-        }
-
-        let staged = if bound.is_some() {
-            Ok(())
-        } else {
-            let t = Instant::now();
-            let r = tokio::select! {
-                r = staging::upload_inputs(&self.docker, name, storage.as_ref(), job, scratch) => r,
-                _ = cancel.cancelled() => return AttemptEnd::Aborted,
-            };
-            stats.inputs_ms = ms_since(t);
-            r
-        };
-        if let Err(msg) = staged {
-            return failed(fail(ErrorCode::InputFetchFailed, msg), stats, digest);
-        }
-
-        let t_run = Instant::now();
-        let started = {
-            let _permit = self.create_permits.acquire().await;
-            self.docker.start_container(name, None).await
-        };
-        if let Err(e) = started {
-            return failed(
-                refused("the container did not start", daemon_message(&e)),
-                stats,
-                digest,
-            );
-        }
+        stats.inputs_ms += ms_since(t);
+        let t = Instant::now();
+        self.start(run).await?;
         let logs = LogCollector::spawn(
             self.docker.clone(),
-            name.to_string(),
-            storage.clone(),
-            scratch,
+            run.name.to_string(),
+            run.storage.clone(),
+            run.scratch,
             (
-                paths::log(&job.id, attempt, "stdout"),
-                paths::log(&job.id, attempt, "stderr"),
+                paths::log(&run.job.id, run.attempt, "stdout"),
+                paths::log(&run.job.id, run.attempt, "stderr"),
             ),
             self.settings.max_log_bytes,
         );
-        let sampler = StatsSampler::spawn(self.docker.clone(), name.to_string());
+        let sampler = StatsSampler::spawn(self.docker.clone(), run.name.to_string());
+        let Some(exit) = self.wait(run).await else {
+            logs.abort();
+            sampler.finish();
+            return Err(Stop::Aborted);
+        };
+        stats.run_ms = ms_since(t);
+        let usage = sampler.finish();
+        stats.max_memory_bytes = usage.max_memory_bytes;
+        stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
+        let t = Instant::now();
+        let collected = self.collect(files, &transfer, logs).await;
+        stats.outputs_ms = ms_since(t);
+        Ok(judge(exit, collected, run.job))
+    }
 
-        let limit = Duration::from_secs(spec.parameters.max_duration_secs);
-        let mut wait = self.docker.wait_container(name, None);
-        enum Exit {
-            Code(i64),
-            Timeout,
-            Broken(String),
+    /// Makes sure the image is allowed and present; returns its id.
+    async fn pull(&self, run: &Run<'_>) -> Result<String, Stop> {
+        let image = &run.job.spec.image;
+        if !self.settings.images.allows(image) {
+            return Err(Stop::with(
+                ErrorCode::ImageNotAllowed,
+                format!("image {image:?} is not on this worker's allow-list (DCC_IMAGE_ALLOW)"),
+            ));
         }
+        let limit = self.settings.pull_timeout;
+        let pulled = tokio::select! {
+            r = tokio::time::timeout(limit, docker::ensure_image(&self.docker, image)) => r,
+            _ = run.cancel.cancelled() => return Err(Stop::Aborted),
+        };
+        match pulled {
+            Ok(Ok((id, _))) => Ok(id),
+            Ok(Err(msg)) => Err(Stop::with(
+                ErrorCode::ImageNotFound,
+                format!("image {image:?} is not available: {msg}"),
+            )),
+            Err(_) => Err(Stop::with(
+                ErrorCode::ImageNotFound,
+                format!(
+                    "image {image:?} is not available: the pull did not finish within {} s (DCC_PULL_TIMEOUT_SECS)",
+                    limit.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// A Docker refusal: `GPU_UNAVAILABLE` when it is about GPUs (no runtime, no device, no
+    /// driver), `CONTAINER_FAILED` otherwise.
+    fn refused(run: &Run<'_>, what: &str, msg: String) -> Stop {
+        let code = if !run.gpus.is_empty() && gpu::is_gpu_error(&msg) {
+            ErrorCode::GpuUnavailable
+        } else {
+            ErrorCode::ContainerFailed
+        };
+        Stop::with(code, format!("{what}: {msg}"))
+    }
+
+    /// Creates the container with the job's limits and the mode's `binds`. A same-named
+    /// leftover (a crash between create and remove) is removed and the create tried once more.
+    async fn create(&self, run: &Run<'_>, binds: Vec<String>) -> Result<(), Stop> {
+        let mut body = container::body(
+            run.job,
+            run.attempt,
+            &self.settings.worker_id,
+            &self.settings.limits,
+            run.gpus,
+            self.settings.gpu.as_ref(),
+        );
+        if let Some(host) = body.host_config.as_mut().filter(|_| !binds.is_empty()) {
+            host.binds.get_or_insert_with(Vec::new).extend(binds);
+        }
+        let _permit = self.create_permits.acquire().await;
+        let opts = CreateContainerOptionsBuilder::default().name(run.name).build();
+        for round in 0..2 {
+            match self.docker.create_container(Some(opts.clone()), body.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) if round == 0 => {
+                    docker::remove(&self.docker, run.name).await;
+                }
+                Err(e) => return Err(Self::refused(run, "creating the container failed", daemon_message(&e))),
+            }
+        }
+        Err(Self::refused(
+            run,
+            "creating the container failed",
+            "a container with the same name keeps coming back".into(),
+        ))
+    }
+
+    async fn start(&self, run: &Run<'_>) -> Result<(), Stop> {
+        let _permit = self.create_permits.acquire().await;
+        self.docker
+            .start_container(run.name, None)
+            .await
+            .map_err(|e| Self::refused(run, "the container did not start", daemon_message(&e)))
+    }
+
+    /// Waits for the container to exit, killing it at the job's deadline; `None` when the
+    /// attempt was stopped from outside (the container is killed too).
+    async fn wait(&self, run: &Run<'_>) -> Option<Exit> {
+        let limit = Duration::from_secs(run.job.spec.parameters.max_duration_secs);
+        let mut wait = self.docker.wait_container(run.name, None);
         let exit = tokio::select! {
             r = tokio::time::timeout(limit, wait.next()) => match r {
                 Ok(Some(Ok(resp))) => Exit::Code(resp.status_code),
@@ -286,139 +361,33 @@ impl Executor {
                 Ok(None) => Exit::Broken("the wait stream ended without a status".into()),
                 Err(_) => Exit::Timeout,
             },
-            _ = cancel.cancelled() => {
-                self.kill(name).await;
-                logs.abort();
-                sampler.finish();
-                return AttemptEnd::Aborted;
+            _ = run.cancel.cancelled() => {
+                self.kill(run.name).await;
+                return None;
             }
         };
         if matches!(exit, Exit::Timeout) {
-            self.kill(name).await;
+            self.kill(run.name).await;
         }
-        stats.run_ms = ms_since(t_run);
-        let usage = sampler.finish();
-        stats.max_memory_bytes = usage.max_memory_bytes;
-        stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
-
-        // Logs, outputs and the exit details are independent: fetch them at once.
-        let t = Instant::now();
-        let (inspect, logs_result, outputs) =
-            tokio::join!(self.docker.inspect_container(name, None), logs.finish(), async {
-                match &bound {
-                    Some((_, out)) => {
-                        staging::collect_outputs_bind(
-                            storage.as_ref(),
-                            job,
-                            attempt,
-                            out,
-                            self.settings.max_output_bytes,
-                        )
-                        .await
-                    }
-                    None => {
-                        staging::collect_outputs(
-                            &self.docker,
-                            name,
-                            storage.as_ref(),
-                            job,
-                            attempt,
-                            scratch,
-                            self.settings.max_output_bytes,
-                        )
-                        .await
-                    }
-                }
-            });
-        stats.outputs_ms = ms_since(t);
-        let oom = inspect
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false);
-
-        let (mut state, exit_code, mut error) = match exit {
-            Exit::Code(0) => (JobState::Succeeded, Some(0), None),
-            Exit::Code(c) if oom => (
-                JobState::Failed,
-                Some(c),
-                Some(fail(
-                    ErrorCode::NonzeroExit,
-                    format!(
-                        "the container ran out of memory (memoryMb {}) and was killed (exit code {c})",
-                        spec.parameters.memory_mb
-                    ),
-                )),
-            ),
-            Exit::Code(c) => (
-                JobState::Failed,
-                Some(c),
-                Some(fail(
-                    ErrorCode::NonzeroExit,
-                    format!("the command exited with code {c}"),
-                )),
-            ),
-            Exit::Timeout => (
-                JobState::TimedOut,
-                None,
-                Some(fail(
-                    ErrorCode::TimedOut,
-                    format!(
-                        "ran past maxDurationSecs ({} s); the container was killed",
-                        limit.as_secs()
-                    ),
-                )),
-            ),
-            Exit::Broken(msg) => (
-                JobState::Failed,
-                None,
-                Some(fail(
-                    ErrorCode::ContainerFailed,
-                    format!("lost track of the container: {msg}"),
-                )),
-            ),
-        };
-        // Never `succeeded` with missing outputs or logs.
-        let outputs = match (outputs, logs_result) {
-            (Ok(o), Ok(())) => o,
-            (Err(e), _) => {
-                state = JobState::Failed;
-                error = Some(fail(ErrorCode::OutputUploadFailed, e.0));
-                Vec::new()
-            }
-            (Ok(_), Err(e)) => {
-                state = JobState::Failed;
-                error = Some(fail(
-                    ErrorCode::OutputUploadFailed,
-                    format!("the logs could not be stored: {e}"),
-                ));
-                Vec::new()
-            }
-        };
-        AttemptEnd::Done(Outcome {
-            state,
-            exit_code,
-            error,
-            image_digest: digest,
-            stats,
-            outputs,
-        })
+        Some(exit)
     }
 
-    /// Creates the container; a same-named leftover (a crash between create and remove) is
-    /// removed and the create tried once more.
-    async fn create(&self, name: &str, body: bollard::models::ContainerCreateBody) -> Result<(), String> {
-        for round in 0..2 {
-            let opts = CreateContainerOptionsBuilder::default().name(name).build();
-            match self.docker.create_container(Some(opts), body.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) if round == 0 => {
-                    docker::remove(&self.docker, name).await;
-                }
-                Err(e) => return Err(daemon_message(&e)),
-            }
+    /// Logs, outputs and the exit details are independent: fetched at once.
+    async fn collect<F: Files>(&self, files: &F, t: &Transfer<'_>, logs: LogCollector) -> Collected {
+        let (inspect, logs, outputs) = tokio::join!(
+            self.docker.inspect_container(t.container, None),
+            logs.finish(),
+            files.collect(t)
+        );
+        Collected {
+            oom_killed: inspect
+                .ok()
+                .and_then(|c| c.state)
+                .and_then(|s| s.oom_killed)
+                .unwrap_or(false),
+            logs,
+            outputs,
         }
-        Err("a container with the same name keeps coming back".into())
     }
 
     async fn kill(&self, name: &str) {
@@ -426,5 +395,84 @@ impl Executor {
         if let Err(e) = self.docker.kill_container(name, Some(opts)).await {
             tracing::debug!(container = name, error = %daemon_message(&e), "kill");
         }
+    }
+}
+
+fn failed(error: JobError, stats: RunStats, digest: Option<String>) -> AttemptEnd {
+    AttemptEnd::Done(Outcome {
+        state: JobState::Failed,
+        exit_code: None,
+        error: Some(error),
+        image_digest: digest,
+        stats,
+        outputs: Vec::new(),
+    })
+}
+
+/// The attempt's state, exit code, error and outputs from how the container ended and what it
+/// left. Never `succeeded` with missing outputs or logs.
+fn judge(exit: Exit, c: Collected, job: &JobRecord) -> Verdict {
+    let (state, exit_code, error) = match exit {
+        Exit::Code(0) => (JobState::Succeeded, Some(0), None),
+        Exit::Code(code) if c.oom_killed => (
+            JobState::Failed,
+            Some(code),
+            Some(job_error(
+                ErrorCode::NonzeroExit,
+                format!(
+                    "the container ran out of memory (memoryMb {}) and was killed (exit code {code})",
+                    job.spec.parameters.memory_mb
+                ),
+            )),
+        ),
+        Exit::Code(code) => (
+            JobState::Failed,
+            Some(code),
+            Some(job_error(
+                ErrorCode::NonzeroExit,
+                format!("the command exited with code {code}"),
+            )),
+        ),
+        Exit::Timeout => (
+            JobState::TimedOut,
+            None,
+            Some(job_error(
+                ErrorCode::TimedOut,
+                format!(
+                    "ran past maxDurationSecs ({} s); the container was killed",
+                    job.spec.parameters.max_duration_secs
+                ),
+            )),
+        ),
+        Exit::Broken(msg) => (
+            JobState::Failed,
+            None,
+            Some(job_error(
+                ErrorCode::ContainerFailed,
+                format!("lost track of the container: {msg}"),
+            )),
+        ),
+    };
+    let (state, error, outputs) = match (c.outputs, c.logs) {
+        (Ok(outputs), Ok(())) => (state, error, outputs),
+        (Err(e), _) => (
+            JobState::Failed,
+            Some(job_error(ErrorCode::OutputUploadFailed, e.0)),
+            Vec::new(),
+        ),
+        (Ok(_), Err(e)) => (
+            JobState::Failed,
+            Some(job_error(
+                ErrorCode::OutputUploadFailed,
+                format!("the logs could not be stored: {e}"),
+            )),
+            Vec::new(),
+        ),
+    };
+    Verdict {
+        state,
+        exit_code,
+        error,
+        outputs,
     }
 }

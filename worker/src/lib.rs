@@ -1,30 +1,39 @@
 //! The DCC worker: claims jobs from Redis and runs each attempt as a fresh Docker container.
 //!
-//! # Layout
-//! - [`docker`]: the daemon connection, container labels, leftover cleanup, image pulls.
-//! - [`container`]: the container definition of a job (limits, network, labels).
-//! - [`staging`]: inputs into the container (one tar upload), outputs out of it (one tar download).
-//! - [`logs`]: stdout/stderr capture with periodic upload, and resource sampling.
-//! - [`executor`]: one attempt of one job, start to finish, container always removed.
-//! - [`gpu`]: GPU detection, pinning and the three ways of attaching GPUs.
-//! - [`health`]: the self-check behind `HEALTHY` / `UNHEALTHY`.
-//! - [`slots`]: CPU slot accounting.
-//! - [`worker`]: the claim loop, heartbeat (leases + health) and the cancel watch.
+//! A process embeds a worker through [`WorkerSettings::from_config`], [`Worker::start`],
+//! [`Worker::run`] and [`Shutdown`]; the rest is the worker's own business.
+//!
+//! # Layout (a job's path: `worker` claims → `attempt` → `executor` → `files`)
+//! - [`worker`]: the loops: claim, heartbeat (self-check, drain flag, leases, health key,
+//!   strays) and the job-event watch.
+//! - `attempt`: one attempt's life: book slots → run → record or hand back → clean up.
+//! - `executor`: one attempt in a container, step by step, container always removed.
+//! - `files`: how inputs and outputs move (`Files`, with the `copy` and `bind` modes).
+//! - `container`: the container definition of a job (limits, network, labels).
+//! - `docker`: the daemon connection, container labels, leftover cleanup, image pulls.
+//! - `logs`: stdout/stderr capture with periodic upload, and resource sampling.
+//! - `gpu`: GPU detection, pinning and the three ways of attaching GPUs.
+//! - `health`: the self-check behind `HEALTHY` / `UNHEALTHY`.
+//! - `slots`: CPU slot and memory accounting.
+//! - [`settings`]: the worker's part of the configuration.
 //! - [`shutdown`]: the two-step quiet → terminate shutdown.
 
-pub mod container;
-pub mod docker;
-pub mod executor;
-pub mod gpu;
-pub mod health;
-pub mod logs;
+mod attempt;
+mod container;
+mod docker;
+mod executor;
+mod files;
+mod gpu;
+mod health;
+mod logs;
+pub mod settings;
 pub mod shutdown;
-pub mod slots;
-pub mod staging;
+mod slots;
 pub mod worker;
 
+pub use settings::WorkerSettings;
 pub use shutdown::Shutdown;
-pub use worker::{Worker, WorkerSettings};
+pub use worker::Worker;
 
 /// Errors that stop a worker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +53,9 @@ pub enum WorkerError {
     /// Another live worker uses the same id.
     #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
     IdInUse(String),
+    /// A worker setting is unusable.
+    #[error("{0}")]
+    Config(String),
     /// `DCC_DOCKER_RUNTIME` names a runtime the daemon does not have.
     #[error(
         "DCC_DOCKER_RUNTIME={0:?} is not a runtime of this Docker daemon (it has: {1}); install and register it (e.g. `runsc install` then restart dockerd), or unset the variable"

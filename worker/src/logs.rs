@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
-use crate::staging::with_retry;
+use crate::files::with_retry;
 
 /// How often the logs so far are uploaded while the container runs.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use dcc_shared::storage::paths;
 
 use super::load;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::tenants::Principal;
 
@@ -90,13 +90,7 @@ pub async fn output(
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let job = load(&state, &who, &id).await?;
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("job {id} has no output named {name:?}"),
-        )
-    };
+    let not_found = || ApiError::new(Code::NotFound, format!("job {id} has no output named {name:?}"));
     if !job.outputs.iter().any(|o| o.name == name) {
         return Err(not_found());
     }

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::QueueName;
+use dcc_shared::queue::read::QueueDepth;
 use dcc_shared::workers::{Health, WorkerView};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 
 /// Depth of both queues.
@@ -18,20 +19,6 @@ pub struct Queues {
     pub cpu: QueueDepth,
     /// The `gpu` queue.
     pub gpu: QueueDepth,
-}
-
-/// Depth of one queue.
-#[derive(Default, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QueueDepth {
-    /// Standard jobs waiting (both priorities).
-    pub queued: u64,
-    /// Fast jobs waiting.
-    pub fast_queued: u64,
-    /// Jobs running now.
-    pub running: u64,
-    /// Age of the oldest waiting job (0 when none waits).
-    pub oldest_queued_age_ms: i64,
 }
 
 /// The live workers.
@@ -84,15 +71,9 @@ pub async fn queues(
         state.queue.tenant_depths(&who.tenant, now_ms()).await?
     };
     for (q, d) in depths {
-        let depth = QueueDepth {
-            queued: d.queued,
-            fast_queued: d.fast_queued,
-            running: d.running,
-            oldest_queued_age_ms: d.oldest_queued_age_ms,
-        };
         match q {
-            QueueName::Cpu => out.cpu = depth,
-            QueueName::Gpu => out.gpu = depth,
+            QueueName::Cpu => out.cpu = d,
+            QueueName::Gpu => out.gpu = d,
         }
     }
     Ok(Json(out))
@@ -136,11 +117,7 @@ pub async fn undrain(State(state): State<AppState>, Path(id): Path<String>) -> R
 }
 
 fn no_worker(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        format!("no live worker with id {id:?}"),
-    )
+    ApiError::new(Code::NotFound, format!("no live worker with id {id:?}"))
 }
 
 fn drain_answer(id: String, health: Health) -> Response {

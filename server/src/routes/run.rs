@@ -5,7 +5,6 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use base64::Engine;
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::spec::{Encoding, InputSource, SpecError};
@@ -14,7 +13,7 @@ use dcc_shared::storage::paths;
 use futures_util::TryStreamExt;
 
 use crate::availability;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::submit::{Staging, enqueue_staged, read_body, stage_declared};
 use crate::wait;
@@ -97,7 +96,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     enqueue_staged(&state, &who, &id, &valid.spec, staging, Lane::Fast).await?;
     let record = match wait::until_ended(&state, &id, state.config.max_wait, wait::IfStuck::Answer).await {
         Ok(r) => r,
-        Err(e) if e.code == "NO_WORKER" => {
+        Err(e) if e.code == Code::NoWorker => {
             // Nobody waits for its answer any more: it must not run later.
             withdraw(&state, &id).await;
             return Err(who.error(e));
@@ -154,8 +153,7 @@ async fn answer(state: &AppState, who: &crate::tenants::Principal, job: &JobReco
             .await?
             .ok_or_else(|| {
                 ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
+                    Code::Internal,
                     format!("output {} of fast job {} is missing", o.name, job.id),
                 )
             })?;

@@ -21,6 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::error::Code;
 use crate::state::AppState;
 use crate::tenants::Principal;
 
@@ -89,7 +90,7 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
         let messages: Vec<Value> = tokio::select! {
             msg = inbound.next() => match msg {
                 Some(Ok(Message::Text(text))) => command(&state, &mut follow, text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => vec![error(None, "INVALID_REQUEST", "send JSON text messages")],
+                Some(Ok(Message::Binary(_))) => vec![error(None, Code::InvalidRequest, "send JSON text messages")],
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => break,
             },
@@ -107,8 +108,8 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
     }
 }
 
-fn error(job: Option<&str>, code: &str, message: &str) -> Value {
-    let mut v = json!({"type": "error", "code": code, "message": message});
+fn error(job: Option<&str>, code: Code, message: &str) -> Value {
+    let mut v = json!({"type": "error", "code": code.as_str(), "message": message});
     if let Some(j) = job {
         v["jobId"] = json!(j);
     }
@@ -125,7 +126,7 @@ fn ids_of(v: &Value) -> Option<Vec<String>> {
 
 async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value> {
     let Ok(msg) = serde_json::from_str::<Value>(text) else {
-        return vec![error(None, "INVALID_JSON", "messages must be JSON")];
+        return vec![error(None, Code::InvalidJson, "messages must be JSON")];
     };
     let mut out = Vec::new();
     if let Some(ids) = msg.get("unsubscribe").and_then(ids_of) {
@@ -149,7 +150,7 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
             if follow.asked >= MAX_SUBSCRIPTIONS {
                 out.push(error(
                     Some(&id),
-                    "TOO_LARGE",
+                    Code::TooLarge,
                     "too many subscriptions on one connection",
                 ));
                 continue;
@@ -160,7 +161,7 @@ async fn command(state: &AppState, follow: &mut Follow, text: &str) -> Vec<Value
     } else if msg.get("unsubscribe").is_none() {
         out.push(error(
             None,
-            "INVALID_REQUEST",
+            Code::InvalidRequest,
             "send {\"subscribe\": [ids] | \"*\"} or {\"unsubscribe\": …}",
         ));
     }
@@ -172,7 +173,7 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
     // The same lookup as the HTTP routes: the caller's spelling, its own tenant's jobs only.
     let job = match super::load(state, &follow.who, id).await {
         Ok(job) => job,
-        Err(e) if e.code == "NOT_FOUND" => return vec![error(Some(id), "NOT_FOUND", "no such job")],
+        Err(e) if e.code == Code::NotFound => return vec![error(Some(id), Code::NotFound, "no such job")],
         Err(e) => return vec![error(Some(id), e.code, &e.message)],
     };
     let stored = job.id.to_string();

@@ -24,7 +24,8 @@
 -- ARGV[10]: the worker's total memory (MiB)
 -- ARGV[11]: most entries looked at per tenant list
 -- ARGV[12]: most tenants looked at per lane
--- Returns: {'claimed', id, attempt, slots, lane, memory_mb} | {'nofit', id} | {'empty'}
+-- Returns: {'claimed', id, attempt, slots, lane, memory_mb, field, value, ...} (the job's hash as
+-- it is after the claim: the worker needs no second read) | {'nofit', id} | {'empty'}
 -- (Loaded with lease_now.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
@@ -78,7 +79,9 @@ for i = 1, 3 do
       redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
       redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
         at = now, worker = ARGV[2]}))
-      return {'claimed', id, attempt, p[3], lanes[i], p[4]}
+      local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
+      for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
+      return reply
     end
   end
   if waiting then return {'nofit', waiting} end

@@ -1,13 +1,16 @@
-//! `queued` → `running`: a worker takes the next job of a queue together with a lease.
+//! `queued` → `running`: a worker takes the next job of a queue together with a lease and the
+//! job's record (one round trip).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
 
+use super::lease::Lease;
 use super::{Queue, ms};
 use crate::clock::Millis;
-use crate::job::{JobId, Lane, QueueName};
+use crate::job::{JobId, JobRecord, Lane, QueueName};
 use crate::{Error, Result};
 
 /// Queued entries a claim looks at per lane: jobs too large for the claiming worker are stepped
@@ -22,25 +25,28 @@ static CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("claim.lua"))));
 
 /// What a claim got.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Claim {
-    /// This worker now runs `attempt` of `job` and holds its lease.
-    Claimed {
-        /// The job.
-        job: JobId,
-        /// The attempt number, the fencing token of every later write.
-        attempt: u32,
-        /// Worker slots the job holds (GPUs, for the GPU queue).
-        slots: u32,
-        /// The lane it came from (fast jobs keep their files in Redis).
-        lane: Lane,
-        /// Memory (MiB) the job reserves on the worker while it runs.
-        memory_mb: u64,
-    },
+    /// This worker now runs the job and holds its lease.
+    Claimed(Box<Claimed>),
     /// The next job needs more slots than are free; wait for a running job to end.
     NoFit,
     /// Nothing to run.
     Empty,
+}
+
+/// A job a worker took: its lease, its record as the claim left it, and what it holds of the
+/// worker while it runs.
+#[derive(Debug)]
+pub struct Claimed {
+    /// The lease (the attempt number in it fences every later write).
+    pub lease: Lease,
+    /// The job, read in the same script as the claim.
+    pub record: JobRecord,
+    /// Worker slots the job holds (GPUs, for the GPU queue).
+    pub slots: u32,
+    /// Memory (MiB) the job reserves on the worker while it runs.
+    pub memory_mb: u64,
 }
 
 /// Who is claiming, and with how much room.
@@ -97,17 +103,27 @@ impl Queue {
             Some("claimed") => {
                 let id = s(1).unwrap_or_default();
                 let job = JobId::parse(&id).map_err(|why| Error::Corrupt { job: id.clone(), why })?;
-                let attempt = s(2).and_then(|a| a.parse().ok()).unwrap_or(1);
-                let slots = s(3).and_then(|a| a.parse().ok()).unwrap_or(1);
-                let lane = s(4).and_then(|l| Lane::parse(&l)).unwrap_or(Lane::Normal);
-                let memory_mb = s(5).and_then(|a| a.parse().ok()).unwrap_or(0);
-                Ok(Claim::Claimed {
+                let hash: HashMap<String, String> = (6..r.len())
+                    .step_by(2)
+                    .filter_map(|i| Some((s(i)?, s(i + 1)?)))
+                    .collect();
+                let record = JobRecord::from_hash(&job, hash)?.ok_or_else(|| Error::Corrupt {
+                    job: id.clone(),
+                    why: "claimed but unreadable".into(),
+                })?;
+                let lease = Lease {
+                    attempt: s(2).and_then(|a| a.parse().ok()).unwrap_or(1),
+                    lane: s(4).and_then(|l| Lane::parse(&l)).unwrap_or(Lane::Normal),
                     job,
-                    attempt,
-                    slots,
-                    lane,
-                    memory_mb,
-                })
+                    queue,
+                    worker: who.worker.to_string(),
+                };
+                Ok(Claim::Claimed(Box::new(Claimed {
+                    lease,
+                    record,
+                    slots: s(3).and_then(|a| a.parse().ok()).unwrap_or(1),
+                    memory_mb: s(5).and_then(|a| a.parse().ok()).unwrap_or(0),
+                })))
             }
             Some("nofit") => Ok(Claim::NoFit),
             _ => Ok(Claim::Empty),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::renew::Lease;
+use super::lease::Lease;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;

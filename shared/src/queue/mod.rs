@@ -4,13 +4,13 @@
 //!
 //! # Layout
 //! - [`enqueue`]: submit → `queued` (same-id rule included).
-//! - [`claim`]: `queued` → `running` with a lease.
-//! - [`renew`]: a heartbeat extends a held lease.
+//! - [`claim`]: `queued` → `running`, handing out a [`lease::Lease`] with the job's record.
+//! - [`lease`]: what a worker holds: renewed by its heartbeat, given back by `release` (a draining
+//!   or stopping worker hands a job back without using up an attempt).
 //! - [`finish`]: `running` → `succeeded | failed | timed_out`, fenced by the attempt.
 //! - [`cancel`]: `queued | running` → `cancelled`.
 //! - [`delete`]: every trace gone (the DELETE route and the retention sweep).
 //! - [`reap`]: expired leases → `queued` (attempt + 1) or `failed` (`WORKER_LOST`).
-//! - [`release`]: a draining worker hands a job back without using up an attempt.
 //! - [`drain`]: asking a worker (through Redis) to stop claiming.
 //! - [`rate`]: a tenant's submits per second (token bucket).
 //! - [`read`]: reads (job, listing, queue depths, due expiries); no state changes.
@@ -23,11 +23,10 @@ pub mod delete;
 pub mod drain;
 pub mod enqueue;
 pub mod finish;
+pub mod lease;
 pub mod rate;
 pub mod read;
 pub mod reap;
-pub mod release;
-pub mod renew;
 
 use std::time::Duration;
 

@@ -36,8 +36,9 @@ pub struct ListFilter {
     pub tenant: Option<String>,
 }
 
-/// Depths of one queue.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Depths of one queue (also the body of `GET /api/v1/queues`).
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct QueueDepth {
     /// Standard jobs waiting (high + normal).
     pub queued: u64,

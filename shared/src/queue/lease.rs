@@ -1,4 +1,7 @@
-//! Heartbeat: a worker extends the lease of an attempt it still holds.
+//! The lease: what a worker holds while it runs an attempt. [`Queue::claim`] hands one out
+//! (see [`super::claim`]); the worker renews it on every heartbeat, gives it back with
+//! [`Queue::release`] when it cannot finish, or ends it with [`Queue::finish`]. Every write a
+//! worker makes about a job is fenced by it: an attempt whose lease went elsewhere writes nothing.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -12,6 +15,8 @@ use crate::job::{JobId, Lane, QueueName};
 
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +43,7 @@ pub enum Renewed {
 }
 
 impl Queue {
-    /// Extends `lease` to `now + length`.
+    /// Extends `lease` to `now + length` (the heartbeat).
     pub async fn renew(&self, lease: &Lease, length: Duration, now: Millis) -> Result<Renewed> {
         let k = self.keys();
         let mut conn = self.conn().await?;
@@ -53,5 +58,27 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         Ok(if r == 1 { Renewed::Held } else { Renewed::Lost })
+    }
+
+    /// `running` → `queued` without using up an attempt: puts the job `lease` holds back at the
+    /// head of its lane (a drain ran out of time, the worker is stopping, the GPUs it needs were
+    /// taken). `false` when the lease was already lost.
+    pub async fn release(&self, lease: &Lease, now: Millis) -> Result<bool> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let r: i64 = RELEASE
+            .key(k.job(&lease.job))
+            .key(k.running(lease.queue))
+            .key(k.lane(lease.queue, Lane::Fast))
+            .key(k.lane(lease.queue, Lane::High))
+            .key(k.lane(lease.queue, Lane::Normal))
+            .arg(lease.job.as_str())
+            .arg(lease.attempt)
+            .arg(&lease.worker)
+            .arg(now)
+            .arg(k.events())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(r == 1)
     }
 }

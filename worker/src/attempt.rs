@@ -1,0 +1,208 @@
+//! One attempt's life on this worker, from the claim that handed it a lease to the moment its
+//! slots are free again: book what the job holds (CPU slots or specific GPUs, memory) → run it in
+//! a container → record the result, or hand the job back → remove what an unrecorded attempt
+//! wrote → free what it held.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use backon::Retryable;
+use dcc_shared::clock::now_ms;
+use dcc_shared::job::{JobRecord, Lane, QueueName};
+use dcc_shared::queue::claim::Claimed;
+use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::lease::Lease;
+use dcc_shared::storage::paths;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::AttemptEnd;
+use crate::shutdown::Shutdown;
+use crate::worker::{Running, Worker};
+
+/// What a running attempt holds of its worker.
+struct Held {
+    /// CPU slots (CPU queue) or the number of GPUs (GPU queue).
+    units: u32,
+    /// The specific GPUs it runs on.
+    gpu_ids: Vec<u32>,
+    /// Memory (MiB) reserved for it.
+    memory_mb: u32,
+}
+
+/// One attempt, owned by its own task.
+pub(crate) struct Attempt {
+    worker: Arc<Worker>,
+    lease: Lease,
+    record: JobRecord,
+    held: Held,
+    cancel: CancellationToken,
+}
+
+impl Attempt {
+    /// Books what the claimed job holds, and its lease, at once (so the next claim sees them),
+    /// then runs the attempt in its own task.
+    pub(crate) fn launch(worker: &Arc<Worker>, claimed: Claimed, shutdown: &Shutdown) {
+        let Claimed {
+            lease,
+            record,
+            slots: units,
+            memory_mb,
+        } = claimed;
+        let gpu_ids = match lease.queue {
+            // The claim checked that `units` GPUs are free, and only the claim loop takes them; a
+            // job must never run without the GPUs it asked for, so a miss hands it straight back.
+            QueueName::Gpu => match worker.gpus.take(units) {
+                Some(ids) => ids,
+                None => {
+                    let q = worker.queue.clone();
+                    tokio::spawn(async move { q.release(&lease, now_ms()).await });
+                    return;
+                }
+            },
+            QueueName::Cpu => {
+                worker.slots.take(units);
+                Vec::new()
+            }
+        };
+        let memory_mb = u32::try_from(memory_mb).unwrap_or(u32::MAX);
+        worker.memory.take(memory_mb);
+        let cancel = shutdown.terminate_token().child_token();
+        worker.running.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            lease.job.clone(),
+            Running {
+                lease: lease.clone(),
+                cancel: cancel.clone(),
+                renewed: std::time::Instant::now(),
+            },
+        );
+        worker.capacity_changed.notify_one();
+        let span = tracing::info_span!("job", job_id = %lease.job, attempt = lease.attempt, gpus = ?gpu_ids);
+        let attempt = Attempt {
+            worker: worker.clone(),
+            lease,
+            record,
+            held: Held {
+                units,
+                gpu_ids,
+                memory_mb,
+            },
+            cancel,
+        };
+        tokio::spawn(tracing::Instrument::instrument(attempt.live(), span));
+    }
+
+    /// Run, then record or hand back, then clean up and free what it held.
+    async fn live(self) {
+        self.run().await;
+        let w = &self.worker;
+        {
+            let mut running = w.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.remove(&self.lease.job);
+            if running.is_empty() {
+                w.idle_since.store(now_ms(), Ordering::Relaxed);
+            }
+        }
+        match self.lease.queue {
+            QueueName::Gpu => {
+                w.gpus.give(&self.held.gpu_ids);
+                // Room came back: let the claim loop look again.
+                w.slots.give(0);
+            }
+            QueueName::Cpu => w.slots.give(self.held.units),
+        }
+        w.memory.give(self.held.memory_mb);
+        w.ended.notify_waiters();
+        w.capacity_changed.notify_one();
+    }
+
+    async fn run(&self) {
+        if self.cancel.is_cancelled() || self.worker.is_draining() {
+            // Claimed while shutdown or a drain began: straight back to the queue.
+            self.hand_back().await;
+            return;
+        }
+        let spec = &self.record.spec;
+        tracing::info!(event = "JobClaimed", image = %spec.image, "running");
+        let end = self
+            .worker
+            .exec
+            .run(&self.record, self.lease.attempt, &self.held.gpu_ids, &self.cancel)
+            .await;
+        match end {
+            AttemptEnd::Done(outcome) => {
+                tracing::info!(
+                    event = "JobFinished",
+                    state = outcome.state.as_str(),
+                    exit_code = ?outcome.exit_code,
+                    error = ?outcome.error.as_ref().map(|e| &e.code),
+                    "finished"
+                );
+                if self.record(&outcome).await != Some(Finished::Recorded) {
+                    self.clean_abandoned().await;
+                }
+            }
+            AttemptEnd::Aborted => {
+                self.hand_back().await;
+                self.clean_abandoned().await;
+            }
+        }
+    }
+
+    /// Hands the job back without using up an attempt (stopped by shutdown or a drain while it
+    /// still held the lease). Cancelled, deleted or reaped jobs no longer hold it: a no-op.
+    async fn hand_back(&self) {
+        match self.worker.queue.release(&self.lease, now_ms()).await {
+            Ok(true) => tracing::info!(event = "JobReleased", "handed back to the queue"),
+            Ok(false) => tracing::info!(event = "JobAborted", "stopped from outside"),
+            Err(e) => tracing::warn!(error = %e, "could not hand the job back; its lease will expire"),
+        }
+    }
+
+    /// Records a result, retrying while Redis is unreachable: a result is not dropped because
+    /// Redis blinked. If the lease lapsed meanwhile, the finish is refused (fencing) and the job
+    /// has already gone back to the queue.
+    async fn record(&self, outcome: &Outcome) -> Option<Finished> {
+        let w = &self.worker;
+        let retention = w.settings.retention.of(self.lease.lane);
+        let finished = (|| w.queue.finish(&self.lease, outcome, retention, now_ms()))
+            .retry(dcc_shared::retry::until_reachable())
+            .when(|e| e.is_unavailable() && !self.cancel.is_cancelled())
+            .notify(|e, _| tracing::warn!(error = %e, "recording the result failed; retrying"))
+            .await;
+        match finished {
+            Ok(Finished::LeaseLost) => {
+                tracing::warn!(
+                    event = "LeaseLost",
+                    "result refused: this attempt no longer holds the job"
+                );
+                Some(Finished::LeaseLost)
+            }
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %e, "recording the result failed");
+                None
+            }
+        }
+    }
+
+    /// After an attempt that recorded nothing: remove the files it wrote, unless they are the
+    /// job's current ones (a cancelled attempt keeps its logs).
+    async fn clean_abandoned(&self) {
+        let (w, lease) = (&self.worker, &self.lease);
+        let prefix = match w.queue.get(&lease.job).await {
+            Ok(None) => paths::job(&lease.job),
+            Ok(Some(r)) if r.attempt != lease.attempt || r.worker.as_deref() != Some(&lease.worker) => {
+                paths::attempt(&lease.job, lease.attempt)
+            }
+            Ok(Some(_)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check an abandoned attempt");
+                return;
+            }
+        };
+        let storage = if lease.lane == Lane::Fast { &w.blobs } else { &w.storage };
+        if let Err(e) = storage.delete_prefix(&prefix).await {
+            tracing::warn!(error = %e, prefix, "could not remove an abandoned attempt's files");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Bind mode: the attempt's scratch folder holds `in/` (bound read-only at `/inputs`) and `out/`
+//! (bound read-write at `/outputs`). No archive calls, but the Docker daemon must see the
+//! worker's folders at the same paths.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use dcc_shared::job::OutputFile;
+use dcc_shared::job::spec::validate_input_name;
+
+use super::{Budget, Files, OutputError, Transfer, fetch_input, store_outputs};
+
+/// Files through bound host folders.
+pub struct BindFiles;
+
+impl Files for BindFiles {
+    async fn before_create(&self, t: &Transfer<'_>) -> Result<Vec<String>, String> {
+        let (inp, out) = stage_inputs(t).await?;
+        Ok(vec![
+            format!("{}:/inputs:ro", inp.display()),
+            format!("{}:/outputs:rw", out.display()),
+        ])
+    }
+
+    async fn before_start(&self, _: &Transfer<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn collect(&self, t: &Transfer<'_>) -> Result<Vec<OutputFile>, OutputError> {
+        let root = t.scratch.join("out");
+        let max = t.max_output_bytes;
+        let files = tokio::task::spawn_blocking(move || find_outputs(&root, max))
+            .await
+            .map_err(|e| OutputError(e.to_string()))??;
+        store_outputs(t, files).await
+    }
+}
+
+fn mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Writes the inputs under `scratch/in` (files 0444, folders 0555) and makes an empty, writable
+/// `scratch/out`; returns the two host folders to bind.
+async fn stage_inputs(t: &Transfer<'_>) -> Result<(PathBuf, PathBuf), String> {
+    let (inp, out) = (t.scratch.join("in"), t.scratch.join("out"));
+    let io = |e: std::io::Error| e.to_string();
+    tokio::fs::create_dir_all(&inp).await.map_err(io)?;
+    tokio::fs::create_dir_all(&out).await.map_err(io)?;
+    mode(&out, 0o777).map_err(io)?;
+    let mut dirs = BTreeSet::new();
+    for name in &t.job.spec.inputs {
+        let local = inp.join(name);
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+            dirs.extend(parent.ancestors().take_while(|p| *p != inp).map(Path::to_path_buf));
+        }
+        fetch_input(t.storage, t.job, name, &local).await?;
+        mode(&local, 0o444).map_err(io)?;
+    }
+    // Deepest folders first, so a parent is closed only after its children.
+    for d in dirs.iter().rev().chain(std::iter::once(&inp)) {
+        mode(d, 0o555).map_err(io)?;
+    }
+    Ok((inp, out))
+}
+
+/// The regular files the (stopped) container left under `root`, as (name, path, size), sorted.
+/// Symbolic links and special files are skipped and never followed (the container wrote this
+/// folder), as are names an input could not have.
+fn find_outputs(root: &Path, max_bytes: u64) -> Result<Vec<(String, PathBuf, u64)>, OutputError> {
+    let mut budget = Budget::new(max_bytes);
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|e| OutputError(format!("reading outputs: {e}")))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if validate_input_name(&rel).is_err() {
+            continue;
+        }
+        let size = entry
+            .metadata()
+            .map_err(|e| OutputError(format!("reading outputs: {e}")))?
+            .len();
+        budget.add(size)?;
+        found.push((rel, entry.into_path(), size));
+    }
+    found.sort();
+    Ok(found)
+}
