@@ -7,7 +7,7 @@ use dcc_scaler_lambda::policy::Policy;
 use dcc_scaler_lambda::simulate::{World, parse_trace, table};
 use dcc_scaler_lambda::{apply, observe, settings};
 use dcc_shared::clock::now_ms;
-use dcc_shared::config::Config;
+use dcc_shared::config::RedisConfig;
 use dcc_shared::queue::Queue;
 use serde_json::{Value, json};
 
@@ -51,9 +51,9 @@ enum Command {
 
 /// One pass over every configured group; returns one structured record.
 async fn pass() -> anyhow::Result<Value> {
-    let config = Config::from_env()?;
+    let redis = RedisConfig::from_env();
     let groups = settings::groups().map_err(anyhow::Error::msg)?;
-    let queue = Queue::new(&config.redis_url, &config.prefix)?;
+    let queue = Queue::new(&redis.url, &redis.prefix)?;
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let asg = aws_sdk_autoscaling::Client::new(&aws);
     let now = now_ms();

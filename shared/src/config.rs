@@ -209,6 +209,31 @@ impl Config {
     }
 }
 
+/// Where a process finds the queue: the only part of [`Config`] the scaler needs.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `DCC_REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// `DCC_REDIS_PREFIX`, default `dcc`.
+    pub prefix: String,
+}
+
+impl RedisConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads through `lookup`; unset or empty variables take the defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        RedisConfig {
+            url: get("DCC_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            prefix: get("DCC_REDIS_PREFIX").unwrap_or_else(|| "dcc".into()),
+        }
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self> {
@@ -225,6 +250,7 @@ impl Config {
 
     /// Reads configuration through `get` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let redis = RedisConfig::from_lookup(&lookup);
         // `raw` tells "set to empty" (meaning: none) from "unset" (meaning: the default).
         let raw = |k: &str| lookup(k).map(|v| v.trim().to_string());
         let get = |k: &str| raw(k).filter(|v| !v.is_empty());
@@ -297,8 +323,8 @@ impl Config {
             ),
         };
         Ok(Config {
-            redis_url: get("DCC_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            prefix: get("DCC_REDIS_PREFIX").unwrap_or_else(|| "dcc".into()),
+            redis_url: redis.url,
+            prefix: redis.prefix,
             storage: get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
             retention: match get("DCC_RETENTION") {
                 None => Duration::from_secs(7 * 24 * 3600),

@@ -36,48 +36,12 @@ impl Health {
     }
 }
 
-/// What a worker reports about itself on every beat.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkerInfo {
-    /// Its id.
-    pub id: String,
-    /// Its health.
-    pub health: Health,
-    /// CPU slots in all.
-    pub cpus: u32,
-    /// GPUs in all.
-    pub gpus: u32,
-    /// CPU slots free now.
-    pub free_cpu_slots: u32,
-    /// Memory (MiB) it gives to jobs (0: not reported, by a worker of an older version).
-    pub memory_mb: u64,
-    /// Memory (MiB) not reserved by running jobs.
-    pub free_memory_mb: u64,
-    /// GPUs free now.
-    pub free_gpus: u32,
-    /// Jobs running now.
-    pub running_jobs: u32,
-    /// When it last beat (ms).
-    pub last_seen: Millis,
-    /// When it started (ms).
-    pub started_at: Millis,
-    /// DCC version it runs.
-    pub version: String,
-    /// Random per process: tells a restarted worker from a second one using the same id.
-    pub instance: String,
-    /// Why it is unhealthy, if it is.
-    pub reason: String,
-    /// GPU models, when detection could tell.
-    pub gpu_models: Vec<String>,
-    /// Since when it has run nothing (ms); `None` while it runs jobs. The scaler drains workers
-    /// idle for long enough.
-    pub idle_since: Option<Millis>,
-}
-
-/// A worker as `GET /api/v1/workers` shows it (also the source of its OpenAPI schema).
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+/// What a worker reports about itself on every beat; also what `GET /api/v1/workers` shows of
+/// it (times as RFC 3339, the instance nonce left out).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkerView {
+#[schema(as = WorkerView)]
+pub struct WorkerInfo {
     /// The worker's id (`DCC_WORKER_ID`, else the host name).
     pub id: String,
     /// `HEALTHY`, `UNHEALTHY` or `DRAINING`.
@@ -88,7 +52,8 @@ pub struct WorkerView {
     pub gpus: u32,
     /// CPU slots free now.
     pub free_cpu_slots: u32,
-    /// Memory (MiB) it gives to jobs; each running job reserves its `memoryMb`.
+    /// Memory (MiB) it gives to jobs; each running job reserves its `memoryMb` (0: not
+    /// reported, by a worker of an older version).
     pub memory_mb: u64,
     /// Memory (MiB) not reserved by running jobs.
     pub free_memory_mb: u64,
@@ -96,42 +61,52 @@ pub struct WorkerView {
     pub free_gpus: u32,
     /// Jobs running now.
     pub running_jobs: u32,
-    /// Its last heartbeat (RFC 3339).
-    pub last_seen: String,
-    /// When it started (RFC 3339).
-    pub started_at: String,
+    /// Its last heartbeat.
+    #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String)]
+    pub last_seen: Millis,
+    /// When it started.
+    #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String)]
+    pub started_at: Millis,
     /// The DCC version it runs.
     pub version: String,
-    /// Why it is unhealthy, when it is.
-    pub reason: Option<String>,
+    /// Random per process: tells a restarted worker from a second one using the same id.
+    #[serde(skip)]
+    pub instance: String,
+    /// Why it is unhealthy, when it is (`null` otherwise).
+    #[serde(serialize_with = "empty_as_null")]
+    #[schema(value_type = Option<String>)]
+    pub reason: String,
     /// GPU models, when detection could tell.
     pub gpu_models: Vec<String>,
-    /// Since when it has run nothing; absent while it runs jobs.
-    pub idle_since: Option<String>,
+    /// Since when it has run nothing; `null` while it runs jobs. The scaler drains workers idle
+    /// for long enough.
+    #[serde(serialize_with = "opt_rfc3339")]
+    #[schema(value_type = Option<String>)]
+    pub idle_since: Option<Millis>,
+}
+
+fn as_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
+}
+
+fn opt_rfc3339<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+fn empty_as_null<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(v)
+    }
 }
 
 impl WorkerInfo {
-    /// The API view (`GET /api/v1/workers`).
-    pub fn view(&self) -> WorkerView {
-        WorkerView {
-            id: self.id.clone(),
-            health: self.health,
-            cpus: self.cpus,
-            gpus: self.gpus,
-            free_cpu_slots: self.free_cpu_slots,
-            memory_mb: self.memory_mb,
-            free_memory_mb: self.free_memory_mb,
-            free_gpus: self.free_gpus,
-            running_jobs: self.running_jobs,
-            last_seen: rfc3339(self.last_seen),
-            started_at: rfc3339(self.started_at),
-            version: self.version.clone(),
-            reason: (!self.reason.is_empty()).then(|| self.reason.clone()),
-            gpu_models: self.gpu_models.clone(),
-            idle_since: self.idle_since.map(rfc3339),
-        }
-    }
-
     fn from_hash(m: &HashMap<String, String>) -> Option<Self> {
         let n = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         let health = match m.get("health")?.as_str() {

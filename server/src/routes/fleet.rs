@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::QueueName;
 use dcc_shared::queue::read::QueueDepth;
-use dcc_shared::workers::{Health, WorkerView};
+use dcc_shared::workers::{Health, WorkerInfo};
 
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub struct Queues {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Workers {
     /// Every worker whose health key is fresh.
-    pub workers: Vec<WorkerView>,
+    pub workers: Vec<WorkerInfo>,
 }
 
 /// The answer to a drain request.
@@ -83,8 +83,9 @@ pub async fn queues(
 #[utoipa::path(get, path = "/api/v1/workers", tag = "fleet", operation_id = "workers", summary = "The live workers",
     responses((status = 200, description = "The live workers", body = Workers)))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, ApiError> {
-    let workers = state.queue.workers().await?.iter().map(|w| w.view()).collect();
-    Ok(Json(Workers { workers }))
+    Ok(Json(Workers {
+        workers: state.queue.workers().await?,
+    }))
 }
 
 /// `POST /api/v1/workers/{id}/drain`: the worker stops claiming, finishes what it runs and

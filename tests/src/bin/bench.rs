@@ -91,7 +91,7 @@ async fn main() {
     // (b) fast job round trip.
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
-        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
         .start()
         .await;
     let api = dcc.api();
@@ -115,7 +115,7 @@ async fn main() {
     // (b') the same with DCC_FILES_MODE=bind (no archive calls through dockerd).
     let bind_redis = Redis::start();
     let bind = Dcc::builder(Role::Server, &bind_redis)
-        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
         .env("DCC_FILES_MODE", "bind")
         .start()
         .await;
@@ -194,7 +194,7 @@ async fn main() {
     }
     let redis_rate = submits as f64 / t.elapsed().as_secs_f64();
     let server = Dcc::builder(Role::ApiOnly, &redis)
-        .env("DCC_LOG", "warn,dcc=info,dcc_worker::worker=info")
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
         .start()
         .await;
     let api = server.api();
