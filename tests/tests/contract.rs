@@ -495,7 +495,11 @@ async fn two_workers_share_the_jobs() {
     }
     assert_eq!(by_worker.len(), 2, "both workers ran jobs: {by_worker:?}");
     assert!(by_worker.contains_key(&w1.worker_id) && by_worker.contains_key(&w2.worker_id));
-    assert!(dcc_e2e::containers_of(&w1.worker_id).is_empty() && dcc_e2e::containers_of(&w2.worker_id).is_empty());
+    dcc_e2e::eventually(std::time::Duration::from_secs(5), "no container left", || async {
+        (dcc_e2e::containers_of(&w1.worker_id).is_empty() && dcc_e2e::containers_of(&w2.worker_id).is_empty())
+            .then_some(())
+    })
+    .await;
 }
 
 /// Every route the router registers is served (no "no route" 404, no 405) and documented in

@@ -42,7 +42,11 @@ async fn exit_codes_and_logs() {
     let id = logs["jobId"].as_str().unwrap();
     assert_eq!(api.log(id, "stdout").await, "line 1\nline 2\n\nline 4more\n");
     assert_eq!(api.log(id, "stderr").await, "oops\n");
-    assert!(containers_of(&dcc.worker_id).is_empty(), "a container was left behind");
+    // Removed right after the result is recorded (the client does not wait for it).
+    eventually(Duration::from_secs(5), "no container left behind", || async {
+        containers_of(&dcc.worker_id).is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -223,7 +227,10 @@ async fn timeout_kills_the_container() {
     assert_eq!(v["exitCode"], json!(null));
     assert!(v["stats"]["runMs"].as_u64().unwrap() < 10_000);
     assert_eq!(api.log(v["jobId"].as_str().unwrap(), "stdout").await, "started\n");
-    assert!(containers_of(&dcc.worker_id).is_empty());
+    eventually(Duration::from_secs(5), "the killed container to be removed", || async {
+        containers_of(&dcc.worker_id).is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! One attempt's life on this worker, from the claim that handed it a lease to the moment its
 //! slots are free again: book what the job holds (CPU slots or specific GPUs, memory) → run it in
 //! a container → record the result, or hand the job back → remove what an unrecorded attempt
-//! wrote → free what it held.
+//! wrote → remove its container → free what it held.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -123,11 +123,20 @@ impl Attempt {
         }
         let spec = &self.record.spec;
         tracing::info!(event = "JobClaimed", image = %spec.image, "running");
-        let end = self
-            .worker
-            .exec
+        let exec = &self.worker.exec;
+        let (end, leftovers) = exec
             .run(&self.record, self.lease.attempt, &self.held.gpu_ids, &self.cancel)
             .await;
+        self.conclude(end).await;
+        // After the result is out: nobody waits on Docker removing the container.
+        if let Some(left) = leftovers {
+            exec.clean_up(left).await;
+        }
+    }
+
+    /// Records the result, or hands the job back; removes the files of an attempt that counts
+    /// for nothing.
+    async fn conclude(&self, end: AttemptEnd) {
         match end {
             AttemptEnd::Done(outcome) => {
                 tracing::info!(

@@ -1,8 +1,9 @@
 //! One attempt of one job in a container: image → inputs → create → start → wait (deadline,
 //! cancel) → logs and outputs → result. Each step is a function that either hands the next one
 //! what it needs or stops the attempt ([`Stop`]); whatever happens, the container and the
-//! attempt's scratch folder are removed before [`Executor::run`] returns. How files move is the
-//! [`Files`] mode's business; this file only says when.
+//! attempt's scratch folder are handed back for [`Executor::clean_up`], which the attempt calls
+//! once its result is recorded. How files move is the [`Files`] mode's business; this file only
+//! says when.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +66,12 @@ pub struct Executor {
     settings: ExecSettings,
     /// Bounds concurrent container creations and starts (dockerd slows sharply past a few).
     create_permits: Semaphore,
+}
+
+/// What an attempt leaves on the worker until [`Executor::clean_up`].
+pub struct Leftovers {
+    container: String,
+    scratch: tempfile::TempDir,
 }
 
 /// Why an attempt stopped before it had a result of its own.
@@ -151,8 +158,16 @@ impl Executor {
         &self.docker
     }
 
-    /// Runs `attempt` of `job` on the `gpus` it holds; `cancel` stops it from outside.
-    pub async fn run(&self, job: &JobRecord, attempt: u32, gpus: &[u32], cancel: &CancellationToken) -> AttemptEnd {
+    /// Runs `attempt` of `job` on the `gpus` it holds; `cancel` stops it from outside. What the
+    /// attempt leaves (its container, its scratch folder) is for [`Executor::clean_up`] once the
+    /// result is recorded: the client need not wait for Docker to remove a container.
+    pub async fn run(
+        &self,
+        job: &JobRecord,
+        attempt: u32,
+        gpus: &[u32],
+        cancel: &CancellationToken,
+    ) -> (AttemptEnd, Option<Leftovers>) {
         let scratch = match tempfile::Builder::new()
             .prefix(&format!("dcc-{}-", job.id))
             .tempdir_in(&self.settings.tmp_dir)
@@ -160,7 +175,7 @@ impl Executor {
             Ok(d) => d,
             Err(e) => {
                 let e = job_error(ErrorCode::ContainerFailed, format!("worker scratch folder: {e}"));
-                return failed(e, RunStats::default(), None);
+                return (failed(e, RunStats::default(), None), None);
             }
         };
         let name = container::name(job, attempt);
@@ -181,10 +196,21 @@ impl Executor {
             FilesMode::Copy => self.run_with(&CopyFiles, &run).await,
             FilesMode::Bind => self.run_with(&BindFiles, &run).await,
         };
-        docker::remove(&self.docker, &name).await;
-        // Bind mode left read-only folders; open them so the scratch folder can be removed.
-        files::unlock(scratch.path());
-        end
+        (
+            end,
+            Some(Leftovers {
+                container: name,
+                scratch,
+            }),
+        )
+    }
+
+    /// Removes what an attempt left: its container (whatever state it is in) and its scratch
+    /// folder (bind mode left read-only folders: opened first).
+    pub async fn clean_up(&self, left: Leftovers) {
+        docker::remove(&self.docker, &left.container).await;
+        files::unlock(left.scratch.path());
+        drop(left.scratch);
     }
 
     async fn run_with<F: Files>(&self, files: &F, run: &Run<'_>) -> AttemptEnd {
@@ -231,7 +257,9 @@ impl Executor {
             .await
             .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
         stats.inputs_ms = ms_since(t);
+        let t = Instant::now();
         self.create(run, binds).await?;
+        stats.create_ms = ms_since(t);
         let t = Instant::now();
         tokio::select! {
             r = files.before_start(&transfer) => r.map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?,
@@ -240,6 +268,8 @@ impl Executor {
         stats.inputs_ms += ms_since(t);
         let t = Instant::now();
         self.start(run).await?;
+        stats.start_ms = ms_since(t);
+        let t = Instant::now();
         let logs = LogCollector::spawn(
             self.docker.clone(),
             run.name.to_string(),
@@ -262,7 +292,7 @@ impl Executor {
         stats.max_memory_bytes = usage.max_memory_bytes;
         stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
         let t = Instant::now();
-        let collected = self.collect(files, &transfer, logs).await;
+        let collected = self.collect(files, &transfer, logs, &exit).await;
         stats.outputs_ms = ms_since(t);
         Ok(judge(exit, collected, run.job))
     }
@@ -373,21 +403,29 @@ impl Executor {
     }
 
     /// Logs, outputs and the exit details are independent: fetched at once.
-    async fn collect<F: Files>(&self, files: &F, t: &Transfer<'_>, logs: LogCollector) -> Collected {
-        let (inspect, logs, outputs) = tokio::join!(
-            self.docker.inspect_container(t.container, None),
-            logs.finish(),
-            files.collect(t)
-        );
+    async fn collect<F: Files>(&self, files: &F, t: &Transfer<'_>, logs: LogCollector, exit: &Exit) -> Collected {
+        let (oom_killed, logs, outputs) =
+            tokio::join!(self.oom_killed(t.container, exit), logs.finish(), files.collect(t));
         Collected {
-            oom_killed: inspect
-                .ok()
-                .and_then(|c| c.state)
-                .and_then(|s| s.oom_killed)
-                .unwrap_or(false),
+            oom_killed,
             logs,
             outputs,
         }
+    }
+
+    /// Whether the kernel killed the container for memory: asked of Docker only when the exit
+    /// code could mean it (a clean exit cannot).
+    async fn oom_killed(&self, name: &str, exit: &Exit) -> bool {
+        if matches!(exit, Exit::Code(0) | Exit::Timeout) {
+            return false;
+        }
+        self.docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
     }
 
     async fn kill(&self, name: &str) {

@@ -18,6 +18,10 @@ use crate::files::with_retry;
 
 /// How often the logs so far are uploaded while the container runs.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// How long a container runs before its logs are followed and its stats sampled: most jobs of a
+/// fast queue end sooner, and each of these streams costs dockerd work per container. A job that
+/// ends within it is read once, at the end (its logs whole; its stats not at all).
+const WATCH_AFTER: Duration = Duration::from_millis(500);
 /// Appended once when a log reaches its cap.
 const CUT_NOTE: &[u8] = b"\n[dcc: log cut at DCC_MAX_LOG_BYTES]\n";
 
@@ -158,6 +162,7 @@ async fn follow(
     objects: (String, String),
     cap: u64,
 ) {
+    tokio::time::sleep(WATCH_AFTER).await;
     let (Ok(mut out), Ok(mut err)) = (
         Capture::new(paths.0.with_extension("live"), objects.0).await,
         Capture::new(paths.1.with_extension("live"), objects.1).await,
@@ -217,6 +222,7 @@ impl StatsSampler {
         let usage = Arc::new(std::sync::Mutex::new(Usage::default()));
         let u = usage.clone();
         let task = tokio::spawn(async move {
+            tokio::time::sleep(WATCH_AFTER).await;
             let opts = StatsOptionsBuilder::default().stream(true).build();
             let mut stats = docker.stats(&container, Some(opts));
             while let Some(Ok(s)) = stats.next().await {

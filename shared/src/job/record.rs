@@ -41,7 +41,13 @@ pub struct RunStats {
     pub inputs_ms: u64,
     /// Pulling the image (0 when it was present).
     pub pull_ms: u64,
-    /// Container start to exit.
+    /// Creating the container (Docker's create call).
+    #[serde(default)]
+    pub create_ms: u64,
+    /// Starting it (Docker's start call: namespaces, cgroups, the process).
+    #[serde(default)]
+    pub start_ms: u64,
+    /// Started to exited.
     pub run_ms: u64,
     /// Copying outputs and logs out to storage.
     pub outputs_ms: u64,

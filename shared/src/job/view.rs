@@ -109,7 +109,11 @@ pub struct StatsView {
     pub inputs_ms: u64,
     /// Pulling the image (0 when it was present).
     pub pull_ms: u64,
-    /// Container start to exit.
+    /// Creating the container.
+    pub create_ms: u64,
+    /// Starting the container.
+    pub start_ms: u64,
+    /// Started to exited.
     pub run_ms: u64,
     /// Copying outputs and logs out to storage.
     pub outputs_ms: u64,
@@ -140,6 +144,8 @@ impl JobRecord {
             queued_ms: self.started_ms.map(|st| (st - self.created_ms).max(0)),
             inputs_ms: s.inputs_ms,
             pull_ms: s.pull_ms,
+            create_ms: s.create_ms,
+            start_ms: s.start_ms,
             run_ms: s.run_ms,
             outputs_ms: s.outputs_ms,
             total_ms: self.finished_ms.map(|f| (f - self.created_ms).max(0)),
