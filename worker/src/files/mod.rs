@@ -155,15 +155,21 @@ fn too_large(max_bytes: u64) -> OutputError {
     ))
 }
 
-/// Makes every folder under `dir` writable again (bind mode closes the inputs read-only), so
-/// the scratch folder can be removed by a worker that is not root. Best effort.
+/// Makes every folder under `dir` writable again (bind mode closes the inputs read-only, and a
+/// container may leave folders closed), so the scratch folder can be removed by a worker that is
+/// not root. Each folder is opened up before it is read, which a walker that reads first cannot
+/// do. Best effort.
 pub fn unlock(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    for d in walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir())
-    {
-        let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755));
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        stack.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
     }
 }
