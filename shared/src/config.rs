@@ -177,8 +177,9 @@ pub struct Config {
     /// CPU-queue slots of the worker (`DCC_CPU_SLOTS`; default CPUs − GPUs, the GPUs' share of the
     /// host being left to GPU jobs).
     pub cpu_slots: Option<u32>,
-    /// How inputs and outputs reach containers: `copy` (tar through the Docker API, default) or
-    /// `bind` (a host folder bound in; faster, needs the worker on the Docker host)
+    /// How inputs and outputs reach containers: `auto` (default: `bind` when the Docker daemon
+    /// sees the worker's scratch folder, `copy` otherwise), `copy` (tar through the Docker API)
+    /// or `bind` (a host folder bound in; needs the worker on the Docker host)
     /// (`DCC_FILES_MODE`).
     pub files_mode: String,
 }
@@ -419,7 +420,7 @@ impl Config {
                 Some(v) => Some(v),
                 None => Some("/usr/local/nvidia/lib64".into()),
             },
-            files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "copy".into()),
+            files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
             cpu_slots: match get("DCC_CPU_SLOTS") {
                 None => None,
                 Some(v) => Some(

@@ -85,6 +85,11 @@ pub struct WorkerInfo {
     #[serde(serialize_with = "opt_rfc3339")]
     #[schema(value_type = Option<String>)]
     pub idle_since: Option<Millis>,
+    /// How the worker moves job files: `bind` (host folders bound in) or `copy` (through the
+    /// Docker API); null for a worker of an older version.
+    #[serde(serialize_with = "empty_as_null")]
+    #[schema(value_type = Option<String>)]
+    pub files_mode: String,
 }
 
 fn as_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -137,6 +142,7 @@ impl WorkerInfo {
                 .get("gpu_models")
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default(),
+            files_mode: m.get("files_mode").cloned().unwrap_or_default(),
         })
     }
 }
@@ -165,6 +171,7 @@ impl Queue {
             ("reason", w.reason.clone()),
             ("gpu_models", serde_json::to_string(&w.gpu_models).unwrap_or_default()),
             ("idle_since", w.idle_since.unwrap_or(0).to_string()),
+            ("files_mode", w.files_mode.clone()),
         ];
         redis::pipe()
             .atomic()
@@ -360,6 +367,7 @@ mod tests {
             reason: String::new(),
             gpu_models: Vec::new(),
             idle_since: None,
+            files_mode: String::new(),
         }
     }
 

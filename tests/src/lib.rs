@@ -72,6 +72,28 @@ pub fn ensure_image() {
     });
 }
 
+/// The test image with `USER 1000` (a job that does not run as root), built once per test
+/// binary; returns its name.
+pub fn user_image() -> &'static str {
+    const NAME: &str = "dcc-busybox-user:latest";
+    static ONCE: Once = Once::new();
+    ensure_image();
+    ONCE.call_once(|| {
+        let mut child = Command::new("docker")
+            .args(["build", "-q", "-t", NAME, "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker runs");
+        let dockerfile = format!("FROM {IMAGE}\nUSER 1000\n");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), dockerfile.as_bytes())
+            .expect("Dockerfile written");
+        assert!(child.wait().expect("docker build").success(), "building {NAME} failed");
+    });
+    NAME
+}
+
 /// Polls `cond` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut cond: F) -> T
 where
@@ -265,6 +287,8 @@ pub struct DccBuilder {
     worker_id: Option<String>,
     /// Ready once the API listens, without waiting for the in-process worker.
     listening_only: bool,
+    /// A command line `dcc` runs under (the program and its arguments come after it).
+    wrapper: Vec<String>,
 }
 
 impl Dcc {
@@ -276,6 +300,7 @@ impl Dcc {
             storage: None,
             worker_id: None,
             listening_only: false,
+            wrapper: Vec::new(),
         }
     }
 
@@ -363,6 +388,13 @@ impl DccBuilder {
         self
     }
 
+    /// Runs `dcc` under this command line (e.g. `unshare …`), which gets the program and its
+    /// arguments after its own.
+    pub fn wrapped(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// Counts the process as started once its API listens, before its in-process worker has
     /// registered (which needs Redis).
     pub fn listening_only(mut self) -> Self {
@@ -394,7 +426,14 @@ impl DccBuilder {
         let port = free_port();
         let worker_id = self.worker_id.clone().unwrap_or_else(|| random_name("t-"));
         let log = dir.path().join("dcc.log");
-        let mut cmd = Command::new(dcc_bin());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(dcc_bin());
+                c
+            }
+            None => Command::new(dcc_bin()),
+        };
         cmd.arg(if self.role == Role::Worker { "worker" } else { "server" })
             .env("DCC_LISTEN", format!("127.0.0.1:{port}"))
             .env("DCC_WORKER_ID", &worker_id)
@@ -410,10 +449,10 @@ impl DccBuilder {
         for (k, v) in storage.env() {
             cmd.env(k, v);
         }
-        // `DCC_TEST_FILES_MODE=bind` runs the same tests with inputs/outputs bound in.
-        if let Ok(mode) = std::env::var("DCC_TEST_FILES_MODE") {
-            cmd.env("DCC_FILES_MODE", mode);
-        }
+        // Copy mode unless `DCC_TEST_FILES_MODE=bind` runs the same tests with inputs/outputs
+        // bound in (or a test asks for a mode).
+        let mode = std::env::var("DCC_TEST_FILES_MODE").unwrap_or_else(|_| "copy".into());
+        cmd.env("DCC_FILES_MODE", mode);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -502,3 +502,48 @@ async fn symbolic_links_in_outputs_are_skipped_not_followed() {
         .collect();
     assert_eq!(names, vec!["real"]);
 }
+
+/// A job without inputs, as root and as another user: in copy mode the root job's folders are a
+/// volume and a read-only tmpfs (no upload), the other user's are uploaded; in bind mode both are
+/// bound. Either way `/inputs` is empty and read-only, `/outputs` writable, and exactly what was
+/// left there comes back.
+#[tokio::test]
+async fn folders_of_jobs_without_inputs_as_root_and_as_another_user() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    for (image, uid) in [(IMAGE, "0"), (dcc_e2e::user_image(), "1000")] {
+        let script = "id -u; ls -A /inputs | wc -l; touch /inputs/x 2>/dev/null && echo inputs-writable; \
+                      echo out > /outputs/a.txt; mkdir /outputs/d && echo deep > /outputs/d/b.txt";
+        let v = api.run(json!({"image": image, "command": ["sh", "-c", script]})).await;
+        assert_eq!(v["status"], "succeeded", "{image}: {v}");
+        let id = v["jobId"].as_str().unwrap();
+        let out = api.log(id, "stdout").await;
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            vec![uid, "0"],
+            "{image}: {out}"
+        );
+        let mut names: Vec<&str> = v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["a.txt", "d/b.txt"], "{image}");
+        let (s, a) = api.get_bytes(&format!("/api/v1/jobs/{id}/outputs/a.txt")).await;
+        assert_eq!((s, a.as_slice()), (200, b"out\n".as_slice()), "{image}");
+
+        // Nothing written, or written and removed again: nothing comes back.
+        for script in ["touch /tmp/t; ls /outputs", "echo x > /outputs/t; rm /outputs/t"] {
+            let v = api.run(json!({"image": image, "command": ["sh", "-c", script]})).await;
+            assert_eq!(v["status"], "succeeded", "{image} {script}: {v}");
+            assert_eq!(v["outputs"], json!([]), "{image} {script}");
+        }
+    }
+    eventually(Duration::from_secs(5), "no container left behind", || async {
+        containers_of(&dcc.worker_id).is_empty().then_some(())
+    })
+    .await;
+}

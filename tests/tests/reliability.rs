@@ -736,3 +736,60 @@ async fn a_host_with_a_fast_clock_cannot_reap_other_workers_leases() {
         "{v}"
     );
 }
+
+/// `DCC_FILES_MODE=auto` (the default) picks bind mode when the Docker daemon sees the worker's
+/// scratch folder at the same path, and copy mode when it does not: here a worker that sees its
+/// own tmpfs over the folder (its own mount namespace), as a worker in a container of its own
+/// would. Jobs with inputs and outputs run either way, and the workers view says which mode.
+#[tokio::test]
+async fn auto_files_mode_binds_only_where_the_daemon_sees_the_scratch_folder() {
+    let redis = Redis::start();
+    let job = json!({
+        "image": dcc_e2e::IMAGE,
+        "command": ["sh", "-c", "cat /inputs/in.txt > /outputs/out.txt"],
+        "inputs": [{"name": "in.txt", "value": "through\n"}],
+    });
+    let apart = tempfile::tempdir().expect("temp dir");
+    // Mount, then run dcc ("$0" and its arguments) in the new namespace.
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs tmpfs \"$DCC_TMP_DIR\" && exec \"$0\" \"$@\"",
+    ];
+    for (dcc, expected) in [
+        (Dcc::builder(Role::Server, &redis).env("DCC_FILES_MODE", "auto"), "bind"),
+        (
+            Dcc::builder(Role::Server, &redis)
+                .env("DCC_FILES_MODE", "auto")
+                .env("DCC_TMP_DIR", apart.path().display())
+                .wrapped(&unshare),
+            "copy",
+        ),
+    ] {
+        let dcc = dcc.start().await;
+        let api = dcc.api();
+        let workers = api.get("/api/v1/workers").await;
+        let me = workers.body["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == dcc.worker_id.as_str())
+            .cloned()
+            .expect("the worker is listed");
+        assert_eq!(me["filesMode"], expected, "{me}");
+        let v = api.run(job.clone()).await;
+        assert_eq!(v["status"], "succeeded", "{expected}: {v}");
+        let id = v["jobId"].as_str().unwrap();
+        let (s, out) = api.get_bytes(&format!("/api/v1/jobs/{id}/outputs/out.txt")).await;
+        assert_eq!((s, out.as_slice()), (200, b"through\n".as_slice()), "{expected}");
+        // Nor the probe's container or the job's.
+        eventually(Duration::from_secs(5), "no container left behind", || async {
+            containers_of(&dcc.worker_id).is_empty().then_some(())
+        })
+        .await;
+    }
+}

@@ -15,7 +15,7 @@ use dcc_shared::queue::lease::Lease;
 use dcc_shared::storage::paths;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::AttemptEnd;
+use crate::executor::{AttemptEnd, Leftovers};
 use crate::shutdown::Shutdown;
 use crate::worker::{Running, Worker};
 
@@ -91,9 +91,23 @@ impl Attempt {
         tokio::spawn(tracing::Instrument::instrument(attempt.live(), span));
     }
 
-    /// Run, then record or hand back, then clean up and free what it held.
+    /// Run, then record or hand back, then free what it held and clean up. What it held is free
+    /// before its container is removed (the container has exited: it uses no CPU, memory or GPU
+    /// any more), so the next job starts while Docker removes this one; a bounded number of
+    /// removals may trail their jobs, past which the slots wait for one of them.
     async fn live(self) {
-        self.run().await;
+        let leftovers = self.run().await;
+        let w = &self.worker;
+        let trailing = w.exec.trail_clean_up().await;
+        self.free();
+        if let Some(left) = leftovers {
+            w.exec.clean_up(left).await;
+        }
+        drop(trailing);
+    }
+
+    /// Gives back what the attempt held and wakes the claim loop (and a drain waiting for it).
+    fn free(&self) {
         let w = &self.worker;
         {
             let mut running = w.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,11 +129,12 @@ impl Attempt {
         w.capacity_changed.notify_one();
     }
 
-    async fn run(&self) {
+    /// Runs the attempt and records its result (or hands the job back); returns what it left.
+    async fn run(&self) -> Option<Leftovers> {
         if self.cancel.is_cancelled() || self.worker.is_draining() {
             // Claimed while shutdown or a drain began: straight back to the queue.
             self.hand_back().await;
-            return;
+            return None;
         }
         let spec = &self.record.spec;
         tracing::info!(event = "JobClaimed", image = %spec.image, "running");
@@ -128,10 +143,8 @@ impl Attempt {
             .run(&self.record, self.lease.attempt, &self.held.gpu_ids, &self.cancel)
             .await;
         self.conclude(end).await;
-        // After the result is out: nobody waits on Docker removing the container.
-        if let Some(left) = leftovers {
-            exec.clean_up(left).await;
-        }
+        // Removed after the result is out: nobody waits on Docker removing the container.
+        leftovers
     }
 
     /// Records the result, or hands the job back; removes the files of an attempt that counts

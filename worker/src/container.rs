@@ -7,6 +7,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use dcc_shared::job::JobRecord;
 
 use crate::docker::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
+use crate::files::Attach;
 use crate::gpu::{self, GpuSettings};
 
 /// Limits that come from the worker's configuration rather than the job.
@@ -80,5 +81,19 @@ pub fn body(
         open_stdin: Some(false),
         host_config: Some(host),
         ..Default::default()
+    }
+}
+
+/// Adds a files mode's mounts to a create body.
+pub fn attach(body: &mut ContainerCreateBody, a: Attach) {
+    if !a.volumes.is_empty() {
+        body.volumes.get_or_insert_with(Vec::new).extend(a.volumes);
+    }
+    let Some(host) = body.host_config.as_mut() else { return };
+    if !a.binds.is_empty() {
+        host.binds.get_or_insert_with(Vec::new).extend(a.binds);
+    }
+    if !a.tmpfs.is_empty() {
+        host.tmpfs.get_or_insert_with(HashMap::new).extend(a.tmpfs);
     }
 }

@@ -89,11 +89,35 @@ pub fn with_default_tag(image: &str) -> String {
     }
 }
 
-/// The image id (`sha256:…`), pulling the image first when it is not present.
-/// `Ok((id, pulled))`, or `Err(daemon message)` when the image cannot be had.
-pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(String, bool), String> {
+/// An image present on the daemon.
+#[derive(Debug)]
+pub struct Image {
+    /// `sha256:…`
+    pub id: String,
+    /// Whether its processes run as root (it names no other user).
+    pub as_root: bool,
+}
+
+impl From<bollard::models::ImageInspect> for Image {
+    fn from(img: bollard::models::ImageInspect) -> Self {
+        let user = img.config.and_then(|c| c.user).unwrap_or_default();
+        Image {
+            id: img.id.unwrap_or_default(),
+            as_root: is_root(&user),
+        }
+    }
+}
+
+/// Whether an image's `User` (`name`, `uid`, either with `:group`) is root.
+fn is_root(user: &str) -> bool {
+    matches!(user.split(':').next().unwrap_or(""), "" | "root" | "0")
+}
+
+/// The image, pulling it first when it is not present; `Err(daemon message)` when it cannot be
+/// had.
+pub async fn ensure_image(docker: &Docker, image: &str) -> Result<Image, String> {
     if let Ok(img) = docker.inspect_image(image).await {
-        return Ok((img.id.unwrap_or_default(), false));
+        return Ok(img.into());
     }
     let reference = with_default_tag(image);
     let opts = CreateImageOptionsBuilder::default().from_image(&reference).build();
@@ -109,7 +133,7 @@ pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(String, bool)
         }
     }
     match docker.inspect_image(&reference).await {
-        Ok(img) => Ok((img.id.unwrap_or_default(), true)),
+        Ok(img) => Ok(img.into()),
         Err(e) => Err(daemon_message(&e)),
     }
 }
@@ -132,5 +156,15 @@ mod tests {
         assert_eq!(with_default_tag("busybox:1.36"), "busybox:1.36");
         assert_eq!(with_default_tag("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(with_default_tag("x@sha256:abc"), "x@sha256:abc");
+    }
+
+    #[test]
+    fn root_users() {
+        for u in ["", "root", "0", "root:root", "0:1000"] {
+            assert!(is_root(u), "{u:?}");
+        }
+        for u in ["1000", "nobody", "1000:0", "rooty", "00"] {
+            assert!(!is_root(u), "{u:?}");
+        }
     }
 }

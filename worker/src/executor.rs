@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
-use crate::files::{self, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
+use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
 use crate::gpu::{self, GpuSettings};
 use crate::logs::{LogCollector, StatsSampler};
 
@@ -66,6 +66,10 @@ pub struct Executor {
     settings: ExecSettings,
     /// Bounds concurrent container creations and starts (dockerd slows sharply past a few).
     create_permits: Semaphore,
+    /// Bounds the clean-ups that may trail their attempts (see [`Executor::trail_clean_up`]).
+    trailing: Semaphore,
+    /// How many permits `trailing` has.
+    concurrency: u32,
 }
 
 /// What an attempt leaves on the worker until [`Executor::clean_up`].
@@ -150,7 +154,21 @@ impl Executor {
             blobs,
             settings,
             create_permits: Semaphore::new(concurrency),
+            trailing: Semaphore::new(concurrency),
+            concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
         }
+    }
+
+    /// A place for one clean-up that runs after its attempt freed its slots; waits while as many
+    /// as the Docker concurrency are pending, so a slow daemon slows claims down rather than
+    /// piling up exited containers. Held until the clean-up is done.
+    pub async fn trail_clean_up(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.trailing.acquire().await.ok()
+    }
+
+    /// Resolves once no clean-up is pending (at shutdown, so no container is left behind).
+    pub async fn clean_ups_done(&self) {
+        drop(self.trailing.acquire_many(self.concurrency).await);
     }
 
     /// The Docker connection.
@@ -193,7 +211,7 @@ impl Executor {
             },
         };
         let end = match self.settings.files {
-            FilesMode::Copy => self.run_with(&CopyFiles, &run).await,
+            FilesMode::Copy => self.run_with(&CopyFiles::default(), &run).await,
             FilesMode::Bind => self.run_with(&BindFiles, &run).await,
         };
         (
@@ -241,7 +259,8 @@ impl Executor {
         let t = Instant::now();
         let pulled = self.pull(run).await;
         stats.pull_ms = ms_since(t);
-        *digest = Some(pulled?);
+        let image = pulled?;
+        *digest = Some(image.id);
         let transfer = Transfer {
             docker: &self.docker,
             storage: run.storage.as_ref(),
@@ -250,15 +269,16 @@ impl Executor {
             scratch: run.scratch,
             container: run.name,
             max_output_bytes: self.settings.max_output_bytes,
+            as_root: image.as_root,
         };
         let t = Instant::now();
-        let binds = files
+        let attach = files
             .before_create(&transfer)
             .await
             .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
         stats.inputs_ms = ms_since(t);
         let t = Instant::now();
-        self.create(run, binds).await?;
+        self.create(run, attach).await?;
         stats.create_ms = ms_since(t);
         let t = Instant::now();
         tokio::select! {
@@ -297,8 +317,8 @@ impl Executor {
         Ok(judge(exit, collected, run.job))
     }
 
-    /// Makes sure the image is allowed and present; returns its id.
-    async fn pull(&self, run: &Run<'_>) -> Result<String, Stop> {
+    /// Makes sure the image is allowed and present.
+    async fn pull(&self, run: &Run<'_>) -> Result<docker::Image, Stop> {
         let image = &run.job.spec.image;
         if !self.settings.images.allows(image) {
             return Err(Stop::with(
@@ -312,7 +332,7 @@ impl Executor {
             _ = run.cancel.cancelled() => return Err(Stop::Aborted),
         };
         match pulled {
-            Ok(Ok((id, _))) => Ok(id),
+            Ok(Ok(image)) => Ok(image),
             Ok(Err(msg)) => Err(Stop::with(
                 ErrorCode::ImageNotFound,
                 format!("image {image:?} is not available: {msg}"),
@@ -338,9 +358,9 @@ impl Executor {
         Stop::with(code, format!("{what}: {msg}"))
     }
 
-    /// Creates the container with the job's limits and the mode's `binds`. A same-named
+    /// Creates the container with the job's limits and the mode's mounts. A same-named
     /// leftover (a crash between create and remove) is removed and the create tried once more.
-    async fn create(&self, run: &Run<'_>, binds: Vec<String>) -> Result<(), Stop> {
+    async fn create(&self, run: &Run<'_>, attach: Attach) -> Result<(), Stop> {
         let mut body = container::body(
             run.job,
             run.attempt,
@@ -349,9 +369,7 @@ impl Executor {
             run.gpus,
             self.settings.gpu.as_ref(),
         );
-        if let Some(host) = body.host_config.as_mut().filter(|_| !binds.is_empty()) {
-            host.binds.get_or_insert_with(Vec::new).extend(binds);
-        }
+        container::attach(&mut body, attach);
         let _permit = self.create_permits.acquire().await;
         let opts = CreateContainerOptionsBuilder::default().name(run.name).build();
         for round in 0..2 {

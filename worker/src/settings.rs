@@ -10,7 +10,7 @@ use dcc_shared::queue::reap::Retention;
 use crate::WorkerError;
 use crate::container::HostLimits;
 use crate::executor::ExecSettings;
-use crate::files::FilesMode;
+use crate::files::{FilesMode, FilesSetting};
 
 /// How a worker is set up.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct WorkerSettings {
     pub docker_concurrency: usize,
     /// Free-disk threshold of the health check, in percent (0: off).
     pub disk_min_free_percent: u64,
+    /// `DCC_FILES_MODE` as configured (`auto` is resolved at start into `exec.files`).
+    pub files: FilesSetting,
 }
 
 impl WorkerSettings {
@@ -79,12 +81,14 @@ impl WorkerSettings {
                 max_log_bytes: c.max_log_bytes,
                 tmp_dir: c.tmp_dir.clone(),
                 gpu: None,
-                files: FilesMode::parse(&c.files_mode).map_err(WorkerError::Config)?,
+                // Until the start resolves `files`.
+                files: FilesMode::Copy,
                 pull_timeout: c.pull_timeout,
                 images: c.limits.images.clone(),
             },
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,
+            files: FilesSetting::parse(&c.files_mode).map_err(WorkerError::Config)?,
         })
     }
 }

@@ -184,6 +184,10 @@ impl Worker {
             tracing::info!(removed, "removed leftover containers of a previous run");
         }
         settings.exec.tmp_dir = fresh_scratch(&settings.exec.tmp_dir, &settings.id).await?;
+        settings.exec.files = settings
+            .files
+            .resolve(&docker, &settings.exec.tmp_dir, &settings.id)
+            .await;
         check_runtime(&docker, settings.exec.limits.runtime.as_deref()).await?;
         let detected = attach_gpus(&docker, &mut settings).await?;
         let memory_mb = job_memory_mb(&docker, settings.memory_mb).await?;
@@ -222,7 +226,8 @@ impl Worker {
             instance: uuid::Uuid::new_v4().simple().to_string(),
         });
         w.queue.beat(&w.info(), w.settings.lease).await?;
-        tracing::info!(worker = %w.settings.id, cpu_slots, memory_mb, gpus = detected.count, "worker started");
+        let files = w.settings.exec.files.as_str();
+        tracing::info!(worker = %w.settings.id, cpu_slots, memory_mb, gpus = detected.count, files, "worker started");
         Ok(w)
     }
 
@@ -264,6 +269,7 @@ impl Worker {
             reason: self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             gpu_models: self.gpu_models.clone(),
             idle_since: (running == 0).then(|| self.idle_since.load(Ordering::Relaxed)),
+            files_mode: self.settings.exec.files.as_str().to_string(),
         }
     }
 
@@ -292,6 +298,7 @@ impl Worker {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+        self.exec.clean_ups_done().await;
         beat.abort();
         watch.abort();
         if let Err(e) = self.queue.unregister(&self.settings.id).await {

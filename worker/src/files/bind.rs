@@ -9,18 +9,21 @@ use std::path::{Path, PathBuf};
 use dcc_shared::job::OutputFile;
 use dcc_shared::job::spec::validate_input_name;
 
-use super::{Budget, Files, OutputError, Transfer, fetch_input, store_outputs};
+use super::{Attach, Budget, Files, OutputError, Transfer, fetch_input, store_outputs};
 
 /// Files through bound host folders.
 pub struct BindFiles;
 
 impl Files for BindFiles {
-    async fn before_create(&self, t: &Transfer<'_>) -> Result<Vec<String>, String> {
+    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, String> {
         let (inp, out) = stage_inputs(t).await?;
-        Ok(vec![
-            format!("{}:/inputs:ro", inp.display()),
-            format!("{}:/outputs:rw", out.display()),
-        ])
+        Ok(Attach {
+            binds: vec![
+                format!("{}:/inputs:ro", inp.display()),
+                format!("{}:/outputs:rw", out.display()),
+            ],
+            ..Attach::default()
+        })
     }
 
     async fn before_start(&self, _: &Transfer<'_>) -> Result<(), String> {

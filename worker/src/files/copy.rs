@@ -2,6 +2,10 @@
 //! archive call costs tens of ms in dockerd, so one each way, and none when there is nothing to
 //! move). Both pass through temp files in the attempt's scratch folder, never through memory
 //! whole.
+//!
+//! A root job without inputs needs no upload at all: `/outputs` is an anonymous volume (created
+//! with the container, root-owned 0755, removed with it) and `/inputs` an empty read-only tmpfs.
+//! A job of another user keeps the upload, which makes `/outputs` writable by anyone (0777).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,27 +18,52 @@ use dcc_shared::job::spec::validate_input_name;
 use futures_util::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Budget, Files, OutputError, Transfer, fetch_input, store_outputs, too_large};
+use super::{Attach, Budget, Files, OutputError, Transfer, fetch_input, store_outputs, too_large};
 use crate::docker::daemon_message;
 
 /// The modification time `/outputs` gets in the inputs archive (the epoch): still there after the
 /// run means nothing was written.
 const UNTOUCHED: &str = "1970-01-01T00:00:00";
 
-/// Files through the Docker API's archive calls.
-pub struct CopyFiles;
+/// Files through the Docker API's archive calls, for one attempt.
+#[derive(Default)]
+pub struct CopyFiles {
+    /// `/outputs`'s modification time before the start, when it is a volume: unchanged after
+    /// the run means nothing was written there.
+    baseline: std::sync::Mutex<Option<String>>,
+}
+
+/// Whether the attempt goes without an upload: no inputs, and a job that runs as root (the only
+/// user that can write into a fresh volume).
+fn without_upload(t: &Transfer<'_>) -> bool {
+    t.job.spec.inputs.is_empty() && t.as_root
+}
 
 impl Files for CopyFiles {
-    async fn before_create(&self, _: &Transfer<'_>) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, String> {
+        if !without_upload(t) {
+            return Ok(Attach::default());
+        }
+        Ok(Attach {
+            volumes: vec!["/outputs".to_string()],
+            tmpfs: vec![("/inputs".to_string(), "ro,size=64k".to_string())],
+            ..Attach::default()
+        })
     }
 
     async fn before_start(&self, t: &Transfer<'_>) -> Result<(), String> {
-        upload_inputs(t).await
+        if !without_upload(t) {
+            return upload_inputs(t).await;
+        }
+        // A stat (a few ms) instead of an upload (tens). Without it the outputs are downloaded.
+        if let Ok(Some(mtime)) = outputs_mtime(t).await {
+            *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = Some(mtime);
+        }
+        Ok(())
     }
 
     async fn collect(&self, t: &Transfer<'_>) -> Result<Vec<OutputFile>, OutputError> {
-        if !outputs_touched(t).await {
+        if !self.outputs_touched(t).await {
             return Ok(Vec::new());
         }
         let tar_path = t.scratch.join("outputs.tar");
@@ -122,15 +151,29 @@ fn build_inputs_tar(tar_path: &Path, files: &[(String, PathBuf)]) -> std::io::Re
     Ok(())
 }
 
-/// A stat of `/outputs` (a few ms, where a download costs tens): it went in empty with mtime 0,
-/// so an unchanged mtime (or no folder at all) means the job created, renamed or removed nothing
-/// there.
-async fn outputs_touched(t: &Transfer<'_>) -> bool {
+impl CopyFiles {
+    /// A stat of `/outputs` (a few ms, where a download costs tens): it went in empty, with mtime
+    /// 0 (uploaded) or the baseline's (a volume), so an unchanged mtime (or no folder at all)
+    /// means the job created, renamed or removed nothing there. In doubt: touched.
+    async fn outputs_touched(&self, t: &Transfer<'_>) -> bool {
+        let before = self.baseline.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (outputs_mtime(t).await, before) {
+            (Err(()), _) => true,
+            (Ok(None), _) => false,
+            (Ok(Some(after)), Some(before)) => after != before,
+            (Ok(Some(after)), None) => !after.starts_with(UNTOUCHED),
+        }
+    }
+}
+
+/// The modification time of the container's `/outputs`; `None` when there is no such folder.
+async fn outputs_mtime(t: &Transfer<'_>) -> Result<Option<String>, ()> {
     let opts = ContainerArchiveInfoOptionsBuilder::default().path("/outputs").build();
     match t.docker.get_container_archive_info(t.container, Some(opts)).await {
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
-        Ok(s) => !s.modification_time.as_deref().is_some_and(|m| m.starts_with(UNTOUCHED)),
-        Err(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        // A stat without a time proves nothing.
+        Ok(s) => s.modification_time.map(Some).ok_or(()),
+        Err(_) => Err(()),
     }
 }
 

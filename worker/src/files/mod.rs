@@ -6,10 +6,12 @@
 //!   writable folder bound at `/outputs` (no archive calls; the daemon must see the worker's
 //!   folders).
 //!
-//! Both store outputs the same way ([`store_outputs`]) and apply the same limits.
+//! Both store outputs the same way ([`store_outputs`]) and apply the same limits. `auto` (the
+//! default) picks bind mode when the daemon sees the worker's folders ([`probe`]).
 
 pub mod bind;
 pub mod copy;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +23,12 @@ use dcc_shared::storage::{Storage, StorageError, paths};
 
 pub use bind::BindFiles;
 pub use copy::CopyFiles;
+pub use probe::FilesSetting;
 
-/// How files reach the container (`DCC_FILES_MODE`).
+/// How files reach the container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilesMode {
-    /// [`CopyFiles`] (default: works with any daemon, local or remote).
+    /// [`CopyFiles`]: works with any daemon, local or remote.
     Copy,
     /// [`BindFiles`]: the worker must share its filesystem with the Docker daemon (worker on the
     /// Docker host, not in a container with other paths).
@@ -33,12 +36,11 @@ pub enum FilesMode {
 }
 
 impl FilesMode {
-    /// Parses `DCC_FILES_MODE`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "" | "copy" => Ok(FilesMode::Copy),
-            "bind" => Ok(FilesMode::Bind),
-            other => Err(format!("DCC_FILES_MODE={other:?}: use copy or bind")),
+    /// The configured spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilesMode::Copy => "copy",
+            FilesMode::Bind => "bind",
         }
     }
 }
@@ -59,6 +61,19 @@ pub struct Transfer<'a> {
     pub container: &'a str,
     /// Most bytes of outputs (`DCC_MAX_OUTPUT_BYTES`).
     pub max_output_bytes: u64,
+    /// Whether the job runs as root (the image names no other user; jobs cannot name one).
+    pub as_root: bool,
+}
+
+/// What a mode adds to the container's definition before it is created.
+#[derive(Debug, Default)]
+pub struct Attach {
+    /// Host folders bound in (`host:container:mode`).
+    pub binds: Vec<String>,
+    /// Anonymous volumes (container paths), removed with the container.
+    pub volumes: Vec<String>,
+    /// tmpfs mounts: container path and mount options.
+    pub tmpfs: Vec<(String, String)>,
 }
 
 /// Why collecting outputs failed.
@@ -68,8 +83,8 @@ pub struct OutputError(pub String);
 
 /// The points of an attempt where files move. Errors are sentences for the job's error message.
 pub trait Files: Send + Sync {
-    /// Before the container is created: returns the binds (`host:container:mode`) it needs.
-    fn before_create(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    /// Before the container is created: returns the mounts it needs.
+    fn before_create(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Attach, String>> + Send;
     /// After it is created, before it starts.
     fn before_start(&self, t: &Transfer<'_>) -> impl Future<Output = Result<(), String>> + Send;
     /// After it exited: stores the outputs and lists them.
