@@ -180,7 +180,7 @@ impl Core {
         let keys = crate::tenants::Keys::load(&self.config.api_keys, self.config.api_keys_file.clone())
             .map_err(anyhow::Error::msg)?;
         keys.spawn_reload();
-        Ok(AppState {
+        Ok(AppState::new(crate::state::Shared {
             queue: self.queue.clone(),
             storage: self.storage.clone(),
             blobs: self.blobs(),
@@ -191,7 +191,7 @@ impl Core {
             keys,
             waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
-        })
+        }))
     }
 
     /// Starts a worker on this process's Docker daemon.

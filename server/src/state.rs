@@ -10,9 +10,27 @@ use dcc_shared::storage::Storage;
 
 use crate::finished::EndedRecords;
 
-/// Shared by all handlers; cheap to clone.
+/// Shared by all handlers; one reference count to clone (axum clones the state for every
+/// middleware and handler of every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state around `shared`.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// Redis queue and records.
     pub queue: Queue,
     /// Job files.
@@ -36,7 +54,7 @@ pub struct AppState {
     pub ended: EndedRecords,
 }
 
-impl AppState {
+impl Shared {
     /// A permit to hold a request open, or 503 `BUSY` when this process holds its maximum.
     pub fn waiter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
         self.waiters

@@ -11,11 +11,15 @@
 //!     100 raw lifecycles at the same concurrency;
 //! (c) enqueue → claim latency of an idle worker (the job's `queuedMs`), and enqueue → container
 //!     start (Docker's own start event);
-//! (d) standard submits per second one server accepts, against raw Redis round trips per second;
+//! (d) standard submits per second one server accepts, against raw Redis round trips per second
+//!     and against the floor of any such server: an axum handler on the same stack (its own
+//!     process, a deadpool-redis pool) that parses the JSON body and makes one Redis script call
+//!     (store the body, push the id) per request, driven by the same client at the same
+//!     concurrency;
 //! (e) the cost of tenants: submits and job views per second through a tenant's key (key lookup,
 //!     rate and quota scripts, ownership checks) against the same server without keys.
 //!
-//! `BENCH_ONLY=e` runs (e) alone.
+//! `BENCH_ONLY=e` runs (e) alone, `BENCH_ONLY=d` (d) alone, `BENCH_ONLY=b` (a) and (b).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -40,17 +44,20 @@ fn line(name: &str, v: &mut [f64]) -> (f64, f64) {
     (p50, p99)
 }
 
-/// One raw lifecycle with the minimal body that gives a DCC job's isolation (its own network
-/// namespace with only `lo`).
-async fn raw_container(docker: &Docker) -> f64 {
-    let t = Instant::now();
-    let body = ContainerCreateBody {
+fn raw_body() -> ContainerCreateBody {
+    ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(vec!["true".into()]),
         network_disabled: Some(true),
         ..Default::default()
-    };
-    let c = docker.create_container(None, body).await.expect("create");
+    }
+}
+
+/// One raw lifecycle with the minimal body that gives a DCC job's isolation (its own network
+/// namespace with only `lo`).
+async fn raw_container(docker: &Docker) -> f64 {
+    let t = Instant::now();
+    let c = docker.create_container(None, raw_body()).await.expect("create");
     docker.start_container(&c.id, None).await.expect("start");
     let _ = docker.wait_container(&c.id, None).next().await;
     docker
@@ -65,6 +72,9 @@ async fn raw_container(docker: &Docker) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(port) = std::env::var("BENCH_FLOOR_SERVER") {
+        return floor_server(&port).await;
+    }
     let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let submits: usize = std::env::var("BENCH_SUBMITS")
         .ok()
@@ -79,18 +89,20 @@ async fn main() {
         .unwrap();
     println!("DCC benchmark: {n} samples per latency, {submits} submits at concurrency {concurrency}");
     println!();
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("e") {
-        tenants(submits, concurrency).await;
-        return;
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("e") => return tenants(submits, concurrency).await,
+        Ok("d") => return submit_rates(submits, concurrency).await,
+        _ => {}
     }
 
-    // (a) raw Docker.
+    // (a) raw Docker, also broken down into its calls.
     raw_container(&docker).await; // warm-up
     let mut raw: Vec<f64> = Vec::new();
     for _ in 0..n {
         raw.push(raw_container(&docker).await);
     }
     let (raw50, _) = line("(a) raw create+start+wait+remove (NetworkDisabled)", &mut raw);
+    raw_phases(&docker, n).await;
 
     // (b) one job at a time, both file modes, fast (`/api/v1/run`) and standard (`wait: true`).
     let redis = Redis::start();
@@ -133,13 +145,17 @@ async fn main() {
         format!("(a) {burst} raw lifecycles at concurrency {slots}, wall")
     );
     for (mode, a) in [("copy", &api), ("bind", &bind_api)] {
-        let wall = dcc_burst(a, burst).await;
+        let (wall, phases) = dcc_burst(a, burst).await;
         println!(
             "{:<58} {wall:>8.2} s   ratio {:.2} (target ≤ {})",
             format!("(b) {mode}: {burst} standard jobs, one worker with {slots} slots, wall"),
             wall / raw_wall,
             if mode == "bind" { "1.05" } else { "1.15" }
         );
+        println!("    phases (mean ms): {phases}");
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("b") {
+        return;
     }
     drop(bind);
 
@@ -175,7 +191,11 @@ async fn main() {
     line("    enqueue → container started (Docker start event)", &mut start);
     drop(dcc);
 
-    // (d) submit throughput against raw Redis round trips.
+    submit_rates(submits, concurrency).await;
+}
+
+/// (d) submit throughput against raw Redis round trips and the floor server.
+async fn submit_rates(submits: usize, concurrency: usize) {
     let redis = Redis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -220,15 +240,91 @@ async fn main() {
         t.await.unwrap();
     }
     let submit_rate = submits as f64 / t.elapsed().as_secs_f64();
+    let floor_rate = floor_rate(&redis, submits, concurrency).await;
     println!(
         "{:<58} {redis_rate:>8.0} ops/s",
         "(d) baseline: raw Redis SET round trips"
     );
     println!(
-        "{:<58} {submit_rate:>8.0} jobs/s   (ratio to Redis {:.2}; target ≥ 5000 jobs/s)",
+        "{:<58} {floor_rate:>8.0} req/s",
+        "    floor: axum + one Redis script call per request"
+    );
+    println!(
+        "{:<58} {submit_rate:>8.0} jobs/s   (ratio to the floor {:.2}, target ≥ 0.5; to Redis {:.2})",
         "    POST /api/v1/jobs accepted (no inputs)",
+        submit_rate / floor_rate,
         submit_rate / redis_rate
     );
+}
+
+/// The floor server's one script: store the body under a new id and queue the id.
+const FLOOR_SCRIPT: &str = "redis.call('HSET', KEYS[1], 'spec', ARGV[1]) \
+    redis.call('LPUSH', KEYS[2], ARGV[2]) return 1";
+
+/// The floor (d) is measured against: serves `POST /api/v1/jobs` on `port` until killed.
+async fn floor_server(port: &str) {
+    use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+    let redis_url = std::env::var("BENCH_FLOOR_REDIS").expect("BENCH_FLOOR_REDIS");
+    let pool = deadpool_redis::Config::from_url(redis_url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("pool");
+    async fn submit(
+        State(pool): State<deadpool_redis::Pool>,
+        Json(body): Json<serde_json::Value>,
+    ) -> (StatusCode, Json<serde_json::Value>) {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let mut conn = pool.get().await.expect("redis connection");
+        let _: i64 = redis::Script::new(FLOOR_SCRIPT)
+            .key(format!("floor:job:{id}"))
+            .key("floor:queue")
+            .arg(body.to_string())
+            .arg(&id)
+            .invoke_async(&mut conn)
+            .await
+            .expect("script");
+        (StatusCode::CREATED, Json(json!({"jobId": id})))
+    }
+    let app = Router::new().route("/api/v1/jobs", post(submit)).with_state(pool);
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+/// Requests per second the floor server accepts, with the same client and load as (d).
+async fn floor_rate(redis: &Redis, submits: usize, concurrency: usize) -> f64 {
+    let port = dcc_e2e::free_port();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_FLOOR_SERVER", port.to_string())
+        .env("BENCH_FLOOR_REDIS", redis.url())
+        .spawn()
+        .expect("floor server starts");
+    let api = dcc_e2e::Api::new(format!("http://127.0.0.1:{port}"));
+    dcc_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the floor server listens",
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()) },
+    )
+    .await;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let api = api.clone();
+        let per = submits / concurrency;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                let a = api.submit(json!({"image": IMAGE})).await;
+                assert_eq!(a.status, 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = submits as f64 / t.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    rate
 }
 
 /// Submits (then views of those jobs) per second through `api` at `concurrency`.
@@ -311,6 +407,25 @@ fn rfc3339_ms(s: &str) -> i64 {
 /// jobs' own phases, so the bench says where the time goes.
 async fn round_trips(api: &dcc_e2e::Api, path: &str, body: &serde_json::Value, n: usize) -> (Vec<f64>, String) {
     let _ = api.post(path, body).await;
+    let mut views = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let a = api.post(path, body).await;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(a.status == 200 || a.status == 201, "{:?}", a.body);
+        assert_eq!(a.body["status"], "succeeded", "{:?}", a.body);
+        views.push(a.body);
+    }
+    let mean_rt = times.iter().sum::<f64>() / n as f64;
+    let (mut phases, total) = phase_means(&views);
+    // Beyond the job's total: the HTTP request, and the answer after the result was recorded.
+    phases.push_str(&format!(", beyond total {:.0}", mean_rt - total));
+    (times, phases)
+}
+
+/// The mean of each phase of the jobs' own stats (ms), and the mean total.
+fn phase_means(views: &[serde_json::Value]) -> (String, f64) {
     let keys = [
         "queuedMs",
         "pullMs",
@@ -321,27 +436,54 @@ async fn round_trips(api: &dcc_e2e::Api, path: &str, body: &serde_json::Value, n
         "outputsMs",
         "totalMs",
     ];
-    let mut sums = [0f64; 8];
-    let mut times = Vec::new();
-    for _ in 0..n {
-        let t = Instant::now();
-        let a = api.post(path, body).await;
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert!(a.status == 200 || a.status == 201, "{:?}", a.body);
-        assert_eq!(a.body["status"], "succeeded", "{:?}", a.body);
-        for (sum, k) in sums.iter_mut().zip(keys) {
-            *sum += a.body["stats"][k].as_f64().unwrap_or(0.0);
-        }
-    }
-    let mean_rt = times.iter().sum::<f64>() / n as f64;
-    let mut phases: Vec<String> = keys
+    let n = views.len().max(1) as f64;
+    let mean = |k: &str| views.iter().map(|v| v["stats"][k].as_f64().unwrap_or(0.0)).sum::<f64>() / n;
+    let text = keys
         .iter()
-        .zip(sums)
-        .map(|(k, s)| format!("{} {:.0}", k.trim_end_matches("Ms"), s / n as f64))
-        .collect();
-    // Beyond the job's total: the HTTP request, and the answer after the result was recorded.
-    phases.push(format!("beyond total {:.0}", mean_rt - sums[7] / n as f64));
-    (times, phases.join(", "))
+        .map(|k| format!("{} {:.0}", k.trim_end_matches("Ms"), mean(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (text, mean("totalMs"))
+}
+
+/// The raw lifecycle's calls, each timed (mean ms over `n`): what DCC's phases compare to.
+async fn raw_phases(docker: &Docker, n: usize) {
+    let mut sums = [0f64; 4];
+    for _ in 0..n {
+        let name = format!("bench-raw-{}", rand::random::<u32>());
+        let mut t = Instant::now();
+        let mut lap = |i: usize| {
+            sums[i] += t.elapsed().as_secs_f64() * 1000.0;
+            t = Instant::now();
+        };
+        docker
+            .create_container(
+                Some(
+                    bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                        .name(&name)
+                        .build(),
+                ),
+                raw_body(),
+            )
+            .await
+            .unwrap();
+        lap(0);
+        docker.start_container(&name, None).await.unwrap();
+        lap(1);
+        let _ = docker.wait_container(&name, None).next().await;
+        lap(2);
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        docker.remove_container(&name, Some(opts)).await.unwrap();
+        lap(3);
+    }
+    let m = |i: usize| sums[i] / n as f64;
+    println!(
+        "    raw calls (mean ms): create {:.0}, start {:.0}, wait {:.0}, remove {:.0}",
+        m(0),
+        m(1),
+        m(2),
+        m(3)
+    );
 }
 
 /// Wall time of `count` raw lifecycles, `concurrency` at a time.
@@ -363,17 +505,21 @@ async fn raw_burst(docker: &Docker, count: usize, concurrency: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Wall time from submitting `count` trivial standard jobs to the last one ending.
-async fn dcc_burst(api: &dcc_e2e::Api, count: usize) -> f64 {
+/// Wall time from submitting `count` trivial standard jobs to the last one ending, and the
+/// jobs' mean phases (their time in the queue left out: in a burst it is the wait for a slot).
+async fn dcc_burst(api: &dcc_e2e::Api, count: usize) -> (f64, String) {
     let t = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..count {
         let a = api.submit(json!({"image": IMAGE, "command": ["true"]})).await;
         ids.push(a.body["jobId"].as_str().unwrap().to_string());
     }
+    let mut views = Vec::new();
     for id in &ids {
         let v = api.get(&format!("/api/v1/jobs/{id}/wait?timeoutSecs=60")).await.body;
         assert_eq!(v["status"], "succeeded", "{v}");
+        views.push(v);
     }
-    t.elapsed().as_secs_f64()
+    let wall = t.elapsed().as_secs_f64();
+    (wall, phase_means(&views).0)
 }
