@@ -4,7 +4,7 @@
 //!
 //! Metrics: `dcc_http_request_duration_seconds{route,method,status}` (histogram);
 //! `dcc_jobs_queued`, `dcc_jobs_running`, `dcc_queue_oldest_age_seconds` `{queue}` and
-//! `dcc_workers{health}` (read from Redis at scrape time); `dcc_jobs_finished_total{state}`,
+//! `dcc_workers{health}` and `dcc_warm_containers` (read from Redis at scrape time); `dcc_jobs_finished_total{state}`,
 //! `dcc_job_queue_wait_seconds` and `dcc_job_run_seconds` (histograms), from the job events this
 //! process saw since it started (every server sees every job's events: scrape one, or use `max`);
 //! `dcc_redis_errors_total`.
@@ -151,6 +151,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 let n = workers.iter().filter(|w| w.health.as_str() == h).count();
                 metrics::gauge!("dcc_workers", "health" => h).set(n as f64);
             }
+            let warm: u32 = workers.iter().map(|w| w.warm_containers).sum();
+            metrics::gauge!("dcc_warm_containers").set(f64::from(warm));
         }
         Err(_) => redis_error(),
     }

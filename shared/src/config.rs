@@ -59,6 +59,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_GPU_LD_LIBRARY_PATH",
     "DCC_CPU_SLOTS",
     "DCC_FILES_MODE",
+    "DCC_WARM_POOL",
+    "DCC_WARM_IDLE_SECS",
     "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
@@ -182,6 +184,11 @@ pub struct Config {
     /// or `bind` (a host folder bound in; needs the worker on the Docker host)
     /// (`DCC_FILES_MODE`).
     pub files_mode: String,
+    /// Most warm containers a worker keeps for fast jobs (`DCC_WARM_POOL`, 2; 0: none).
+    pub warm_pool: usize,
+    /// How long a warm container nobody took, or a shape no fast job used, is kept
+    /// (`DCC_WARM_IDLE_SECS`, 300).
+    pub warm_idle: Duration,
 }
 
 impl Config {
@@ -421,6 +428,8 @@ impl Config {
                 None => Some("/usr/local/nvidia/lib64".into()),
             },
             files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
+            warm_pool: num("DCC_WARM_POOL", 2)? as usize,
+            warm_idle: secs("DCC_WARM_IDLE_SECS", 300)?,
             cpu_slots: match get("DCC_CPU_SLOTS") {
                 None => None,
                 Some(v) => Some(

@@ -90,6 +90,8 @@ pub struct WorkerInfo {
     #[serde(serialize_with = "empty_as_null")]
     #[schema(value_type = Option<String>)]
     pub files_mode: String,
+    /// Warm containers it holds ready for fast jobs (idle; see `DCC_WARM_POOL`).
+    pub warm_containers: u32,
 }
 
 fn as_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -143,6 +145,7 @@ impl WorkerInfo {
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default(),
             files_mode: m.get("files_mode").cloned().unwrap_or_default(),
+            warm_containers: n("warm_containers") as u32,
         })
     }
 }
@@ -172,6 +175,7 @@ impl Queue {
             ("gpu_models", serde_json::to_string(&w.gpu_models).unwrap_or_default()),
             ("idle_since", w.idle_since.unwrap_or(0).to_string()),
             ("files_mode", w.files_mode.clone()),
+            ("warm_containers", w.warm_containers.to_string()),
         ];
         redis::pipe()
             .atomic()
@@ -368,6 +372,7 @@ mod tests {
             gpu_models: Vec::new(),
             idle_since: None,
             files_mode: String::new(),
+            warm_containers: 0,
         }
     }
 

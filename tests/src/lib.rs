@@ -75,23 +75,37 @@ pub fn ensure_image() {
 /// The test image with `USER 1000` (a job that does not run as root), built once per test
 /// binary; returns its name.
 pub fn user_image() -> &'static str {
-    const NAME: &str = "dcc-busybox-user:latest";
     static ONCE: Once = Once::new();
+    derived_image(&ONCE, "dcc-busybox-user:latest", "USER 1000")
+}
+
+/// The test image with an entrypoint and a default command (`echo entry default`).
+pub fn entry_image() -> &'static str {
+    static ONCE: Once = Once::new();
+    derived_image(
+        &ONCE,
+        "dcc-busybox-entry:latest",
+        "ENTRYPOINT [\"/bin/echo\", \"entry\"]\nCMD [\"default\"]",
+    )
+}
+
+/// Builds `name` from the test image plus `lines` of Dockerfile, once per `once`.
+fn derived_image(once: &'static Once, name: &'static str, lines: &str) -> &'static str {
     ensure_image();
-    ONCE.call_once(|| {
+    once.call_once(|| {
         let mut child = Command::new("docker")
-            .args(["build", "-q", "-t", NAME, "-"])
+            .args(["build", "-q", "-t", name, "-"])
             .env("DOCKER_BUILDKIT", "0")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("docker runs");
-        let dockerfile = format!("FROM {IMAGE}\nUSER 1000\n");
+        let dockerfile = format!("FROM {IMAGE}\n{lines}\n");
         std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), dockerfile.as_bytes())
             .expect("Dockerfile written");
-        assert!(child.wait().expect("docker build").success(), "building {NAME} failed");
+        assert!(child.wait().expect("docker build").success(), "building {name} failed");
     });
-    NAME
+    name
 }
 
 /// Polls `cond` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
@@ -453,6 +467,8 @@ impl DccBuilder {
         // bound in (or a test asks for a mode).
         let mode = std::env::var("DCC_TEST_FILES_MODE").unwrap_or_else(|_| "copy".into());
         cmd.env("DCC_FILES_MODE", mode);
+        // No warm containers unless a test asks (warm.rs): every other test runs jobs cold.
+        cmd.env("DCC_WARM_POOL", "0");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -416,6 +416,7 @@ async fn a_drain_is_bound_to_one_live_worker_process_and_can_be_taken_back() {
         gpu_models: Vec::new(),
         idle_since: None,
         files_mode: "copy".into(),
+        warm_containers: 0,
     };
     q.beat(&info, LEASE).await.unwrap();
     assert!(q.request_drain("w1").await.unwrap());

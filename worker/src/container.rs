@@ -42,31 +42,13 @@ pub fn body(
 ) -> ContainerCreateBody {
     let spec = &job.spec;
     let p = &spec.parameters;
-    let memory = (p.memory_mb * 1024 * 1024) as i64;
     let labels = HashMap::from([
         (LABEL_JOB.to_string(), job.id.to_string()),
         (LABEL_WORKER.to_string(), worker.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut host = HostConfig {
-        nano_cpus: Some((p.cpus * 1e9) as i64),
-        memory: Some(memory),
-        // Equal to `memory`: no swap beyond the limit, so the limit is real.
-        memory_swap: Some(memory),
-        pids_limit: Some(limits.pids_limit),
-        // Without `network`, the container gets `NetworkDisabled` below rather than
-        // `NetworkMode: none`: the same isolation (its own network namespace with only `lo`, no
-        // route), without the libnetwork sandbox dockerd sets up for `none` (~150 ms a start).
-        network_mode: p.network.then(|| "bridge".to_string()),
-        privileged: Some(false),
-        security_opt: Some(vec!["no-new-privileges".to_string()]),
-        cap_drop: Some(vec!["ALL".to_string()]),
-        cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
-        runtime: limits.runtime.clone(),
-        auto_remove: Some(false),
-        ..Default::default()
-    };
+    let mut host = limited(nano_cpus(p.cpus), p.memory_mb, p.network, limits);
     if let Some(g) = gpu {
         gpu::attach(&mut host, &mut env, gpus, g);
     }
@@ -80,6 +62,35 @@ pub fn body(
         tty: Some(false),
         open_stdin: Some(false),
         host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+/// Docker's `NanoCpus` for a job's `cpus`.
+pub fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9) as i64
+}
+
+/// The host configuration every job container gets: its CPU and memory limits, no network
+/// unless asked, no privileges, and only the kept capabilities.
+pub fn limited(nano_cpus: i64, memory_mb: u64, network: bool, limits: &HostLimits) -> HostConfig {
+    let memory = (memory_mb * 1024 * 1024) as i64;
+    HostConfig {
+        nano_cpus: Some(nano_cpus),
+        memory: Some(memory),
+        // Equal to `memory`: no swap beyond the limit, so the limit is real.
+        memory_swap: Some(memory),
+        pids_limit: Some(limits.pids_limit),
+        // Without `network`, the container gets `NetworkDisabled` below rather than
+        // `NetworkMode: none`: the same isolation (its own network namespace with only `lo`, no
+        // route), without the libnetwork sandbox dockerd sets up for `none` (~150 ms a start).
+        network_mode: network.then(|| "bridge".to_string()),
+        privileged: Some(false),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        runtime: limits.runtime.clone(),
+        auto_remove: Some(false),
         ..Default::default()
     }
 }

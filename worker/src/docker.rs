@@ -96,14 +96,29 @@ pub struct Image {
     pub id: String,
     /// Whether its processes run as root (it names no other user).
     pub as_root: bool,
+    /// Its `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// Its `Cmd`.
+    pub cmd: Vec<String>,
+}
+
+impl Image {
+    /// The command line a container of this image runs for a job's `command`: the entrypoint,
+    /// then the job's command, or the image's when the job gives none (Docker's rule).
+    pub fn argv(&self, command: Option<&[String]>) -> Vec<String> {
+        let args = command.filter(|c| !c.is_empty()).unwrap_or(&self.cmd);
+        self.entrypoint.iter().chain(args).cloned().collect()
+    }
 }
 
 impl From<bollard::models::ImageInspect> for Image {
     fn from(img: bollard::models::ImageInspect) -> Self {
-        let user = img.config.and_then(|c| c.user).unwrap_or_default();
+        let config = img.config.unwrap_or_default();
         Image {
             id: img.id.unwrap_or_default(),
-            as_root: is_root(&user),
+            as_root: is_root(config.user.as_deref().unwrap_or_default()),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            cmd: config.cmd.unwrap_or_default(),
         }
     }
 }
@@ -156,6 +171,27 @@ mod tests {
         assert_eq!(with_default_tag("busybox:1.36"), "busybox:1.36");
         assert_eq!(with_default_tag("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(with_default_tag("x@sha256:abc"), "x@sha256:abc");
+    }
+
+    #[test]
+    fn argv_follows_dockers_rule() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let image = Image {
+            id: String::new(),
+            as_root: true,
+            entrypoint: v(&["/entry", "-x"]),
+            cmd: v(&["default"]),
+        };
+        assert_eq!(image.argv(None), v(&["/entry", "-x", "default"]));
+        assert_eq!(image.argv(Some(&[])), v(&["/entry", "-x", "default"]));
+        assert_eq!(image.argv(Some(&v(&["mine"]))), v(&["/entry", "-x", "mine"]));
+        let bare = Image {
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+            ..image
+        };
+        assert!(bare.argv(None).is_empty());
+        assert_eq!(bare.argv(Some(&v(&["sh"]))), v(&["sh"]));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::docker::{self, daemon_message};
 use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
 use crate::gpu::{self, GpuSettings};
 use crate::logs::{LogCollector, StatsSampler};
+use crate::warm::{Shape, Warm, WarmPool};
 
 /// How an attempt ended.
 #[derive(Debug)]
@@ -31,6 +32,24 @@ pub enum AttemptEnd {
     Done(Outcome),
     /// It was stopped from outside (cancelled, deleted, lease lost, shutdown): record nothing.
     Aborted,
+}
+
+impl AttemptEnd {
+    /// The end of an attempt whose steps gave `result`, with what they measured.
+    pub(crate) fn of(result: Result<Verdict, Stop>, stats: RunStats, digest: Option<String>) -> Self {
+        match result {
+            Ok(v) => AttemptEnd::Done(Outcome {
+                state: v.state,
+                exit_code: v.exit_code,
+                error: v.error,
+                image_digest: digest,
+                stats,
+                outputs: v.outputs,
+            }),
+            Err(Stop::Failed(e)) => failed(e, stats, digest),
+            Err(Stop::Aborted) => AttemptEnd::Aborted,
+        }
+    }
 }
 
 /// Settings of the executor.
@@ -58,12 +77,14 @@ pub struct ExecSettings {
 
 /// Runs attempts.
 pub struct Executor {
-    docker: Docker,
+    pub(crate) docker: Docker,
     /// Files of standard jobs.
     storage: Arc<dyn Storage>,
     /// Files of fast jobs (in Redis).
-    blobs: Arc<dyn Storage>,
-    settings: ExecSettings,
+    pub(crate) blobs: Arc<dyn Storage>,
+    pub(crate) settings: ExecSettings,
+    /// Warm containers for fast jobs (bind mode only; `None`: every job runs cold).
+    warm: Option<Arc<WarmPool>>,
     /// Bounds concurrent container creations and starts (dockerd slows sharply past a few).
     create_permits: Semaphore,
     /// Bounds the clean-ups that may trail their attempts (see [`Executor::trail_clean_up`]).
@@ -76,10 +97,23 @@ pub struct Executor {
 pub struct Leftovers {
     container: String,
     scratch: tempfile::TempDir,
+    /// The token of the warm container it ran in.
+    warm: Option<String>,
+}
+
+impl Leftovers {
+    /// What an attempt in the warm container `w` leaves: the container and its folder.
+    pub(crate) fn warm(w: Warm) -> Self {
+        Leftovers {
+            container: w.name,
+            scratch: w.scratch,
+            warm: Some(w.token),
+        }
+    }
 }
 
 /// Why an attempt stopped before it had a result of its own.
-enum Stop {
+pub(crate) enum Stop {
     /// It failed with this error (recorded as the job's error).
     Failed(JobError),
     /// It was stopped from outside: record nothing.
@@ -87,7 +121,7 @@ enum Stop {
 }
 
 impl Stop {
-    fn with(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn with(code: ErrorCode, message: impl Into<String>) -> Self {
         Stop::Failed(job_error(code, message))
     }
 }
@@ -100,42 +134,42 @@ fn job_error(code: ErrorCode, message: impl Into<String>) -> JobError {
 }
 
 /// One attempt being run: what every step reads.
-struct Run<'a> {
-    job: &'a JobRecord,
-    attempt: u32,
-    gpus: &'a [u32],
+pub(crate) struct Run<'a> {
+    pub(crate) job: &'a JobRecord,
+    pub(crate) attempt: u32,
+    pub(crate) gpus: &'a [u32],
     /// The container's name.
-    name: &'a str,
+    pub(crate) name: &'a str,
     /// The attempt's own scratch folder.
-    scratch: &'a Path,
-    cancel: &'a CancellationToken,
+    pub(crate) scratch: &'a Path,
+    pub(crate) cancel: &'a CancellationToken,
     /// Where its files are: Redis for fast jobs, storage for the rest.
-    storage: &'a Arc<dyn Storage>,
+    pub(crate) storage: &'a Arc<dyn Storage>,
 }
 
 /// How the container's run ended.
-enum Exit {
+pub(crate) enum Exit {
     Code(i64),
     Timeout,
     Broken(String),
 }
 
 /// What the container left behind, gathered after it stopped.
-struct Collected {
-    oom_killed: bool,
-    logs: Result<(), dcc_shared::storage::StorageError>,
-    outputs: Result<Vec<OutputFile>, OutputError>,
+pub(crate) struct Collected {
+    pub(crate) oom_killed: bool,
+    pub(crate) logs: Result<(), dcc_shared::storage::StorageError>,
+    pub(crate) outputs: Result<Vec<OutputFile>, OutputError>,
 }
 
 /// What the attempt amounts to.
-struct Verdict {
+pub(crate) struct Verdict {
     state: JobState,
     exit_code: Option<i64>,
     error: Option<JobError>,
     outputs: Vec<OutputFile>,
 }
 
-fn ms_since(t: Instant) -> u64 {
+pub(crate) fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
@@ -147,8 +181,10 @@ impl Executor {
         blobs: Arc<dyn Storage>,
         settings: ExecSettings,
         concurrency: usize,
+        warm: Option<Arc<WarmPool>>,
     ) -> Self {
         Executor {
+            warm,
             docker,
             storage,
             blobs,
@@ -186,6 +222,10 @@ impl Executor {
         gpus: &[u32],
         cancel: &CancellationToken,
     ) -> (AttemptEnd, Option<Leftovers>) {
+        if let Some(warm) = self.take_warm(job, gpus) {
+            let (end, left) = self.run_warm(job, attempt, cancel, warm).await;
+            return (end, Some(left));
+        }
         let scratch = match tempfile::Builder::new()
             .prefix(&format!("dcc-{}-", job.id))
             .tempdir_in(&self.settings.tmp_dir)
@@ -219,14 +259,33 @@ impl Executor {
             Some(Leftovers {
                 container: name,
                 scratch,
+                warm: None,
             }),
         )
+    }
+
+    /// A warm container for `job` when it may run in one and one is idle. Asking makes the pool
+    /// learn the job's shape, so the next job of that shape finds one.
+    fn take_warm(&self, job: &JobRecord, gpus: &[u32]) -> Option<Warm> {
+        let pool = self
+            .warm
+            .as_ref()
+            .filter(|_| self.settings.files == FilesMode::Bind && gpus.is_empty())?;
+        pool.take(&Shape::of(job)?)
+    }
+
+    /// The warm containers, when there are any.
+    pub fn warm_pool(&self) -> Option<&Arc<WarmPool>> {
+        self.warm.as_ref()
     }
 
     /// Removes what an attempt left: its container (whatever state it is in) and its scratch
     /// folder (bind mode left read-only folders: opened first).
     pub async fn clean_up(&self, left: Leftovers) {
         docker::remove(&self.docker, &left.container).await;
+        if let (Some(pool), Some(token)) = (&self.warm, &left.warm) {
+            pool.done(token);
+        }
         files::unlock(left.scratch.path());
         drop(left.scratch);
     }
@@ -234,18 +293,8 @@ impl Executor {
     async fn run_with<F: Files>(&self, files: &F, run: &Run<'_>) -> AttemptEnd {
         let mut stats = RunStats::default();
         let mut digest = None;
-        match self.steps(files, run, &mut stats, &mut digest).await {
-            Ok(v) => AttemptEnd::Done(Outcome {
-                state: v.state,
-                exit_code: v.exit_code,
-                error: v.error,
-                image_digest: digest,
-                stats,
-                outputs: v.outputs,
-            }),
-            Err(Stop::Failed(e)) => failed(e, stats, digest),
-            Err(Stop::Aborted) => AttemptEnd::Aborted,
-        }
+        let result = self.steps(files, run, &mut stats, &mut digest).await;
+        AttemptEnd::of(result, stats, digest)
     }
 
     /// The attempt, step by step; timings go into `stats` as each step ends.
@@ -318,7 +367,7 @@ impl Executor {
     }
 
     /// Makes sure the image is allowed and present.
-    async fn pull(&self, run: &Run<'_>) -> Result<docker::Image, Stop> {
+    pub(crate) async fn pull(&self, run: &Run<'_>) -> Result<docker::Image, Stop> {
         let image = &run.job.spec.image;
         if !self.settings.images.allows(image) {
             return Err(Stop::with(
@@ -349,7 +398,7 @@ impl Executor {
 
     /// A Docker refusal: `GPU_UNAVAILABLE` when it is about GPUs (no runtime, no device, no
     /// driver), `CONTAINER_FAILED` otherwise.
-    fn refused(run: &Run<'_>, what: &str, msg: String) -> Stop {
+    pub(crate) fn refused(run: &Run<'_>, what: &str, msg: String) -> Stop {
         let code = if !run.gpus.is_empty() && gpu::is_gpu_error(&msg) {
             ErrorCode::GpuUnavailable
         } else {
@@ -433,7 +482,7 @@ impl Executor {
 
     /// Whether the kernel killed the container for memory: asked of Docker only when the exit
     /// code could mean it (a clean exit cannot).
-    async fn oom_killed(&self, name: &str, exit: &Exit) -> bool {
+    pub(crate) async fn oom_killed(&self, name: &str, exit: &Exit) -> bool {
         if matches!(exit, Exit::Code(0) | Exit::Timeout) {
             return false;
         }
@@ -446,7 +495,7 @@ impl Executor {
             .unwrap_or(false)
     }
 
-    async fn kill(&self, name: &str) {
+    pub(crate) async fn kill(&self, name: &str) {
         let opts = KillContainerOptionsBuilder::default().signal("KILL").build();
         if let Err(e) = self.docker.kill_container(name, Some(opts)).await {
             tracing::debug!(container = name, error = %daemon_message(&e), "kill");
@@ -467,7 +516,7 @@ fn failed(error: JobError, stats: RunStats, digest: Option<String>) -> AttemptEn
 
 /// The attempt's state, exit code, error and outputs from how the container ended and what it
 /// left. Never `succeeded` with missing outputs or logs.
-fn judge(exit: Exit, c: Collected, job: &JobRecord) -> Verdict {
+pub(crate) fn judge(exit: Exit, c: Collected, job: &JobRecord) -> Verdict {
     let (state, exit_code, error) = match exit {
         Exit::Code(0) => (JobState::Succeeded, Some(0), None),
         Exit::Code(code) if c.oom_killed => (

@@ -25,10 +25,12 @@ mod executor;
 mod files;
 mod gpu;
 mod health;
+mod keeper;
 mod logs;
 pub mod settings;
 pub mod shutdown;
 mod slots;
+mod warm;
 pub mod worker;
 
 pub use settings::WorkerSettings;

@@ -201,6 +201,46 @@ async fn follow(
     }
 }
 
+/// Captures the attached output of an `exec` (a warm container's job: its output is not in the
+/// container's logs) into the same two files and objects a [`LogCollector`] uses, uploading
+/// progress every few seconds and both streams once the output ends (the process and everything
+/// holding its pipes exited, or the container was killed).
+pub async fn capture_exec(
+    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    storage: Arc<dyn Storage>,
+    scratch: &Path,
+    objects: (String, String),
+    cap: u64,
+) -> Result<(), StorageError> {
+    let mut out = Capture::new(scratch.join("stdout"), objects.0).await?;
+    let mut err = Capture::new(scratch.join("stderr"), objects.1).await?;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            item = output.next() => match item {
+                Some(Ok(LogOutput::StdOut { message })) => out.write(&message, cap).await?,
+                Some(Ok(LogOutput::StdErr { message })) => err.write(&message, cap).await?,
+                Some(Ok(_)) => {}
+                // The connection ends with an error when the container is killed under it.
+                Some(Err(_)) | None => break,
+            },
+            _ = tick.tick() => {
+                for c in [&mut out, &mut err] {
+                    if c.dirty && let Err(e) = c.upload(storage.as_ref()).await {
+                        tracing::debug!(error = %e, "progress log upload failed");
+                    }
+                }
+            }
+        }
+    }
+    for c in [&mut out, &mut err] {
+        c.file.flush().await?;
+        let (object, path) = (c.object.clone(), c.path.clone());
+        with_retry("storing a log", || storage.put_file(&object, &path)).await?;
+    }
+    Ok(())
+}
+
 /// Peak memory and CPU time seen on Docker's stats stream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {

@@ -11,6 +11,7 @@ use crate::WorkerError;
 use crate::container::HostLimits;
 use crate::executor::ExecSettings;
 use crate::files::{FilesMode, FilesSetting};
+use crate::warm::WarmSettings;
 
 /// How a worker is set up.
 #[derive(Clone, Debug)]
@@ -47,6 +48,8 @@ pub struct WorkerSettings {
     pub disk_min_free_percent: u64,
     /// `DCC_FILES_MODE` as configured (`auto` is resolved at start into `exec.files`).
     pub files: FilesSetting,
+    /// Warm containers for fast jobs.
+    pub warm: WarmSettings,
 }
 
 impl WorkerSettings {
@@ -89,6 +92,10 @@ impl WorkerSettings {
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,
             files: FilesSetting::parse(&c.files_mode).map_err(WorkerError::Config)?,
+            warm: WarmSettings {
+                size: c.warm_pool,
+                idle: c.warm_idle,
+            },
         })
     }
 }

@@ -21,10 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Attempt;
 use crate::executor::Executor;
+use crate::files::FilesMode;
 use crate::gpu::{self, GpuPool};
 use crate::settings::WorkerSettings;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
+use crate::warm::WarmPool;
 use crate::{WorkerError, docker, files, health};
 
 /// Longest the claim loop sleeps without a wake-up; a safety net for a missed event.
@@ -194,12 +196,25 @@ impl Worker {
         let cpu_slots = settings
             .cpu_slots
             .unwrap_or(settings.cpus.saturating_sub(detected.count));
+        let warm = (settings.exec.files == FilesMode::Bind)
+            .then(|| {
+                let (s, e) = (&settings, &settings.exec);
+                WarmPool::new(
+                    docker.clone(),
+                    s.warm.clone(),
+                    &s.id,
+                    e.limits.clone(),
+                    e.tmp_dir.clone(),
+                )
+            })
+            .flatten();
         let exec = Executor::new(
             docker,
             storage.clone(),
             blobs.clone(),
             settings.exec.clone(),
             settings.docker_concurrency,
+            warm,
         );
         let w = Arc::new(Worker {
             queue,
@@ -270,6 +285,7 @@ impl Worker {
             gpu_models: self.gpu_models.clone(),
             idle_since: (running == 0).then(|| self.idle_since.load(Ordering::Relaxed)),
             files_mode: self.settings.exec.files.as_str().to_string(),
+            warm_containers: self.exec.warm_pool().map_or(0, |p| p.idle_count() as u32),
         }
     }
 
@@ -299,6 +315,9 @@ impl Worker {
             }
         }
         self.exec.clean_ups_done().await;
+        if let Some(pool) = self.exec.warm_pool() {
+            pool.close().await;
+        }
         beat.abort();
         watch.abort();
         if let Err(e) = self.queue.unregister(&self.settings.id).await {
@@ -397,6 +416,9 @@ impl Worker {
                 tracing::warn!(error = %e, "health beat failed");
             }
             self.remove_strays().await;
+            if let Some(pool) = self.exec.warm_pool() {
+                pool.sweep().await;
+            }
         }
     }
 
@@ -472,7 +494,7 @@ impl Worker {
     async fn remove_strays(&self) {
         let running = |job: &str| {
             let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            g.keys().any(|k| k.as_str() == job)
+            g.keys().any(|k| k.as_str() == job) || self.exec.warm_pool().is_some_and(|p| p.holds(job))
         };
         match docker::remove_leftovers(self.exec.docker(), &self.settings.id, running).await {
             Ok(0) => {}

@@ -55,6 +55,10 @@ pub struct RunStats {
     pub max_memory_bytes: u64,
     /// CPU time the container used, in seconds.
     pub cpu_secs: f64,
+    /// Whether the job ran in a warm container (created and started before it was claimed;
+    /// `create_ms` and `start_ms` are then 0).
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// A job read back from Redis.

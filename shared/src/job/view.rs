@@ -123,6 +123,8 @@ pub struct StatsView {
     pub max_memory_bytes: u64,
     /// CPU time the container used, in seconds.
     pub cpu_secs: f64,
+    /// Whether the job ran in a warm container (a fast job; see `DCC_WARM_POOL`).
+    pub warm: bool,
 }
 
 impl JobRecord {
@@ -151,6 +153,7 @@ impl JobRecord {
             total_ms: self.finished_ms.map(|f| (f - self.created_ms).max(0)),
             max_memory_bytes: s.max_memory_bytes,
             cpu_secs: s.cpu_secs,
+            warm: s.warm,
         });
         JobView {
             job_id: self.id.to_string(),

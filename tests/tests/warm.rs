@@ -1,0 +1,220 @@
+//! Warm containers for fast jobs (`DCC_WARM_POOL`, bind mode): a job run warm gives exactly what
+//! the same job gives cold (output, exit code, errors, outputs, environment, working folder,
+//! entrypoint, user), stops the same way (deadline, cancel), leaves nothing behind and nothing
+//! for the next job; the pool refills after a job and empties when idle. The test image is
+//! `FROM scratch` (a static busybox), so the keeper runs without anything from the image.
+
+use std::time::Duration;
+
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, containers_of, eventually, sh};
+use serde_json::{Value, json};
+
+/// A server whose worker keeps warm containers.
+async fn warm_server(redis: &Redis) -> Dcc {
+    Dcc::builder(Role::Server, redis)
+        .env("DCC_FILES_MODE", "bind")
+        .env("DCC_WARM_POOL", 2)
+        .start()
+        .await
+}
+
+/// A server whose worker runs every job cold.
+async fn cold_server(redis: &Redis) -> Dcc {
+    Dcc::builder(Role::Server, redis)
+        .env("DCC_FILES_MODE", "bind")
+        .start()
+        .await
+}
+
+async fn run(api: &dcc_e2e::Api, job: &Value) -> Value {
+    let a = api.post("/api/v1/run", job).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body
+}
+
+/// Runs `job` until it runs in a warm container (its first run teaches the pool its shape, and the
+/// pool makes a container in the background); returns that run's answer.
+async fn run_warm(api: &dcc_e2e::Api, job: &Value) -> Value {
+    let what = format!("{job} runs warm");
+    eventually(Duration::from_secs(30), &what, || async {
+        let v = run(api, job).await;
+        (v["stats"]["warm"] == true).then_some(v)
+    })
+    .await
+}
+
+/// What a client sees of a finished fast job, without ids and times. Of a runtime's refusal to
+/// start the command, the runtime's own reason (cold, runc's create fails; warm, its exec does:
+/// the words around the reason differ).
+fn result(v: &Value) -> Value {
+    let mut error = v["error"].clone();
+    if let Some(m) = error["message"].as_str()
+        && let Some((_, why)) = m.split_once("unable to start container process: ")
+    {
+        error["message"] = json!(why);
+    }
+    json!({
+        "status": v["status"],
+        "exitCode": v["exitCode"],
+        "error": error,
+        "stdout": v["stdout"],
+        "stderr": v["stderr"],
+        "outputs": v["outputs"].as_array().map(|o| o.iter().map(|o| json!([o["name"], o["value"]])).collect::<Vec<_>>()),
+    })
+}
+
+#[tokio::test]
+async fn a_warm_job_gives_what_the_same_job_gives_cold() {
+    // Each on its own Redis: neither may run the other's jobs.
+    let (redis, cold_redis) = (Redis::start(), Redis::start());
+    let (warm, cold) = (warm_server(&redis).await, cold_server(&cold_redis).await);
+    let (wa, ca) = (warm.api(), cold.api());
+    let script = "echo \"$GREETING from $(pwd) as $(id -u)\"; cat /inputs/in.txt; echo oops >&2; \
+                  ls -A /inputs; printf made > /outputs/out.txt; mkdir /outputs/d; echo deep > /outputs/d/x; \
+                  env | grep -c '^GREETING='; exit 3";
+    let cases = [
+        json!({"image": IMAGE, "command": ["sh", "-c", script], "env": {"GREETING": "hello"},
+               "inputs": [{"name": "in.txt", "value": "input\n"}]}),
+        json!({"image": IMAGE, "command": ["sh", "-c", script], "env": {"GREETING": "hi"},
+               "workingDir": "/tmp", "inputs": [{"name": "in.txt", "value": "x"}]}),
+        json!({"image": dcc_e2e::user_image(), "command": ["sh", "-c", "id -u; id -g; touch /outputs/mine"]}),
+        json!({"image": dcc_e2e::entry_image()}),
+        json!({"image": dcc_e2e::entry_image(), "command": ["mine", "too"]}),
+        json!({"image": IMAGE, "command": ["/no/such/program"]}),
+        json!({"image": IMAGE, "command": ["sh", "-c", "echo done; exit 0"]}),
+    ];
+    for job in &cases {
+        let w = run_warm(&wa, job).await;
+        let c = run(&ca, job).await;
+        assert_eq!(c["stats"]["warm"], false, "the cold server ran it warm: {c}");
+        assert_eq!(result(&w), result(&c), "warm and cold differ for {job}");
+    }
+    // Spot checks of what the comparison covered.
+    let w = run_warm(&wa, &cases[0]).await;
+    assert_eq!(w["stdout"], "hello from / as 0\ninput\nin.txt\n1\n", "{w}");
+    assert_eq!(w["exitCode"], 3);
+    assert_eq!(w["error"]["code"], "NONZERO_EXIT");
+    let w = run_warm(&wa, &cases[1]).await;
+    assert!(w["stdout"].as_str().unwrap().starts_with("hi from /tmp as 0\n"), "{w}");
+    let w = run_warm(&wa, &cases[2]).await;
+    assert_eq!(w["stdout"], "1000\n0\n", "{w}");
+    assert_eq!(w["outputs"][0]["name"], "mine");
+    assert_eq!(run_warm(&wa, &cases[3]).await["stdout"], "entry default\n");
+    assert_eq!(run_warm(&wa, &cases[4]).await["stdout"], "entry mine too\n");
+    eventually(Duration::from_secs(5), "no job container left behind", || async {
+        let left = containers_of(&warm.worker_id).len();
+        // The idle warm containers (at most the pool's size) stay; nothing else.
+        (left <= 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn warm_jobs_time_out_and_cancel_like_cold_ones() {
+    let redis = Redis::start();
+    let dcc = warm_server(&redis).await;
+    let api = dcc.api();
+    let slow = json!({"image": IMAGE, "command": ["sh", "-c", "echo started; sleep 30"],
+                      "parameters": {"maxDurationSecs": 1}});
+    let v = run_warm(&api, &slow).await;
+    assert_eq!(v["status"], "timed_out", "{v}");
+    assert_eq!(v["error"]["code"], "TIMED_OUT");
+    assert_eq!(v["stdout"], "started\n");
+
+    // A command that leaves a process behind holding its output ends when it exits, as a cold
+    // container does when its first process exits.
+    let straggler = sh("sleep 30 & echo done");
+    let t = std::time::Instant::now();
+    let v = run_warm(&api, &straggler).await;
+    assert_eq!(
+        (v["status"].as_str(), v["stdout"].as_str()),
+        (Some("succeeded"), Some("done\n")),
+        "{v}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "waited for the background process"
+    );
+
+    // Cancel a running warm job (it runs warm: no container carries its id).
+    eventually(Duration::from_secs(30), "a warm container is ready", || async {
+        let w = api.get("/api/v1/workers").await.body;
+        (w["workers"][0]["warmContainers"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    let api2 = api.clone();
+    let pending = tokio::spawn(async move { api2.post("/api/v1/run", &sh("sleep 60")).await.body });
+    let id = eventually(Duration::from_secs(30), "the long job runs", || async {
+        let jobs = api.get("/api/v1/jobs?status=running").await.body;
+        jobs["jobs"][0]["jobId"].as_str().map(String::from)
+    })
+    .await;
+    assert!(dcc_e2e::containers_of_job(&id).is_empty(), "the long job ran cold");
+    let a = api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert!(a.status == 200 || a.status == 202, "{:?}", a.body);
+    let v = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("the cancelled job answered")
+        .unwrap();
+    assert_eq!(v["status"], "cancelled", "{v}");
+    eventually(
+        Duration::from_secs(5),
+        "the cancelled job's container is gone",
+        || async { (containers_of(&dcc.worker_id).len() <= 2).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_next_job_finds_no_trace_of_the_last() {
+    let redis = Redis::start();
+    let dcc = warm_server(&redis).await;
+    let api = dcc.api();
+    let first = sh("echo secret > /tmp/left; echo out > /outputs/left; sleep 300 >/dev/null 2>&1 & echo ok");
+    let v = run_warm(&api, &first).await;
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+    // Same shape: the next warm job runs in another container.
+    let probe = sh("ls -A /tmp /outputs /inputs | grep -v ':$' | grep .; ps -o args | grep -c '[s]leep 300' || true");
+    let v = run_warm(&api, &probe).await;
+    assert_eq!(v["stdout"], "0\n", "a trace of the previous job: {v}");
+}
+
+#[tokio::test]
+async fn the_pool_refills_after_a_job_and_empties_when_idle() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_FILES_MODE", "bind")
+        .env("DCC_WARM_POOL", 2)
+        .env("DCC_WARM_IDLE_SECS", 3)
+        .env("DCC_HEARTBEAT_SECS", 1)
+        .env("DCC_LEASE_SECS", 5)
+        .start()
+        .await;
+    let api = dcc.api();
+    let warm_count = || async {
+        let w = api.get("/api/v1/workers").await.body;
+        w["workers"][0]["warmContainers"].as_u64().unwrap_or(0)
+    };
+    let job = sh("true");
+    run(&api, &job).await;
+    eventually(Duration::from_secs(30), "the pool fills to its size", || async {
+        (warm_count().await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(run(&api, &job).await["stats"]["warm"], true);
+    eventually(Duration::from_secs(30), "the pool refills", || async {
+        (warm_count().await == 2).then_some(())
+    })
+    .await;
+    let metrics = api.get_bytes("/metrics").await.1;
+    assert!(
+        String::from_utf8_lossy(&metrics).contains("dcc_warm_containers 2"),
+        "metrics count warm containers"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "idle containers go after DCC_WARM_IDLE_SECS",
+        || async { (warm_count().await == 0 && containers_of(&dcc.worker_id).is_empty()).then_some(()) },
+    )
+    .await;
+}

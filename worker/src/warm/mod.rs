@@ -1,0 +1,346 @@
+//! Warm single-use containers for fast jobs (`DCC_WARM_POOL`). A cold job pays Docker's create
+//! and start (namespaces, cgroups, mounts: most of its ~150 ms); a warm container has paid them
+//! before the job arrived. It runs only the [`keeper`](crate::keeper) and has its own inputs and
+//! outputs folders bound in; a fast job of the same shape (image, CPUs, memory, network, working
+//! folder) that finds one runs its command in it with `exec` ([`run`]), and the container is
+//! removed afterwards like any other: **one job per container, never reused**. The pool then
+//! makes a new one in the background.
+//!
+//! Shapes are learned from the fast jobs this worker ran (cold or warm) and forgotten after the
+//! idle lifetime, as are containers nobody took. Idle warm containers hold no CPU slot or memory
+//! reservation (they run nothing). Only CPU jobs in bind mode use the pool: GPU jobs and copy mode
+//! (a daemon that cannot see the worker's folders) run cold.
+
+pub mod run;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use dcc_shared::job::{JobRecord, Lane, QueueName};
+
+use crate::container::{self, HostLimits};
+use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, daemon_message};
+use crate::keeper;
+
+/// The job label of warm containers starts with this (the rest is the container's token).
+const WARM_LABEL_PREFIX: &str = "warm-";
+
+/// How a worker's pool is sized.
+#[derive(Clone, Debug)]
+pub struct WarmSettings {
+    /// Most warm containers at once (idle ones, not counting those running a job); 0: no pool.
+    pub size: usize,
+    /// How long an idle container, or a shape no fast job used, is kept.
+    pub idle: Duration,
+}
+
+/// What makes two fast jobs interchangeable for a warm container: everything fixed when a
+/// container is created. The command, environment and inputs are the job's own at `exec` time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Shape {
+    image: String,
+    nano_cpus: i64,
+    memory_mb: u64,
+    network: bool,
+    working_dir: Option<String>,
+}
+
+impl Shape {
+    /// The shape of `job`, when it may run warm: a fast CPU job.
+    pub fn of(job: &JobRecord) -> Option<Shape> {
+        if job.lane != Lane::Fast || job.queue != QueueName::Cpu {
+            return None;
+        }
+        let p = &job.spec.parameters;
+        Some(Shape {
+            image: job.spec.image.clone(),
+            nano_cpus: container::nano_cpus(p.cpus),
+            memory_mb: p.memory_mb,
+            network: p.network,
+            working_dir: job.spec.working_dir.clone(),
+        })
+    }
+}
+
+/// A started warm container, handed to one job.
+pub struct Warm {
+    /// The container's name.
+    pub name: String,
+    /// Its token (in its job label).
+    pub token: String,
+    /// Its folder on the worker: `in/` bound read-only at `/inputs`, `out/` at `/outputs`.
+    pub scratch: tempfile::TempDir,
+}
+
+struct Idle {
+    warm: Warm,
+    born: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    idle: HashMap<Shape, Vec<Idle>>,
+    /// Shapes fast jobs used, with when they last did.
+    wanted: HashMap<Shape, Instant>,
+    /// Containers being made.
+    filling: usize,
+    /// Tokens of warm containers running a job (until their clean-up).
+    in_use: HashSet<String>,
+    /// No more containers (shutdown).
+    closed: bool,
+}
+
+impl Inner {
+    fn idle_count(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+
+    /// On a miss while the pool is full: the idle container to give up so the missing shape gets
+    /// one — from the shape with the most idle ones, the least recently used among equals.
+    fn evict(&mut self) -> Option<Warm> {
+        let wanted = &self.wanted;
+        let shape = self
+            .idle
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .max_by_key(|(shape, list)| (list.len(), std::cmp::Reverse(wanted.get(*shape).copied())))
+            .map(|(shape, _)| shape.clone())?;
+        self.idle.get_mut(&shape).and_then(Vec::pop).map(|i| i.warm)
+    }
+
+    /// The next shape to make a container for: the wanted shape with the fewest idle containers
+    /// (the most recently used first among equals), while the pool has room.
+    fn next_to_fill(&self, size: usize, idle: Duration) -> Option<Shape> {
+        if self.closed || self.idle_count() + self.filling >= size {
+            return None;
+        }
+        self.wanted
+            .iter()
+            .filter(|(_, used)| used.elapsed() < idle)
+            .min_by_key(|(shape, used)| (self.idle.get(*shape).map_or(0, Vec::len), std::cmp::Reverse(**used)))
+            .map(|(shape, _)| shape.clone())
+    }
+}
+
+/// The warm containers of one worker.
+pub struct WarmPool {
+    docker: Docker,
+    settings: WarmSettings,
+    worker: String,
+    limits: HostLimits,
+    /// The keeper program on the worker, bound into each container.
+    keeper: PathBuf,
+    /// Where the containers' folders are made.
+    tmp_dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl WarmPool {
+    /// A pool for `worker`, or `None` when it is off (`size` 0) or there is no keeper for this
+    /// architecture.
+    pub fn new(
+        docker: Docker,
+        settings: WarmSettings,
+        worker: &str,
+        limits: HostLimits,
+        tmp_dir: PathBuf,
+    ) -> Option<Arc<Self>> {
+        if settings.size == 0 {
+            return None;
+        }
+        let keeper = tmp_dir.join("keeper");
+        match keeper::write(&keeper) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    arch = std::env::consts::ARCH,
+                    "no warm containers: no keeper for this architecture"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no warm containers: the keeper could not be written");
+                return None;
+            }
+        }
+        Some(Arc::new(WarmPool {
+            docker,
+            settings,
+            worker: worker.to_string(),
+            limits,
+            keeper,
+            tmp_dir,
+            inner: Mutex::new(Inner::default()),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A warm container of `shape` for one job, if one is idle; either way the shape counts as
+    /// used and the pool makes up for what was taken.
+    pub fn take(self: &Arc<Self>, shape: &Shape) -> Option<Warm> {
+        let (warm, evicted) = {
+            let mut g = self.lock();
+            g.wanted.insert(shape.clone(), Instant::now());
+            let warm = g.idle.get_mut(shape).and_then(Vec::pop).map(|i| i.warm);
+            if let Some(w) = &warm {
+                g.in_use.insert(w.token.clone());
+            }
+            let full = g.idle_count() + g.filling >= self.settings.size;
+            let evicted = if warm.is_none() && full { g.evict() } else { None };
+            (warm, evicted)
+        };
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if let Some(old) = evicted {
+                docker::remove(&pool.docker, &old.name).await;
+            }
+            pool.refill().await;
+        });
+        warm
+    }
+
+    /// The container with `token` has been removed.
+    pub fn done(&self, token: &str) {
+        self.lock().in_use.remove(token);
+    }
+
+    /// Whether a container's job label is one of this pool's containers (idle or running a job):
+    /// not a stray.
+    pub fn holds(&self, job_label: &str) -> bool {
+        let Some(token) = job_label.strip_prefix(WARM_LABEL_PREFIX) else {
+            return false;
+        };
+        let g = self.lock();
+        g.in_use.contains(token) || g.idle.values().flatten().any(|i| i.warm.token == token)
+    }
+
+    /// Idle warm containers now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().idle_count()
+    }
+
+    /// Makes containers while a wanted shape has fewer than its share and the pool has room.
+    async fn refill(self: Arc<Self>) {
+        loop {
+            let shape = {
+                let mut g = self.lock();
+                let Some(shape) = g.next_to_fill(self.settings.size, self.settings.idle) else {
+                    return;
+                };
+                g.filling += 1;
+                shape
+            };
+            let made = self.make(&shape).await;
+            let late = {
+                let mut g = self.lock();
+                g.filling -= 1;
+                match made {
+                    Ok(warm) if !g.closed => {
+                        let born = Instant::now();
+                        g.idle.entry(shape).or_default().push(Idle { warm, born });
+                        None
+                    }
+                    Ok(warm) => Some(warm),
+                    Err(e) => {
+                        // Not again until a job of that shape comes back (the image may be gone).
+                        tracing::debug!(error = %e, image = %shape.image, "could not make a warm container");
+                        g.wanted.remove(&shape);
+                        None
+                    }
+                }
+            };
+            // Made while the pool closed.
+            if let Some(warm) = late {
+                docker::remove(&self.docker, &warm.name).await;
+                return;
+            }
+        }
+    }
+
+    /// Creates and starts one warm container of `shape`.
+    async fn make(&self, shape: &Shape) -> Result<Warm, String> {
+        let token = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let scratch = tempfile::Builder::new()
+            .prefix("dcc-warm-")
+            .tempdir_in(&self.tmp_dir)
+            .map_err(|e| e.to_string())?;
+        let (inp, out) = (scratch.path().join("in"), scratch.path().join("out"));
+        for (dir, mode) in [(&inp, 0o755), (&out, 0o777)] {
+            std::fs::create_dir(dir).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+        }
+        let name = format!("dcc-warm-{}-{token}", self.worker);
+        let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
+        host.binds = Some(vec![
+            format!("{}:{}:ro", self.keeper.display(), keeper::PATH_IN_CONTAINER),
+            format!("{}:/inputs:ro", inp.display()),
+            format!("{}:/outputs:rw", out.display()),
+        ]);
+        let body = ContainerCreateBody {
+            network_disabled: (!shape.network).then_some(true),
+            image: Some(shape.image.clone()),
+            entrypoint: Some(vec![keeper::PATH_IN_CONTAINER.to_string()]),
+            working_dir: shape.working_dir.clone(),
+            labels: Some(HashMap::from([
+                (LABEL_JOB.to_string(), format!("{WARM_LABEL_PREFIX}{token}")),
+                (LABEL_WORKER.to_string(), self.worker.clone()),
+                (LABEL_ATTEMPT.to_string(), "0".to_string()),
+            ])),
+            tty: Some(false),
+            open_stdin: Some(false),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let started = async {
+            self.docker.create_container(Some(opts), body).await?;
+            self.docker.start_container(&name, None).await
+        };
+        if let Err(e) = started.await {
+            docker::remove(&self.docker, &name).await;
+            return Err(daemon_message(&e));
+        }
+        Ok(Warm { name, token, scratch })
+    }
+
+    /// Removes idle containers past the idle lifetime and forgets shapes no job used within it.
+    pub async fn sweep(&self) {
+        let old: Vec<Warm> = {
+            let mut g = self.lock();
+            let idle = self.settings.idle;
+            g.wanted.retain(|_, used| used.elapsed() < idle);
+            let mut old = Vec::new();
+            for list in g.idle.values_mut() {
+                let (keep, gone): (Vec<Idle>, Vec<Idle>) = list.drain(..).partition(|i| i.born.elapsed() < idle);
+                *list = keep;
+                old.extend(gone.into_iter().map(|i| i.warm));
+            }
+            g.idle.retain(|_, list| !list.is_empty());
+            old
+        };
+        for w in old {
+            docker::remove(&self.docker, &w.name).await;
+        }
+    }
+
+    /// Makes no more containers and removes the idle ones (shutdown).
+    pub async fn close(&self) {
+        let idle: Vec<Warm> = {
+            let mut g = self.lock();
+            g.closed = true;
+            g.idle.drain().flat_map(|(_, list)| list).map(|i| i.warm).collect()
+        };
+        for w in idle {
+            docker::remove(&self.docker, &w.name).await;
+        }
+    }
+}

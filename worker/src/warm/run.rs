@@ -1,0 +1,249 @@
+//! One attempt in a warm container: image → inputs into its folder → `exec` of the job's command
+//! (the image's entrypoint + the job's command or the image's, the job's environment; the user and
+//! working folder are the container's, made from the image and the job's shape) → wait (deadline,
+//! cancel, and the command's own exit) → logs and outputs → result. Same errors, limits and
+//! result as a cold run; the differences a job could see are listed in docs/performance.md.
+
+use std::time::{Duration, Instant};
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use dcc_shared::job::{ErrorCode, JobRecord, RunStats};
+use dcc_shared::storage::{StorageError, paths};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Warm;
+use crate::docker::daemon_message;
+use crate::executor::{AttemptEnd, Collected, Executor, Exit, Leftovers, Run, Stop, Verdict, judge, ms_since};
+use crate::files::{BindFiles, Files, Transfer};
+use crate::logs::{StatsSampler, capture_exec};
+
+/// The log capture task of an `exec`.
+type Logs = JoinHandle<Result<(), StorageError>>;
+
+/// First and longest pause between checks that the command is still running (only a command
+/// that exits while something else keeps its output open needs them).
+const EXIT_CHECK: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+
+impl Executor {
+    /// Runs `attempt` of `job` in the warm container `warm`; what it leaves is for
+    /// [`Executor::clean_up`], like a cold attempt's.
+    pub(crate) async fn run_warm(
+        &self,
+        job: &JobRecord,
+        attempt: u32,
+        cancel: &CancellationToken,
+        warm: Warm,
+    ) -> (AttemptEnd, Leftovers) {
+        let run = Run {
+            job,
+            attempt,
+            gpus: &[],
+            name: &warm.name,
+            scratch: warm.scratch.path(),
+            cancel,
+            storage: &self.blobs,
+        };
+        let mut stats = RunStats {
+            warm: true,
+            ..RunStats::default()
+        };
+        let mut digest = None;
+        let result = self.warm_steps(&run, &mut stats, &mut digest).await;
+        let end = AttemptEnd::of(result, stats, digest);
+        (end, Leftovers::warm(warm))
+    }
+
+    async fn warm_steps(
+        &self,
+        run: &Run<'_>,
+        stats: &mut RunStats,
+        digest: &mut Option<String>,
+    ) -> Result<Verdict, Stop> {
+        let t = Instant::now();
+        let pulled = self.pull(run).await;
+        stats.pull_ms = ms_since(t);
+        let image = pulled?;
+        *digest = Some(image.id.clone());
+        let argv = image.argv(run.job.spec.command.as_deref());
+        if argv.is_empty() {
+            // What Docker answers a cold create of the same job.
+            return Err(Stop::with(
+                ErrorCode::ContainerFailed,
+                "creating the container failed: No command specified",
+            ));
+        }
+        let transfer = Transfer {
+            docker: &self.docker,
+            storage: run.storage.as_ref(),
+            job: run.job,
+            attempt: run.attempt,
+            scratch: run.scratch,
+            container: run.name,
+            max_output_bytes: self.settings.max_output_bytes,
+            as_root: image.as_root,
+        };
+        let t = Instant::now();
+        // Stages the inputs into the folder the container already has bound at `/inputs`.
+        BindFiles
+            .before_create(&transfer)
+            .await
+            .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
+        stats.inputs_ms = ms_since(t);
+        let t = Instant::now();
+        let (exec, mut logs) = self.exec(run, argv).await?;
+        stats.start_ms = ms_since(t);
+        let t = Instant::now();
+        let sampler = StatsSampler::spawn(self.docker.clone(), run.name.to_string());
+        let Some((exit, logged)) = self.wait_exec(run, &exec, &mut logs).await else {
+            logs.abort();
+            sampler.finish();
+            return Err(Stop::Aborted);
+        };
+        stats.run_ms = ms_since(t);
+        let usage = sampler.finish();
+        stats.max_memory_bytes = usage.max_memory_bytes;
+        stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
+        let t = Instant::now();
+        // The output has ended (or the container was killed under it): the capture ends now.
+        let logs = match logged {
+            Some(r) => r,
+            None => logs
+                .await
+                .unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))),
+        };
+        if let Exit::Code(126 | 127) = exit
+            && let Some(why) = self.exec_failure(run).await
+        {
+            return Err(Stop::with(
+                ErrorCode::ContainerFailed,
+                format!("the container did not start: {why}"),
+            ));
+        }
+        let (oom_killed, outputs) = tokio::join!(self.oom_killed(run.name, &exit), BindFiles.collect(&transfer));
+        stats.outputs_ms = ms_since(t);
+        Ok(judge(
+            exit,
+            Collected {
+                oom_killed,
+                logs,
+                outputs,
+            },
+            run.job,
+        ))
+    }
+
+    /// Creates and starts the `exec` of `argv` with the job's environment, its output captured;
+    /// returns the exec's id and the capture.
+    async fn exec(&self, run: &Run<'_>, argv: Vec<String>) -> Result<(String, Logs), Stop> {
+        let env = run.job.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let config = ExecConfig {
+            cmd: Some(argv),
+            env: Some(env),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let refused = |e: bollard::errors::Error| Self::refused(run, "the command did not start", daemon_message(&e));
+        let id = self.docker.create_exec(run.name, config).await.map_err(refused)?.id;
+        let opts = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        let StartExecResults::Attached { output, .. } =
+            self.docker.start_exec(&id, Some(opts)).await.map_err(refused)?
+        else {
+            return Err(Stop::with(ErrorCode::ContainerFailed, "the command started detached"));
+        };
+        let logs = tokio::spawn({
+            let (storage, scratch) = (run.storage.clone(), run.scratch.to_path_buf());
+            let objects = (
+                paths::log(&run.job.id, run.attempt, "stdout"),
+                paths::log(&run.job.id, run.attempt, "stderr"),
+            );
+            let cap = self.settings.max_log_bytes;
+            async move { capture_exec(output, storage, &scratch, objects, cap).await }
+        });
+        Ok((id, logs))
+    }
+
+    /// Waits for the command to end, killing the container at the job's deadline; then kills it
+    /// anyway, as a cold container's end would (its first process gone, so is everything else),
+    /// before outputs are read. `None` when the attempt was stopped from outside. With the exit,
+    /// the capture's result when it already ended.
+    async fn wait_exec(
+        &self,
+        run: &Run<'_>,
+        exec: &str,
+        logs: &mut Logs,
+    ) -> Option<(Exit, Option<Result<(), StorageError>>)> {
+        let limit = Duration::from_secs(run.job.spec.parameters.max_duration_secs);
+        let deadline = tokio::time::sleep(limit);
+        let mut logged = None;
+        let timed_out = tokio::select! {
+            // The output ends when the command and whatever still held its output have exited.
+            r = &mut *logs => {
+                logged = Some(r.unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))));
+                false
+            }
+            // Or the command exited and left something running that holds its output.
+            _ = self.exec_exited(exec) => false,
+            _ = deadline => true,
+            _ = run.cancel.cancelled() => {
+                self.kill(run.name).await;
+                return None;
+            }
+        };
+        self.kill(run.name).await;
+        if timed_out {
+            return Some((Exit::Timeout, logged));
+        }
+        let exit = match self.docker.inspect_exec(exec).await {
+            Ok(i) => match i.exit_code {
+                Some(code) if i.running != Some(true) => Exit::Code(code),
+                _ => Exit::Broken("the command's exit code is unknown".into()),
+            },
+            Err(e) => Exit::Broken(daemon_message(&e)),
+        };
+        Some((exit, logged))
+    }
+
+    /// When the runtime could not start the command at all (no such program, not executable):
+    /// its message. Docker reports that as the exec's output and exit code 126 or 127, where a
+    /// cold container's start fails; the attempt then fails the same way, and the message is
+    /// taken out of the job's stdout, where a cold start leaves nothing either.
+    async fn exec_failure(&self, run: &Run<'_>) -> Option<String> {
+        const RUNTIME: &str = "OCI runtime exec failed";
+        let path = run.scratch.join("stdout");
+        let head = tokio::fs::read(&path).await.ok()?;
+        let text = String::from_utf8_lossy(&head[..head.len().min(4096)]).into_owned();
+        if !text.starts_with(RUNTIME) {
+            return None;
+        }
+        let object = paths::log(&run.job.id, run.attempt, "stdout");
+        if tokio::fs::write(&path, b"").await.is_ok()
+            && let Err(e) = run.storage.put_file(&object, &path).await
+        {
+            tracing::warn!(error = %e, "could not clear the runtime's message from stdout");
+        }
+        Some(text.lines().next().unwrap_or(RUNTIME).trim().to_string())
+    }
+
+    /// Resolves once the exec's command is no longer running (checks that slow down over time).
+    async fn exec_exited(&self, exec: &str) {
+        let mut pause = EXIT_CHECK.0;
+        loop {
+            tokio::time::sleep(pause).await;
+            if let Ok(i) = self.docker.inspect_exec(exec).await
+                && i.running == Some(false)
+            {
+                return;
+            }
+            pause = (pause * 2).min(EXIT_CHECK.1);
+        }
+    }
+}
