@@ -186,7 +186,7 @@ pub struct Config {
     pub files_mode: String,
     /// Most warm containers a worker keeps for fast jobs (`DCC_WARM_POOL`, 2; 0: none).
     pub warm_pool: usize,
-    /// How long a warm container nobody took, or a shape no fast job used, is kept
+    /// How long a shape of fast job keeps its warm containers after the last job of that shape
     /// (`DCC_WARM_IDLE_SECS`, 300).
     pub warm_idle: Duration,
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -76,6 +76,14 @@ pub async fn remove(docker: &Docker, name: &str) {
         Ok(()) => {}
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
         Err(e) => tracing::warn!(container = name, error = %e, "could not remove container"),
+    }
+}
+
+/// Kills a container (SIGKILL); one already stopped or gone is fine.
+pub async fn kill(docker: &Docker, name: &str) {
+    let opts = KillContainerOptionsBuilder::default().signal("KILL").build();
+    if let Err(e) = docker.kill_container(name, Some(opts)).await {
+        tracing::debug!(container = name, error = %daemon_message(&e), "kill");
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, KillContainerOptionsBuilder};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, OutputFile, RunStats};
 use dcc_shared::queue::finish::Outcome;
 use dcc_shared::storage::{Storage, paths};
@@ -496,10 +496,7 @@ impl Executor {
     }
 
     pub(crate) async fn kill(&self, name: &str) {
-        let opts = KillContainerOptionsBuilder::default().signal("KILL").build();
-        if let Err(e) = self.docker.kill_container(name, Some(opts)).await {
-            tracing::debug!(container = name, error = %daemon_message(&e), "kill");
-        }
+        docker::kill(&self.docker, name).await;
     }
 }
 

@@ -6,8 +6,8 @@
 //! removed afterwards like any other: **one job per container, never reused**. The pool then
 //! makes a new one in the background.
 //!
-//! Shapes are learned from the fast jobs this worker ran (cold or warm) and forgotten after the
-//! idle lifetime, as are containers nobody took. Idle warm containers hold no CPU slot or memory
+//! Shapes are learned from the fast jobs this worker ran (cold or warm); a shape no fast job used
+//! for the idle lifetime is forgotten and its containers removed. Idle warm containers hold no CPU slot or memory
 //! reservation (they run nothing). Only CPU jobs in bind mode use the pool: GPU jobs and copy mode
 //! (a daemon that cannot see the worker's folders) run cold.
 
@@ -36,7 +36,7 @@ const WARM_LABEL_PREFIX: &str = "warm-";
 pub struct WarmSettings {
     /// Most warm containers at once (idle ones, not counting those running a job); 0: no pool.
     pub size: usize,
-    /// How long an idle container, or a shape no fast job used, is kept.
+    /// How long a shape no fast job used keeps its containers.
     pub idle: Duration,
 }
 
@@ -78,14 +78,9 @@ pub struct Warm {
     pub scratch: tempfile::TempDir,
 }
 
-struct Idle {
-    warm: Warm,
-    born: Instant,
-}
-
 #[derive(Default)]
 struct Inner {
-    idle: HashMap<Shape, Vec<Idle>>,
+    idle: HashMap<Shape, Vec<Warm>>,
     /// Shapes fast jobs used, with when they last did.
     wanted: HashMap<Shape, Instant>,
     /// Containers being made.
@@ -111,7 +106,7 @@ impl Inner {
             .filter(|(_, list)| !list.is_empty())
             .max_by_key(|(shape, list)| (list.len(), std::cmp::Reverse(wanted.get(*shape).copied())))
             .map(|(shape, _)| shape.clone())?;
-        self.idle.get_mut(&shape).and_then(Vec::pop).map(|i| i.warm)
+        self.idle.get_mut(&shape).and_then(Vec::pop)
     }
 
     /// The next shape to make a container for: the wanted shape with the fewest idle containers
@@ -190,7 +185,7 @@ impl WarmPool {
         let (warm, evicted) = {
             let mut g = self.lock();
             g.wanted.insert(shape.clone(), Instant::now());
-            let warm = g.idle.get_mut(shape).and_then(Vec::pop).map(|i| i.warm);
+            let warm = g.idle.get_mut(shape).and_then(Vec::pop);
             if let Some(w) = &warm {
                 g.in_use.insert(w.token.clone());
             }
@@ -220,7 +215,7 @@ impl WarmPool {
             return false;
         };
         let g = self.lock();
-        g.in_use.contains(token) || g.idle.values().flatten().any(|i| i.warm.token == token)
+        g.in_use.contains(token) || g.idle.values().flatten().any(|w| w.token == token)
     }
 
     /// Idle warm containers now.
@@ -245,8 +240,7 @@ impl WarmPool {
                 g.filling -= 1;
                 match made {
                     Ok(warm) if !g.closed => {
-                        let born = Instant::now();
-                        g.idle.entry(shape).or_default().push(Idle { warm, born });
+                        g.idle.entry(shape).or_default().push(warm);
                         None
                     }
                     Ok(warm) => Some(warm),
@@ -312,20 +306,14 @@ impl WarmPool {
         Ok(Warm { name, token, scratch })
     }
 
-    /// Removes idle containers past the idle lifetime and forgets shapes no job used within it.
+    /// Forgets shapes no fast job used within the idle lifetime, and removes their containers.
     pub async fn sweep(&self) {
         let old: Vec<Warm> = {
             let mut g = self.lock();
             let idle = self.settings.idle;
             g.wanted.retain(|_, used| used.elapsed() < idle);
-            let mut old = Vec::new();
-            for list in g.idle.values_mut() {
-                let (keep, gone): (Vec<Idle>, Vec<Idle>) = list.drain(..).partition(|i| i.born.elapsed() < idle);
-                *list = keep;
-                old.extend(gone.into_iter().map(|i| i.warm));
-            }
-            g.idle.retain(|_, list| !list.is_empty());
-            old
+            let unused: Vec<Shape> = g.idle.keys().filter(|s| !g.wanted.contains_key(*s)).cloned().collect();
+            unused.iter().filter_map(|s| g.idle.remove(s)).flatten().collect()
         };
         for w in old {
             docker::remove(&self.docker, &w.name).await;
@@ -337,7 +325,7 @@ impl WarmPool {
         let idle: Vec<Warm> = {
             let mut g = self.lock();
             g.closed = true;
-            g.idle.drain().flat_map(|(_, list)| list).map(|i| i.warm).collect()
+            g.idle.drain().flat_map(|(_, list)| list).collect()
         };
         for w in idle {
             docker::remove(&self.docker, &w.name).await;

@@ -171,10 +171,12 @@ impl Executor {
         Ok((id, logs))
     }
 
-    /// Waits for the command to end, killing the container at the job's deadline; then kills it
-    /// anyway, as a cold container's end would (its first process gone, so is everything else),
-    /// before outputs are read. `None` when the attempt was stopped from outside. With the exit,
-    /// the capture's result when it already ended.
+    /// Waits for the command to end, killing the container at the job's deadline. Then the
+    /// container is killed anyway, as a cold container's end would kill everything its first
+    /// process left: at once when the output ended (the kill goes out before outputs are read, and
+    /// nobody waits for Docker to finish it), and waited for when something still holds the
+    /// output. `None` when the attempt was stopped from outside. With the exit, the capture's
+    /// result when it already ended.
     async fn wait_exec(
         &self,
         run: &Run<'_>,
@@ -188,28 +190,45 @@ impl Executor {
             // The output ends when the command and whatever still held its output have exited.
             r = &mut *logs => {
                 logged = Some(r.unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))));
+                let (docker, name) = (self.docker.clone(), run.name.to_string());
+                tokio::spawn(async move { crate::docker::kill(&docker, &name).await });
                 false
             }
             // Or the command exited and left something running that holds its output.
-            _ = self.exec_exited(exec) => false,
-            _ = deadline => true,
+            _ = self.exec_exited(exec) => {
+                self.kill(run.name).await;
+                false
+            }
+            _ = deadline => {
+                self.kill(run.name).await;
+                true
+            }
             _ = run.cancel.cancelled() => {
                 self.kill(run.name).await;
                 return None;
             }
         };
-        self.kill(run.name).await;
         if timed_out {
             return Some((Exit::Timeout, logged));
         }
-        let exit = match self.docker.inspect_exec(exec).await {
-            Ok(i) => match i.exit_code {
-                Some(code) if i.running != Some(true) => Exit::Code(code),
-                _ => Exit::Broken("the command's exit code is unknown".into()),
-            },
-            Err(e) => Exit::Broken(daemon_message(&e)),
-        };
-        Some((exit, logged))
+        Some((self.exec_exit(exec).await, logged))
+    }
+
+    /// The command's exit code. Docker may close the output a moment before it has the exit, so
+    /// it is asked again for a little while.
+    async fn exec_exit(&self, exec: &str) -> Exit {
+        for _ in 0..200 {
+            match self.docker.inspect_exec(exec).await {
+                Ok(i) if i.running == Some(true) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(i) => {
+                    return i
+                        .exit_code
+                        .map_or_else(|| Exit::Broken("the command's exit code is unknown".into()), Exit::Code);
+                }
+                Err(e) => return Exit::Broken(daemon_message(&e)),
+            }
+        }
+        Exit::Broken("the command's exit code did not come within 2 s of its end".into())
     }
 
     /// When the runtime could not start the command at all (no such program, not executable):
