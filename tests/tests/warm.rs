@@ -165,6 +165,23 @@ async fn warm_jobs_time_out_and_cancel_like_cold_ones() {
     .await;
 }
 
+/// Memory over the limit: the kernel kills the command and the job says so, as cold.
+#[tokio::test]
+async fn a_warm_job_over_its_memory_is_killed_and_reported() {
+    let redis = Redis::start();
+    let dcc = warm_server(&redis).await;
+    let api = dcc.api();
+    let mut hog = sh("head -c 200000000 /dev/zero | tail > /dev/null");
+    hog["parameters"] = json!({"memoryMb": 16});
+    let v = run_warm(&api, &hog).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "NONZERO_EXIT", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ran out of memory"),
+        "{v}"
+    );
+}
+
 #[tokio::test]
 async fn the_next_job_finds_no_trace_of_the_last() {
     let redis = Redis::start();

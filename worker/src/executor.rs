@@ -267,10 +267,12 @@ impl Executor {
     /// A warm container for `job` when it may run in one and one is idle. Asking makes the pool
     /// learn the job's shape, so the next job of that shape finds one.
     fn take_warm(&self, job: &JobRecord, gpus: &[u32]) -> Option<Warm> {
-        let pool = self
-            .warm
-            .as_ref()
-            .filter(|_| self.settings.files == FilesMode::Bind && gpus.is_empty())?;
+        let eligible = self.settings.files == FilesMode::Bind
+            && gpus.is_empty()
+            // Never a container of an image this worker may not run, not even one that only
+            // runs the keeper.
+            && self.settings.images.allows(&job.spec.image);
+        let pool = self.warm.as_ref().filter(|_| eligible)?;
         pool.take(&Shape::of(job)?)
     }
 
@@ -283,8 +285,8 @@ impl Executor {
     /// folder (bind mode left read-only folders: opened first).
     pub async fn clean_up(&self, left: Leftovers) {
         docker::remove(&self.docker, &left.container).await;
-        if let (Some(pool), Some(token)) = (&self.warm, &left.warm) {
-            pool.done(token);
+        if let Some(pool) = &self.warm {
+            pool.after_job(left.warm.as_deref());
         }
         files::unlock(left.scratch.path());
         drop(left.scratch);

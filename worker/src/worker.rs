@@ -394,20 +394,30 @@ impl Worker {
         (claimed, failed)
     }
 
+    /// Resolves when the number of idle warm containers changed (never without a pool).
+    async fn warm_changed(&self) {
+        match self.exec.warm_pool() {
+            Some(pool) => pool.changed.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Every heartbeat: self-check, follow the drain flag, renew the leases, beat the health key,
     /// remove stray containers. Between beats, a capacity change re-beats the health key alone
     /// (read by `/api/v1/workers` and the scaler), so it is fresh without waiting for the tick.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = self.capacity_changed.notified() => {
-                    if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
-                        tracing::debug!(error = %e, "capacity beat failed");
-                    }
-                    continue;
+            let ticked = tokio::select! {
+                _ = tick.tick() => true,
+                _ = self.capacity_changed.notified() => false,
+                _ = self.warm_changed() => false,
+            };
+            if !ticked {
+                if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
+                    tracing::debug!(error = %e, "capacity beat failed");
                 }
+                continue;
             }
             self.self_check().await;
             self.follow_drain_flag().await;

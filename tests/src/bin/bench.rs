@@ -487,14 +487,12 @@ async fn warm_round_trips(
     let _ = api.post("/api/v1/run", body).await; // teaches the pool the shape
     let (mut raw, mut times, mut views) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        dcc_e2e::eventually(
-            std::time::Duration::from_secs(30),
-            "a warm container is ready",
-            || async {
-                let w = api.get("/api/v1/workers").await.body;
-                (w["workers"][0]["warmContainers"].as_u64() > Some(0)).then_some(())
-            },
-        )
+        // The pool full again (no refill under way): the job meets a quiet daemon, as one arriving
+        // at an idle worker does.
+        dcc_e2e::eventually(std::time::Duration::from_secs(30), "the pool is full", || async {
+            let w = api.get("/api/v1/workers").await.body;
+            (w["workers"][0]["warmContainers"].as_u64() == Some(2)).then_some(())
+        })
         .await;
         raw.push(raw_container(docker).await);
         let t = Instant::now();

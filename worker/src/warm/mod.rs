@@ -83,8 +83,8 @@ struct Inner {
     idle: HashMap<Shape, Vec<Warm>>,
     /// Shapes fast jobs used, with when they last did.
     wanted: HashMap<Shape, Instant>,
-    /// Containers being made.
-    filling: usize,
+    /// Tokens of containers being made (they exist in Docker before they are idle here).
+    making: HashSet<String>,
     /// Tokens of warm containers running a job (until their clean-up).
     in_use: HashSet<String>,
     /// No more containers (shutdown).
@@ -112,7 +112,7 @@ impl Inner {
     /// The next shape to make a container for: the wanted shape with the fewest idle containers
     /// (the most recently used first among equals), while the pool has room.
     fn next_to_fill(&self, size: usize, idle: Duration) -> Option<Shape> {
-        if self.closed || self.idle_count() + self.filling >= size {
+        if self.closed || self.idle_count() + self.making.len() >= size {
             return None;
         }
         self.wanted
@@ -134,6 +134,8 @@ pub struct WarmPool {
     /// Where the containers' folders are made.
     tmp_dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled when the number of idle containers changed (the worker's health key shows it).
+    pub changed: tokio::sync::Notify,
 }
 
 impl WarmPool {
@@ -172,6 +174,7 @@ impl WarmPool {
             keeper,
             tmp_dir,
             inner: Mutex::new(Inner::default()),
+            changed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -180,7 +183,8 @@ impl WarmPool {
     }
 
     /// A warm container of `shape` for one job, if one is idle; either way the shape counts as
-    /// used and the pool makes up for what was taken.
+    /// used. The pool makes up for it once the job's container is gone ([`WarmPool::after_job`]):
+    /// making one now would compete with the job for the daemon.
     pub fn take(self: &Arc<Self>, shape: &Shape) -> Option<Warm> {
         let (warm, evicted) = {
             let mut g = self.lock();
@@ -189,33 +193,37 @@ impl WarmPool {
             if let Some(w) = &warm {
                 g.in_use.insert(w.token.clone());
             }
-            let full = g.idle_count() + g.filling >= self.settings.size;
+            let full = g.idle_count() + g.making.len() >= self.settings.size;
             let evicted = if warm.is_none() && full { g.evict() } else { None };
             (warm, evicted)
         };
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if let Some(old) = evicted {
-                docker::remove(&pool.docker, &old.name).await;
-            }
-            pool.refill().await;
-        });
+        if let Some(old) = evicted {
+            let pool = self.clone();
+            tokio::spawn(async move { docker::remove(&pool.docker, &old.name).await });
+        }
+        if warm.is_some() {
+            self.changed.notify_one();
+        }
         warm
     }
 
-    /// The container with `token` has been removed.
-    pub fn done(&self, token: &str) {
-        self.lock().in_use.remove(token);
+    /// After a fast job's container was removed (`token`: the warm one it ran in): makes up for
+    /// what it took, and for the shape it taught.
+    pub fn after_job(self: &Arc<Self>, token: Option<&str>) {
+        if let Some(t) = token {
+            self.lock().in_use.remove(t);
+        }
+        tokio::spawn(self.clone().refill());
     }
 
-    /// Whether a container's job label is one of this pool's containers (idle or running a job):
-    /// not a stray.
+    /// Whether a container's job label is one of this pool's containers (being made, idle or
+    /// running a job): not a stray.
     pub fn holds(&self, job_label: &str) -> bool {
         let Some(token) = job_label.strip_prefix(WARM_LABEL_PREFIX) else {
             return false;
         };
         let g = self.lock();
-        g.in_use.contains(token) || g.idle.values().flatten().any(|w| w.token == token)
+        g.in_use.contains(token) || g.making.contains(token) || g.idle.values().flatten().any(|w| w.token == token)
     }
 
     /// Idle warm containers now.
@@ -226,21 +234,23 @@ impl WarmPool {
     /// Makes containers while a wanted shape has fewer than its share and the pool has room.
     async fn refill(self: Arc<Self>) {
         loop {
+            let token = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
             let shape = {
                 let mut g = self.lock();
                 let Some(shape) = g.next_to_fill(self.settings.size, self.settings.idle) else {
                     return;
                 };
-                g.filling += 1;
+                g.making.insert(token.clone());
                 shape
             };
-            let made = self.make(&shape).await;
+            let made = self.make(&shape, token.clone()).await;
             let late = {
                 let mut g = self.lock();
-                g.filling -= 1;
+                g.making.remove(&token);
                 match made {
                     Ok(warm) if !g.closed => {
                         g.idle.entry(shape).or_default().push(warm);
+                        self.changed.notify_one();
                         None
                     }
                     Ok(warm) => Some(warm),
@@ -261,8 +271,7 @@ impl WarmPool {
     }
 
     /// Creates and starts one warm container of `shape`.
-    async fn make(&self, shape: &Shape) -> Result<Warm, String> {
-        let token = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+    async fn make(&self, shape: &Shape, token: String) -> Result<Warm, String> {
         let scratch = tempfile::Builder::new()
             .prefix("dcc-warm-")
             .tempdir_in(&self.tmp_dir)

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
+use bollard::query_parameters::StatsOptionsBuilder;
 use dcc_shared::job::{ErrorCode, JobRecord, RunStats};
 use dcc_shared::storage::{StorageError, paths};
+use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +123,14 @@ impl Executor {
                 format!("the container did not start: {why}"),
             ));
         }
-        let (oom_killed, outputs) = tokio::join!(self.oom_killed(run.name, &exit), BindFiles.collect(&transfer));
+        // Asked before the kill below: Docker's record of the container's stop replaces its
+        // out-of-memory flag with the stop's.
+        let oom_killed = self.warm_oom(run.name, &exit).await;
+        // What the command left running dies before its outputs are read, as a cold container's
+        // does with its first process; nobody waits for Docker to finish the kill.
+        let (docker, name) = (self.docker.clone(), run.name.to_string());
+        tokio::spawn(async move { crate::docker::kill(&docker, &name).await });
+        let outputs = BindFiles.collect(&transfer).await;
         stats.outputs_ms = ms_since(t);
         Ok(judge(
             exit,
@@ -171,12 +180,9 @@ impl Executor {
         Ok((id, logs))
     }
 
-    /// Waits for the command to end, killing the container at the job's deadline. Then the
-    /// container is killed anyway, as a cold container's end would kill everything its first
-    /// process left: at once when the output ended (the kill goes out before outputs are read, and
-    /// nobody waits for Docker to finish it), and waited for when something still holds the
-    /// output. `None` when the attempt was stopped from outside. With the exit, the capture's
-    /// result when it already ended.
+    /// Waits for the command to end, killing the container at the job's deadline, or when the
+    /// command exited while something it left still holds its output. `None` when the attempt
+    /// was stopped from outside. With the exit, the capture's result when it already ended.
     async fn wait_exec(
         &self,
         run: &Run<'_>,
@@ -190,8 +196,6 @@ impl Executor {
             // The output ends when the command and whatever still held its output have exited.
             r = &mut *logs => {
                 logged = Some(r.unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))));
-                let (docker, name) = (self.docker.clone(), run.name.to_string());
-                tokio::spawn(async move { crate::docker::kill(&docker, &name).await });
                 false
             }
             // Or the command exited and left something running that holds its output.
@@ -229,6 +233,25 @@ impl Executor {
             }
         }
         Exit::Broken("the command's exit code did not come within 2 s of its end".into())
+    }
+
+    /// Whether the kernel killed the command for memory. The container outlives its command, and
+    /// Docker sets its flag only when the container itself dies: a SIGKILL exit after the
+    /// container's memory reached its limit (peak usage or `failcnt`, cgroup v1) counts too.
+    async fn warm_oom(&self, name: &str, exit: &Exit) -> bool {
+        if self.oom_killed(name, exit).await {
+            return true;
+        }
+        if !matches!(exit, Exit::Code(137)) {
+            return false;
+        }
+        let opts = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let stats = self.docker.stats(name, Some(opts)).next().await;
+        let Some(m) = stats.and_then(Result::ok).and_then(|s| s.memory_stats) else {
+            return false;
+        };
+        let at_limit = matches!((m.max_usage, m.limit), (Some(peak), Some(limit)) if peak >= limit);
+        at_limit || m.failcnt.is_some_and(|n| n > 0)
     }
 
     /// When the runtime could not start the command at all (no such program, not executable):
