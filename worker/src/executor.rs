@@ -312,16 +312,7 @@ impl Executor {
         stats.pull_ms = ms_since(t);
         let image = pulled?;
         *digest = Some(image.id);
-        let transfer = Transfer {
-            docker: &self.docker,
-            storage: run.storage.as_ref(),
-            job: run.job,
-            attempt: run.attempt,
-            scratch: run.scratch,
-            container: run.name,
-            max_output_bytes: self.settings.max_output_bytes,
-            as_root: image.as_root,
-        };
+        let transfer = self.transfer(run, image.as_root);
         let t = Instant::now();
         let attach = files
             .before_create(&transfer)
@@ -366,6 +357,20 @@ impl Executor {
         let collected = self.collect(files, &transfer, logs, &exit).await;
         stats.outputs_ms = ms_since(t);
         Ok(judge(exit, collected, run.job))
+    }
+
+    /// What the files mode needs to move `run`'s files.
+    pub(crate) fn transfer<'a>(&'a self, run: &'a Run<'_>, as_root: bool) -> Transfer<'a> {
+        Transfer {
+            docker: &self.docker,
+            storage: run.storage.as_ref(),
+            job: run.job,
+            attempt: run.attempt,
+            scratch: run.scratch,
+            container: run.name,
+            max_output_bytes: self.settings.max_output_bytes,
+            as_root,
+        }
     }
 
     /// Makes sure the image is allowed and present.

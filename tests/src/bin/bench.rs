@@ -259,22 +259,7 @@ async fn submit_rates(submits: usize, concurrency: usize) {
         .start()
         .await;
     let api = server.api();
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let api = api.clone();
-        let per = submits / concurrency;
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per {
-                let a = api.submit(json!({"image": IMAGE})).await;
-                assert_eq!(a.status, 201);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let submit_rate = submits as f64 / t.elapsed().as_secs_f64();
+    let submit_rate = submit_load(&api, submits, concurrency).await;
     let floor_rate = floor_rate(&redis, submits, concurrency).await;
     println!(
         "{:<58} {redis_rate:>8.0} ops/s",
@@ -326,21 +311,8 @@ async fn floor_server(port: &str) {
     axum::serve(listener, app).await.unwrap();
 }
 
-/// Requests per second the floor server accepts, with the same client and load as (d).
-async fn floor_rate(redis: &Redis, submits: usize, concurrency: usize) -> f64 {
-    let port = dcc_e2e::free_port();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("BENCH_FLOOR_SERVER", port.to_string())
-        .env("BENCH_FLOOR_REDIS", redis.url())
-        .spawn()
-        .expect("floor server starts");
-    let api = dcc_e2e::Api::new(format!("http://127.0.0.1:{port}"));
-    dcc_e2e::eventually(
-        std::time::Duration::from_secs(10),
-        "the floor server listens",
-        || async { std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()) },
-    )
-    .await;
+/// Submits per second `api` accepts from `concurrency` clients sending `submits` in all.
+async fn submit_load(api: &dcc_e2e::Api, submits: usize, concurrency: usize) -> f64 {
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -356,7 +328,25 @@ async fn floor_rate(redis: &Redis, submits: usize, concurrency: usize) -> f64 {
     for t in tasks {
         t.await.unwrap();
     }
-    let rate = submits as f64 / t.elapsed().as_secs_f64();
+    submits as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Requests per second the floor server accepts, with the same client and load as (d).
+async fn floor_rate(redis: &Redis, submits: usize, concurrency: usize) -> f64 {
+    let port = dcc_e2e::free_port();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_FLOOR_SERVER", port.to_string())
+        .env("BENCH_FLOOR_REDIS", redis.url())
+        .spawn()
+        .expect("floor server starts");
+    let api = dcc_e2e::Api::new(format!("http://127.0.0.1:{port}"));
+    dcc_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the floor server listens",
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()) },
+    )
+    .await;
+    let rate = submit_load(&api, submits, concurrency).await;
     let _ = child.kill();
     let _ = child.wait();
     rate

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Warm;
 use crate::docker::daemon_message;
 use crate::executor::{AttemptEnd, Collected, Executor, Exit, Leftovers, Run, Stop, Verdict, judge, ms_since};
-use crate::files::{BindFiles, Files, Transfer};
+use crate::files::{BindFiles, Files};
 use crate::logs::{StatsSampler, capture_exec};
 
 /// The log capture task of an `exec`.
@@ -76,16 +76,7 @@ impl Executor {
                 "creating the container failed: No command specified",
             ));
         }
-        let transfer = Transfer {
-            docker: &self.docker,
-            storage: run.storage.as_ref(),
-            job: run.job,
-            attempt: run.attempt,
-            scratch: run.scratch,
-            container: run.name,
-            max_output_bytes: self.settings.max_output_bytes,
-            as_root: image.as_root,
-        };
+        let transfer = self.transfer(run, image.as_root);
         let t = Instant::now();
         // Stages the inputs into the folder the container already has bound at `/inputs`.
         BindFiles
