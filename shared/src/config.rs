@@ -259,185 +259,190 @@ impl Config {
     /// Reads configuration through `get` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let redis = RedisConfig::from_lookup(&lookup);
-        // `raw` tells "set to empty" (meaning: none) from "unset" (meaning: the default).
-        let raw = |k: &str| lookup(k).map(|v| v.trim().to_string());
-        let get = |k: &str| raw(k).filter(|v| !v.is_empty());
-        let num = |k: &str, default: u64| -> Result<u64> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number"))),
-            }
-        };
-        // A comma-separated list; unset or empty: none.
-        let list = |k: &str| -> Vec<String> {
-            get(k)
-                .map(|v| {
-                    v.split(',')
-                        .map(|e| e.trim().to_string())
-                        .filter(|e| !e.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let secs = |k: &str, default: u64| -> Result<Duration> {
-            let n = num(k, default)?;
-            if n == 0 {
-                return Err(Error::Config(format!("{k} must be more than 0")));
-            }
-            Ok(Duration::from_secs(n))
-        };
-        let limits = Limits {
-            max_input_bytes: num("DCC_MAX_INPUT_BYTES", 1 << 30)?,
-            default_memory_mb: num("DCC_DEFAULT_MEMORY_MB", 2048)?,
-            max_duration_secs: num("DCC_MAX_DURATION_SECS", 7 * 24 * 3600)?,
-            declared: crate::job::spec::DeclaredShape {
-                cpus: get("DCC_MAX_CPUS").is_some(),
-                gpus: get("DCC_MAX_GPUS").is_some(),
-                memory_mb: get("DCC_MAX_MEMORY_MB").is_some(),
-            },
-            images: crate::job::image::ImageAllow::parse(&list("DCC_IMAGE_ALLOW")).map_err(Error::Config)?,
-            ..Limits::default()
-        };
-        let mut limits = limits;
-        // The largest worker shape, when the operator declares it: jobs beyond are refused at
-        // submit with 422 UNSCHEDULABLE (the hard bounds stay for what is merely absurd).
-        if limits.declared.cpus {
-            limits.max_cpus = num("DCC_MAX_CPUS", 0)? as f64;
-        }
-        if limits.declared.gpus {
-            limits.max_gpus = num("DCC_MAX_GPUS", 0)? as u32;
-        }
-        if limits.declared.memory_mb {
-            limits.max_memory_mb = num("DCC_MAX_MEMORY_MB", 0)?;
-        }
-        let listen = get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let lease = secs("DCC_LEASE_SECS", 30)?;
-        let heartbeat = secs("DCC_HEARTBEAT_SECS", 10)?;
+        let v = Vars(lookup);
+        let listen = v.get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let lease = v.secs("DCC_LEASE_SECS", 30)?;
+        let heartbeat = v.secs("DCC_HEARTBEAT_SECS", 10)?;
         if heartbeat >= lease {
             return Err(Error::Config(
                 "DCC_HEARTBEAT_SECS must be shorter than DCC_LEASE_SECS, or leases lapse between beats".into(),
             ));
         }
-        let cpus = match get("DCC_CPUS") {
+        let cpus = match v.get("DCC_CPUS") {
             None => None,
-            Some(v) => Some(
-                v.parse::<u32>()
+            Some(c) => Some(
+                c.parse::<u32>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::Config(format!("DCC_CPUS={v:?} is not a positive whole number")))?,
+                    .ok_or_else(|| Error::Config(format!("DCC_CPUS={c:?} is not a positive whole number")))?,
             ),
         };
         Ok(Config {
             redis_url: redis.url,
             prefix: redis.prefix,
-            storage: get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
-            retention: match get("DCC_RETENTION") {
-                None => Duration::from_secs(7 * 24 * 3600),
-                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_RETENTION: {m}")))?,
-            },
+            storage: v.get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
+            retention: v.duration("DCC_RETENTION", 7 * 24 * 3600)?,
             listen: listen
                 .parse()
                 .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))?,
-            api_keys: get("DCC_API_KEYS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|k| k.trim().to_string())
-                        .filter(|k| !k.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            allowed_origins: list("DCC_ALLOWED_ORIGINS"),
-            api_keys_file: get("DCC_API_KEYS_FILE").map(PathBuf::from),
-            allow_unauthenticated: matches!(
-                get("DCC_ALLOW_UNAUTHENTICATED")
-                    .as_deref()
-                    .map(str::to_ascii_lowercase)
-                    .as_deref(),
-                Some("1" | "true" | "yes")
-            ),
-            disable_worker: matches!(
-                get("DISABLE_WORKER").as_deref().map(str::to_ascii_lowercase).as_deref(),
-                Some("1" | "true" | "yes")
-            ),
-            worker_id: get("DCC_WORKER_ID"),
+            api_keys: v.list("DCC_API_KEYS"),
+            allowed_origins: v.list("DCC_ALLOWED_ORIGINS"),
+            api_keys_file: v.get("DCC_API_KEYS_FILE").map(PathBuf::from),
+            allow_unauthenticated: v.flag("DCC_ALLOW_UNAUTHENTICATED"),
+            disable_worker: v.flag("DISABLE_WORKER"),
+            worker_id: v.get("DCC_WORKER_ID"),
             cpus,
-            memory_mb: get("DCC_MEMORY_MB").map(|_| num("DCC_MEMORY_MB", 0)).transpose()?,
+            memory_mb: v.get("DCC_MEMORY_MB").map(|_| v.num("DCC_MEMORY_MB", 0)).transpose()?,
             lease,
             heartbeat,
-            max_body_bytes: num("DCC_MAX_BODY_BYTES", 64 << 20)?,
-            limits,
-            max_output_bytes: num("DCC_MAX_OUTPUT_BYTES", 10 << 30)?,
-            max_log_bytes: num("DCC_MAX_LOG_BYTES", 64 << 20)?,
-            pids_limit: num("DCC_PIDS_LIMIT", 1024)? as i64,
-            max_wait: secs("DCC_MAX_WAIT_SECS", 600)?,
-            docker_concurrency: num("DCC_DOCKER_CONCURRENCY", 4)?.max(1) as usize,
-            tmp_dir: get("DCC_TMP_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
-            url_fetch_timeout: secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
-            url_input_allow: list("DCC_URL_INPUT_ALLOW"),
-            pull_timeout: secs("DCC_PULL_TIMEOUT_SECS", 600)?,
-            docker_runtime: get("DCC_DOCKER_RUNTIME"),
-            log_json: get("DCC_LOG_FORMAT").as_deref() == Some("json"),
-            drain_timeout: match get("DCC_DRAIN_TIMEOUT") {
-                None => Duration::from_secs(600),
-                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_DRAIN_TIMEOUT: {m}")))?,
-            },
-            disk_min_free_percent: num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
-            fast_result_ttl: match get("DCC_FAST_RESULT_TTL") {
-                None => Duration::from_secs(60),
-                Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("DCC_FAST_RESULT_TTL: {m}")))?,
-            },
-            fast_max_inline_bytes: num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,
-            fast_max_output_bytes: num("DCC_FAST_MAX_OUTPUT_BYTES", 16 << 20)?,
-            fast_max_redis_bytes: num("DCC_FAST_MAX_REDIS_BYTES", 256 << 20)?,
-            max_job_input_bytes: num("DCC_MAX_JOB_INPUT_BYTES", 10 << 30)?,
-            max_waiters: num("DCC_MAX_WAITERS", 10_000)? as usize,
-            s3_force_path_style: matches!(
-                get("DCC_S3_FORCE_PATH_STYLE")
-                    .as_deref()
-                    .map(str::to_ascii_lowercase)
-                    .as_deref(),
-                Some("1" | "true" | "yes")
-            ),
-            s3_presign: secs("DCC_S3_PRESIGN_SECS", 300)?,
-            gpus: match get("DCC_GPUS") {
-                None => None,
-                Some(v) => Some(
-                    v.parse::<u32>()
-                        .map_err(|_| Error::Config(format!("DCC_GPUS={v:?} is not a whole number")))?,
-                ),
-            },
-            gpu_mode: get("DCC_GPU_MODE").unwrap_or_else(|| "auto".into()),
-            gpu_device_dir: get("DCC_GPU_DEVICE_DIR")
+            max_body_bytes: v.num("DCC_MAX_BODY_BYTES", 64 << 20)?,
+            limits: limits(&v)?,
+            max_output_bytes: v.num("DCC_MAX_OUTPUT_BYTES", 10 << 30)?,
+            max_log_bytes: v.num("DCC_MAX_LOG_BYTES", 64 << 20)?,
+            pids_limit: v.num("DCC_PIDS_LIMIT", 1024)? as i64,
+            max_wait: v.secs("DCC_MAX_WAIT_SECS", 600)?,
+            docker_concurrency: v.num("DCC_DOCKER_CONCURRENCY", 4)?.max(1) as usize,
+            tmp_dir: v
+                .get("DCC_TMP_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+            url_fetch_timeout: v.secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
+            url_input_allow: v.list("DCC_URL_INPUT_ALLOW"),
+            pull_timeout: v.secs("DCC_PULL_TIMEOUT_SECS", 600)?,
+            docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
+            log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),
+            drain_timeout: v.duration("DCC_DRAIN_TIMEOUT", 600)?,
+            disk_min_free_percent: v.num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
+            fast_result_ttl: v.duration("DCC_FAST_RESULT_TTL", 60)?,
+            fast_max_inline_bytes: v.num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,
+            fast_max_output_bytes: v.num("DCC_FAST_MAX_OUTPUT_BYTES", 16 << 20)?,
+            fast_max_redis_bytes: v.num("DCC_FAST_MAX_REDIS_BYTES", 256 << 20)?,
+            max_job_input_bytes: v.num("DCC_MAX_JOB_INPUT_BYTES", 10 << 30)?,
+            max_waiters: v.num("DCC_MAX_WAITERS", 10_000)? as usize,
+            s3_force_path_style: v.flag("DCC_S3_FORCE_PATH_STYLE"),
+            s3_presign: v.secs("DCC_S3_PRESIGN_SECS", 300)?,
+            gpus: v.opt_u32("DCC_GPUS")?,
+            gpu_mode: v.get("DCC_GPU_MODE").unwrap_or_else(|| "auto".into()),
+            gpu_device_dir: v
+                .get("DCC_GPU_DEVICE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/dev")),
-            gpu_driver_binds: match raw("DCC_GPU_DRIVER_BINDS") {
-                Some(v) => v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|b| !b.is_empty())
-                    .map(String::from)
-                    .collect(),
+            // Set to empty: none; unset: the default.
+            gpu_driver_binds: match v.raw("DCC_GPU_DRIVER_BINDS") {
+                Some(_) => v.list("DCC_GPU_DRIVER_BINDS"),
                 None => vec!["/usr/local/nvidia".into()],
             },
-            gpu_ld_library_path: match raw("DCC_GPU_LD_LIBRARY_PATH") {
-                Some(v) if v.is_empty() => None,
-                Some(v) => Some(v),
+            gpu_ld_library_path: match v.raw("DCC_GPU_LD_LIBRARY_PATH") {
+                Some(p) if p.is_empty() => None,
+                Some(p) => Some(p),
                 None => Some("/usr/local/nvidia/lib64".into()),
             },
-            files_mode: get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
-            warm_pool: num("DCC_WARM_POOL", 2)? as usize,
-            warm_idle: secs("DCC_WARM_IDLE_SECS", 300)?,
-            cpu_slots: match get("DCC_CPU_SLOTS") {
-                None => None,
-                Some(v) => Some(
-                    v.parse::<u32>()
-                        .map_err(|_| Error::Config(format!("DCC_CPU_SLOTS={v:?} is not a whole number")))?,
-                ),
-            },
+            files_mode: v.get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
+            warm_pool: v.num("DCC_WARM_POOL", 2)? as usize,
+            warm_idle: v.secs("DCC_WARM_IDLE_SECS", 300)?,
+            cpu_slots: v.opt_u32("DCC_CPU_SLOTS")?,
         })
+    }
+}
+
+/// The job limits. The largest worker shape (`DCC_MAX_CPUS`, `DCC_MAX_GPUS`,
+/// `DCC_MAX_MEMORY_MB`) counts only when the operator declares it: jobs beyond are refused at
+/// submit with 422 UNSCHEDULABLE (the hard bounds stay for what is merely absurd).
+fn limits<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<Limits> {
+    let mut limits = Limits {
+        max_input_bytes: v.num("DCC_MAX_INPUT_BYTES", 1 << 30)?,
+        default_memory_mb: v.num("DCC_DEFAULT_MEMORY_MB", 2048)?,
+        max_duration_secs: v.num("DCC_MAX_DURATION_SECS", 7 * 24 * 3600)?,
+        declared: crate::job::spec::DeclaredShape {
+            cpus: v.get("DCC_MAX_CPUS").is_some(),
+            gpus: v.get("DCC_MAX_GPUS").is_some(),
+            memory_mb: v.get("DCC_MAX_MEMORY_MB").is_some(),
+        },
+        images: crate::job::image::ImageAllow::parse(&v.list("DCC_IMAGE_ALLOW")).map_err(Error::Config)?,
+        ..Limits::default()
+    };
+    if limits.declared.cpus {
+        limits.max_cpus = v.num("DCC_MAX_CPUS", 0)? as f64;
+    }
+    if limits.declared.gpus {
+        limits.max_gpus = v.num("DCC_MAX_GPUS", 0)? as u32;
+    }
+    if limits.declared.memory_mb {
+        limits.max_memory_mb = v.num("DCC_MAX_MEMORY_MB", 0)?;
+    }
+    Ok(limits)
+}
+
+/// The process's variables, read through a lookup, with one parser per kind of value.
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    /// Trimmed, set or not: "set to empty" (meaning none) is not "unset" (meaning the default).
+    fn raw(&self, k: &str) -> Option<String> {
+        (self.0)(k).map(|v| v.trim().to_string())
+    }
+
+    /// Trimmed; unset or empty: `None`.
+    fn get(&self, k: &str) -> Option<String> {
+        self.raw(k).filter(|v| !v.is_empty())
+    }
+
+    /// A whole number (`_` separators allowed).
+    fn num(&self, k: &str, default: u64) -> Result<u64> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .replace('_', "")
+                .parse()
+                .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number"))),
+        }
+    }
+
+    /// A whole number when set.
+    fn opt_u32(&self, k: &str) -> Result<Option<u32>> {
+        self.get(k)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number")))
+            })
+            .transpose()
+    }
+
+    /// Seconds, more than 0.
+    fn secs(&self, k: &str, default: u64) -> Result<Duration> {
+        let n = self.num(k, default)?;
+        if n == 0 {
+            return Err(Error::Config(format!("{k} must be more than 0")));
+        }
+        Ok(Duration::from_secs(n))
+    }
+
+    /// A duration like `90s`, `15m`, `7d` ([`parse_duration`]).
+    fn duration(&self, k: &str, default_secs: u64) -> Result<Duration> {
+        match self.get(k) {
+            None => Ok(Duration::from_secs(default_secs)),
+            Some(v) => parse_duration(&v).map_err(|m| Error::Config(format!("{k}: {m}"))),
+        }
+    }
+
+    /// A comma-separated list; unset or empty: none.
+    fn list(&self, k: &str) -> Vec<String> {
+        self.get(k)
+            .map(|v| {
+                v.split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `1`, `true` or `yes` (any case).
+    fn flag(&self, k: &str) -> bool {
+        matches!(
+            self.get(k).map(|v| v.to_ascii_lowercase()).as_deref(),
+            Some("1" | "true" | "yes")
+        )
     }
 }
 

@@ -307,11 +307,7 @@ impl Executor {
         stats: &mut RunStats,
         digest: &mut Option<String>,
     ) -> Result<Verdict, Stop> {
-        let t = Instant::now();
-        let pulled = self.pull(run).await;
-        stats.pull_ms = ms_since(t);
-        let image = pulled?;
-        *digest = Some(image.id);
+        let image = self.timed_pull(run, stats, digest).await?;
         let transfer = self.transfer(run, image.as_root);
         let t = Instant::now();
         let attach = files
@@ -350,9 +346,7 @@ impl Executor {
             return Err(Stop::Aborted);
         };
         stats.run_ms = ms_since(t);
-        let usage = sampler.finish();
-        stats.max_memory_bytes = usage.max_memory_bytes;
-        stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
+        sampler.finish().into_stats(stats);
         let t = Instant::now();
         let collected = self.collect(files, &transfer, logs, &exit).await;
         stats.outputs_ms = ms_since(t);
@@ -371,6 +365,21 @@ impl Executor {
             max_output_bytes: self.settings.max_output_bytes,
             as_root,
         }
+    }
+
+    /// [`Executor::pull`], its time and the image's id noted for the result.
+    pub(crate) async fn timed_pull(
+        &self,
+        run: &Run<'_>,
+        stats: &mut RunStats,
+        digest: &mut Option<String>,
+    ) -> Result<docker::Image, Stop> {
+        let t = Instant::now();
+        let pulled = self.pull(run).await;
+        stats.pull_ms = ms_since(t);
+        let image = pulled?;
+        *digest = Some(image.id.clone());
+        Ok(image)
     }
 
     /// Makes sure the image is allowed and present.

@@ -250,6 +250,14 @@ pub struct Usage {
     pub cpu_nanos: u64,
 }
 
+impl Usage {
+    /// Notes what was seen in an attempt's stats.
+    pub fn into_stats(self, stats: &mut dcc_shared::job::RunStats) {
+        stats.max_memory_bytes = self.max_memory_bytes;
+        stats.cpu_secs = self.cpu_nanos as f64 / 1e9;
+    }
+}
+
 /// Samples a container's stats (Docker sends one about every second) until it stops.
 pub struct StatsSampler {
     task: JoinHandle<()>,

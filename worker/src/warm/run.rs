@@ -63,11 +63,7 @@ impl Executor {
         stats: &mut RunStats,
         digest: &mut Option<String>,
     ) -> Result<Verdict, Stop> {
-        let t = Instant::now();
-        let pulled = self.pull(run).await;
-        stats.pull_ms = ms_since(t);
-        let image = pulled?;
-        *digest = Some(image.id.clone());
+        let image = self.timed_pull(run, stats, digest).await?;
         let argv = image.argv(run.job.spec.command.as_deref());
         if argv.is_empty() {
             // What Docker answers a cold create of the same job.
@@ -95,9 +91,7 @@ impl Executor {
             return Err(Stop::Aborted);
         };
         stats.run_ms = ms_since(t);
-        let usage = sampler.finish();
-        stats.max_memory_bytes = usage.max_memory_bytes;
-        stats.cpu_secs = usage.cpu_nanos as f64 / 1e9;
+        sampler.finish().into_stats(stats);
         let t = Instant::now();
         // The output has ended (or the container was killed under it): the capture ends now.
         let logs = match logged {
