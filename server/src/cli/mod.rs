@@ -5,7 +5,7 @@
 //! an exit: see [`exit_code`].
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -195,7 +195,7 @@ impl Client {
     }
 }
 
-fn read_job(file: &PathBuf) -> anyhow::Result<Value> {
+fn read_job(file: &Path) -> anyhow::Result<Value> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -308,64 +308,8 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             wait,
             follow,
             json,
-        } => {
-            let mut job = read_job(&file)?;
-            job["wait"] = Value::Bool(false);
-            let (_, v) = client.call(reqwest::Method::POST, "/api/v1/jobs", Some(&job)).await?;
-            let id = v["jobId"].as_str().unwrap_or_default().to_string();
-            if !(wait || follow) {
-                if json {
-                    out!("{v}")
-                } else {
-                    out!("{id}")
-                }
-                return Ok(0);
-            }
-            let view = wait_for(&client, &id, follow).await?;
-            if json {
-                out!("{view}");
-            } else if !follow {
-                eprintln!("{}", summary(&view));
-                emit(&client.text(&format!("/api/v1/jobs/{id}/stdout")).await?);
-            } else {
-                eprintln!("{}", summary(&view));
-            }
-            Ok(exit_code(&view))
-        }
-        ClientCommand::Run { file, out, json } => {
-            let job = read_job(&file)?;
-            let (status, v) = client.call(reqwest::Method::POST, "/api/v1/run", Some(&job)).await?;
-            if status == 504 {
-                bail!(
-                    "the fast job did not end in time; follow it with `dcc status {}`",
-                    v["jobId"].as_str().unwrap_or("?")
-                );
-            }
-            if let Some(dir) = out {
-                for o in v["outputs"].as_array().into_iter().flatten() {
-                    let name = o["name"].as_str().unwrap_or_default();
-                    if name.split('/').any(|p| p == ".." || p.is_empty()) {
-                        continue;
-                    }
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(o["value"].as_str().unwrap_or(""))?;
-                    let path = dir.join(name);
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-                }
-            }
-            if json {
-                out!("{v}");
-            } else {
-                if let Err(e) = write!(std::io::stdout().lock(), "{}", v["stdout"].as_str().unwrap_or("")) {
-                    stdout_failed(e);
-                }
-                eprint!("{}", v["stderr"].as_str().unwrap_or(""));
-                eprintln!("{}", summary(&v));
-            }
-            Ok(exit_code(&v))
-        }
+        } => submit(&client, &file, wait || follow, follow, json).await,
+        ClientCommand::Run { file, out, json } => run_fast(&client, &file, out.as_deref(), json).await,
         ClientCommand::Status { id, json } => {
             let v = client.get(&format!("/api/v1/jobs/{id}")).await?;
             if json {
@@ -398,64 +342,141 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             out!("{id} deleted");
             Ok(0)
         }
-        ClientCommand::Ls { status, limit, json } => {
-            let mut path = format!("/api/v1/jobs?limit={limit}");
-            if let Some(s) = status {
-                path.push_str(&format!("&status={s}"));
-            }
-            let v = client.get(&path).await?;
-            if json {
-                out!("{v}");
-            } else {
-                for j in v["jobs"].as_array().into_iter().flatten() {
-                    out!(
-                        "{}\t{}\t{}\t{}",
-                        j["jobId"].as_str().unwrap_or(""),
-                        j["status"].as_str().unwrap_or(""),
-                        j["createdAt"].as_str().unwrap_or(""),
-                        j["image"].as_str().unwrap_or("")
-                    );
-                }
-            }
-            Ok(0)
-        }
-        ClientCommand::Queues { json } => {
-            let v = client.get("/api/v1/queues").await?;
-            if json {
-                out!("{v}");
-            } else {
-                for q in ["cpu", "gpu"] {
-                    let d = &v[q];
-                    out!(
-                        "{q}\tqueued {}\tfast {}\trunning {}\toldest {} ms",
-                        d["queued"],
-                        d["fastQueued"],
-                        d["running"],
-                        d["oldestQueuedAgeMs"]
-                    );
-                }
-            }
-            Ok(0)
-        }
-        ClientCommand::Workers { json } => {
-            let v = client.get("/api/v1/workers").await?;
-            if json {
-                out!("{v}");
-            } else {
-                for w in v["workers"].as_array().into_iter().flatten() {
-                    out!(
-                        "{}\t{}\tcpu {}/{}\tgpu {}/{}\trunning {}",
-                        w["id"].as_str().unwrap_or(""),
-                        w["health"].as_str().unwrap_or(""),
-                        w["freeCpuSlots"],
-                        w["cpus"],
-                        w["freeGpus"],
-                        w["gpus"],
-                        w["runningJobs"]
-                    );
-                }
-            }
-            Ok(0)
-        }
+        ClientCommand::Ls { status, limit, json } => list(&client, status.as_deref(), limit, json).await,
+        ClientCommand::Queues { json } => queues(&client, json).await,
+        ClientCommand::Workers { json } => workers(&client, json).await,
     }
+}
+
+/// `dcc submit`: submits, then (when asked) waits or follows the job to its end.
+async fn submit(client: &Client, file: &Path, wait: bool, follow: bool, json: bool) -> anyhow::Result<i32> {
+    let mut job = read_job(file)?;
+    job["wait"] = Value::Bool(false);
+    let (_, v) = client.call(reqwest::Method::POST, "/api/v1/jobs", Some(&job)).await?;
+    let id = v["jobId"].as_str().unwrap_or_default().to_string();
+    if !wait {
+        if json {
+            out!("{v}")
+        } else {
+            out!("{id}")
+        }
+        return Ok(0);
+    }
+    let view = wait_for(client, &id, follow).await?;
+    if json {
+        out!("{view}");
+    } else if !follow {
+        eprintln!("{}", summary(&view));
+        emit(&client.text(&format!("/api/v1/jobs/{id}/stdout")).await?);
+    } else {
+        eprintln!("{}", summary(&view));
+    }
+    Ok(exit_code(&view))
+}
+
+/// `dcc run`: a fast job; its outputs written under `out` when given.
+async fn run_fast(client: &Client, file: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<i32> {
+    let job = read_job(file)?;
+    let (status, v) = client.call(reqwest::Method::POST, "/api/v1/run", Some(&job)).await?;
+    if status == 504 {
+        bail!(
+            "the fast job did not end in time; follow it with `dcc status {}`",
+            v["jobId"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(dir) = out {
+        write_outputs(&v, dir)?;
+    }
+    if json {
+        out!("{v}");
+    } else {
+        if let Err(e) = write!(std::io::stdout().lock(), "{}", v["stdout"].as_str().unwrap_or("")) {
+            stdout_failed(e);
+        }
+        eprint!("{}", v["stderr"].as_str().unwrap_or(""));
+        eprintln!("{}", summary(&v));
+    }
+    Ok(exit_code(&v))
+}
+
+/// Writes a fast job's inline outputs under `dir` (names that would leave it are skipped).
+fn write_outputs(v: &Value, dir: &Path) -> anyhow::Result<()> {
+    for o in v["outputs"].as_array().into_iter().flatten() {
+        let name = o["name"].as_str().unwrap_or_default();
+        if name.split('/').any(|p| p == ".." || p.is_empty()) {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(o["value"].as_str().unwrap_or(""))?;
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `dcc ls`: one line per job, newest first.
+async fn list(client: &Client, status: Option<&str>, limit: usize, json: bool) -> anyhow::Result<i32> {
+    let mut path = format!("/api/v1/jobs?limit={limit}");
+    if let Some(s) = status {
+        path.push_str(&format!("&status={s}"));
+    }
+    let v = client.get(&path).await?;
+    if json {
+        out!("{v}");
+        return Ok(0);
+    }
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        out!(
+            "{}\t{}\t{}\t{}",
+            j["jobId"].as_str().unwrap_or(""),
+            j["status"].as_str().unwrap_or(""),
+            j["createdAt"].as_str().unwrap_or(""),
+            j["image"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+/// `dcc queues`: depth of each queue.
+async fn queues(client: &Client, json: bool) -> anyhow::Result<i32> {
+    let v = client.get("/api/v1/queues").await?;
+    if json {
+        out!("{v}");
+        return Ok(0);
+    }
+    for q in ["cpu", "gpu"] {
+        let d = &v[q];
+        out!(
+            "{q}\tqueued {}\tfast {}\trunning {}\toldest {} ms",
+            d["queued"],
+            d["fastQueued"],
+            d["running"],
+            d["oldestQueuedAgeMs"]
+        );
+    }
+    Ok(0)
+}
+
+/// `dcc workers`: one line per live worker.
+async fn workers(client: &Client, json: bool) -> anyhow::Result<i32> {
+    let v = client.get("/api/v1/workers").await?;
+    if json {
+        out!("{v}");
+        return Ok(0);
+    }
+    for w in v["workers"].as_array().into_iter().flatten() {
+        out!(
+            "{}\t{}\tcpu {}/{}\tgpu {}/{}\trunning {}",
+            w["id"].as_str().unwrap_or(""),
+            w["health"].as_str().unwrap_or(""),
+            w["freeCpuSlots"],
+            w["cpus"],
+            w["freeGpus"],
+            w["gpus"],
+            w["runningJobs"]
+        );
+    }
+    Ok(0)
 }
