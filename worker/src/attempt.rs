@@ -1,7 +1,7 @@
-//! One attempt's life on this worker, from the claim that handed it a lease to the moment its
-//! slots are free again: book what the job holds (CPU slots or specific GPUs, memory) → run it in
-//! a container → record the result, or hand the job back → remove what an unrecorded attempt
-//! wrote → remove its container → free what it held.
+//! One attempt's life on this worker, from the claim that handed it a lease to the removal of
+//! its container: book what the job holds (CPU slots or specific GPUs, memory) → run it in a
+//! container → record the result, or hand the job back → remove what an unrecorded attempt
+//! wrote → free what it held → remove its container (a bounded number of removals trail).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
