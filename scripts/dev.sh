@@ -29,7 +29,7 @@ if [ -z "${DCC_REDIS_URL:-}" ]; then
   else
     port=$(free_port 6390)
     redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/$RUN" --appendonly yes --appendfsync everysec \
-      --save "" --maxmemory-policy noeviction --daemonize yes --pidfile "$PWD/$RUN/redis.pid" >/dev/null
+      --save "" --maxmemory-policy noeviction --hash-max-listpack-value 1024 --daemonize yes --pidfile "$PWD/$RUN/redis.pid" >/dev/null
     echo "$port" > "$RUN/redis.port"
     for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     echo "redis-server on 127.0.0.1:$port"

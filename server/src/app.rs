@@ -134,16 +134,16 @@ pub struct Core {
     pub queue: Queue,
     /// Storage.
     pub storage: Arc<dyn Storage>,
-    /// Job events.
-    pub events: Events,
+    /// Job events, subscribed on first use: a process that serves the API follows every job;
+    /// a standalone worker never asks, and hears only its own channel.
+    events: std::sync::OnceLock<Events>,
 }
 
 impl Core {
-    /// Opens Redis (lazily), storage and the event subscription; starts the upkeep loop.
+    /// Opens Redis (lazily) and storage; starts the upkeep loop.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let queue = Queue::new(&config.redis_url, &config.prefix)?;
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
-        let events = Events::spawn(&config.redis_url, queue.keys().events());
         match queue.eviction_policy().await {
             Ok(Some(p)) if p != "noeviction" => tracing::warn!(
                 policy = p,
@@ -151,6 +151,15 @@ impl Core {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Redis is not reachable yet; requests answer 503 until it is"),
+        }
+        if let Ok(Some(v)) = queue.listpack_value().await
+            && v < dcc_shared::queue::RECORD_LISTPACK_VALUE
+        {
+            tracing::warn!(
+                hash_max_listpack_value = v,
+                "Redis stores job records in its large hash encoding (about 1.7 KB a queued job instead of 0.9 KB); set `hash-max-listpack-value {}`",
+                dcc_shared::queue::RECORD_LISTPACK_VALUE
+            );
         }
         // Upkeep a few times per lease, so an expired lease is noticed well within one more lease.
         let every = (config.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
@@ -160,8 +169,15 @@ impl Core {
             config: Arc::new(config),
             queue,
             storage,
-            events,
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Every job's events (the API's long-polls, WebSockets and metrics).
+    pub fn events(&self) -> Events {
+        self.events
+            .get_or_init(|| Events::spawn(&self.config.redis_url, self.queue.keys().events()))
+            .clone()
     }
 
     /// Where fast jobs keep their files.
@@ -184,27 +200,21 @@ impl Core {
             queue: self.queue.clone(),
             storage: self.storage.clone(),
             blobs: self.blobs(),
-            events: self.events.clone(),
+            events: self.events(),
             config: self.config.clone(),
             http,
             egress,
             keys,
             waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
+            fleet: Default::default(),
         }))
     }
 
     /// Starts a worker on this process's Docker daemon.
     pub async fn start_worker(&self) -> anyhow::Result<Arc<Worker>> {
         let settings = WorkerSettings::from_config(&self.config)?;
-        Ok(Worker::start(
-            self.queue.clone(),
-            self.storage.clone(),
-            self.blobs(),
-            self.events.clone(),
-            settings,
-        )
-        .await?)
+        Ok(Worker::start(self.queue.clone(), self.storage.clone(), self.blobs(), settings).await?)
     }
 }
 

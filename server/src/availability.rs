@@ -2,12 +2,43 @@
 //! (`POST /api/v1/run`, `wait: true`), again while it waits, and by the job view of a queued job,
 //! so nobody waits for the long-poll limit on a job that no worker will take.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use dcc_shared::job::view::Waiting;
 use dcc_shared::job::{JobRecord, JobSpec, JobState, QueueName};
-use dcc_shared::workers::{Availability, availability};
+use dcc_shared::queue::Queue;
+use dcc_shared::workers::{Availability, WorkerInfo, availability};
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
+
+/// How long a read of the fleet answers "something can run it" for this process.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// The live workers as this process last read them. Reading them is one health-key read per
+/// worker: per request that grows with the fleet (1,000 workers: a thousand reads for each job
+/// view), so a read serves this process's requests for [`FRESH`]. Only the answer "something
+/// can run it" is taken from it; "nothing can" (a 503, a waiting reason) is read fresh, so a
+/// worker that just started is never missed.
+#[derive(Default)]
+pub struct FleetView {
+    last: Mutex<Option<(Instant, Arc<Vec<WorkerInfo>>)>>,
+}
+
+impl FleetView {
+    async fn read(&self, queue: &Queue, fresh: bool) -> dcc_shared::Result<Arc<Vec<WorkerInfo>>> {
+        if !fresh
+            && let Some((at, w)) = self.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && at.elapsed() < FRESH
+        {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(queue.workers().await?);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), w.clone()));
+        Ok(w)
+    }
+}
 
 /// Slots a job needs on its queue: GPUs on `gpu`, CPU slots on `cpu`.
 fn units(spec: &JobSpec) -> (QueueName, u32) {
@@ -20,8 +51,14 @@ fn units(spec: &JobSpec) -> (QueueName, u32) {
 
 async fn of(state: &AppState, spec: &JobSpec) -> Result<(Availability, QueueName, u32), ApiError> {
     let (queue, n) = units(spec);
-    let workers = state.queue.workers().await?;
-    Ok((availability(&workers, queue, n, spec.parameters.memory_mb), queue, n))
+    let mem = spec.parameters.memory_mb;
+    let workers = state.fleet.read(&state.queue, false).await?;
+    let av = availability(&workers, queue, n, mem);
+    if matches!(av, Availability::Ready(_)) {
+        return Ok((av, queue, n));
+    }
+    let workers = state.fleet.read(&state.queue, true).await?;
+    Ok((availability(&workers, queue, n, mem), queue, n))
 }
 
 /// `Ok` when a live, non-draining worker large enough serves the job's queue, else 503

@@ -105,7 +105,7 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let disable_worker = config.disable_worker;
     let core = Core::open(config).await?;
     dcc_server::telemetry::handle();
-    dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events);
+    dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events());
     let app = dcc_server::router(core.app_state()?);
     // The API listens before the in-process worker starts: a worker may wait at start (for Redis,
     // or for its previous life's health key to expire), and clients should meanwhile get answers

@@ -52,6 +52,8 @@ pub struct Shared {
     /// Ended jobs' records, read once per process for all the waits and WebSockets that follow
     /// them.
     pub ended: EndedRecords,
+    /// The live workers, read at most once a second for the availability checks.
+    pub fleet: crate::availability::FleetView,
 }
 
 impl Shared {

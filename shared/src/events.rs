@@ -52,10 +52,16 @@ impl Events {
     /// Subscribes to `channel` on the Redis at `url` for as long as the process lives,
     /// reconnecting with backoff.
     pub fn spawn(url: &str, channel: String) -> Self {
+        Self::spawn_task(url, channel).0
+    }
+
+    /// As [`Events::spawn`], with the subscription's task: aborting it closes the subscription
+    /// (many subscribers in one process, as the fleet simulation has).
+    pub fn spawn_task(url: &str, channel: String) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(CAPACITY);
         let events = Events { tx: tx.clone() };
         let url = url.to_string();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut pauses = crate::retry::until_reachable().build();
             loop {
                 match run(&url, &channel, &tx).await {
@@ -75,7 +81,7 @@ impl Events {
                 tokio::time::sleep(pauses.next().unwrap_or(crate::retry::MAX_PAUSE)).await;
             }
         });
-        events
+        (events, task)
     }
 
     /// A receiver of every event from now on.

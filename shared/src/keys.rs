@@ -60,6 +60,14 @@ impl Keys {
         format!("{}:ring", self.lane(queue, lane))
     }
 
+    /// ZSET: workers of a queue whose last claim found nothing they could take, scored by the
+    /// slots (GPUs on `gpu`) they had free then. A job that becomes claimable wakes the one with
+    /// the most room (`wake.lua`) rather than every worker; a claim that takes a job removes its
+    /// worker, as do a drain and a clean stop.
+    pub fn idle(&self, queue: QueueName) -> String {
+        format!("{}:idle:{}", self.tag, queue.as_str())
+    }
+
     /// ZSET: running jobs of a queue, scored by lease deadline (ms). The reaper reads it.
     pub fn running(&self, queue: QueueName) -> String {
         format!("{}:running:{}", self.tag, queue.as_str())
@@ -94,6 +102,18 @@ impl Keys {
     /// Pub/sub channel of job events (JSON, see `events`).
     pub fn events(&self) -> String {
         format!("{}:events", self.tag)
+    }
+
+    /// Pub/sub channel of one worker: its wake-ups (`queued` events meant for it) and the
+    /// `cancelled` / `deleted` events of the jobs it runs. A worker hears nothing else, so the
+    /// events of a job cost one delivery per server, not one per worker.
+    pub fn worker_events(&self, id: &str) -> String {
+        format!("{}{}", self.worker_events_prefix(), id)
+    }
+
+    /// The part of [`Keys::worker_events`] before the id (scripts add the worker's id).
+    pub fn worker_events_prefix(&self) -> String {
+        format!("{}:events:worker:", self.tag)
     }
 
     /// HASH with a TTL: one worker's health and capacity; its expiry means the worker is gone.
@@ -151,6 +171,8 @@ mod tests {
         assert_eq!(k.index(), "{dcc}:jobs");
         assert_eq!(k.expiry(), "{dcc}:expiry");
         assert_eq!(k.events(), "{dcc}:events");
+        assert_eq!(k.worker_events("w1"), "{dcc}:events:worker:w1");
+        assert_eq!(k.idle(QueueName::Cpu), "{dcc}:idle:cpu");
         assert_eq!(k.worker("w1"), "{dcc}:worker:w1");
         assert_eq!(k.workers(), "{dcc}:workers");
         assert_eq!(k.drain("w1"), "{dcc}:drain:w1");

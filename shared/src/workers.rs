@@ -150,7 +150,40 @@ impl WorkerInfo {
     }
 }
 
+/// Health keys read per round trip by [`Queue::workers`].
+const WORKERS_PER_READ: usize = 100;
+
+/// Shortest time between two capacity beats of one worker. A busy worker's free slots change
+/// with every claim and every end; beating each change would write its health key twice per job
+/// (a fleet of 1,000 busy workers: thousands of writes a second that nobody reads). Readers (the
+/// workers view, the scaler) see a change within this.
+pub const CAPACITY_BEAT_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Queue {
+    /// Writes the fields of a worker's health key that change between heartbeats (free room,
+    /// running jobs, idle start, warm containers, last seen), between two full [`Queue::beat`]s.
+    /// The TTL is set again so a key that expired meanwhile is not left without one.
+    pub async fn beat_capacity(&self, w: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let key = self.keys().worker(&w.id);
+        let mut conn = self.conn().await?;
+        let fields: [(&str, String); 7] = [
+            ("free_cpu_slots", w.free_cpu_slots.to_string()),
+            ("free_memory_mb", w.free_memory_mb.to_string()),
+            ("free_gpus", w.free_gpus.to_string()),
+            ("running_jobs", w.running_jobs.to_string()),
+            ("last_seen", w.last_seen.to_string()),
+            ("idle_since", w.idle_since.unwrap_or(0).to_string()),
+            ("warm_containers", w.warm_containers.to_string()),
+        ];
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .pexpire(&key, ttl.as_millis() as i64)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Writes a worker's health key with a TTL, and its id in the worker set (one MULTI). A drain
     /// flag set for it gets the same TTL, so the flag dies with the worker.
     pub async fn beat(&self, w: &WorkerInfo, ttl: Duration) -> Result<()> {
@@ -197,6 +230,21 @@ impl Queue {
             .del(k.worker(id))
             .del(k.drain(id))
             .zrem(k.workers(), id)
+            .zrem(k.idle(QueueName::Cpu), id)
+            .zrem(k.idle(QueueName::Gpu), id)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a worker out of the idle workers a new job may wake (it drains or cannot run jobs:
+    /// the job should wake a worker that claims). Its next claim that finds nothing puts it back.
+    pub async fn leave_idle(&self, id: &str) -> Result<()> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .zrem(k.idle(QueueName::Cpu), id)
+            .zrem(k.idle(QueueName::Gpu), id)
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
@@ -225,11 +273,18 @@ impl Queue {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(k.worker(id));
+        // In rounds: one pipeline of a thousand health keys is a reply big enough to outlast the
+        // client's response timeout on a busy Redis (the fleet bench saw it), and holds Redis
+        // for the whole of it.
+        let mut maps: Vec<HashMap<String, String>> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(WORKERS_PER_READ) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(k.worker(id));
+            }
+            let part: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            maps.extend(part);
         }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (id, m) in ids.iter().zip(maps) {

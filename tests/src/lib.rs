@@ -9,6 +9,9 @@
 //!   test failed).
 //! - [`Api`]: a small HTTP client for the API.
 //! - [`eventually`]: polls a condition until a deadline.
+//! - [`fleet`]: simulated workers (Redis only, no Docker) for the fleet bench and its test.
+
+pub mod fleet;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -163,6 +166,9 @@ impl Redis {
                 dir.path().display().to_string(),
                 "--maxmemory-policy".into(),
                 "noeviction".into(),
+                // As the Terraform parameter group (dcc_shared::queue::RECORD_LISTPACK_VALUE).
+                "--hash-max-listpack-value".into(),
+                "1024".into(),
             ];
             if !extra.contains(&"--appendonly") {
                 args.extend(["--appendonly".into(), "no".into()]);
@@ -323,6 +329,11 @@ impl Dcc {
         Self::builder(Role::Server, redis).start().await
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("the process runs")
+    }
+
     /// Its API.
     pub fn api(&self) -> Api {
         Api::new(format!("http://127.0.0.1:{}", self.port))
@@ -335,7 +346,7 @@ impl Dcc {
 
     /// Peak resident memory of the process so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let pid = self.child.as_ref().map(|c| c.id()).expect("the process runs");
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()

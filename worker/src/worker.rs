@@ -1,6 +1,8 @@
 //! The worker: a claim loop that takes jobs while slots are free, a heartbeat that renews the
-//! leases of running attempts and the worker's health key, and a watch on job events that wakes
-//! the claim loop when work arrives and stops containers of cancelled or deleted jobs.
+//! leases of running attempts and the worker's health key, and a watch on the worker's own event
+//! channel that wakes the claim loop when a job is claimable (a claim that found nothing made it
+//! one of the idle workers a new job wakes, see `keys::idle`) and stops containers of cancelled
+//! or deleted jobs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -15,7 +17,7 @@ use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::lease::{Lease, Renewed};
 use dcc_shared::storage::Storage;
-use dcc_shared::workers::{Health, WorkerInfo};
+use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -176,11 +178,12 @@ impl Worker {
         queue: Queue,
         storage: Arc<dyn Storage>,
         blobs: Arc<dyn Storage>,
-        events: Events,
         mut settings: WorkerSettings,
     ) -> Result<Arc<Self>, WorkerError> {
         let docker = docker::connect().await?;
         wait_for_own_id(&queue, &settings).await?;
+        // Its own channel only: wake-ups meant for it and cancels of its jobs, not every event.
+        let events = Events::spawn(queue.url(), queue.keys().worker_events(&settings.id));
         let removed = docker::remove_leftovers(&docker, &settings.id, |_| false).await?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover containers of a previous run");
@@ -303,6 +306,9 @@ impl Worker {
         let watch = tokio::spawn(self.clone().event_loop());
         self.claim_loop(&shutdown).await;
         self.stopping.store(true, Ordering::Relaxed);
+        if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
+            tracing::debug!(error = %e, "could not leave the idle workers");
+        }
         tracing::info!(running = self.running_ids().len(), "worker draining: no new claims");
         loop {
             let ended = self.ended.notified();
@@ -339,6 +345,10 @@ impl Worker {
     async fn claim_loop(self: &Arc<Self>, shutdown: &Shutdown) {
         while !shutdown.is_quiet() {
             if !self.healthy.load(Ordering::Relaxed) || self.is_draining() {
+                // New jobs should wake workers that claim, not this one.
+                if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
+                    tracing::debug!(error = %e, "could not leave the idle workers");
+                }
                 // The heartbeat re-checks both, and wakes us when a drain is taken back.
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.heartbeat) => {}
@@ -403,10 +413,12 @@ impl Worker {
     }
 
     /// Every heartbeat: self-check, follow the drain flag, renew the leases, beat the health key,
-    /// remove stray containers. Between beats, a capacity change re-beats the health key alone
-    /// (read by `/api/v1/workers` and the scaler), so it is fresh without waiting for the tick.
+    /// remove stray containers. Between beats, capacity changes re-write the health key's
+    /// changing fields (read by `/api/v1/workers` and the scaler), at most every
+    /// [`CAPACITY_BEAT_GAP`], so it is fresh without waiting for the tick.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.heartbeat);
+        let mut last_capacity_beat = std::time::Instant::now();
         loop {
             let ticked = tokio::select! {
                 _ = tick.tick() => true,
@@ -414,7 +426,10 @@ impl Worker {
                 _ = self.warm_changed() => false,
             };
             if !ticked {
-                if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
+                // Changes meanwhile fold into this beat (the Notify keeps one permit).
+                tokio::time::sleep(CAPACITY_BEAT_GAP.saturating_sub(last_capacity_beat.elapsed())).await;
+                last_capacity_beat = std::time::Instant::now();
+                if let Err(e) = self.queue.beat_capacity(&self.info(), self.settings.lease).await {
                     tracing::debug!(error = %e, "capacity beat failed");
                 }
                 continue;

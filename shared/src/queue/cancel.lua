@@ -10,6 +10,7 @@
 -- ARGV[2]: now (ms)
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
+-- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
 -- (Loaded with active.lua (leave_active) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
@@ -24,6 +25,8 @@ end
 leave_active(KEYS[5], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),
-  at = tonumber(ARGV[2]), worker = job[3] or ''}))
+local event = cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),
+  at = tonumber(ARGV[2]), worker = job[3] or ''})
+redis.call('PUBLISH', ARGV[4], event)
+if job[1] == 'running' and job[3] then redis.call('PUBLISH', ARGV[5] .. job[3], event) end
 return {'cancelled', job[1]}

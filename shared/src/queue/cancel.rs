@@ -39,6 +39,7 @@ impl Queue {
             .arg(now)
             .arg(now + ms(retention))
             .arg(k.events())
+            .arg(k.worker_events_prefix())
             .invoke_async(&mut conn)
             .await?;
         let state = || r.get(1).and_then(|s| JobState::parse(s)).unwrap_or(JobState::Cancelled);

@@ -12,6 +12,8 @@
 --             tenants' lists ('<lane>:t:<tenant>') and ring ('<lane>:ring'), and itself the list
 --             of jobs queued before tenants existed (tenant '' in the ring: it takes turns too)
 -- KEYS[4]: the queue's running zset (score: lease deadline, ms)
+-- KEYS[5]: the queue's idle workers: a claim that finds nothing puts its worker there with its
+--          free slots (the next claimable job wakes it: wake.lua), one that takes a job removes it
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: worker id
 -- ARGV[3]: the worker's free slots now
@@ -74,6 +76,7 @@ for i = 1, 3 do
       redis.call('LREM', ring, 0, tenant)
       if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, tenant) end
       local jk = ARGV[1] .. id
+      redis.call('ZREM', KEYS[5], ARGV[2])
       local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
       redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
       redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
@@ -84,6 +87,10 @@ for i = 1, 3 do
       return reply
     end
   end
-  if waiting then return {'nofit', waiting} end
+  if waiting then
+    redis.call('ZADD', KEYS[5], free, ARGV[2])
+    return {'nofit', waiting}
+  end
 end
+redis.call('ZADD', KEYS[5], free, ARGV[2])
 return {'empty'}

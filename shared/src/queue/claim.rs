@@ -85,6 +85,7 @@ impl Queue {
         inv.key(k.lane(queue, Lane::High))
             .key(k.lane(queue, Lane::Normal))
             .key(k.running(queue))
+            .key(k.idle(queue))
             .arg(k.job_prefix())
             .arg(who.worker)
             .arg(who.free_slots)

@@ -13,6 +13,7 @@
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
 -- ARGV[4]: 'any' (DELETE route) | 'expired' (retention sweep)
+-- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
 -- (Loaded with active.lua (leave_active) prepended.)
 local function drop_blob()
@@ -47,6 +48,8 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
 redis.call('DEL', KEYS[1])
 drop_blob()
-redis.call('PUBLISH', ARGV[3], cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),
-  at = tonumber(ARGV[2]), worker = job[3] or ''}))
+local event = cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),
+  at = tonumber(ARGV[2]), worker = job[3] or ''})
+redis.call('PUBLISH', ARGV[3], event)
+if job[1] == 'running' and job[3] then redis.call('PUBLISH', ARGV[5] .. job[3], event) end
 return job[1]

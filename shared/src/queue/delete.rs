@@ -68,6 +68,7 @@ impl Queue {
                 DeleteMode::Any => "any",
                 DeleteMode::Expired => "expired",
             })
+            .arg(k.worker_events_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(match r.as_deref() {

@@ -9,7 +9,8 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobSpec, Lane};
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("enqueue.lua")));
+static ENQUEUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("wake.lua"), include_str!("enqueue.lua"))));
 
 /// What the same-id rule decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +68,7 @@ impl Queue {
             .key(k.tenant_index(job.tenant))
             .key(k.tenants_active())
             .key(k.ring(queue, job.lane))
+            .key(k.idle(queue))
             .arg(job.id.as_str())
             .arg(job.def_hash)
             .arg(now)
@@ -74,7 +76,8 @@ impl Queue {
             .arg(job.tenant)
             .arg(job.quota.active)
             .arg(job.quota.fast)
-            .arg(if job.lane == Lane::Fast { "1" } else { "0" });
+            .arg(if job.lane == Lane::Fast { "1" } else { "0" })
+            .arg(k.worker_events_prefix());
         for (f, v) in [
             ("spec", spec_json),
             ("state", "queued".to_string()),
@@ -87,10 +90,13 @@ impl Queue {
             ("memory_mb", p.memory_mb.to_string()),
             ("created_ms", now.to_string()),
             ("def_hash", job.def_hash.to_string()),
-            ("inputs_prefix", job.inputs_prefix.to_string()),
             ("tenant", job.tenant.to_string()),
         ] {
             inv.arg(f).arg(v);
+        }
+        // Read only to fetch inputs: a job without any does not carry it (bytes per queued job).
+        if !job.spec.inputs.is_empty() {
+            inv.arg("inputs_prefix").arg(job.inputs_prefix);
         }
         let r: String = inv.invoke_async(&mut conn).await?;
         Ok(match r.as_str() {

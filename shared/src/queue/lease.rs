@@ -16,7 +16,8 @@ use crate::job::{JobId, Lane, QueueName};
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("wake.lua"), include_str!("release.lua"))));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,11 +73,13 @@ impl Queue {
             .key(k.lane(lease.queue, Lane::Fast))
             .key(k.lane(lease.queue, Lane::High))
             .key(k.lane(lease.queue, Lane::Normal))
+            .key(k.idle(lease.queue))
             .arg(lease.job.as_str())
             .arg(lease.attempt)
             .arg(&lease.worker)
             .arg(now)
             .arg(k.events())
+            .arg(k.worker_events_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)

@@ -35,6 +35,11 @@ use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
 use crate::keys::Keys;
 use crate::{Error, Result};
 
+/// The `hash-max-listpack-value` DCC's Redis should have (the Terraform parameter group, the
+/// test and dev servers set it): a job's record, definition included, then fits Redis's compact
+/// hash encoding.
+pub const RECORD_LISTPACK_VALUE: u64 = 1024;
+
 /// Most pooled Redis connections of one process; requests beyond wait for a free one.
 const POOL_SIZE: usize = 32;
 /// How long to wait for a pooled connection or a new one before answering "unavailable".
@@ -116,12 +121,23 @@ impl Queue {
     /// The `maxmemory-policy` of the server: a queue needs `noeviction`, or keys with a TTL and
     /// whole jobs can vanish under memory pressure. `None` when CONFIG is not allowed (managed Redis).
     pub async fn eviction_policy(&self) -> Result<Option<String>> {
+        self.server_setting("maxmemory-policy").await
+    }
+
+    /// The `hash-max-listpack-value` of the server: job records whose values all fit it are
+    /// stored compactly (about 0.9 KB a queued job at [`RECORD_LISTPACK_VALUE`], 1.7 KB at
+    /// Redis's default of 64, which a job's definition always exceeds). `None` when CONFIG is
+    /// not allowed (managed Redis: see the parameter group).
+    pub async fn listpack_value(&self) -> Result<Option<u64>> {
+        Ok(self
+            .server_setting("hash-max-listpack-value")
+            .await?
+            .and_then(|v| v.parse().ok()))
+    }
+
+    async fn server_setting(&self, name: &str) -> Result<Option<String>> {
         let mut c = self.conn().await?;
-        let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut c)
-            .await;
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await;
         Ok(r.ok().and_then(|v| v.get(1).cloned()))
     }
 }

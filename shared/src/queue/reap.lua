@@ -6,14 +6,16 @@
 --            ('<lane>:t:<tenant>', '<lane>:ring'), built here from the job's tenant
 -- KEYS[5]: the expiry zset (retention of failed jobs)
 -- KEYS[6]: the tenants' active-job counts (a failed job leaves its tenant's)
+-- KEYS[7]: the queue's idle workers (one is woken per job put back: wake.lua)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: now (ms); 0: Redis's clock
 -- ARGV[3]: retention (ms) of standard jobs
 -- ARGV[6]: retention (ms) of fast jobs (their result is kept only briefly)
 -- ARGV[4]: events channel
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
+-- ARGV[7]: workers' channel prefix (the woken workers' channels)
 -- Returns: {requeued, failed}
--- (Loaded with lease_now.lua and active.lua (leave_active) prepended.)
+-- (Loaded with lease_now.lua, active.lua (leave_active) and wake.lua (wake_idle) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local requeued, failed = 0, 0
@@ -44,7 +46,9 @@ for _, id in ipairs(ids) do
       local list = tenant == '' and base or (base .. ':t:' .. tenant)
       redis.call('RPUSH', list, id)
       if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
-      redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'queued', attempt = attempt, at = now}))
+      local event = cjson.encode({jobId = id, status = 'queued', attempt = attempt, at = now})
+      redis.call('PUBLISH', ARGV[4], event)
+      wake_idle(KEYS[7], ARGV[7], event)
       requeued = requeued + 1
     end
   end

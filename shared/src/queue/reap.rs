@@ -18,6 +18,7 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lease_now.lua"),
         include_str!("active.lua"),
+        include_str!("wake.lua"),
         include_str!("reap.lua")
     ))
 });
@@ -65,12 +66,14 @@ impl Queue {
                     .key(k.lane(queue, Lane::Normal))
                     .key(k.expiry())
                     .key(k.tenants_active())
+                    .key(k.idle(queue))
                     .arg(k.job_prefix())
                     .arg(now)
                     .arg(ms(retention.standard))
                     .arg(k.events())
                     .arg(BATCH)
                     .arg(ms(retention.fast))
+                    .arg(k.worker_events_prefix())
                     .invoke_async(&mut conn)
                     .await?;
                 total.requeued += requeued;

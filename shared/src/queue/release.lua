@@ -9,8 +9,11 @@
 -- ARGV[2]: attempt the worker holds
 -- ARGV[3]: worker id
 -- ARGV[4]: now (ms)
+-- KEYS[6]: the queue's idle workers (one is woken: wake.lua)
 -- ARGV[5]: events channel
+-- ARGV[6]: workers' channel prefix (the woken worker's channel)
 -- Returns: 1 released | 0 the lease was already lost (nothing changes)
+-- (Loaded with wake.lua (wake_idle) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'lane')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 local lanes = {fast = KEYS[3], high = KEYS[4], normal = KEYS[5]}
@@ -23,6 +26,7 @@ local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
 local list = tenant == '' and base or (base .. ':t:' .. tenant)
 redis.call('RPUSH', list, ARGV[1])
 if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
-redis.call('PUBLISH', ARGV[5], cjson.encode({jobId = ARGV[1], status = 'queued', attempt = tonumber(ARGV[2]),
-  at = tonumber(ARGV[4])}))
+local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = tonumber(ARGV[2]), at = tonumber(ARGV[4])})
+redis.call('PUBLISH', ARGV[5], event)
+wake_idle(KEYS[6], ARGV[6], event)
 return 1

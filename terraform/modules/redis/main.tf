@@ -44,6 +44,12 @@ resource "aws_elasticache_parameter_group" "this" {
     name  = "maxmemory-policy"
     value = "noeviction"
   }
+  # Job records (definition included) fit Redis's compact hash encoding: about 0.9 KB per queued
+  # job instead of 1.7 KB (docs/scaling.md; dcc_shared::queue::RECORD_LISTPACK_VALUE).
+  parameter {
+    name  = "hash-max-listpack-value"
+    value = "1024"
+  }
 }
 
 resource "aws_security_group" "redis" {

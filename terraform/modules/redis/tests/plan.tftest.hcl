@@ -32,4 +32,11 @@ run "defaults" {
     condition     = aws_elasticache_replication_group.this.transit_encryption_enabled && aws_elasticache_replication_group.this.automatic_failover_enabled
     error_message = "TLS and failover on."
   }
+  # The queue needs noeviction; job records fit the compact hash encoding (docs/scaling.md).
+  assert {
+    condition = {
+      for p in aws_elasticache_parameter_group.this.parameter : p.name => p.value
+    } == { "maxmemory-policy" = "noeviction", "hash-max-listpack-value" = "1024" }
+    error_message = "The parameter group sets noeviction and hash-max-listpack-value 1024."
+  }
 }

@@ -1,0 +1,666 @@
+//! How far one Redis carries a DCC fleet. Starts its own Redis and a real API-only `dcc server`
+//! (its reaper, retention sweep, HTTP API and WebSocket fan-out), then for each fleet size N:
+//!
+//! 1. N simulated workers (`dcc_e2e::fleet`: the real queue code and scripts, a timer for a
+//!    container) register and idle for one heartbeat: the cost of an idle fleet (beats, claim
+//!    polls, upkeep) in Redis CPU and ops/s;
+//! 2. `FLEET_QUEUED` jobs are queued through the shared enqueue path (the API's script, its
+//!    definition and hash) while the fleet takes them;
+//! 3. for `FLEET_WINDOW_SECS` the fleet works the backlog while two HTTP submitters post jobs
+//!    through the API, two poll the view of a queued job and two WebSocket clients follow every
+//!    job: claims/s against the fleet's
+//!    demand (slots ÷ job length), claim round trip p50/p99, Redis main-thread CPU, ops/s and
+//!    the commands that take its time, this process's and the server's CPU;
+//! 4. the scaler's Redis reads (depths, workers, too-large scan) timed with the backlog;
+//! 5. every worker dies at once, and one reaper pass hands all their leases back (timed).
+//!
+//! Memory: bytes per queued job from queueing `FLEET_QUEUED` jobs into an empty Redis; bytes per
+//! finished job from the growth after the run, less what is still queued.
+//!
+//! Settings (environment): `FLEET_SIZES` (10,100,500,1000), `FLEET_QUEUED` (100000),
+//! `FLEET_WINDOW_SECS` (15), `FLEET_IDLE_SECS` (10), `FLEET_JOB_MS` (1000: jobs last 0.5–1.5×).
+//! Run it with `scripts/fleet.sh` (release build).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dcc_e2e::fleet::{Fleet, FleetSettings};
+use dcc_e2e::{Dcc, IMAGE, Redis, Role};
+use dcc_shared::job::spec::{JobRequest, Limits, definition_hash};
+use dcc_shared::job::{JobId, JobSpec, Lane, QueueName};
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::enqueue::{NewJob, Quota};
+use dcc_shared::storage::paths;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn pct(v: &mut [u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize] as f64
+}
+
+/// A connection for the bench's own reads, patient with a saturated Redis.
+async fn admin(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    let mut c = redis.conn().await;
+    c.set_response_timeout(Duration::from_secs(60));
+    c
+}
+
+/// What `INFO` says at one moment.
+struct Snapshot {
+    at: Instant,
+    fields: HashMap<String, String>,
+    /// Per command: (calls, µs).
+    commands: HashMap<String, (u64, u64)>,
+    /// CPU seconds of this process and of the server.
+    own_cpu: f64,
+    server_cpu: f64,
+}
+
+fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // fields 14 and 15 of stat (utime, stime), counted after the ')' of the name
+    (t(11) + t(12)) / 100.0
+}
+
+async fn snapshot(redis: &Redis, server: &Dcc) -> Snapshot {
+    let mut c = admin(redis).await;
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    let mut fields = HashMap::new();
+    let mut commands = HashMap::new();
+    for line in info.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        if let Some(cmd) = k.strip_prefix("cmdstat_") {
+            let get = |name: &str| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            commands.insert(cmd.to_string(), (get("calls"), get("usec")));
+        } else {
+            fields.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    Snapshot {
+        at: Instant::now(),
+        fields,
+        commands,
+        own_cpu: proc_cpu(std::process::id()),
+        server_cpu: proc_cpu(server.pid()),
+    }
+}
+
+impl Snapshot {
+    fn num(&self, k: &str) -> f64 {
+        self.fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+
+    fn redis_cpu(&self) -> f64 {
+        let main = self.num("used_cpu_sys_main_thread") + self.num("used_cpu_user_main_thread");
+        if main > 0.0 {
+            main
+        } else {
+            self.num("used_cpu_sys") + self.num("used_cpu_user")
+        }
+    }
+}
+
+/// What happened between two snapshots.
+struct Delta {
+    secs: f64,
+    redis_cpu_pct: f64,
+    ops_per_sec: f64,
+    own_cpu_pct: f64,
+    server_cpu_pct: f64,
+    /// Commands by share of Redis's command time: (name, calls/s, share %, µs per call).
+    top: Vec<(String, f64, f64, f64)>,
+    /// Share of Redis's main-thread CPU spent inside commands (the rest: network I/O, pub/sub
+    /// delivery, the event loop).
+    in_commands_pct: f64,
+}
+
+fn delta(a: &Snapshot, b: &Snapshot) -> Delta {
+    let secs = (b.at - a.at).as_secs_f64();
+    let mut per: Vec<(String, u64, u64)> = b
+        .commands
+        .iter()
+        .map(|(k, (calls, us))| {
+            let (c0, u0) = a.commands.get(k).copied().unwrap_or((0, 0));
+            (k.clone(), calls - c0.min(*calls), us - u0.min(*us))
+        })
+        .filter(|(_, c, _)| *c > 0)
+        .collect();
+    let total_us: u64 = per.iter().map(|(_, _, u)| u).sum::<u64>().max(1);
+    per.sort_by_key(|p| std::cmp::Reverse(p.2));
+    let cpu = (b.redis_cpu() - a.redis_cpu()).max(1e-9);
+    Delta {
+        secs,
+        in_commands_pct: total_us as f64 / 1e6 * 100.0 / cpu,
+        redis_cpu_pct: cpu * 100.0 / secs,
+        ops_per_sec: (b.num("total_commands_processed") - a.num("total_commands_processed")) / secs,
+        own_cpu_pct: (b.own_cpu - a.own_cpu) * 100.0 / secs,
+        server_cpu_pct: (b.server_cpu - a.server_cpu) * 100.0 / secs,
+        top: per
+            .into_iter()
+            .take(6)
+            .map(|(k, c, u)| {
+                (
+                    k,
+                    c as f64 / secs,
+                    u as f64 * 100.0 / total_us as f64,
+                    u as f64 / c as f64,
+                )
+            })
+            .collect(),
+    }
+}
+
+fn top_line(d: &Delta) -> String {
+    let top = d
+        .top
+        .iter()
+        .map(|(k, c, s, us)| format!("{k} {c:.0}/s {us:.1}µs {s:.0}%"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{:.0}% of Redis CPU in commands; {top}", d.in_commands_pct)
+}
+
+/// Empties Redis; waits until the memory of what was removed is freed.
+async fn flush(redis: &Redis) {
+    let mut c = admin(redis).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("ASYNC")
+        .query_async(&mut c)
+        .await
+        .expect("FLUSHALL");
+    dcc_e2e::eventually(Duration::from_secs(60), "FLUSHALL ASYNC frees its keys", || {
+        let mut c = c.clone();
+        async move {
+            let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.ok()?;
+            info.contains("lazyfree_pending_objects:0\r").then_some(())
+        }
+    })
+    .await;
+}
+
+async fn used_memory(redis: &Redis) -> f64 {
+    let mut c = admin(redis).await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Queues `n` trivial jobs through the API's enqueue script (64 at a time); returns jobs/s.
+async fn preload(queue: &Queue, n: usize) -> f64 {
+    let spec = JobRequest::from_value(json!({"image": IMAGE, "command": ["true"]}))
+        .and_then(|r| r.validate(&Limits::default()))
+        .expect("a valid job")
+        .spec;
+    let spec: Arc<JobSpec> = Arc::new(spec);
+    let hash = Arc::new(definition_hash(&spec, &[]));
+    let left = Arc::new(AtomicU64::new(n as u64));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (queue, spec, hash, left) = (queue.clone(), spec.clone(), hash.clone(), left.clone());
+        tasks.push(tokio::spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+                .is_ok()
+            {
+                let id = JobId::generate();
+                let prefix = paths::inputs(&id, &rand::random::<u64>().to_string());
+                let job = NewJob {
+                    id: &id,
+                    spec: &spec,
+                    lane: Lane::for_priority(spec.priority),
+                    def_hash: &hash,
+                    inputs_prefix: &prefix,
+                    // What an API server without keys records (DCC_API_KEYS unset).
+                    tenant: "local",
+                    quota: Quota::default(),
+                };
+                queue.enqueue(job, dcc_shared::clock::now_ms()).await.expect("enqueue");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("preload task");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Runs `f` on a thread of its own with a runtime of its own, so what the bench times as a
+/// client (API calls, the scaler's reads) does not queue behind the simulated fleet's tasks. (It
+/// still shares the machine's cores with the fleet and Redis.)
+fn apart<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = tx.send(rt.block_on(f));
+    });
+    rx
+}
+
+/// What the API's clients saw in the busy window.
+#[derive(Default)]
+struct Sides {
+    /// Submit round trips (µs).
+    submits: Vec<u32>,
+    /// Job-view round trips (µs) of queued jobs.
+    views: Vec<u32>,
+    /// WebSocket messages received.
+    ws_msgs: u64,
+}
+
+/// Two clients posting jobs through the API (20 a second each), two polling the view of the
+/// last job submitted (queued behind the backlog; 20 a second each), and two WebSocket clients
+/// following every job, until `stop`.
+fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Receiver<Sides> {
+    apart(async move {
+        let last = Arc::new(std::sync::Mutex::new(None::<String>));
+        let mut subs = Vec::new();
+        for _ in 0..2 {
+            let (base, stop, last) = (base.clone(), stop.clone(), last.clone());
+            subs.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut lat = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    let t = Instant::now();
+                    let r = http
+                        .post(format!("{base}/api/v1/jobs"))
+                        .json(&json!({"image": IMAGE, "command": ["true"]}))
+                        .send()
+                        .await;
+                    if let Ok(r) = r
+                        && r.status().is_success()
+                    {
+                        lat.push(t.elapsed().as_micros() as u32);
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        *last.lock().unwrap() = v["jobId"].as_str().map(String::from);
+                    }
+                }
+                lat
+            }));
+        }
+        let mut pollers = Vec::new();
+        for _ in 0..2 {
+            let (base, stop, last) = (base.clone(), stop.clone(), last.clone());
+            pollers.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut lat = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    let Some(id) = last.lock().unwrap().clone() else {
+                        continue;
+                    };
+                    let t = Instant::now();
+                    let r = http.get(format!("{base}/api/v1/jobs/{id}")).send().await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        lat.push(t.elapsed().as_micros() as u32);
+                    }
+                }
+                lat
+            }));
+        }
+        let mut watchers = Vec::new();
+        for _ in 0..2 {
+            let (url, stop) = (base.replace("http://", "ws://") + "/api/v1/ws", stop.clone());
+            watchers.push(tokio::spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+                let sub = json!({"subscribe": "*"}).to_string();
+                ws.send(tokio_tungstenite::tungstenite::Message::text(sub))
+                    .await
+                    .expect("ws send");
+                let mut n = 0u64;
+                loop {
+                    tokio::select! {
+                        m = ws.next() => match m { Some(Ok(_)) => n += 1, _ => return n },
+                        _ = stop.cancelled() => return n,
+                    }
+                }
+            }));
+        }
+        let mut out = Sides::default();
+        for s in subs {
+            out.submits.extend(s.await.unwrap_or_default());
+        }
+        for p in pollers {
+            out.views.extend(p.await.unwrap_or_default());
+        }
+        for w in watchers {
+            out.ws_msgs += w.await.unwrap_or(0);
+        }
+        out
+    })
+}
+
+/// One row of the table.
+struct Row {
+    workers: usize,
+    slots: u64,
+    demand: f64,
+    idle: Delta,
+    preload_rate: f64,
+    busy: Delta,
+    claims_per_sec: f64,
+    finished_per_sec: f64,
+    claim_p50_ms: f64,
+    claim_p99_ms: f64,
+    submit_p50_ms: f64,
+    submit_p99_ms: f64,
+    view_p50_ms: f64,
+    view_p99_ms: f64,
+    ws_msgs_per_sec: f64,
+    observe_ms: f64,
+    /// Why a scaler read failed, if one did.
+    observe_failed: Option<String>,
+    reap_ms: f64,
+    reaped: u32,
+    finished_bytes: f64,
+    /// Commands over the slow-log threshold in the busy window: (what, count, mean µs).
+    slow: Vec<(String, u64, f64)>,
+    errors: u64,
+    lease_lost: u64,
+}
+
+/// Slow-log threshold (µs): what the busy window's slow-log keeps.
+const SLOW_US: u64 = 200;
+
+async fn slowlog_reset(redis: &Redis) {
+    let mut c = admin(redis).await;
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut c)
+        .await
+        .expect("SLOWLOG");
+}
+
+/// The slow-log grouped by command and first key (ids stripped): the scripts and reads that
+/// take longest, worst first.
+async fn slowlog(redis: &Redis) -> Vec<(String, u64, f64)> {
+    let mut c = admin(redis).await;
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(2000)
+        .query_async(&mut c)
+        .await
+        .expect("SLOWLOG");
+    let mut groups: HashMap<String, (u64, u64)> = HashMap::new();
+    for e in entries {
+        let redis::Value::Array(f) = e else { continue };
+        let us: u64 = f.get(2).and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or(0);
+        let args: Vec<String> = f
+            .get(3)
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+            .unwrap_or_default();
+        let cmd = args.first().cloned().unwrap_or_default().to_lowercase();
+        // EVALSHA sha numkeys key1 …: the first key tells the script.
+        let key = if cmd == "evalsha" { args.get(3) } else { args.get(1) };
+        let key: String = key
+            .map(|k| k.split(':').take(3).collect::<Vec<_>>().join(":"))
+            .unwrap_or_default();
+        let g = groups.entry(format!("{cmd} {key}")).or_default();
+        g.0 += 1;
+        g.1 += us;
+    }
+    let mut out: Vec<(String, u64, f64)> = groups
+        .into_iter()
+        .map(|(k, (n, us))| (k, n, us as f64 / n as f64))
+        .collect();
+    out.sort_by_key(|g| std::cmp::Reverse(g.1 * g.2 as u64));
+    out.truncate(5);
+    out
+}
+
+/// `call`'s answer, asked again (up to 20 times, a second apart) while it fails.
+async fn retried<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dcc_shared::Result<T>>,
+{
+    for _ in 0..20 {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) => eprintln!("  (retrying a bench read: {e})"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("Redis did not answer the bench for 20 s");
+}
+
+/// The Redis reads of one scaler pass.
+async fn observe(queue: &Queue) -> dcc_shared::Result<()> {
+    queue.depths(dcc_shared::clock::now_ms()).await?;
+    queue.workers().await?;
+    for q in QueueName::ALL {
+        queue.too_large_for(q, 4, 1000).await?;
+    }
+    Ok(())
+}
+
+async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_queued: f64) -> Row {
+    let (window, idle_secs) = (env_or("FLEET_WINDOW_SECS", 15u64), env_or("FLEET_IDLE_SECS", 10u64));
+    let job_ms: u64 = env_or("FLEET_JOB_MS", 1000);
+    flush(redis).await;
+    let mut s = FleetSettings::new(&redis.url(), n);
+    s.job_ms = job_ms / 2..=job_ms * 3 / 2;
+    let queue = Queue::new(&redis.url(), &s.prefix).expect("queue");
+    let fleet = Fleet::start(&s).await;
+    let slots = fleet.total_slots();
+    // Idle: one heartbeat with nothing queued.
+    let a = snapshot(redis, server).await;
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let b = snapshot(redis, server).await;
+    let idle = delta(&a, &b);
+    let mem_idle = used_memory(redis).await;
+    // The backlog is queued while the fleet claims nothing (a large fleet would drain it as fast
+    // as it is queued), then the fleet starts on it.
+    fleet.pause(true);
+    let preload_rate = preload(&queue, queued).await;
+    fleet.pause(false);
+    // Busy: the fleet works the backlog beside submitters and watchers.
+    let stop = CancellationToken::new();
+    let side = clients(format!("http://127.0.0.1:{}", server.port), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    slowlog_reset(redis).await;
+    let (c0, f0) = (
+        fleet.stats.claims.load(Ordering::Relaxed),
+        fleet.stats.finished.load(Ordering::Relaxed),
+    );
+    let a = snapshot(redis, server).await;
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let b = snapshot(redis, server).await;
+    let (c1, f1) = (
+        fleet.stats.claims.load(Ordering::Relaxed),
+        fleet.stats.finished.load(Ordering::Relaxed),
+    );
+    stop.cancel();
+    let mut sides = side.await.expect("clients");
+    let slow = slowlog(redis).await;
+    let busy = delta(&a, &b);
+    let mut lat = fleet.stats.claim_latencies(a.at, b.at);
+    // The scaler's Redis reads (its AWS call aside) while the fleet works, median of three.
+    let url = redis.url();
+    let (mut obs, observe_failed) = apart(async move {
+        let queue = Queue::new(&url, "dcc").expect("queue");
+        let (mut obs, mut failed) = (Vec::new(), None);
+        for _ in 0..3 {
+            let t = Instant::now();
+            match observe(&queue).await {
+                Ok(()) => obs.push(t.elapsed().as_micros() as u32),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        (obs, failed)
+    })
+    .await
+    .expect("scaler reads");
+    // Every worker dies; memory and one reaper pass after their leases ran out.
+    fleet.crash_all();
+    // (Retried: a Redis that was saturated a moment ago may still time out a call.)
+    let left_queued = retried(|| queue.depths(dcc_shared::clock::now_ms()))
+        .await
+        .iter()
+        .map(|(_, d)| d.queued + d.fast_queued)
+        .sum::<u64>();
+    let finished = fleet.stats.finished.load(Ordering::Relaxed);
+    let mem_now = used_memory(redis).await;
+    let finished_bytes = (mem_now - mem_idle - left_queued as f64 * bytes_queued) / finished.max(1) as f64;
+    let after_lease = retried(|| queue.time()).await + s.lease.as_millis() as i64 + 1000;
+    let t = Instant::now();
+    let reaped = retried(|| queue.reap(s.retention, after_lease)).await;
+    let reap_ms = t.elapsed().as_secs_f64() * 1000.0;
+    Row {
+        workers: n,
+        slots,
+        demand: slots as f64 * 1000.0 / job_ms as f64,
+        idle,
+        preload_rate,
+        claims_per_sec: (c1 - c0) as f64 / busy.secs,
+        finished_per_sec: (f1 - f0) as f64 / busy.secs,
+        busy,
+        claim_p50_ms: pct(&mut lat, 0.5) / 1000.0,
+        claim_p99_ms: pct(&mut lat, 0.99) / 1000.0,
+        submit_p50_ms: pct(&mut sides.submits, 0.5) / 1000.0,
+        submit_p99_ms: pct(&mut sides.submits, 0.99) / 1000.0,
+        view_p50_ms: pct(&mut sides.views, 0.5) / 1000.0,
+        view_p99_ms: pct(&mut sides.views, 0.99) / 1000.0,
+        ws_msgs_per_sec: sides.ws_msgs as f64 / window as f64,
+        observe_ms: pct(&mut obs, 0.5) / 1000.0,
+        observe_failed,
+        reap_ms,
+        reaped: reaped.requeued + reaped.failed,
+        finished_bytes,
+        slow,
+        errors: fleet.stats.errors.load(Ordering::Relaxed),
+        lease_lost: fleet.stats.lease_lost.load(Ordering::Relaxed),
+    }
+}
+
+fn print(rows: &[Row], bytes_queued: f64, queued: usize) {
+    println!("\n## Fleet against one Redis ({queued} jobs queued at the start of each busy window)\n");
+    println!(
+        "| workers | slots | demand jobs/s | claims/s | finished/s | claim p50 / p99 ms | Redis CPU busy | ops/s busy | Redis CPU idle fleet | ops/s idle | generator CPU | server CPU | submit p50 / p99 ms | queued job view p50 / p99 ms | scaler reads ms | reap of all leases |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0}% | {:.0} | {:.1}% | {:.0} | {:.0}% | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {} in {:.0} ms |",
+            r.workers,
+            r.slots,
+            r.demand,
+            r.claims_per_sec,
+            r.finished_per_sec,
+            r.claim_p50_ms,
+            r.claim_p99_ms,
+            r.busy.redis_cpu_pct,
+            r.busy.ops_per_sec,
+            r.idle.redis_cpu_pct,
+            r.idle.ops_per_sec,
+            r.busy.own_cpu_pct,
+            r.busy.server_cpu_pct,
+            r.submit_p50_ms,
+            r.submit_p99_ms,
+            r.view_p50_ms,
+            r.view_p99_ms,
+            r.observe_ms,
+            r.reaped,
+            r.reap_ms,
+        );
+    }
+    println!("\nBytes per queued job: {bytes_queued:.0}");
+    for r in rows {
+        println!(
+            "N={}: enqueue {:.0} jobs/s (fleet paused); bytes per finished job ~{:.0}; WebSocket messages {:.0}/s; failed Redis calls of the fleet {}, lease lost {}{}",
+            r.workers,
+            r.preload_rate,
+            r.finished_bytes,
+            r.ws_msgs_per_sec,
+            r.errors,
+            r.lease_lost,
+            r.observe_failed
+                .as_deref()
+                .map(|e| format!("; a scaler read failed: {e}"))
+                .unwrap_or_default()
+        );
+        println!("  busy: {}", top_line(&r.busy));
+        println!("  idle: {}", top_line(&r.idle));
+        let slow: Vec<String> = r.slow.iter().map(|(k, n, us)| format!("{k} ×{n} {us:.0}µs")).collect();
+        println!("  over {SLOW_US}µs in the busy window: {}", slow.join(", "));
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("FLEET_SIZES")
+        .unwrap_or_else(|_| "10,100,500,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let queued: usize = env_or("FLEET_QUEUED", 100_000);
+    let redis = Redis::start_with(&["--maxclients", "20000"]);
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    {
+        let mut c = admin(&redis).await;
+        for (k, v) in [("slowlog-log-slower-than", SLOW_US), ("slowlog-max-len", 2000)] {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(k)
+                .arg(v)
+                .query_async(&mut c)
+                .await
+                .expect("CONFIG");
+        }
+    }
+    // Memory per queued job: an empty Redis, then the backlog alone.
+    flush(&redis).await;
+    let queue = Queue::new(&redis.url(), "dcc").expect("queue");
+    let m0 = used_memory(&redis).await;
+    let rate = preload(&queue, queued).await;
+    let bytes_queued = (used_memory(&redis).await - m0) / queued as f64;
+    eprintln!("queued {queued} jobs at {rate:.0}/s: {bytes_queued:.0} bytes each");
+    let mut rows = Vec::new();
+    for n in sizes {
+        eprintln!("fleet of {n} workers…");
+        let row = measure(&redis, &server, n, queued, bytes_queued).await;
+        eprintln!(
+            "  {:.0} claims/s, Redis CPU {:.0}% busy / {:.1}% idle",
+            row.claims_per_sec, row.busy.redis_cpu_pct, row.idle.redis_cpu_pct
+        );
+        rows.push(row);
+    }
+    print(&rows, bytes_queued, queued);
+}
