@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dcc_e2e::{Dcc, IMAGE, Redis, Role, sh};
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
 use serde_json::json;
 
 /// Capability numbers from linux/capability.h.
@@ -189,20 +189,26 @@ async fn a_job_no_worker_can_run_never_blocks_the_lane_and_says_why_it_waits() {
             "{v}"
         );
     }
-    // Memory is reserved like slots: two 600 MiB jobs never run side by side on 1000 MiB.
+    // Memory is reserved like slots: two 600 MiB jobs never run side by side on 1000 MiB (each
+    // runs long enough for the workers view to show the first one's reservation).
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let mut j = sh("sleep 1");
+        let mut j = sh("sleep 3");
         j["parameters"] = json!({"memoryMb": 600});
         ids.push(api.submit_id(j).await);
     }
     let a = api.wait_status(&ids[0], "running", Duration::from_secs(30)).await;
-    let w = &api.get("/api/v1/workers").await.body["workers"][0];
-    assert_eq!(
-        (w["memoryMb"].as_u64(), w["freeMemoryMb"].as_u64()),
-        (Some(1000), Some(400)),
-        "{w}"
-    );
+    // Capacity shows in the workers view within CAPACITY_BEAT_GAP (0.5 s) of a change.
+    let memory = || async {
+        let w = api.get("/api/v1/workers").await.body["workers"][0].clone();
+        (w["memoryMb"].as_u64(), w["freeMemoryMb"].as_u64())
+    };
+    eventually(
+        Duration::from_secs(5),
+        "600 of 1000 MiB reserved in the workers view",
+        || async { (memory().await == (Some(1000), Some(400))).then_some(()) },
+    )
+    .await;
     assert_eq!(api.job(&ids[1]).await["status"], "queued", "both 600 MiB jobs run: {a}");
     let b = api.wait_status(&ids[1], "succeeded", Duration::from_secs(30)).await;
     let a = api.job(&ids[0]).await;
