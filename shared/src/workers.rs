@@ -114,6 +114,19 @@ fn empty_as_null<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::
 }
 
 impl WorkerInfo {
+    /// The health-key fields that change between heartbeats (what a capacity beat writes).
+    fn changing_fields(&self) -> [(&'static str, String); 7] {
+        [
+            ("free_cpu_slots", self.free_cpu_slots.to_string()),
+            ("free_memory_mb", self.free_memory_mb.to_string()),
+            ("free_gpus", self.free_gpus.to_string()),
+            ("running_jobs", self.running_jobs.to_string()),
+            ("last_seen", self.last_seen.to_string()),
+            ("idle_since", self.idle_since.unwrap_or(0).to_string()),
+            ("warm_containers", self.warm_containers.to_string()),
+        ]
+    }
+
     fn from_hash(m: &HashMap<String, String>) -> Option<Self> {
         let n = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         let health = match m.get("health")?.as_str() {
@@ -166,15 +179,7 @@ impl Queue {
     pub async fn beat_capacity(&self, w: &WorkerInfo, ttl: Duration) -> Result<()> {
         let key = self.keys().worker(&w.id);
         let mut conn = self.conn().await?;
-        let fields: [(&str, String); 7] = [
-            ("free_cpu_slots", w.free_cpu_slots.to_string()),
-            ("free_memory_mb", w.free_memory_mb.to_string()),
-            ("free_gpus", w.free_gpus.to_string()),
-            ("running_jobs", w.running_jobs.to_string()),
-            ("last_seen", w.last_seen.to_string()),
-            ("idle_since", w.idle_since.unwrap_or(0).to_string()),
-            ("warm_containers", w.warm_containers.to_string()),
-        ];
+        let fields = w.changing_fields();
         redis::pipe()
             .atomic()
             .hset_multiple(&key, &fields)
@@ -190,26 +195,20 @@ impl Queue {
         let k = self.keys();
         let key = k.worker(&w.id);
         let mut conn = self.conn().await?;
-        let fields: Vec<(&str, String)> = vec![
+        let mut fields: Vec<(&str, String)> = vec![
             ("id", w.id.clone()),
             ("health", w.health.as_str().into()),
             ("cpus", w.cpus.to_string()),
             ("gpus", w.gpus.to_string()),
-            ("free_cpu_slots", w.free_cpu_slots.to_string()),
             ("memory_mb", w.memory_mb.to_string()),
-            ("free_memory_mb", w.free_memory_mb.to_string()),
-            ("free_gpus", w.free_gpus.to_string()),
-            ("running_jobs", w.running_jobs.to_string()),
-            ("last_seen", w.last_seen.to_string()),
             ("started_at", w.started_at.to_string()),
             ("version", w.version.clone()),
             ("instance", w.instance.clone()),
             ("reason", w.reason.clone()),
             ("gpu_models", serde_json::to_string(&w.gpu_models).unwrap_or_default()),
-            ("idle_since", w.idle_since.unwrap_or(0).to_string()),
             ("files_mode", w.files_mode.clone()),
-            ("warm_containers", w.warm_containers.to_string()),
         ];
+        fields.extend(w.changing_fields());
         redis::pipe()
             .atomic()
             .hset_multiple(&key, &fields)
