@@ -191,8 +191,10 @@ impl Core {
 
     /// The HTTP state.
     pub fn app_state(&self) -> anyhow::Result<AppState> {
-        let egress = crate::egress::Policy::parse(&self.config.url_input_allow).map_err(anyhow::Error::msg)?;
+        let egress = crate::egress::Policy::parse("DCC_URL_INPUT_ALLOW", &self.config.url_input_allow)
+            .map_err(anyhow::Error::msg)?;
         let http = egress.client(self.config.url_fetch_timeout)?;
+        let notify_egress = self.notify_policy()?;
         let keys = crate::tenants::Keys::load(&self.config.api_keys, self.config.api_keys_file.clone())
             .map_err(anyhow::Error::msg)?;
         keys.spawn_reload();
@@ -204,11 +206,29 @@ impl Core {
             config: self.config.clone(),
             http,
             egress,
+            notify_egress,
             keys,
             waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
             fleet: Default::default(),
         }))
+    }
+
+    fn notify_policy(&self) -> anyhow::Result<crate::egress::Policy> {
+        crate::egress::Policy::parse("DCC_NOTIFY_ALLOW", &self.config.notify_allow).map_err(anyhow::Error::msg)
+    }
+
+    /// Starts sending completion webhooks from the outbox (API servers; a no-op without
+    /// `DCC_NOTIFY_SECRET`).
+    pub fn start_webhooks(&self) -> anyhow::Result<()> {
+        let sender = crate::webhook::Sender::new(self.queue.clone(), self.notify_policy()?, &self.config)?;
+        match sender {
+            Some(s) => {
+                s.spawn();
+            }
+            None => tracing::info!("no DCC_NOTIFY_SECRET: jobs with notify are refused, no webhooks are sent"),
+        }
+        Ok(())
     }
 
     /// Starts a worker on this process's Docker daemon.

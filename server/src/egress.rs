@@ -1,5 +1,6 @@
-//! Where the server may connect when it fetches a `url` input: public addresses only, unless the
-//! operator opens internal sources on purpose (`DCC_URL_INPUT_ALLOW`: CIDRs and/or host names).
+//! Where the server may connect when it fetches a `url` input or POSTs a completion webhook:
+//! public addresses only, unless the operator opens internal ones on purpose
+//! (`DCC_URL_INPUT_ALLOW`, `DCC_NOTIFY_ALLOW`: CIDRs and/or host names).
 //!
 //! A URL is checked three times, because each check alone can be slipped past:
 //! - at submit, an address literal in the URL (`http://169.254.169.254/…`) → `INVALID_JOB`;
@@ -23,8 +24,10 @@ use reqwest::redirect;
 const MAX_REDIRECTS: usize = 5;
 
 /// The operator's allow-list and the rule for everything else.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Policy {
+    /// The variable that holds the allow-list (named in refusals).
+    var: &'static str,
     /// Internal networks allowed on purpose.
     nets: Vec<IpNet>,
     /// Host names allowed on purpose, whatever they resolve to (lower case).
@@ -36,21 +39,36 @@ pub struct Policy {
 pub enum Refused {
     /// The URL names an internal address.
     #[error(
-        "{0} is not a public address; only public sources can be fetched (an operator can allow internal ones with DCC_URL_INPUT_ALLOW)"
+        "{0} is not a public address; only public addresses are reached (an operator can allow internal ones with {1})"
     )]
-    Address(IpAddr),
+    Address(IpAddr, &'static str),
     /// The name resolves to internal addresses only.
     #[error(
-        "{0} resolves only to addresses that are not public; only public sources can be fetched (an operator can allow it with DCC_URL_INPUT_ALLOW)"
+        "{0} resolves only to addresses that are not public; only public addresses are reached (an operator can allow it with {1})"
     )]
-    Name(String),
+    Name(String, &'static str),
+}
+
+impl Default for Policy {
+    /// Public addresses only (the `url` inputs' policy with nothing allowed).
+    fn default() -> Self {
+        Policy {
+            var: "DCC_URL_INPUT_ALLOW",
+            nets: Vec::new(),
+            hosts: Vec::new(),
+        }
+    }
 }
 
 impl Policy {
-    /// Parses `DCC_URL_INPUT_ALLOW` entries: a CIDR (`10.1.0.0/16`), an address (`10.1.2.3`), or
-    /// a host name (`files.internal`).
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let mut p = Policy::default();
+    /// Parses the entries of the allow-list variable `var` (`DCC_URL_INPUT_ALLOW`,
+    /// `DCC_NOTIFY_ALLOW`): a CIDR (`10.1.0.0/16`), an address (`10.1.2.3`), or a host name
+    /// (`files.internal`).
+    pub fn parse(var: &'static str, entries: &[String]) -> Result<Self, String> {
+        let mut p = Policy {
+            var,
+            ..Policy::default()
+        };
         for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             if let Ok(net) = e.parse::<IpNet>() {
                 p.nets.push(net);
@@ -59,9 +77,7 @@ impl Policy {
             } else if e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
                 p.hosts.push(e.to_ascii_lowercase());
             } else {
-                return Err(format!(
-                    "DCC_URL_INPUT_ALLOW: {e:?} is neither a CIDR, an address nor a host name"
-                ));
+                return Err(format!("{var}: {e:?} is neither a CIDR, an address nor a host name"));
             }
         }
         Ok(p)
@@ -83,20 +99,30 @@ impl Policy {
         // The URL parser has already normalised literals (`2130706433` → `127.0.0.1`).
         let host = url.host_str().unwrap_or_default();
         match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-            Ok(ip) if !self.allows_ip(ip) => Err(Refused::Address(ip)),
+            Ok(ip) if !self.allows_ip(ip) => Err(Refused::Address(ip, self.var)),
             _ => Ok(()),
         }
     }
 
-    /// An HTTP client that connects only where this policy allows.
-    pub fn client(&self, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-        let policy = Arc::new(self.clone());
-        let hops = policy.clone();
+    /// A client builder that connects only where this policy allows.
+    fn builder(&self, timeout: Duration) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
             .no_proxy()
-            .dns_resolver(Arc::new(Resolver(policy)))
+            .dns_resolver(Arc::new(Resolver(Arc::new(self.clone()))))
+    }
+
+    /// A client for webhooks: connects only where this policy allows, follows no redirect (a
+    /// POST is not replayed elsewhere; a receiver that moved gets a failed delivery saying so).
+    pub fn post_client(&self, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+        self.builder(timeout).redirect(redirect::Policy::none()).build()
+    }
+
+    /// An HTTP client that connects only where this policy allows.
+    pub fn client(&self, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+        let hops = self.clone();
+        self.builder(timeout)
             .redirect(redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
@@ -111,6 +137,31 @@ impl Policy {
             }))
             .build()
     }
+}
+
+/// An error and its causes in one line (reqwest's own `Display` names only the outermost).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// The policy's refusal inside a client error (the resolver's, carried up as a connect error),
+/// if that is what it is.
+pub fn refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<Refused>() {
+            return Some(r);
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// Resolves with the system resolver, then keeps only allowed addresses.
@@ -128,7 +179,8 @@ impl Resolve for Resolver {
                 all.into_iter().filter(|a| policy.allows_ip(a.ip())).collect()
             };
             if keep.is_empty() {
-                return Err(Box::new(Refused::Name(host)) as Box<dyn std::error::Error + Send + Sync>);
+                let refused = Refused::Name(host, policy.var);
+                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(keep.into_iter()) as Addrs)
         })
@@ -246,11 +298,15 @@ mod tests {
 
     #[test]
     fn the_allow_list_opens_what_it_names() {
-        let p = Policy::parse(&["10.1.0.0/16".into(), "127.0.0.1".into(), "Files.Internal".into()]).unwrap();
+        let p = Policy::parse(
+            "DCC_URL_INPUT_ALLOW",
+            &["10.1.0.0/16".into(), "127.0.0.1".into(), "Files.Internal".into()],
+        )
+        .unwrap();
         assert!(p.allows_ip(ip("10.1.2.3")) && !p.allows_ip(ip("10.2.0.1")));
         assert!(p.allows_ip(ip("127.0.0.1")) && p.allows_ip(ip("::ffff:127.0.0.1")));
         assert!(p.allows_host("files.internal.") && !p.allows_host("other.internal"));
-        assert!(Policy::parse(&["bad entry!".into()]).is_err());
+        assert!(Policy::parse("DCC_NOTIFY_ALLOW", &["bad entry!".into()]).is_err());
         let url = |s: &str| reqwest::Url::parse(s).unwrap();
         let none = Policy::default();
         assert!(

@@ -8,6 +8,8 @@
 //! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
 //! - [`telemetry`]: request ids, access logs, Prometheus metrics.
+//! - [`egress`]: where `url` inputs and webhooks may connect (the SSRF guard).
+//! - [`webhook`]: sending completion webhooks from the outbox, signed.
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`app`]: the router, and running server and worker in one process.
 //! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …).
@@ -27,6 +29,7 @@ pub mod submit;
 pub mod telemetry;
 pub mod tenants;
 pub mod wait;
+pub mod webhook;
 
 pub use app::router;
 pub use state::AppState;

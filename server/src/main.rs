@@ -107,6 +107,7 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     dcc_server::telemetry::handle();
     dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events());
     let app = dcc_server::router(core.app_state()?);
+    core.start_webhooks()?;
     // The API listens before the in-process worker starts: a worker may wait at start (for Redis,
     // or for its previous life's health key to expire), and clients should meanwhile get answers
     // (jobs queue up; 503 while Redis is down), not refused connections.

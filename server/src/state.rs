@@ -45,6 +45,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Where `url` inputs may come from.
     pub egress: crate::egress::Policy,
+    /// Where completion webhooks may go (`DCC_NOTIFY_ALLOW`).
+    pub notify_egress: crate::egress::Policy,
     /// API keys: who each caller is.
     pub keys: crate::tenants::Keys,
     /// Permits for requests held open (waits, fast jobs, WebSockets): `DCC_MAX_WAITERS`.

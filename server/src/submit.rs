@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::availability;
+use crate::egress::error_chain;
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::tenants::Principal;
@@ -223,6 +224,7 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError
 /// What both submit forms do once the job is valid: refuse a wait nothing can end, give the job
 /// its stored id (the caller's own, scoped to its tenant, or a new one), and open its staging.
 async fn admit_valid(state: &AppState, who: &Principal, valid: &ValidJob) -> Result<(JobId, Staging), ApiError> {
+    check_notify(state, &valid.spec)?;
     if valid.wait {
         availability::require(state, &valid.spec).await?;
     }
@@ -247,16 +249,26 @@ async fn submit_json(state: &AppState, who: &Principal, req: Request) -> Result<
     finalize(state, who, id, valid.spec, staging, valid.wait).await
 }
 
-/// An error and its causes in one line (reqwest's own `Display` names only the outermost).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
+/// A webhook needs this deployment's secret, and a URL the server may reach: an address literal
+/// is checked here (names are checked when the delivery resolves them).
+pub fn check_notify(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
+    let Some(n) = &spec.notify else { return Ok(()) };
+    let invalid = |message: String| {
+        ApiError::from(SpecError::Invalid {
+            field: Some("notify.url".into()),
+            message,
+        })
+    };
+    if state.config.notify_secret.is_none() {
+        return Err(invalid(
+            "this deployment sends no webhooks: its operator has set no signing secret (DCC_NOTIFY_SECRET)".into(),
+        ));
     }
-    out
+    let url = reqwest::Url::parse(&n.url).map_err(|e| invalid(format!("notify.url is not a valid URL: {e}")))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("notify.url has no host".into()));
+    }
+    state.notify_egress.check_url(&url).map_err(|e| invalid(e.to_string()))
 }
 
 /// Stages the inputs declared in the JSON (inline values and URLs).

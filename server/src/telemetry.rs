@@ -7,7 +7,9 @@
 //! `dcc_workers{health}` and `dcc_warm_containers` (read from Redis at scrape time); `dcc_jobs_finished_total{state}`,
 //! `dcc_job_queue_wait_seconds` and `dcc_job_run_seconds` (histograms), from the job events this
 //! process saw since it started (every server sees every job's events: scrape one, or use `max`);
-//! `dcc_redis_errors_total`.
+//! `dcc_redis_errors_total`; `dcc_webhook_deliveries_total{result}` (`delivered`, `retry`,
+//! `failed`: the POSTs this process made) and `dcc_webhook_outbox` (deliveries not yet settled,
+//! read at scrape time).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -143,6 +145,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 metrics::gauge!("dcc_tenant_fast_jobs_active", "tenant" => t).set(fast as f64);
             }
         }
+        Err(_) => redis_error(),
+    }
+    match state.queue.outbox_len().await {
+        Ok(n) => metrics::gauge!("dcc_webhook_outbox").set(n as f64),
         Err(_) => redis_error(),
     }
     match state.queue.workers().await {

@@ -45,6 +45,11 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_TMP_DIR",
     "DCC_URL_FETCH_TIMEOUT_SECS",
     "DCC_URL_INPUT_ALLOW",
+    "DCC_NOTIFY_SECRET",
+    "DCC_NOTIFY_ALLOW",
+    "DCC_NOTIFY_MAX_ATTEMPTS",
+    "DCC_NOTIFY_BACKOFF_MS",
+    "DCC_NOTIFY_TIMEOUT_SECS",
     "DCC_IMAGE_ALLOW",
     "DCC_PULL_TIMEOUT_SECS",
     "DCC_DOCKER_RUNTIME",
@@ -130,6 +135,20 @@ pub struct Config {
     /// Internal sources `url` inputs may reach on purpose (`DCC_URL_INPUT_ALLOW`: comma-separated
     /// CIDRs, addresses or host names; none): by default only public addresses are fetched.
     pub url_input_allow: Vec<String>,
+    /// Completion webhooks: the deployment's signing secret (`DCC_NOTIFY_SECRET`, none: jobs
+    /// with `notify` are refused). Every server must have the same one.
+    pub notify_secret: Option<String>,
+    /// Internal receivers webhooks may reach on purpose (`DCC_NOTIFY_ALLOW`, the syntax of
+    /// `DCC_URL_INPUT_ALLOW`; none): by default only public addresses.
+    pub notify_allow: Vec<String>,
+    /// POSTs of one webhook before its delivery is `failed` (`DCC_NOTIFY_MAX_ATTEMPTS`, 20:
+    /// one to two hours of retries).
+    pub notify_max_attempts: u32,
+    /// Wait before the first retry, doubling up to 5 minutes, plus up to as much jitter
+    /// (`DCC_NOTIFY_BACKOFF_MS`, 1000).
+    pub notify_backoff: Duration,
+    /// Time limit of one POST (`DCC_NOTIFY_TIMEOUT_SECS`, 10).
+    pub notify_timeout: Duration,
     /// Longest an image pull may take (`DCC_PULL_TIMEOUT_SECS`, 600): then the job fails with
     /// `IMAGE_NOT_FOUND` instead of holding its slot.
     pub pull_timeout: Duration,
@@ -308,6 +327,11 @@ impl Config {
                 .unwrap_or_else(std::env::temp_dir),
             url_fetch_timeout: v.secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
             url_input_allow: v.list("DCC_URL_INPUT_ALLOW"),
+            notify_secret: notify_secret(&v)?,
+            notify_allow: v.list("DCC_NOTIFY_ALLOW"),
+            notify_max_attempts: v.num("DCC_NOTIFY_MAX_ATTEMPTS", 20)?.clamp(1, 1000) as u32,
+            notify_backoff: Duration::from_millis(v.num("DCC_NOTIFY_BACKOFF_MS", 1000)?.max(10)),
+            notify_timeout: v.secs("DCC_NOTIFY_TIMEOUT_SECS", 10)?,
             pull_timeout: v.secs("DCC_PULL_TIMEOUT_SECS", 600)?,
             docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
             log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),
@@ -342,6 +366,18 @@ impl Config {
             warm_idle: v.secs("DCC_WARM_IDLE_SECS", 300)?,
             cpu_slots: v.opt_u32("DCC_CPU_SLOTS")?,
         })
+    }
+}
+
+/// Shortest webhook secret: a short one could be guessed from signed bodies.
+const MIN_NOTIFY_SECRET: usize = 16;
+
+fn notify_secret<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<Option<String>> {
+    match v.get("DCC_NOTIFY_SECRET") {
+        Some(s) if s.len() < MIN_NOTIFY_SECRET => Err(Error::Config(format!(
+            "DCC_NOTIFY_SECRET must be at least {MIN_NOTIFY_SECRET} characters (e.g. `openssl rand -hex 32`)"
+        ))),
+        s => Ok(s),
     }
 }
 

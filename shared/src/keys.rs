@@ -99,6 +99,13 @@ impl Keys {
         format!("{}:expiry", self.tag)
     }
 
+    /// ZSET: the completion webhooks to deliver (job ids), scored by when the next try is due
+    /// (ms). The scripts that end a job add its id; a server taking a delivery pushes the score
+    /// past its delivery lease, so a server that dies mid-delivery leaves it due again.
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.tag)
+    }
+
     /// Pub/sub channel of job events (JSON, see `events`).
     pub fn events(&self) -> String {
         format!("{}:events", self.tag)
@@ -171,6 +178,7 @@ mod tests {
         assert_eq!(k.index(), "{dcc}:jobs");
         assert_eq!(k.expiry(), "{dcc}:expiry");
         assert_eq!(k.events(), "{dcc}:events");
+        assert_eq!(k.outbox(), "{dcc}:outbox");
         assert_eq!(k.worker_events("w1"), "{dcc}:events:worker:w1");
         assert_eq!(k.idle(QueueName::Cpu), "{dcc}:idle:cpu");
         assert_eq!(k.worker("w1"), "{dcc}:worker:w1");

@@ -583,3 +583,115 @@ async fn tenants_take_turns_fifo_within_each() {
         .unwrap();
     assert_eq!(ring, vec!["team-a"]);
 }
+
+/// Every end (finish, cancel, the reaper's WORKER_LOST) queues a job's webhook once, in the
+/// script that ends it; the outbox hands each delivery to one sender at a time and fences late
+/// results, as it does leases.
+#[tokio::test]
+async fn every_end_queues_one_webhook_and_the_outbox_fences_late_senders() {
+    use dcc_shared::job::notify::NotifyState;
+    use dcc_shared::queue::outbox::Settle;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = LocalStorage::new(dir.path());
+    let hook = json!({"url": "https://hooks.example.org/dcc"});
+    let done = enqueue(&q, "done", json!({"image": "x", "notify": hook}), T0).await;
+    let cancelled = enqueue(&q, "cancelled", json!({"image": "x", "notify": hook}), T0 + 1).await;
+    let lost = enqueue(
+        &q,
+        "lost",
+        json!({"image": "x", "notify": hook, "parameters": {"maxAttempts": 1}}),
+        T0 + 2,
+    )
+    .await;
+    let quiet = enqueue(&q, "quiet", json!({"image": "x"}), T0 + 3).await;
+    let gone = enqueue(&q, "gone", json!({"image": "x", "notify": hook}), T0 + 4).await;
+    let notify_of = |id: &JobId| {
+        let (q, id) = (q.clone(), id.clone());
+        async move { q.get(&id).await.unwrap().unwrap().notify }
+    };
+    assert_eq!(notify_of(&done).await.unwrap().state, NotifyState::Waiting);
+    assert_eq!(notify_of(&quiet).await, None);
+
+    let a = claim(&q, "A", T0 + 10).await;
+    assert_eq!(a.job, done);
+    q.finish(&a, &success(), RETENTION, T0 + 20).await.unwrap();
+    let job = q.get(&cancelled).await.unwrap().unwrap();
+    assert!(matches!(
+        q.cancel(&job, RETENTION, T0 + 21).await.unwrap(),
+        Cancelled::Done(_)
+    ));
+    let l = claim(&q, "B", T0 + 22).await;
+    assert_eq!(l.job, lost);
+    assert_eq!(q.reap(RET, T0 + 22 + 31_000).await.unwrap().failed, 1);
+    let g = claim(&q, "C", T0 + 23).await;
+    assert_eq!(g.job, quiet);
+    q.finish(&g, &success(), RETENTION, T0 + 24).await.unwrap();
+    let job = q.get(&gone).await.unwrap().unwrap();
+    q.delete(&job, &files, dcc_shared::queue::delete::DeleteMode::Any, T0 + 25)
+        .await
+        .unwrap();
+    assert_eq!(notify_of(&done).await.unwrap().state, NotifyState::Pending);
+
+    let now = T0 + 40_000;
+    let lease = Duration::from_secs(10);
+    let mut taken = q.take_deliveries(now, lease, 10).await.unwrap();
+    taken.sort_by(|x, y| x.job.as_str().cmp(y.job.as_str()));
+    let ids: Vec<(&str, u32)> = taken.iter().map(|d| (d.job.as_str(), d.attempt)).collect();
+    assert_eq!(
+        ids,
+        [("cancelled", 1), ("done", 1), ("lost", 1)],
+        "one per ended job with notify"
+    );
+    assert!(
+        q.take_deliveries(now + 1, lease, 10).await.unwrap().is_empty(),
+        "taken ones are leased"
+    );
+    assert_eq!(notify_of(&done).await.unwrap().state, NotifyState::Delivering);
+
+    let (d_cancelled, d_done, d_lost) = (&taken[0], &taken[1], &taken[2]);
+    assert!(q.settle_delivery(d_done, &Settle::Delivered, now + 2).await.unwrap());
+    assert!(
+        !q.settle_delivery(d_done, &Settle::Delivered, now + 3).await.unwrap(),
+        "settled once"
+    );
+    let retry = Settle::Retry {
+        after: Duration::from_secs(5),
+        error: "HTTP 503".into(),
+    };
+    assert!(q.settle_delivery(d_cancelled, &retry, now + 2).await.unwrap());
+    let n = notify_of(&cancelled).await.unwrap();
+    assert_eq!(
+        (n.state, n.attempts, n.error.as_deref()),
+        (NotifyState::Pending, 1, Some("HTTP 503"))
+    );
+    assert!(
+        q.take_deliveries(now + 4_000, lease, 10).await.unwrap().is_empty(),
+        "not due before its retry"
+    );
+    // `lost` was never settled: its lease ran out, so it is due again with `cancelled`'s retry.
+    let mut again = q.take_deliveries(now + 11_000, lease, 10).await.unwrap();
+    again.sort_by(|x, y| x.job.as_str().cmp(y.job.as_str()));
+    let ids: Vec<(&str, u32)> = again.iter().map(|d| (d.job.as_str(), d.attempt)).collect();
+    assert_eq!(ids, [("cancelled", 2), ("lost", 2)]);
+    assert!(
+        !q.settle_delivery(d_lost, &Settle::Delivered, now + 11_001)
+            .await
+            .unwrap(),
+        "the late sender is fenced off"
+    );
+    let failed = Settle::Failed {
+        error: "gave up".into(),
+    };
+    assert!(q.settle_delivery(&again[1], &failed, now + 11_002).await.unwrap());
+    assert_eq!(notify_of(&lost).await.unwrap().state, NotifyState::Failed);
+    let n = notify_of(&done).await.unwrap();
+    assert_eq!((n.state, n.attempts, n.error), (NotifyState::Delivered, 1, None));
+    // A job deleted with a delivery due takes it along.
+    let job = q.get(&cancelled).await.unwrap().unwrap();
+    q.delete(&job, &files, dcc_shared::queue::delete::DeleteMode::Any, now + 12_000)
+        .await
+        .unwrap();
+    assert_eq!(q.outbox_len().await.unwrap(), 0);
+}

@@ -50,6 +50,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     crate::submit::require_json(&req)?;
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
+    crate::submit::check_notify(&state, &valid.spec)?;
     availability::require(&state, &valid.spec).await?;
     let mut inline = 0u64;
     for (i, (_, source)) in valid.inputs.iter().enumerate() {

@@ -9,6 +9,7 @@
 
 pub mod id;
 pub mod image;
+pub mod notify;
 pub mod record;
 pub mod spec;
 pub mod state;
@@ -18,4 +19,4 @@ pub use id::JobId;
 pub use record::{JobError, JobRecord, OutputFile, RunStats};
 pub use spec::{InputSource, JobRequest, JobSpec, Limits, Parameters, StagedInput, ValidJob};
 pub use state::{ErrorCode, JobState, Lane, Priority, QueueName};
-pub use view::{JobView, OutputView, StatsView};
+pub use view::{JobView, NotifyView, OutputView, StatsView};

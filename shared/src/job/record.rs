@@ -3,13 +3,15 @@
 //! Hash fields (all strings): `spec` (JSON of [`JobSpec`]), `state`, `queue`, `lane`, `attempt`,
 //! `max_attempts`, `slots`, `gpus`, `created_ms`, `started_ms`, `finished_ms`, `exit_code`,
 //! `error_code`, `error_msg`, `worker`, `digest`, `stats` (JSON of [`RunStats`]), `outputs`
-//! (JSON list of [`OutputFile`]), `def_hash`, `inputs_prefix`.
+//! (JSON list of [`OutputFile`]), `def_hash`, `inputs_prefix`, and for jobs with a webhook the
+//! `notify_*` fields of [`NotifyRecord`].
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::id::JobId;
+use super::notify::NotifyRecord;
 use super::spec::JobSpec;
 use super::state::{JobState, Lane, QueueName};
 use crate::clock::Millis;
@@ -102,6 +104,8 @@ pub struct JobRecord {
     pub def_hash: String,
     /// The tenant that submitted it (the API key's name; `""` before tenants existed).
     pub tenant: String,
+    /// Its webhook delivery, when it has `notify`.
+    pub notify: Option<NotifyRecord>,
 }
 
 fn opt_num<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Option<T> {
@@ -168,6 +172,7 @@ impl JobRecord {
             inputs_prefix: m.get("inputs_prefix").cloned().unwrap_or_default(),
             def_hash: m.get("def_hash").cloned().unwrap_or_default(),
             tenant: m.get("tenant").cloned().unwrap_or_default(),
+            notify: NotifyRecord::from_hash(&m),
         }))
     }
 }

@@ -46,7 +46,24 @@ pub struct JobRequest {
     /// Block the HTTP request until the job ends.
     #[serde(default)]
     pub wait: bool,
+    /// Where to POST the job's view, signed, when it ends (a completion webhook).
+    pub notify: Option<Notify>,
 }
+
+/// A completion webhook: DCC POSTs the job view to `url` once the job has ended (succeeded,
+/// failed, timed out or cancelled), signed with the deployment's secret (`X-DCC-Signature`),
+/// at least once, retried with backoff until the receiver answers 2xx. See `docs/webhooks.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// An `http://` or `https://` URL, at most 2048 bytes. Only public addresses are reached
+    /// unless the operator allows internal ones (`DCC_NOTIFY_ALLOW`).
+    #[schema(max_length = 2048)]
+    pub url: String,
+}
+
+/// Longest `notify.url`.
+pub const MAX_NOTIFY_URL: usize = 2048;
 
 /// One input as sent: exactly one of `value` and `url`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -212,6 +229,9 @@ pub struct JobSpec {
     pub priority: Priority,
     /// Opaque client data.
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The completion webhook, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
 /// Where an input's bytes come from.
@@ -379,6 +399,9 @@ impl JobRequest {
                 message: format!("meta is over {MAX_FIELD_BYTES} bytes"),
             });
         }
+        if let Some(n) = &self.notify {
+            validate_notify(n)?;
+        }
         let parameters = validate_parameters(&self.parameters, limits)?;
         let inputs = validate_inputs(self.inputs, limits)?;
         let spec = JobSpec {
@@ -390,6 +413,7 @@ impl JobRequest {
             parameters,
             priority: self.priority,
             meta,
+            notify: self.notify,
         };
         Ok(ValidJob {
             id,
@@ -398,6 +422,24 @@ impl JobRequest {
             wait: self.wait,
         })
     }
+}
+
+/// The shape of a webhook URL; where it may point is the server's check (its egress policy).
+fn validate_notify(n: &Notify) -> Result<(), SpecError> {
+    let u = &n.url;
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > MAX_NOTIFY_URL {
+        return Err(invalid(
+            "notify.url",
+            format!("notify.url must be an http:// or https:// URL of at most {MAX_NOTIFY_URL} bytes"),
+        ));
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "notify.url",
+            "notify.url must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
 }
 
 fn check_list(field: &str, items: usize, bytes: usize) -> Result<(), SpecError> {

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::notify::NotifyState;
 use super::record::{JobError, JobRecord, RunStats};
 use super::spec::Encoding;
 use super::state::{JobState, Lane, QueueName};
@@ -52,9 +53,28 @@ pub struct JobView {
     /// The client's `meta`, echoed back.
     #[schema(value_type = Object)]
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The completion webhook and how its delivery went; only for jobs with `notify`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyView>,
     /// Why a queued job waits; only on `GET /api/v1/jobs/{id}` of a queued job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+}
+
+/// A job's webhook and its delivery.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyView {
+    /// Where the job view is POSTed.
+    pub url: String,
+    /// Where the delivery is.
+    pub state: NotifyState,
+    /// POSTs started so far.
+    pub attempts: u32,
+    /// When the last one ended.
+    pub last_attempt_at: Option<String>,
+    /// Why the last one failed (cleared once delivered).
+    pub last_error: Option<String>,
 }
 
 /// Why a queued job has not started.
@@ -175,6 +195,16 @@ impl JobRecord {
             outputs,
             stats,
             meta: self.spec.meta.clone(),
+            notify: self.spec.notify.as_ref().map(|n| {
+                let d = self.notify.as_ref();
+                NotifyView {
+                    url: n.url.clone(),
+                    state: d.map(|d| d.state).unwrap_or(NotifyState::Waiting),
+                    attempts: d.map(|d| d.attempts).unwrap_or(0),
+                    last_attempt_at: d.and_then(|d| d.last_ms).map(rfc3339),
+                    last_error: d.and_then(|d| d.error.clone()),
+                }
+            }),
             waiting: None,
         }
     }

@@ -6,13 +6,14 @@
 -- KEYS[3]: the job's queue running zset (ZREM when running)
 -- KEYS[4]: the expiry zset (retention starts)
 -- KEYS[5]: the tenants' active-job counts (the job leaves its tenant's)
+-- KEYS[6]: the webhook outbox (a job with `notify` gets its delivery queued: notify.lua)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
 -- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
--- (Loaded with active.lua (leave_active) prepended.)
+-- (Loaded with active.lua (leave_active) and notify.lua (notify_end) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then return {'missing'} end
 if job[1] == 'queued' then
@@ -25,6 +26,7 @@ end
 leave_active(KEYS[5], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+notify_end(KEYS[6], KEYS[1], ARGV[1], ARGV[2])
 local event = cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),
   at = tonumber(ARGV[2]), worker = job[3] or ''})
 redis.call('PUBLISH', ARGV[4], event)

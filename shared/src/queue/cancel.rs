@@ -10,8 +10,13 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobRecord, JobState};
 
-static CANCEL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("cancel.lua"))));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("active.lua"),
+        include_str!("notify.lua"),
+        include_str!("cancel.lua")
+    ))
+});
 
 /// What a cancel did.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +40,7 @@ impl Queue {
             .key(k.running(job.queue))
             .key(k.expiry())
             .key(k.tenants_active())
+            .key(k.outbox())
             .arg(job.id.as_str())
             .arg(now)
             .arg(now + ms(retention))

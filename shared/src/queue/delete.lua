@@ -9,6 +9,7 @@
 -- KEYS[7]: the fast-data byte counter (DECRBY what the blob hash still held)
 -- KEYS[8]: the job's tenant index zset (ZREM)
 -- KEYS[9]: the tenants' active-job counts (a job deleted before it ended leaves its tenant's)
+-- KEYS[10]: the webhook outbox (a gone job's delivery is dropped with it)
 -- ARGV[1]: job id
 -- ARGV[2]: now (ms)
 -- ARGV[3]: events channel
@@ -29,6 +30,7 @@ if not job[1] then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[8], ARGV[1])
+  redis.call('ZREM', KEYS[10], ARGV[1])
   drop_blob()
   return false
 end
@@ -46,6 +48,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
+redis.call('ZREM', KEYS[10], ARGV[1])
 redis.call('DEL', KEYS[1])
 drop_blob()
 local event = cjson.encode({jobId = ARGV[1], status = 'deleted', attempt = tonumber(job[2]),

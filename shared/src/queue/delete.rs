@@ -61,6 +61,7 @@ impl Queue {
             .key(k.fast_bytes())
             .key(k.tenant_index(&job.tenant))
             .key(k.tenants_active())
+            .key(k.outbox())
             .arg(job.id.as_str())
             .arg(now)
             .arg(k.events())

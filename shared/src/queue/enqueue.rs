@@ -98,6 +98,10 @@ impl Queue {
         if !job.spec.inputs.is_empty() {
             inv.arg("inputs_prefix").arg(job.inputs_prefix);
         }
+        // The scripts that end a job queue its webhook when they find this (notify.lua).
+        if job.spec.notify.is_some() {
+            inv.arg("notify_state").arg("waiting");
+        }
         let r: String = inv.invoke_async(&mut conn).await?;
         Ok(match r.as_str() {
             "created" => Enqueued::Created,

@@ -3,6 +3,7 @@
 -- KEYS[2]: the queue's running zset (the lease ends)
 -- KEYS[3]: the expiry zset (retention starts)
 -- KEYS[4]: the tenants' active-job counts (the job leaves its tenant's)
+-- KEYS[5]: the webhook outbox (a job with `notify` gets its delivery queued: notify.lua)
 -- ARGV[1]: job id
 -- ARGV[2]: attempt the worker ran
 -- ARGV[3]: worker id
@@ -12,13 +13,14 @@
 -- ARGV[7]: events channel
 -- ARGV[8..]: field/value pairs of the result (exit_code, error_code, error_msg, digest, stats, outputs)
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
--- (Loaded with active.lua (leave_active) prepended.)
+-- (Loaded with active.lua (leave_active) and notify.lua (notify_end) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 leave_active(KEYS[4], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARGV, 8))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
 redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = ARGV[1], status = ARGV[4], attempt = tonumber(ARGV[2]),
   at = tonumber(ARGV[5]), worker = ARGV[3]}))
 return 1

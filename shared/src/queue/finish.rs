@@ -11,8 +11,13 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobError, JobState, OutputFile, RunStats};
 
-static FINISH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("finish.lua"))));
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("active.lua"),
+        include_str!("notify.lua"),
+        include_str!("finish.lua")
+    ))
+});
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]
@@ -49,6 +54,7 @@ impl Queue {
         inv.key(k.running(lease.queue))
             .key(k.expiry())
             .key(k.tenants_active())
+            .key(k.outbox())
             .arg(lease.job.as_str())
             .arg(lease.attempt)
             .arg(&lease.worker)

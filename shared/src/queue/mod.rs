@@ -12,6 +12,7 @@
 //! - [`delete`]: every trace gone (the DELETE route and the retention sweep).
 //! - [`reap`]: expired leases → `queued` (attempt + 1) or `failed` (`WORKER_LOST`).
 //! - [`drain`]: asking a worker (through Redis) to stop claiming.
+//! - [`outbox`]: completion webhooks of ended jobs, taken and settled by the servers sending them.
 //! - [`rate`]: a tenant's submits per second (token bucket).
 //! - [`read`]: reads (job, listing, queue depths, due expiries); no state changes.
 //!
@@ -24,6 +25,7 @@ pub mod drain;
 pub mod enqueue;
 pub mod finish;
 pub mod lease;
+pub mod outbox;
 pub mod rate;
 pub mod read;
 pub mod reap;

@@ -7,6 +7,7 @@
 -- KEYS[5]: the expiry zset (retention of failed jobs)
 -- KEYS[6]: the tenants' active-job counts (a failed job leaves its tenant's)
 -- KEYS[7]: the queue's idle workers (one is woken per job put back: wake.lua)
+-- KEYS[8]: the webhook outbox (a failed job with `notify` gets its delivery queued: notify.lua)
 -- ARGV[1]: job key prefix ('{p}:job:')
 -- ARGV[2]: now (ms); 0: Redis's clock
 -- ARGV[3]: retention (ms) of standard jobs
@@ -15,7 +16,8 @@
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- ARGV[7]: workers' channel prefix (the woken workers' channels)
 -- Returns: {requeued, failed}
--- (Loaded with lease_now.lua, active.lua (leave_active) and wake.lua (wake_idle) prepended.)
+-- (Loaded with lease_now.lua, active.lua (leave_active), notify.lua (notify_end) and wake.lua
+-- (wake_idle) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local requeued, failed = 0, 0
@@ -35,6 +37,7 @@ for _, id in ipairs(ids) do
         ', the last of its ' .. job[3] .. ' attempts')
       local keep = job[4] == 'fast' and tonumber(ARGV[6]) or tonumber(ARGV[3])
       redis.call('ZADD', KEYS[5], now + keep, id)
+      notify_end(KEYS[8], jk, id, now)
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
         worker = job[5] or ''}))
       failed = failed + 1

@@ -18,6 +18,7 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lease_now.lua"),
         include_str!("active.lua"),
+        include_str!("notify.lua"),
         include_str!("wake.lua"),
         include_str!("reap.lua")
     ))
@@ -67,6 +68,7 @@ impl Queue {
                     .key(k.expiry())
                     .key(k.tenants_active())
                     .key(k.idle(queue))
+                    .key(k.outbox())
                     .arg(k.job_prefix())
                     .arg(now)
                     .arg(ms(retention.standard))

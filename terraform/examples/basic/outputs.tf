@@ -27,3 +27,8 @@ output "redis_auth_token_parameter" {
   description = "SSM SecureString parameter with the Redis auth token."
   value       = module.redis.auth_token_parameter
 }
+
+output "notify_secret_command" {
+  description = "The command printing the completion-webhook signing secret receivers verify X-DCC-Signature with (docs/webhooks.md)."
+  value       = module.servers.notify_secret_command
+}

@@ -18,6 +18,16 @@ output "api_key_command" {
   value       = "aws ssm get-parameter --region ${var.region} --name ${local.api_keys_parameter} --with-decryption --query Parameter.Value --output text"
 }
 
+output "notify_secret_parameter" {
+  description = "SSM SecureString parameter holding the completion-webhook signing secret (DCC_NOTIFY_SECRET)."
+  value       = aws_ssm_parameter.notify_secret.name
+}
+
+output "notify_secret_command" {
+  description = "Prints the webhook signing secret receivers verify X-DCC-Signature with."
+  value       = "aws ssm get-parameter --region ${var.region} --name ${aws_ssm_parameter.notify_secret.name} --with-decryption --query Parameter.Value --output text"
+}
+
 output "health_check_path" {
   description = "Path the load balancer checks (liveness; needs no API key)."
   value       = aws_lb_target_group.api.health_check[0].path

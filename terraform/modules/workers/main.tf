@@ -93,6 +93,7 @@ resource "aws_launch_template" "pool" {
     region             = var.region
     auth_parameter     = var.auth_parameter
     api_keys_parameter = ""
+    notify_parameter   = ""
     redis_host         = var.redis_host
     dcc_storage        = var.dcc_storage
     retention          = var.retention

@@ -47,6 +47,10 @@ run "defaults" {
     condition     = strcontains(base64decode(aws_launch_template.servers.user_data), "--name \"/dcc/t/api-keys\"") && strcontains(base64decode(aws_launch_template.servers.user_data), "DCC_API_KEYS=$${api_keys}")
     error_message = "Server user-data must read the API keys and pass DCC_API_KEYS."
   }
+  assert {
+    condition     = aws_ssm_parameter.notify_secret.name == "/dcc/t/notify-secret" && aws_ssm_parameter.notify_secret.type == "SecureString" && strcontains(base64decode(aws_launch_template.servers.user_data), "--name \"/dcc/t/notify-secret\"") && strcontains(base64decode(aws_launch_template.servers.user_data), "DCC_NOTIFY_SECRET=$${notify_secret}")
+    error_message = "servers sign webhooks with a generated secret from SSM"
+  }
   # API servers never touch Docker.
   assert {
     condition     = !strcontains(base64decode(aws_launch_template.servers.user_data), "install -y docker") && !strcontains(base64decode(aws_launch_template.servers.user_data), "docker.service")
