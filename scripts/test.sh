@@ -11,6 +11,8 @@ ensure_deps
 apt_need chromium=chromium chromedriver=chromium-driver
 # The clock-skew test runs a worker under libfaketime.
 apt_need faketime=faketime
+# The private-registry test runs a real registry with htpasswd auth.
+apt_need docker-registry=docker-registry htpasswd=apache2-utils
 scripts/build-test-image.sh
 start=$(date +%s)
 # Every step runs even when an earlier one failed (and cargo runs every test binary:

@@ -51,6 +51,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_NOTIFY_BACKOFF_MS",
     "DCC_NOTIFY_TIMEOUT_SECS",
     "DCC_IMAGE_ALLOW",
+    "DCC_REGISTRY_AUTH",
+    "DCC_DOCKER_CONFIG",
     "DCC_PULL_TIMEOUT_SECS",
     "DCC_DOCKER_RUNTIME",
     "DCC_LOG_FORMAT",
@@ -149,6 +151,12 @@ pub struct Config {
     pub notify_backoff: Duration,
     /// Time limit of one POST (`DCC_NOTIFY_TIMEOUT_SECS`, 10).
     pub notify_timeout: Duration,
+    /// Pull credentials per registry host (`DCC_REGISTRY_AUTH`: JSON
+    /// `{"<host>": {"username", "password"}}`; none). Never logged.
+    pub registry_auth: Option<String>,
+    /// The Docker `config.json` a worker reads pull credentials from (`DCC_DOCKER_CONFIG`;
+    /// default `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+    pub docker_config: Option<PathBuf>,
     /// Longest an image pull may take (`DCC_PULL_TIMEOUT_SECS`, 600): then the job fails with
     /// `IMAGE_NOT_FOUND` instead of holding its slot.
     pub pull_timeout: Duration,
@@ -333,6 +341,8 @@ impl Config {
             notify_backoff: Duration::from_millis(v.num("DCC_NOTIFY_BACKOFF_MS", 1000)?.max(10)),
             notify_timeout: v.secs("DCC_NOTIFY_TIMEOUT_SECS", 10)?,
             pull_timeout: v.secs("DCC_PULL_TIMEOUT_SECS", 600)?,
+            registry_auth: v.get("DCC_REGISTRY_AUTH"),
+            docker_config: v.get("DCC_DOCKER_CONFIG").map(PathBuf::from),
             docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
             log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),
             drain_timeout: v.duration("DCC_DRAIN_TIMEOUT", 600)?,

@@ -136,28 +136,41 @@ fn is_root(user: &str) -> bool {
     matches!(user.split(':').next().unwrap_or(""), "" | "root" | "0")
 }
 
-/// The image, pulling it first when it is not present; `Err(daemon message)` when it cannot be
-/// had.
-pub async fn ensure_image(docker: &Docker, image: &str) -> Result<Image, String> {
+/// Why an image could not be had.
+#[derive(Debug)]
+pub enum PullError {
+    /// A credential source for its registry failed (the sentence holds no secret).
+    Credentials(String),
+    /// The daemon's (or registry's) message.
+    Daemon(String),
+}
+
+/// The image, pulling it first (with its registry's credentials) when it is not present.
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    registries: &crate::registry::Registries,
+) -> Result<Image, PullError> {
     if let Ok(img) = docker.inspect_image(image).await {
         return Ok(img.into());
     }
+    let credentials = registries.credentials(image).await.map_err(PullError::Credentials)?;
     let reference = with_default_tag(image);
     let opts = CreateImageOptionsBuilder::default().from_image(&reference).build();
-    let mut pull = docker.create_image(Some(opts), None, None);
+    let mut pull = docker.create_image(Some(opts), None, credentials);
     while let Some(item) = pull.next().await {
         match item {
             Ok(info) => {
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    return Err(detail);
+                    return Err(PullError::Daemon(detail));
                 }
             }
-            Err(e) => return Err(daemon_message(&e)),
+            Err(e) => return Err(PullError::Daemon(daemon_message(&e))),
         }
     }
     match docker.inspect_image(&reference).await {
         Ok(img) => Ok(img.into()),
-        Err(e) => Err(daemon_message(&e)),
+        Err(e) => Err(PullError::Daemon(daemon_message(&e))),
     }
 }
 

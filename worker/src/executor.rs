@@ -73,6 +73,8 @@ pub struct ExecSettings {
     pub pull_timeout: Duration,
     /// Images that may run (checked again here: the API server may be configured differently).
     pub images: dcc_shared::job::image::ImageAllow,
+    /// Pull credentials for private registries.
+    pub registries: crate::registry::Registries,
 }
 
 /// Runs attempts.
@@ -392,13 +394,22 @@ impl Executor {
             ));
         }
         let limit = self.settings.pull_timeout;
+        let registries = &self.settings.registries;
         let pulled = tokio::select! {
-            r = tokio::time::timeout(limit, docker::ensure_image(&self.docker, image)) => r,
+            r = tokio::time::timeout(limit, docker::ensure_image(&self.docker, image, registries)) => r,
             _ = run.cancel.cancelled() => return Err(Stop::Aborted),
         };
         match pulled {
             Ok(Ok(image)) => Ok(image),
-            Ok(Err(msg)) => Err(Stop::with(
+            Ok(Err(docker::PullError::Credentials(msg))) => Err(Stop::with(
+                ErrorCode::ImagePullDenied,
+                format!("image {image:?} cannot be pulled: no usable credentials for its registry: {msg}"),
+            )),
+            Ok(Err(docker::PullError::Daemon(msg))) if crate::registry::pull_denied(&msg) => Err(Stop::with(
+                ErrorCode::ImagePullDenied,
+                format!("image {image:?} cannot be pulled: the registry refused the credentials: {msg}"),
+            )),
+            Ok(Err(docker::PullError::Daemon(msg))) => Err(Stop::with(
                 ErrorCode::ImageNotFound,
                 format!("image {image:?} is not available: {msg}"),
             )),

@@ -27,6 +27,7 @@ mod gpu;
 mod health;
 mod keeper;
 mod logs;
+pub mod registry;
 pub mod settings;
 pub mod shutdown;
 mod slots;

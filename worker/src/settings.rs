@@ -88,6 +88,8 @@ impl WorkerSettings {
                 files: FilesMode::Copy,
                 pull_timeout: c.pull_timeout,
                 images: c.limits.images.clone(),
+                registries: crate::registry::Registries::new(c.registry_auth.as_deref(), c.docker_config.clone())
+                    .map_err(WorkerError::Config)?,
             },
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,

@@ -56,6 +56,16 @@ fn repository(image: &str) -> &str {
     }
 }
 
+/// The registry an image is pulled from: its first component when that names a host
+/// (`ghcr.io`, `registry.local:5000`, `localhost`), else `docker.io`.
+pub fn registry(image: &str) -> &str {
+    let repo = repository(image);
+    match qualified(repo).split_once('/') {
+        Some((host, _)) if repo.starts_with(host) => &repo[..host.len()],
+        _ => "docker.io",
+    }
+}
+
 /// Docker's own expansion: no registry means `docker.io`, no namespace on it means `library/`.
 fn qualified(repo: &str) -> String {
     let first = repo.split('/').next().unwrap_or(repo);
@@ -94,5 +104,18 @@ mod tests {
         assert!(ported.allows("registry.local:5000/app:2"));
         assert!(!ported.allows("registry.local:5001/app"));
         assert!(ImageAllow::parse(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn registry_of_an_image() {
+        assert_eq!(registry("busybox"), "docker.io");
+        assert_eq!(registry("team/tool:1"), "docker.io");
+        assert_eq!(registry("ghcr.io/team/tool:v1"), "ghcr.io");
+        assert_eq!(registry("127.0.0.1:5000/private/busybox@sha256:ab"), "127.0.0.1:5000");
+        assert_eq!(registry("localhost/x"), "localhost");
+        assert_eq!(
+            registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:3"),
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+        );
     }
 }

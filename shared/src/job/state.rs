@@ -177,6 +177,9 @@ pub enum ErrorCode {
     GpuUnavailable,
     /// The image is not on the worker's allow-list (`DCC_IMAGE_ALLOW`).
     ImageNotAllowed,
+    /// The registry refused the pull: wrong or missing credentials (or a credential source
+    /// that failed), as opposed to an image that does not exist.
+    ImagePullDenied,
 }
 
 impl ErrorCode {
@@ -192,6 +195,7 @@ impl ErrorCode {
             ErrorCode::WorkerLost => "WORKER_LOST",
             ErrorCode::GpuUnavailable => "GPU_UNAVAILABLE",
             ErrorCode::ImageNotAllowed => "IMAGE_NOT_ALLOWED",
+            ErrorCode::ImagePullDenied => "IMAGE_PULL_DENIED",
         }
     }
 }
