@@ -52,6 +52,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_NOTIFY_TIMEOUT_SECS",
     "DCC_IMAGE_ALLOW",
     "DCC_REGISTRY_AUTH",
+    "DCC_REGISTRY_AUTH_FILE",
     "DCC_DOCKER_CONFIG",
     "DCC_PULL_TIMEOUT_SECS",
     "DCC_DOCKER_RUNTIME",
@@ -154,6 +155,9 @@ pub struct Config {
     /// Pull credentials per registry host (`DCC_REGISTRY_AUTH`: JSON
     /// `{"<host>": {"username", "password"}}`; none). Never logged.
     pub registry_auth: Option<String>,
+    /// A file holding `DCC_REGISTRY_AUTH`'s JSON (`DCC_REGISTRY_AUTH_FILE`; Terraform writes
+    /// it from SSM); read when the worker starts.
+    pub registry_auth_file: Option<PathBuf>,
     /// The Docker `config.json` a worker reads pull credentials from (`DCC_DOCKER_CONFIG`;
     /// default `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
@@ -342,6 +346,7 @@ impl Config {
             notify_timeout: v.secs("DCC_NOTIFY_TIMEOUT_SECS", 10)?,
             pull_timeout: v.secs("DCC_PULL_TIMEOUT_SECS", 600)?,
             registry_auth: v.get("DCC_REGISTRY_AUTH"),
+            registry_auth_file: v.get("DCC_REGISTRY_AUTH_FILE").map(PathBuf::from),
             docker_config: v.get("DCC_DOCKER_CONFIG").map(PathBuf::from),
             docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
             log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),

@@ -140,6 +140,7 @@ async fn private_images_run_with_credentials_and_a_wrong_password_is_pull_denied
     let via_env = registry.push(&conf, &random_name("b"));
     let denied = registry.push(&conf, &random_name("c"));
     let anonymous = registry.push(&conf, &random_name("d"));
+    let via_file = registry.push(&conf, &random_name("e"));
     let missing = format!("{}/private/none:latest", registry.host);
 
     // Credentials from the config file `docker login` wrote.
@@ -164,6 +165,17 @@ async fn private_images_run_with_credentials_and_a_wrong_password_is_pull_denied
         .start()
         .await;
     let v = run(&dcc.api(), &via_env).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    drop(dcc);
+    // The same JSON from a file (what the Terraform user-data writes from SSM).
+    let file = registry.dir.path().join("registry-auth.json");
+    std::fs::write(&file, auth(PASSWORD)).unwrap();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_REGISTRY_AUTH_FILE", file.display())
+        .env("DCC_DOCKER_CONFIG", "/nonexistent/config.json")
+        .start()
+        .await;
+    let v = run(&dcc.api(), &via_file).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     drop(dcc);
 
@@ -197,5 +209,62 @@ async fn private_images_run_with_credentials_and_a_wrong_password_is_pull_denied
         .await;
     let v = run(&dcc.api(), &anonymous).await;
     assert_eq!(v["error"]["code"], "IMAGE_PULL_DENIED", "{v}");
-    forget(&[&via_login, &via_env, &denied, &anonymous]);
+    forget(&[&via_login, &via_env, &via_file, &denied, &anonymous]);
+}
+
+/// ECR pull tokens come from the worker's AWS identity (moto stands for the ECR API), and are
+/// cached: with the API gone, the same token still answers until shortly before it expires.
+#[tokio::test]
+async fn ecr_tokens_come_from_the_aws_identity_and_are_cached() {
+    use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+    use base64::Engine;
+    let moto = dcc_e2e::Moto::start();
+    let aws = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "test",
+        )))
+        .build();
+    // What the ECR API hands out, asked directly.
+    let direct = aws_sdk_ecr::Client::new(&aws)
+        .get_authorization_token()
+        .send()
+        .await
+        .unwrap();
+    let token = direct.authorization_data()[0]
+        .authorization_token()
+        .unwrap()
+        .to_string();
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&token).unwrap()).unwrap();
+    let (user, password) = decoded.split_once(':').unwrap();
+
+    let registries = dcc_worker::registry::Registries::new(None, Some("/nonexistent/config.json".into()))
+        .unwrap()
+        .with_aws_config(aws);
+    let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
+    let c = registries.credentials(image).await.unwrap().unwrap();
+    assert_eq!(
+        (c.username.as_deref(), c.password.as_deref()),
+        (Some(user), Some(password))
+    );
+    assert_eq!(
+        c.serveraddress.as_deref(),
+        Some("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+    );
+    assert_eq!(
+        registries.credentials("ghcr.io/team/app").await.unwrap(),
+        None,
+        "only ECR hosts"
+    );
+    drop(moto);
+    let again = registries.credentials(image).await.unwrap().unwrap();
+    assert_eq!(again.password.as_deref(), Some(password), "cached: no second call");
+    // Another registry needs its own token, and the API is gone: a clear error, no secret.
+    let e = registries
+        .credentials("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app")
+        .await
+        .unwrap_err();
+    assert!(e.contains("GetAuthorizationToken") && !e.contains(password), "{e}");
 }

@@ -5,18 +5,28 @@
 //!    `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`): its `credHelpers`, `auths`
 //!    (what `docker login` writes) and `credsStore`, re-read at every pull so a `docker login`
 //!    takes effect without a restart;
-//! 3. none: an anonymous pull.
+//! 3. for Amazon ECR (`<account>.dkr.ecr.<region>.amazonaws.com`): the worker's own AWS
+//!    identity (the instance role), through `GetAuthorizationToken`, cached per registry until
+//!    15 minutes before the token expires (tokens last 12 hours);
+//! 4. none: an anonymous pull.
 //!
 //! Credentials go to the Docker daemon with the pull and nowhere else: they are never in a job
 //! record, a log line or an error (errors name the registry and the source, not the secret).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
+
+/// An ECR token is fetched anew this long before it expires.
+const ECR_REFRESH_BEFORE: Duration = Duration::from_secs(15 * 60);
+
+/// How long a token whose expiry is not comfortably ahead is kept.
+const ECR_SHORT_KEEP: Duration = Duration::from_secs(5 * 60);
 
 /// Longest a credential helper may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +55,23 @@ pub struct Registries {
     docker_config: Option<PathBuf>,
     /// Where credential helpers are found (`None`: on `PATH`, as Docker finds them).
     helper_dir: Option<PathBuf>,
+    /// Amazon ECR tokens.
+    ecr: Ecr,
+}
+
+/// Amazon ECR logins from the worker's AWS identity, cached per registry host.
+#[derive(Clone, Default)]
+struct Ecr {
+    /// The AWS configuration (`None`: the environment's, loaded at first use: the instance role).
+    config: Option<aws_config::SdkConfig>,
+    /// host → (login, when to fetch a new one).
+    cache: Arc<tokio::sync::Mutex<HashMap<String, (Login, SystemTime)>>>,
+}
+
+impl std::fmt::Debug for Ecr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ecr").finish_non_exhaustive()
+    }
 }
 
 /// `DCC_REGISTRY_AUTH`'s shape.
@@ -115,7 +142,15 @@ impl Registries {
             configured,
             docker_config,
             helper_dir: None,
+            ecr: Ecr::default(),
         })
+    }
+
+    /// Asks ECR with this AWS configuration (its credentials and endpoint; the region comes from
+    /// each registry's host) instead of the environment's.
+    pub fn with_aws_config(mut self, config: aws_config::SdkConfig) -> Self {
+        self.ecr.config = Some(config);
+        self
     }
 
     /// Looks for `docker-credential-*` helpers in `dir` instead of on `PATH`.
@@ -128,10 +163,15 @@ impl Registries {
     /// when a source that names this registry cannot be used.
     pub async fn credentials(&self, image: &str) -> Result<Option<DockerCredentials>, String> {
         let host = normalize(dcc_shared::job::image::registry(image));
-        let login = match self.configured.get(&host) {
+        let mut login = match self.configured.get(&host) {
             Some(l) => Some(l.clone()),
             None => self.docker_config_login(&host).await?,
         };
+        if login.is_none()
+            && let Some(region) = ecr_region(&host)
+        {
+            login = Some(self.ecr.login(&host, region).await?);
+        }
         Ok(login.map(|l| credentials_for(&host, l)))
     }
 
@@ -168,6 +208,79 @@ impl Registries {
             _ => Ok(None),
         }
     }
+}
+
+impl Ecr {
+    /// The cached login for `host`, or a new token from `GetAuthorizationToken`.
+    async fn login(&self, host: &str, region: &str) -> Result<Login, String> {
+        let mut cache = self.cache.lock().await;
+        if let Some((login, refresh_at)) = cache.get(host)
+            && SystemTime::now() < *refresh_at
+        {
+            return Ok(login.clone());
+        }
+        let config = match &self.config {
+            Some(c) => c.clone(),
+            None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        };
+        let client = aws_sdk_ecr::Client::from_conf(
+            aws_sdk_ecr::config::Builder::from(&config)
+                .region(aws_sdk_ecr::config::Region::new(region.to_string()))
+                .build(),
+        );
+        // One token opens every registry the identity may read; it is cached per host anyway.
+        let answer = client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "Amazon ECR GetAuthorizationToken for {host} failed (the worker's AWS identity needs ecr:GetAuthorizationToken): {}",
+                    aws_sdk_ecr::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let data = answer
+            .authorization_data()
+            .first()
+            .ok_or_else(|| format!("Amazon ECR answered no token for {host}"))?;
+        let bad = || format!("Amazon ECR's token for {host} is not base64 of AWS:<password>");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().unwrap_or_default())
+            .map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (username, password) = decoded.split_once(':').ok_or_else(bad)?;
+        let expires = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
+        let login = Login {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
+        // An expiry not comfortably ahead (a host clock that is off, an emulator's fixed date)
+        // still bounds how often the API is asked: the token is kept a few minutes.
+        let refresh_at = expires
+            .checked_sub(ECR_REFRESH_BEFORE)
+            .filter(|t| *t > SystemTime::now())
+            .unwrap_or_else(|| SystemTime::now() + ECR_SHORT_KEEP);
+        cache.insert(host.to_string(), (login.clone(), refresh_at));
+        tracing::info!(registry = host, "fetched an Amazon ECR pull token");
+        Ok(login)
+    }
+}
+
+/// The region of an Amazon ECR registry host (`<12 digits>.dkr.ecr.<region>.amazonaws.com`, or
+/// `.amazonaws.com.cn`); `None` for any other registry.
+fn ecr_region(host: &str) -> Option<&str> {
+    let parts: Vec<&str> = host.split('.').collect();
+    let ok = parts.len() >= 6
+        && parts[0].len() == 12
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts[1] == "dkr"
+        && parts[2] == "ecr"
+        && matches!(&parts[4..], ["amazonaws", "com"] | ["amazonaws", "com", "cn"]);
+    // Not `then_some`: `parts[3]` must not be read for a short host.
+    if ok { Some(parts[3]) } else { None }
 }
 
 /// What bollard sends: a token as `identitytoken`, a password as `password`.
@@ -414,6 +527,21 @@ mod tests {
             None,
             "the store has none"
         );
+    }
+
+    #[test]
+    fn ecr_hosts_are_recognised() {
+        assert_eq!(
+            ecr_region("123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            ecr_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+            Some("cn-north-1")
+        );
+        assert_eq!(ecr_region("12345.dkr.ecr.eu-west-1.amazonaws.com"), None);
+        assert_eq!(ecr_region("123456789012.dkr.ecr.eu-west-1.evil.example"), None);
+        assert_eq!(ecr_region("ghcr.io"), None);
     }
 
     #[test]

@@ -88,8 +88,7 @@ impl WorkerSettings {
                 files: FilesMode::Copy,
                 pull_timeout: c.pull_timeout,
                 images: c.limits.images.clone(),
-                registries: crate::registry::Registries::new(c.registry_auth.as_deref(), c.docker_config.clone())
-                    .map_err(WorkerError::Config)?,
+                registries: registries(c)?,
             },
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,
@@ -100,6 +99,24 @@ impl WorkerSettings {
             },
         })
     }
+}
+
+/// Pull credentials: `DCC_REGISTRY_AUTH`, or the file `DCC_REGISTRY_AUTH_FILE` names.
+fn registries(c: &Config) -> Result<crate::registry::Registries, WorkerError> {
+    let from_file = match (&c.registry_auth, &c.registry_auth_file) {
+        (Some(_), Some(_)) => {
+            return Err(WorkerError::Config(
+                "set DCC_REGISTRY_AUTH or DCC_REGISTRY_AUTH_FILE, not both".into(),
+            ));
+        }
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| WorkerError::Config(format!("DCC_REGISTRY_AUTH_FILE {}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
+    let auth = c.registry_auth.as_deref().or(from_file.as_deref());
+    crate::registry::Registries::new(auth, c.docker_config.clone()).map_err(WorkerError::Config)
 }
 
 /// The host name, the default worker id.

@@ -189,6 +189,8 @@ module "workers" {
   auth_parameter_arn = module.redis.auth_token_parameter_arn
   kms_key_arn        = aws_kms_key.dcc.arn
   tags               = local.tags
+
+  registry_auth_parameter = var.registry_auth_parameter
 }
 
 module "scaler" {

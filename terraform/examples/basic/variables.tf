@@ -63,6 +63,12 @@ variable "certificate_arn" {
   default     = null
 }
 
+variable "registry_auth_parameter" {
+  description = "Name of an SSM SecureString parameter with pull credentials for private registries other than this account's ECR (JSON {\"<host>\": {\"username\": \"…\", \"password\": \"…\"}}); null: none. Workers pull from this account's ECR repositories with their instance role either way."
+  type        = string
+  default     = null
+}
+
 variable "api_keys_parameter" {
   description = "Name of an existing SSM SecureString parameter with the API keys (comma-separated). null (default): one key is generated into /dcc/<name>/api-keys (read it with the api_key_command output). Keys cannot be turned off."
   type        = string

@@ -1,6 +1,7 @@
 # The instance profile of DCC servers and workers: what `dcc` on an instance needs and nothing
 # more — its objects under the bucket prefix, the dcc binary, the Redis auth-token parameter (and,
-# for servers, the API-keys parameter), and the KMS key that encrypts them.
+# for servers, the API-keys parameter), the KMS key that encrypts them, and for workers pulls
+# from the Amazon ECR repositories given (the worker asks GetAuthorizationToken itself).
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -41,6 +42,23 @@ data "aws_iam_policy_document" "dcc" {
     sid       = "BootSecrets"
     actions   = ["ssm:GetParameter"]
     resources = concat([var.auth_parameter_arn], var.extra_parameter_arns)
+  }
+  dynamic "statement" {
+    for_each = length(var.ecr_repository_arns) > 0 ? [1] : []
+    content {
+      sid = "EcrToken"
+      # GetAuthorizationToken has no resource-level permissions: "*" is the only resource.
+      actions   = ["ecr:GetAuthorizationToken"]
+      resources = ["*"]
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.ecr_repository_arns) > 0 ? [1] : []
+    content {
+      sid       = "EcrPull"
+      actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+      resources = var.ecr_repository_arns
+    }
   }
   statement {
     sid       = "Kms"

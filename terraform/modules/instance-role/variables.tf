@@ -29,6 +29,12 @@ variable "extra_parameter_arns" {
   default     = []
 }
 
+variable "ecr_repository_arns" {
+  description = "Amazon ECR repositories the instances may pull from with their own role (workers: private images). Empty: no ECR access."
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_arn" {
   description = "KMS key of the bucket and the parameter."
   type        = string

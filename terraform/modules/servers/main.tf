@@ -248,19 +248,20 @@ resource "aws_launch_template" "servers" {
     }
   }
   user_data = base64encode(templatefile("${path.module}/../workers/templates/user-data.sh.tftpl", {
-    role               = "server"
-    gpu                = false
-    bucket             = var.bucket
-    artifact_key       = var.artifact_key
-    artifact_sha256    = var.artifact_sha256
-    region             = var.region
-    auth_parameter     = var.auth_parameter
-    api_keys_parameter = local.api_keys_parameter
-    notify_parameter   = aws_ssm_parameter.notify_secret.name
-    redis_host         = var.redis_host
-    dcc_storage        = var.dcc_storage
-    retention          = var.retention
-    extra_env          = { DISABLE_WORKER = "true" }
+    role                    = "server"
+    gpu                     = false
+    bucket                  = var.bucket
+    artifact_key            = var.artifact_key
+    artifact_sha256         = var.artifact_sha256
+    region                  = var.region
+    auth_parameter          = var.auth_parameter
+    api_keys_parameter      = local.api_keys_parameter
+    notify_parameter        = aws_ssm_parameter.notify_secret.name
+    registry_auth_parameter = ""
+    redis_host              = var.redis_host
+    dcc_storage             = var.dcc_storage
+    retention               = var.retention
+    extra_env               = { DISABLE_WORKER = "true" }
   }))
   tag_specifications {
     resource_type = "instance"

@@ -50,15 +50,30 @@ resource "aws_security_group_rule" "egress" {
   cidr_blocks       = ["0.0.0.0/0"]
 }
 
+data "aws_partition" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+locals {
+  ecr_repository_arns = var.ecr_repository_arns != null ? var.ecr_repository_arns : [
+    "arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/*"
+  ]
+  registry_auth_parameter_arns = var.registry_auth_parameter == null ? [] : [
+    "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.registry_auth_parameter, "/")}"
+  ]
+}
+
 module "role" {
-  source             = "../instance-role"
-  name               = "${var.name}-workers"
-  bucket_arn         = var.bucket_arn
-  prefix             = var.prefix
-  artifact_key       = var.artifact_key
-  auth_parameter_arn = var.auth_parameter_arn
-  kms_key_arn        = var.kms_key_arn
-  tags               = var.tags
+  source               = "../instance-role"
+  name                 = "${var.name}-workers"
+  bucket_arn           = var.bucket_arn
+  prefix               = var.prefix
+  artifact_key         = var.artifact_key
+  auth_parameter_arn   = var.auth_parameter_arn
+  extra_parameter_arns = local.registry_auth_parameter_arns
+  ecr_repository_arns  = local.ecr_repository_arns
+  kms_key_arn          = var.kms_key_arn
+  tags                 = var.tags
 }
 
 resource "aws_launch_template" "pool" {
@@ -85,19 +100,20 @@ resource "aws_launch_template" "pool" {
     }
   }
   user_data = base64encode(templatefile("${path.module}/templates/user-data.sh.tftpl", {
-    role               = "worker"
-    gpu                = each.value.gpu
-    bucket             = var.bucket
-    artifact_key       = var.artifact_key
-    artifact_sha256    = var.artifact_sha256
-    region             = var.region
-    auth_parameter     = var.auth_parameter
-    api_keys_parameter = ""
-    notify_parameter   = ""
-    redis_host         = var.redis_host
-    dcc_storage        = var.dcc_storage
-    retention          = var.retention
-    extra_env          = each.value.env
+    role                    = "worker"
+    gpu                     = each.value.gpu
+    bucket                  = var.bucket
+    artifact_key            = var.artifact_key
+    artifact_sha256         = var.artifact_sha256
+    region                  = var.region
+    auth_parameter          = var.auth_parameter
+    api_keys_parameter      = ""
+    notify_parameter        = ""
+    registry_auth_parameter = var.registry_auth_parameter == null ? "" : var.registry_auth_parameter
+    redis_host              = var.redis_host
+    dcc_storage             = var.dcc_storage
+    retention               = var.retention
+    extra_env               = each.value.env
   }))
   tag_specifications {
     resource_type = "instance"

@@ -143,6 +143,18 @@ variable "auth_parameter_arn" {
   type        = string
 }
 
+variable "ecr_repository_arns" {
+  description = "Amazon ECR repositories workers may pull private images from with their instance role. null: every repository of this account in this region; []: none."
+  type        = list(string)
+  default     = null
+}
+
+variable "registry_auth_parameter" {
+  description = "Name of an SSM SecureString parameter holding pull credentials for other private registries, as JSON {\"<registry host>\": {\"username\": \"…\", \"password\": \"…\"}} (DCC_REGISTRY_AUTH). null: none."
+  type        = string
+  default     = null
+}
+
 variable "kms_key_arn" {
   description = "KMS key of the bucket, the parameter and the volumes."
   type        = string

@@ -27,4 +27,25 @@ run "defaults" {
     contains(s.actions, "ssm:GetParameter") && contains(s.resources, "arn:aws:ssm:us-east-1:123456789012:parameter/dcc/t/api-keys")])
     error_message = "The role may read the extra (API-keys) parameter."
   }
+  assert {
+    condition     = alltrue([for s in data.aws_iam_policy_document.dcc.statement : !anytrue([for a in s.actions : startswith(a, "ecr:")])])
+    error_message = "No ECR access unless repositories are given."
+  }
+}
+
+run "ecr_pulls" {
+  command = plan
+  variables {
+    ecr_repository_arns = ["arn:aws:ecr:us-east-1:123456789012:repository/*"]
+  }
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.dcc.statement :
+    s.actions == toset(["ecr:GetAuthorizationToken"]) && s.resources == toset(["*"])])
+    error_message = "Workers ask ECR for pull tokens themselves."
+  }
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.dcc.statement :
+    contains(s.actions, "ecr:BatchGetImage") && contains(s.actions, "ecr:GetDownloadUrlForLayer") && s.resources == toset(["arn:aws:ecr:us-east-1:123456789012:repository/*"])])
+    error_message = "Image reads only on the given repositories."
+  }
 }

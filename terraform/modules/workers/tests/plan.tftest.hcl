@@ -33,6 +33,26 @@ run "cpu_only" {
     condition     = aws_launch_template.pool["cpu"].block_device_mappings[0].device_name == data.aws_ami.pool["cpu"].root_device_name
     error_message = "Root device name from the AMI."
   }
+  assert {
+    condition     = length(local.ecr_repository_arns) == 1 && endswith(local.ecr_repository_arns[0], ":repository/*") && !strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "DCC_REGISTRY_AUTH_FILE")
+    error_message = "Workers may pull from this account's ECR repositories; no registry file unless a parameter is given."
+  }
+}
+
+run "registry_credentials_from_ssm" {
+  command = plan
+  variables {
+    registry_auth_parameter = "/team/registry-auth"
+    ecr_repository_arns     = []
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "--name \"/team/registry-auth\" --query Parameter.Value --output text > /etc/dcc/registry-auth.json") && strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "DCC_REGISTRY_AUTH_FILE=/etc/dcc/registry-auth.json")
+    error_message = "The registry credentials are read from SSM into a root-only file."
+  }
+  assert {
+    condition     = length(local.registry_auth_parameter_arns) == 1 && endswith(local.registry_auth_parameter_arns[0], ":parameter/team/registry-auth") && length(local.ecr_repository_arns) == 0
+    error_message = "The role may read the registry parameter; ECR can be turned off."
+  }
 }
 
 run "gpu_on" {
