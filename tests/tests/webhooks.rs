@@ -363,3 +363,40 @@ async fn webhooks_reach_only_allowed_addresses_and_need_a_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DCC_NOTIFY_SECRET"));
 }
+
+/// A tenant's webhook names the job as the tenant does: its own client-chosen id (stored as
+/// `<tenant>.<id>`), in the header, the body and the links.
+#[tokio::test]
+async fn a_tenants_webhook_speaks_its_own_ids() {
+    use sha2::Digest;
+    let redis = Redis::start();
+    let rx = Receiver::default();
+    let addr = rx.listen(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let digest = hex::encode(sha2::Sha256::digest(b"ka"));
+    std::fs::write(
+        &file,
+        json!({"keys": [{"name": "team-a", "role": "submit", "sha256": digest}]}).to_string(),
+    )
+    .unwrap();
+    let dcc = with_webhooks(Dcc::builder(Role::ApiOnly, &redis))
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let a = dcc.api().with_key("ka");
+    let url = format!("http://{addr}/hook");
+    let r = a
+        .submit(json!({"id": "x1", "image": IMAGE, "command": ["true"], "notify": {"url": url}}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let c = a.post("/api/v1/jobs/x1/cancel", &json!({})).await;
+    assert_eq!(c.status, 202, "{:?}", c.body);
+    notify_state(&a, "x1", "delivered", 30).await;
+    let posts = rx.posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].header("x-dcc-delivery"), "x1");
+    let body = posts[0].json();
+    assert_eq!(body["jobId"], "x1");
+    assert_eq!(body["stdoutUrl"], "/api/v1/jobs/x1/stdout");
+}
