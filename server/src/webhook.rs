@@ -225,21 +225,16 @@ enum Failure {
 }
 
 /// The job view as its submitter sees it: its own spelling of the id (a tenant's client-chosen
-/// ids are stored as `<tenant>.<id>`; tenant names hold no '.').
+/// ids are stored as `<tenant>.<id>`), as `GET /api/v1/jobs/{id}` answers the tenant's keys.
 fn owner_view(job: &JobRecord) -> dcc_shared::job::JobView {
-    let mut v = job.view();
-    let own = format!("{}.", job.tenant);
-    if let Some(ext) = v.job_id.strip_prefix(&own).filter(|_| !job.tenant.is_empty()) {
-        let ext = ext.to_string();
-        let (from, to) = (format!("/api/v1/jobs/{}/", v.job_id), format!("/api/v1/jobs/{ext}/"));
-        v.stdout_url = v.stdout_url.replacen(&from, &to, 1);
-        v.stderr_url = v.stderr_url.replacen(&from, &to, 1);
-        for o in &mut v.outputs {
-            o.url = o.url.replacen(&from, &to, 1);
-        }
-        v.job_id = ext;
-    }
-    v
+    let owner = crate::tenants::Principal {
+        tenant: job.tenant.clone(),
+        role: crate::tenants::Role::Submit,
+        submits_per_sec: None,
+        burst: 0,
+        quota: Default::default(),
+    };
+    owner.view(job.view())
 }
 
 /// At most [`MAX_ERROR`] bytes, cut at a character boundary.
