@@ -55,6 +55,8 @@ struct Receiver {
     posts: Arc<Mutex<Vec<Post>>>,
     fail_first: Arc<AtomicU32>,
     hang: Arc<AtomicU32>,
+    /// POSTs answered 200.
+    accepted: Arc<AtomicU32>,
 }
 
 impl Receiver {
@@ -83,6 +85,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         r.fail_first.fetch_sub(1, Ordering::SeqCst);
         return (StatusCode::SERVICE_UNAVAILABLE, "receiver busy, try later");
     }
+    r.accepted.fetch_add(1, Ordering::SeqCst);
     (StatusCode::OK, "ok")
 }
 
@@ -155,6 +158,7 @@ async fn a_finished_job_posts_its_view_once_signed() {
 
     let posts = rx.posts();
     assert_eq!(posts.len(), 1, "one POST per finished job");
+    assert_eq!(rx.accepted.load(Ordering::SeqCst), 1);
     let p = &posts[0];
     assert!(p.signed_with(SECRET), "the signature checks out");
     assert!(
@@ -275,19 +279,23 @@ async fn a_server_restart_mid_retry_or_mid_post_loses_no_delivery() {
     rx.hang.store(0, Ordering::SeqCst);
     let c = with_webhooks(Dcc::builder(Role::ApiOnly, &redis)).start().await;
     let v = notify_state(&c.api(), &id, "delivered", 60).await;
+    // The unanswered POST (or, on a slow machine, two: the second server's POST may time out and
+    // be tried again before it is killed) and the one that was accepted.
     let posts = rx.posts();
-    assert_eq!(posts.len(), 2, "the unanswered POST and the one that was accepted");
+    assert!(posts.len() >= 2, "{} POSTs", posts.len());
+    assert_eq!(rx.accepted.load(Ordering::SeqCst), 1);
     assert!(
         posts
             .iter()
             .all(|p| p.header("x-dcc-delivery") == id && p.signed_with(SECRET))
     );
+    let last = posts.last().unwrap();
     assert_eq!(
         v["notify"]["attempts"].as_u64(),
-        posts[1].header("x-dcc-attempt").parse().ok()
+        last.header("x-dcc-attempt").parse().ok()
     );
     outbox_empty(&redis).await;
-    assert_eq!(rx.posts().len(), 2);
+    assert_eq!(rx.posts().len(), posts.len(), "nothing after the accepted one");
 }
 
 #[tokio::test]
