@@ -87,28 +87,35 @@ impl Sender {
             let mut tick = tokio::time::interval(POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let free = slots.available_permits();
-                if free == 0 {
+                if slots.available_permits() == 0 {
+                    // Every send in flight: go on as soon as one ends.
+                    drop(slots.acquire().await);
                     continue;
                 }
-                let due = match me.queue.take_deliveries(REDIS_TIME, me.lease, free).await {
-                    Ok(d) => d,
+                let free = slots.available_permits();
+                match me.queue.take_deliveries(REDIS_TIME, me.lease, free).await {
+                    Ok(due) => {
+                        // A full batch means more may be due: take again at once, not at the tick.
+                        let full = due.len() == free;
+                        for d in due {
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let me = me.clone();
+                            tokio::spawn(async move {
+                                me.deliver(d).await;
+                                drop(permit);
+                            });
+                        }
+                        if full {
+                            continue;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(task = "webhooks", error = %e, "reading the webhook outbox failed; retrying");
-                        continue;
                     }
-                };
-                for d in due {
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let me = me.clone();
-                    tokio::spawn(async move {
-                        me.deliver(d).await;
-                        drop(permit);
-                    });
                 }
+                tick.tick().await;
             }
         })
     }
