@@ -35,6 +35,16 @@ async fn exit_codes_and_logs() {
         .await;
     assert_eq!(four["exitCode"], 4);
 
+    // Every job knows its id and where its files are; a job's own env cannot change them.
+    let me = api
+        .run(
+            json!({"image": IMAGE, "command": ["sh", "-c", "echo $DCC_JOB_ID $DCC_INPUTS $DCC_OUTPUTS"],
+            "env": {"DCC_JOB_ID": "spoofed"}}),
+        )
+        .await;
+    let me_id = me["jobId"].as_str().unwrap();
+    assert_eq!(api.log(me_id, "stdout").await, format!("{me_id} /inputs /outputs\n"));
+
     // Multi-line stdout kept exactly; stdout and stderr kept apart.
     let logs = api
         .run(sh("printf 'line 1\\nline 2\\n\\nline 4'; echo oops >&2; echo more"))

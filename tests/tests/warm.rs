@@ -82,6 +82,9 @@ async fn a_warm_job_gives_what_the_same_job_gives_cold() {
         json!({"image": dcc_e2e::entry_image(), "command": ["mine", "too"]}),
         json!({"image": IMAGE, "command": ["/no/such/program"]}),
         json!({"image": IMAGE, "command": ["sh", "-c", "echo done; exit 0"]}),
+        // DCC's own variables (ids differ between the two runs; their length does not).
+        json!({"image": IMAGE, "command": ["sh", "-c", "echo \"$DCC_INPUTS $DCC_OUTPUTS ${#DCC_JOB_ID}\""],
+               "env": {"DCC_INPUTS": "/mine"}}),
     ];
     for job in &cases {
         let w = run_warm(&wa, job).await;
@@ -101,6 +104,7 @@ async fn a_warm_job_gives_what_the_same_job_gives_cold() {
     assert_eq!(w["outputs"][0]["name"], "mine");
     assert_eq!(run_warm(&wa, &cases[3]).await["stdout"], "entry default\n");
     assert_eq!(run_warm(&wa, &cases[4]).await["stdout"], "entry mine too\n");
+    assert_eq!(run_warm(&wa, &cases[7]).await["stdout"], "/inputs /outputs 36\n");
     eventually(Duration::from_secs(5), "no job container left behind", || async {
         let left = containers_of(&warm.worker_id).len();
         // The idle warm containers (at most the pool's size) stay; nothing else.

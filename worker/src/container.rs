@@ -47,7 +47,7 @@ pub fn body(
         (LABEL_WORKER.to_string(), worker.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env = job_env(job);
     let mut host = limited(nano_cpus(p.cpus), p.memory_mb, p.network, limits);
     if let Some(g) = gpu {
         gpu::attach(&mut host, &mut env, gpus, g);
@@ -64,6 +64,26 @@ pub fn body(
         host_config: Some(host),
         ..Default::default()
     }
+}
+
+/// Variables DCC sets in every job's container: which job it is and where its files are.
+/// They win over the job's own `env` of the same names.
+pub const DCC_ENV: [&str; 3] = ["DCC_JOB_ID", "DCC_INPUTS", "DCC_OUTPUTS"];
+
+/// The job's environment (`KEY=value`): its own `env`, then [`DCC_ENV`] (the job's id as
+/// stored, `/inputs`, `/outputs`). A warm container's `exec` gets the same.
+pub fn job_env(job: &JobRecord) -> Vec<String> {
+    let mut env: Vec<String> = job
+        .spec
+        .env
+        .iter()
+        .filter(|(k, _)| !DCC_ENV.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.push(format!("DCC_JOB_ID={}", job.id));
+    env.push("DCC_INPUTS=/inputs".into());
+    env.push("DCC_OUTPUTS=/outputs".into());
+    env
 }
 
 /// Docker's `NanoCpus` for a job's `cpus`.

@@ -131,7 +131,7 @@ impl Executor {
     /// Creates and starts the `exec` of `argv` with the job's environment, its output captured;
     /// returns the exec's id and the capture.
     async fn exec(&self, run: &Run<'_>, argv: Vec<String>) -> Result<(String, Logs), Stop> {
-        let env = run.job.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env = crate::container::job_env(run.job);
         let config = ExecConfig {
             cmd: Some(argv),
             env: Some(env),
