@@ -215,13 +215,13 @@ impl Core {
     }
 
     fn notify_policy(&self) -> anyhow::Result<crate::egress::Policy> {
-        crate::egress::Policy::parse("DCC_NOTIFY_ALLOW", &self.config.notify_allow).map_err(anyhow::Error::msg)
+        crate::egress::Policy::parse("DCC_NOTIFY_ALLOW", &self.config.notify.allow).map_err(anyhow::Error::msg)
     }
 
     /// Starts sending completion webhooks from the outbox (API servers; a no-op without
     /// `DCC_NOTIFY_SECRET`).
     pub fn start_webhooks(&self) -> anyhow::Result<()> {
-        let sender = crate::webhook::Sender::new(self.queue.clone(), self.notify_policy()?, &self.config)?;
+        let sender = crate::webhook::Sender::new(self.queue.clone(), self.notify_policy()?, &self.config.notify)?;
         match sender {
             Some(s) => {
                 s.spawn();

@@ -259,7 +259,7 @@ pub fn check_notify(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
             message,
         })
     };
-    if state.config.notify_secret.is_none() {
+    if state.config.notify.secret.is_none() {
         return Err(invalid(
             "this deployment sends no webhooks: its operator has set no signing secret (DCC_NOTIFY_SECRET)".into(),
         ));

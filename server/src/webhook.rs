@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dcc_shared::clock::REDIS_TIME;
-use dcc_shared::config::Config;
+use dcc_shared::config::NotifyConfig;
 use dcc_shared::job::JobRecord;
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::outbox::{Delivery, Settle};
@@ -63,19 +63,19 @@ pub struct Sender {
 impl Sender {
     /// A sender for this deployment; `None` when it has no secret (webhooks are refused at
     /// submit then, and none can be in the outbox but from another deployment's mistake).
-    pub fn new(queue: Queue, policy: Policy, config: &Config) -> anyhow::Result<Option<Self>> {
-        let Some(secret) = &config.notify_secret else {
+    pub fn new(queue: Queue, policy: Policy, config: &NotifyConfig) -> anyhow::Result<Option<Self>> {
+        let Some(secret) = &config.secret else {
             return Ok(None);
         };
         Ok(Some(Sender {
             queue,
-            http: policy.post_client(config.notify_timeout)?,
+            http: policy.post_client(config.timeout)?,
             policy,
             secret: Arc::from(secret.as_bytes()),
-            max_attempts: config.notify_max_attempts,
-            backoff: config.notify_backoff,
+            max_attempts: config.max_attempts,
+            backoff: config.backoff,
             // The POST's time limit twice over, and time to read the job and record the result.
-            lease: config.notify_timeout * 2 + Duration::from_secs(5),
+            lease: config.timeout * 2 + Duration::from_secs(5),
         }))
     }
 

@@ -138,20 +138,8 @@ pub struct Config {
     /// Internal sources `url` inputs may reach on purpose (`DCC_URL_INPUT_ALLOW`: comma-separated
     /// CIDRs, addresses or host names; none): by default only public addresses are fetched.
     pub url_input_allow: Vec<String>,
-    /// Completion webhooks: the deployment's signing secret (`DCC_NOTIFY_SECRET`, none: jobs
-    /// with `notify` are refused). Every server must have the same one.
-    pub notify_secret: Option<String>,
-    /// Internal receivers webhooks may reach on purpose (`DCC_NOTIFY_ALLOW`, the syntax of
-    /// `DCC_URL_INPUT_ALLOW`; none): by default only public addresses.
-    pub notify_allow: Vec<String>,
-    /// POSTs of one webhook before its delivery is `failed` (`DCC_NOTIFY_MAX_ATTEMPTS`, 20:
-    /// one to two hours of retries).
-    pub notify_max_attempts: u32,
-    /// Wait before the first retry, doubling up to 5 minutes, plus up to as much jitter
-    /// (`DCC_NOTIFY_BACKOFF_MS`, 1000).
-    pub notify_backoff: Duration,
-    /// Time limit of one POST (`DCC_NOTIFY_TIMEOUT_SECS`, 10).
-    pub notify_timeout: Duration,
+    /// Completion webhooks.
+    pub notify: NotifyConfig,
     /// Pull credentials per registry host (`DCC_REGISTRY_AUTH`: JSON
     /// `{"<host>": {"username", "password"}}`; none). Never logged.
     pub registry_auth: Option<String>,
@@ -339,11 +327,7 @@ impl Config {
                 .unwrap_or_else(std::env::temp_dir),
             url_fetch_timeout: v.secs("DCC_URL_FETCH_TIMEOUT_SECS", 60)?,
             url_input_allow: v.list("DCC_URL_INPUT_ALLOW"),
-            notify_secret: notify_secret(&v)?,
-            notify_allow: v.list("DCC_NOTIFY_ALLOW"),
-            notify_max_attempts: v.num("DCC_NOTIFY_MAX_ATTEMPTS", 20)?.clamp(1, 1000) as u32,
-            notify_backoff: Duration::from_millis(v.num("DCC_NOTIFY_BACKOFF_MS", 1000)?.max(10)),
-            notify_timeout: v.secs("DCC_NOTIFY_TIMEOUT_SECS", 10)?,
+            notify: NotifyConfig::from_vars(&v)?,
             pull_timeout: v.secs("DCC_PULL_TIMEOUT_SECS", 600)?,
             registry_auth: v.get("DCC_REGISTRY_AUTH"),
             registry_auth_file: v.get("DCC_REGISTRY_AUTH_FILE").map(PathBuf::from),
@@ -387,12 +371,55 @@ impl Config {
 /// Shortest webhook secret: a short one could be guessed from signed bodies.
 const MIN_NOTIFY_SECRET: usize = 16;
 
-fn notify_secret<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<Option<String>> {
-    match v.get("DCC_NOTIFY_SECRET") {
-        Some(s) if s.len() < MIN_NOTIFY_SECRET => Err(Error::Config(format!(
-            "DCC_NOTIFY_SECRET must be at least {MIN_NOTIFY_SECRET} characters (e.g. `openssl rand -hex 32`)"
-        ))),
-        s => Ok(s),
+/// Completion webhooks' settings (`docs/webhooks.md`).
+#[derive(Clone)]
+pub struct NotifyConfig {
+    /// The deployment's signing secret (`DCC_NOTIFY_SECRET`, none: jobs with `notify` are
+    /// refused). Every server must have the same one.
+    pub secret: Option<String>,
+    /// Internal receivers webhooks may reach on purpose (`DCC_NOTIFY_ALLOW`, the syntax of
+    /// `DCC_URL_INPUT_ALLOW`; none): by default only public addresses.
+    pub allow: Vec<String>,
+    /// POSTs of one webhook before its delivery is `failed` (`DCC_NOTIFY_MAX_ATTEMPTS`, 20:
+    /// one to two hours of retries).
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubling up to 5 minutes, plus up to as much jitter
+    /// (`DCC_NOTIFY_BACKOFF_MS`, 1000).
+    pub backoff: Duration,
+    /// Time limit of one POST (`DCC_NOTIFY_TIMEOUT_SECS`, 10).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    /// Without the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("allow", &self.allow)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl NotifyConfig {
+    fn from_vars<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<Self> {
+        let secret = match v.get("DCC_NOTIFY_SECRET") {
+            Some(s) if s.len() < MIN_NOTIFY_SECRET => {
+                return Err(Error::Config(format!(
+                    "DCC_NOTIFY_SECRET must be at least {MIN_NOTIFY_SECRET} characters (e.g. `openssl rand -hex 32`)"
+                )));
+            }
+            s => s,
+        };
+        Ok(NotifyConfig {
+            secret,
+            allow: v.list("DCC_NOTIFY_ALLOW"),
+            max_attempts: v.num("DCC_NOTIFY_MAX_ATTEMPTS", 20)?.clamp(1, 1000) as u32,
+            backoff: Duration::from_millis(v.num("DCC_NOTIFY_BACKOFF_MS", 1000)?.max(10)),
+            timeout: v.secs("DCC_NOTIFY_TIMEOUT_SECS", 10)?,
+        })
     }
 }
 

@@ -413,13 +413,14 @@ pub fn pull_denied(daemon_message: &str) -> bool {
     if m.contains("repository does not exist") {
         return false;
     }
+    // The registry's own error codes (`UNAUTHORIZED`, `DENIED`) and Docker's wording of a
+    // missing login; not a bare "denied", which the daemon also says of its own files.
     [
         "unauthorized",
         "authentication required",
         "no basic auth credentials",
-        "denied",
         "incorrect username or password",
-        "401 unauthorized",
+        "denied: ",
         "403 forbidden",
     ]
     .iter()
@@ -558,5 +559,9 @@ mod tests {
             "pull access denied for nope, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"
         ));
         assert!(!pull_denied("dial tcp: lookup registry-1.docker.io: no such host"));
+        assert!(
+            !pull_denied("open /var/lib/docker/tmp/x: permission denied"),
+            "the daemon's own files"
+        );
     }
 }

@@ -367,26 +367,7 @@ impl JobRequest {
                 return Err(invalid("command", "command arguments must not contain NUL"));
             }
         }
-        check_list(
-            "env",
-            self.env.len(),
-            self.env.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        )?;
-        for (k, v) in &self.env {
-            if k.starts_with("NVIDIA_") {
-                // The NVIDIA runtime reads these to pick GPUs: a job selects none of its own.
-                return Err(invalid(
-                    format!("env.{k}"),
-                    "NVIDIA_* variables are reserved: GPUs are given by parameters.gpus",
-                ));
-            }
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(invalid(
-                    format!("env.{k}"),
-                    "environment variable names must be non-empty without '=' or NUL, values without NUL",
-                ));
-            }
-        }
+        validate_env(&self.env)?;
         if let Some(dir) = &self.working_dir
             && (!dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096)
         {
@@ -422,6 +403,26 @@ impl JobRequest {
             wait: self.wait,
         })
     }
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    check_list("env", env.len(), env.iter().map(|(k, v)| k.len() + v.len()).sum())?;
+    for (k, v) in env {
+        if k.starts_with("NVIDIA_") {
+            // The NVIDIA runtime reads these to pick GPUs: a job selects none of its own.
+            return Err(invalid(
+                format!("env.{k}"),
+                "NVIDIA_* variables are reserved: GPUs are given by parameters.gpus",
+            ));
+        }
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(invalid(
+                format!("env.{k}"),
+                "environment variable names must be non-empty without '=' or NUL, values without NUL",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The shape of a webhook URL; where it may point is the server's check (its egress policy).
