@@ -89,6 +89,7 @@ pub fn api_routes() -> Routes {
 pub fn router(state: AppState) -> Router {
     api_routes()
         .router
+        .merge(crate::compat::routes())
         .route_layer(axum::middleware::from_fn(telemetry::latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -105,11 +106,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /`: the dashboard (one self-contained page; its script calls the API with the user's key).
+/// `GET /`: the dashboard (one self-contained page; its script calls the API with the user's key),
+/// or, for a WebSocket upgrade, the 2018 job notifications (`compat::ws2018`).
 #[utoipa::path(get, path = "/", tag = "fleet", operation_id = "dashboard", summary = "The dashboard (HTML)", security(()),
     responses((status = 200, description = "The dashboard page", body = String, content_type = "text/html")))]
-pub async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard/index.html"))
+pub async fn dashboard(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if crate::compat::ws2018::is_upgrade(&req) {
+        return crate::compat::ws2018::serve(state, req).await;
+    }
+    axum::response::Html(include_str!("dashboard/index.html")).into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -11,6 +11,7 @@
 //! - [`egress`]: where `url` inputs and webhooks may connect (the SSRF guard).
 //! - [`webhook`]: sending completion webhooks from the outbox, signed.
 //! - [`routes`]: the handlers, one module per resource.
+//! - [`compat`]: the 2018 JSON-RPC API and WebSocket, as an adapter over v1.
 //! - [`app`]: the router, and running server and worker in one process.
 //! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …).
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod availability;
 pub mod cli;
+pub mod compat;
 pub mod egress;
 pub mod error;
 pub mod finished;

@@ -932,3 +932,31 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that no key of `redis` names `id` and no member, list item or hash value mentions it.
+pub async fn assert_no_redis_trace(redis: &Redis, id: &str) {
+    let mut c = redis.conn().await;
+    for key in redis.all_keys().await {
+        assert!(!key.contains(id), "key {key} remains");
+        let t: String = redis::cmd("TYPE").arg(&key).query_async(&mut c).await.unwrap();
+        let members: Vec<String> = match t.as_str() {
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "hash" => redis::cmd("HVALS").arg(&key).query_async(&mut c).await.unwrap(),
+            _ => vec![],
+        };
+        assert!(!members.iter().any(|m| m.contains(id)), "{key} still mentions {id}");
+    }
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use dcc_e2e::{Dcc, IMAGE, Redis, containers_of, containers_of_job, eventually, sh};
+use dcc_e2e::{Dcc, IMAGE, Redis, assert_no_redis_trace, containers_of, containers_of_job, eventually, sh};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -354,33 +354,6 @@ async fn delete_leaves_no_trace() {
     )
     .await;
     assert_no_redis_trace(&redis, &running).await;
-}
-
-async fn assert_no_redis_trace(redis: &Redis, id: &str) {
-    let mut c = redis.conn().await;
-    for key in redis.all_keys().await {
-        assert!(!key.contains(id), "key {key} remains");
-        let t: String = redis::cmd("TYPE").arg(&key).query_async(&mut c).await.unwrap();
-        let members: Vec<String> = match t.as_str() {
-            "zset" => redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "list" => redis::cmd("LRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "hash" => redis::cmd("HVALS").arg(&key).query_async(&mut c).await.unwrap(),
-            _ => vec![],
-        };
-        assert!(!members.iter().any(|m| m.contains(id)), "{key} still mentions {id}");
-    }
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! The adapter's way into DCC: requests to the v1 API, made in-process through the same router,
+//! on behalf of the caller. Every 2018 call is thus answered by the v1 handlers with their
+//! checks: the caller's key and role, its tenant's jobs only, rate and quota, validation, limits.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::envelope::RpcError;
+use crate::state::AppState;
+use crate::tenants::Principal;
+
+/// A v1 error answer: its status and its body (`{"error": {"code", "message", …}, "jobId"?}`).
+#[derive(Debug)]
+pub struct V1Error {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: Value,
+}
+
+impl V1Error {
+    /// The v1 error code (`NOT_FOUND`, `INVALID_JOB`, …).
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl From<V1Error> for RpcError {
+    /// As the 2018 server did: the HTTP status is the JSON-RPC code, so a client sees the same
+    /// status on the wire; `data` is the v1 error (its stable code, field and job id).
+    fn from(e: V1Error) -> Self {
+        let message = e.body["error"]["message"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| e.body.to_string());
+        let mut data = e.body["error"].clone();
+        if let Some(id) = e.body.get("jobId") {
+            data["jobId"] = id.clone();
+        }
+        RpcError::http(e.status, message).with_data(data)
+    }
+}
+
+/// The v1 API as one caller sees it.
+#[derive(Clone)]
+pub struct V1 {
+    state: AppState,
+    /// The caller, resolved by the auth middleware of the 2018 request.
+    pub who: Principal,
+    /// `scheme://host` of the 2018 request: the 2018 API answered absolute URLs.
+    pub base: String,
+}
+
+impl V1 {
+    /// The v1 API for the caller of a request with these headers.
+    pub fn new(state: AppState, who: Principal, headers: &HeaderMap) -> Self {
+        let host = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|s| *s == "https")
+            .unwrap_or("http");
+        V1 {
+            state,
+            who,
+            base: format!("{scheme}://{host}"),
+        }
+    }
+
+    /// The server's state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// An absolute URL of a v1 path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `req` through the API as the caller; the body as JSON (a non-JSON body as a string).
+    pub async fn send(&self, req: Request) -> Result<(StatusCode, Value), V1Error> {
+        let (status, bytes) = self.send_raw(req).await;
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if status.is_success() {
+            Ok((status, body))
+        } else {
+            Err(V1Error { status, body })
+        }
+    }
+
+    /// Sends `req` through the API as the caller; the status and the body's bytes.
+    async fn send_raw(&self, mut req: Request) -> (StatusCode, bytes::Bytes) {
+        // The auth middleware takes a principal already on the request as the caller: only
+        // code in this process can put one there.
+        req.extensions_mut().insert(self.who.clone());
+        let router = crate::app::router(self.state.clone());
+        let resp = match router.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status();
+        (
+            status,
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default(),
+        )
+    }
+
+    /// `method path` with an optional JSON body.
+    pub async fn call(&self, method: Method, path: &str, json: Option<&Value>) -> Result<(StatusCode, Value), V1Error> {
+        let mut b = Request::builder().method(method).uri(path);
+        let body = match json {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(b.body(body).expect("a valid request")).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Value, V1Error> {
+        self.call(Method::GET, path, None).await.map(|(_, v)| v)
+    }
+
+    /// The job view of `id`.
+    pub async fn job(&self, id: &str) -> Result<Value, V1Error> {
+        self.get(&job_path(id, "")).await
+    }
+
+    /// A log of a job (`stdout` or `stderr`) as text (invalid UTF-8 replaced).
+    pub async fn log(&self, id: &str, stream: &str) -> Result<String, V1Error> {
+        let req = Request::get(job_path(id, &format!("/{stream}")))
+            .body(Body::empty())
+            .expect("a valid request");
+        let (status, bytes) = self.send_raw(req).await;
+        if !status.is_success() {
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(V1Error { status, body });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// The v1 path of job `id` followed by `rest` (the id percent-encoded: it came from a client).
+pub fn job_path(id: &str, rest: &str) -> String {
+    let enc: String = id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/api/v1/jobs/{enc}{rest}")
+}

@@ -1,0 +1,282 @@
+//! 2018 answers made from v1 job views: `JobResult` (`result.json`, reference §2.6), the turbo
+//! results (§2.7), `job status`, `stats`, `definition` and `time`.
+//!
+//! Status names are mapped, not copied: `success` keeps its 2018 meaning ("the container ran";
+//! the exit code says how it went), `failed` is an infrastructure failure (2018 wrote `success`
+//! to Redis for those), `killed` a cancel that stays observable (2018 deleted killed jobs).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use super::client::{V1, V1Error, job_path};
+use super::job2018::{Kind, META_KEY, Mapped};
+
+/// 2018's `job status`: `pending`, `working` or `finished`.
+pub fn job_status(view: &Value) -> &'static str {
+    match view["status"].as_str() {
+        Some("queued") => "pending",
+        Some("running") => "working",
+        _ => "finished",
+    }
+}
+
+/// Whether the job has ended.
+pub fn ended(view: &Value) -> bool {
+    job_status(view) == "finished"
+}
+
+fn error_code(view: &Value) -> &str {
+    view["error"]["code"].as_str().unwrap_or("")
+}
+
+/// 2018's finished status of an ended job.
+pub fn finished_status(view: &Value) -> &'static str {
+    match (view["status"].as_str(), error_code(view)) {
+        (Some("succeeded"), _) | (Some("failed"), "NONZERO_EXIT") => "success",
+        (Some("failed"), "WORKER_LOST") => "TooManyFailedAttempts",
+        (Some("failed"), _) => "failed",
+        (Some("timed_out"), _) => "timeout",
+        (Some("cancelled"), _) => "killed",
+        _ => "none",
+    }
+}
+
+/// Whether the job failed because its image does not exist (2018's `Docker_Image_Unknown`).
+pub fn image_unknown(view: &Value) -> bool {
+    error_code(view) == "IMAGE_NOT_FOUND"
+}
+
+/// The result's `error`: none when the container ran (whatever its exit code), 2018's
+/// `Docker_Image_Unknown` for a missing image, else the v1 error (`{code, message}`).
+pub fn error(view: &Value) -> Value {
+    match error_code(view) {
+        "" | "NONZERO_EXIT" => Value::Null,
+        "IMAGE_NOT_FOUND" => json!({
+            "code": -32602,
+            "message": "Docker_Image_Unknown",
+            "data": {"docker_image_name": view["image"], "error": view["error"]["message"]},
+        }),
+        _ => view["error"].clone(),
+    }
+}
+
+/// What the adapter kept in `meta` when the job came through it (`{}` for a v1 job).
+fn kept(view: &Value) -> &Value {
+    &view["meta"][META_KEY]
+}
+
+/// The job's definition: as its 2018 client sent it (input values left out), or for a job
+/// submitted through v1, what its view tells.
+pub fn definition(view: &Value) -> Value {
+    match kept(view).get("definition") {
+        Some(d) => d.clone(),
+        None => {
+            let mut meta = view["meta"].clone();
+            if let Some(m) = meta.as_object_mut() {
+                m.remove(META_KEY);
+            }
+            json!({"id": view["jobId"], "image": view["image"], "meta": meta})
+        }
+    }
+}
+
+/// Input names of the definition.
+fn input_names(def: &Value) -> Vec<Value> {
+    match &def["inputs"] {
+        Value::Array(a) => a.iter().map(|b| b["name"].clone()).collect(),
+        Value::Object(o) => o.keys().map(|k| json!(k)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The 2018 `JobResult` of a job (meant for ended ones; a running one gives its state so far).
+pub async fn job_result(v1: &V1, view: &Value) -> Result<Value, V1Error> {
+    let id = view["jobId"].as_str().unwrap_or_default();
+    let ran = view["attempt"].as_u64().unwrap_or(0) > 0;
+    let mut logs = Vec::new();
+    for (stream, flag) in [("stdout", "appendStdOut"), ("stderr", "appendStdErr")] {
+        let url = view[format!("{stream}Url")].as_str().unwrap_or_default();
+        logs.push(match (ran, kept(view)[flag] == true) {
+            (false, _) => Value::Null,
+            (true, true) => json!(lines(&v1.log(id, stream).await?)),
+            (true, false) => json!(v1.url(url)),
+        });
+    }
+    let def = definition(view);
+    let outputs: Vec<Value> = view["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o["name"].clone())
+        .collect();
+    let [stdout, stderr]: [Value; 2] = logs.try_into().expect("two logs");
+    Ok(json!({
+        "jobId": id,
+        "status": finished_status(view),
+        "exitCode": view["exitCode"],
+        "stdout": stdout,
+        "stderr": stderr,
+        "resultJson": v1.url(&result_json_path(id)),
+        "inputsBaseUrl": Value::Null,
+        "outputsBaseUrl": v1.url(&job_path(id, "/outputs/")),
+        "inputs": input_names(&def),
+        "outputs": outputs,
+        "error": error(view),
+        "definition": def,
+        "stats": stats(view),
+    }))
+}
+
+/// Where the adapter serves a job's `result.json`.
+pub fn result_json_path(id: &str) -> String {
+    job_path(id, "/result.json").replacen("/api/v1/jobs/", "/v1/results/", 1)
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(String::from).collect()
+}
+
+/// A duration as 2018 printed them for people.
+pub fn pretty_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn pretty(v: &Value) -> Value {
+    v.as_i64().map(|ms| json!(pretty_ms(ms))).unwrap_or(Value::Null)
+}
+
+/// 2018's pretty stats (`job stats`, `result.json`'s `stats`). DCC keeps timings of the last
+/// attempt only: `attempts` holds that one.
+pub fn stats(view: &Value) -> Value {
+    let s = &view["stats"];
+    let sum = |keys: &[&str]| json!(keys.iter().filter_map(|k| s[*k].as_i64()).sum::<i64>());
+    let attempt = (view["attempt"].as_u64() > Some(0)).then(|| {
+        json!({
+            "attempt": view["attempt"],
+            "workerId": view["workerId"],
+            "enqueued": view["createdAt"],
+            "dequeued": view["startedAt"],
+            "pending": pretty(&s["queuedMs"]),
+            "inputs": pretty(&s["inputsMs"]),
+            "image": pretty(&s["pullMs"]),
+            "inputsAndImage": pretty(&sum(&["inputsMs", "pullMs"])),
+            "container": pretty(&sum(&["createMs", "startMs", "runMs"])),
+            "outputsAndLogs": pretty(&s["outputsMs"]),
+            "exitCode": view["exitCode"],
+            "error": view["error"],
+        })
+    });
+    json!({
+        "recieved": view["createdAt"],
+        "uploaded": view["createdAt"],
+        "finished": view["finishedAt"],
+        "duration": pretty(&s["totalMs"]),
+        "error": view["error"],
+        "attempts": attempt.into_iter().collect::<Vec<_>>(),
+    })
+}
+
+/// `job time` (broken in 2018): when the last attempt started and how long the job took.
+pub fn time(view: &Value) -> Value {
+    json!({"start": view["startedAt"], "duration": pretty(&view["stats"]["totalMs"])})
+}
+
+/// A turbo result from the answer of `POST /api/v1/run`: V2 (outputs as a list, base64 unless
+/// `forceUtf8Outputs`) or V1 (outputs as `{name: text}`).
+pub fn turbo(answer: &Value, m: &Mapped, kind: Kind) -> Value {
+    let text = |s: &Value| lines(s.as_str().unwrap_or_default());
+    let decoded = |o: &Value| {
+        STANDARD
+            .decode(o["value"].as_str().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let files = answer["outputs"].as_array().cloned().unwrap_or_default();
+    let outputs =
+        match (m.ignore_outputs, kind) {
+            (true, Kind::TurboV1) => json!({}),
+            (true, _) => json!([]),
+            (false, Kind::TurboV1) => Value::Object(
+                files
+                    .iter()
+                    .map(|o| {
+                        (
+                            o["name"].as_str().unwrap_or_default().to_string(),
+                            json!(String::from_utf8_lossy(&decoded(o))),
+                        )
+                    })
+                    .collect(),
+            ),
+            (false, _) if m.force_utf8 => json!(files
+            .iter()
+            .map(|o| json!({"name": o["name"], "value": String::from_utf8_lossy(&decoded(o)), "encoding": "utf8"}))
+            .collect::<Vec<_>>()),
+            (false, _) => json!(
+                files
+                    .iter()
+                    .map(|o| json!({"name": o["name"], "value": o["value"], "encoding": "base64"}))
+                    .collect::<Vec<_>>()
+            ),
+        };
+    let s = &answer["stats"];
+    let mut r = json!({
+        "id": answer["jobId"],
+        "stdout": text(&answer["stdout"]),
+        "stderr": text(&answer["stderr"]),
+        "exitCode": answer["exitCode"],
+        "outputs": outputs,
+        "stats": {
+            "ensureImage": pretty(&s["pullMs"]),
+            "copyInputs": pretty(&s["inputsMs"]),
+            "containerCreation": pretty(&json!(s["createMs"].as_i64().unwrap_or(0) + s["startMs"].as_i64().unwrap_or(0))),
+            "containerExecution": pretty(&s["runMs"]),
+            "copyLogs": pretty(&s["outputsMs"]),
+            "copyOutputs": pretty(&s["outputsMs"]),
+            "total": pretty(&s["totalMs"]),
+        },
+    });
+    let e = error(answer);
+    if !e.is_null() {
+        r["error"] = e;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_map_onto_the_2018_names() {
+        let v = |status: &str, code: &str| json!({"status": status, "error": if code.is_empty() { Value::Null } else { json!({"code": code, "message": "m"}) }});
+        assert_eq!(job_status(&v("queued", "")), "pending");
+        assert_eq!(job_status(&v("running", "")), "working");
+        assert_eq!(job_status(&v("cancelled", "")), "finished");
+        assert_eq!(finished_status(&v("succeeded", "")), "success");
+        assert_eq!(finished_status(&v("failed", "NONZERO_EXIT")), "success");
+        assert_eq!(finished_status(&v("failed", "IMAGE_NOT_FOUND")), "failed");
+        assert_eq!(finished_status(&v("failed", "WORKER_LOST")), "TooManyFailedAttempts");
+        assert_eq!(finished_status(&v("timed_out", "TIMED_OUT")), "timeout");
+        assert_eq!(finished_status(&v("cancelled", "")), "killed");
+        assert_eq!(error(&v("failed", "NONZERO_EXIT")), Value::Null);
+        assert_eq!(
+            error(&v("failed", "IMAGE_NOT_FOUND"))["message"],
+            "Docker_Image_Unknown"
+        );
+        assert_eq!(error(&v("failed", "CONTAINER_FAILED"))["code"], "CONTAINER_FAILED");
+    }
+
+    #[test]
+    fn durations_read_as_2018_printed_them() {
+        assert_eq!(pretty_ms(12), "12ms");
+        assert_eq!(pretty_ms(1234), "1.23s");
+        assert_eq!(pretty_ms(125_000), "2m5s");
+        assert_eq!(result_json_path("a b"), "/v1/results/a%20b/result.json");
+    }
+}
