@@ -180,6 +180,7 @@ async fn long_warm_job(api: &dcc_e2e::Api, worker: &str) -> (String, tokio::task
         if !dcc_e2e::containers_of_job(&id).contains(&host) {
             return (id, pending);
         }
+        eprintln!("try {n} ran cold (no warm container was ready); cancelling it");
         let a = api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
         assert!(a.status == 200 || a.status == 202, "{:?}", a.body);
         let v = tokio::time::timeout(Duration::from_secs(20), pending)
