@@ -445,6 +445,15 @@ async fn test_turbo_jobs() {
     assert_eq!(c.get(&format!("/v1/job/status/{id}")).await.status, 404);
     assert_no_redis_trace(&redis, &id).await;
 
+    // A missing image is answered (2018 never answered it), with 2018's error.
+    let r = c
+        .result(
+            "runturbojsonv2",
+            json!({"job": {"image": "this_docker_image_is_fubar", "command": ["true"]}}),
+        )
+        .await;
+    assert_eq!(r["error"]["message"], "Docker_Image_Unknown", "{r}");
+
     // A turbo job takes only its own fields, and refuses mount points DCC does not use.
     let a = c
         .call(
@@ -817,6 +826,23 @@ async fn the_readme_example_and_the_protocol() {
     ] {
         ws.send(Message::Text(msg.into())).await.unwrap();
         assert_eq!(next(&mut ws).await["error"], words, "{msg}");
+    }
+    // One connection follows at most 32 jobs at once; the 33rd is refused, the others answered.
+    let long = c
+        .result(
+            "submitJobJson",
+            json!({"job": {"image": IMAGE, "cmd": ["sleep", "60"]}}),
+        )
+        .await;
+    let long = long["jobId"].as_str().unwrap().to_string();
+    let ask = json!({"method": "batchcompute.jobnotify", "params": {"jobId": long}}).to_string();
+    for _ in 0..33 {
+        ws.send(Message::Text(ask.clone().into())).await.unwrap();
+    }
+    assert_eq!(next(&mut ws).await["error"], "Too many jobs followed on one connection");
+    assert_eq!(c.get(&format!("/v1/job/kill/{long}")).await.body["result"], true);
+    for _ in 0..32 {
+        assert_eq!(next(&mut ws).await["result"]["status"], "killed");
     }
     // The dashboard is still served on `/`.
     let (s, page) = c.api.get_bytes("/").await;

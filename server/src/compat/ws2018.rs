@@ -22,8 +22,8 @@ use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use crate::tenants::Principal;
 
-/// Jobs one connection may follow at once.
-const MAX_FOLLOWED: usize = 100;
+/// Jobs one connection may follow at once (each holds a long-poll, one of `DCC_MAX_WAITERS`).
+const MAX_FOLLOWED: usize = 32;
 /// Largest client message.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Pause before asking again when the server had no room for another wait.
@@ -51,12 +51,20 @@ pub async fn serve(state: AppState, req: Request) -> Response {
         }
         None => Principal::local(),
     };
+    // A connection counts as one of DCC_MAX_WAITERS, as v1's WebSocket does.
+    let permit = match state.waiter() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let v1 = V1::new(state.clone(), who, req.headers());
     match WebSocketUpgrade::from_request(req, &state).await {
         Ok(up) => up
             .max_message_size(MAX_MESSAGE_BYTES)
             .max_frame_size(MAX_MESSAGE_BYTES)
-            .on_upgrade(move |socket| connection(v1, socket)),
+            .on_upgrade(move |socket| async move {
+                connection(v1, socket).await;
+                drop(permit);
+            }),
         Err(e) => e.into_response(),
     }
 }
