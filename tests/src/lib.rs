@@ -939,24 +939,51 @@ pub async fn assert_no_redis_trace(redis: &Redis, id: &str) {
     for key in redis.all_keys().await {
         assert!(!key.contains(id), "key {key} remains");
         let t: String = redis::cmd("TYPE").arg(&key).query_async(&mut c).await.unwrap();
-        let members: Vec<String> = match t.as_str() {
-            "zset" => redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "list" => redis::cmd("LRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "hash" => redis::cmd("HVALS").arg(&key).query_async(&mut c).await.unwrap(),
-            _ => vec![],
+        let read = match t.as_str() {
+            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
+            "hash" => redis::cmd("HVALS").arg(&key).clone(),
+            _ => continue,
         };
+        let members: Vec<String> = read.query_async(&mut c).await.unwrap();
         assert!(!members.iter().any(|m| m.contains(id)), "{key} still mentions {id}");
     }
+}
+
+/// A WebSocket client connection.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message of `ws` as JSON (other frames skipped), within 60 s.
+pub async fn ws_next(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("a message within 60 s")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// A folder with fake `nvidia<N>`, `nvidiactl`, `nvidia-uvm`, `nvidia-uvm-tools` nodes (they are
+/// /dev/null underneath: the container can open them, and `ls` shows which ones it got), for
+/// `DCC_GPU_DEVICE_DIR`.
+pub fn fake_gpu_devices(n: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> = (0..n).map(|i| format!("nvidia{i}")).collect();
+    names.extend(["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"].map(String::from));
+    for name in names {
+        let status = Command::new("mknod")
+            .arg(dir.path().join(name))
+            .args(["c", "1", "3"])
+            .status()
+            .expect("mknod runs");
+        assert!(status.success(), "mknod needs root (the test machines run as root)");
+    }
+    dir
 }

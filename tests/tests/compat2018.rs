@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use dcc_e2e::{Answer, Api, Dcc, IMAGE, Redis, Role, assert_no_redis_trace, eventually};
-use futures_util::{SinkExt, StreamExt};
+use dcc_e2e::{Answer, Api, Dcc, IMAGE, Redis, Role, Ws, assert_no_redis_trace, eventually, ws_next};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -85,27 +85,12 @@ impl Client {
         let mut ws = self.ws(&key).await;
         let ask = json!({"method": "batchcompute.jobnotify", "params": {"jobId": id}});
         ws.send(Message::Text(ask.to_string().into())).await.unwrap();
-        next(&mut ws).await
+        ws_next(&mut ws).await
     }
 
     async fn ws(&self, query: &str) -> Ws {
         let url = format!("ws://127.0.0.1:{}/{query}", self.port);
         tokio_tungstenite::connect_async(url).await.expect("websocket").0
-    }
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(60), ws.next())
-            .await
-            .expect("a message")
-        {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(_)) => {}
-            other => panic!("socket ended: {other:?}"),
-        }
     }
 }
 
@@ -585,15 +570,7 @@ async fn a_job_whose_worker_dies_runs_again() {
 /// TestGpuJobs (testGPUandCPUjobsToCorrectWorkers) with faked GPUs, and testLastJobTimes.
 #[tokio::test]
 async fn test_gpu_jobs() {
-    let devices = tempfile::tempdir().unwrap();
-    for name in ["nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"] {
-        let ok = std::process::Command::new("mknod")
-            .arg(devices.path().join(name))
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mknod needs root");
-    }
+    let devices = dcc_e2e::fake_gpu_devices(1);
     let redis = Redis::start();
     let server = Dcc::builder(Role::Server, &redis)
         .env("DCC_GPUS", 0)
@@ -825,7 +802,7 @@ async fn the_readme_example_and_the_protocol() {
         ),
     ] {
         ws.send(Message::Text(msg.into())).await.unwrap();
-        assert_eq!(next(&mut ws).await["error"], words, "{msg}");
+        assert_eq!(ws_next(&mut ws).await["error"], words, "{msg}");
     }
     // One connection follows at most 32 jobs at once; the 33rd is refused, the others answered.
     let long = c
@@ -839,10 +816,13 @@ async fn the_readme_example_and_the_protocol() {
     for _ in 0..33 {
         ws.send(Message::Text(ask.clone().into())).await.unwrap();
     }
-    assert_eq!(next(&mut ws).await["error"], "Too many jobs followed on one connection");
+    assert_eq!(
+        ws_next(&mut ws).await["error"],
+        "Too many jobs followed on one connection"
+    );
     assert_eq!(c.get(&format!("/v1/job/kill/{long}")).await.body["result"], true);
     for _ in 0..32 {
-        assert_eq!(next(&mut ws).await["result"]["status"], "killed");
+        assert_eq!(ws_next(&mut ws).await["result"]["status"], "killed");
     }
     // The dashboard is still served on `/`.
     let (s, page) = c.api.get_bytes("/").await;
@@ -937,7 +917,7 @@ async fn keys_and_tenants_hold_through_the_adapter() {
     .await
     .unwrap();
     assert_eq!(a.get(&format!("/v1/job/kill/{id}")).await.body["result"], true);
-    let pushed = next(&mut ws).await;
+    let pushed = ws_next(&mut ws).await;
     assert_eq!(
         (&pushed["result"]["jobId"], &pushed["result"]["status"]),
         (&json!(id), &json!("killed")),

@@ -6,23 +6,6 @@ use std::time::Duration;
 use dcc_e2e::{Dcc, DccBuilder, IMAGE, Redis, Role, eventually};
 use serde_json::{Value, json};
 
-/// A folder with fake `nvidia<N>`, `nvidiactl`, `nvidia-uvm`, `nvidia-uvm-tools` nodes (they are
-/// /dev/null underneath: the container can open them, and `ls` shows which ones it got).
-fn fake_devices(n: u32) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut names: Vec<String> = (0..n).map(|i| format!("nvidia{i}")).collect();
-    names.extend(["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"].map(String::from));
-    for name in names {
-        let status = std::process::Command::new("mknod")
-            .arg(dir.path().join(name))
-            .args(["c", "1", "3"])
-            .status()
-            .expect("mknod runs");
-        assert!(status.success(), "mknod needs root (the test machines run as root)");
-    }
-    dir
-}
-
 fn gpu_job(gpus: u32, script: &str) -> Value {
     json!({"image": IMAGE, "command": ["sh", "-c", script], "parameters": {"gpus": gpus}})
 }
@@ -46,7 +29,7 @@ const SEE: &str = "ls /dev | grep -E '^nvidia[0-9]+$' | tr '\\n' ' '; echo \"$NV
 #[tokio::test]
 async fn jobs_get_distinct_gpus_and_wait_for_a_free_one() {
     let redis = Redis::start();
-    let devs = fake_devices(2);
+    let devs = dcc_e2e::fake_gpu_devices(2);
     let dcc = gpu_server(&redis, &devs, 2, "devices").await;
     let api = dcc.api();
     let w = api.get("/api/v1/workers").await.body;
@@ -103,7 +86,7 @@ async fn jobs_get_distinct_gpus_and_wait_for_a_free_one() {
 #[tokio::test]
 async fn devices_mode_container_config() {
     let redis = Redis::start();
-    let devs = fake_devices(1);
+    let devs = dcc_e2e::fake_gpu_devices(1);
     let dcc = gpu_server(&redis, &devs, 1, "devices").await;
     let api = dcc.api();
     let id = api.submit_id(gpu_job(1, "sleep 30")).await;
@@ -147,7 +130,7 @@ async fn devices_mode_container_config() {
 #[tokio::test]
 async fn toolkit_modes_on_a_host_without_the_toolkit_fail_with_gpu_unavailable() {
     let redis = Redis::start();
-    let devs = fake_devices(1);
+    let devs = dcc_e2e::fake_gpu_devices(1);
     for mode in ["runtime", "device-requests"] {
         let dcc = gpu_server(&redis, &devs, 1, mode).await;
         let v = dcc.api().run(gpu_job(1, "echo should not run")).await;
@@ -165,7 +148,7 @@ async fn toolkit_modes_on_a_host_without_the_toolkit_fail_with_gpu_unavailable()
 #[tokio::test]
 async fn gpu_and_cpu_jobs_go_to_the_right_workers() {
     let redis = Redis::start();
-    let devs = fake_devices(1);
+    let devs = dcc_e2e::fake_gpu_devices(1);
     let api_server = Dcc::builder(Role::ApiOnly, &redis).start().await;
     let api = api_server.api();
     // GPU jobs wait (and show as queued) while no GPU worker exists.
@@ -216,7 +199,7 @@ async fn gpu_and_cpu_jobs_go_to_the_right_workers() {
 #[tokio::test]
 async fn a_vanished_gpu_makes_the_worker_unhealthy_until_it_returns() {
     let redis = Redis::start();
-    let devs = fake_devices(2);
+    let devs = dcc_e2e::fake_gpu_devices(2);
     let dcc = gpu_builder(&redis, &devs, 2, "devices")
         .env("DCC_HEARTBEAT_SECS", 1)
         .start()

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use dcc_e2e::Ws;
 
 async fn connect(dcc: &Dcc) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/ws", dcc.port))
@@ -20,19 +20,6 @@ async fn connect(dcc: &Dcc) -> Ws {
 
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a message within 30 s")
-            .expect("the socket is open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
 }
 
 #[tokio::test]
@@ -181,7 +168,7 @@ async fn websocket_sees_each_job_queued_running_finished_in_order() {
     send(&mut ws, json!({"subscribe": "*"})).await;
     // A round trip on the socket proves the subscription is in place.
     send(&mut ws, json!({"subscribe": ["does-not-exist"]})).await;
-    let e = next(&mut ws).await;
+    let e = dcc_e2e::ws_next(&mut ws).await;
     assert_eq!(
         (e["type"].as_str(), e["code"].as_str()),
         (Some("error"), Some("NOT_FOUND"))
@@ -203,7 +190,7 @@ async fn websocket_sees_each_job_queued_running_finished_in_order() {
         .count()
         < 10
     {
-        let m = next(&mut ws).await;
+        let m = dcc_e2e::ws_next(&mut ws).await;
         let (id, what) = match m["type"].as_str().unwrap() {
             "status" => (
                 m["jobId"].as_str().unwrap().to_string(),
@@ -230,7 +217,7 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
         let mut ws = connect(&dcc).await;
         send(&mut ws, json!({"subscribe": [id]})).await;
         // Each subscription answers with where the job is now (one read of its record).
-        let first = next(&mut ws).await;
+        let first = dcc_e2e::ws_next(&mut ws).await;
         assert_eq!(first["type"], "status", "{first}");
         clients.push(ws);
     }
@@ -240,7 +227,7 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
         .map(|mut ws| {
             tokio::spawn(async move {
                 loop {
-                    let m = next(&mut ws).await;
+                    let m = dcc_e2e::ws_next(&mut ws).await;
                     if m["type"] == "finished" {
                         return m["job"]["status"].as_str().unwrap().to_string();
                     }
@@ -259,14 +246,14 @@ async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
     // After the end: `finished` at once.
     let mut late = connect(&dcc).await;
     send(&mut late, json!({"subscribe": [id]})).await;
-    let m = next(&mut late).await;
+    let m = dcc_e2e::ws_next(&mut late).await;
     assert_eq!(
         (m["type"].as_str(), m["job"]["status"].as_str()),
         (Some("finished"), Some("succeeded"))
     );
     // Asked again on the same connection: answered again (a client waiting on it must not hang).
     send(&mut late, json!({"subscribe": [id]})).await;
-    let m = next(&mut late).await;
+    let m = dcc_e2e::ws_next(&mut late).await;
     assert_eq!(
         (m["type"].as_str(), m["job"]["jobId"].as_str()),
         (Some("finished"), Some(id.as_str()))
@@ -298,7 +285,7 @@ async fn an_oversized_websocket_message_is_refused_without_buffering_it() {
     // The server still serves others.
     let mut other = connect(&dcc).await;
     send(&mut other, json!({"subscribe": ["nope"]})).await;
-    assert_eq!(next(&mut other).await["code"], "NOT_FOUND");
+    assert_eq!(dcc_e2e::ws_next(&mut other).await["code"], "NOT_FOUND");
 }
 
 #[tokio::test]
@@ -309,10 +296,10 @@ async fn events_cross_servers_through_redis() {
     let mut ws = connect(&a).await;
     send(&mut ws, json!({"subscribe": "*"})).await;
     send(&mut ws, json!({"subscribe": ["nope"]})).await;
-    assert_eq!(next(&mut ws).await["code"], "NOT_FOUND");
+    assert_eq!(dcc_e2e::ws_next(&mut ws).await["code"], "NOT_FOUND");
     let id = b.api().submit_id(sh("echo b")).await;
     loop {
-        let m = next(&mut ws).await;
+        let m = dcc_e2e::ws_next(&mut ws).await;
         if m["type"] == "finished" {
             assert_eq!(m["job"]["jobId"], json!(id));
             assert_eq!(m["job"]["workerId"], json!(b.worker_id));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
@@ -34,24 +34,11 @@ fn keys_file(entries: &[KeySpec<'_>]) -> String {
     json!({ "keys": keys }).to_string()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use dcc_e2e::Ws;
 
 async fn ws(dcc: &Dcc, key: &str) -> Ws {
     let url = format!("ws://127.0.0.1:{}/api/v1/ws?access_token={key}", dcc.port);
     tokio_tungstenite::connect_async(url).await.expect("websocket").0
-}
-
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a message")
-        {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(_)) => {}
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -203,7 +190,7 @@ async fn two_tenants_and_an_admin_share_one_stack() {
     wa.send(Message::Text(json!({"subscribe": [jb]}).to_string().into()))
         .await
         .unwrap();
-    let m = next(&mut wa).await;
+    let m = dcc_e2e::ws_next(&mut wa).await;
     assert_eq!(
         (m["type"].as_str(), m["code"].as_str()),
         (Some("error"), Some("NOT_FOUND")),
@@ -213,7 +200,7 @@ async fn two_tenants_and_an_admin_share_one_stack() {
     wa.send(Message::Text(json!({"subscribe": ["same-id"]}).to_string().into()))
         .await
         .unwrap();
-    let m = next(&mut wa).await;
+    let m = dcc_e2e::ws_next(&mut wa).await;
     assert_eq!(
         (m["type"].as_str(), m["job"]["jobId"].as_str()),
         (Some("finished"), Some("same-id")),
@@ -223,7 +210,7 @@ async fn two_tenants_and_an_admin_share_one_stack() {
     let jb2 = b.submit_id(sh("echo b2")).await;
     let ja2 = a.submit_id(sh("echo a2")).await;
     loop {
-        let m = next(&mut wa).await;
+        let m = dcc_e2e::ws_next(&mut wa).await;
         let id = m["jobId"]
             .as_str()
             .or(m["job"]["jobId"].as_str())

@@ -102,6 +102,14 @@ impl RpcError {
     }
 }
 
+impl From<crate::error::ApiError> for RpcError {
+    /// A v1 error raised by the adapter itself (the body checks): its status as the code, its
+    /// stable code in `data`.
+    fn from(e: crate::error::ApiError) -> Self {
+        RpcError::http(e.code.status(), e.message).with_data(json!({"code": e.code.as_str(), "field": e.field}))
+    }
+}
+
 /// A successful result and the HTTP status it travels with (200, except where the 2018 server
 /// answered a result with another status: a `wait` whose image does not exist is a 400).
 #[derive(Debug)]

@@ -194,25 +194,11 @@ fn content_type(req: &Request) -> String {
         .to_ascii_lowercase()
 }
 
-/// A JSON body (2018 took `application/json` and `application/json-rpc`). Other media types are
-/// refused, as v1 refuses them: a cross-site form cannot send these without a CORS preflight.
+/// A JSON body (2018 took `application/json` and `application/json-rpc`), with v1's media type
+/// check and size limit.
 async fn json_body(state: &AppState, req: Request, ct: &str) -> Result<bytes::Bytes, RpcError> {
-    if !(ct == "application/json" || ct == "application/json-rpc" || ct.ends_with("+json")) {
-        return Err(RpcError::http(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "send the call as JSON with `Content-Type: application/json` (or multipart/form-data), not {:?}",
-                if ct.is_empty() { "no content type" } else { ct }
-            ),
-        ));
+    if ct != "application/json-rpc" {
+        crate::submit::require_json(&req)?;
     }
-    let limit = state.config.max_body_bytes as usize;
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-        RpcError::http(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over the {limit} byte limit (DCC_MAX_BODY_BYTES); send large files as multipart"
-            ),
-        )
-    })
+    Ok(crate::submit::read_body(state, req).await?)
 }

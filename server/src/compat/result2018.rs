@@ -192,49 +192,18 @@ pub fn time(view: &Value) -> Value {
 /// `forceUtf8Outputs`) or V1 (outputs as `{name: text}`).
 pub fn turbo(answer: &Value, m: &Mapped, kind: Kind) -> Value {
     let text = |s: &Value| lines(s.as_str().unwrap_or_default());
-    let decoded = |o: &Value| {
-        STANDARD
-            .decode(o["value"].as_str().unwrap_or_default())
-            .unwrap_or_default()
-    };
-    let files = answer["outputs"].as_array().cloned().unwrap_or_default();
-    let outputs =
-        match (m.ignore_outputs, kind) {
-            (true, Kind::TurboV1) => json!({}),
-            (true, _) => json!([]),
-            (false, Kind::TurboV1) => Value::Object(
-                files
-                    .iter()
-                    .map(|o| {
-                        (
-                            o["name"].as_str().unwrap_or_default().to_string(),
-                            json!(String::from_utf8_lossy(&decoded(o))),
-                        )
-                    })
-                    .collect(),
-            ),
-            (false, _) if m.force_utf8 => json!(files
-            .iter()
-            .map(|o| json!({"name": o["name"], "value": String::from_utf8_lossy(&decoded(o)), "encoding": "utf8"}))
-            .collect::<Vec<_>>()),
-            (false, _) => json!(
-                files
-                    .iter()
-                    .map(|o| json!({"name": o["name"], "value": o["value"], "encoding": "base64"}))
-                    .collect::<Vec<_>>()
-            ),
-        };
     let s = &answer["stats"];
+    let creation = s["createMs"].as_i64().unwrap_or(0) + s["startMs"].as_i64().unwrap_or(0);
     let mut r = json!({
         "id": answer["jobId"],
         "stdout": text(&answer["stdout"]),
         "stderr": text(&answer["stderr"]),
         "exitCode": answer["exitCode"],
-        "outputs": outputs,
+        "outputs": turbo_outputs(answer["outputs"].as_array().map_or(&[][..], Vec::as_slice), m, kind),
         "stats": {
             "ensureImage": pretty(&s["pullMs"]),
             "copyInputs": pretty(&s["inputsMs"]),
-            "containerCreation": pretty(&json!(s["createMs"].as_i64().unwrap_or(0) + s["startMs"].as_i64().unwrap_or(0))),
+            "containerCreation": pretty(&json!(creation)),
             "containerExecution": pretty(&s["runMs"]),
             "copyLogs": pretty(&s["outputsMs"]),
             "copyOutputs": pretty(&s["outputsMs"]),
@@ -246,6 +215,34 @@ pub fn turbo(answer: &Value, m: &Mapped, kind: Kind) -> Value {
         r["error"] = e;
     }
     r
+}
+
+/// A turbo result's outputs from the fast answer's (`value` base64): V1 `{name: text}`; V2 a
+/// list, base64 or (`forceUtf8Outputs`) text; empty with `ignoreOutputs`.
+fn turbo_outputs(files: &[Value], m: &Mapped, kind: Kind) -> Value {
+    let text = |o: &Value| {
+        let bytes = STANDARD
+            .decode(o["value"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let files = if m.ignore_outputs { &[][..] } else { files };
+    match kind {
+        Kind::TurboV1 => Value::Object(
+            files
+                .iter()
+                .map(|o| (o["name"].as_str().unwrap_or_default().to_string(), json!(text(o))))
+                .collect(),
+        ),
+        _ if m.force_utf8 => files
+            .iter()
+            .map(|o| json!({"name": o["name"], "value": text(o), "encoding": "utf8"}))
+            .collect(),
+        _ => files
+            .iter()
+            .map(|o| json!({"name": o["name"], "value": o["value"], "encoding": "base64"}))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
