@@ -220,6 +220,7 @@ impl Core {
             waiters: Arc::new(tokio::sync::Semaphore::new(self.config.max_waiters)),
             ended: Default::default(),
             fleet: Default::default(),
+            v1_router: Default::default(),
         }))
     }
 

@@ -56,6 +56,9 @@ pub struct Shared {
     pub ended: EndedRecords,
     /// The live workers, read at most once a second for the availability checks.
     pub fleet: crate::availability::FleetView,
+    /// The API's router, built once for the 2018 adapter's in-process v1 requests. It holds this
+    /// state, so the state is never freed: there is one per process, for the process's life.
+    pub v1_router: std::sync::OnceLock<axum::Router>,
 }
 
 impl Shared {

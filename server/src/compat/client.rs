@@ -101,7 +101,11 @@ impl V1 {
         // The auth middleware takes a principal already on the request as the caller: only
         // code in this process can put one there.
         req.extensions_mut().insert(self.who.clone());
-        let router = crate::app::router(self.state.clone());
+        let router = self
+            .state
+            .v1_router
+            .get_or_init(|| crate::app::router(self.state.clone()))
+            .clone();
         let resp = match router.oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},
