@@ -338,8 +338,31 @@ async fn test_jobs_multipart() {
         a.body
     );
 
-    // Not `dockercloudcompute.run`, or a bad job: clear errors, nothing queued.
-    let bad = json!({"jsonrpc": "2.0", "method": "submitJobJson", "params": {}}).to_string();
+    // `submitjob` (positional) and `submitJobJson` calls may lead a multipart body too.
+    let positional = json!({"jsonrpc": "2.0", "id": 2, "method": "submitjob",
+        "params": [IMAGE, null, ["sh", "/inputs/script.sh"], [], null, null, null, null, null, null, null, null, true]});
+    let f = Form::new()
+        .text("jsonrpc", positional.to_string())
+        .part("script.sh", Part::bytes(b"cat /inputs/x".to_vec()))
+        .text("x", "positional");
+    let a = c.api.post_multipart("/v1", f).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        c.fetch_text(a.body["result"]["stdout"].as_str().unwrap()).await,
+        "positional"
+    );
+    let named = json!({"jsonrpc": "2.0", "method": "submitJobJson", "params": {"job": {"image": IMAGE, "cmd": ["cat", "/inputs/x"], "wait": true}}});
+    let a = c
+        .api
+        .post_multipart("/v1", Form::new().text("jsonrpc", named.to_string()).text("x", "named"))
+        .await;
+    assert_eq!(
+        c.fetch_text(a.body["result"]["stdout"].as_str().unwrap()).await,
+        "named"
+    );
+
+    // Another method, or a bad job: clear errors, nothing queued.
+    let bad = json!({"jsonrpc": "2.0", "method": "status", "params": {}}).to_string();
     let a = c.api.post_multipart("/v1", Form::new().text("jsonrpc", bad)).await;
     assert_eq!((a.status, &a.body["error"]["code"]), (404, &json!(-32601)));
     let a = c

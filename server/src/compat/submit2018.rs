@@ -118,7 +118,7 @@ pub async fn turbo(v1: &V1, raw: &Value, kind: Kind) -> Result<Reply, RpcError> 
 const MULTIPART_METHOD: &str = "dockercloudcompute.run";
 
 /// A multipart submission (`POST /v1` or `/api/rpc`): a `jsonrpc` part first with
-/// `dockercloudcompute.run` and the job as `params`, then one input per part, named by its field
+/// `dockercloudcompute.run` and the job as `params` (or a `submitJobJson`/`submitjob` call), then one input per part, named by its field
 /// name. The parts are streamed on into a v1 multipart submission (a `job` part first), so large
 /// files never sit in memory. Returns the call's id for the envelope.
 pub async fn multipart(v1: &V1, req: Request) -> (Value, Result<Reply, RpcError>) {
@@ -136,11 +136,7 @@ pub async fn multipart(v1: &V1, req: Request) -> (Value, Result<Reply, RpcError>
         Err(e) => return (Value::Null, Err(e)),
     };
     let id = call.id.clone();
-    let raw = match call.params {
-        envelope::Params::Named(o) => Value::Object(o),
-        _ => return (id, Err(RpcError::invalid_params("params must be the job object"))),
-    };
-    let m = match mapped(v1, &raw, Kind::Standard) {
+    let m = match multipart_job(call).and_then(|raw| mapped(v1, &raw, Kind::Standard)) {
         Ok(m) => m,
         Err(e) => return (id, Err(e)),
     };
@@ -201,14 +197,28 @@ async fn first_part(v1: &V1, mp: &mut Multipart) -> Result<envelope::Call, RpcEr
     let value: Value = serde_json::from_slice(&text)
         .or_else(|_| serde_json::from_str(&percent_decode(&String::from_utf8_lossy(&text))))
         .map_err(|e| RpcError::parse(format!("the jsonrpc part is not JSON: {e}")))?;
-    let call = envelope::from_value(value).map_err(|(_, e)| e)?;
-    if call.method != MULTIPART_METHOD {
-        return Err(RpcError::no_method(format!(
-            "a multipart submission calls {MULTIPART_METHOD}, not {:?}",
-            call.method
-        )));
+    envelope::from_value(value).map_err(|(_, e)| e)
+}
+
+/// The job of a multipart call: `dockercloudcompute.run` takes it as `params` (what 2018's
+/// clients send); `submitJobJson` and `submitjob` take their usual params.
+fn multipart_job(call: envelope::Call) -> Result<Value, RpcError> {
+    if call.method == MULTIPART_METHOD {
+        return match call.params {
+            envelope::Params::Named(o) => Ok(Value::Object(o)),
+            _ => Err(RpcError::invalid_params("params must be the job object")),
+        };
     }
-    Ok(call)
+    let m = super::methods::find(&call.method)?;
+    let args = m.named(call.params)?;
+    match m.alias {
+        "submitJobJson" => Ok(args.get("job").cloned().unwrap_or(Value::Null)),
+        "submitjob" => Ok(from_positional(&args)),
+        _ => Err(RpcError::no_method(format!(
+            "a multipart submission calls {MULTIPART_METHOD} (or submitJobJson, submitjob), not {:?}",
+            call.method
+        ))),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
