@@ -238,6 +238,21 @@ async fn test_jobs() {
         format!("/inputs /outputs {id} {id} /inputs\n")
     );
     assert_eq!(c.get(&format!("/v1/job/status/{id}")).await.body["result"], "finished");
+    // The same job again (without waiting) is that job; another under its id is a conflict.
+    let mut again = job.clone();
+    again.as_object_mut().unwrap().remove("wait");
+    assert_eq!(
+        c.result("submitJobJson", json!({"job": again})).await["jobId"],
+        json!(id)
+    );
+    again["cmd"] = json!(["true"]);
+    let a = c.call("submitJobJson", json!({"job": again})).await;
+    assert_eq!(
+        (a.status, &a.body["error"]["data"]["code"]),
+        (409, &json!("ID_CONFLICT")),
+        "{:?}",
+        a.body
+    );
     let def = c.get(&format!("/v1/job/definition/{id}")).await.body["result"].clone();
     assert_eq!((&def["id"], &def["cmd"][0]), (&json!(id), &json!("sh")));
     let stats = c.get(&format!("/v1/job/stats/{id}")).await.body["result"].clone();

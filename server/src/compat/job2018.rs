@@ -185,6 +185,9 @@ fn kept(raw: &Value, j: &Job2018, id: &str) -> Value {
     if let Some(o) = def.as_object_mut() {
         o.remove("pull_options");
         o.remove("imagePullOptions");
+        // How the client waits is not part of the job: the same job sent again without `wait`
+        // is the same job (v1's same-id rule compares definitions, `meta` included).
+        o.remove("wait");
     }
     match def.get_mut("inputs") {
         Some(Value::Array(a)) => a.iter_mut().filter_map(Value::as_object_mut).for_each(|b| {
@@ -494,6 +497,7 @@ mod tests {
             "values are not kept twice"
         );
         assert!(j.get("wait").is_none(), "the adapter waits itself");
+        assert!(kept["definition"].get("wait").is_none(), "not part of the definition");
     }
 
     #[test]
