@@ -964,3 +964,168 @@ async fn keys_and_tenants_hold_through_the_adapter() {
     let d = root.result("deleteAllJobs", json!([])).await;
     assert_eq!(d["total"], 0, "{d}");
 }
+
+/// Odd values for any argument or job field: what a careless or hostile client sends.
+fn odd_value(rng: &mut impl rand::Rng) -> Value {
+    let pool = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(0),
+        json!(1e308),
+        json!(18446744073709551615u64),
+        json!(""),
+        json!("x".repeat(5000)),
+        json!("../../etc/passwd"),
+        json!("nul\u{0}byte"),
+        json!("ünïcödé ✓"),
+        json!([]),
+        json!({}),
+        json!([[[[[[[]]]]]]]),
+        json!({"a": {"b": {"c": [1, "2", null]}}}),
+        json!(IMAGE),
+        json!(["true"]),
+        json!(["sleep", "1"]),
+        json!([{"name": "a", "value": "b"}]),
+        json!([{"name": "a", "value": "zz", "encoding": "hex"}]),
+        json!([{"name": "a", "value": "file:///etc/passwd", "source": "url"}]),
+        json!({"maxDuration": 1, "gpu": 1}),
+        json!({"maxDuration": "forever"}),
+    ];
+    pool[rng.random_range(0..pool.len())].clone()
+}
+
+/// Random calls of every method, with odd params and odd jobs, by JSON-RPC, GET and POST
+/// routes: never a 5xx other than 503/504, always the envelope, and the server keeps answering.
+#[tokio::test]
+async fn random_calls_never_break_the_adapter() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("DCC_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("seed {seed} (DCC_FUZZ_SEED reruns it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_MAX_WAIT_SECS", 5)
+        .start()
+        .await;
+    let c = Client::of(&dcc);
+    let methods: Vec<String> = c.get("/v1").await.body["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["alias"].as_str().unwrap().to_string())
+        .chain(
+            [
+                "deleteAllJobs",
+                "nope",
+                "log",
+                "ccc.compute.server.execution.routes.RpcRoutes.jobs",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    let fields = [
+        "id",
+        "image",
+        "cmd",
+        "command",
+        "inputs",
+        "parameters",
+        "wait",
+        "meta",
+        "createOptions",
+        "appendStdOut",
+        "priority",
+        "workingDir",
+        "turbo",
+    ];
+    let mut seen = std::collections::BTreeMap::<(u16, String), u32>::new();
+    let mut ids: Vec<Value> = vec![json!("fakejob")];
+    for i in 0..300 {
+        let method = methods[rng.random_range(0..methods.len())].clone();
+        // A valid job with up to two fields made odd: most calls get past the envelope.
+        let mut job = json!({"image": IMAGE, "cmd": ["true"], "parameters": {"maxDuration": 2}});
+        for _ in 0..rng.random_range(0..3) {
+            job[fields[rng.random_range(0..fields.len())]] = odd_value(&mut rng);
+        }
+        if job["wait"] == true {
+            // A job that waits runs something short: the fuzz is about the adapter.
+            job["parameters"] = json!({"maxDuration": 2});
+        }
+        let id = ids[rng.random_range(0..ids.len())].clone();
+        let odd = odd_value(&mut rng);
+        let command = [
+            "status",
+            "result",
+            "exitcode",
+            "definition",
+            "stats",
+            "time",
+            "kill",
+            "remove",
+            "boom",
+        ];
+        let params = match (method.as_str(), rng.random_range(0..5)) {
+            (_, 0) => odd,
+            ("submitjob" | "runturbo", _) => json!([IMAGE, null, ["true"], odd]),
+            ("job", _) => json!({"command": command[rng.random_range(0..command.len())], "jobId": id}),
+            ("job-wait", _) => json!({"jobId": id, "timeout": 500}),
+            ("job-stats", _) => json!([id, odd]),
+            ("submitJobJson" | "runturbojson" | "runturbojsonv2", _) => json!({"job": job}),
+            _ => json!({}),
+        };
+        let a = match i % 3 {
+            0 => c.call(&method, params.clone()).await,
+            1 => c.api.post(&format!("/v1/{method}"), &params).await,
+            _ => {
+                // Percent-encoded, after a letter: a segment may not climb out of /v1 (`..`).
+                let seg = |v: Value| {
+                    let text = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                    let enc: String = text
+                        .bytes()
+                        .map(|b| {
+                            if b.is_ascii_alphanumeric() {
+                                (b as char).to_string()
+                            } else {
+                                format!("%{b:02X}")
+                            }
+                        })
+                        .collect();
+                    format!("x{enc}")
+                };
+                let path: String = (0..rng.random_range(0..3))
+                    .map(|_| format!("/{}", seg(odd_value(&mut rng))))
+                    .collect();
+                c.get(&format!("/v1/{method}{path}")).await
+            }
+        };
+        assert!(
+            a.status < 500 || a.status == 503 || a.status == 504,
+            "{method} {params}: {} {:?}",
+            a.status,
+            a.body
+        );
+        assert_eq!(a.body["jsonrpc"], "2.0", "{method} {params}: {:?}", a.body);
+        assert!(
+            a.body.get("result").is_some() != a.body.get("error").is_some(),
+            "{:?}",
+            a.body
+        );
+        if let Some(id) = a.body["result"]["jobId"].as_str() {
+            ids.push(json!(id));
+        }
+        let kind = a.body["error"]["data"]["code"].as_str().map(String::from);
+        *seen
+            .entry((a.status, kind.unwrap_or_else(|| a.body["error"]["code"].to_string())))
+            .or_default() += 1;
+    }
+    eprintln!("(status, error) counts: {seen:?}");
+    assert_eq!(
+        c.result("queues", json!([])).await["cpu"]["active"].as_u64().is_some(),
+        true
+    );
+    assert!(!dcc.log().contains("panicked"), "the server panicked:\n{}", dcc.log());
+}
