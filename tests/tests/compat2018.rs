@@ -1123,9 +1123,9 @@ async fn random_calls_never_break_the_adapter() {
             .or_default() += 1;
     }
     eprintln!("(status, error) counts: {seen:?}");
-    assert_eq!(
-        c.result("queues", json!([])).await["cpu"]["active"].as_u64().is_some(),
-        true
+    assert!(
+        c.result("queues", json!([])).await["cpu"]["active"].is_u64(),
+        "the server still answers"
     );
     assert!(!dcc.log().contains("panicked"), "the server panicked:\n{}", dcc.log());
 }
