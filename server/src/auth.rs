@@ -1,5 +1,6 @@
 //! Who may do what. With API keys configured (`DCC_API_KEYS`, `DCC_API_KEYS_FILE`), every route
-//! but `/healthz`, `/readyz` and the dashboard page needs `Authorization: Bearer <key>`; the key
+//! but `/healthz`, `/readyz`, 2018's probes (`/healthcheck`, `/ready`, `/checks`) and the dashboard
+//! page needs `Authorization: Bearer <key>`; the key
 //! names a tenant and a role (see [`crate::tenants`]). What each role may call is decided here, in
 //! one place; which jobs it sees (its own tenant's) is decided where jobs are loaded. Without
 //! keys every caller is the local admin.
@@ -51,7 +52,8 @@ pub fn permits(role: Role, method: &Method, path: &str) -> bool {
 /// The middleware: resolves the caller into a [`Principal`] (a request extension) and refuses
 /// what its role may not do.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let public = matches!(req.uri().path(), "/healthz" | "/readyz" | "/");
+    let path = req.uri().path();
+    let public = matches!(path, "/healthz" | "/readyz" | "/") || crate::compat::PUBLIC_PROBES.contains(&path);
     let principal = if let Some(p) = req.extensions().get::<Principal>() {
         // Set by the 2018 adapter on a v1 request it makes for its caller (a request from the
         // network never carries one).

@@ -895,6 +895,17 @@ async fn keys_and_tenants_hold_through_the_adapter() {
     );
 
     assert_eq!(anon.call("status", json!([])).await.status, 401);
+    // 2018's probes answer load balancers without a key; the version needs one.
+    for probe in ["/healthcheck", "/ready"] {
+        assert_eq!(anon.api.get_bytes(probe).await, (200, Vec::new()), "{probe}");
+    }
+    assert_eq!(anon.api.get_bytes("/checks").await, (200, b"OK".to_vec()));
+    assert_eq!(anon.api.get_bytes("/version").await.0, 401);
+    let (s, v) = root.api.get_bytes("/version").await;
+    assert!(
+        s == 200 && !v.is_empty() && v.iter().all(|b| b.is_ascii_digit() || *b == b'.'),
+        "{s} {v:?}"
+    );
     assert_eq!(anon.get("/v1/queues").await.status, 401);
     let r = a
         .result(

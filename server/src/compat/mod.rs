@@ -33,6 +33,19 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/v1/results/{id}/result.json", get(result_json))
         .route("/v1/{*call}", get(rpc_get).post(rpc_named))
         .route("/api/rpc/{*call}", get(rpc_get))
+        .route("/healthcheck", get(ready))
+        .route("/ready", get(ready))
+        .route("/checks", get(|| async { "OK" }))
+        .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+}
+
+/// 2018's probes a load balancer or monitor may still call; they need no key, as `/readyz`.
+pub const PUBLIC_PROBES: &[&str] = &["/healthcheck", "/ready", "/checks"];
+
+/// `GET /healthcheck`, `GET /ready`: 200 with an empty body when Redis and storage answer, else
+/// 503 (what `/readyz` says, in 2018's form).
+async fn ready(state: State<AppState>) -> StatusCode {
+    crate::routes::fleet::readyz(state).await.status()
 }
 
 /// Whether `path` is one of the adapter's. Its calls are checked per v1 request it makes
