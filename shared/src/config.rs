@@ -280,22 +280,11 @@ impl Config {
         let redis = RedisConfig::from_lookup(&lookup);
         let v = Vars(lookup);
         let listen = v.get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let lease = v.secs("DCC_LEASE_SECS", 30)?;
-        let heartbeat = v.secs("DCC_HEARTBEAT_SECS", 10)?;
-        if heartbeat >= lease {
-            return Err(Error::Config(
-                "DCC_HEARTBEAT_SECS must be shorter than DCC_LEASE_SECS, or leases lapse between beats".into(),
-            ));
+        let (lease, heartbeat) = lease_and_heartbeat(&v)?;
+        let cpus = v.opt_u32("DCC_CPUS")?;
+        if cpus == Some(0) {
+            return Err(Error::Config("DCC_CPUS=\"0\" is not a positive whole number".into()));
         }
-        let cpus = match v.get("DCC_CPUS") {
-            None => None,
-            Some(c) => Some(
-                c.parse::<u32>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::Config(format!("DCC_CPUS={c:?} is not a positive whole number")))?,
-            ),
-        };
         Ok(Config {
             redis_url: redis.url,
             prefix: redis.prefix,
@@ -350,21 +339,42 @@ impl Config {
                 .get("DCC_GPU_DEVICE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/dev")),
-            // Set to empty: none; unset: the default.
-            gpu_driver_binds: match v.raw("DCC_GPU_DRIVER_BINDS") {
-                Some(_) => v.list("DCC_GPU_DRIVER_BINDS"),
-                None => vec!["/usr/local/nvidia".into()],
-            },
-            gpu_ld_library_path: match v.raw("DCC_GPU_LD_LIBRARY_PATH") {
-                Some(p) if p.is_empty() => None,
-                Some(p) => Some(p),
-                None => Some("/usr/local/nvidia/lib64".into()),
-            },
+            gpu_driver_binds: gpu_driver_binds(&v),
+            gpu_ld_library_path: gpu_ld_library_path(&v),
             files_mode: v.get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
             warm_pool: v.num("DCC_WARM_POOL", 2)? as usize,
             warm_idle: v.secs("DCC_WARM_IDLE_SECS", 300)?,
             cpu_slots: v.opt_u32("DCC_CPU_SLOTS")?,
         })
+    }
+}
+
+/// `DCC_LEASE_SECS` and `DCC_HEARTBEAT_SECS`; a beat must come within a lease.
+fn lease_and_heartbeat<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<(Duration, Duration)> {
+    let lease = v.secs("DCC_LEASE_SECS", 30)?;
+    let heartbeat = v.secs("DCC_HEARTBEAT_SECS", 10)?;
+    if heartbeat >= lease {
+        return Err(Error::Config(
+            "DCC_HEARTBEAT_SECS must be shorter than DCC_LEASE_SECS, or leases lapse between beats".into(),
+        ));
+    }
+    Ok((lease, heartbeat))
+}
+
+/// `DCC_GPU_DRIVER_BINDS`: set to empty, none; unset, the default.
+fn gpu_driver_binds<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Vec<String> {
+    match v.raw("DCC_GPU_DRIVER_BINDS") {
+        Some(_) => v.list("DCC_GPU_DRIVER_BINDS"),
+        None => vec!["/usr/local/nvidia".into()],
+    }
+}
+
+/// `DCC_GPU_LD_LIBRARY_PATH`: set to empty, none; unset, the default.
+fn gpu_ld_library_path<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Option<String> {
+    match v.raw("DCC_GPU_LD_LIBRARY_PATH") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(p),
+        None => Some("/usr/local/nvidia/lib64".into()),
     }
 }
 

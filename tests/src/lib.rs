@@ -987,3 +987,24 @@ pub fn fake_gpu_devices(n: u32) -> tempfile::TempDir {
     }
     dir
 }
+
+/// (tenant, role, key, optional (submits per second, burst)): one entry of a keys file.
+pub type KeySpec<'a> = (&'a str, &'a str, &'a str, Option<(f64, u32)>);
+
+/// A `DCC_API_KEYS_FILE` holding these keys (as SHA-256 digests).
+pub fn keys_file(entries: &[KeySpec<'_>]) -> String {
+    use sha2::Digest;
+    let keys: Vec<Value> = entries
+        .iter()
+        .map(|(name, role, key, rate)| {
+            let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+            let mut k = json!({"name": name, "role": role, "sha256": digest});
+            if let Some((per_sec, burst)) = rate {
+                k["submitsPerSec"] = json!(per_sec);
+                k["burst"] = json!(burst);
+            }
+            k
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}

@@ -871,15 +871,12 @@ async fn the_readme_example_and_the_protocol() {
 async fn keys_and_tenants_hold_through_the_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.json");
-    let entry = |name: &str, role: &str, key: &str| {
-        let digest: String = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        json!({"name": name, "role": role, "sha256": digest})
-    };
-    let keys = json!({"keys": [entry("team-a", "submit", "ka"), entry("team-a", "read", "ka-read"), entry("team-b", "submit", "kb")]});
-    std::fs::write(&file, keys.to_string()).unwrap();
+    let keys = dcc_e2e::keys_file(&[
+        ("team-a", "submit", "ka", None),
+        ("team-a", "read", "ka-read", None),
+        ("team-b", "submit", "kb", None),
+    ]);
+    std::fs::write(&file, keys).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_API_KEYS", "root")

@@ -6,33 +6,7 @@ use std::time::Duration;
 use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
-
-fn digest(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// (tenant, role, key, optional (submits per second, burst)).
-type KeySpec<'a> = (&'a str, &'a str, &'a str, Option<(f64, u32)>);
-
-fn keys_file(entries: &[KeySpec<'_>]) -> String {
-    let keys: Vec<Value> = entries
-        .iter()
-        .map(|(name, role, key, rate)| {
-            let mut k = json!({"name": name, "role": role, "sha256": digest(key)});
-            if let Some((per_sec, burst)) = rate {
-                k["submitsPerSec"] = json!(per_sec);
-                k["burst"] = json!(burst);
-            }
-            k
-        })
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
 
 use dcc_e2e::Ws;
 
@@ -47,7 +21,7 @@ async fn two_tenants_and_an_admin_share_one_stack() {
     let file = dir.path().join("keys.json");
     std::fs::write(
         &file,
-        keys_file(&[
+        dcc_e2e::keys_file(&[
             ("team-a", "submit", "ka", None),
             ("team-a", "read", "ka-read", None),
             // Rate-limited, with room for this test's submits however fast its jobs run (at
@@ -229,7 +203,7 @@ async fn two_tenants_and_an_admin_share_one_stack() {
 async fn the_rate_limit_answers_429_and_recovers_and_keys_reload_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.json");
-    std::fs::write(&file, keys_file(&[("team-b", "submit", "kb", Some((1.0, 2)))])).unwrap();
+    std::fs::write(&file, dcc_e2e::keys_file(&[("team-b", "submit", "kb", Some((1.0, 2)))])).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::ApiOnly, &redis)
         .env("DCC_API_KEYS_FILE", file.display())
@@ -261,7 +235,7 @@ async fn the_rate_limit_answers_429_and_recovers_and_keys_reload_without_a_resta
     .await;
 
     // Rotation: a new key works and the old one stops, without a restart.
-    std::fs::write(&file, keys_file(&[("team-b", "submit", "kb-2", None)])).unwrap();
+    std::fs::write(&file, dcc_e2e::keys_file(&[("team-b", "submit", "kb-2", None)])).unwrap();
     let b2 = dcc.api().with_key("kb-2");
     eventually(Duration::from_secs(15), "the new key to work", || async {
         (b2.get("/api/v1/jobs").await.status == 200).then_some(())
@@ -280,7 +254,7 @@ async fn the_rate_limit_answers_429_and_recovers_and_keys_reload_without_a_resta
 async fn a_tenant_at_its_quota_is_refused_until_its_jobs_end() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.json");
-    let mut keys: Value = serde_json::from_str(&keys_file(&[
+    let mut keys: Value = serde_json::from_str(&dcc_e2e::keys_file(&[
         ("team-a", "submit", "ka", None),
         ("team-b", "submit", "kb", None),
     ]))

@@ -158,12 +158,17 @@ impl V1 {
 
 /// The v1 path of job `id` followed by `rest` (the id percent-encoded: it came from a client).
 pub fn job_path(id: &str, rest: &str) -> String {
-    let enc: String = id
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("/api/v1/jobs/{enc}{rest}")
+    format!("/api/v1/jobs/{}{rest}", encoded(id))
+}
+
+/// Everything but RFC 3986's unreserved characters (job ids keep their `-`, `.`, `_`).
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` percent-encoded for a path segment or a query value.
+pub fn encoded(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, RESERVED)
 }

@@ -426,10 +426,7 @@ async fn views(v1: &V1, status: Option<&str>) -> Result<Vec<Value>, RpcError> {
             path.push_str(&format!("&status={s}"));
         }
         if let Some(c) = &cursor {
-            path.push_str(&format!(
-                "&cursor={}",
-                c.replace('%', "%25").replace('&', "%26").replace('+', "%2B")
-            ));
+            path.push_str(&format!("&cursor={}", super::client::encoded(c)));
         }
         let page = v1.get(&path).await?;
         out.extend(page["jobs"].as_array().cloned().unwrap_or_default());
