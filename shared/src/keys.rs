@@ -111,6 +111,13 @@ impl Keys {
         format!("{}:events", self.tag)
     }
 
+    /// STRING: this deployment's own id, a random one set by the first worker that asked. Workers
+    /// label their containers with it, so two deployments on one Docker host (another prefix,
+    /// another Redis) never take each other's containers for leftovers.
+    pub fn deployment(&self) -> String {
+        format!("{}:deployment", self.tag)
+    }
+
     /// Pub/sub channel of one worker: its wake-ups (`queued` events meant for it) and the
     /// `cancelled` / `deleted` events of the jobs it runs. A worker hears nothing else, so the
     /// events of a job cost one delivery per server, not one per worker.

@@ -111,6 +111,37 @@ fn derived_image(once: &'static Once, name: &'static str, lines: &str) -> &'stat
     name
 }
 
+/// The test image plus `/bin/racer` (tests/fixtures/racer.c, built static here with `cc`): a
+/// hostile job's helper that swaps names under `/outputs` with links and FIFOs while the worker
+/// collects them. Built once per test binary; returns its name.
+pub fn racer_image() -> &'static str {
+    static ONCE: Once = Once::new();
+    const NAME: &str = "dcc-racer:latest";
+    ensure_image();
+    ONCE.call_once(|| {
+        let ctx = tempfile::tempdir().expect("a temp folder");
+        let src = repo_root().join("tests/fixtures/racer.c");
+        let built = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(ctx.path().join("racer"))
+            .arg(&src)
+            .status()
+            .expect("cc runs");
+        assert!(built.success(), "building the racer failed (cc -static; libc6-dev)");
+        let dockerfile = format!("FROM {IMAGE}\nCOPY racer /bin/racer\n");
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("Dockerfile written");
+        let status = Command::new("docker")
+            .args(["build", "-q", "-t", NAME])
+            .arg(ctx.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker runs");
+        assert!(status.success(), "building {NAME} failed");
+    });
+    NAME
+}
+
 /// Polls `cond` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut cond: F) -> T
 where

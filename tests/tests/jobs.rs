@@ -530,3 +530,45 @@ async fn folders_of_jobs_without_inputs_as_root_and_as_another_user() {
     })
     .await;
 }
+
+/// Logs come whole up to DCC_MAX_LOG_BYTES, whatever the Docker daemon's own log settings (on
+/// our machines json-file with max-size 10m, max-file 3, which kept only the last ~260,000
+/// lines of this job's 600,000 when the logs were read back from the daemon), and a cut is
+/// marked in the log itself.
+#[tokio::test]
+async fn long_logs_are_whole_and_a_cut_is_marked() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let api = dcc.api();
+    let v = api.run(sh("seq 1 600000; seq 1 200000 >&2")).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let id = v["jobId"].as_str().unwrap();
+    for (stream, n) in [("stdout", 600_000), ("stderr", 200_000)] {
+        let text = api.log(id, stream).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            n,
+            "{stream}: {} lines, from {:?}",
+            lines.len(),
+            lines.first()
+        );
+        assert_eq!((lines[0], lines[n - 1]), ("1", n.to_string().as_str()), "{stream}");
+        assert!(!text.contains("[dcc:"), "{stream} marked although whole");
+    }
+    drop(dcc);
+
+    let redis = Redis::start();
+    let dcc = Dcc::builder(dcc_e2e::Role::Server, &redis)
+        .env("DCC_MAX_LOG_BYTES", 100_000)
+        .start()
+        .await;
+    let api = dcc.api();
+    let v = api.run(sh("seq 1 600000")).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let text = api.log(v["jobId"].as_str().unwrap(), "stdout").await;
+    let note = "\n[dcc: log cut at DCC_MAX_LOG_BYTES]\n";
+    assert!(text.starts_with("1\n2\n3\n"), "{}", &text[..20]);
+    assert!(text.ends_with(note), "no cut note: {}", &text[text.len() - 60..]);
+    assert_eq!(text.len(), 100_000 + note.len());
+}

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use dcc_shared::job::JobRecord;
 
-use crate::docker::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
+use crate::docker::{LABEL_ATTEMPT, LABEL_JOB, Owner};
 use crate::files::Attach;
 use crate::gpu::{self, GpuSettings};
 
@@ -31,22 +31,22 @@ pub fn name(job: &JobRecord, attempt: u32) -> String {
     format!("dcc-{}-a{}", job.id, attempt)
 }
 
-/// The create body for `job`'s attempt `attempt` on `worker`.
+/// The create body for `job`'s attempt `attempt` on `owner`.
 pub fn body(
     job: &JobRecord,
     attempt: u32,
-    worker: &str,
+    owner: &Owner,
     limits: &HostLimits,
     gpus: &[u32],
     gpu: Option<&GpuSettings>,
 ) -> ContainerCreateBody {
     let spec = &job.spec;
     let p = &spec.parameters;
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_JOB.to_string(), job.id.to_string()),
-        (LABEL_WORKER.to_string(), worker.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
+    labels.extend(owner.labels());
     let mut env = job_env(job);
     let mut host = limited(nano_cpus(p.cpus), p.memory_mb, p.network, limits);
     if let Some(g) = gpu {
@@ -111,6 +111,13 @@ pub fn limited(nano_cpus: i64, memory_mb: u64, network: bool, limits: &HostLimit
         cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
         runtime: limits.runtime.clone(),
         auto_remove: Some(false),
+        // The worker captures stdout and stderr from the attached stream (capped by
+        // DCC_MAX_LOG_BYTES); a daemon copy would only cost dockerd work and disk, and its
+        // rotation cuts long outputs.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".to_string()),
+            config: None,
+        }),
         ..Default::default()
     }
 }

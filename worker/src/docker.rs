@@ -15,6 +15,30 @@ pub const LABEL_JOB: &str = "dcc.job";
 pub const LABEL_WORKER: &str = "dcc.worker";
 /// Label on every DCC container: the attempt it runs.
 pub const LABEL_ATTEMPT: &str = "dcc.attempt";
+/// Label on every DCC container: the deployment it belongs to (the id kept in its Redis under
+/// its prefix, [`dcc_shared::keys::Keys::deployment`]).
+pub const LABEL_DEPLOYMENT: &str = "dcc.deployment";
+
+/// Whose containers these are: one worker of one deployment. A worker's id alone is not enough
+/// (the default is the host name, which a second stack on the same Docker host shares): a
+/// container is a worker's own only when both labels match, and only its own are ever removed.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    /// The worker's id.
+    pub worker: String,
+    /// The deployment's id.
+    pub deployment: String,
+}
+
+impl Owner {
+    /// The labels that mark a container as this owner's.
+    pub fn labels(&self) -> [(String, String); 2] {
+        [
+            (LABEL_WORKER.to_string(), self.worker.clone()),
+            (LABEL_DEPLOYMENT.to_string(), self.deployment.clone()),
+        ]
+    }
+}
 
 /// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and agrees on an
 /// API version, so a daemon older than bollard's default (e.g. 20.10, API 1.41) works.
@@ -25,10 +49,11 @@ pub async fn connect() -> Result<Docker, bollard::errors::Error> {
     Ok(docker)
 }
 
-/// Every container carrying `worker`'s label: (container id, job id).
-pub async fn list_own(docker: &Docker, worker: &str) -> Result<Vec<(String, String)>, bollard::errors::Error> {
-    let filters: HashMap<String, Vec<String>> =
-        HashMap::from([("label".to_string(), vec![format!("{LABEL_WORKER}={worker}")])]);
+/// Every container carrying both of `owner`'s labels: (container id, job id).
+pub async fn list_own(docker: &Docker, owner: &Owner) -> Result<Vec<(String, String)>, bollard::errors::Error> {
+    // Docker's label filters are ANDed.
+    let labels = owner.labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let filters: HashMap<String, Vec<String>> = HashMap::from([("label".to_string(), labels)]);
     let list = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
@@ -51,16 +76,16 @@ pub async fn list_own(docker: &Docker, worker: &str) -> Result<Vec<(String, Stri
         .collect())
 }
 
-/// Removes every container carrying `worker`'s label whose job `keep` does not name. `keep` is
-/// asked after the listing, so a container created meanwhile for a running job is never taken
-/// for a leftover. Returns how many were removed.
+/// Removes every container of `owner` whose job `keep` does not name. `keep` is asked after the
+/// listing, so a container created meanwhile for a running job is never taken for a leftover.
+/// Returns how many were removed.
 pub async fn remove_leftovers(
     docker: &Docker,
-    worker: &str,
+    owner: &Owner,
     keep: impl Fn(&str) -> bool,
 ) -> Result<usize, bollard::errors::Error> {
     let mut removed = 0;
-    for (id, job) in list_own(docker, worker).await? {
+    for (id, job) in list_own(docker, owner).await? {
         if !keep(&job) {
             remove(docker, &id).await;
             removed += 1;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
 use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, OutputFile, RunStats};
 use dcc_shared::queue::finish::Outcome;
 use dcc_shared::storage::{Storage, paths};
@@ -20,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
-use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
+use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Outputs, Transfer};
 use crate::gpu::{self, GpuSettings};
-use crate::logs::{LogCollector, StatsSampler};
+use crate::logs::{LogCapture, StatsSampler};
 use crate::warm::{Shape, Warm, WarmPool};
 
 /// How an attempt ended.
@@ -55,8 +57,8 @@ impl AttemptEnd {
 /// Settings of the executor.
 #[derive(Clone, Debug)]
 pub struct ExecSettings {
-    /// The worker's id, for labels.
-    pub worker_id: String,
+    /// The worker and its deployment, for labels (the deployment is known once Redis answered).
+    pub owner: docker::Owner,
     /// Limits from configuration.
     pub limits: HostLimits,
     /// Most bytes of outputs per job.
@@ -160,7 +162,32 @@ pub(crate) enum Exit {
 pub(crate) struct Collected {
     pub(crate) oom_killed: bool,
     pub(crate) logs: Result<(), dcc_shared::storage::StorageError>,
-    pub(crate) outputs: Result<Vec<OutputFile>, OutputError>,
+    pub(crate) outputs: Result<Outputs, OutputError>,
+}
+
+impl Collected {
+    /// Entries under `/outputs` that were not read.
+    pub(crate) fn skipped(&self) -> u32 {
+        self.outputs
+            .as_ref()
+            .map_or(0, |o| u32::try_from(o.skipped).unwrap_or(u32::MAX))
+    }
+}
+
+/// How long a container may take to stop after a kill before its files are given up on.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the output may stay open after the container's end (a killed container's closes at
+/// once) before the log is stored as it is, marked.
+pub(crate) const LOG_GRACE: Duration = Duration::from_secs(10);
+/// Longest an attempt's collection (logs, outputs, their uploads) may take after the run.
+pub(crate) const COLLECT_LIMIT: Duration = Duration::from_secs(600);
+
+/// The error of outputs left by a container that did not stop.
+pub(crate) fn not_stopped() -> OutputError {
+    OutputError(format!(
+        "the container did not stop within {} s of its kill: its outputs were not read",
+        STOP_GRACE.as_secs()
+    ))
 }
 
 /// What the attempt amounts to.
@@ -327,20 +354,14 @@ impl Executor {
         }
         stats.inputs_ms += ms_since(t);
         let t = Instant::now();
-        self.start(run).await?;
+        // Attached before the start, so the capture has every byte from the first one on.
+        let logs = self.attach(run).await?;
+        if let Err(stop) = self.start(run).await {
+            logs.abort();
+            return Err(stop);
+        }
         stats.start_ms = ms_since(t);
         let t = Instant::now();
-        let logs = LogCollector::spawn(
-            self.docker.clone(),
-            run.name.to_string(),
-            run.storage.clone(),
-            run.scratch,
-            (
-                paths::log(&run.job.id, run.attempt, "stdout"),
-                paths::log(&run.job.id, run.attempt, "stderr"),
-            ),
-            self.settings.max_log_bytes,
-        );
         let sampler = StatsSampler::spawn(self.docker.clone(), run.name.to_string());
         let Some(exit) = self.wait(run).await else {
             logs.abort();
@@ -350,9 +371,50 @@ impl Executor {
         stats.run_ms = ms_since(t);
         sampler.finish().into_stats(stats);
         let t = Instant::now();
-        let collected = self.collect(files, &transfer, logs, &exit).await;
+        let collected = self
+            .collect(files, &transfer, logs, &exit, run.cancel)
+            .await
+            .ok_or(Stop::Aborted)?;
         stats.outputs_ms = ms_since(t);
+        stats.outputs_skipped = collected.skipped();
         Ok(judge(exit, collected, run.job))
+    }
+
+    /// Attaches to the created container's stdout and stderr and starts capturing them.
+    async fn attach(&self, run: &Run<'_>) -> Result<LogCapture, Stop> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(run.name, Some(opts))
+            .await
+            .map_err(|e| Self::refused(run, "attaching to the container failed", daemon_message(&e)))?;
+        Ok(self.capture(run, attached.output))
+    }
+
+    /// Captures `output` as the attempt's two logs.
+    pub(crate) fn capture(
+        &self,
+        run: &Run<'_>,
+        output: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>
+        + Unpin
+        + Send
+        + 'static,
+    ) -> LogCapture {
+        LogCapture::spawn(
+            output,
+            run.storage.clone(),
+            run.scratch,
+            (
+                paths::log(&run.job.id, run.attempt, "stdout"),
+                paths::log(&run.job.id, run.attempt, "stderr"),
+            ),
+            self.settings.max_log_bytes,
+        )
     }
 
     /// What the files mode needs to move `run`'s files.
@@ -440,7 +502,7 @@ impl Executor {
         let mut body = container::body(
             run.job,
             run.attempt,
-            &self.settings.worker_id,
+            &self.settings.owner,
             &self.settings.limits,
             run.gpus,
             self.settings.gpu.as_ref(),
@@ -490,20 +552,70 @@ impl Executor {
                 return None;
             }
         };
-        if matches!(exit, Exit::Timeout) {
+        if matches!(exit, Exit::Timeout | Exit::Broken(_)) {
             self.kill(run.name).await;
         }
         Some(exit)
     }
 
-    /// Logs, outputs and the exit details are independent: fetched at once.
-    async fn collect<F: Files>(&self, files: &F, t: &Transfer<'_>, logs: LogCollector, exit: &Exit) -> Collected {
-        let (oom_killed, logs, outputs) =
-            tokio::join!(self.oom_killed(t.container, exit), logs.finish(), files.collect(t));
-        Collected {
+    /// Logs, outputs and the exit details are independent: fetched at once, once no process of
+    /// the container is alive. `None` when the attempt was stopped from outside meanwhile (a
+    /// collection never holds a slot past a cancel, a lost lease or a shutdown); bounded by
+    /// [`COLLECT_LIMIT`] in any case.
+    async fn collect<F: Files>(
+        &self,
+        files: &F,
+        t: &Transfer<'_>,
+        logs: LogCapture,
+        exit: &Exit,
+        cancel: &CancellationToken,
+    ) -> Option<Collected> {
+        // An exit code means the container's first process is gone, and with it every other
+        // process of its PID namespace; a timeout or a lost track was killed in `wait`.
+        let dead = matches!(exit, Exit::Code(_)) || self.stopped(t.container).await;
+        let killed = !matches!(exit, Exit::Code(_));
+        let outputs = async {
+            if dead {
+                files.collect(t).await
+            } else {
+                Err(not_stopped())
+            }
+        };
+        let all = async {
+            tokio::join!(
+                self.oom_killed(t.container, exit),
+                logs.finish(LOG_GRACE, killed, t.storage),
+                outputs
+            )
+        };
+        let (oom_killed, logs, outputs) = tokio::select! {
+            r = tokio::time::timeout(COLLECT_LIMIT, all) => r.unwrap_or_else(|_| {
+                let e = OutputError(format!("collecting outputs and logs took longer than {} s", COLLECT_LIMIT.as_secs()));
+                (false, Ok(()), Err(e))
+            }),
+            _ = cancel.cancelled() => return None,
+        };
+        Some(Collected {
             oom_killed,
             logs,
             outputs,
+        })
+    }
+
+    /// Waits (up to [`STOP_GRACE`]) until the container is not running, after a kill: its files
+    /// are read only then. `false` when it still runs.
+    pub(crate) async fn stopped(&self, name: &str) -> bool {
+        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut wait = self.docker.wait_container(name, Some(opts));
+        match tokio::time::timeout(STOP_GRACE, wait.next()).await {
+            Ok(Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) | None) => true,
+            // Gone already: nothing of it runs.
+            Ok(Some(Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }))) => true,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(container = name, error = %daemon_message(&e), "could not tell whether the container stopped");
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -583,7 +695,7 @@ pub(crate) fn judge(exit: Exit, c: Collected, job: &JobRecord) -> Verdict {
         ),
     };
     let (state, error, outputs) = match (c.outputs, c.logs) {
-        (Ok(outputs), Ok(())) => (state, error, outputs),
+        (Ok(outputs), Ok(())) => (state, error, outputs.files),
         (Err(e), _) => (
             JobState::Failed,
             Some(job_error(ErrorCode::OutputUploadFailed, e.0)),

@@ -1,6 +1,6 @@
-//! What a running container says and uses: stdout and stderr captured apart into files (capped),
-//! uploaded every few seconds so `GET …/stdout` shows progress, and once more at the end; and a
-//! sampler of Docker's stats stream for peak memory and CPU time.
+//! What a running container says and uses: stdout and stderr captured apart into files (capped)
+//! from the attached stream, uploaded every few seconds so `GET …/stdout` shows progress, and
+//! once more at the end; and a sampler of Docker's stats stream for peak memory and CPU time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::query_parameters::{LogsOptionsBuilder, StatsOptionsBuilder};
+use bollard::query_parameters::StatsOptionsBuilder;
 use dcc_shared::storage::{Storage, StorageError};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::files::with_retry;
 
 /// How often the logs so far are uploaded while the container runs.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
-/// How long a container runs before its logs are followed and its stats sampled: most jobs of a
-/// fast queue end sooner, and each of these streams costs dockerd work per container. A job that
-/// ends within it is read once, at the end (its logs whole; its stats not at all).
+/// How long a container runs before its stats are sampled: most jobs of a fast queue end
+/// sooner, and each stats stream costs dockerd work per container.
 const WATCH_AFTER: Duration = Duration::from_millis(500);
 /// Appended once when a log reaches its cap.
 const CUT_NOTE: &[u8] = b"\n[dcc: log cut at DCC_MAX_LOG_BYTES]\n";
@@ -63,6 +63,11 @@ impl Capture {
         Ok(())
     }
 
+    /// Appends a note from DCC, past the cap if need be.
+    async fn mark(&mut self, note: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(note).await
+    }
+
     async fn upload(&mut self, storage: &dyn Storage) -> Result<(), StorageError> {
         self.file.flush().await?;
         storage.put_file(&self.object, &self.path).await?;
@@ -71,158 +76,121 @@ impl Capture {
     }
 }
 
-/// Captures a container's logs: a follow stream feeds progress uploads while it runs; once it
-/// stopped, [`LogCollector::finish`] reads the complete logs again (Docker's follow stream can end
-/// before a last partial line arrives) and uploads them.
-pub struct LogCollector {
-    docker: Docker,
-    container: String,
-    storage: Arc<dyn Storage>,
-    paths: (PathBuf, PathBuf),
-    objects: (String, String),
-    cap: u64,
-    progress: JoinHandle<()>,
+/// The captured output of a container (attached before it started) or of an `exec`: both
+/// streams written under the attempt's scratch folder as they come, capped, with progress
+/// uploads every few seconds. The attached stream is the source of the stored logs, never the
+/// daemon's log files: those follow the daemon's rotation (`docker logs` of a long output
+/// returns only its tail) and some log drivers keep nothing readable at all. Whatever could be
+/// missing is marked in the stored log, never left out silently.
+pub struct LogCapture {
+    task: JoinHandle<Result<Captured, StorageError>>,
+    stop: CancellationToken,
+    done: Option<Result<Captured, StorageError>>,
 }
 
-impl LogCollector {
-    /// Starts following `container`, writing under `scratch` and uploading to the two objects.
+/// What a capture holds once its stream ended.
+struct Captured {
+    out: Capture,
+    err: Capture,
+    /// The stream ended with an error rather than at its end.
+    broken: Option<String>,
+    /// The stream was still open when the capture was told to stop.
+    unfinished: bool,
+}
+
+/// Appended when a stream broke or was still open when the attempt ended.
+fn loss_note(why: &str) -> Vec<u8> {
+    format!("\n[dcc: the log may be incomplete: {why}]\n").into_bytes()
+}
+
+impl LogCapture {
+    /// Starts capturing `output` into `scratch/stdout` and `scratch/stderr`, for the two objects.
     pub fn spawn(
-        docker: Docker,
-        container: String,
+        output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin + Send + 'static,
         storage: Arc<dyn Storage>,
         scratch: &Path,
         objects: (String, String),
         cap: u64,
     ) -> Self {
+        let stop = CancellationToken::new();
         let paths = (scratch.join("stdout"), scratch.join("stderr"));
-        let progress = tokio::spawn(follow(
-            docker.clone(),
-            container.clone(),
-            storage.clone(),
-            paths.clone(),
-            objects.clone(),
-            cap,
-        ));
-        LogCollector {
-            docker,
-            container,
-            storage,
-            paths,
-            objects,
-            cap,
-            progress,
+        let task = tokio::spawn(capture(output, storage, paths, objects, cap, stop.clone()));
+        LogCapture { task, stop, done: None }
+    }
+
+    /// Resolves once the output ended (the process and whatever held its pipes exited, or the
+    /// container was killed). Cancel-safe: for `select!`.
+    pub async fn ended(&mut self) {
+        if self.done.is_none() {
+            let r = (&mut self.task).await;
+            self.done = Some(joined(r));
         }
     }
 
-    /// After the container stopped: reads the whole logs and stores them.
-    pub async fn finish(self) -> Result<(), StorageError> {
-        self.progress.abort();
-        let _ = self.progress.await;
-        let mut out = Capture::new(self.paths.0.clone(), self.objects.0.clone()).await?;
-        let mut err = Capture::new(self.paths.1.clone(), self.objects.1.clone()).await?;
-        let opts = LogsOptionsBuilder::default()
-            .follow(false)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let mut logs = self.docker.logs(&self.container, Some(opts));
-        while let Some(item) = logs.next().await {
-            match item {
-                Ok(LogOutput::StdOut { message }) => out.write(&message, self.cap).await?,
-                Ok(LogOutput::StdErr { message }) => err.write(&message, self.cap).await?,
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(StorageError::Backend(std::io::Error::other(format!(
-                        "reading the container's logs failed: {e}"
-                    ))));
+    /// Waits up to `grace` for the output to end, then stores both streams. `killed`: the worker
+    /// killed the container, so a stream cut by the kill lost nothing the job could still say.
+    pub async fn finish(mut self, grace: Duration, killed: bool, storage: &dyn Storage) -> Result<(), StorageError> {
+        let done = match self.done.take() {
+            Some(d) => d,
+            None => tokio::select! {
+                r = &mut self.task => joined(r),
+                _ = tokio::time::sleep(grace) => {
+                    self.stop.cancel();
+                    joined((&mut self.task).await)
                 }
+            },
+        };
+        let mut c = done?;
+        let why = match (&c.broken, c.unfinished) {
+            (_, true) => Some(format!("the output was still open {} s after the end", grace.as_secs())),
+            (Some(e), false) if !killed => Some(format!("the output stream broke: {e}")),
+            _ => None,
+        };
+        for s in [&mut c.out, &mut c.err] {
+            if let Some(why) = &why {
+                s.mark(&loss_note(why)).await?;
             }
-        }
-        for c in [&mut out, &mut err] {
-            c.file.flush().await?;
-            let (object, path) = (c.object.clone(), c.path.clone());
-            with_retry("storing a log", || self.storage.put_file(&object, &path)).await?;
+            s.file.flush().await?;
+            let (object, path) = (s.object.clone(), s.path.clone());
+            with_retry("storing a log", || storage.put_file(&object, &path)).await?;
         }
         Ok(())
     }
 
     /// Stops without a final upload (the attempt was abandoned).
     pub fn abort(self) {
-        self.progress.abort();
+        self.task.abort();
     }
 }
 
-/// Follows the logs while the container runs and uploads what exists every few seconds.
-/// Best effort: the upload in [`LogCollector::finish`] is the one that counts.
-async fn follow(
-    docker: Docker,
-    container: String,
+fn joined(r: Result<Result<Captured, StorageError>, tokio::task::JoinError>) -> Result<Captured, StorageError> {
+    r.unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e))))
+}
+
+/// Writes the stream into the two files until it ends or `stop`, uploading progress.
+async fn capture(
+    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
     storage: Arc<dyn Storage>,
     paths: (PathBuf, PathBuf),
     objects: (String, String),
     cap: u64,
-) {
-    tokio::time::sleep(WATCH_AFTER).await;
-    let (Ok(mut out), Ok(mut err)) = (
-        Capture::new(paths.0.with_extension("live"), objects.0).await,
-        Capture::new(paths.1.with_extension("live"), objects.1).await,
-    ) else {
-        return;
-    };
-    let opts = LogsOptionsBuilder::default()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut logs = docker.logs(&container, Some(opts));
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            item = logs.next() => {
-                let r = match item {
-                    Some(Ok(LogOutput::StdOut { message })) => out.write(&message, cap).await,
-                    Some(Ok(LogOutput::StdErr { message })) => err.write(&message, cap).await,
-                    Some(Ok(_)) => Ok(()),
-                    Some(Err(_)) | None => return,
-                };
-                if r.is_err() {
-                    return;
-                }
-            }
-            _ = tick.tick() => {
-                for c in [&mut out, &mut err] {
-                    if c.dirty && let Err(e) = c.upload(storage.as_ref()).await {
-                        tracing::debug!(error = %e, "progress log upload failed");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Captures the attached output of an `exec` (a warm container's job: its output is not in the
-/// container's logs) into the same two files and objects a [`LogCollector`] uses, uploading
-/// progress every few seconds and both streams once the output ends (the process and everything
-/// holding its pipes exited, or the container was killed).
-pub async fn capture_exec(
-    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
-    storage: Arc<dyn Storage>,
-    scratch: &Path,
-    objects: (String, String),
-    cap: u64,
-) -> Result<(), StorageError> {
-    let mut out = Capture::new(scratch.join("stdout"), objects.0).await?;
-    let mut err = Capture::new(scratch.join("stderr"), objects.1).await?;
+    stop: CancellationToken,
+) -> Result<Captured, StorageError> {
+    let mut out = Capture::new(paths.0, objects.0).await?;
+    let mut err = Capture::new(paths.1, objects.1).await?;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
+    let (mut broken, mut unfinished) = (None, false);
     loop {
         tokio::select! {
             item = output.next() => match item {
                 Some(Ok(LogOutput::StdOut { message })) => out.write(&message, cap).await?,
                 Some(Ok(LogOutput::StdErr { message })) => err.write(&message, cap).await?,
                 Some(Ok(_)) => {}
-                // The connection ends with an error when the container is killed under it.
-                Some(Err(_)) | None => break,
+                Some(Err(e)) => {
+                    broken = Some(crate::docker::daemon_message(&e));
+                    break;
+                }
+                None => break,
             },
             _ = tick.tick() => {
                 for c in [&mut out, &mut err] {
@@ -231,14 +199,18 @@ pub async fn capture_exec(
                     }
                 }
             }
+            _ = stop.cancelled() => {
+                unfinished = true;
+                break;
+            }
         }
     }
-    for c in [&mut out, &mut err] {
-        c.file.flush().await?;
-        let (object, path) = (c.object.clone(), c.path.clone());
-        with_retry("storing a log", || storage.put_file(&object, &path)).await?;
-    }
-    Ok(())
+    Ok(Captured {
+        out,
+        err,
+        broken,
+        unfinished,
+    })
 }
 
 /// Peak memory and CPU time seen on Docker's stats stream.

@@ -75,7 +75,11 @@ impl WorkerSettings {
             heartbeat: c.heartbeat,
             retention: c.retention(),
             exec: ExecSettings {
-                worker_id: id,
+                // The deployment until the start reads it from Redis.
+                owner: crate::docker::Owner {
+                    worker: id,
+                    deployment: String::new(),
+                },
                 limits: HostLimits {
                     pids_limit: c.pids_limit,
                     runtime: c.docker_runtime.clone(),

@@ -184,14 +184,15 @@ impl Worker {
         wait_for_own_id(&queue, &settings).await?;
         // Its own channel only: wake-ups meant for it and cancels of its jobs, not every event.
         let events = Events::spawn(queue.url(), queue.keys().worker_events(&settings.id));
-        let removed = docker::remove_leftovers(&docker, &settings.id, |_| false).await?;
+        settings.exec.owner.deployment = queue.deployment_id().await?;
+        let removed = docker::remove_leftovers(&docker, &settings.exec.owner, |_| false).await?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover containers of a previous run");
         }
         settings.exec.tmp_dir = fresh_scratch(&settings.exec.tmp_dir, &settings.id).await?;
         settings.exec.files = settings
             .files
-            .resolve(&docker, &settings.exec.tmp_dir, &settings.id)
+            .resolve(&docker, &settings.exec.tmp_dir, &settings.exec.owner)
             .await;
         check_runtime(&docker, settings.exec.limits.runtime.as_deref()).await?;
         let detected = attach_gpus(&docker, &mut settings).await?;
@@ -205,7 +206,7 @@ impl Worker {
                 WarmPool::new(
                     docker.clone(),
                     s.warm.clone(),
-                    &s.id,
+                    &e.owner,
                     e.limits.clone(),
                     e.tmp_dir.clone(),
                 )
@@ -521,7 +522,7 @@ impl Worker {
             let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
             g.keys().any(|k| k.as_str() == job) || self.exec.warm_pool().is_some_and(|p| p.holds(job))
         };
-        match docker::remove_leftovers(self.exec.docker(), &self.settings.id, running).await {
+        match docker::remove_leftovers(self.exec.docker(), &self.settings.exec.owner, running).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed stray containers"),
             Err(e) => tracing::debug!(error = %e, "listing containers failed"),

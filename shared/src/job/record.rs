@@ -61,6 +61,14 @@ pub struct RunStats {
     /// `create_ms` and `start_ms` are then 0).
     #[serde(default)]
     pub warm: bool,
+    /// Entries under `/outputs` that were not read: symbolic links, FIFOs, sockets, devices,
+    /// names no output may have. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outputs_skipped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A job read back from Redis.

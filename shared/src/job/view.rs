@@ -145,6 +145,9 @@ pub struct StatsView {
     pub cpu_secs: f64,
     /// Whether the job ran in a warm container (a fast job; see `DCC_WARM_POOL`).
     pub warm: bool,
+    /// Entries the job left under `/outputs` that were not read: symbolic links, FIFOs,
+    /// sockets, devices, names no output may have (docs/security.md).
+    pub outputs_skipped: u32,
 }
 
 impl JobRecord {
@@ -174,6 +177,7 @@ impl JobRecord {
             max_memory_bytes: s.max_memory_bytes,
             cpu_secs: s.cpu_secs,
             warm: s.warm,
+            outputs_skipped: s.outputs_skipped,
         });
         JobView {
             job_id: self.id.to_string(),

@@ -113,6 +113,21 @@ impl Queue {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    /// This deployment's id (see [`Keys::deployment`]), made now when it has none.
+    pub async fn deployment_id(&self) -> Result<String> {
+        let mut c = self.conn().await?;
+        let key = self.keys.deployment();
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .query_async(&mut c)
+            .await?;
+        let id: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+        Ok(id.unwrap_or(fresh))
+    }
+
     /// Round trip to Redis (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.conn().await?;

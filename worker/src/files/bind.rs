@@ -6,10 +6,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use dcc_shared::job::OutputFile;
-use dcc_shared::job::spec::validate_input_name;
-
-use super::{Attach, Budget, Files, OutputError, Transfer, fetch_input, store_outputs};
+use super::{Attach, Files, OutputError, Outputs, Transfer, fetch_input, report_skipped, scan, store_outputs};
 
 /// Files through bound host folders.
 pub struct BindFiles;
@@ -30,13 +27,20 @@ impl Files for BindFiles {
         Ok(())
     }
 
-    async fn collect(&self, t: &Transfer<'_>) -> Result<Vec<OutputFile>, OutputError> {
-        let root = t.scratch.join("out");
+    /// Reads `out/` with [`scan::copy_out`]'s rules (no link followed, no special file
+    /// opened), into `collected/`, which the container never saw.
+    async fn collect(&self, t: &Transfer<'_>) -> Result<Outputs, OutputError> {
+        let (root, staging) = (t.scratch.join("out"), t.scratch.join("collected"));
         let max = t.max_output_bytes;
-        let files = tokio::task::spawn_blocking(move || find_outputs(&root, max))
+        let found = tokio::task::spawn_blocking(move || scan::copy_out(&root, &staging, max))
             .await
             .map_err(|e| OutputError(e.to_string()))??;
-        store_outputs(t, files).await
+        report_skipped(t, &found.skipped);
+        let files = store_outputs(t, found.files).await?;
+        Ok(Outputs {
+            files,
+            skipped: found.skipped.len(),
+        })
     }
 }
 
@@ -67,34 +71,4 @@ async fn stage_inputs(t: &Transfer<'_>) -> Result<(PathBuf, PathBuf), String> {
         mode(d, 0o555).map_err(io)?;
     }
     Ok((inp, out))
-}
-
-/// The regular files the (stopped) container left under `root`, as (name, path, size), sorted.
-/// Symbolic links and special files are skipped and never followed (the container wrote this
-/// folder), as are names an input could not have.
-fn find_outputs(root: &Path, max_bytes: u64) -> Result<Vec<(String, PathBuf, u64)>, OutputError> {
-    let mut budget = Budget::new(max_bytes);
-    let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = entry.map_err(|e| OutputError(format!("reading outputs: {e}")))?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if validate_input_name(&rel).is_err() {
-            continue;
-        }
-        let size = entry
-            .metadata()
-            .map_err(|e| OutputError(format!("reading outputs: {e}")))?
-            .len();
-        budget.add(size)?;
-        found.push((rel, entry.into_path(), size));
-    }
-    found.sort();
-    Ok(found)
 }

@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use dcc_shared::job::OutputFile;
 use dcc_shared::job::spec::validate_input_name;
 use futures_util::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Attach, Budget, Files, OutputError, Transfer, fetch_input, store_outputs, too_large};
+use super::{
+    Attach, Budget, Files, OutputError, Outputs, Transfer, fetch_input, report_skipped, scan, store_outputs, too_large,
+};
 use crate::docker::daemon_message;
 
 /// The modification time `/outputs` gets in the inputs archive (the epoch): still there after the
@@ -62,20 +63,25 @@ impl Files for CopyFiles {
         Ok(())
     }
 
-    async fn collect(&self, t: &Transfer<'_>) -> Result<Vec<OutputFile>, OutputError> {
+    async fn collect(&self, t: &Transfer<'_>) -> Result<Outputs, OutputError> {
         if !self.outputs_touched(t).await {
-            return Ok(Vec::new());
+            return Ok(Outputs::default());
         }
         let tar_path = t.scratch.join("outputs.tar");
         if !download_outputs(t, &tar_path).await? {
-            return Ok(Vec::new());
+            return Ok(Outputs::default());
         }
         let out_dir = t.scratch.join("out");
         let max = t.max_output_bytes;
-        let files = tokio::task::spawn_blocking(move || extract_outputs(&tar_path, &out_dir, max))
+        let found = tokio::task::spawn_blocking(move || extract_outputs(&tar_path, &out_dir, max))
             .await
             .map_err(|e| OutputError(e.to_string()))??;
-        store_outputs(t, files).await
+        report_skipped(t, &found.skipped);
+        let files = store_outputs(t, found.files).await?;
+        Ok(Outputs {
+            files,
+            skipped: found.skipped.len(),
+        })
     }
 }
 
@@ -209,26 +215,35 @@ async fn download_outputs(t: &Transfer<'_>, tar_path: &Path) -> Result<bool, Out
     Ok(true)
 }
 
-/// Unpacks the regular files of the `/outputs` archive into numbered files under `out_dir`.
-fn extract_outputs(
-    tar_path: &Path,
-    out_dir: &Path,
-    max_bytes: u64,
-) -> Result<Vec<(String, PathBuf, u64)>, OutputError> {
+/// Unpacks the regular files of the `/outputs` archive into numbered files under `out_dir`
+/// (names the worker chose: an entry's own name is never a path here). Links, FIFOs and other
+/// special entries are skipped: the archive only describes them, nothing is opened.
+fn extract_outputs(tar_path: &Path, out_dir: &Path, max_bytes: u64) -> Result<scan::Found, OutputError> {
     let err = |e: std::io::Error| OutputError(format!("reading the outputs archive failed: {e}"));
     std::fs::create_dir_all(out_dir).map_err(err)?;
     let mut archive = tar::Archive::new(std::fs::File::open(tar_path).map_err(err)?);
     let mut budget = Budget::new(max_bytes);
-    let mut files = Vec::new();
+    let mut found = scan::Found::default();
     for (i, entry) in archive.entries().map_err(err)?.enumerate() {
+        if i >= scan::MAX_ENTRIES {
+            return Err(OutputError(format!(
+                "the job left more than {} entries under /outputs",
+                scan::MAX_ENTRIES
+            )));
+        }
         let mut entry = entry.map_err(err)?;
         let path = entry.path().map_err(err)?.to_string_lossy().into_owned();
         let rel = path.strip_prefix("outputs").unwrap_or(&path).trim_start_matches('/');
-        if rel.is_empty() || entry.header().entry_type() != tar::EntryType::Regular {
+        let kind = entry.header().entry_type();
+        if rel.is_empty() || kind == tar::EntryType::Directory {
+            continue;
+        }
+        if kind != tar::EntryType::Regular {
+            found.skipped.push((rel.to_string(), "not a regular file"));
             continue;
         }
         if validate_input_name(rel).is_err() {
-            tracing::warn!(name = rel, "skipping an output with an unsafe name");
+            found.skipped.push((rel.to_string(), "not a valid output name"));
             continue;
         }
         let rel = rel.to_string();
@@ -236,7 +251,7 @@ fn extract_outputs(
         let local = out_dir.join(i.to_string());
         let mut f = std::fs::File::create(&local).map_err(err)?;
         let size = std::io::copy(&mut entry, &mut f).map_err(err)?;
-        files.push((rel, local, size));
+        found.files.push((rel, local, size));
     }
-    Ok(files)
+    Ok(found)
 }

@@ -12,6 +12,7 @@
 pub mod bind;
 pub mod copy;
 pub mod probe;
+pub mod scan;
 
 use std::path::{Path, PathBuf};
 
@@ -81,14 +82,34 @@ pub struct Attach {
 #[error("{0}")]
 pub struct OutputError(pub String);
 
+/// What an attempt left under `/outputs`: the files stored, and how many entries were not read
+/// (links, FIFOs, devices, sockets, unsafe names).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// The stored files.
+    pub files: Vec<OutputFile>,
+    /// Entries skipped.
+    pub skipped: usize,
+}
+
+/// Notes the skipped entries of an attempt in the worker's log (the job's stats count them).
+pub(crate) fn report_skipped(t: &Transfer<'_>, skipped: &[(String, &'static str)]) {
+    for (name, why) in skipped.iter().take(20) {
+        tracing::warn!(job = %t.job.id, attempt = t.attempt, output = %name, why, "output not read");
+    }
+    if skipped.len() > 20 {
+        tracing::warn!(job = %t.job.id, more = skipped.len() - 20, "more outputs not read");
+    }
+}
+
 /// The points of an attempt where files move. Errors are sentences for the job's error message.
 pub trait Files: Send + Sync {
     /// Before the container is created: returns the mounts it needs.
     fn before_create(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Attach, String>> + Send;
     /// After it is created, before it starts.
     fn before_start(&self, t: &Transfer<'_>) -> impl Future<Output = Result<(), String>> + Send;
-    /// After it exited: stores the outputs and lists them.
-    fn collect(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Vec<OutputFile>, OutputError>> + Send;
+    /// After it exited and every process of it is dead: stores the outputs and lists them.
+    fn collect(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Outputs, OutputError>> + Send;
 }
 
 /// Runs a storage operation, retrying while the store is unreachable.

@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::FilesMode;
-use crate::docker::{self, LABEL_JOB, LABEL_WORKER, daemon_message};
+use crate::docker::{self, LABEL_JOB, Owner, daemon_message};
 
 /// `DCC_FILES_MODE` as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,11 +43,11 @@ impl FilesSetting {
 
     /// The mode to run with: `auto` probes the daemon, and falls back to copy mode (which works
     /// with any daemon) when the probe cannot tell.
-    pub async fn resolve(self, docker: &Docker, scratch: &Path, worker: &str) -> FilesMode {
+    pub async fn resolve(self, docker: &Docker, scratch: &Path, owner: &Owner) -> FilesMode {
         if let FilesSetting::Fixed(mode) = self {
             return mode;
         }
-        match daemon_sees(docker, scratch, worker).await {
+        match daemon_sees(docker, scratch, owner).await {
             Ok(true) => FilesMode::Bind,
             Ok(false) => {
                 tracing::info!(scratch = %scratch.display(), "the Docker daemon does not see the worker's scratch folder: copy mode");
@@ -62,7 +62,7 @@ impl FilesSetting {
 }
 
 /// Whether the daemon sees `scratch` as this process does.
-async fn daemon_sees(docker: &Docker, scratch: &Path, worker: &str) -> Result<bool, String> {
+async fn daemon_sees(docker: &Docker, scratch: &Path, owner: &Owner) -> Result<bool, String> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let marker = scratch.join(format!("probe-{token}"));
     tokio::fs::write(&marker, token.as_bytes())
@@ -70,7 +70,7 @@ async fn daemon_sees(docker: &Docker, scratch: &Path, worker: &str) -> Result<bo
         .map_err(|e| format!("writing {}: {e}", marker.display()))?;
     let image = import_empty_image(docker).await?;
     let name = format!("dcc-probe-{token}");
-    let seen = stat_through_container(docker, &image, &name, scratch, worker, &token).await;
+    let seen = stat_through_container(docker, &image, &name, scratch, owner, &token).await;
     docker::remove(docker, &name).await;
     let opts = RemoveImageOptionsBuilder::default().force(true).build();
     if let Err(e) = docker.remove_image(&image, Some(opts), None).await {
@@ -103,7 +103,7 @@ async fn stat_through_container(
     image: &str,
     name: &str,
     scratch: &Path,
-    worker: &str,
+    owner: &Owner,
     token: &str,
 ) -> Result<bool, String> {
     let body = ContainerCreateBody {
@@ -112,11 +112,11 @@ async fn stat_through_container(
         network_disabled: Some(true),
         // Labelled as the worker's own, so a crash mid-probe leaves nothing its next start keeps.
         labels: Some(
-            [
-                (LABEL_WORKER.to_string(), worker.to_string()),
-                (LABEL_JOB.to_string(), String::new()),
-            ]
-            .into(),
+            owner
+                .labels()
+                .into_iter()
+                .chain([(LABEL_JOB.to_string(), String::new())])
+                .collect(),
         ),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:/probe:ro", scratch.display())]),

@@ -25,7 +25,7 @@ use bollard::query_parameters::CreateContainerOptionsBuilder;
 use dcc_shared::job::{JobRecord, Lane, QueueName};
 
 use crate::container::{self, HostLimits};
-use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, daemon_message};
+use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, Owner, daemon_message};
 use crate::keeper;
 
 /// The job label of warm containers starts with this (the rest is the container's token).
@@ -127,7 +127,7 @@ impl Inner {
 pub struct WarmPool {
     docker: Docker,
     settings: WarmSettings,
-    worker: String,
+    owner: Owner,
     limits: HostLimits,
     /// The keeper program on the worker, bound into each container.
     keeper: PathBuf,
@@ -144,7 +144,7 @@ impl WarmPool {
     pub fn new(
         docker: Docker,
         settings: WarmSettings,
-        worker: &str,
+        owner: &Owner,
         limits: HostLimits,
         tmp_dir: PathBuf,
     ) -> Option<Arc<Self>> {
@@ -169,7 +169,7 @@ impl WarmPool {
         Some(Arc::new(WarmPool {
             docker,
             settings,
-            worker: worker.to_string(),
+            owner: owner.clone(),
             limits,
             keeper,
             tmp_dir,
@@ -281,7 +281,7 @@ impl WarmPool {
             std::fs::create_dir(dir).map_err(|e| e.to_string())?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
         }
-        let name = format!("dcc-warm-{}-{token}", self.worker);
+        let name = format!("dcc-warm-{}-{token}", self.owner.worker);
         let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
         host.binds = Some(vec![
             format!("{}:{}:ro", self.keeper.display(), keeper::PATH_IN_CONTAINER),
@@ -293,11 +293,15 @@ impl WarmPool {
             image: Some(shape.image.clone()),
             entrypoint: Some(vec![keeper::PATH_IN_CONTAINER.to_string()]),
             working_dir: shape.working_dir.clone(),
-            labels: Some(HashMap::from([
-                (LABEL_JOB.to_string(), format!("{WARM_LABEL_PREFIX}{token}")),
-                (LABEL_WORKER.to_string(), self.worker.clone()),
-                (LABEL_ATTEMPT.to_string(), "0".to_string()),
-            ])),
+            labels: Some(
+                [
+                    (LABEL_JOB.to_string(), format!("{WARM_LABEL_PREFIX}{token}")),
+                    (LABEL_ATTEMPT.to_string(), "0".to_string()),
+                ]
+                .into_iter()
+                .chain(self.owner.labels())
+                .collect(),
+            ),
             tty: Some(false),
             open_stdin: Some(false),
             host_config: Some(host),

@@ -10,19 +10,18 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::StatsOptionsBuilder;
 use dcc_shared::job::{ErrorCode, JobRecord, RunStats};
-use dcc_shared::storage::{StorageError, paths};
+use dcc_shared::storage::paths;
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Warm;
 use crate::docker::daemon_message;
-use crate::executor::{AttemptEnd, Collected, Executor, Exit, Leftovers, Run, Stop, Verdict, judge, ms_since};
+use crate::executor::{
+    AttemptEnd, COLLECT_LIMIT, Collected, Executor, Exit, LOG_GRACE, Leftovers, Run, Stop, Verdict, judge, ms_since,
+    not_stopped,
+};
 use crate::files::{BindFiles, Files};
-use crate::logs::{StatsSampler, capture_exec};
-
-/// The log capture task of an `exec`.
-type Logs = JoinHandle<Result<(), StorageError>>;
+use crate::logs::{LogCapture, StatsSampler};
 
 /// First and longest pause between checks that the command is still running (only a command
 /// that exits while something else keeps its output open needs them).
@@ -85,7 +84,7 @@ impl Executor {
         stats.start_ms = ms_since(t);
         let t = Instant::now();
         let sampler = StatsSampler::spawn(self.docker.clone(), run.name.to_string());
-        let Some((exit, logged)) = self.wait_exec(run, &exec, &mut logs).await else {
+        let Some((exit, killed)) = self.wait_exec(run, &exec, &mut logs).await else {
             logs.abort();
             sampler.finish();
             return Err(Stop::Aborted);
@@ -93,44 +92,80 @@ impl Executor {
         stats.run_ms = ms_since(t);
         sampler.finish().into_stats(stats);
         let t = Instant::now();
-        // The output has ended (or the container was killed under it): the capture ends now.
-        let logs = match logged {
-            Some(r) => r,
-            None => logs
-                .await
-                .unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))),
+        let collected = self.warm_collect(run, &transfer, logs, exit, killed).await?;
+        stats.outputs_ms = ms_since(t);
+        stats.outputs_skipped = collected.1.skipped();
+        Ok(judge(collected.0, collected.1, run.job))
+    }
+
+    /// After the command ended: the logs, the out-of-memory verdict, then — once the container
+    /// is dead, so nothing the job left running can still swap names in `/outputs` — the
+    /// outputs. Stopped from outside meanwhile: [`Stop::Aborted`].
+    async fn warm_collect(
+        &self,
+        run: &Run<'_>,
+        transfer: &crate::files::Transfer<'_>,
+        logs: LogCapture,
+        exit: Exit,
+        killed: bool,
+    ) -> Result<(Exit, Collected), Stop> {
+        let storage = run.storage.as_ref();
+        // The runtime's own refusal arrives as the command's output: read from the stored log.
+        let (logs, stored) = if let Exit::Code(126 | 127) = exit {
+            let stored = logs.finish(LOG_GRACE, killed, storage).await;
+            if let Some(why) = self.exec_failure(run).await {
+                return Err(Stop::with(
+                    ErrorCode::ContainerFailed,
+                    format!("the container did not start: {why}"),
+                ));
+            }
+            (None, stored)
+        } else {
+            (Some(logs), Ok(()))
         };
-        if let Exit::Code(126 | 127) = exit
-            && let Some(why) = self.exec_failure(run).await
-        {
-            return Err(Stop::with(
-                ErrorCode::ContainerFailed,
-                format!("the container did not start: {why}"),
-            ));
-        }
         // Asked before the kill below: Docker's record of the container's stop replaces its
         // out-of-memory flag with the stop's.
         let oom_killed = self.warm_oom(run.name, &exit).await;
-        // What the command left running dies before its outputs are read, as a cold container's
-        // does with its first process; nobody waits for Docker to finish the kill.
-        let (docker, name) = (self.docker.clone(), run.name.to_string());
-        tokio::spawn(async move { crate::docker::kill(&docker, &name).await });
-        let outputs = BindFiles.collect(&transfer).await;
-        stats.outputs_ms = ms_since(t);
-        Ok(judge(
+        let gather = async {
+            // What the command left running dies before anything is read, as a cold
+            // container's does with its first process.
+            self.kill(run.name).await;
+            let dead = self.stopped(run.name).await;
+            let logs = async {
+                match logs {
+                    Some(l) => l.finish(LOG_GRACE, killed, storage).await,
+                    None => stored,
+                }
+            };
+            let outputs = async {
+                if dead {
+                    BindFiles.collect(transfer).await
+                } else {
+                    Err(not_stopped())
+                }
+            };
+            tokio::join!(logs, outputs)
+        };
+        let (logs, outputs) = tokio::select! {
+            r = tokio::time::timeout(COLLECT_LIMIT, gather) => r.unwrap_or_else(|_| {
+                let e = crate::files::OutputError(format!("collecting outputs and logs took longer than {} s", COLLECT_LIMIT.as_secs()));
+                (Ok(()), Err(e))
+            }),
+            _ = run.cancel.cancelled() => return Err(Stop::Aborted),
+        };
+        Ok((
             exit,
             Collected {
                 oom_killed,
                 logs,
                 outputs,
             },
-            run.job,
         ))
     }
 
     /// Creates and starts the `exec` of `argv` with the job's environment, its output captured;
     /// returns the exec's id and the capture.
-    async fn exec(&self, run: &Run<'_>, argv: Vec<String>) -> Result<(String, Logs), Stop> {
+    async fn exec(&self, run: &Run<'_>, argv: Vec<String>) -> Result<(String, LogCapture), Stop> {
         let env = crate::container::job_env(run.job);
         let config = ExecConfig {
             cmd: Some(argv),
@@ -153,44 +188,26 @@ impl Executor {
         else {
             return Err(Stop::with(ErrorCode::ContainerFailed, "the command started detached"));
         };
-        let logs = tokio::spawn({
-            let (storage, scratch) = (run.storage.clone(), run.scratch.to_path_buf());
-            let objects = (
-                paths::log(&run.job.id, run.attempt, "stdout"),
-                paths::log(&run.job.id, run.attempt, "stderr"),
-            );
-            let cap = self.settings.max_log_bytes;
-            async move { capture_exec(output, storage, &scratch, objects, cap).await }
-        });
-        Ok((id, logs))
+        Ok((id, self.capture(run, output)))
     }
 
     /// Waits for the command to end, killing the container at the job's deadline, or when the
     /// command exited while something it left still holds its output. `None` when the attempt
-    /// was stopped from outside. With the exit, the capture's result when it already ended.
-    async fn wait_exec(
-        &self,
-        run: &Run<'_>,
-        exec: &str,
-        logs: &mut Logs,
-    ) -> Option<(Exit, Option<Result<(), StorageError>>)> {
+    /// was stopped from outside. With the exit, whether the container was killed.
+    async fn wait_exec(&self, run: &Run<'_>, exec: &str, logs: &mut LogCapture) -> Option<(Exit, bool)> {
         let limit = Duration::from_secs(run.job.spec.parameters.max_duration_secs);
         let deadline = tokio::time::sleep(limit);
-        let mut logged = None;
-        let timed_out = tokio::select! {
+        let (timed_out, killed) = tokio::select! {
             // The output ends when the command and whatever still held its output have exited.
-            r = &mut *logs => {
-                logged = Some(r.unwrap_or_else(|e| Err(StorageError::Backend(std::io::Error::other(e)))));
-                false
-            }
+            _ = logs.ended() => (false, false),
             // Or the command exited and left something running that holds its output.
             _ = self.exec_exited(exec) => {
                 self.kill(run.name).await;
-                false
+                (false, true)
             }
             _ = deadline => {
                 self.kill(run.name).await;
-                true
+                (true, true)
             }
             _ = run.cancel.cancelled() => {
                 self.kill(run.name).await;
@@ -198,9 +215,9 @@ impl Executor {
             }
         };
         if timed_out {
-            return Some((Exit::Timeout, logged));
+            return Some((Exit::Timeout, killed));
         }
-        Some((self.exec_exit(exec).await, logged))
+        Some((self.exec_exit(exec).await, killed))
     }
 
     /// The command's exit code. Docker may close the output a moment before it has the exit, so
