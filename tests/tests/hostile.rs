@@ -40,11 +40,15 @@ impl Secret {
 
 const KINDS: [&str; 3] = ["symlink", "dirlink", "fifo"];
 
+/// Longest a racing job may take to be answered (they run in well under a second).
+const ANSWER: Duration = Duration::from_secs(60);
+
 /// A job whose command starts the racer in the background and exits once its entries exist,
-/// leaving it racing while the worker collects.
+/// leaving it racing while the worker collects. The racer lets go of the job's output, so the
+/// output ends with the command (a warm run then sees the job as ended, with the racer alive).
 fn racing_job(kind: &str, secret: &Secret) -> Value {
     let script = format!(
-        "racer {kind} {} 40 & while [ ! -e /tmp/racer-ready ]; do sleep 0.01; done; echo started",
+        "racer {kind} {} 40 >/dev/null 2>&1 & while [ ! -e /tmp/racer-ready ]; do sleep 0.01; done; echo started",
         secret.target(kind)
     );
     json!({"image": racer_image(), "command": ["sh", "-c", script]})
@@ -67,7 +71,10 @@ fn check_outputs(v: &Value, contents: &[(String, Vec<u8>)], secret: &Secret) {
 
 /// Runs a fast job and returns the answer with its outputs' bytes.
 async fn run_fast(api: &Api, job: &Value) -> (Value, Vec<(String, Vec<u8>)>) {
-    let a = api.post("/api/v1/run", job).await;
+    // A worker wedged on a FIFO never answers: fail instead of hanging.
+    let a = tokio::time::timeout(ANSWER, api.post("/api/v1/run", job))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {ANSWER:?}: the worker is wedged"));
     assert_eq!(a.status, 200, "{:?}", a.body);
     let outputs = a.body["outputs"]
         .as_array()
@@ -89,7 +96,9 @@ async fn run_fast(api: &Api, job: &Value) -> (Value, Vec<(String, Vec<u8>)>) {
 async fn run_standard(api: &Api, job: &Value) -> (Value, Vec<(String, Vec<u8>)>) {
     let mut job = job.clone();
     job["wait"] = json!(true);
-    let a = api.submit(job).await;
+    let a = tokio::time::timeout(ANSWER, api.submit(job))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {ANSWER:?}: the worker is wedged"));
     assert!(a.status == 200 || a.status == 201, "{:?}", a.body);
     let id = a.body["jobId"].as_str().unwrap().to_string();
     let v = api.wait_status(&id, "succeeded", Duration::from_secs(60)).await;
