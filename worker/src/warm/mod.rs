@@ -11,6 +11,7 @@
 //! reservation (they run nothing). Only CPU jobs in bind mode use the pool: GPU jobs and copy mode
 //! (a daemon that cannot see the worker's folders) run cold.
 
+pub mod init;
 pub mod run;
 
 use std::collections::{HashMap, HashSet};
@@ -76,6 +77,8 @@ pub struct Warm {
     pub token: String,
     /// Its folder on the worker: `in/` bound read-only at `/inputs`, `out/` at `/outputs`.
     pub scratch: tempfile::TempDir,
+    /// Its first process, when the worker sees it (shares the host's PID namespace).
+    pub init: Option<init::Init>,
 }
 
 #[derive(Default)]
@@ -316,7 +319,14 @@ impl WarmPool {
             docker::remove(&self.docker, &name).await;
             return Err(daemon_message(&e));
         }
-        Ok(Warm { name, token, scratch })
+        let pid = self.docker.inspect_container(&name, None).await.ok();
+        let init = pid.and_then(|c| c.state?.pid).and_then(init::Init::find);
+        Ok(Warm {
+            name,
+            token,
+            scratch,
+            init,
+        })
     }
 
     /// Forgets shapes no fast job used within the idle lifetime, and removes their containers.

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Warm;
+use super::init::Init;
 use crate::docker::daemon_message;
 use crate::executor::{
     AttemptEnd, COLLECT_LIMIT, Collected, Executor, Exit, LOG_GRACE, Leftovers, Run, Stop, Verdict, judge, ms_since,
@@ -51,7 +52,7 @@ impl Executor {
             ..RunStats::default()
         };
         let mut digest = None;
-        let result = self.warm_steps(&run, &mut stats, &mut digest).await;
+        let result = self.warm_steps(&run, warm.init, &mut stats, &mut digest).await;
         let end = AttemptEnd::of(result, stats, digest);
         (end, Leftovers::warm(warm))
     }
@@ -59,6 +60,7 @@ impl Executor {
     async fn warm_steps(
         &self,
         run: &Run<'_>,
+        init: Option<Init>,
         stats: &mut RunStats,
         digest: &mut Option<String>,
     ) -> Result<Verdict, Stop> {
@@ -92,7 +94,7 @@ impl Executor {
         stats.run_ms = ms_since(t);
         sampler.finish().into_stats(stats);
         let t = Instant::now();
-        let collected = self.warm_collect(run, &transfer, logs, exit, killed).await?;
+        let collected = self.warm_collect(run, init, &transfer, logs, (exit, killed)).await?;
         stats.outputs_ms = ms_since(t);
         stats.outputs_skipped = collected.1.skipped();
         Ok(judge(collected.0, collected.1, run.job))
@@ -104,10 +106,10 @@ impl Executor {
     async fn warm_collect(
         &self,
         run: &Run<'_>,
+        init: Option<Init>,
         transfer: &crate::files::Transfer<'_>,
         logs: LogCapture,
-        exit: Exit,
-        killed: bool,
+        (exit, killed): (Exit, bool),
     ) -> Result<(Exit, Collected), Stop> {
         let storage = run.storage.as_ref();
         // The runtime's own refusal arrives as the command's output: read from the stored log.
@@ -129,8 +131,7 @@ impl Executor {
         let gather = async {
             // What the command left running dies before anything is read, as a cold
             // container's does with its first process.
-            self.kill(run.name).await;
-            let dead = self.stopped(run.name).await;
+            let dead = self.kill_warm(run.name, init).await;
             let logs = async {
                 match logs {
                     Some(l) => l.finish(LOG_GRACE, killed, storage).await,
@@ -161,6 +162,18 @@ impl Executor {
                 outputs,
             },
         ))
+    }
+
+    /// Kills the warm container and every process in it; `true` once none is alive: seen on the
+    /// host when the worker sees the container's first process ([`Init`]), else Docker's stop.
+    async fn kill_warm(&self, name: &str, init: Option<Init>) -> bool {
+        if let Some(init) = init
+            && init.kill_all().await
+        {
+            return true;
+        }
+        self.kill(name).await;
+        self.stopped(name).await
     }
 
     /// Creates and starts the `exec` of `argv` with the job's environment, its output captured;
