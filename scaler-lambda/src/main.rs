@@ -8,6 +8,7 @@ use dcc_scaler_lambda::simulate::{World, parse_trace, table};
 use dcc_scaler_lambda::{apply, observe, settings};
 use dcc_shared::clock::now_ms;
 use dcc_shared::config::RedisConfig;
+use dcc_shared::outlook::Outlook;
 use dcc_shared::queue::Queue;
 use serde_json::{Value, json};
 
@@ -53,6 +54,7 @@ enum Command {
 async fn pass() -> anyhow::Result<Value> {
     let redis = RedisConfig::from_env();
     let groups = settings::groups().map_err(anyhow::Error::msg)?;
+    let outlook_ttl = settings::outlook_ttl().map_err(anyhow::Error::msg)?;
     let queue = Queue::new(&redis.url, &redis.prefix)?;
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let asg = aws_sdk_autoscaling::Client::new(&aws);
@@ -62,6 +64,20 @@ async fn pass() -> anyhow::Result<Value> {
     for (pool, g) in pools.iter().zip(&groups) {
         let plan = dcc_scaler_lambda::policy::plan(pool, &g.policy, now);
         let mut r = apply::apply(&plan, &queue, &asg, now).await;
+        let outlook = Outlook {
+            group: g.name.clone(),
+            max: pool.max,
+            desired: plan.desired.unwrap_or(pool.desired),
+            slots_per_instance: g.policy.slots_per_instance,
+            memory_mb_per_instance: g.memory_mb,
+            boot_secs: g.boot_secs,
+            at: now,
+        };
+        // Servers take jobs for an empty fleet only while this holds (a failed write leaves the
+        // last one to expire).
+        if let Err(e) = queue.publish_outlook(g.queue, &outlook, outlook_ttl).await {
+            tracing::warn!(group = %g.name, error = %e, "could not publish the outlook");
+        }
         r["observed"] = json!({"desired": pool.desired, "min": pool.min, "max": pool.max,
             "instances": pool.instances.len(), "workers": pool.workers.len(),
             "queued": pool.demand.queued + pool.demand.fast_queued, "running": pool.demand.running});

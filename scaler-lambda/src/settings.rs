@@ -13,6 +13,17 @@ pub struct GroupSettings {
     pub queue: dcc_shared::job::QueueName,
     /// Its policy.
     pub policy: Policy,
+    /// Memory (MiB) a job may reserve on one instance, when known: a job needing more is never
+    /// promised to this group.
+    pub memory_mb: Option<u64>,
+    /// About how long an instance takes to boot and register its worker.
+    pub boot_secs: u64,
+}
+
+/// How long a published outlook holds (`DCC_SCALER_OUTLOOK_TTL_SECS`, 180: three passes of the
+/// one-minute schedule), so a scaler that stopped stops promising workers within that.
+pub fn outlook_ttl() -> Result<Duration, String> {
+    Ok(Duration::from_secs(num("DCC_SCALER_OUTLOOK_TTL_SECS", 180)?.max(1)))
 }
 
 fn num(k: &str, default: u64) -> Result<u64, String> {
@@ -23,7 +34,8 @@ fn num(k: &str, default: u64) -> Result<u64, String> {
 }
 
 /// The groups configured: `DCC_SCALER_CPU_ASG` and/or `DCC_SCALER_GPU_ASG`, with
-/// `DCC_SCALER_{CPU,GPU}_SLOTS` (slots per instance: 2 and 1), `DCC_SCALER_MAX_STEP` (40),
+/// `DCC_SCALER_{CPU,GPU}_SLOTS` (slots per instance: 2 and 1), `DCC_SCALER_{CPU,GPU}_MEMORY_MB`
+/// (unset: not checked), `DCC_SCALER_BOOT_SECS` (120), `DCC_SCALER_MAX_STEP` (40),
 /// `DCC_SCALER_IDLE_GRACE_SECS` (120), `DCC_SCALER_COOLDOWN_SECS` (120),
 /// `DCC_SCALER_HEALTH_GRACE_SECS` (900).
 pub fn groups() -> Result<Vec<GroupSettings>, String> {
@@ -35,6 +47,7 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
         health_grace_ms: Duration::from_secs(num("DCC_SCALER_HEALTH_GRACE_SECS", 900)?).as_millis() as i64,
     };
     let mut out = Vec::new();
+    let boot_secs = num("DCC_SCALER_BOOT_SECS", 120)?;
     for (queue, var, slots_var, default_slots) in [
         (
             dcc_shared::job::QueueName::Cpu,
@@ -49,6 +62,11 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
             1,
         ),
     ] {
+        let memory_var = format!("DCC_SCALER_{}_MEMORY_MB", queue.as_str().to_uppercase());
+        let memory_mb = match num(&memory_var, 0)? {
+            0 => None,
+            m => Some(m),
+        };
         if let Ok(name) = std::env::var(var)
             && !name.trim().is_empty()
         {
@@ -59,6 +77,8 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
                     slots_per_instance: num(slots_var, default_slots)?.max(1) as u32,
                     ..base.clone()
                 },
+                memory_mb,
+                boot_secs,
             });
         }
     }

@@ -1,6 +1,8 @@
 //! Whether anything live can run a job. Asked before a client is made to wait for a job
 //! (`POST /api/v1/run`, `wait: true`), again while it waits, and by the job view of a queued job,
-//! so nobody waits for the long-poll limit on a job that no worker will take.
+//! so nobody waits for the long-poll limit on a job that no worker will take. A queue whose fleet
+//! the scaler can grow ([`dcc_shared::outlook`]) counts as able to run what its instances can:
+//! the job is taken and waits (`WORKERS_STARTING`) while workers boot.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,7 +60,13 @@ async fn of(state: &AppState, spec: &JobSpec) -> Result<(Availability, QueueName
         return Ok((av, queue, n));
     }
     let workers = state.fleet.read(&state.queue, true).await?;
-    Ok((availability(&workers, queue, n, mem), queue, n))
+    let av = availability(&workers, queue, n, mem);
+    if av.can_run() {
+        return Ok((av, queue, n));
+    }
+    // A fleet the scaler can grow takes the job: its demand is what makes the scaler grow it.
+    let outlook = state.queue.outlook(queue).await?;
+    Ok((av.or_starting(outlook.as_ref(), n, mem), queue, n))
 }
 
 /// `Ok` when a live, non-draining worker large enough serves the job's queue, else 503

@@ -111,6 +111,12 @@ impl Keys {
         format!("{}:events", self.tag)
     }
 
+    /// STRING (JSON, with a TTL of a few scaler passes): what the scaler says the fleet of
+    /// `queue` can grow to ([`crate::outlook::Outlook`]).
+    pub fn outlook(&self, queue: QueueName) -> String {
+        format!("{}:outlook:{}", self.tag, queue.as_str())
+    }
+
     /// STRING: this deployment's own id, a random one set by the first worker that asked. Workers
     /// label their containers with it, so two deployments on one Docker host (another prefix,
     /// another Redis) never take each other's containers for leftovers.

@@ -21,6 +21,7 @@ pub mod events;
 pub mod job;
 pub mod keys;
 pub mod maintenance;
+pub mod outlook;
 pub mod queue;
 pub mod retry;
 pub mod storage;

@@ -323,13 +323,35 @@ pub enum Availability {
     },
     /// No live worker serves the queue.
     NoWorker,
+    /// Nothing live can take it, but the scaler's outlook says instances that can are coming
+    /// (or can be asked for): the job is accepted and waits for them.
+    Starting {
+        /// About how long an instance takes to boot.
+        boot_secs: u64,
+    },
 }
 
 impl Availability {
     /// Whether a job could be claimed without an operator (or the scaler) doing something:
     /// false when nothing live can ever run it as the fleet stands.
     pub fn can_run(self) -> bool {
-        matches!(self, Availability::Ready(_) | Availability::Unhealthy)
+        matches!(
+            self,
+            Availability::Ready(_) | Availability::Unhealthy | Availability::Starting { .. }
+        )
+    }
+
+    /// This availability, or [`Availability::Starting`] when nothing live can run the job but
+    /// the scaler's `outlook` for its queue says instances that can are coming.
+    pub fn or_starting(self, outlook: Option<&crate::outlook::Outlook>, units: u32, memory_mb: u64) -> Self {
+        match (self, outlook) {
+            (Availability::Draining | Availability::TooSmall { .. } | Availability::NoWorker, Some(o))
+                if o.can_take(units, memory_mb) =>
+            {
+                Availability::Starting { boot_secs: o.boot_secs }
+            }
+            (av, _) => av,
+        }
     }
 }
 
@@ -364,6 +386,12 @@ impl Availability {
                 ),
             ),
             Availability::NoWorker => (WaitReason::NoWorker, format!("no live worker serves the {q} queue")),
+            Availability::Starting { boot_secs } => (
+                WaitReason::WorkersStarting,
+                format!(
+                    "no live {q} worker can take {what} now; the scaler is starting one (an instance takes about {boot_secs} s to boot)"
+                ),
+            ),
         };
         Waiting { reason, message }
     }

@@ -380,3 +380,129 @@ async fn cpu_and_gpu_groups_grow_from_their_own_queues() {
     assert_eq!(group(&c, "cpu-workers").await.0, 1, "{v}");
     assert_eq!(group(&c, "gpu-workers").await.0, 3, "{v}");
 }
+
+/// The id of the one job the API lists as queued, once there is one.
+async fn queued_job(api: &dcc_e2e::Api) -> String {
+    eventually(Duration::from_secs(20), "the job queued", || async {
+        let list = api.get("/api/v1/jobs?status=queued").await.body;
+        list["jobs"][0]["jobId"].as_str().map(str::to_string)
+    })
+    .await
+}
+
+/// A fleet at zero (a group at min 0, no live worker) answers a fast job and a waited job of
+/// `queue`: with no scaler outlook, `503 NO_WORKER` at once, as a fixed fleet would; once a
+/// scaler pass published the outlook, the job is taken and waits (`WORKERS_STARTING`), the next
+/// pass raises the group's desired capacity for it, and a worker started under the new
+/// instance's id (standing in for the instance booting) answers it in the same request.
+async fn from_zero(queue: &str, job: Value, worker: impl FnOnce(&Redis, &str) -> dcc_e2e::DccBuilder) {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    let group_name = format!("{queue}-zero");
+    create_group(&c, &group_name, 0, 3, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = server.api();
+    let a = api.post("/api/v1/run", &job).await;
+    assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+
+    let mut env = scaler_env(&redis, &moto, &group_name);
+    if queue == "gpu" {
+        env.retain(|(k, _)| k != "DCC_SCALER_CPU_ASG");
+        env.push(("DCC_SCALER_GPU_ASG".into(), group_name.clone()));
+    }
+    once(&env);
+    assert_eq!(group(&c, &group_name).await.0, 0, "no demand yet");
+    let run = tokio::spawn({
+        let (api, job) = (api.clone(), job.clone());
+        async move { api.post("/api/v1/run", &job).await }
+    });
+    let id = queued_job(&api).await;
+    let v = api.job(&id).await;
+    assert_eq!(v["waiting"]["reason"], "WORKERS_STARTING", "{v}");
+    let mut waited = job.clone();
+    waited["wait"] = serde_json::json!(true);
+    let wait = tokio::spawn({
+        let api = api.clone();
+        async move { api.submit(waited).await }
+    });
+
+    // The pass sees the fast job (and the waited one) and asks for an instance.
+    eventually(Duration::from_secs(20), "the group grown", || {
+        let (c, env, name) = (c.clone(), env.clone(), group_name.clone());
+        async move {
+            once(&env);
+            let (desired, instances) = group(&c, &name).await;
+            (desired >= 1 && !instances.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let instance = group(&c, &group_name).await.1[0].0.clone();
+    let _worker = worker(&redis, &instance).worker_id(&instance).start().await;
+    let a = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["status"], "succeeded", "{:?}", a.body);
+    assert_eq!(a.body["stdout"], "from zero\n", "{:?}", a.body);
+    let w = tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(w.status == 200 || w.status == 201, "{:?}", w.body);
+    assert_eq!(w.body["status"], "succeeded", "{:?}", w.body);
+}
+
+#[tokio::test]
+async fn a_cpu_fleet_at_zero_answers_a_fast_job_and_a_waited_one() {
+    from_zero("cpu", sh("echo from zero"), |redis, _| {
+        Dcc::builder(Role::Worker, redis)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gpu_fleet_at_zero_answers_a_fast_gpu_job_and_a_waited_one() {
+    let devs = dcc_e2e::fake_gpu_devices(1);
+    let dir = devs.path().display().to_string();
+    let mut job = sh("echo from zero");
+    job["parameters"] = serde_json::json!({"gpus": 1});
+    from_zero("gpu", job, |redis, _| {
+        Dcc::builder(Role::Worker, redis)
+            .env("DCC_CPUS", 2)
+            .env("DCC_GPUS", 1)
+            .env("DCC_GPU_MODE", "devices")
+            .env("DCC_GPU_DEVICE_DIR", &dir)
+            .env("DCC_GPU_DRIVER_BINDS", "")
+            .env("DCC_GPU_LD_LIBRARY_PATH", "")
+    })
+    .await;
+    drop(devs);
+}
+
+#[tokio::test]
+async fn no_outlook_promises_what_no_instance_can_run() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-small", 0, 3, 0).await;
+    create_group(&c, "cpu-none", 0, 0, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = server.api();
+    let mut env = scaler_env(&redis, &moto, "cpu-small");
+    env.push(("DCC_SCALER_CPU_MEMORY_MB".into(), "1024".into()));
+    once(&env);
+    // Larger than an instance (2 slots, 1024 MiB): never promised.
+    for params in [serde_json::json!({"cpus": 3}), serde_json::json!({"memoryMb": 2048})] {
+        let mut job = sh("true");
+        job["parameters"] = params;
+        let a = api.post("/api/v1/run", &job).await;
+        assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+    }
+    // A group at max 0 promises nothing either.
+    let env = scaler_env(&redis, &moto, "cpu-none");
+    once(&env);
+    let a = api.post("/api/v1/run", &sh("true")).await;
+    assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
+}

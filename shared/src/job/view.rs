@@ -98,6 +98,9 @@ pub enum WaitReason {
     WorkersDraining,
     /// Workers of its queue exist, none large enough for what it asks.
     NoWorkerFits,
+    /// No live worker can take it now, but the scaler says its queue's fleet can grow to
+    /// instances that can: workers are being started for it.
+    WorkersStarting,
     /// No live worker serves its queue.
     NoWorker,
 }
