@@ -58,6 +58,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_DOCKER_RUNTIME",
     "DCC_LOG_FORMAT",
     "DCC_DRAIN_TIMEOUT",
+    "DCC_SPOT_IMDS",
+    "DCC_SPOT_POLL_SECS",
     "DCC_FAST_RESULT_TTL",
     "DCC_S3_FORCE_PATH_STYLE",
     "DCC_GPUS",
@@ -160,6 +162,12 @@ pub struct Config {
     /// After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
     /// and handed back to the queue (`DCC_DRAIN_TIMEOUT`, `10m`).
     pub drain_timeout: Duration,
+    /// The instance metadata service a Spot worker watches for its interruption notice and
+    /// rebalance recommendation (`DCC_SPOT_IMDS`, e.g. `http://169.254.169.254`; unset: not
+    /// watched). The Terraform stack sets it on Spot groups.
+    pub spot_imds: Option<String>,
+    /// How often it is asked (`DCC_SPOT_POLL_SECS`, 5).
+    pub spot_poll: Duration,
     /// The worker reports `UNHEALTHY` (and claims nothing) while its scratch disk has less free
     /// space than this, in percent (`DCC_DISK_MIN_FREE_PERCENT`, 5; 0 turns the check off).
     pub disk_min_free_percent: u64,
@@ -324,6 +332,8 @@ impl Config {
             docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
             log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),
             drain_timeout: v.duration("DCC_DRAIN_TIMEOUT", 600)?,
+            spot_imds: v.get("DCC_SPOT_IMDS").map(|u| u.trim_end_matches('/').to_string()),
+            spot_poll: v.secs("DCC_SPOT_POLL_SECS", 5)?,
             disk_min_free_percent: v.num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
             fast_result_ttl: v.duration("DCC_FAST_RESULT_TTL", 60)?,
             fast_max_inline_bytes: v.num("DCC_FAST_MAX_INLINE_BYTES", 1 << 20)?,

@@ -2,6 +2,8 @@
 //! Leases are short here (3 s, heartbeat 1 s) so expiry happens within the test's deadlines.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dcc_e2e::{Dcc, Redis, Role, containers_labelled, containers_of, eventually, sh};
@@ -792,4 +794,117 @@ async fn auto_files_mode_binds_only_where_the_daemon_sees_the_scratch_folder() {
         })
         .await;
     }
+}
+
+/// A fake instance metadata service (IMDSv2: every read needs the session token) on loopback,
+/// with no interruption notice and no rebalance recommendation until the flags are set.
+async fn fake_imds(notice: Arc<AtomicBool>, rebalance: Arc<AtomicBool>) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, put};
+    let sign = |flag: Arc<AtomicBool>, body: &'static str| {
+        move |h: HeaderMap| async move {
+            if h.get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()) != Some("t0ken") {
+                return (StatusCode::UNAUTHORIZED, "");
+            }
+            if flag.load(Ordering::Relaxed) {
+                (StatusCode::OK, body)
+            } else {
+                (StatusCode::NOT_FOUND, "")
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/latest/api/token", put(|| async { "t0ken" }))
+        .route(
+            "/latest/meta-data/spot/instance-action",
+            get(sign(
+                notice,
+                r#"{"action": "terminate", "time": "2026-12-02T08:22:00Z"}"#,
+            )),
+        )
+        .route(
+            "/latest/meta-data/events/recommendations/rebalance",
+            get(sign(rebalance, r#"{"noticeTime": "2026-12-02T08:17:00Z"}"#)),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_spot_interruption_notice_hands_the_job_back_without_using_an_attempt() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let (notice, rebalance) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let imds = fake_imds(notice.clone(), rebalance).await;
+    let mut w1 = worker(&redis, &server.storage)
+        .env("DCC_SPOT_IMDS", &imds)
+        .env("DCC_SPOT_POLL_SECS", 1)
+        .start()
+        .await;
+    let mut job = sh("sleep 4; echo completed");
+    job["parameters"] = json!({"maxAttempts": 1});
+    let id = api.submit_id(job).await;
+    assert_eq!(running_on(&api, &id).await, w1.worker_id);
+    notice.store(true, Ordering::Relaxed);
+    let noticed = std::time::Instant::now();
+    let status = w1
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the worker leaves after the notice");
+    assert!(status.success());
+    // Well within the two minutes EC2 gives (a poll, the kill, the hand-back, the removal).
+    assert!(noticed.elapsed() < Duration::from_secs(30), "{:?}", noticed.elapsed());
+    assert!(
+        containers_of(&w1.worker_id).is_empty(),
+        "the stopped container was not removed"
+    );
+    let v = api.job(&id).await;
+    assert_eq!(v["status"], "queued", "handed back at once, not after a lease: {v}");
+    // The job runs again elsewhere, whole, though it had one attempt: the interruption used none.
+    let w2 = worker(&redis, &server.storage).start().await;
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(v["workerId"], json!(w2.worker_id));
+    assert_eq!(api.log(&id, "stdout").await, "completed\n");
+}
+
+#[tokio::test]
+async fn a_spot_rebalance_recommendation_stops_claims_and_lets_running_jobs_finish() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let (notice, rebalance) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let imds = fake_imds(notice, rebalance.clone()).await;
+    let mut w1 = worker(&redis, &server.storage)
+        .env("DCC_SPOT_IMDS", &imds)
+        .env("DCC_SPOT_POLL_SECS", 1)
+        .start()
+        .await;
+    let id = api.submit_id(sh("sleep 4; echo finished")).await;
+    running_on(&api, &id).await;
+    rebalance.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(15), "the worker DRAINING", || async {
+        let w = api.get("/api/v1/workers").await.body["workers"][0].clone();
+        (w["health"] == "DRAINING").then_some(())
+    })
+    .await;
+    let later = api.submit_id(sh("echo later")).await;
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(
+        (v["workerId"].clone(), v["attempt"].clone()),
+        (json!(w1.worker_id), json!(1))
+    );
+    assert!(
+        w1.wait_exit(Duration::from_secs(30))
+            .await
+            .expect("it leaves once empty")
+            .success()
+    );
+    assert_eq!(
+        api.job(&later).await["status"],
+        "queued",
+        "claimed after the recommendation"
+    );
 }

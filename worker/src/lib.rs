@@ -31,6 +31,7 @@ pub mod registry;
 pub mod settings;
 pub mod shutdown;
 mod slots;
+pub mod spot;
 mod warm;
 pub mod worker;
 

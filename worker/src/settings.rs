@@ -50,6 +50,8 @@ pub struct WorkerSettings {
     pub files: FilesSetting,
     /// Warm containers for fast jobs.
     pub warm: WarmSettings,
+    /// The Spot watch (`DCC_SPOT_IMDS`), when on.
+    pub spot: Option<crate::spot::SpotSettings>,
 }
 
 impl WorkerSettings {
@@ -101,6 +103,10 @@ impl WorkerSettings {
                 size: c.warm_pool,
                 idle: c.warm_idle,
             },
+            spot: c.spot_imds.clone().map(|imds| crate::spot::SpotSettings {
+                imds,
+                every: c.spot_poll,
+            }),
         })
     }
 }

@@ -305,6 +305,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let beat = tokio::spawn(self.clone().heartbeat_loop());
         let watch = tokio::spawn(self.clone().event_loop());
+        let spot = (self.settings.spot.clone()).map(|s| tokio::spawn(crate::spot::watch(s, shutdown.clone())));
         self.claim_loop(&shutdown).await;
         self.stopping.store(true, Ordering::Relaxed);
         if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
@@ -327,6 +328,9 @@ impl Worker {
         }
         beat.abort();
         watch.abort();
+        if let Some(s) = spot {
+            s.abort();
+        }
         if let Err(e) = self.queue.unregister(&self.settings.id).await {
             tracing::warn!(error = %e, "could not unregister the worker");
         }
