@@ -11,9 +11,12 @@
 
 locals {
   pool_settings = merge(
-    { cpu = { instance_type = var.cpu_instance_type, ami = var.cpu_ami_id, ami_parameter = var.cpu_ami_ssm_parameter, min = var.cpu_min, max = var.cpu_max, gpu = false, env = { DCC_GPUS = "0" } } },
-    var.gpu_enabled ? { gpu = { instance_type = var.gpu_instance_type, ami = var.gpu_ami_id, ami_parameter = var.gpu_ami_ssm_parameter, min = var.gpu_min, max = var.gpu_max, gpu = true, env = { DCC_GPU_MODE = "auto" } } } : {},
+    { cpu = { instance_type = var.cpu_instance_type, ami = var.cpu_ami_id, ami_parameter = var.cpu_ami_ssm_parameter, min = var.cpu_min, max = var.cpu_max, gpu = false, env = { DCC_GPUS = "0" }, spot = var.cpu_spot } },
+    var.gpu_enabled ? { gpu = { instance_type = var.gpu_instance_type, ami = var.gpu_ami_id, ami_parameter = var.gpu_ami_ssm_parameter, min = var.gpu_min, max = var.gpu_max, gpu = true, env = { DCC_GPU_MODE = "auto" }, spot = var.gpu_spot } } : {},
   )
+  # A Spot pool's workers watch the instance metadata service for the interruption notice (hand
+  # running jobs back without using an attempt, leave) and rebalance recommendations (stop claims).
+  spot_env = { DCC_SPOT_IMDS = "http://169.254.169.254" }
   pools = { for k, p in local.pool_settings : k => merge(p, {
     ami = p.ami != null ? p.ami : data.aws_ssm_parameter.ami[k].insecure_value
   }) }
@@ -113,7 +116,7 @@ resource "aws_launch_template" "pool" {
     redis_host              = var.redis_host
     dcc_storage             = var.dcc_storage
     retention               = var.retention
-    extra_env               = each.value.env
+    extra_env               = merge(each.value.env, each.value.spot.enabled ? local.spot_env : {})
   }))
   tag_specifications {
     resource_type = "instance"
@@ -130,9 +133,39 @@ resource "aws_autoscaling_group" "pool" {
   protect_from_scale_in     = true
   health_check_type         = "EC2"
   health_check_grace_period = 300
-  launch_template {
-    id      = aws_launch_template.pool[each.key].id
-    version = "$Latest"
+  # On-demand pools: the launch template as it is.
+  dynamic "launch_template" {
+    for_each = each.value.spot.enabled ? [] : [1]
+    content {
+      id      = aws_launch_template.pool[each.key].id
+      version = "$Latest"
+    }
+  }
+  # Spot pools: several instance types (a shortage of one type is not a shortage of the pool),
+  # price-capacity-optimized allocation, an optional on-demand base, and capacity rebalancing (a
+  # replacement starts when EC2 recommends one, before the two-minute notice).
+  capacity_rebalance = each.value.spot.enabled
+  dynamic "mixed_instances_policy" {
+    for_each = each.value.spot.enabled ? [each.value.spot] : []
+    content {
+      instances_distribution {
+        on_demand_base_capacity                  = mixed_instances_policy.value.on_demand_base
+        on_demand_percentage_above_base_capacity = mixed_instances_policy.value.on_demand_percent_above_base
+        spot_allocation_strategy                 = "price-capacity-optimized"
+      }
+      launch_template {
+        launch_template_specification {
+          launch_template_id = aws_launch_template.pool[each.key].id
+          version            = "$Latest"
+        }
+        dynamic "override" {
+          for_each = length(mixed_instances_policy.value.instance_types) > 0 ? mixed_instances_policy.value.instance_types : [each.value.instance_type]
+          content {
+            instance_type = override.value
+          }
+        }
+      }
+    }
   }
   # The scaler owns desired capacity.
   lifecycle {

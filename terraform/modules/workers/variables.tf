@@ -165,3 +165,25 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "cpu_spot" {
+  description = "Spot for the CPU pool: enabled, the instance types to mix (empty: cpu_instance_type only; give several of the same size), the on-demand base (instances) and the on-demand percentage above it. Workers of a Spot pool hand their jobs back on the interruption notice."
+  type = object({
+    enabled                      = bool
+    instance_types               = optional(list(string), [])
+    on_demand_base               = optional(number, 0)
+    on_demand_percent_above_base = optional(number, 0)
+  })
+  default = { enabled = false }
+}
+
+variable "gpu_spot" {
+  description = "Spot for the GPU pool, as cpu_spot."
+  type = object({
+    enabled                      = bool
+    instance_types               = optional(list(string), [])
+    on_demand_base               = optional(number, 0)
+    on_demand_percent_above_base = optional(number, 0)
+  })
+  default = { enabled = false }
+}

@@ -95,3 +95,34 @@ run "given_amis" {
     error_message = "Given AMIs are used, no lookup."
   }
 }
+
+run "spot_cpu_pool" {
+  command = plan
+  variables {
+    cpu_spot = { enabled = true, instance_types = ["c7i.xlarge", "c6i.xlarge", "m7i.xlarge"], on_demand_base = 1 }
+  }
+  assert {
+    condition     = length(aws_autoscaling_group.pool["cpu"].mixed_instances_policy) == 1 && length(aws_autoscaling_group.pool["cpu"].launch_template) == 0 && aws_autoscaling_group.pool["cpu"].capacity_rebalance == true
+    error_message = "A Spot pool uses a mixed instances policy with capacity rebalancing instead of the plain launch template."
+  }
+  assert {
+    condition     = aws_autoscaling_group.pool["cpu"].mixed_instances_policy[0].instances_distribution[0].on_demand_base_capacity == 1 && aws_autoscaling_group.pool["cpu"].mixed_instances_policy[0].instances_distribution[0].on_demand_percentage_above_base_capacity == 0 && aws_autoscaling_group.pool["cpu"].mixed_instances_policy[0].instances_distribution[0].spot_allocation_strategy == "price-capacity-optimized"
+    error_message = "On-demand base as given, Spot above it, price-capacity-optimized."
+  }
+  assert {
+    condition     = [for o in aws_autoscaling_group.pool["cpu"].mixed_instances_policy[0].launch_template[0].override : o.instance_type] == ["c7i.xlarge", "c6i.xlarge", "m7i.xlarge"]
+    error_message = "Every instance type given is an override."
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "DCC_SPOT_IMDS=http://169.254.169.254")
+    error_message = "Spot workers watch the instance metadata service."
+  }
+}
+
+run "on_demand_by_default" {
+  command = plan
+  assert {
+    condition     = length(aws_autoscaling_group.pool["cpu"].mixed_instances_policy) == 0 && length(aws_autoscaling_group.pool["cpu"].launch_template) == 1 && aws_autoscaling_group.pool["cpu"].capacity_rebalance == false && !strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "DCC_SPOT_IMDS")
+    error_message = "Pools are on-demand unless Spot is asked for."
+  }
+}
