@@ -397,3 +397,92 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// DNS rebinding: a page on `evil.example` whose name is made to resolve to 127.0.0.1 reaches a
+/// keyless server as a same-origin caller (Origin equals Host). A keyless server answers only
+/// `Host` values that name it; a keyed one checks `Host` once DCC_PUBLIC_HOSTS lists its names.
+#[tokio::test]
+async fn a_keyless_server_answers_only_host_names_that_name_it() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_PUBLIC_HOSTS", "dcc.internal")
+        .start()
+        .await;
+    let api = dcc.api();
+    let port = dcc.port;
+    let with_host = |api: &dcc_e2e::Api, host: String, origin: Option<String>| {
+        let mut r = api
+            .http
+            .post(format!("{}/api/v1/jobs", api.base))
+            .header("host", host)
+            .json(&json!({"image": IMAGE}));
+        if let Some(k) = &api.key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".into(),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        let r = with_host(&api, host.clone(), Some(format!("http://{host}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 421, "Host {host}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "HOST_NOT_ALLOWED", "{body}");
+    }
+    let (s, _) = {
+        let r = api
+            .http
+            .get(format!("{}/api/v1/jobs", api.base))
+            .header("host", format!("evil.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), ())
+    };
+    assert_eq!(s, 421, "reads are refused too: a rebinding page could read every job");
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LocalHost.:{port}"),
+        format!("[::1]:{port}"),
+        format!("dcc.internal:{port}"),
+    ] {
+        let r = with_host(&api, host.clone(), Some(format!("http://{host}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "Host {host}");
+    }
+    // A keyed server sits behind load balancers and proxies with names of their own: the key
+    // protects it, and Host is checked only against the names the operator lists.
+    let keyed = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS", "k1")
+        .env("DCC_REDIS_PREFIX", "keyed")
+        .start()
+        .await;
+    let kapi = keyed.api().with_key("k1");
+    let r = with_host(&kapi, "dcc.example.com".into(), None).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let listed = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS", "k1")
+        .env("DCC_REDIS_PREFIX", "listed")
+        .env("DCC_PUBLIC_HOSTS", "dcc.example.com")
+        .start()
+        .await;
+    let lapi = listed.api().with_key("k1");
+    assert_eq!(
+        with_host(&lapi, "dcc.example.com".into(), None).await.unwrap().status(),
+        201
+    );
+    assert_eq!(
+        with_host(&lapi, "evil.example".into(), None).await.unwrap().status(),
+        421
+    );
+}
