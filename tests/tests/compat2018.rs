@@ -1136,3 +1136,65 @@ async fn random_calls_never_break_the_adapter() {
     );
     assert!(!dcc.log().contains("panicked"), "the server panicked:\n{}", dcc.log());
 }
+
+/// A turbo call with a standard job's id and definition neither answers that job's result nor
+/// deletes it (turbo calls delete what they ran); a v1 refusal's `Retry-After` reaches the 2018
+/// client with its 429.
+#[tokio::test]
+async fn a_turbo_call_cannot_take_a_standard_job_and_429_keeps_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, dcc_e2e::keys_file(&[("slow", "submit", "ks", Some((0.01, 1)))])).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_API_KEYS", "root")
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let root = Client::of(&dcc).with_key("root");
+    // With maxDuration given, both forms map onto the same v1 definition.
+    let job = json!({"id": "same-1", "image": IMAGE, "command": ["sh", "-c", "sleep 1; echo standard"],
+                     "parameters": {"maxDuration": 600}});
+    assert_eq!(root.result("submitJobJson", json!([job])).await["jobId"], "same-1");
+    let turbo = root.call("runturbojson", json!([job])).await;
+    assert_eq!(turbo.status, 409, "{:?}", turbo.body);
+    assert_eq!(turbo.body["error"]["data"]["code"], "ID_CONFLICT", "{:?}", turbo.body);
+    let view = root
+        .api
+        .wait_status("same-1", "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(view["jobId"], "same-1");
+    assert_eq!(root.api.log("same-1", "stdout").await, "standard\n");
+    // A turbo job of its own id is still answered and deleted as 2018 did.
+    let own = json!({"id": "turbo-1", "image": IMAGE, "command": ["sh", "-c", "echo turbo"]});
+    assert_eq!(
+        root.result("runturbojson", json!([own])).await["stdout"],
+        json!(["turbo"])
+    );
+    assert_eq!(root.api.get("/api/v1/jobs/turbo-1").await.status, 404);
+
+    // Rate limited: the second submit is refused with the v1 answer's Retry-After.
+    let slow = Client::of(&dcc).with_key("ks");
+    let small = json!({"image": IMAGE, "command": ["true"]});
+    slow.result("submitJobJson", json!([small])).await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "submitJobJson", "params": [small]});
+    for path in ["/v1", "/v1/submitJobJson"] {
+        let payload = if path == "/v1" {
+            body.clone()
+        } else {
+            json!({"job": small})
+        };
+        let r = slow
+            .api
+            .http
+            .post(format!("{}{path}", slow.api.base))
+            .bearer_auth("ks")
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+        let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(after >= 1, "{path}: Retry-After {after}");
+    }
+}

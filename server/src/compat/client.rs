@@ -19,6 +19,9 @@ pub struct V1Error {
     pub status: StatusCode,
     /// The body.
     pub body: Value,
+    /// Its `Retry-After` in seconds (429 RATE_LIMITED, 503 NO_WORKER…), carried to the 2018
+    /// answer.
+    pub retry_after: Option<u32>,
 }
 
 impl V1Error {
@@ -40,7 +43,10 @@ impl From<V1Error> for RpcError {
         if let Some(id) = e.body.get("jobId") {
             data["jobId"] = id.clone();
         }
-        RpcError::http(e.status, message).with_data(data)
+        RpcError {
+            retry_after: e.retry_after,
+            ..RpcError::http(e.status, message).with_data(data)
+        }
     }
 }
 
@@ -86,18 +92,22 @@ impl V1 {
 
     /// Sends `req` through the API as the caller; the body as JSON (a non-JSON body as a string).
     pub async fn send(&self, req: Request) -> Result<(StatusCode, Value), V1Error> {
-        let (status, bytes) = self.send_raw(req).await;
+        let (status, retry_after, bytes) = self.send_raw(req).await;
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if status.is_success() {
             Ok((status, body))
         } else {
-            Err(V1Error { status, body })
+            Err(V1Error {
+                status,
+                body,
+                retry_after,
+            })
         }
     }
 
-    /// Sends `req` through the API as the caller; the status and the body's bytes.
-    async fn send_raw(&self, mut req: Request) -> (StatusCode, bytes::Bytes) {
+    /// Sends `req` through the API as the caller; the status, `Retry-After` and the body's bytes.
+    async fn send_raw(&self, mut req: Request) -> (StatusCode, Option<u32>, bytes::Bytes) {
         // The auth middleware takes a principal already on the request as the caller: only
         // code in this process can put one there.
         req.extensions_mut().insert(self.who.clone());
@@ -113,6 +123,7 @@ impl V1 {
         let status = resp.status();
         (
             status,
+            retry_after(&resp),
             axum::body::to_bytes(resp.into_body(), usize::MAX)
                 .await
                 .unwrap_or_default(),
@@ -147,13 +158,22 @@ impl V1 {
         let req = Request::get(job_path(id, &format!("/{stream}")))
             .body(Body::empty())
             .expect("a valid request");
-        let (status, bytes) = self.send_raw(req).await;
+        let (status, retry_after, bytes) = self.send_raw(req).await;
         if !status.is_success() {
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(V1Error { status, body });
+            return Err(V1Error {
+                status,
+                body,
+                retry_after,
+            });
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
+}
+
+/// The seconds of an answer's `Retry-After` (v1 sends seconds, never a date).
+fn retry_after(resp: &axum::response::Response) -> Option<u32> {
+    resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?.parse().ok()
 }
 
 /// The v1 path of job `id` followed by `rest` (the id percent-encoded: it came from a client).

@@ -3,7 +3,7 @@
 //! envelope whose HTTP status follows the error (reference §2.1).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -39,6 +39,9 @@ pub struct RpcError {
     pub message: String,
     /// Details: for errors of the v1 API, its error object (stable `code`, `field`, `jobId`).
     pub data: Option<Value>,
+    /// `Retry-After` of the answer: the v1 answer's, so a rate-limited 2018 client learns when
+    /// to come back.
+    pub retry_after: Option<u32>,
 }
 
 impl RpcError {
@@ -47,6 +50,7 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
+            retry_after: None,
         }
     }
 
@@ -106,7 +110,10 @@ impl From<crate::error::ApiError> for RpcError {
     /// A v1 error raised by the adapter itself (the body checks): its status as the code, its
     /// stable code in `data`.
     fn from(e: crate::error::ApiError) -> Self {
-        RpcError::http(e.code.status(), e.message).with_data(json!({"code": e.code.as_str(), "field": e.field}))
+        RpcError {
+            retry_after: e.retry_after,
+            ..RpcError::http(e.code.status(), e.message).with_data(json!({"code": e.code.as_str(), "field": e.field}))
+        }
     }
 }
 
@@ -170,11 +177,17 @@ pub fn from_value(v: Value) -> Result<Call, (Value, RpcError)> {
 pub fn answer(id: &Value, result: Result<Reply, RpcError>) -> Response {
     match result {
         Ok(r) => (r.status, Json(json!({"jsonrpc": "2.0", "id": id, "result": r.value}))).into_response(),
-        Err(e) => (
-            e.status(),
-            Json(json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})),
-        )
-            .into_response(),
+        Err(e) => {
+            let mut resp = (
+                e.status(),
+                Json(json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})),
+            )
+                .into_response();
+            if let Some(secs) = e.retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            resp
+        }
     }
 }
 
