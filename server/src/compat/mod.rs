@@ -198,11 +198,11 @@ async fn result_json(State(state): State<AppState>, Path(id): Path<String>, req:
                 "No result yet: the job has not finished",
             ));
         }
-        Ok(result2018::job_result(&v1, &view).await?)
+        Ok::<_, RpcError>(result2018::job_result(&v1, &view).await?)
     }
     .await;
     match answer {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => envelope::json_response(StatusCode::OK, envelope::json_bytes(&r, r.json_len_hint())),
         Err(e) => (e.status(), Json(serde_json::json!({"error": e.message}))).into_response(),
     }
 }
