@@ -1,5 +1,6 @@
 //! What a hostile or careless job cannot do: capabilities it keeps, reserved variables, images
-//! outside the allow-list, pulls that hang, and the sandbox runtime setting. (URL inputs and
+//! outside the allow-list, pulls that hang, and the sandbox runtime setting; and what a hostile
+//! web page cannot do through a browser (the 2018 GET routes, DNS rebinding). (URL inputs and
 //! WebSocket limits are in `contract.rs` and `live.rs`.)
 
 use std::time::Duration;
