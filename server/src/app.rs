@@ -99,6 +99,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::origin::guard,
         ))
+        // Outside the Origin guard, which trusts `Host` to tell the server's own page.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::host::guard))
         // Bodies are bounded per route (JSON by DCC_MAX_BODY_BYTES, each multipart input by
         // DCC_MAX_INPUT_BYTES), not by axum's blanket 2 MB default.
         .layer(axum::extract::DefaultBodyLimit::disable())

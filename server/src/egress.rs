@@ -187,17 +187,25 @@ impl Resolve for Resolver {
     }
 }
 
-/// An IPv4 address written in IPv6 (mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
-/// `2002:AABB:CCDD::`) as the IPv4 address it reaches; anything else unchanged.
+/// An IPv4 address written in IPv6 as the IPv4 address it reaches; anything else unchanged.
+/// The forms: IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765),
+/// well-known NAT64 `64:ff9b::a.b.c.d` (RFC 6052), 6to4 `2002:AABB:CCDD::/48` (RFC 3056).
+/// The others carrying one (IPv4-compatible `::a.b.c.d`, Teredo `2001::/32`, local-use NAT64
+/// `64:ff9b:1::/48`, whose prefix length and so the IPv4 position are the operator's) are not
+/// public at all: see [`public_v6`].
 fn canonical(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else { return ip };
     let s = v6.segments();
     let o = v6.octets();
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     if let Some(v4) = v6.to_ipv4_mapped() {
         return IpAddr::V4(v4);
     }
+    if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return IpAddr::V4(last);
+    }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+        return IpAddr::V4(last);
     }
     if s[0] == 0x2002 {
         return IpAddr::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
@@ -240,6 +248,10 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xff00) == 0xff00 // multicast
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to addresses we cannot see
+        // NAT64 outside the well-known /96 (unwrapped by `canonical`): the local-use
+        // 64:ff9b:1::/48 goes through a private translator, the rest is unassigned.
+        || (s[0] == 0x64 && s[1] == 0xff9b)
+        || (s[0] == 0x100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
         || (s[0..6] == [0, 0, 0, 0, 0, 0])) // IPv4-compatible ::a.b.c.d (deprecated)
 }
 
@@ -294,6 +306,40 @@ mod tests {
         ] {
             assert!(is_public(ip(s)), "{s} counted as internal");
         }
+    }
+
+    /// Every IPv6 form that carries an IPv4 address is judged by that address (or, where the
+    /// form reaches a network DCC cannot see, refused outright).
+    #[test]
+    fn ipv4_embedded_in_ipv6_is_judged_by_the_ipv4_address() {
+        for s in [
+            "::ffff:0:7f00:1",          // IPv4-translated (RFC 2765) 127.0.0.1
+            "::ffff:0:a9fe:a9fe",       // IPv4-translated 169.254.169.254
+            "::ffff:0:a00:1",           // IPv4-translated 10.0.0.1
+            "64:ff9b:1::a9fe:a9fe",     // local-use NAT64 (RFC 8215), /96 spelling
+            "64:ff9b:1:a9fe:a9:fe00::", // local-use NAT64, /48 spelling (RFC 6052)
+            "64:ff9b:1::808:808",       // local-use NAT64 reaches a private translator
+            "64:ff9b::a9fe:a9fe",       // well-known NAT64
+            "64:ff9b::a00:1",
+            "::ffff:a9fe:a9fe", // IPv4-mapped
+            "::a9fe:a9fe",      // IPv4-compatible
+            "::8.8.8.8",        // IPv4-compatible is deprecated: nothing routes it
+            "2002:7f00:1::",    // 6to4 of 127.0.0.1
+            "2002:a00:1:ffff::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001::1",
+            "100::1", // discard-only (RFC 6666)
+        ] {
+            assert!(!is_public(ip(s)), "{s} counted as public");
+        }
+        for s in ["::ffff:0:808:808", "64:ff9b::808:808", "2002:808:808::1"] {
+            assert!(is_public(ip(s)), "{s} counted as internal");
+        }
+        let p = Policy::parse("DCC_URL_INPUT_ALLOW", &["10.0.0.0/8".into()]).unwrap();
+        assert!(
+            p.allows_ip(ip("::ffff:0:a00:1")),
+            "the allow-list sees through the translation"
+        );
     }
 
     #[test]

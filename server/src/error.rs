@@ -25,6 +25,9 @@ pub enum Code {
     Forbidden,
     /// A browser request from an origin not in `DCC_ALLOWED_ORIGINS`.
     OriginNotAllowed,
+    /// A `Host` that does not name this server (DNS rebinding): not `localhost`, an address or
+    /// one of `DCC_PUBLIC_HOSTS`.
+    HostNotAllowed,
     /// No such job (or not the tenant's), file or route.
     NotFound,
     /// The route exists, not with this method.
@@ -64,6 +67,7 @@ impl Code {
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Forbidden => "FORBIDDEN",
             Code::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
+            Code::HostNotAllowed => "HOST_NOT_ALLOWED",
             Code::NotFound => "NOT_FOUND",
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::IdConflict => "ID_CONFLICT",
@@ -88,6 +92,7 @@ impl Code {
             }
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden | Code::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Code::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::IdConflict => StatusCode::CONFLICT,

@@ -8,6 +8,7 @@
 //! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
 //! - [`telemetry`]: request ids, access logs, Prometheus metrics.
+//! - [`origin`], [`host`]: browser safety (foreign origins, DNS rebinding).
 //! - [`egress`]: where `url` inputs and webhooks may connect (the SSRF guard).
 //! - [`webhook`]: sending completion webhooks from the outbox, signed.
 //! - [`routes`]: the handlers, one module per resource.
@@ -23,6 +24,7 @@ pub mod compat;
 pub mod egress;
 pub mod error;
 pub mod finished;
+pub mod host;
 pub mod openapi;
 pub mod origin;
 pub mod routes;

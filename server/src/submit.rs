@@ -483,7 +483,7 @@ pub async fn enqueue_staged(
                 ..ApiError::new(
                     Code::IdConflict,
                     format!(
-                        "a job with id {} already exists with a different definition",
+                        "a job with id {} already exists with a different definition (or as a standard job for a fast one, or back)",
                         who.external(id.as_str())
                     ),
                 )

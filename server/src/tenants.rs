@@ -19,6 +19,15 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+/// Tenants DCC names itself: `admin` owns what plain `DCC_API_KEYS` submit, `local` what a
+/// keyless server ran (and so every job from before keys were turned on). A keys-file entry of
+/// either name would own their jobs, so the names are refused there (in any case).
+pub const RESERVED_TENANTS: &[&str] = &[ADMIN_TENANT, LOCAL_TENANT];
+/// The tenant of plain `DCC_API_KEYS`.
+pub const ADMIN_TENANT: &str = "admin";
+/// The tenant of every caller of a keyless server.
+pub const LOCAL_TENANT: &str = "local";
+
 /// How often the keys file is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -53,7 +62,7 @@ impl Principal {
     /// Whoever calls a server without keys: a local, single-user stack.
     pub fn local() -> Self {
         Principal {
-            tenant: "local".into(),
+            tenant: LOCAL_TENANT.into(),
             role: Role::Admin,
             submits_per_sec: None,
             burst: 0,
@@ -250,7 +259,7 @@ impl Keys {
             .map(|k| Entry {
                 digest: Sha256::digest(k.as_bytes()).into(),
                 principal: Principal {
-                    tenant: "admin".into(),
+                    tenant: ADMIN_TENANT.into(),
                     ..Principal::local()
                 },
             })
@@ -305,6 +314,12 @@ fn parse_file(text: &str) -> Result<Vec<Entry>, String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(format!("key name {:?}: 1 to 64 letters, digits, '-' or '_'", k.name));
+            }
+            if RESERVED_TENANTS.iter().any(|r| r.eq_ignore_ascii_case(&k.name)) {
+                return Err(format!(
+                    "key name {:?} is reserved: DCC's own tenants are {RESERVED_TENANTS:?} (plain DCC_API_KEYS are \"admin\", a keyless server is \"local\"); name the tenant otherwise",
+                    k.name
+                ));
             }
             if k.submits_per_sec.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
                 return Err(format!("key {:?}: submitsPerSec must be above 0", k.name));
@@ -364,5 +379,24 @@ mod tests {
         assert!(keys.find("ka").is_some());
         assert!(parse_file(r#"{"keys": [{"name": "x", "role": "submit", "sha256": "abc"}]}"#).is_err());
         assert!(parse_file(r#"{"keys": [{"name": "x", "role": "boss", "sha256": "abc"}]}"#).is_err());
+    }
+
+    /// `admin` (plain keys) and `local` (no keys; jobs from before keys) are DCC's own tenants:
+    /// a keys-file entry of that name would own their jobs.
+    #[test]
+    fn internal_tenant_names_are_refused() {
+        for name in ["admin", "local", "Admin", "LOCAL"] {
+            let text = format!(
+                r#"{{"keys": [{{"name": "{name}", "role": "read", "sha256": "{}"}}]}}"#,
+                digest("k")
+            );
+            let err = parse_file(&text).err().unwrap_or_else(|| panic!("{name} was accepted"));
+            assert!(err.contains("reserved") && err.contains(name), "{err}");
+        }
+        let text = format!(
+            r#"{{"keys": [{{"name": "administrators", "role": "read", "sha256": "{}"}}]}}"#,
+            digest("k")
+        );
+        assert!(parse_file(&text).is_ok());
     }
 }

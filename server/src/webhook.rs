@@ -6,8 +6,13 @@
 //! delivery lease has run out. At least once: a receiver may see a delivery twice (the server
 //! died after the POST, before recording it), so `X-DCC-Delivery` is the same on every try.
 //!
+//! Tenants share the deployment's secret, so a signature alone does not tell whose job a POST
+//! is about: the body names the tenant, and the delivery id (`<tenant>/<job id>/<created ms>`:
+//! unique across tenants and across a job id used again) is signed with the body, so one tenant
+//! cannot send a validly signed POST that passes for another tenant's delivery.
+//!
 //! Signature (`docs/webhooks.md` shows how to check it):
-//! `X-DCC-Signature: sha256=<hex HMAC-SHA256(secret, "<X-DCC-Timestamp>.<body>")>`.
+//! `X-DCC-Signature: sha256=<hex HMAC-SHA256(secret, "<X-DCC-Timestamp>.<X-DCC-Delivery>.<body>")>`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +28,11 @@ use tokio::sync::Semaphore;
 
 use crate::egress::{Policy, error_chain};
 
-/// Header: `sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>`.
+/// Header: `sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<delivery>.<body>`.
 pub const SIGNATURE: &str = "x-dcc-signature";
 /// Header: Unix seconds when the POST was signed (receivers refuse old ones: replays).
 pub const TIMESTAMP: &str = "x-dcc-timestamp";
-/// Header: the job's id, the same on every try (receivers deduplicate on it).
+/// Header: `<tenant>/<job id>/<created ms>`, the same on every try (receivers deduplicate on it).
 pub const DELIVERY: &str = "x-dcc-delivery";
 /// Header: which try this is (1 for the first).
 pub const ATTEMPT: &str = "x-dcc-attempt";
@@ -39,10 +44,14 @@ const IN_FLIGHT: usize = 32;
 /// Longest error text kept on the job (a receiver's answer is not copied in full).
 const MAX_ERROR: usize = 300;
 
-/// `sha256=<hex>`: HMAC-SHA256 with `secret` over `<timestamp>.<body>`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+/// `sha256=<hex>`: HMAC-SHA256 with `secret` over `<timestamp>.<delivery>.<body>`. A job id may
+/// hold `.`, but the timestamp is digits and the delivery id ends in digits after a `/`, so no
+/// other (timestamp, delivery, body) spells the same bytes with a valid delivery id.
+pub fn sign(secret: &[u8], timestamp: i64, delivery: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(delivery.as_bytes());
     mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -182,7 +191,12 @@ impl Sender {
             .check_url(&url)
             .map_err(|e| Failure::Refused(e.to_string()))?;
         let view = owner_view(job);
-        let body = serde_json::to_vec(&view).unwrap_or_default();
+        let delivery = delivery_id(job, &view.job_id);
+        let body = serde_json::to_vec(&Body {
+            tenant: &job.tenant,
+            view: &view,
+        })
+        .unwrap_or_default();
         let ts = dcc_shared::clock::now_ms() / 1000;
         let resp = self
             .http
@@ -193,8 +207,8 @@ impl Sender {
                 concat!("dcc-webhook/", env!("CARGO_PKG_VERSION")),
             )
             .header(TIMESTAMP, ts.to_string())
-            .header(SIGNATURE, sign(&self.secret, ts, &body))
-            .header(DELIVERY, &view.job_id)
+            .header(SIGNATURE, sign(&self.secret, ts, &delivery, &body))
+            .header(DELIVERY, &delivery)
             .header(ATTEMPT, attempt.to_string())
             .body(body)
             .send()
@@ -231,6 +245,21 @@ enum Failure {
     Refused(String),
 }
 
+/// A webhook's body: the job view, and whose job it is (tenants share the secret).
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    tenant: &'a str,
+    #[serde(flatten)]
+    view: &'a dcc_shared::job::JobView,
+}
+
+/// `<tenant>/<job id as its submitter spells it>/<created ms>`: two tenants' `x1` differ, and so
+/// does a job id used again after its job was deleted. Neither a tenant name nor a job id holds
+/// a `/`.
+fn delivery_id(job: &JobRecord, external_id: &str) -> String {
+    format!("{}/{external_id}/{}", job.tenant, job.created_ms)
+}
+
 /// The job view as its submitter sees it: its own spelling of the id (a tenant's client-chosen
 /// ids are stored as `<tenant>.<id>`), as `GET /api/v1/jobs/{id}` answers the tenant's keys.
 fn owner_view(job: &JobRecord) -> dcc_shared::job::JobView {
@@ -262,17 +291,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256_over_timestamp_dot_body() {
-        // RFC 4231 test case 2 ("Jefe"), with the message split as DCC builds it.
-        let sig = sign(b"Jefe", 0, b"");
+    fn signature_is_hmac_sha256_over_timestamp_delivery_and_body() {
+        let sig = sign(b"Jefe", 0, "", b"");
         assert_eq!(sig.len(), "sha256=".len() + 64);
         let body = b"what do ya want for nothing?";
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"1700000000.what do ya want for nothing?");
+        mac.update(b"1700000000.team-a/x1/1699999999000.what do ya want for nothing?");
         let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        assert_eq!(sign(b"Jefe", 1_700_000_000, body), expected);
-        assert_ne!(sign(b"Jefe", 1_700_000_001, body), expected, "the timestamp is signed");
-        assert_ne!(sign(b"Jeff", 1_700_000_000, body), expected, "the secret matters");
+        let d = "team-a/x1/1699999999000";
+        assert_eq!(sign(b"Jefe", 1_700_000_000, d, body), expected);
+        assert_ne!(
+            sign(b"Jefe", 1_700_000_001, d, body),
+            expected,
+            "the timestamp is signed"
+        );
+        assert_ne!(
+            sign(b"Jefe", 1_700_000_000, "team-b/x1/1699999999000", body),
+            expected,
+            "the delivery id is signed"
+        );
+        assert_ne!(sign(b"Jeff", 1_700_000_000, d, body), expected, "the secret matters");
     }
 
     #[test]

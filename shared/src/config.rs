@@ -20,6 +20,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_API_KEYS_FILE",
     "DCC_ALLOW_UNAUTHENTICATED",
     "DCC_ALLOWED_ORIGINS",
+    "DCC_PUBLIC_HOSTS",
     "DCC_URL",
     "DCC_API_KEY",
     "DISABLE_WORKER",
@@ -103,6 +104,10 @@ pub struct Config {
     /// Web origins (`https://app.example`) whose pages may call the API from a browser
     /// (`DCC_ALLOWED_ORIGINS`, none: only the server's own dashboard).
     pub allowed_origins: Vec<String>,
+    /// Host names browsers reach this server by, besides `localhost` and addresses
+    /// (`DCC_PUBLIC_HOSTS`, lower case; none). A keyless server answers only those (DNS
+    /// rebinding); a keyed one checks `Host` only when this is set.
+    pub public_hosts: Vec<String>,
     /// Run the API without an in-process worker (`DISABLE_WORKER=true`).
     pub disable_worker: bool,
     /// Stable worker id, so a restarted worker finds its own leftovers (`DCC_WORKER_ID`,
@@ -303,6 +308,11 @@ impl Config {
                 .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))?,
             api_keys: v.list("DCC_API_KEYS"),
             allowed_origins: v.list("DCC_ALLOWED_ORIGINS"),
+            public_hosts: v
+                .list("DCC_PUBLIC_HOSTS")
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
             api_keys_file: v.get("DCC_API_KEYS_FILE").map(PathBuf::from),
             allow_unauthenticated: v.flag("DCC_ALLOW_UNAUTHENTICATED"),
             disable_worker: v.flag("DISABLE_WORKER"),

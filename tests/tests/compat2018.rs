@@ -1136,3 +1136,190 @@ async fn random_calls_never_break_the_adapter() {
     );
     assert!(!dcc.log().contains("panicked"), "the server panicked:\n{}", dcc.log());
 }
+
+/// A turbo call with a standard job's id and definition neither answers that job's result nor
+/// deletes it (turbo calls delete what they ran); a v1 refusal's `Retry-After` reaches the 2018
+/// client with its 429.
+#[tokio::test]
+async fn a_turbo_call_cannot_take_a_standard_job_and_429_keeps_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, dcc_e2e::keys_file(&[("slow", "submit", "ks", Some((0.01, 1)))])).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_API_KEYS", "root")
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let root = Client::of(&dcc).with_key("root");
+    // With maxDuration given, both forms map onto the same v1 definition.
+    let job = json!({"id": "same-1", "image": IMAGE, "command": ["sh", "-c", "sleep 1; echo standard"],
+                     "parameters": {"maxDuration": 600}});
+    assert_eq!(root.result("submitJobJson", json!([job])).await["jobId"], "same-1");
+    let turbo = root.call("runturbojson", json!([job])).await;
+    assert_eq!(turbo.status, 409, "{:?}", turbo.body);
+    assert_eq!(turbo.body["error"]["data"]["code"], "ID_CONFLICT", "{:?}", turbo.body);
+    let view = root
+        .api
+        .wait_status("same-1", "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(view["jobId"], "same-1");
+    assert_eq!(root.api.log("same-1", "stdout").await, "standard\n");
+    // A turbo job of its own id is still answered and deleted as 2018 did.
+    let own = json!({"id": "turbo-1", "image": IMAGE, "command": ["sh", "-c", "echo turbo"]});
+    assert_eq!(
+        root.result("runturbojson", json!([own])).await["stdout"],
+        json!(["turbo"])
+    );
+    assert_eq!(root.api.get("/api/v1/jobs/turbo-1").await.status, 404);
+
+    // Rate limited: the second submit is refused with the v1 answer's Retry-After.
+    let slow = Client::of(&dcc).with_key("ks");
+    let small = json!({"image": IMAGE, "command": ["true"]});
+    slow.result("submitJobJson", json!([small])).await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "submitJobJson", "params": [small]});
+    for path in ["/v1", "/v1/submitJobJson"] {
+        let payload = if path == "/v1" {
+            body.clone()
+        } else {
+            json!({"job": small})
+        };
+        let r = slow
+            .api
+            .http
+            .post(format!("{}{path}", slow.api.base))
+            .bearer_auth("ks")
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+        let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(after >= 1, "{path}: Retry-After {after}");
+    }
+}
+
+/// A log of 16 MB of newlines becomes an answer of 16 million `""`: the adapter's memory for it
+/// stays a small multiple of the log (it was 1.2 GB for this log), through `job result`,
+/// `result.json` and the 2018 WebSocket (the same answer as `runturbojson`'s, whose logs come
+/// whole in the v1 answer). The worker cannot produce such a log within a test's time (it takes
+/// its container's output a line at a time: ~6 000 lines a second in a debug build), so the
+/// test writes the finished job's stdout into the local storage as the worker would have.
+#[tokio::test]
+async fn a_log_of_empty_lines_does_not_blow_up_the_adapters_memory() {
+    const LOG: usize = 16_000_000;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dcc_e2e::Store::Local(dir.path().join("data"));
+    let dcc = Dcc::builder(Role::Server, &redis).storage(&store).start().await;
+    let c = Client::of(&dcc);
+    // Lines of `"stdout":["","",…]` counted in the raw answer: parsed, 16 million values would
+    // weigh on this test's memory, not the server's.
+    let lines_of = |body: &[u8]| -> usize {
+        let text = std::str::from_utf8(body).unwrap();
+        let start = text
+            .find(r#""stdout":["#)
+            .unwrap_or_else(|| panic!("{}", text.chars().take(300).collect::<String>()))
+            + r#""stdout":["#.len();
+        let inner = &text[start..start + text[start..].find(']').unwrap()];
+        assert!(inner.bytes().all(|b| b == b'"' || b == b','), "only empty lines");
+        if inner.is_empty() {
+            0
+        } else {
+            inner.matches(',').count() + 1
+        }
+    };
+    let call = |method: &'static str, params: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let (http, url) = (c.api.http.clone(), format!("{}/v1", c.api.base));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }
+    };
+    let job = json!({"id": "lines-1", "image": IMAGE, "command": ["sh", "-c", "echo; echo"], "appendStdOut": true});
+    c.result("submitJobJson", json!([job])).await;
+    c.api.wait_status("lines-1", "succeeded", Duration::from_secs(60)).await;
+    // Warm up: the first answer allocates what every call shares.
+    assert_eq!(lines_of(&call("job", json!(["result", "lines-1"])).await), 2);
+    let stdout = store
+        .objects("jobs/lines-1/")
+        .await
+        .into_iter()
+        .find(|o| o.ends_with("stdout"))
+        .expect("the job's stdout is stored");
+    std::fs::write(store.path().join("jobs/lines-1").join(&stdout), vec![b'\n'; LOG]).unwrap();
+    // Each call's peak over the resident memory it started from.
+    let mut peaks = Vec::new();
+    let base = reset_peak_rss(&dcc);
+    assert_eq!(lines_of(&call("job", json!(["result", "lines-1"])).await), LOG);
+    peaks.push(("job result", dcc.peak_rss().saturating_sub(base)));
+
+    let base = reset_peak_rss(&dcc);
+    let (status, body) = c.api.get_bytes("/v1/results/lines-1/result.json").await;
+    assert_eq!(status, 200);
+    let body = format!(r#"{{"result":{}}}"#, String::from_utf8(body).unwrap());
+    assert_eq!(lines_of(body.as_bytes()), LOG);
+    peaks.push(("result.json", dcc.peak_rss().saturating_sub(base)));
+
+    // 2018 clients (node's `ws`) took messages of up to 100 MiB; tungstenite's default is 64.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let url = format!("ws://127.0.0.1:{}/", dcc.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+        .await
+        .unwrap();
+    let base = reset_peak_rss(&dcc);
+    let ask = json!({"method": "batchcompute.jobnotify", "params": {"jobId": "lines-1"}});
+    ws.send(Message::Text(ask.to_string().into())).await.unwrap();
+    let notified = loop {
+        match tokio::time::timeout(Duration::from_secs(60), futures_util::StreamExt::next(&mut ws)).await {
+            Ok(Some(Ok(Message::Text(t)))) => break t,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no notification: {other:?}"),
+        }
+    };
+    assert_eq!(lines_of(notified.as_bytes()), LOG);
+    peaks.push(("2018 WebSocket", dcc.peak_rss().saturating_sub(base)));
+
+    // A log past the adapter's inline bound (16 MiB) is cut after a whole line, and says so:
+    // what one call holds is bounded whatever the log.
+    std::fs::write(store.path().join("jobs/lines-1").join(&stdout), vec![b'\n'; 40_000_000]).unwrap();
+    let base = reset_peak_rss(&dcc);
+    let body = String::from_utf8(call("job", json!(["result", "lines-1"])).await.to_vec()).unwrap();
+    peaks.push(("job result of a 40 MB log", dcc.peak_rss().saturating_sub(base)));
+
+    let mb = |b: u64| b / 1_000_000;
+    eprintln!(
+        "server peak RSS over each call's start, for a {} MB log:",
+        mb(LOG as u64)
+    );
+    for (what, grew) in &peaks {
+        eprintln!("  {what}: +{} MB", mb(*grew));
+    }
+    // The answer is 3 bytes a line (48 MB), written once into a buffer sized for it; the log is
+    // held once besides; the WebSocket copies the message into its frame. Measured: about 4 and
+    // 7 times the log; 1 100 MB (70 times) before the answer was written from the text.
+    let note = format!(
+        r#","[dcc: log cut at 16777216 bytes in this answer; the whole log: {}/api/v1/jobs/lines-1/stdout]"]"#,
+        c.api.base
+    );
+    assert!(body.contains(&note), "{}", &body[body.len().saturating_sub(400)..]);
+    assert_eq!(body.matches(r#""""#).count(), 16 << 20);
+    for (what, grew) in peaks {
+        assert!(
+            grew < 10 * LOG as u64,
+            "{what}: peak RSS grew {} MB for a {} MB log",
+            mb(grew),
+            mb(LOG as u64)
+        );
+    }
+}
+
+/// Resets the process's peak resident memory (`VmHWM`) to its current one, which it returns.
+fn reset_peak_rss(dcc: &Dcc) -> u64 {
+    std::fs::write(format!("/proc/{}/clear_refs", dcc.pid()), "5").expect("the peak RSS can be reset");
+    dcc.peak_rss()
+}

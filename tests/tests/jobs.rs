@@ -443,6 +443,12 @@ async fn listing_pages_newest_first_and_filters() {
     let bad = api.get("/api/v1/jobs?status=done").await;
     assert_eq!((bad.status, bad.code()), (400, "INVALID_REQUEST"));
     assert_eq!(api.get("/api/v1/jobs?queue=gpu").await.body["jobs"], json!([]));
+    // A cursor that is not one is refused, not taken as "start over" (a client would loop).
+    for c in ["garbage", "12:", "x:list-1", "12:bad%20id"] {
+        let bad = api.get(&format!("/api/v1/jobs?cursor={c}")).await;
+        assert_eq!((bad.status, bad.code()), (400, "INVALID_REQUEST"), "{c}");
+        assert_eq!(bad.body["error"]["field"], "cursor");
+    }
 }
 
 #[tokio::test]

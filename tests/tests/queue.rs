@@ -695,3 +695,46 @@ async fn every_end_queues_one_webhook_and_the_outbox_fences_late_senders() {
         .unwrap();
     assert_eq!(q.outbox_len().await.unwrap(), 0);
 }
+
+/// Jobs created in the same millisecond (60 concurrent submits) are all listed: paging with
+/// any page size neither skips nor repeats one, whatever the ids' order.
+#[tokio::test]
+async fn listing_pages_through_jobs_of_the_same_millisecond() {
+    use dcc_shared::queue::read::ListFilter;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let mut all = vec![enqueue(&q, "older", json!({"image": "x"}), T0 - 1).await];
+    for i in 0..60 {
+        all.push(enqueue(&q, &format!("same-{i:02}"), json!({"image": "x"}), T0).await);
+    }
+    all.push(enqueue(&q, "newer", json!({"image": "x"}), T0 + 1).await);
+    let mut want: Vec<String> = all.iter().map(|i| i.to_string()).collect();
+    want.sort();
+    for limit in [1, 2, 7, 61, 1000] {
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = q
+                .list(&ListFilter {
+                    limit,
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.jobs.iter().map(|j| j.id.to_string()));
+            assert!(seen.len() <= want.len(), "limit {limit}: pages repeat jobs");
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("newer"),
+            "limit {limit}: newest first"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("older"), "limit {limit}");
+        seen.sort();
+        assert_eq!(seen, want, "limit {limit}: every job once");
+    }
+}

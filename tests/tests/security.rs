@@ -1,5 +1,6 @@
 //! What a hostile or careless job cannot do: capabilities it keeps, reserved variables, images
-//! outside the allow-list, pulls that hang, and the sandbox runtime setting. (URL inputs and
+//! outside the allow-list, pulls that hang, and the sandbox runtime setting; and what a hostile
+//! web page cannot do through a browser (the 2018 GET routes, DNS rebinding). (URL inputs and
 //! WebSocket limits are in `contract.rs` and `live.rs`.)
 
 use std::time::Duration;
@@ -308,4 +309,181 @@ async fn a_job_without_network_has_only_loopback_and_no_route() {
     let info = dcc_e2e::inspect_job_container(&id).await;
     assert_eq!(info.config.unwrap().network_disabled, Some(true));
     api.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({})).await;
+}
+
+/// A GET from a foreign page (a `fetch`, an `<img>`, a link) must not change anything through the
+/// 2018 routes, which run every method on GET as 2018 did; a query argument never overrides a
+/// path one; the 2018 WebSocket on `/` follows the same Origin rule as `/api/v1/ws`.
+#[tokio::test]
+async fn cross_site_pages_cannot_drive_the_2018_routes() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    let own = format!("http://127.0.0.1:{}", dcc.port);
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut r = api.http.get(format!("{}{path}", api.base));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+    let kept = api.submit_id(json!({"id": "x1", "image": IMAGE})).await;
+    let job = serde_json::to_string(&json!({"image": IMAGE, "parameters": {"network": true}})).unwrap();
+    let submit = format!("/v1/submitJobJson?job={}", urlencode(&job));
+    let evil = [("origin", "http://evil.example")];
+    // A cross-site fetch carries Origin; an <img> or a link carries only Sec-Fetch-Site.
+    let img = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors")];
+    let sibling = [("sec-fetch-site", "same-site"), ("sec-fetch-mode", "navigate")];
+    for headers in [&evil[..], &img[..], &sibling[..]] {
+        for path in [
+            submit.as_str(),
+            "/v1/deleteAllJobs",
+            "/v1/job/kill/x1",
+            "/api/rpc/deleteAllJobs",
+        ] {
+            let r = get(path, headers).await.unwrap();
+            assert_eq!(r.status(), 403, "GET {path} with {headers:?}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "ORIGIN_NOT_ALLOWED", "{body}");
+        }
+    }
+    let listed = api.get("/api/v1/jobs").await.body;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(api.job(&kept).await["status"], "queued");
+    // A query argument does not override the path's: this asks for the status, nothing else.
+    let r = get("/v1/job/status/x1?command=kill", &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["result"], "pending");
+    assert_eq!(api.job(&kept).await["status"], "queued");
+    // The server's own page, a typed URL (Sec-Fetch-Site: none) and non-browsers still may.
+    let r = get(
+        "/v1/job/status/x1",
+        &[("origin", &own), ("sec-fetch-site", "same-origin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get("/v1/job/status/x1", &[("sec-fetch-site", "none")])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&submit, &[]).await.unwrap().status(),
+        200,
+        "curl keeps 2018's GET routes"
+    );
+    // The 2018 WebSocket on `/` refuses a foreign Origin, as `/api/v1/ws` does.
+    let ws = |origin: &str| {
+        let mut req = format!("ws://127.0.0.1:{}/", dcc.port).into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    assert!(
+        ws("http://evil.example").await.is_err(),
+        "a cross-site 2018 WebSocket was accepted"
+    );
+    assert!(ws(&own).await.is_ok());
+}
+
+/// Percent-encodes a query value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// DNS rebinding: a page on `evil.example` whose name is made to resolve to 127.0.0.1 reaches a
+/// keyless server as a same-origin caller (Origin equals Host). A keyless server answers only
+/// `Host` values that name it; a keyed one checks `Host` once DCC_PUBLIC_HOSTS lists its names.
+#[tokio::test]
+async fn a_keyless_server_answers_only_host_names_that_name_it() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_PUBLIC_HOSTS", "dcc.internal")
+        .start()
+        .await;
+    let api = dcc.api();
+    let port = dcc.port;
+    let with_host = |api: &dcc_e2e::Api, host: String, origin: Option<String>| {
+        let mut r = api
+            .http
+            .post(format!("{}/api/v1/jobs", api.base))
+            .header("host", host)
+            .json(&json!({"image": IMAGE}));
+        if let Some(k) = &api.key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".into(),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        let r = with_host(&api, host.clone(), Some(format!("http://{host}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 421, "Host {host}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "HOST_NOT_ALLOWED", "{body}");
+    }
+    let (s, _) = {
+        let r = api
+            .http
+            .get(format!("{}/api/v1/jobs", api.base))
+            .header("host", format!("evil.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), ())
+    };
+    assert_eq!(s, 421, "reads are refused too: a rebinding page could read every job");
+    assert_eq!(api.get("/api/v1/jobs").await.body["jobs"], json!([]));
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LocalHost.:{port}"),
+        format!("[::1]:{port}"),
+        format!("dcc.internal:{port}"),
+    ] {
+        let r = with_host(&api, host.clone(), Some(format!("http://{host}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "Host {host}");
+    }
+    // A keyed server sits behind load balancers and proxies with names of their own: the key
+    // protects it, and Host is checked only against the names the operator lists.
+    let keyed = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS", "k1")
+        .env("DCC_REDIS_PREFIX", "keyed")
+        .start()
+        .await;
+    let kapi = keyed.api().with_key("k1");
+    let r = with_host(&kapi, "dcc.example.com".into(), None).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let listed = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS", "k1")
+        .env("DCC_REDIS_PREFIX", "listed")
+        .env("DCC_PUBLIC_HOSTS", "dcc.example.com")
+        .start()
+        .await;
+    let lapi = listed.api().with_key("k1");
+    assert_eq!(
+        with_host(&lapi, "dcc.example.com".into(), None).await.unwrap().status(),
+        201
+    );
+    assert_eq!(
+        with_host(&lapi, "evil.example".into(), None).await.unwrap().status(),
+        421
+    );
 }

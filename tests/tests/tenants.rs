@@ -288,3 +288,47 @@ async fn a_tenant_at_its_quota_is_refused_until_its_jobs_end() {
     );
     assert_eq!(a.submit(sh("true")).await.status, 201);
 }
+
+/// `admin` (every plain key's tenant) and `local` (a keyless server's, and the owner of the jobs
+/// from before keys were turned on) are DCC's own: a keys-file entry of either name would read,
+/// cancel and delete their jobs. Such a file stops the server at start with a clear error.
+#[tokio::test]
+async fn internal_tenant_names_are_refused_at_start() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["admin", "local"] {
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, dcc_e2e::keys_file(&[(name, "read", "k", None)])).unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = std::process::Command::new(dcc_e2e::dcc_bin())
+            .arg("server")
+            .env("DCC_REDIS_URL", redis.url())
+            .env("DCC_LISTEN", format!("127.0.0.1:{}", dcc_e2e::free_port()))
+            .env("DCC_STORAGE", dir.path())
+            .env("DCC_TMP_DIR", dir.path())
+            .env("DISABLE_WORKER", "true")
+            .env("DCC_API_KEYS_FILE", &file)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // A server that starts runs until stopped: give it a deadline, then stop it.
+        let exited = eventually(Duration::from_secs(20), "the server to stop or listen", || {
+            let s = child.try_wait().unwrap();
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { s.map(Some).or_else(|| said.contains("API listening").then_some(None)) }
+        })
+        .await;
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let Some(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("started with a key named {name}: {said}");
+        };
+        assert!(!status.success(), "{said}");
+        assert!(
+            said.contains("DCC_API_KEYS_FILE") && said.contains("reserved") && said.contains(name),
+            "{said}"
+        );
+    }
+}

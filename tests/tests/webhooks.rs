@@ -33,7 +33,8 @@ impl Post {
     }
 
     /// The receiver's check, as docs/webhooks.md tells it: HMAC-SHA256 over
-    /// `<X-DCC-Timestamp>.<raw body>` with the shared secret, compared in constant time.
+    /// `<X-DCC-Timestamp>.<X-DCC-Delivery>.<raw body>` with the shared secret, compared in
+    /// constant time.
     fn signed_with(&self, secret: &str) -> bool {
         let ts = self.header("x-dcc-timestamp");
         let Some(hex_sig) = self.header("x-dcc-signature").strip_prefix("sha256=") else {
@@ -42,6 +43,8 @@ impl Post {
         let Ok(sig) = hex::decode(hex_sig) else { return false };
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(self.header("x-dcc-delivery").as_bytes());
         mac.update(b".");
         mac.update(&self.body);
         mac.verify_slice(&sig).is_ok()
@@ -168,7 +171,12 @@ async fn a_finished_job_posts_its_view_once_signed() {
     let ts: i64 = p.header("x-dcc-timestamp").parse().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!((now - ts).abs() < 120, "a current timestamp: {ts} vs {now}");
-    assert_eq!(p.header("x-dcc-delivery"), id);
+    // `<tenant>/<job id>/<created ms>`: unique across tenants and re-used ids.
+    let delivery = p.header("x-dcc-delivery");
+    let created = delivery
+        .strip_prefix(&format!("local/{id}/"))
+        .unwrap_or_else(|| panic!("{delivery}"));
+    assert!(created.parse::<u64>().is_ok(), "{delivery}");
     assert_eq!(p.header("x-dcc-attempt"), "1");
     assert_eq!(p.header("content-type"), "application/json");
     let body = p.json();
@@ -218,10 +226,11 @@ async fn a_receiver_that_was_down_or_failing_gets_it_later_once() {
     let v = notify_state(&api, &id, "delivered", 60).await;
     let posts = rx.posts();
     assert_eq!(posts.len(), 3, "two refused, one accepted");
+    assert!(posts[0].header("x-dcc-delivery").starts_with(&format!("local/{id}/")));
     assert!(
         posts
             .iter()
-            .all(|p| p.header("x-dcc-delivery") == id && p.signed_with(SECRET))
+            .all(|p| p.header("x-dcc-delivery") == posts[0].header("x-dcc-delivery") && p.signed_with(SECRET))
     );
     let attempts: Vec<u64> = posts
         .iter()
@@ -283,11 +292,12 @@ async fn a_server_restart_mid_retry_or_mid_post_loses_no_delivery() {
     // be tried again before it is killed) and the one that was accepted.
     let posts = rx.posts();
     assert!(posts.len() >= 2, "{} POSTs", posts.len());
+    assert!(posts[0].header("x-dcc-delivery").starts_with(&format!("local/{id}/")));
     assert_eq!(rx.accepted.load(Ordering::SeqCst), 1);
     assert!(
         posts
             .iter()
-            .all(|p| p.header("x-dcc-delivery") == id && p.signed_with(SECRET))
+            .all(|p| p.header("x-dcc-delivery") == posts[0].header("x-dcc-delivery") && p.signed_with(SECRET))
     );
     let last = posts.last().unwrap();
     assert_eq!(
@@ -376,35 +386,49 @@ async fn webhooks_reach_only_allowed_addresses_and_need_a_secret() {
 /// `<tenant>.<id>`), in the header, the body and the links.
 #[tokio::test]
 async fn a_tenants_webhook_speaks_its_own_ids() {
-    use sha2::Digest;
     let redis = Redis::start();
     let rx = Receiver::default();
     let addr = rx.listen(0).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keys.json");
-    let digest = hex::encode(sha2::Sha256::digest(b"ka"));
     std::fs::write(
         &file,
-        json!({"keys": [{"name": "team-a", "role": "submit", "sha256": digest}]}).to_string(),
+        dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]),
     )
     .unwrap();
     let dcc = with_webhooks(Dcc::builder(Role::ApiOnly, &redis))
         .env("DCC_API_KEYS_FILE", file.display())
         .start()
         .await;
-    let a = dcc.api().with_key("ka");
     let url = format!("http://{addr}/hook");
-    let r = a
-        .submit(json!({"id": "x1", "image": IMAGE, "command": ["true"], "notify": {"url": url}}))
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let c = a.post("/api/v1/jobs/x1/cancel", &json!({})).await;
-    assert_eq!(c.status, 202, "{:?}", c.body);
-    notify_state(&a, "x1", "delivered", 30).await;
+    // Both tenants pick the id `x1`, and team-b points its webhook at team-a's receiver.
+    for key in ["ka", "kb"] {
+        let api = dcc.api().with_key(key);
+        let r = api
+            .submit(json!({"id": "x1", "image": IMAGE, "command": ["true"], "notify": {"url": url}}))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let c = api.post("/api/v1/jobs/x1/cancel", &json!({})).await;
+        assert_eq!(c.status, 202, "{:?}", c.body);
+        notify_state(&api, "x1", "delivered", 30).await;
+    }
     let posts = rx.posts();
-    assert_eq!(posts.len(), 1);
-    assert_eq!(posts[0].header("x-dcc-delivery"), "x1");
-    let body = posts[0].json();
-    assert_eq!(body["jobId"], "x1");
-    assert_eq!(body["stdoutUrl"], "/api/v1/jobs/x1/stdout");
+    assert_eq!(posts.len(), 2);
+    for (post, tenant) in posts.iter().zip(["team-a", "team-b"]) {
+        assert!(post.signed_with(SECRET));
+        let body = post.json();
+        // The body names the tenant; each sees its own spelling of the id.
+        assert_eq!((&body["tenant"], &body["jobId"]), (&json!(tenant), &json!("x1")));
+        assert_eq!(body["stdoutUrl"], "/api/v1/jobs/x1/stdout");
+        let delivery = post.header("x-dcc-delivery");
+        assert!(delivery.starts_with(&format!("{tenant}/x1/")), "{delivery}");
+    }
+    // Distinct delivery ids: a receiver deduplicating on them keeps both.
+    assert_ne!(posts[0].header("x-dcc-delivery"), posts[1].header("x-dcc-delivery"));
+    // The delivery id is signed: team-b's POST cannot be passed off under team-a's id.
+    let mut forged = posts[1].clone();
+    forged
+        .headers
+        .insert("x-dcc-delivery", posts[0].headers["x-dcc-delivery"].clone());
+    assert!(!forged.signed_with(SECRET), "a swapped delivery id still verified");
 }

@@ -5,6 +5,8 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -19,6 +21,9 @@ pub struct V1Error {
     pub status: StatusCode,
     /// The body.
     pub body: Value,
+    /// Its `Retry-After` in seconds (429 RATE_LIMITED, 503 NO_WORKER…), carried to the 2018
+    /// answer.
+    pub retry_after: Option<u32>,
 }
 
 impl V1Error {
@@ -40,7 +45,10 @@ impl From<V1Error> for RpcError {
         if let Some(id) = e.body.get("jobId") {
             data["jobId"] = id.clone();
         }
-        RpcError::http(e.status, message).with_data(data)
+        RpcError {
+            retry_after: e.retry_after,
+            ..RpcError::http(e.status, message).with_data(data)
+        }
     }
 }
 
@@ -86,18 +94,36 @@ impl V1 {
 
     /// Sends `req` through the API as the caller; the body as JSON (a non-JSON body as a string).
     pub async fn send(&self, req: Request) -> Result<(StatusCode, Value), V1Error> {
-        let (status, bytes) = self.send_raw(req).await;
+        let (status, retry_after, bytes) = self.send_raw(req).await;
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if status.is_success() {
             Ok((status, body))
         } else {
-            Err(V1Error { status, body })
+            Err(V1Error {
+                status,
+                body,
+                retry_after,
+            })
         }
     }
 
-    /// Sends `req` through the API as the caller; the status and the body's bytes.
-    async fn send_raw(&self, mut req: Request) -> (StatusCode, bytes::Bytes) {
+    /// Sends `req` through the API as the caller; the status, `Retry-After` and the body's bytes.
+    async fn send_raw(&self, req: Request) -> (StatusCode, Option<u32>, bytes::Bytes) {
+        let resp = self.respond(req).await;
+        let status = resp.status();
+        let retry_after = retry_after(&resp);
+        (
+            status,
+            retry_after,
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Sends `req` through the API as the caller.
+    async fn respond(&self, mut req: Request) -> Response {
         // The auth middleware takes a principal already on the request as the caller: only
         // code in this process can put one there.
         req.extensions_mut().insert(self.who.clone());
@@ -106,17 +132,10 @@ impl V1 {
             .v1_router
             .get_or_init(|| crate::app::router(self.state.clone()))
             .clone();
-        let resp = match router.oneshot(req).await {
+        match router.oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},
-        };
-        let status = resp.status();
-        (
-            status,
-            axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap_or_default(),
-        )
+        }
     }
 
     /// `method path` with an optional JSON body.
@@ -142,18 +161,59 @@ impl V1 {
         self.get(&job_path(id, "")).await
     }
 
-    /// A log of a job (`stdout` or `stderr`) as text (invalid UTF-8 replaced).
-    pub async fn log(&self, id: &str, stream: &str) -> Result<String, V1Error> {
+    /// The first `max` bytes of a job's log (`stdout` or `stderr`) as text, cut after its last
+    /// whole line (invalid UTF-8 replaced), and whether the log went on. The rest is not read.
+    pub async fn log_head(&self, id: &str, stream: &str, max: usize) -> Result<(String, bool), V1Error> {
         let req = Request::get(job_path(id, &format!("/{stream}")))
             .body(Body::empty())
             .expect("a valid request");
-        let (status, bytes) = self.send_raw(req).await;
+        let resp = self.respond(req).await;
+        let status = resp.status();
         if !status.is_success() {
+            let retry_after = retry_after(&resp);
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(V1Error { status, body });
+            return Err(V1Error {
+                status,
+                body,
+                retry_after,
+            });
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let mut buf = Vec::with_capacity(size.unwrap_or(0).min(max));
+        let mut data = resp.into_body().into_data_stream();
+        let mut cut = false;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| V1Error {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: serde_json::json!({"error": {"code": "UNAVAILABLE", "message": format!("reading the {stream} of {id} failed: {e}")}}),
+                retry_after: None,
+            })?;
+            let room = max - buf.len();
+            if chunk.len() > room {
+                buf.extend_from_slice(&chunk[..room]);
+                cut = true;
+                break;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if cut && let Some(end) = buf.iter().rposition(|b| *b == b'\n') {
+            buf.truncate(end + 1);
+        }
+        // Valid UTF-8 (the usual case) becomes the text without a copy.
+        let text = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((text, cut))
     }
+}
+
+/// The seconds of an answer's `Retry-After` (v1 sends seconds, never a date).
+fn retry_after(resp: &Response) -> Option<u32> {
+    resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?.parse().ok()
 }
 
 /// The v1 path of job `id` followed by `rest` (the id percent-encoded: it came from a client).

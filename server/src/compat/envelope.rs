@@ -3,7 +3,7 @@
 //! envelope whose HTTP status follows the error (reference §2.1).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -39,6 +39,9 @@ pub struct RpcError {
     pub message: String,
     /// Details: for errors of the v1 API, its error object (stable `code`, `field`, `jobId`).
     pub data: Option<Value>,
+    /// `Retry-After` of the answer: the v1 answer's, so a rate-limited 2018 client learns when
+    /// to come back.
+    pub retry_after: Option<u32>,
 }
 
 impl RpcError {
@@ -47,6 +50,7 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
+            retry_after: None,
         }
     }
 
@@ -106,7 +110,10 @@ impl From<crate::error::ApiError> for RpcError {
     /// A v1 error raised by the adapter itself (the body checks): its status as the code, its
     /// stable code in `data`.
     fn from(e: crate::error::ApiError) -> Self {
-        RpcError::http(e.code.status(), e.message).with_data(json!({"code": e.code.as_str(), "field": e.field}))
+        RpcError {
+            retry_after: e.retry_after,
+            ..RpcError::http(e.code.status(), e.message).with_data(json!({"code": e.code.as_str(), "field": e.field}))
+        }
     }
 }
 
@@ -115,18 +122,113 @@ impl From<crate::error::ApiError> for RpcError {
 #[derive(Debug)]
 pub struct Reply {
     /// The `result`.
-    pub value: Value,
+    pub value: Payload,
     /// The HTTP status.
     pub status: StatusCode,
 }
 
 impl From<Value> for Reply {
     fn from(value: Value) -> Self {
+        Payload::from(value).into()
+    }
+}
+
+impl From<Payload> for Reply {
+    fn from(value: Payload) -> Self {
         Reply {
             value,
             status: StatusCode::OK,
         }
     }
+}
+
+/// A result whose logs 2018 answered as arrays of lines (`stdout`, `stderr` of a JobResult or a
+/// turbo result), written line by line as the answer is serialized. As `serde_json::Value`s,
+/// the 16 million `""` of a 16 MB log of newlines weighed 1.2 GB (a `Value` and a `String` a
+/// line); written from the text, the adapter holds the log and the answer (3 bytes a line).
+#[derive(Debug, Default)]
+pub struct Payload {
+    /// The result; for an object, the entries named in `logs` are written from there instead.
+    pub value: Value,
+    /// (entry, text): written as the array of the text's lines.
+    pub logs: Vec<(&'static str, String)>,
+}
+
+impl Payload {
+    /// About how many bytes it takes as JSON: each log's text and 3 bytes a line (`"",`), and
+    /// room for the rest.
+    pub fn json_len_hint(&self) -> usize {
+        let logs: usize = self
+            .logs
+            .iter()
+            .map(|(_, t)| t.len() + 3 * t.bytes().filter(|b| *b == b'\n').count() + 8)
+            .sum();
+        logs + 4096
+    }
+}
+
+/// `value` as JSON, written into a buffer of `hint` bytes to begin with: one grown by doubling
+/// holds up to three times a 48 MB answer while it is copied.
+pub fn json_bytes<T: serde::Serialize>(value: &T, hint: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(hint);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => buf,
+        // Only maps with non-string keys fail, and answers have none.
+        Err(e) => json!({"jsonrpc": "2.0", "error": {"code": -32603, "message": format!("the answer could not be written: {e}")}})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+/// A JSON answer of these bytes.
+pub fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Payload {
+            value,
+            logs: Vec::new(),
+        }
+    }
+}
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(entries) = &self.value else {
+            return self.value.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            match self.logs.iter().find(|(name, _)| name == k) {
+                Some((_, text)) => map.serialize_entry(k, &Lines(text))?,
+                None => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A text as the JSON array of its lines (`str::lines`: `\n` or `\r\n`, no empty last line).
+struct Lines<'a>(&'a str);
+
+impl serde::Serialize for Lines<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.lines())
+    }
+}
+
+/// The success envelope, serialized straight from the payload (no `Value` of it is built).
+#[derive(serde::Serialize)]
+struct Success<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a Payload,
 }
 
 /// Reads one call from a request body. On error, the id when one could be read.
@@ -169,12 +271,25 @@ pub fn from_value(v: Value) -> Result<Call, (Value, RpcError)> {
 /// The answer envelope.
 pub fn answer(id: &Value, result: Result<Reply, RpcError>) -> Response {
     match result {
-        Ok(r) => (r.status, Json(json!({"jsonrpc": "2.0", "id": id, "result": r.value}))).into_response(),
-        Err(e) => (
-            e.status(),
-            Json(json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})),
-        )
-            .into_response(),
+        Ok(r) => {
+            let body = Success {
+                jsonrpc: "2.0",
+                id,
+                result: &r.value,
+            };
+            json_response(r.status, json_bytes(&body, r.value.json_len_hint()))
+        }
+        Err(e) => {
+            let mut resp = (
+                e.status(),
+                Json(json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})),
+            )
+                .into_response();
+            if let Some(secs) = e.retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            resp
+        }
     }
 }
 
@@ -191,6 +306,19 @@ mod tests {
         assert_eq!(c.id, json!(7));
         assert_eq!(c.params, Params::Positional(vec![json!("status"), json!("x")]));
         assert!(matches!(parse(br#"{"method":"status"}"#).unwrap().params, Params::None));
+    }
+
+    #[test]
+    fn logs_are_written_as_arrays_of_lines() {
+        let p = Payload {
+            value: json!({"a": 1, "stdout": null, "stderr": "kept"}),
+            logs: vec![("stdout", "x\r\n\ny\n".into())],
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!({"a": 1, "stdout": ["x", "", "y"], "stderr": "kept"})
+        );
+        assert_eq!(serde_json::to_string(&Payload::from(json!([1]))).unwrap(), "[1]");
     }
 
     #[test]

@@ -393,7 +393,7 @@ async fn job_command(v1: &V1, command: &str, id: &str) -> Result<Reply, RpcError
                     .with_data(json!({"jobId": id, "status": result2018::job_status(&view)})),
             );
         }
-        _ => result2018::job_result(v1, &view).await?,
+        _ => return Ok(result2018::job_result(v1, &view).await?.into()),
     }
     .into())
 }

@@ -54,6 +54,14 @@ pub fn is_adapter_path(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/") || path == "/api/rpc" || path.starts_with("/api/rpc/")
 }
 
+/// Whether `path` runs 2018 methods on GET (`/v1/<method>/…`, `/api/rpc/<method>/…`), which
+/// 2018 clients call for state-changing methods too (`GET /v1/job/kill/<id>`): the Origin guard
+/// treats every method there as state-changing (`origin`). The method list and `result.json`
+/// only read.
+pub fn runs_methods_on_get(path: &str) -> bool {
+    (path.starts_with("/v1/") && !path.starts_with("/v1/results/")) || path.starts_with("/api/rpc/")
+}
+
 fn caller(state: &AppState, req: &Request) -> V1 {
     V1::new(state.clone(), crate::tenants::of(req), req.headers())
 }
@@ -152,6 +160,11 @@ async fn rpc_get(
         named.insert(a.name.into(), read_arg(a.kind, s));
     }
     for (k, v) in query {
+        // Path arguments win: `/v1/job/status/x1?command=kill` asks for the status, as its
+        // path says (a link must not do what its path does not show).
+        if named.contains_key(&k) {
+            continue;
+        }
         // A query parameter no argument has is refused by `named` below.
         let kind = m.args.iter().find(|a| a.name == k).map_or(ArgKind::Text, |a| a.kind);
         named.insert(k, read_arg(kind, &v));
@@ -185,11 +198,11 @@ async fn result_json(State(state): State<AppState>, Path(id): Path<String>, req:
                 "No result yet: the job has not finished",
             ));
         }
-        Ok(result2018::job_result(&v1, &view).await?)
+        Ok::<_, RpcError>(result2018::job_result(&v1, &view).await?)
     }
     .await;
     match answer {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => envelope::json_response(StatusCode::OK, envelope::json_bytes(&r, r.json_len_hint())),
         Err(e) => (e.status(), Json(serde_json::json!({"error": e.message}))).into_response(),
     }
 }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::client::{V1, V1Error, job_path};
+use super::envelope::Payload;
 use super::job2018::{Kind, META_KEY, Mapped};
 
 /// 2018's `job status`: `pending`, `working` or `finished`.
@@ -90,18 +91,57 @@ fn input_names(def: &Value) -> Vec<Value> {
     }
 }
 
+/// Most bytes of a log a 2018 answer carries inline, as its array of lines (`appendStdOut`,
+/// turbo results). The answer takes up to 3 bytes a byte of log (16 MiB of newlines are 48 MB of
+/// `"",`), so this bounds what one call holds whatever the log; a longer log is cut after a
+/// whole line and a last line says so (with the whole log's URL where it is kept).
+pub const MAX_INLINE_LOG_BYTES: usize = 16 << 20;
+
+fn cut_note() -> String {
+    format!("[dcc: log cut at {MAX_INLINE_LOG_BYTES} bytes in this answer;")
+}
+
+/// Cuts `text` to at most `max` bytes, after its last whole line there (or at a character);
+/// whether it was cut.
+fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = text.as_bytes()[..max]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(max, |i| i + 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
 /// The 2018 `JobResult` of a job (meant for ended ones; a running one gives its state so far).
-pub async fn job_result(v1: &V1, view: &Value) -> Result<Value, V1Error> {
+/// Logs asked for inline (`appendStdOut`, `appendStdErr`) are arrays of lines, written from the
+/// text as the answer is serialized ([`Payload`]).
+pub async fn job_result(v1: &V1, view: &Value) -> Result<Payload, V1Error> {
     let id = view["jobId"].as_str().unwrap_or_default();
     let ran = view["attempt"].as_u64().unwrap_or(0) > 0;
     let mut logs = Vec::new();
-    for (stream, flag) in [("stdout", "appendStdOut"), ("stderr", "appendStdErr")] {
-        let url = view[format!("{stream}Url")].as_str().unwrap_or_default();
-        logs.push(match (ran, kept(view)[flag] == true) {
-            (false, _) => Value::Null,
-            (true, true) => json!(lines(&v1.log(id, stream).await?)),
-            (true, false) => json!(v1.url(url)),
-        });
+    let mut urls = [Value::Null, Value::Null];
+    for ((stream, flag), url) in [("stdout", "appendStdOut"), ("stderr", "appendStdErr")]
+        .into_iter()
+        .zip(urls.iter_mut())
+    {
+        match (ran, kept(view)[flag] == true) {
+            (false, _) => {}
+            (true, true) => {
+                let (mut text, cut) = v1.log_head(id, stream, MAX_INLINE_LOG_BYTES).await?;
+                if cut {
+                    let url = v1.url(view[format!("{stream}Url")].as_str().unwrap_or_default());
+                    text.push_str(&format!("{} the whole log: {url}]", cut_note()));
+                }
+                logs.push((stream, text));
+            }
+            (true, false) => *url = json!(v1.url(view[format!("{stream}Url")].as_str().unwrap_or_default())),
+        }
     }
     let def = definition(view);
     let outputs: Vec<Value> = view["outputs"]
@@ -110,8 +150,8 @@ pub async fn job_result(v1: &V1, view: &Value) -> Result<Value, V1Error> {
         .flatten()
         .map(|o| o["name"].clone())
         .collect();
-    let [stdout, stderr]: [Value; 2] = logs.try_into().expect("two logs");
-    Ok(json!({
+    let [stdout, stderr] = urls;
+    let value = json!({
         "jobId": id,
         "status": finished_status(view),
         "exitCode": view["exitCode"],
@@ -125,16 +165,13 @@ pub async fn job_result(v1: &V1, view: &Value) -> Result<Value, V1Error> {
         "error": error(view),
         "definition": def,
         "stats": stats(view),
-    }))
+    });
+    Ok(Payload { value, logs })
 }
 
 /// Where the adapter serves a job's `result.json`.
 pub fn result_json_path(id: &str) -> String {
     job_path(id, "/result.json").replacen("/api/v1/jobs/", "/v1/results/", 1)
-}
-
-fn lines(text: &str) -> Vec<String> {
-    text.lines().map(String::from).collect()
 }
 
 /// A duration as 2018 printed them for people.
@@ -189,15 +226,28 @@ pub fn time(view: &Value) -> Value {
 }
 
 /// A turbo result from the answer of `POST /api/v1/run`: V2 (outputs as a list, base64 unless
-/// `forceUtf8Outputs`) or V1 (outputs as `{name: text}`).
-pub fn turbo(answer: &Value, m: &Mapped, kind: Kind) -> Value {
-    let text = |s: &Value| lines(s.as_str().unwrap_or_default());
+/// `forceUtf8Outputs`) or V1 (outputs as `{name: text}`). The logs are taken out of the answer,
+/// not copied, and written as arrays of lines ([`Payload`]).
+pub fn turbo(mut answer: Value, m: &Mapped, kind: Kind) -> Payload {
+    let mut text = |k: &str| match answer[k].take() {
+        Value::String(mut s) => {
+            // Fast jobs' logs are bounded by DCC_FAST_MAX_OUTPUT_BYTES, which an operator may
+            // raise: the answer stays within the adapter's bound regardless. (The job is
+            // deleted once answered: there is no whole log to point at.)
+            if cut(&mut s, MAX_INLINE_LOG_BYTES) {
+                s.push_str(&format!("{} the job is not kept]", cut_note()));
+            }
+            s
+        }
+        _ => String::new(),
+    };
+    let logs = vec![("stdout", text("stdout")), ("stderr", text("stderr"))];
     let s = &answer["stats"];
     let creation = s["createMs"].as_i64().unwrap_or(0) + s["startMs"].as_i64().unwrap_or(0);
     let mut r = json!({
         "id": answer["jobId"],
-        "stdout": text(&answer["stdout"]),
-        "stderr": text(&answer["stderr"]),
+        "stdout": Value::Null,
+        "stderr": Value::Null,
         "exitCode": answer["exitCode"],
         "outputs": turbo_outputs(answer["outputs"].as_array().map_or(&[][..], Vec::as_slice), m, kind),
         "stats": {
@@ -210,11 +260,11 @@ pub fn turbo(answer: &Value, m: &Mapped, kind: Kind) -> Value {
             "total": pretty(&s["totalMs"]),
         },
     });
-    let e = error(answer);
+    let e = error(&answer);
     if !e.is_null() {
         r["error"] = e;
     }
-    r
+    Payload { value: r, logs }
 }
 
 /// A turbo result's outputs from the fast answer's (`value` base64): V1 `{name: text}`; V2 a
@@ -267,6 +317,15 @@ mod tests {
             "Docker_Image_Unknown"
         );
         assert_eq!(error(&v("failed", "CONTAINER_FAILED"))["code"], "CONTAINER_FAILED");
+    }
+
+    #[test]
+    fn long_logs_are_cut_after_a_whole_line() {
+        let mut t = "ab\ncd\nef".to_string();
+        assert!(!cut(&mut t, 8));
+        assert!(cut(&mut t, 7) && t == "ab\ncd\n");
+        let mut t = "éééé".to_string();
+        assert!(cut(&mut t, 3) && t == "é", "a character is never split");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub async fn wait_ended(v1: &V1, id: &str, total: Duration) -> Result<Value, Rpc
 pub async fn turbo(v1: &V1, raw: &Value, kind: Kind) -> Result<Reply, RpcError> {
     let m = mapped(v1, raw, kind)?;
     let (_, answer) = v1.call(Http::POST, "/api/v1/run", Some(&m.job)).await?;
-    let result = result2018::turbo(&answer, &m, kind);
+    let result = result2018::turbo(answer, &m, kind);
     if let Err(e) = v1.call(Http::DELETE, &job_path(&m.id, ""), None).await {
         tracing::warn!(job_id = m.id, error = ?e.body, "could not delete an answered turbo job; it expires with DCC_FAST_RESULT_TTL");
     }

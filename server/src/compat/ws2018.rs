@@ -76,7 +76,8 @@ fn error(message: &str, code: i64, data: Value) -> Value {
 
 async fn connection(v1: V1, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(16);
+    // Messages as text: a JobResult with inline logs is written once, from its text (`Payload`).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
     // Dropped with the connection: its waits end with it.
     let mut followed = JoinSet::new();
     loop {
@@ -85,20 +86,20 @@ async fn connection(v1: V1, socket: WebSocket) {
                 Some(Ok(Message::Text(t))) => match request(&t) {
                     Ok(_) if followed.len() >= MAX_FOLLOWED => {
                         let e = error("Too many jobs followed on one connection", -32000, json!({"max": MAX_FOLLOWED}));
-                        let _ = tx.try_send(e);
+                        let _ = tx.try_send(e.to_string());
                     }
                     Ok(id) => {
                         followed.spawn(follow(v1.clone(), id, tx.clone()));
                     }
                     Err(e) => {
-                        let _ = tx.try_send(e);
+                        let _ = tx.try_send(e.to_string());
                     }
                 },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
             Some(out) = rx.recv() => {
-                if sink.send(Message::Text(out.to_string().into())).await.is_err() {
+                if sink.send(Message::Text(out.into())).await.is_err() {
                     break;
                 }
             }
@@ -123,20 +124,34 @@ fn request(text: &str) -> Result<String, Value> {
 }
 
 /// Waits for `id` to end and sends its result (or why not).
-async fn follow(v1: V1, id: String, tx: tokio::sync::mpsc::Sender<Value>) {
+async fn follow(v1: V1, id: String, tx: tokio::sync::mpsc::Sender<String>) {
     let out = loop {
         match submit2018::wait_ended(&v1, &id, Duration::from_millis(submit2018::WAIT_MS)).await {
             Ok(view) => match result2018::job_result(&v1, &view).await {
-                Ok(r) => break json!({"jsonrpc": "2.0", "result": r}),
-                Err(e) => break failure(RpcError::from(e), &id),
+                Ok(r) => break notification(&r),
+                Err(e) => break failure(RpcError::from(e), &id).to_string(),
             },
             // No room for another wait on this server just now: ask again shortly.
             Err(e) if e.code == 503 => tokio::time::sleep(BUSY_PAUSE).await,
-            Err(e) if e.code == 404 => break error("No entry found for that jobId", 404, json!({"jobId": id})),
-            Err(e) => break failure(e, &id),
+            Err(e) if e.code == 404 => {
+                break error("No entry found for that jobId", 404, json!({"jobId": id})).to_string();
+            }
+            Err(e) => break failure(e, &id).to_string(),
         }
     };
     let _ = tx.send(out).await;
+}
+
+/// `{"jsonrpc": "2.0", "result": <JobResult>}`, written from the payload.
+fn notification(result: &super::envelope::Payload) -> String {
+    #[derive(serde::Serialize)]
+    struct Notification<'a> {
+        jsonrpc: &'static str,
+        result: &'a super::envelope::Payload,
+    }
+    let bytes = super::envelope::json_bytes(&Notification { jsonrpc: "2.0", result }, result.json_len_hint());
+    // serde_json writes UTF-8: this checks it, without a copy.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 fn failure(e: RpcError, id: &str) -> Value {

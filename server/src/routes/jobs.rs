@@ -105,13 +105,24 @@ pub async fn list(
             })?,
         None => DEFAULT_PAGE,
     };
+    let cursor = q.get("cursor").filter(|s| !s.is_empty()).cloned();
+    // A cursor that does not parse would start the listing over, unnoticed, and loop a client.
+    if cursor
+        .as_deref()
+        .is_some_and(|c| dcc_shared::queue::read::parse_cursor(c).is_none())
+    {
+        return Err(ApiError::bad_param(
+            "cursor",
+            "cursor must be the nextCursor of a previous page, unchanged",
+        ));
+    }
     let page = state
         .queue
         .list(&ListFilter {
             state: state_filter,
             queue,
             limit,
-            cursor: q.get("cursor").filter(|s| !s.is_empty()).cloned(),
+            cursor,
             tenant: (!who.is_admin()).then(|| who.tenant.clone()),
         })
         .await?;

@@ -147,7 +147,8 @@ async fn answer(state: &AppState, who: &crate::tenants::Principal, job: &JobReco
         } else {
             Vec::new()
         };
-        *text = String::from_utf8_lossy(&bytes).into_owned();
+        // Valid UTF-8 (the usual case) becomes the text without a copy: a log may be 16 MiB.
+        *text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     }
     for o in view.outputs.iter_mut() {
         let bytes = read(paths::output(&job.id, job.attempt, &o.name))

@@ -16,16 +16,20 @@
 -- ARGV[8]: '1' for a fast job
 -- ARGV[9]: workers' channel prefix (the woken worker's channel)
 -- ARGV[10..]: field/value pairs of the new record
--- Returns: 'created' | 'exists' (same id, same definition, same tenant: nothing written) |
--- 'conflict' (same id, other definition or another tenant's: nothing of that job is told) |
+-- Returns: 'created' | 'exists' (same id, same definition, same tenant, both fast or both
+-- standard: nothing written) | 'conflict' (same id, other definition, another tenant's, or a
+-- fast job's id for a standard one or back: nothing of that job is told) |
 -- 'quota' | 'fast_quota' (the tenant is at its quota: nothing written)
 -- (Loaded with wake.lua (wake_idle) prepended.)
-local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant')
+local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
+local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then
-  if existing[1] == ARGV[2] and (existing[2] or '') == ARGV[5] then return 'exists' end
+  -- A fast submit answers with the job and then is deleted by clients that ran it (the 2018
+  -- adapter's turbo calls): it must never be taken for a standard job of the same definition.
+  local same_lane = (existing[3] == 'fast') == fast
+  if existing[1] == ARGV[2] and (existing[2] or '') == ARGV[5] and same_lane then return 'exists' end
   return 'conflict'
 end
-local tenant, fast = ARGV[5], ARGV[8] == '1'
 local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
 if tonumber(ARGV[6]) > 0 and active >= tonumber(ARGV[6]) then return 'quota' end
 if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant .. ':fast') or '0') >= tonumber(ARGV[7]) then

@@ -50,10 +50,10 @@ pub struct QueueDepth {
     pub oldest_queued_age_ms: i64,
 }
 
-/// Splits a cursor `score:id` (the last job of the previous page).
-fn parse_cursor(c: &str) -> Option<(i64, String)> {
+/// Splits a cursor `score:id` (the last job of the previous page): `None` when it is not one.
+pub fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (s, id) = c.split_once(':')?;
-    Some((s.parse().ok()?, id.to_string()))
+    Some((s.parse().ok()?, JobId::parse(id).ok()?.to_string()))
 }
 
 impl Queue {
@@ -102,54 +102,57 @@ impl Queue {
     }
 
     /// A page of jobs, newest first. The cursor is the last entry returned, so pages neither
-    /// repeat nor skip jobs when new ones arrive meanwhile.
+    /// repeat nor skip jobs when new ones arrive meanwhile. Jobs of the same millisecond (one
+    /// score) are ordered by id, the tie-breaker: a page resumes after the cursor's id among its
+    /// score's entries however many share it. A cursor that does not parse starts at the top
+    /// (the route refuses it first: [`parse_cursor`]).
     pub async fn list(&self, f: &ListFilter) -> Result<Page> {
         let limit = f.limit.clamp(1, 1000);
         let mut conn = self.conn().await?;
-        let (mut max_score, mut after_id) = match f.cursor.as_deref().and_then(parse_cursor) {
-            Some((s, id)) => (s.to_string(), Some(id)),
-            None => ("+inf".to_string(), None),
+        let index = match &f.tenant {
+            Some(t) => self.keys().tenant_index(t),
+            None => self.keys().index(),
         };
+        let batch_len = limit * 2 + 1;
+        // Reading resumes at `last`'s score, `skip` entries in: those of that score at or above
+        // `last`'s id, already seen (counted as they pass; a cursor from the client starts at
+        // 0 and steps over them by id).
+        let mut last = f.cursor.as_deref().and_then(parse_cursor);
+        let mut skip = 0usize;
         let mut jobs = Vec::new();
         let mut scanned = 0usize;
-        let mut last: Option<(i64, String)> = None;
         loop {
-            let index = match &f.tenant {
-                Some(t) => self.keys().tenant_index(t),
-                None => self.keys().index(),
-            };
+            let max_score = last.as_ref().map_or("+inf".to_string(), |(s, _)| s.to_string());
             let batch: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(index)
+                .arg(&index)
                 .arg(&max_score)
                 .arg("-inf")
                 .arg("WITHSCORES")
                 .arg("LIMIT")
-                .arg(0)
-                .arg(limit * 2 + 1)
+                .arg(skip)
+                .arg(batch_len)
                 .query_async(&mut conn)
                 .await?;
-            let exhausted = batch.len() < limit * 2 + 1;
-            // Entries with the cursor's score sort by id descending: skip those at or above it.
-            let fresh: Vec<(String, i64)> = batch
+            let exhausted = batch.len() < batch_len;
+            let batch: Vec<(String, i64)> = batch.into_iter().map(|(id, s)| (id, s as i64)).collect();
+            let ids: Vec<JobId> = batch.iter().filter_map(|(id, _)| JobId::parse(id).ok()).collect();
+            let mut by_id: HashMap<String, JobRecord> = self
+                .get_many(&ids)
+                .await?
                 .into_iter()
-                .map(|(id, s)| (id, s as i64))
-                .filter(|(id, s)| match &after_id {
-                    Some(a) if s.to_string() == max_score => id < a,
-                    _ => true,
-                })
+                .map(|r| (r.id.to_string(), r))
                 .collect();
-            if fresh.is_empty() {
-                return Ok(Page {
-                    jobs,
-                    next_cursor: None,
-                });
-            }
-            let ids: Vec<JobId> = fresh.iter().filter_map(|(id, _)| JobId::parse(id).ok()).collect();
-            let records = self.get_many(&ids).await?;
-            let mut by_id: HashMap<String, JobRecord> = records.into_iter().map(|r| (r.id.to_string(), r)).collect();
-            for (id, score) in fresh {
-                scanned += 1;
+            for (id, score) in batch {
+                skip = match &last {
+                    Some((ls, _)) if *ls == score => skip + 1,
+                    _ => 1,
+                };
+                // At or above the cursor (its score's entries come by id, descending).
+                if last.as_ref().is_some_and(|(ls, lid)| *ls == score && id >= *lid) {
+                    continue;
+                }
                 last = Some((score, id.clone()));
+                scanned += 1;
                 if let Some(r) = by_id.remove(&id)
                     && f.state.is_none_or(|s| s == r.state)
                     && f.queue.is_none_or(|q| q == r.queue)
@@ -157,10 +160,9 @@ impl Queue {
                     jobs.push(r);
                 }
                 if jobs.len() == limit || scanned >= MAX_SCAN {
-                    let next = last.as_ref().map(|(s, id)| format!("{s}:{id}"));
                     return Ok(Page {
                         jobs,
-                        next_cursor: next,
+                        next_cursor: Some(format!("{score}:{id}")),
                     });
                 }
             }
@@ -170,9 +172,6 @@ impl Queue {
                     next_cursor: None,
                 });
             }
-            let (s, id) = last.clone().expect("a non-empty batch set `last`");
-            max_score = s.to_string();
-            after_id = Some(id);
         }
     }
 
