@@ -54,7 +54,7 @@ data "aws_iam_policy_document" "kms" {
     resources = ["*"] # In a key policy, "*" is this key.
     principals {
       type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
     }
   }
   statement {
@@ -128,6 +128,7 @@ module "redis" {
   subnet_ids                = module.network.private_subnet_ids
   client_security_group_ids = { servers = module.servers.security_group_id, workers = module.workers.security_group_id, scaler = module.scaler.security_group_id }
   kms_key_arn               = aws_kms_key.dcc.arn
+  final_snapshot            = var.redis_final_snapshot
   tags                      = local.tags
 }
 
@@ -176,6 +177,8 @@ module "workers" {
   gpu_instance_type  = var.gpu_instance_type
   gpu_min            = var.gpu_min
   gpu_max            = var.gpu_max
+  cpu_spot           = var.cpu_spot
+  gpu_spot           = var.gpu_spot
   disk_gb            = var.disk_gb
   artifact_key       = var.dcc_binary == null ? local.artifact_key : aws_s3_object.dcc[0].key
   artifact_sha256    = local.artifact_sha256

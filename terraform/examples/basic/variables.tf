@@ -190,3 +190,31 @@ variable "gpu_instance_type" {
   type        = string
   default     = "g5.xlarge"
 }
+
+variable "cpu_spot" {
+  description = "Run the CPU workers on Spot: { enabled = true, instance_types = [several types of one size], on_demand_base = N }. Workers hand their running jobs back on the interruption notice (docs/deploy.md)."
+  type = object({
+    enabled                      = bool
+    instance_types               = optional(list(string), [])
+    on_demand_base               = optional(number, 0)
+    on_demand_percent_above_base = optional(number, 0)
+  })
+  default = { enabled = false }
+}
+
+variable "gpu_spot" {
+  description = "Run the GPU workers on Spot, as cpu_spot."
+  type = object({
+    enabled                      = bool
+    instance_types               = optional(list(string), [])
+    on_demand_base               = optional(number, 0)
+    on_demand_percent_above_base = optional(number, 0)
+  })
+  default = { enabled = false }
+}
+
+variable "redis_final_snapshot" {
+  description = "Keep a final snapshot of the queue (<name>-redis-final) when the stack is destroyed."
+  type        = bool
+  default     = true
+}

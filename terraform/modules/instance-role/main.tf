@@ -77,3 +77,12 @@ resource "aws_iam_instance_profile" "this" {
   name = var.name
   role = aws_iam_role.this.name
 }
+
+# Operators reach a failing instance with SSM Session Manager (no SSH, no open port, every
+# session logged by SSM).
+data "aws_partition" "current" {}
+
+resource "aws_iam_role_policy_attachment" "ssm" {
+  role       = aws_iam_role.this.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}

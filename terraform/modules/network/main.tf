@@ -131,3 +131,16 @@ resource "aws_route_table_association" "private" {
   subnet_id      = aws_subnet.private[count.index].id
   route_table_id = aws_route_table.private[0].id
 }
+
+# The S3 gateway endpoint is free and keeps every job file (inputs, outputs, logs, the dcc binary)
+# off the NAT gateway, whose data processing is billed per GB.
+data "aws_region" "current" {}
+
+resource "aws_vpc_endpoint" "s3" {
+  count             = local.create ? 1 : 0
+  vpc_id            = aws_vpc.this[0].id
+  service_name      = "com.amazonaws.${data.aws_region.current.name}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = [aws_route_table.private[0].id]
+  tags              = merge(var.tags, { Name = "${var.name}-s3" })
+}

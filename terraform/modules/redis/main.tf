@@ -90,6 +90,8 @@ resource "aws_elasticache_replication_group" "this" {
   kms_key_id                 = var.kms_key_arn
   auth_token                 = local.auth_token
   snapshot_retention_limit   = 7
+  # `terraform destroy` keeps the queue's last state as a snapshot unless asked not to.
+  final_snapshot_identifier  = var.final_snapshot ? "${var.name}-redis-final" : null
   auto_minor_version_upgrade = true
   apply_immediately          = false
   tags                       = var.tags

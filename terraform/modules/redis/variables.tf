@@ -34,3 +34,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "final_snapshot" {
+  description = "Take a final snapshot of the queue when the replication group is destroyed (named <name>-redis-final)."
+  type        = bool
+  default     = true
+}

@@ -72,6 +72,7 @@ data "aws_iam_policy_document" "scaler" {
     actions = [
       "ec2:CreateNetworkInterface",
       "ec2:DescribeNetworkInterfaces",
+      "ec2:DescribeSubnets",
       "ec2:DeleteNetworkInterface",
       "ec2:AssignPrivateIpAddresses",
       "ec2:UnassignPrivateIpAddresses",
@@ -149,6 +150,14 @@ resource "aws_cloudwatch_event_rule" "every_minute" {
 resource "aws_cloudwatch_event_target" "scaler" {
   rule = aws_cloudwatch_event_rule.every_minute.name
   arn  = aws_lambda_function.scaler.arn
+}
+
+# A failed pass is not retried by Lambda (the next scheduled one, a minute later, reads the state
+# afresh; a retry could overlap it), and an event older than a pass is dropped.
+resource "aws_lambda_function_event_invoke_config" "scaler" {
+  function_name                = aws_lambda_function.scaler.function_name
+  maximum_retry_attempts       = 0
+  maximum_event_age_in_seconds = 60
 }
 
 resource "aws_lambda_permission" "events" {

@@ -31,6 +31,10 @@ run "defaults" {
     condition     = alltrue([for s in data.aws_iam_policy_document.dcc.statement : !anytrue([for a in s.actions : startswith(a, "ecr:")])])
     error_message = "No ECR access unless repositories are given."
   }
+  assert {
+    condition     = aws_iam_role_policy_attachment.ssm.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    error_message = "Operators reach instances with SSM Session Manager."
+  }
 }
 
 run "ecr_pulls" {

@@ -15,6 +15,10 @@ run "new_vpc" {
     condition     = length(aws_vpc.this) == 1 && length(aws_subnet.public) == 2 && length(aws_subnet.private) == 2
     error_message = "A new VPC with two public and two private subnets."
   }
+  assert {
+    condition     = aws_vpc_endpoint.s3[0].vpc_endpoint_type == "Gateway" && aws_vpc_endpoint.s3[0].service_name == "com.amazonaws.us-east-1.s3"
+    error_message = "Job files reach S3 through the free gateway endpoint, not the NAT gateway."
+  }
 }
 
 run "existing_vpc" {

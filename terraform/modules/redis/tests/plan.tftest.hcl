@@ -32,6 +32,10 @@ run "defaults" {
     condition     = aws_elasticache_replication_group.this.transit_encryption_enabled && aws_elasticache_replication_group.this.automatic_failover_enabled
     error_message = "TLS and failover on."
   }
+  assert {
+    condition     = aws_elasticache_replication_group.this.final_snapshot_identifier == "t-redis-final"
+    error_message = "Destroying the stack keeps a final snapshot of the queue by default."
+  }
   # The queue needs noeviction; job records fit the compact hash encoding (docs/scaling.md).
   assert {
     condition = {

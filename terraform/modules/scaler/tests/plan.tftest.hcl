@@ -26,6 +26,14 @@ run "defaults" {
     condition     = aws_lambda_function.scaler.environment[0].variables["DCC_SCALER_GPU_ASG"] == ""
     error_message = "No GPU group without one."
   }
+  assert {
+    condition     = aws_lambda_function_event_invoke_config.scaler.maximum_retry_attempts == 0 && aws_lambda_function_event_invoke_config.scaler.maximum_event_age_in_seconds == 60
+    error_message = "A failed pass is not retried (it could overlap the next scheduled one)."
+  }
+  assert {
+    condition     = contains(flatten([for s in data.aws_iam_policy_document.scaler.statement : s.actions if s.sid == "VpcAccess"]), "ec2:DescribeSubnets")
+    error_message = "A VPC Lambda needs ec2:DescribeSubnets."
+  }
 }
 
 run "reserved_concurrency" {

@@ -30,6 +30,15 @@ run "cpu_only" {
     error_message = "CPU workers get Docker and no NVIDIA steps."
   }
   assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "DCC_TMP_DIR=/var/lib/dcc/tmp") && strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "mkdir -p /var/lib/dcc/tmp")
+    error_message = "Job scratch lands on the root volume, not on AL2023's RAM-backed /tmp."
+  }
+  assert {
+    condition = alltrue([for s in ["retry aws s3 cp", "token=$(retry aws ssm get-parameter", "instance_id=$(retry imds instance-id)", "retry dnf install -y docker"] :
+    strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), s)])
+    error_message = "Boot steps that reach AWS or a mirror are retried with backoff."
+  }
+  assert {
     condition     = aws_launch_template.pool["cpu"].block_device_mappings[0].device_name == data.aws_ami.pool["cpu"].root_device_name
     error_message = "Root device name from the AMI."
   }
