@@ -67,6 +67,72 @@ mod tests {
     }
 }
 
+/// Groups that sleep: a fleet at min 0 against the same fleet kept at min 1.
+#[cfg(test)]
+mod from_zero {
+    use crate::policy::Policy;
+    use crate::simulate::{Report, Scaler, World, parse_trace, run};
+
+    fn both(trace: &str, queue: &str, world: World, policy: &Policy) -> (Report, Report) {
+        let trace = parse_trace(trace, queue).unwrap();
+        let zero = run(
+            &trace,
+            &World {
+                min: 0,
+                ..world.clone()
+            },
+            &Scaler::Dcc(policy.clone()),
+        );
+        let one = run(&trace, &World { min: 1, ..world }, &Scaler::Dcc(policy.clone()));
+        for r in [&zero, &one] {
+            assert_eq!(r.completed, trace.len());
+            assert_eq!(r.busy_killed, 0);
+        }
+        println!(
+            "{queue}: min 0: p50 {:.0} s, p95 {:.0} s, {:.1} instance-hours | min 1: p50 {:.0} s, p95 {:.0} s, {:.1} instance-hours",
+            zero.p50_wait, zero.p95_wait, zero.instance_hours, one.p50_wait, one.p95_wait, one.instance_hours
+        );
+        (zero, one)
+    }
+
+    /// GPU bursts every 3 hours: a GPU group that sleeps between them pays for the bursts only,
+    /// and its first job waits about a pass and a boot.
+    #[test]
+    fn a_gpu_group_sleeps_between_bursts() {
+        let world = World {
+            slots: 1,
+            boot_secs: 300,
+            min: 0,
+            max: 8,
+        };
+        let policy = Policy {
+            slots_per_instance: 1,
+            ..Policy::default()
+        };
+        let (zero, one) = both(include_str!("../traces/gpu_bursts.csv"), "gpu", world, &policy);
+        assert!(zero.instance_hours < one.instance_hours);
+        assert!(zero.p95_wait <= (300 + 60 + 60) as f64, "p95 {}", zero.p95_wait);
+    }
+
+    /// Fast jobs arriving at an empty CPU fleet are run once an instance boots.
+    #[test]
+    fn fast_jobs_at_an_empty_fleet_run_after_a_boot() {
+        let world = World {
+            slots: 2,
+            boot_secs: 120,
+            min: 0,
+            max: 20,
+        };
+        let policy = Policy {
+            slots_per_instance: 2,
+            ..Policy::default()
+        };
+        let (zero, one) = both(include_str!("../traces/fast_from_zero.csv"), "cpu", world, &policy);
+        assert!(zero.instance_hours < one.instance_hours);
+        assert!(zero.p95_wait <= (120 + 60 + 60) as f64, "p95 {}", zero.p95_wait);
+    }
+}
+
 #[cfg(test)]
 mod tuning {
     use crate::policy::Policy;

@@ -35,7 +35,8 @@ fn num(k: &str, default: u64) -> Result<u64, String> {
 
 /// The groups configured: `DCC_SCALER_CPU_ASG` and/or `DCC_SCALER_GPU_ASG`, with
 /// `DCC_SCALER_{CPU,GPU}_SLOTS` (slots per instance: 2 and 1), `DCC_SCALER_{CPU,GPU}_MEMORY_MB`
-/// (unset: not checked), `DCC_SCALER_BOOT_SECS` (120), `DCC_SCALER_MAX_STEP` (40),
+/// (unset: not checked), `DCC_SCALER_{CPU,GPU}_IDLE_GRACE_SECS` (the global grace),
+/// `DCC_SCALER_BOOT_SECS` (120), `DCC_SCALER_MAX_STEP` (40),
 /// `DCC_SCALER_IDLE_GRACE_SECS` (120), `DCC_SCALER_COOLDOWN_SECS` (120),
 /// `DCC_SCALER_HEALTH_GRACE_SECS` (900).
 pub fn groups() -> Result<Vec<GroupSettings>, String> {
@@ -62,7 +63,15 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
             1,
         ),
     ] {
-        let memory_var = format!("DCC_SCALER_{}_MEMORY_MB", queue.as_str().to_uppercase());
+        let upper = queue.as_str().to_uppercase();
+        // How long an idle instance of this group is kept (a GPU group may sleep sooner or later
+        // than a CPU one); the global grace by default.
+        let grace_var = format!("DCC_SCALER_{upper}_IDLE_GRACE_SECS");
+        let idle_grace_ms = match std::env::var(&grace_var) {
+            Ok(v) if !v.trim().is_empty() => Duration::from_secs(num(&grace_var, 0)?).as_millis() as i64,
+            _ => base.idle_grace_ms,
+        };
+        let memory_var = format!("DCC_SCALER_{upper}_MEMORY_MB");
         let memory_mb = match num(&memory_var, 0)? {
             0 => None,
             m => Some(m),
@@ -75,6 +84,7 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
                 queue,
                 policy: Policy {
                     slots_per_instance: num(slots_var, default_slots)?.max(1) as u32,
+                    idle_grace_ms,
                     ..base.clone()
                 },
                 memory_mb,
