@@ -36,7 +36,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             slots_per_instance: 2,
-            max_step: 40,
+            max_step: 100,
             idle_grace_ms: 2 * 60_000,
             cooldown_ms: 2 * 60_000,
             health_grace_ms: 15 * 60_000,

@@ -36,13 +36,13 @@ fn num(k: &str, default: u64) -> Result<u64, String> {
 /// The groups configured: `DCC_SCALER_CPU_ASG` and/or `DCC_SCALER_GPU_ASG`, with
 /// `DCC_SCALER_{CPU,GPU}_SLOTS` (slots per instance: 2 and 1), `DCC_SCALER_{CPU,GPU}_MEMORY_MB`
 /// (unset: not checked), `DCC_SCALER_{CPU,GPU}_IDLE_GRACE_SECS` (the global grace),
-/// `DCC_SCALER_BOOT_SECS` (120), `DCC_SCALER_MAX_STEP` (40),
+/// `DCC_SCALER_BOOT_SECS` (120), `DCC_SCALER_MAX_STEP` (100),
 /// `DCC_SCALER_IDLE_GRACE_SECS` (120), `DCC_SCALER_COOLDOWN_SECS` (120),
 /// `DCC_SCALER_HEALTH_GRACE_SECS` (900).
 pub fn groups() -> Result<Vec<GroupSettings>, String> {
     let base = Policy {
         slots_per_instance: 1,
-        max_step: num("DCC_SCALER_MAX_STEP", 40)? as u32,
+        max_step: num("DCC_SCALER_MAX_STEP", 100)? as u32,
         idle_grace_ms: Duration::from_secs(num("DCC_SCALER_IDLE_GRACE_SECS", 120)?).as_millis() as i64,
         cooldown_ms: Duration::from_secs(num("DCC_SCALER_COOLDOWN_SECS", 120)?).as_millis() as i64,
         health_grace_ms: Duration::from_secs(num("DCC_SCALER_HEALTH_GRACE_SECS", 900)?).as_millis() as i64,

@@ -58,9 +58,9 @@ variable "gpu_slots" {
 }
 
 variable "max_step" {
-  description = "Most instances added per pass."
+  description = "Most instances added per pass (100: a burst is served in one pass)."
   type        = number
-  default     = 40
+  default     = 100
 }
 
 variable "idle_grace_secs" {
