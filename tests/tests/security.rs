@@ -136,6 +136,39 @@ async fn a_hanging_pull_is_cut_at_its_limit() {
     held.abort();
 }
 
+/// A registry that answers every manifest with Docker Hub's rate-limit error: the job fails
+/// with its own code and a message saying what to do, not as a missing image.
+#[tokio::test]
+async fn a_rate_limited_pull_says_so() {
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route("/v2/", axum::routing::get(|| async { "{}" }))
+        .fallback(|| async {
+            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;
+            (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], body)
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let v = dcc
+        .api()
+        .run(json!({"image": format!("127.0.0.1:{port}/busy:1")}))
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("failed"), Some("IMAGE_PULL_RATE_LIMITED")),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rate limit") && message.contains("docs/registries.md"),
+        "{v}"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn the_sandbox_runtime_is_used_and_an_unknown_one_is_refused_at_start() {
     let redis = Redis::start();

@@ -467,6 +467,12 @@ impl Executor {
                 ErrorCode::ImagePullDenied,
                 format!("image {image:?} cannot be pulled: no usable credentials for its registry: {msg}"),
             )),
+            Ok(Err(docker::PullError::Daemon(msg))) if crate::registry::pull_rate_limited(&msg) => Err(Stop::with(
+                ErrorCode::ImagePullRateLimited,
+                format!(
+                    "image {image:?} cannot be pulled now: the registry's pull rate limit was reached ({msg}); give the workers credentials for it or pull through a cache (docs/registries.md)"
+                ),
+            )),
             Ok(Err(docker::PullError::Daemon(msg))) if crate::registry::pull_denied(&msg) => Err(Stop::with(
                 ErrorCode::ImagePullDenied,
                 format!("image {image:?} cannot be pulled: the registry refused the credentials: {msg}"),

@@ -405,6 +405,14 @@ fn default_docker_config() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
+/// Whether a pull failed because the registry's pull rate limit was reached.
+pub fn pull_rate_limited(daemon_message: &str) -> bool {
+    let m = daemon_message.to_ascii_lowercase();
+    // The registry's error code (Docker Hub: "toomanyrequests: You have reached your pull rate
+    // limit…") or the bare HTTP status.
+    m.contains("toomanyrequests") || m.contains("pull rate limit") || m.contains("429 too many requests")
+}
+
 /// Whether a pull failed because the registry refused the credentials (or their absence), as
 /// opposed to the image not existing. Docker Hub answers "pull access denied … repository does
 /// not exist or may require 'docker login'" for both; that stays `IMAGE_NOT_FOUND`.
@@ -543,6 +551,14 @@ mod tests {
         assert_eq!(ecr_region("12345.dkr.ecr.eu-west-1.amazonaws.com"), None);
         assert_eq!(ecr_region("123456789012.dkr.ecr.eu-west-1.evil.example"), None);
         assert_eq!(ecr_region("ghcr.io"), None);
+    }
+
+    #[test]
+    fn a_rate_limit_is_told_apart() {
+        let hub = "toomanyrequests: You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit";
+        assert!(pull_rate_limited(hub));
+        assert!(!pull_denied(hub));
+        assert!(!pull_rate_limited("unauthorized: authentication required"));
     }
 
     #[test]

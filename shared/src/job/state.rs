@@ -180,6 +180,9 @@ pub enum ErrorCode {
     /// The registry refused the pull: wrong or missing credentials (or a credential source
     /// that failed), as opposed to an image that does not exist.
     ImagePullDenied,
+    /// The registry refused the pull for now: its pull rate limit was reached (Docker Hub's
+    /// anonymous limit per address, met by a scale-out behind one NAT address).
+    ImagePullRateLimited,
 }
 
 impl ErrorCode {
@@ -196,6 +199,7 @@ impl ErrorCode {
             ErrorCode::GpuUnavailable => "GPU_UNAVAILABLE",
             ErrorCode::ImageNotAllowed => "IMAGE_NOT_ALLOWED",
             ErrorCode::ImagePullDenied => "IMAGE_PULL_DENIED",
+            ErrorCode::ImagePullRateLimited => "IMAGE_PULL_RATE_LIMITED",
         }
     }
 }

@@ -193,7 +193,8 @@ module "workers" {
   kms_key_arn        = aws_kms_key.dcc.arn
   tags               = local.tags
 
-  registry_auth_parameter = var.registry_auth_parameter
+  registry_auth_parameter    = var.registry_auth_parameter
+  dockerhub_cache_secret_arn = var.dockerhub_cache_secret_arn
 }
 
 module "scaler" {

@@ -218,3 +218,9 @@ variable "redis_final_snapshot" {
   type        = bool
   default     = true
 }
+
+variable "dockerhub_cache_secret_arn" {
+  description = "Docker Hub through an ECR pull-through cache: a Secrets Manager secret named ecr-pullthroughcache/… with Hub credentials. Jobs then name images <account>.dkr.ecr.<region>.amazonaws.com/docker-hub/<repository>:<tag> (docs/registries.md)."
+  type        = string
+  default     = null
+}

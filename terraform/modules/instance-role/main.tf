@@ -60,6 +60,16 @@ data "aws_iam_policy_document" "dcc" {
       resources = var.ecr_repository_arns
     }
   }
+  dynamic "statement" {
+    for_each = length(var.ecr_pull_through_arns) > 0 ? [1] : []
+    content {
+      # A pull through a cache rule creates the repository and imports the upstream image on
+      # the first pull of it, as the puller.
+      sid       = "EcrPullThrough"
+      actions   = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+      resources = var.ecr_pull_through_arns
+    }
+  }
   statement {
     sid       = "Kms"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]

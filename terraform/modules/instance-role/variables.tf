@@ -45,3 +45,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "ecr_pull_through_arns" {
+  description = "Amazon ECR repositories (pull-through cache prefixes) the instances may create and import upstream images into on first pull."
+  type        = list(string)
+  default     = []
+}

@@ -61,22 +61,26 @@ locals {
   ecr_repository_arns = var.ecr_repository_arns != null ? var.ecr_repository_arns : [
     "arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/*"
   ]
+  ecr_pull_through_arns = var.dockerhub_cache_secret_arn == null ? [] : [
+    "arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/docker-hub/*"
+  ]
   registry_auth_parameter_arns = var.registry_auth_parameter == null ? [] : [
     "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.registry_auth_parameter, "/")}"
   ]
 }
 
 module "role" {
-  source               = "../instance-role"
-  name                 = "${var.name}-workers"
-  bucket_arn           = var.bucket_arn
-  prefix               = var.prefix
-  artifact_key         = var.artifact_key
-  auth_parameter_arn   = var.auth_parameter_arn
-  extra_parameter_arns = local.registry_auth_parameter_arns
-  ecr_repository_arns  = local.ecr_repository_arns
-  kms_key_arn          = var.kms_key_arn
-  tags                 = var.tags
+  source                = "../instance-role"
+  name                  = "${var.name}-workers"
+  bucket_arn            = var.bucket_arn
+  prefix                = var.prefix
+  artifact_key          = var.artifact_key
+  auth_parameter_arn    = var.auth_parameter_arn
+  extra_parameter_arns  = local.registry_auth_parameter_arns
+  ecr_repository_arns   = local.ecr_repository_arns
+  ecr_pull_through_arns = local.ecr_pull_through_arns
+  kms_key_arn           = var.kms_key_arn
+  tags                  = var.tags
 }
 
 resource "aws_launch_template" "pool" {
@@ -181,4 +185,15 @@ resource "aws_autoscaling_group" "pool" {
     value               = each.key
     propagate_at_launch = true
   }
+}
+
+# Docker Hub through an ECR pull-through cache: workers pull `<account>.dkr.ecr.<region>.amazonaws.com/docker-hub/<repository>:<tag>`
+# with their instance role, ECR fetches each image from Hub once (with the Hub credentials in the
+# given Secrets Manager secret, whose name must start with `ecr-pullthroughcache/`) and keeps it,
+# so a scale-out never meets Hub's per-address pull limit.
+resource "aws_ecr_pull_through_cache_rule" "dockerhub" {
+  count                 = var.dockerhub_cache_secret_arn == null ? 0 : 1
+  ecr_repository_prefix = "docker-hub"
+  upstream_registry_url = "registry-1.docker.io"
+  credential_arn        = var.dockerhub_cache_secret_arn
 }

@@ -187,3 +187,9 @@ variable "gpu_spot" {
   })
   default = { enabled = false }
 }
+
+variable "dockerhub_cache_secret_arn" {
+  description = "A Secrets Manager secret (name starting with ecr-pullthroughcache/) holding Docker Hub credentials ({\"username\": …, \"accessToken\": …}): creates an ECR pull-through cache rule for Docker Hub under the prefix docker-hub. Null: none."
+  type        = string
+  default     = null
+}

@@ -135,3 +135,26 @@ run "on_demand_by_default" {
     error_message = "Pools are on-demand unless Spot is asked for."
   }
 }
+
+run "dockerhub_pull_through_cache" {
+  command = plan
+  variables {
+    dockerhub_cache_secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/dockerhub-AbCdEf"
+  }
+  assert {
+    condition     = aws_ecr_pull_through_cache_rule.dockerhub[0].ecr_repository_prefix == "docker-hub" && aws_ecr_pull_through_cache_rule.dockerhub[0].upstream_registry_url == "registry-1.docker.io"
+    error_message = "A pull-through cache rule for Docker Hub under docker-hub/."
+  }
+  assert {
+    condition     = length(local.ecr_pull_through_arns) == 1 && endswith(local.ecr_pull_through_arns[0], ":repository/docker-hub/*")
+    error_message = "Workers may create and import the cached repositories."
+  }
+}
+
+run "no_cache_by_default" {
+  command = plan
+  assert {
+    condition     = length(aws_ecr_pull_through_cache_rule.dockerhub) == 0
+    error_message = "No pull-through cache unless a Hub secret is given."
+  }
+}
