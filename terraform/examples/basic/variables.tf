@@ -126,9 +126,9 @@ variable "retention_days" {
 }
 
 variable "cpu_instance_type" {
-  description = "CPU worker instance type."
+  description = "CPU worker instance type. The default, m7i.large (2 vCPU, 8 GiB), holds cpu_slots (2) jobs of the default 2 GiB at once; c7i.large (4 GiB, of which Docker sees less) held one while the scaler planned two."
   type        = string
-  default     = "c7i.large"
+  default     = "m7i.large"
 }
 
 variable "cpu_slots" {

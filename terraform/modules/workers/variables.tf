@@ -21,7 +21,7 @@ variable "subnet_ids" {
 variable "cpu_instance_type" {
   description = "Instance type of CPU workers."
   type        = string
-  default     = "c7i.large"
+  default     = "m7i.large"
 }
 
 variable "cpu_ami_id" {

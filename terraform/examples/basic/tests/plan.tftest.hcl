@@ -15,6 +15,13 @@ variables {
 run "defaults" {
   command = plan
 
+  # The default CPU type holds as many default-sized jobs (2 GiB) as the scaler plans per
+  # instance (cpu_slots, 2): m7i.large has 8 GiB; c7i.large's 4 GiB held one.
+  assert {
+    condition     = var.cpu_instance_type == "m7i.large" && var.cpu_slots == 2
+    error_message = "Default CPU type and slots must agree with the default job memory."
+  }
+
   # The Auto Scaling service-linked role may use the key (volumes of instances it launches).
   assert {
     condition = anytrue([for s in data.aws_iam_policy_document.kms.statement :
