@@ -109,6 +109,7 @@ module "network" {
   vpc_id             = var.vpc_id
   public_subnet_ids  = var.public_subnet_ids
   private_subnet_ids = var.private_subnet_ids
+  nat_per_az         = var.nat_per_az
   kms_key_arn        = aws_kms_key.dcc.arn
   tags               = local.tags
 }

@@ -224,3 +224,9 @@ variable "dockerhub_cache_secret_arn" {
   type        = string
   default     = null
 }
+
+variable "nat_per_az" {
+  description = "A new VPC gets one NAT gateway per availability zone instead of one (survives a zone's loss; twice the NAT hours)."
+  type        = bool
+  default     = false
+}

@@ -10,6 +10,9 @@ data "aws_availability_zones" "available" {
 locals {
   create = var.vpc_id == null
   azs    = slice(data.aws_availability_zones.available.names, 0, 2)
+  # One NAT gateway (cheaper; instances of the other zone lose the internet with its zone), or
+  # one per zone (each zone's private subnet leaves through its own).
+  nats = local.create ? (var.nat_per_az ? 2 : 1) : 0
 }
 
 resource "aws_vpc" "this" {
@@ -88,15 +91,15 @@ resource "aws_subnet" "private" {
 }
 
 resource "aws_eip" "nat" {
-  count  = local.create ? 1 : 0
+  count  = local.nats
   domain = "vpc"
   tags   = var.tags
 }
 
 resource "aws_nat_gateway" "this" {
-  count         = local.create ? 1 : 0
-  allocation_id = aws_eip.nat[0].id
-  subnet_id     = aws_subnet.public[0].id
+  count         = local.nats
+  allocation_id = aws_eip.nat[count.index].id
+  subnet_id     = aws_subnet.public[count.index].id
   tags          = var.tags
 }
 
@@ -111,11 +114,11 @@ resource "aws_route_table" "public" {
 }
 
 resource "aws_route_table" "private" {
-  count  = local.create ? 1 : 0
+  count  = local.nats
   vpc_id = aws_vpc.this[0].id
   route {
     cidr_block     = "0.0.0.0/0"
-    nat_gateway_id = aws_nat_gateway.this[0].id
+    nat_gateway_id = aws_nat_gateway.this[count.index].id
   }
   tags = var.tags
 }
@@ -129,7 +132,7 @@ resource "aws_route_table_association" "public" {
 resource "aws_route_table_association" "private" {
   count          = local.create ? 2 : 0
   subnet_id      = aws_subnet.private[count.index].id
-  route_table_id = aws_route_table.private[0].id
+  route_table_id = aws_route_table.private[count.index % local.nats].id
 }
 
 # The S3 gateway endpoint is free and keeps every job file (inputs, outputs, logs, the dcc binary)
@@ -141,6 +144,6 @@ resource "aws_vpc_endpoint" "s3" {
   vpc_id            = aws_vpc.this[0].id
   service_name      = "com.amazonaws.${data.aws_region.current.name}.s3"
   vpc_endpoint_type = "Gateway"
-  route_table_ids   = [aws_route_table.private[0].id]
+  route_table_ids   = aws_route_table.private[*].id
   tags              = merge(var.tags, { Name = "${var.name}-s3" })
 }

@@ -41,3 +41,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "nat_per_az" {
+  description = "One NAT gateway per availability zone (each zone's instances keep the internet when the other zone fails; two NAT gateways' hours) instead of one."
+  type        = bool
+  default     = false
+}

@@ -41,3 +41,22 @@ run "existing_vpc_needs_subnets" {
   }
   expect_failures = [var.private_subnet_ids]
 }
+
+run "nat_per_az" {
+  command = plan
+  variables {
+    nat_per_az = true
+  }
+  assert {
+    condition     = length(aws_nat_gateway.this) == 2 && length(aws_route_table.private) == 2
+    error_message = "A NAT gateway and a private route table per zone."
+  }
+}
+
+run "one_nat_by_default" {
+  command = plan
+  assert {
+    condition     = length(aws_nat_gateway.this) == 1 && length(aws_route_table.private) == 1
+    error_message = "One NAT gateway unless asked for one per zone."
+  }
+}
