@@ -71,6 +71,11 @@ data "aws_iam_policy_document" "dcc" {
     }
   }
   statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.dcc.arn}:*"]
+  }
+  statement {
     sid       = "Kms"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.kms_key_arn]
@@ -95,4 +100,13 @@ data "aws_partition" "current" {}
 resource "aws_iam_role_policy_attachment" "ssm" {
   role       = aws_iam_role.this.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+# The `dcc` log of every instance with this role (one stream per instance id), shipped by the
+# CloudWatch agent: operators read a failing instance's log without reaching it.
+resource "aws_cloudwatch_log_group" "dcc" {
+  name              = "/dcc/${var.name}"
+  retention_in_days = 365
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
 }

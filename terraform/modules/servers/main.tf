@@ -262,6 +262,7 @@ resource "aws_launch_template" "servers" {
     dcc_storage             = var.dcc_storage
     retention               = var.retention
     extra_env               = { DISABLE_WORKER = "true" }
+    log_group               = module.role.log_group_name
   }))
   tag_specifications {
     resource_type = "instance"

@@ -121,6 +121,7 @@ resource "aws_launch_template" "pool" {
     dcc_storage             = var.dcc_storage
     retention               = var.retention
     extra_env               = merge(each.value.env, each.value.spot.enabled ? local.spot_env : {})
+    log_group               = module.role.log_group_name
   }))
   tag_specifications {
     resource_type = "instance"

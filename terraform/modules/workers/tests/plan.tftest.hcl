@@ -39,6 +39,10 @@ run "cpu_only" {
     error_message = "Boot steps that reach AWS or a mirror are retried with backoff."
   }
   assert {
+    condition     = strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "\"log_group_name\": \"/dcc/t-workers\"") && strcontains(base64decode(aws_launch_template.pool["cpu"].user_data), "StandardOutput=append:/var/log/dcc.log")
+    error_message = "The dcc log is shipped to CloudWatch Logs."
+  }
+  assert {
     condition     = aws_launch_template.pool["cpu"].block_device_mappings[0].device_name == data.aws_ami.pool["cpu"].root_device_name
     error_message = "Root device name from the AMI."
   }
