@@ -553,14 +553,22 @@ impl Drop for Dcc {
         }
         self.kill();
         // A killed worker leaves its containers; remove them so the host stays clean. A removal
-        // can lose a race with a start the daemon is still carrying out for the dead worker
-        // (the container then stays `Created`), so look again until none is left.
+        // can lose a race with a create or start the daemon is still carrying out for the dead
+        // worker (a warm container being made when it was killed then appears `Created` after a
+        // first empty look), so the worker's containers must stay gone for a moment.
         let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let mut gone_since = None::<Instant>;
+        while Instant::now() < deadline {
             let left = containers_of(&self.worker_id);
-            if left.is_empty() || Instant::now() > deadline {
-                break;
+            if left.is_empty() {
+                let since = *gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
+            gone_since = None;
             let _ = Command::new("docker")
                 .args(["rm", "-f"])
                 .args(&left)
