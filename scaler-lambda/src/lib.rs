@@ -26,6 +26,7 @@ mod tests {
             boot_secs: 120,
             min: 1,
             max: 60,
+            interruptions_per_hour: 0.0,
         }
     }
 
@@ -104,6 +105,7 @@ mod from_zero {
             boot_secs: 300,
             min: 0,
             max: 8,
+            interruptions_per_hour: 0.0,
         };
         let policy = Policy {
             slots_per_instance: 1,
@@ -122,6 +124,7 @@ mod from_zero {
             boot_secs: 120,
             min: 0,
             max: 20,
+            interruptions_per_hour: 0.0,
         };
         let policy = Policy {
             slots_per_instance: 2,
@@ -130,6 +133,48 @@ mod from_zero {
         let (zero, one) = both(include_str!("../traces/fast_from_zero.csv"), "cpu", world, &policy);
         assert!(zero.instance_hours < one.instance_hours);
         assert!(zero.p95_wait <= (120 + 60 + 60) as f64, "p95 {}", zero.p95_wait);
+    }
+}
+
+/// Spot: the same fleet with instances taken back.
+#[cfg(test)]
+mod spot {
+    use crate::policy::Policy;
+    use crate::simulate::{Scaler, World, parse_trace, run};
+
+    /// Interrupted instances hand their jobs back: every job still completes, none is lost, the
+    /// restarts cost some wait and some instance-hours.
+    #[test]
+    fn interruptions_lose_no_job() {
+        for (name, text) in [
+            ("bursty", include_str!("../traces/bursty.csv")),
+            ("mixed", include_str!("../traces/mixed.csv")),
+        ] {
+            interrupted(name, text);
+        }
+    }
+
+    fn interrupted(name: &str, text: &str) {
+        let trace = parse_trace(text, "cpu").unwrap();
+        let mut last_restarts = 0;
+        for rate in [0.0, 0.05, 0.2] {
+            let world = World {
+                slots: 2,
+                boot_secs: 120,
+                min: 1,
+                max: 60,
+                interruptions_per_hour: rate,
+            };
+            let r = run(&trace, &world, &Scaler::Dcc(Policy::default()));
+            println!(
+                "| {name} | {rate} | {:.0} | {:.0} | {:.1} | {} |",
+                r.p50_wait, r.p95_wait, r.instance_hours, r.restarted
+            );
+            assert_eq!((r.completed, r.busy_killed), (trace.len(), 0), "rate {rate}");
+            assert!(r.restarted >= last_restarts, "rate {rate}");
+            last_restarts = r.restarted;
+        }
+        assert!(last_restarts > 0, "{name}: the highest rate interrupted something");
     }
 }
 
@@ -148,6 +193,7 @@ mod bursts {
             boot_secs: 120,
             min: 1,
             max: 60,
+            interruptions_per_hour: 0.0,
         };
         let before = Policy {
             max_step: 40,
@@ -190,6 +236,7 @@ mod tuning {
             boot_secs: 120,
             min: 1,
             max: 60,
+            interruptions_per_hour: 0.0,
         };
         for step in [10, 20, 40, 60] {
             for grace in [60, 120, 300] {

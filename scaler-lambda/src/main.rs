@@ -47,6 +47,9 @@ enum Command {
         /// Size of the fixed fleet compared.
         #[arg(long, default_value_t = 20)]
         fixed: u32,
+        /// Spot interruptions per instance-hour (0: on-demand).
+        #[arg(long, default_value_t = 0.0)]
+        interruptions_per_hour: f64,
     },
 }
 
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             min,
             max,
             fixed,
+            interruptions_per_hour,
         }) => {
             let text = std::fs::read_to_string(&trace).with_context(|| format!("reading {}", trace.display()))?;
             let arrivals = parse_trace(&text, &queue).map_err(anyhow::Error::msg)?;
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 boot_secs,
                 min,
                 max,
+                interruptions_per_hour,
             };
             let policy = Policy {
                 slots_per_instance: slots,

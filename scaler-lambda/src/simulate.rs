@@ -67,6 +67,10 @@ pub struct World {
     pub min: u32,
     /// Group max size.
     pub max: u32,
+    /// Spot interruptions per instance-hour (0: on-demand). An interrupted instance hands its
+    /// jobs back to the head of the queue at once (they start over elsewhere), is reclaimed two
+    /// minutes later, and the group replaces it.
+    pub interruptions_per_hour: f64,
 }
 
 /// What a run measured.
@@ -82,6 +86,8 @@ pub struct Report {
     pub busy_killed: u32,
     /// Jobs that completed.
     pub completed: usize,
+    /// Jobs handed back by an interrupted instance (each started over).
+    pub restarted: u32,
 }
 
 struct Inst {
@@ -107,6 +113,10 @@ pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
     let mut last_finished: u64 = 0;
     let mut last_scale_down: u64 = 0;
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut spot_rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut restarted = 0u32;
+    // Per instance and second; compared with a uniform draw in [0, 1).
+    let interruption_chance = world.interruptions_per_hour / 3600.0;
     let launch = |instances: &mut Vec<Inst>, t: u64, serial: &mut u32| {
         *serial += 1;
         instances.push(Inst {
@@ -142,6 +152,32 @@ pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
                 if i.jobs.is_empty() {
                     i.idle_since = t;
                 }
+            }
+        }
+        if interruption_chance > 0.0 {
+            let mut k = 0;
+            while k < instances.len() {
+                spot_rng ^= spot_rng << 13;
+                spot_rng ^= spot_rng >> 7;
+                spot_rng ^= spot_rng << 17;
+                let draw = (spot_rng >> 11) as f64 / (1u64 << 53) as f64;
+                if instances[k].ready_at > t || draw >= interruption_chance {
+                    k += 1;
+                    continue;
+                }
+                // The notice: jobs back to the head of the queue (their waits are measured again
+                // when they start over), the instance paid until EC2 reclaims it, and replaced.
+                let i = instances.remove(k);
+                instance_secs += t + 120 - i.launched;
+                for (end, arrived, duration) in i.jobs.iter().rev() {
+                    let waited = (end - duration - arrived) as f64;
+                    if let Some(pos) = waits.iter().rposition(|w| *w == waited) {
+                        waits.remove(pos);
+                    }
+                    queue.push_front((*arrived, *duration));
+                    restarted += 1;
+                }
+                launch(&mut instances, t, &mut serial);
             }
         }
         for i in instances.iter_mut().filter(|i| i.ready_at <= t && !i.draining) {
@@ -278,6 +314,7 @@ pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
         instance_hours: instance_secs as f64 / 3600.0,
         busy_killed,
         completed: waits.len(),
+        restarted,
     }
 }
 
