@@ -82,6 +82,13 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
             .too_large_for(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
             .await
             .context("reading queued jobs' sizes")?;
+        let memory_mb = match g.policy.memory_mb_per_instance {
+            Some(_) => queue
+                .memory_demand(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
+                .await
+                .context("reading queued and running jobs' memory")?,
+            None => 0,
+        };
         let pool_workers = workers
             .iter()
             .filter(|w| instances.iter().any(|i| i.id == w.id))
@@ -112,6 +119,7 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
                 queued: depth.map(|d| d.queued).unwrap_or(0).saturating_sub(big),
                 fast_queued: depth.map(|d| d.fast_queued).unwrap_or(0).saturating_sub(big_fast),
                 running: depth.map(|d| d.running).unwrap_or(0),
+                memory_mb,
             },
             last_change_ms: memory.get("last_change").and_then(|v| v.parse().ok()).unwrap_or(0),
         });

@@ -30,6 +30,10 @@ pub struct Policy {
     pub cooldown_ms: i64,
     /// How long a new instance may go without a healthy worker before it is replaced (ms).
     pub health_grace_ms: i64,
+    /// Memory (MiB) jobs may reserve on one instance, when known: instances are then planned by
+    /// the jobs' memory as well as by their count (a type with few GiB per vCPU holds fewer jobs
+    /// than slots).
+    pub memory_mb_per_instance: Option<u64>,
 }
 
 impl Default for Policy {
@@ -40,6 +44,7 @@ impl Default for Policy {
             idle_grace_ms: 2 * 60_000,
             cooldown_ms: 2 * 60_000,
             health_grace_ms: 15 * 60_000,
+            memory_mb_per_instance: None,
         }
     }
 }
@@ -53,6 +58,9 @@ pub struct Demand {
     pub fast_queued: u64,
     /// Jobs running.
     pub running: u64,
+    /// Memory (MiB) the running jobs and the waiting ones that fit an instance reserve (0 when
+    /// not read).
+    pub memory_mb: u64,
 }
 
 /// A worker's health as the policy needs it.
@@ -152,7 +160,11 @@ impl Plan {
 pub fn plan(pool: &Pool, policy: &Policy, now: i64) -> Plan {
     let slots = policy.slots_per_instance.max(1) as u64;
     let demand = pool.demand.queued + pool.demand.fast_queued + pool.demand.running;
-    let needed = (demand.div_ceil(slots) as u32).clamp(pool.min, pool.max.max(pool.min));
+    let by_memory = policy
+        .memory_mb_per_instance
+        .filter(|m| *m > 0)
+        .map_or(0, |m| pool.demand.memory_mb.div_ceil(m));
+    let needed = (demand.div_ceil(slots).max(by_memory) as u32).clamp(pool.min, pool.max.max(pool.min));
     let mut plan = Plan {
         group: pool.group.clone(),
         needed,
@@ -273,6 +285,7 @@ mod tests {
                 queued,
                 fast_queued: 0,
                 running: instances.iter().map(|(_, b, _)| *b as u64).sum(),
+                memory_mb: 0,
             },
             last_change_ms: 0,
         }
@@ -293,6 +306,24 @@ mod tests {
         let mut capped = p.clone();
         capped.max = 5;
         assert_eq!(plan(&capped, &policy, 100 * MIN).desired, Some(5));
+    }
+
+    /// With an instance's memory known, jobs that reserve more of it than their count says
+    /// need more instances: 6 jobs of 3 GiB on 2-slot instances of 7 GiB need 3 by count but
+    /// 18 GiB / 7 GiB = 3 by memory; 6 jobs of 6 GiB need 6.
+    #[test]
+    fn plans_by_memory_as_well_as_by_count() {
+        let mut p = pool(&[], 6, 0);
+        let policy = Policy {
+            memory_mb_per_instance: Some(7 * 1024),
+            ..Policy::default()
+        };
+        p.demand.memory_mb = 6 * 3 * 1024;
+        assert_eq!(plan(&p, &policy, 100 * MIN).desired, Some(3));
+        p.demand.memory_mb = 6 * 6 * 1024;
+        assert_eq!(plan(&p, &policy, 100 * MIN).desired, Some(6));
+        // Unknown instance memory: by count only.
+        assert_eq!(plan(&p, &Policy::default(), 100 * MIN).desired, Some(3));
     }
 
     #[test]
@@ -430,6 +461,7 @@ mod tests {
                     queued: rnd(50),
                     fast_queued: rnd(3),
                     running: rnd(30),
+                    memory_mb: rnd(100_000),
                 },
                 last_change_ms: now - rnd(20 * MIN as u64) as i64,
             };

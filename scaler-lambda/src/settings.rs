@@ -46,6 +46,7 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
         idle_grace_ms: Duration::from_secs(num("DCC_SCALER_IDLE_GRACE_SECS", 120)?).as_millis() as i64,
         cooldown_ms: Duration::from_secs(num("DCC_SCALER_COOLDOWN_SECS", 120)?).as_millis() as i64,
         health_grace_ms: Duration::from_secs(num("DCC_SCALER_HEALTH_GRACE_SECS", 900)?).as_millis() as i64,
+        memory_mb_per_instance: None,
     };
     let mut out = Vec::new();
     let boot_secs = num("DCC_SCALER_BOOT_SECS", 120)?;
@@ -85,6 +86,7 @@ pub fn groups() -> Result<Vec<GroupSettings>, String> {
                 policy: Policy {
                     slots_per_instance: num(slots_var, default_slots)?.max(1) as u32,
                     idle_grace_ms,
+                    memory_mb_per_instance: memory_mb,
                     ..base.clone()
                 },
                 memory_mb,

@@ -230,6 +230,7 @@ pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
                             queued: queue.len() as u64,
                             fast_queued: 0,
                             running,
+                            memory_mb: 0,
                         },
                         last_change_ms: last_change,
                     };

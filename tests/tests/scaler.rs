@@ -506,3 +506,27 @@ async fn no_outlook_promises_what_no_instance_can_run() {
     let a = api.post("/api/v1/run", &sh("true")).await;
     assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
 }
+
+/// With an instance's memory given (`DCC_SCALER_CPU_MEMORY_MB`), jobs that reserve more memory
+/// than their count says get more instances: 4 jobs of 3 GiB on 2-slot instances of 4 GiB need
+/// 2 instances by count and 3 by memory.
+#[tokio::test]
+async fn instances_are_planned_by_memory_as_well_as_by_count() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let c = asg(&moto).await;
+    create_group(&c, "cpu-mem", 0, 10, 0).await;
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    for _ in 0..4 {
+        let mut job = sh("true");
+        job["parameters"] = serde_json::json!({"memoryMb": 3072});
+        server.api().submit_id(job).await;
+    }
+    let by_count = scaler_env(&redis, &moto, "cpu-mem");
+    let mut by_memory = by_count.clone();
+    by_memory.push(("DCC_SCALER_CPU_MEMORY_MB".into(), "4096".into()));
+    once(&by_count);
+    assert_eq!(group(&c, "cpu-mem").await.0, 2, "by count: 4 jobs, 2 slots each");
+    once(&by_memory);
+    assert_eq!(group(&c, "cpu-mem").await.0, 3, "by memory: 12 GiB on 4 GiB instances");
+}

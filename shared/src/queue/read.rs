@@ -216,6 +216,48 @@ impl Queue {
         Ok(out)
     }
 
+    /// Memory (MiB) the jobs of `queue` reserve: the running ones, and the oldest `scan` waiting
+    /// ones of each list that an instance of `units` can take. The scaler plans instances by it
+    /// as well as by slots when it knows an instance's memory.
+    pub async fn memory_demand(&self, queue: QueueName, units: u32, scan: usize) -> Result<u64> {
+        let k = self.keys();
+        let mut conn = self.conn().await?;
+        let field = match queue {
+            QueueName::Gpu => "gpus",
+            QueueName::Cpu => "slots",
+        };
+        let lanes: Vec<(QueueName, Lane)> = Lane::ALL.into_iter().map(|l| (queue, l)).collect();
+        let mut ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(k.running(queue))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        for list in self.lane_lists(&mut conn, &lanes).await?.into_iter().flatten() {
+            let waiting: Vec<String> = redis::cmd("LRANGE")
+                .arg(&list)
+                .arg(-(scan as i64))
+                .arg(-1)
+                .query_async(&mut conn)
+                .await?;
+            ids.extend(waiting);
+        }
+        let ids: Vec<JobId> = ids.iter().filter_map(|id| JobId::parse(id).ok()).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(k.job(id)).arg(field).arg("memory_mb");
+        }
+        let sizes: Vec<(Option<u32>, Option<u64>)> = pipe.query_async(&mut conn).await?;
+        Ok(sizes
+            .into_iter()
+            .filter(|(need, _)| need.is_none_or(|n| n <= units))
+            .filter_map(|(_, mem)| mem)
+            .sum())
+    }
+
     /// Every list jobs wait in for one lane: each tenant's in the lane's ring, and the list of
     /// jobs from before tenants.
     async fn lane_lists(

@@ -128,6 +128,8 @@ resource "aws_lambda_function" "scaler" {
       DCC_SCALER_GPU_ASG           = lookup(var.group_names, "gpu", "")
       DCC_SCALER_CPU_SLOTS         = tostring(var.cpu_slots)
       DCC_SCALER_GPU_SLOTS         = tostring(var.gpu_slots)
+      DCC_SCALER_CPU_MEMORY_MB     = var.cpu_memory_mb == null ? "" : tostring(var.cpu_memory_mb)
+      DCC_SCALER_GPU_MEMORY_MB     = var.gpu_memory_mb == null ? "" : tostring(var.gpu_memory_mb)
       DCC_SCALER_MAX_STEP          = tostring(var.max_step)
       DCC_SCALER_IDLE_GRACE_SECS   = tostring(var.idle_grace_secs)
       DCC_SCALER_COOLDOWN_SECS     = tostring(var.cooldown_secs)

@@ -86,3 +86,15 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "cpu_memory_mb" {
+  description = "Memory (MiB) jobs may reserve on one CPU instance (what its worker reports as memoryMb): the scaler then plans instances by the jobs' memory as well as by their count, and never promises a larger job to the group. Null: by count only."
+  type        = number
+  default     = null
+}
+
+variable "gpu_memory_mb" {
+  description = "As cpu_memory_mb, for GPU instances."
+  type        = number
+  default     = null
+}
