@@ -558,27 +558,65 @@ async fn low_disk_makes_the_worker_unhealthy_and_idle() {
     .unwrap_err();
 }
 
-/// A unix-socket proxy in front of the real Docker daemon, which the test can cut and restore.
+/// A unix-socket proxy in front of the real Docker daemon, which the test can cut and restore,
+/// or freeze (connections stay open, nothing passes: a stalled daemon) and thaw.
 struct DockerProxy {
     path: std::path::PathBuf,
     task: Option<tokio::task::JoinHandle<()>>,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to`, holding every chunk while `frozen` is set.
+async fn gated_copy(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl DockerProxy {
     fn start(path: std::path::PathBuf) -> Self {
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (frozen, gate) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let gate = gate.clone();
                 conns.spawn(async move {
-                    if let Ok(mut daemon) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    if let Ok(daemon) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let (cr, cw) = client.into_split();
+                        let (dr, dw) = daemon.into_split();
+                        tokio::join!(gated_copy(cr, dw, gate.clone()), gated_copy(dr, cw, gate));
                     }
                 });
             }
         });
-        DockerProxy { path, task: Some(task) }
+        DockerProxy {
+            path,
+            task: Some(task),
+            frozen,
+        }
+    }
+
+    /// Stalls: every byte either way is held until [`DockerProxy::thaw`].
+    fn freeze(&self) {
+        let _ = self.frozen.send(true);
+    }
+
+    fn thaw(&self) {
+        let _ = self.frozen.send(false);
     }
 
     /// Stops answering: the listener and every open connection close.
@@ -621,6 +659,61 @@ async fn docker_outage_makes_the_worker_unhealthy_until_it_recovers() {
     .await;
     let v = api.run(sh("echo back")).await;
     assert_eq!(v["status"], "succeeded");
+}
+
+/// A Docker daemon that stalls (answers nothing, closes nothing) for 20 s mid-job costs the job
+/// no attempt: leases are renewed apart from every Docker call, the worker reports UNHEALTHY
+/// within about a heartbeat and claims nothing, and the job finishes once the daemon answers.
+#[tokio::test]
+async fn a_stalled_docker_daemon_costs_no_attempt() {
+    let redis = Redis::start();
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let proxy = DockerProxy::start(sock.clone());
+    let w = worker(&redis, &server.storage)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .start()
+        .await;
+    let mut job = sh("sleep 6; echo survived");
+    job["parameters"] = json!({"maxAttempts": 1});
+    let id = api.submit_id(job).await;
+    assert_eq!(running_on(&api, &id).await, w.worker_id);
+    proxy.freeze();
+    let frozen_at = std::time::Instant::now();
+    let seen = eventually(Duration::from_secs(10), "UNHEALTHY", || async {
+        let w = api.get("/api/v1/workers").await.body["workers"][0].clone();
+        (w["health"] == "UNHEALTHY").then_some(w)
+    })
+    .await;
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        frozen_at.elapsed()
+    );
+    assert!(seen["reason"].as_str().unwrap().contains("Docker"), "{seen}");
+    let later = api.submit_id(sh("echo later")).await;
+    // 20 s of stall: far past the 3 s lease. The job stays this worker's, on its first attempt.
+    while frozen_at.elapsed() < Duration::from_secs(20) {
+        let v = api.job(&id).await;
+        assert_eq!(
+            (v["status"].as_str(), v["attempt"].as_u64()),
+            (Some("running"), Some(1)),
+            "{v}"
+        );
+        assert_eq!(api.job(&later).await["status"], "queued", "claimed while UNHEALTHY");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    proxy.thaw();
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(
+        (v["attempt"].clone(), v["workerId"].clone()),
+        (json!(1), json!(w.worker_id)),
+        "{v}"
+    );
+    assert_eq!(api.log(&id, "stdout").await, "survived\n");
+    api.wait_status(&later, "succeeded", Duration::from_secs(30)).await;
 }
 
 /// A server whose Redis is down at boot listens anyway: probes and clients get answers (503 while

@@ -4,13 +4,23 @@
 //! claims nothing, instead of failing every job it would take; it turns healthy again by itself.
 
 use std::path::Path;
+use std::time::Duration;
 
 use bollard::Docker;
 
 /// The result of one check: `None` when healthy, else why not.
-pub async fn check(docker: &Docker, scratch: &Path, min_free_percent: u64) -> Option<String> {
-    if let Err(e) = docker.ping().await {
-        return Some(format!("the Docker daemon does not answer: {e}"));
+pub async fn check(docker: &Docker, scratch: &Path, min_free_percent: u64, limit: Duration) -> Option<String> {
+    // A stalled daemon answers nothing, not even an error: the ping has its own short limit
+    // (bollard's default is 120 s).
+    match tokio::time::timeout(limit, docker.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Some(format!("the Docker daemon does not answer: {e}")),
+        Err(_) => {
+            return Some(format!(
+                "the Docker daemon does not answer: no reply to a ping within {} ms",
+                limit.as_millis()
+            ));
+        }
     }
     if min_free_percent > 0
         && let Some(free) = free_percent(scratch)

@@ -417,11 +417,15 @@ impl Worker {
         }
     }
 
-    /// Every heartbeat: self-check, follow the drain flag, renew the leases, beat the health key,
-    /// remove stray containers. Between beats, capacity changes re-write the health key's
-    /// changing fields (read by `/api/v1/workers` and the scaler), at most every
-    /// [`CAPACITY_BEAT_GAP`], so it is fresh without waiting for the tick.
+    /// Every heartbeat: follow the drain flag, renew the leases, beat the health key; nothing
+    /// here waits on Docker (a stalled daemon must not cost running jobs their leases): the
+    /// self-check and the removal of stray containers run on their own ([`Worker::docker_loop`]).
+    /// Between beats, capacity changes re-write the health key's changing fields (read by
+    /// `/api/v1/workers` and the scaler), at most every [`CAPACITY_BEAT_GAP`], so it is fresh
+    /// without waiting for the tick.
     async fn heartbeat_loop(self: Arc<Self>) {
+        let docker = tokio::spawn(self.clone().docker_loop());
+        let _stop_docker = AbortOnDrop(docker);
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         let mut last_capacity_beat = std::time::Instant::now();
         loop {
@@ -439,34 +443,63 @@ impl Worker {
                 }
                 continue;
             }
-            self.self_check().await;
             self.follow_drain_flag().await;
             self.renew_leases().await;
             if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
                 tracing::warn!(error = %e, "health beat failed");
             }
-            self.remove_strays().await;
-            if let Some(pool) = self.exec.warm_pool() {
-                pool.sweep().await;
+        }
+    }
+
+    /// Every heartbeat, apart from the leases: the self-check (Docker answers, disk, GPUs), then
+    /// stray containers and idle warm shapes. A daemon that stalls makes the worker `UNHEALTHY`
+    /// within the ping's limit (half a heartbeat, at most 5 s); the housekeeping that needs it
+    /// waits, bounded, until the next tick.
+    async fn docker_loop(self: Arc<Self>) {
+        let beat = self.settings.heartbeat;
+        let limit = (beat / 2).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(5));
+        let mut tick = tokio::time::interval(beat);
+        loop {
+            tick.tick().await;
+            self.self_check(limit).await;
+            if !self.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let housekeeping = async {
+                self.remove_strays().await;
+                if let Some(pool) = self.exec.warm_pool() {
+                    pool.sweep().await;
+                }
+            };
+            if tokio::time::timeout(beat.max(limit * 4), housekeeping).await.is_err() {
+                tracing::debug!("stray and warm-pool housekeeping ran out of time");
             }
         }
     }
 
     /// Docker, disk and GPU devices: while one fails, the worker is `UNHEALTHY` and claims nothing.
-    async fn self_check(&self) {
+    async fn self_check(&self, limit: std::time::Duration) {
         let s = &self.settings;
-        let problem = match health::check(self.exec.docker(), &s.exec.tmp_dir, s.disk_min_free_percent).await {
+        let problem = match health::check(self.exec.docker(), &s.exec.tmp_dir, s.disk_min_free_percent, limit).await {
             None => self.gpu_devices.problem(),
             p => p,
         };
         let was_healthy = self.healthy.swap(problem.is_none(), Ordering::Relaxed);
-        if problem.is_some() == was_healthy {
+        let flipped = problem.is_some() == was_healthy;
+        if flipped {
             match &problem {
                 Some(p) => tracing::warn!(event = "WorkerUnhealthy", reason = p, "claiming nothing"),
                 None => tracing::info!(event = "WorkerHealthy", "claiming again"),
             }
         }
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = problem.unwrap_or_default();
+        if flipped {
+            // Shown now, not at the next tick: the health field is in a full beat.
+            if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
+                tracing::debug!(error = %e, "health beat failed");
+            }
+            self.wake.notify_one();
+        }
     }
 
     /// Renews every held lease. A lease that could not be renewed for a whole lease length has
@@ -554,5 +587,14 @@ impl Worker {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+/// Aborts a task when dropped (the Docker housekeeping ends with the heartbeat loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
