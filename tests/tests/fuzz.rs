@@ -26,8 +26,17 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         bin.display()
     );
     let redis = Redis::start();
-    // Waits long enough that fuzzed jobs (whose made-up images fail fast) end before a 504.
+    // Waits long enough that fuzzed jobs (whose made-up images fail fast) end before a 504. The
+    // server declares its one worker's shape (2 CPUs, no GPU, 4 GiB), so a fuzzed job no worker
+    // can run is refused at submit (422 UNSCHEDULABLE) rather than answered 503 NO_WORKER, the
+    // contract's answer that the fuzzer's server-error check cannot tell from a crash (a GPU job
+    // to `/run` failed one run of the stateful phase that way).
     let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_CPUS", 2)
+        .env("DCC_MEMORY_MB", 4096)
+        .env("DCC_MAX_CPUS", 2)
+        .env("DCC_MAX_GPUS", 0)
+        .env("DCC_MAX_MEMORY_MB", 4096)
         .env("DCC_MAX_WAIT_SECS", MAX_WAIT_SECS)
         .env("DCC_LOG", "warn,dcc=info")
         .start()
