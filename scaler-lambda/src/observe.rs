@@ -9,6 +9,7 @@ use anyhow::Context;
 use aws_sdk_autoscaling::Client;
 use dcc_shared::clock::Millis;
 use dcc_shared::queue::Queue;
+use dcc_shared::queue::read::QueueDepth;
 use dcc_shared::workers::Health;
 
 use crate::policy::{Demand, Instance, Pool, Worker, WorkerHealth};
@@ -77,36 +78,11 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
             let _: () = pipe.query_async(&mut conn).await?;
         }
         let depth = depths.iter().find(|(q, _)| *q == g.queue).map(|(_, d)| d);
-        // Jobs no instance of this group can ever take are not demand for more instances.
-        let (big_fast, big) = queue
-            .too_large_for(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
-            .await
-            .context("reading queued jobs' sizes")?;
-        let memory_mb = match g.policy.memory_mb_per_instance {
-            Some(_) => queue
-                .memory_demand(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
-                .await
-                .context("reading queued and running jobs' memory")?,
-            None => 0,
-        };
+        let demand = demand(queue, g, depth).await?;
         let pool_workers = workers
             .iter()
             .filter(|w| instances.iter().any(|i| i.id == w.id))
-            .map(|w| {
-                let health = match w.health {
-                    Health::Healthy => WorkerHealth::Healthy,
-                    Health::Unhealthy => WorkerHealth::Unhealthy,
-                    Health::Draining => WorkerHealth::Draining,
-                };
-                (
-                    w.id.clone(),
-                    Worker {
-                        running_jobs: w.running_jobs,
-                        health,
-                        idle_since_ms: w.idle_since,
-                    },
-                )
-            })
+            .map(|w| (w.id.clone(), worker(w)))
             .collect();
         pools.push(Pool {
             group: g.name.clone(),
@@ -115,14 +91,45 @@ pub async fn observe(queue: &Queue, asg: &Client, groups: &[GroupSettings], now:
             desired: group.desired_capacity().unwrap_or(0).max(0) as u32,
             instances,
             workers: pool_workers,
-            demand: Demand {
-                queued: depth.map(|d| d.queued).unwrap_or(0).saturating_sub(big),
-                fast_queued: depth.map(|d| d.fast_queued).unwrap_or(0).saturating_sub(big_fast),
-                running: depth.map(|d| d.running).unwrap_or(0),
-                memory_mb,
-            },
+            demand,
             last_change_ms: memory.get("last_change").and_then(|v| v.parse().ok()).unwrap_or(0),
         });
     }
     Ok(pools)
+}
+
+/// A worker's health key as the policy needs it.
+fn worker(w: &dcc_shared::workers::WorkerInfo) -> Worker {
+    let health = match w.health {
+        Health::Healthy => WorkerHealth::Healthy,
+        Health::Unhealthy => WorkerHealth::Unhealthy,
+        Health::Draining => WorkerHealth::Draining,
+    };
+    Worker {
+        running_jobs: w.running_jobs,
+        health,
+        idle_since_ms: w.idle_since,
+    }
+}
+
+/// The group's demand: its queue's depth less the jobs no instance of it can ever take, and,
+/// when an instance's memory is known, the memory the jobs reserve.
+async fn demand(queue: &Queue, g: &GroupSettings, depth: Option<&QueueDepth>) -> anyhow::Result<Demand> {
+    let (big_fast, big) = queue
+        .too_large_for(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
+        .await
+        .context("reading queued jobs' sizes")?;
+    let memory_mb = match g.policy.memory_mb_per_instance {
+        Some(_) => queue
+            .memory_demand(g.queue, g.policy.slots_per_instance, TOO_LARGE_SCAN)
+            .await
+            .context("reading queued and running jobs' memory")?,
+        None => 0,
+    };
+    Ok(Demand {
+        queued: depth.map(|d| d.queued).unwrap_or(0).saturating_sub(big),
+        fast_queued: depth.map(|d| d.fast_queued).unwrap_or(0).saturating_sub(big_fast),
+        running: depth.map(|d| d.running).unwrap_or(0),
+        memory_mb,
+    })
 }

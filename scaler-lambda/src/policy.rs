@@ -156,15 +156,21 @@ impl Plan {
     }
 }
 
-/// Decides what to do with `pool` at time `now`.
-pub fn plan(pool: &Pool, policy: &Policy, now: i64) -> Plan {
+/// Instances the demand needs, within the group's bounds: by the jobs' count over the slots of an
+/// instance, and, when an instance's memory is known, by the memory they reserve.
+fn needed(pool: &Pool, policy: &Policy) -> u32 {
     let slots = policy.slots_per_instance.max(1) as u64;
     let demand = pool.demand.queued + pool.demand.fast_queued + pool.demand.running;
     let by_memory = policy
         .memory_mb_per_instance
         .filter(|m| *m > 0)
         .map_or(0, |m| pool.demand.memory_mb.div_ceil(m));
-    let needed = (demand.div_ceil(slots).max(by_memory) as u32).clamp(pool.min, pool.max.max(pool.min));
+    (demand.div_ceil(slots).max(by_memory) as u32).clamp(pool.min, pool.max.max(pool.min))
+}
+
+/// Decides what to do with `pool` at time `now`.
+pub fn plan(pool: &Pool, policy: &Policy, now: i64) -> Plan {
+    let needed = needed(pool, policy);
     let mut plan = Plan {
         group: pool.group.clone(),
         needed,

@@ -100,223 +100,283 @@ struct Inst {
     idle_since: u64,
 }
 
-/// Runs the simulation until every job completed (or a day past the last arrival).
-pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
-    let mut queue: VecDeque<(u64, u64)> = VecDeque::new();
-    let mut next = 0usize;
-    let mut instances: Vec<Inst> = Vec::new();
-    let mut serial = 0u32;
-    let mut waits: Vec<f64> = Vec::new();
-    let mut instance_secs: u64 = 0;
-    let mut busy_killed = 0u32;
-    let mut last_change: i64 = -1_000_000_000;
-    let mut last_finished: u64 = 0;
-    let mut last_scale_down: u64 = 0;
-    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut spot_rng: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut restarted = 0u32;
-    // Per instance and second; compared with a uniform draw in [0, 1).
-    let interruption_chance = world.interruptions_per_hour / 3600.0;
-    let launch = |instances: &mut Vec<Inst>, t: u64, serial: &mut u32| {
-        *serial += 1;
-        instances.push(Inst {
-            id: format!("i-{serial}"),
+/// A xorshift step: the simulator's only randomness, seeded, so every run is the same.
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// One run's state: the queue (arrival, duration), the instances, and what is measured.
+struct Sim<'a> {
+    world: &'a World,
+    queue: VecDeque<(u64, u64)>,
+    instances: Vec<Inst>,
+    desired: u32,
+    serial: u32,
+    waits: Vec<f64>,
+    instance_secs: u64,
+    busy_killed: u32,
+    restarted: u32,
+    last_change: i64,
+    last_finished: u64,
+    last_scale_down: u64,
+    rng: u64,
+    spot_rng: u64,
+}
+
+impl<'a> Sim<'a> {
+    fn new(world: &'a World, initial: u32) -> Self {
+        let mut sim = Sim {
+            world,
+            queue: VecDeque::new(),
+            instances: Vec::new(),
+            desired: initial,
+            serial: 0,
+            waits: Vec::new(),
+            instance_secs: 0,
+            busy_killed: 0,
+            restarted: 0,
+            last_change: -1_000_000_000,
+            last_finished: 0,
+            last_scale_down: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            spot_rng: 0x2545_f491_4f6c_dd1d,
+        };
+        for _ in 0..initial {
+            sim.launch(0);
+        }
+        sim
+    }
+
+    fn launch(&mut self, t: u64) {
+        self.serial += 1;
+        self.instances.push(Inst {
+            id: format!("i-{}", self.serial),
             launched: t,
-            ready_at: t + world.boot_secs,
+            ready_at: t + self.world.boot_secs,
             jobs: Vec::new(),
             draining: false,
-            idle_since: t + world.boot_secs,
+            idle_since: t + self.world.boot_secs,
         });
-    };
-    let initial = match scaler {
-        Scaler::Fixed(n) => *n,
-        _ => world.min,
-    };
-    for _ in 0..initial {
-        launch(&mut instances, 0, &mut serial);
     }
-    let mut desired = initial;
-    let end_limit = trace.last().map(|a| a.at).unwrap_or(0) + 86_400;
-    let total = trace.len();
-    let mut t = 0u64;
-    while waits.len() < total && t < end_limit {
-        while next < trace.len() && trace[next].at <= t {
-            queue.push_back((trace[next].at, trace[next].duration));
-            next += 1;
-        }
-        for i in instances.iter_mut() {
+
+    /// Removes instance `k`, paid until `paid_until`; the caller decides what its jobs become.
+    fn take_back(&mut self, k: usize, paid_until: u64) -> Inst {
+        let i = self.instances.remove(k);
+        self.instance_secs += paid_until - i.launched;
+        i
+    }
+
+    fn end_jobs(&mut self, t: u64) {
+        for i in self.instances.iter_mut() {
             let before = i.jobs.len();
             i.jobs.retain(|(end, _, _)| *end > t);
             if i.jobs.len() < before {
-                last_finished = t;
+                self.last_finished = t;
                 if i.jobs.is_empty() {
                     i.idle_since = t;
                 }
             }
         }
-        if interruption_chance > 0.0 {
-            let mut k = 0;
-            while k < instances.len() {
-                spot_rng ^= spot_rng << 13;
-                spot_rng ^= spot_rng >> 7;
-                spot_rng ^= spot_rng << 17;
-                let draw = (spot_rng >> 11) as f64 / (1u64 << 53) as f64;
-                if instances[k].ready_at > t || draw >= interruption_chance {
-                    k += 1;
-                    continue;
-                }
-                // The notice: jobs back to the head of the queue (their waits are measured again
-                // when they start over), the instance paid until EC2 reclaims it, and replaced.
-                let i = instances.remove(k);
-                instance_secs += t + 120 - i.launched;
-                for (end, arrived, duration) in i.jobs.iter().rev() {
-                    let waited = (end - duration - arrived) as f64;
-                    if let Some(pos) = waits.iter().rposition(|w| *w == waited) {
-                        waits.remove(pos);
-                    }
-                    queue.push_front((*arrived, *duration));
-                    restarted += 1;
-                }
-                launch(&mut instances, t, &mut serial);
+    }
+
+    /// Spot: each ready instance is taken back with the world's chance per second. The notice
+    /// hands its jobs back at once; the instance is paid until EC2 reclaims it (two minutes
+    /// later) and the group replaces it.
+    fn interrupt(&mut self, t: u64, chance: f64) {
+        let mut k = 0;
+        while k < self.instances.len() {
+            let draw = (xorshift(&mut self.spot_rng) >> 11) as f64 / (1u64 << 53) as f64;
+            if self.instances[k].ready_at > t || draw >= chance {
+                k += 1;
+                continue;
             }
+            let i = self.take_back(k, t + 120);
+            for (end, arrived, duration) in i.jobs.iter().rev() {
+                let waited = (end - duration - arrived) as f64;
+                if let Some(pos) = self.waits.iter().rposition(|w| *w == waited) {
+                    self.waits.remove(pos);
+                }
+                self.queue.push_front((*arrived, *duration));
+                self.restarted += 1;
+            }
+            self.launch(t);
         }
-        for i in instances.iter_mut().filter(|i| i.ready_at <= t && !i.draining) {
-            while (i.jobs.len() as u32) < world.slots {
-                let Some((arrived, duration)) = queue.pop_front() else {
+    }
+
+    fn start_jobs(&mut self, t: u64) {
+        let slots = self.world.slots;
+        for i in self.instances.iter_mut().filter(|i| i.ready_at <= t && !i.draining) {
+            while (i.jobs.len() as u32) < slots {
+                let Some((arrived, duration)) = self.queue.pop_front() else {
                     break;
                 };
-                waits.push((t - arrived) as f64);
+                self.waits.push((t - arrived) as f64);
                 i.jobs.push((t + duration, arrived, duration));
             }
         }
+    }
+
+    /// What DCC's scaler would read at `t`.
+    fn pool(&self, t: u64) -> Pool {
+        let instances = self.instances.iter().map(|i| Instance {
+            id: i.id.clone(),
+            in_service: i.ready_at <= t,
+            protected: !i.jobs.is_empty(),
+            first_seen_ms: i.launched as i64 * 1000,
+        });
+        let workers = self.instances.iter().filter(|i| i.ready_at <= t).map(|i| {
+            let health = if i.draining {
+                WorkerHealth::Draining
+            } else {
+                WorkerHealth::Healthy
+            };
+            let worker = Worker {
+                running_jobs: i.jobs.len() as u32,
+                health,
+                idle_since_ms: i.jobs.is_empty().then_some(i.idle_since as i64 * 1000),
+            };
+            (i.id.clone(), worker)
+        });
+        Pool {
+            group: "sim".into(),
+            min: self.world.min,
+            max: self.world.max,
+            desired: self.desired,
+            instances: instances.collect(),
+            workers: workers.collect::<HashMap<_, _>>(),
+            demand: Demand {
+                queued: self.queue.len() as u64,
+                fast_queued: 0,
+                running: self.instances.iter().map(|i| i.jobs.len() as u64).sum(),
+                memory_mb: 0,
+            },
+            last_change_ms: self.last_change,
+        }
+    }
+
+    /// One pass of DCC's policy, carried out as the group would.
+    fn dcc_pass(&mut self, t: u64, policy: &Policy) {
+        let plan = policy::plan(&self.pool(t), policy, t as i64 * 1000);
+        if let Some(d) = plan.desired {
+            for _ in self.desired..d {
+                self.launch(t);
+            }
+            self.desired = d;
+        }
+        for id in &plan.drain {
+            if let Some(i) = self.instances.iter_mut().find(|i| &i.id == id) {
+                i.draining = true;
+            }
+        }
+        for term in &plan.terminate {
+            if let Some(pos) = self.instances.iter().position(|i| i.id == term.instance) {
+                let i = self.take_back(pos, t);
+                if !i.jobs.is_empty() {
+                    self.busy_killed += 1;
+                }
+                if term.decrement {
+                    self.desired -= 1;
+                } else {
+                    self.launch(t);
+                }
+            }
+        }
+        if plan.changes_capacity() {
+            self.last_change = t as i64 * 1000;
+        }
+    }
+
+    /// One pass of the 2018 lambda: +1 while anything is queued; straight to min once the queue
+    /// has been empty a while, the group picking the victims, busy or not.
+    fn legacy_pass(&mut self, t: u64, empty_delay_secs: u64) {
+        if !self.queue.is_empty() {
+            if self.desired < self.world.max {
+                self.desired += 1;
+                self.launch(t);
+            }
+            return;
+        }
+        if t.saturating_sub(self.last_finished) <= empty_delay_secs
+            || t.saturating_sub(self.last_scale_down) <= 600
+            || self.desired <= self.world.min
+        {
+            return;
+        }
+        while self.instances.len() as u32 > self.world.min {
+            let k = (xorshift(&mut self.rng) % self.instances.len() as u64) as usize;
+            let i = self.take_back(k, t);
+            if !i.jobs.is_empty() {
+                self.busy_killed += 1;
+                // Its jobs start over (after a stall timeout in bull; at once here).
+                for (_, arrived, duration) in i.jobs.iter().rev() {
+                    self.waits.pop();
+                    self.queue.push_front((*arrived, *duration));
+                }
+            }
+        }
+        self.desired = self.world.min;
+        self.last_scale_down = t;
+    }
+
+    fn report(mut self, t: u64) -> Report {
+        for i in &self.instances {
+            self.instance_secs += t - i.launched;
+        }
+        let waits = &mut self.waits;
+        waits.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let pct = |p: f64| {
+            if waits.is_empty() {
+                0.0
+            } else {
+                waits[((waits.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        Report {
+            p50_wait: pct(0.5),
+            p95_wait: pct(0.95),
+            instance_hours: self.instance_secs as f64 / 3600.0,
+            busy_killed: self.busy_killed,
+            completed: waits.len(),
+            restarted: self.restarted,
+        }
+    }
+}
+
+/// Runs the simulation until every job completed (or a day past the last arrival).
+pub fn run(trace: &[Arrival], world: &World, scaler: &Scaler) -> Report {
+    let initial = match scaler {
+        Scaler::Fixed(n) => *n,
+        _ => world.min,
+    };
+    let mut sim = Sim::new(world, initial);
+    // Per instance and second; compared with a uniform draw in [0, 1).
+    let interruption_chance = world.interruptions_per_hour / 3600.0;
+    let end_limit = trace.last().map(|a| a.at).unwrap_or(0) + 86_400;
+    let mut next = 0usize;
+    let mut t = 0u64;
+    while sim.waits.len() < trace.len() && t < end_limit {
+        while next < trace.len() && trace[next].at <= t {
+            sim.queue.push_back((trace[next].at, trace[next].duration));
+            next += 1;
+        }
+        sim.end_jobs(t);
+        if interruption_chance > 0.0 {
+            sim.interrupt(t, interruption_chance);
+        }
+        sim.start_jobs(t);
         if t.is_multiple_of(60) {
-            let running: u64 = instances.iter().map(|i| i.jobs.len() as u64).sum();
             match scaler {
                 Scaler::Fixed(_) => {}
-                Scaler::Dcc(policy) => {
-                    let pool = Pool {
-                        group: "sim".into(),
-                        min: world.min,
-                        max: world.max,
-                        desired,
-                        instances: instances
-                            .iter()
-                            .map(|i| Instance {
-                                id: i.id.clone(),
-                                in_service: i.ready_at <= t,
-                                protected: !i.jobs.is_empty(),
-                                first_seen_ms: i.launched as i64 * 1000,
-                            })
-                            .collect(),
-                        workers: instances
-                            .iter()
-                            .filter(|i| i.ready_at <= t)
-                            .map(|i| {
-                                (
-                                    i.id.clone(),
-                                    Worker {
-                                        running_jobs: i.jobs.len() as u32,
-                                        health: if i.draining {
-                                            WorkerHealth::Draining
-                                        } else {
-                                            WorkerHealth::Healthy
-                                        },
-                                        idle_since_ms: i.jobs.is_empty().then_some(i.idle_since as i64 * 1000),
-                                    },
-                                )
-                            })
-                            .collect::<HashMap<_, _>>(),
-                        demand: Demand {
-                            queued: queue.len() as u64,
-                            fast_queued: 0,
-                            running,
-                            memory_mb: 0,
-                        },
-                        last_change_ms: last_change,
-                    };
-                    let plan = policy::plan(&pool, policy, t as i64 * 1000);
-                    if let Some(d) = plan.desired {
-                        for _ in desired..d {
-                            launch(&mut instances, t, &mut serial);
-                        }
-                        desired = d;
-                    }
-                    for id in &plan.drain {
-                        if let Some(i) = instances.iter_mut().find(|i| &i.id == id) {
-                            i.draining = true;
-                        }
-                    }
-                    for term in &plan.terminate {
-                        if let Some(pos) = instances.iter().position(|i| i.id == term.instance) {
-                            let i = instances.remove(pos);
-                            instance_secs += t - i.launched;
-                            if !i.jobs.is_empty() {
-                                busy_killed += 1;
-                            }
-                            if term.decrement {
-                                desired -= 1;
-                            } else {
-                                launch(&mut instances, t, &mut serial);
-                            }
-                        }
-                    }
-                    if plan.changes_capacity() {
-                        last_change = t as i64 * 1000;
-                    }
-                }
-                Scaler::Legacy2018 { empty_delay_secs } => {
-                    if !queue.is_empty() {
-                        if desired < world.max {
-                            desired += 1;
-                            launch(&mut instances, t, &mut serial);
-                        }
-                    } else if t.saturating_sub(last_finished) > *empty_delay_secs
-                        && t.saturating_sub(last_scale_down) > 600
-                        && desired > world.min
-                    {
-                        // Straight to min; the group picks the victims, busy or not.
-                        while instances.len() as u32 > world.min {
-                            rng ^= rng << 13;
-                            rng ^= rng >> 7;
-                            rng ^= rng << 17;
-                            let i = instances.remove((rng % instances.len() as u64) as usize);
-                            instance_secs += t - i.launched;
-                            if !i.jobs.is_empty() {
-                                busy_killed += 1;
-                                // Its jobs start over (after a stall timeout in bull; at once here).
-                                for (_, arrived, duration) in i.jobs.iter().rev() {
-                                    waits.pop();
-                                    queue.push_front((*arrived, *duration));
-                                }
-                            }
-                        }
-                        desired = world.min;
-                        last_scale_down = t;
-                    }
-                }
+                Scaler::Dcc(policy) => sim.dcc_pass(t, policy),
+                Scaler::Legacy2018 { empty_delay_secs } => sim.legacy_pass(t, *empty_delay_secs),
             }
         }
         t += 1;
     }
-    for i in &instances {
-        instance_secs += t - i.launched;
-    }
-    waits.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let pct = |p: f64| {
-        if waits.is_empty() {
-            0.0
-        } else {
-            waits[((waits.len() - 1) as f64 * p).round() as usize]
-        }
-    };
-    Report {
-        p50_wait: pct(0.5),
-        p95_wait: pct(0.95),
-        instance_hours: instance_secs as f64 / 3600.0,
-        busy_killed,
-        completed: waits.len(),
-        restarted,
-    }
+    sim.report(t)
 }
 
 /// The comparison table for one trace.
