@@ -78,7 +78,7 @@ echo "== user-data renders (terraform console, offline) and is valid bash"
 if command -v terraform >/dev/null 2>&1; then
   tpl="$PWD/modules/workers/templates/user-data.sh.tftpl"
   work=$(mktemp -d)
-  common='bucket="b", artifact_key="artifacts/dcc", region="eu-west-1", auth_parameter="/dcc/redis", redis_host="r.example", dcc_storage="s3://b/dcc/", retention="7d", log_group="/dcc/t"'
+  common='bucket="b", artifact_key="artifacts/dcc", region="eu-west-1", auth_parameter="/dcc/redis", redis_host="r.example", dcc_storage="s3://b/dcc/", retention="7d", durability="replicas:1", log_group="/dcc/t"'
   for case in 'server: role="server", gpu=false, api_keys_parameter="/dcc/api-keys", notify_parameter="/dcc/notify-secret", registry_auth_parameter="", artifact_sha256="", extra_env={DISABLE_WORKER="true"}' \
               'cpu-worker: role="worker", gpu=false, api_keys_parameter="", notify_parameter="", registry_auth_parameter="/dcc/registry-auth", artifact_sha256="0123", extra_env={DCC_GPUS="0"}' \
               'gpu-worker: role="worker", gpu=true, api_keys_parameter="", notify_parameter="", registry_auth_parameter="", artifact_sha256="", extra_env={DCC_GPU_MODE="auto"}'; do

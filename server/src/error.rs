@@ -52,6 +52,9 @@ pub enum Code {
     NoWorker,
     /// Redis or storage is unreachable; nothing was changed.
     Unavailable,
+    /// Written on the Redis primary, not confirmed by replicas (or the append-only file) within
+    /// `DCC_DURABILITY_TIMEOUT`: it may not survive a failover; retry the same request.
+    NotDurable,
     /// A wait ended before the job did; keep following it.
     WaitTimeout,
 }
@@ -80,6 +83,7 @@ impl Code {
             Code::Busy => "BUSY",
             Code::NoWorker => "NO_WORKER",
             Code::Unavailable => "UNAVAILABLE",
+            Code::NotDurable => "NOT_DURABLE",
             Code::WaitTimeout => "WAIT_TIMEOUT",
         }
     }
@@ -101,7 +105,7 @@ impl Code {
             Code::Unschedulable => StatusCode::UNPROCESSABLE_ENTITY,
             Code::QuotaExceeded | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Busy | Code::NoWorker | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Busy | Code::NoWorker | Code::Unavailable | Code::NotDurable => StatusCode::SERVICE_UNAVAILABLE,
             Code::WaitTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -116,7 +120,7 @@ pub struct ApiError {
     pub message: String,
     /// The request field to blame.
     pub field: Option<String>,
-    /// Carried by `WAIT_TIMEOUT`, so the client can keep polling.
+    /// Carried by `WAIT_TIMEOUT` and `NOT_DURABLE`, so the client can keep polling or retry.
     pub job_id: Option<String>,
     /// Seconds for a `Retry-After` header (503 `NO_WORKER`).
     pub retry_after: Option<u32>,
@@ -144,6 +148,28 @@ impl ApiError {
         ApiError {
             field: Some(field.to_string()),
             ..Self::new(Code::InvalidRequest, message)
+        }
+    }
+
+    /// 503 `NOT_DURABLE` for the job `id` (see [`Code::NotDurable`]).
+    pub fn not_durable(id: &str, e: &dcc_shared::Error) -> Self {
+        crate::telemetry::redis_error();
+        tracing::warn!(job_id = id, error = %e, "write not confirmed durable");
+        ApiError {
+            job_id: Some(id.to_string()),
+            retry_after: Some(1),
+            ..Self::new(
+                Code::NotDurable,
+                format!("{e}; it may not survive a Redis failover: retry the same request (with the same job id)"),
+            )
+        }
+    }
+
+    /// A queue error about the job `id`: as [`From`], but `NOT_DURABLE` names the job.
+    pub fn of_job(id: &str, e: dcc_shared::Error) -> Self {
+        match e {
+            dcc_shared::Error::NotDurable { .. } => Self::not_durable(id, &e),
+            e => e.into(),
         }
     }
 
@@ -219,6 +245,13 @@ impl From<SpecError> for ApiError {
 
 impl From<dcc_shared::Error> for ApiError {
     fn from(e: dcc_shared::Error) -> Self {
+        if let dcc_shared::Error::NotDurable { .. } = e {
+            crate::telemetry::redis_error();
+            return ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(Code::NotDurable, format!("{e}; retry the same request"))
+            };
+        }
         if e.is_unavailable() {
             crate::telemetry::redis_error();
             tracing::warn!(error = %e, "backing service unavailable");

@@ -46,7 +46,8 @@ fn init_logs(json: bool) {
 }
 
 /// First signal: quiet (stop claiming, stop accepting connections); after `drain` or a second
-/// signal: terminate (running jobs are stopped and handed back to the queue).
+/// signal: terminate (running jobs are stopped and handed back to the queue); after `drain` more
+/// or a third signal: give up on an unreachable Redis (leases are left to expire).
 fn handle_signals(shutdown: Shutdown, drain: Duration) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -64,6 +65,13 @@ fn handle_signals(shutdown: Shutdown, drain: Duration) {
         }
         tracing::info!("terminating: stopping running jobs");
         shutdown.terminate();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = tokio::time::sleep(drain) => {}
+        }
+        tracing::warn!("giving up on Redis: what could not be recorded or handed back is left to lease expiry");
+        shutdown.give_up();
     });
 }
 
@@ -92,7 +100,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Client(_) => unreachable!("handled above"),
         Command::Worker => {
             let core = Core::open(config).await?;
-            let worker = core.start_worker().await.context("starting the worker")?;
+            // A worker may wait at start (for Redis, or for its previous life's health key to
+            // expire): a stop signal ends that wait, there is nothing to drain yet.
+            let worker = tokio::select! {
+                w = core.start_worker() => w.context("starting the worker")?,
+                _ = shutdown.quieted() => {
+                    tracing::info!("stopped before the worker started");
+                    return Ok(());
+                }
+            };
             run_worker(worker, shutdown).await;
             Ok(())
         }

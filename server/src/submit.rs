@@ -451,6 +451,10 @@ pub async fn enqueue_staged(
     };
     let created = match state.queue.enqueue(job, now_ms()).await {
         Ok(r) => r,
+        // The job is written: its staged inputs stay, a retry with this id finds it.
+        Err(e @ dcc_shared::Error::NotDurable { .. }) => {
+            return Err(who.error(ApiError::not_durable(id.as_str(), &e)));
+        }
         Err(e) => {
             staging.discard().await;
             return Err(e.into());

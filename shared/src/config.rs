@@ -78,6 +78,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_FAST_MAX_REDIS_BYTES",
     "DCC_DISK_MIN_FREE_PERCENT",
     "DCC_LOG",
+    "DCC_DURABILITY",
+    "DCC_DURABILITY_TIMEOUT",
 ];
 
 /// The configuration of a `dcc` process (server, worker, or both).
@@ -167,6 +169,9 @@ pub struct Config {
     /// After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
     /// and handed back to the queue (`DCC_DRAIN_TIMEOUT`, `10m`).
     pub drain_timeout: Duration,
+    /// What confirms a write before a client is told of it (`DCC_DURABILITY`, `none`; see
+    /// `queue::durable`), and for how long (`DCC_DURABILITY_TIMEOUT`, `1s`).
+    pub durability: crate::queue::durable::DurabilityPolicy,
     /// The instance metadata service a Spot worker watches for its interruption notice and
     /// rebalance recommendation (`DCC_SPOT_IMDS`, e.g. `http://169.254.169.254`; unset: not
     /// watched). The Terraform stack sets it on Spot groups.
@@ -342,6 +347,7 @@ impl Config {
             docker_runtime: v.get("DCC_DOCKER_RUNTIME"),
             log_json: v.get("DCC_LOG_FORMAT").as_deref() == Some("json"),
             drain_timeout: v.duration("DCC_DRAIN_TIMEOUT", 600)?,
+            durability: durability(&v)?,
             spot_imds: v.get("DCC_SPOT_IMDS").map(|u| u.trim_end_matches('/').to_string()),
             spot_poll: v.secs("DCC_SPOT_POLL_SECS", 5)?,
             disk_min_free_percent: v.num("DCC_DISK_MIN_FREE_PERCENT", 5)?.min(100),
@@ -379,6 +385,21 @@ fn lease_and_heartbeat<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<(Du
         ));
     }
     Ok((lease, heartbeat))
+}
+
+/// `DCC_DURABILITY` and `DCC_DURABILITY_TIMEOUT`.
+fn durability<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<crate::queue::durable::DurabilityPolicy> {
+    let mode = match v.get("DCC_DURABILITY") {
+        Some(s) => s.parse().map_err(|e| Error::Config(format!("DCC_DURABILITY={e}")))?,
+        None => Default::default(),
+    };
+    let timeout = v.duration("DCC_DURABILITY_TIMEOUT", 1)?;
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        return Err(Error::Config(
+            "DCC_DURABILITY_TIMEOUT must be more than 0 and at most 60s".into(),
+        ));
+    }
+    Ok(crate::queue::durable::DurabilityPolicy { mode, timeout })
 }
 
 /// `DCC_GPU_DRIVER_BINDS`: set to empty, none; unset, the default.
@@ -557,6 +578,12 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 /// Parses `90`, `90s`, `15m`, `12h` or `7d`.
 pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
     let v = v.trim();
+    if let Some(ms) = v.strip_suffix("ms") {
+        return match ms.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
+            _ => Err(format!("{v:?} is not a duration like 500ms, 90s, 15m, 12h or 7d")),
+        };
+    }
     let (num, mult) = match v.char_indices().last() {
         Some((i, 's')) => (&v[..i], 1),
         Some((i, 'm')) => (&v[..i], 60),
@@ -567,7 +594,7 @@ pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{v:?} is not a duration like 90s, 15m, 12h or 7d"))?;
+        .map_err(|_| format!("{v:?} is not a duration like 500ms, 90s, 15m, 12h or 7d"))?;
     if n == 0 {
         return Err("a duration must be more than 0".into());
     }

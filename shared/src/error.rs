@@ -22,6 +22,15 @@ pub enum Error {
         /// What was wrong with it.
         why: String,
     },
+    /// The write happened on the primary but was not confirmed as `DCC_DURABILITY` asks within
+    /// its timeout: it may not survive a failover. Retrying the same request is safe.
+    #[error("the write was not confirmed as {mode} within {waited_ms} ms")]
+    NotDurable {
+        /// The durability setting.
+        mode: String,
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// A configuration value could not be parsed.
     #[error("configuration: {0}")]
     Config(String),

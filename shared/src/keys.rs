@@ -124,6 +124,12 @@ impl Keys {
         format!("{}:deployment", self.tag)
     }
 
+    /// STRING: a counter written only to move a connection's replication offset, so that a
+    /// `WAIT` on it covers writes other connections made before (see `queue::durable`).
+    pub fn durability_mark(&self) -> String {
+        format!("{}:durability-mark", self.tag)
+    }
+
     /// Pub/sub channel of one worker: its wake-ups (`queued` events meant for it) and the
     /// `cancelled` / `deleted` events of the jobs it runs. A worker hears nothing else, so the
     /// events of a job cost one delivery per server, not one per worker.

@@ -10,8 +10,10 @@
 //! - [`Api`]: a small HTTP client for the API.
 //! - [`eventually`]: polls a condition until a deadline.
 //! - [`fleet`]: simulated workers (Redis only, no Docker) for the fleet bench and its test.
+//! - [`proxy`]: a TCP proxy that a failover test switches from one Redis to another.
 
 pub mod fleet;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -246,6 +248,16 @@ impl Redis {
     /// The folder holding its files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its process id (to pause it with SIGSTOP, as a lagging replica).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its URL.
@@ -733,6 +745,15 @@ impl Api {
     /// Submits a job; returns the answer.
     pub async fn submit(&self, job: Value) -> Answer {
         self.post("/api/v1/jobs", &job).await
+    }
+
+    /// Submits a job; `None` when the server could not be reached or did not answer in 30 s.
+    pub async fn try_submit(&self, job: Value) -> Option<Answer> {
+        let r = self
+            .req(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&job)
+            .timeout(Duration::from_secs(30));
+        Some(Self::answer(r.send().await.ok()?).await)
     }
 
     /// Submits a job and returns its id (asserting 201).

@@ -36,12 +36,15 @@ pub(crate) struct Attempt {
     record: JobRecord,
     held: Held,
     cancel: CancellationToken,
+    /// Ends the waits for an unreachable Redis (see [`Shutdown::give_up`]).
+    shutdown: Shutdown,
 }
 
 impl Attempt {
     /// Books what the claimed job holds, and its lease, at once (so the next claim sees them),
     /// then runs the attempt in its own task.
-    pub(crate) fn launch(worker: &Arc<Worker>, claimed: Claimed, shutdown: &Shutdown) {
+    /// `sent`: when the claim was sent (the lease's deadline is no earlier than that plus its length).
+    pub(crate) fn launch(worker: &Arc<Worker>, claimed: Claimed, sent: std::time::Instant, shutdown: &Shutdown) {
         let Claimed {
             lease,
             record,
@@ -72,7 +75,7 @@ impl Attempt {
             Running {
                 lease: lease.clone(),
                 cancel: cancel.clone(),
-                renewed: std::time::Instant::now(),
+                renewed: sent,
             },
         );
         worker.capacity_changed.notify_one();
@@ -87,6 +90,7 @@ impl Attempt {
                 memory_mb,
             },
             cancel,
+            shutdown: shutdown.clone(),
         };
         tokio::spawn(tracing::Instrument::instrument(attempt.live(), span));
     }
@@ -170,28 +174,60 @@ impl Attempt {
         }
     }
 
-    /// Hands the job back without using up an attempt (stopped by shutdown or a drain while it
-    /// still held the lease). Cancelled, deleted or reaped jobs no longer hold it: a no-op.
-    async fn hand_back(&self) {
-        match self.worker.queue.release(&self.lease, now_ms()).await {
-            Ok(true) => tracing::info!(event = "JobReleased", "handed back to the queue"),
-            Ok(false) => tracing::info!(event = "JobAborted", "stopped from outside"),
-            Err(e) => tracing::warn!(error = %e, "could not hand the job back; its lease will expire"),
+    /// Runs `op` until Redis answers, waiting out an unreachable one with backoff; `None` once
+    /// the worker gives up waiting (a shutdown that ran out of time).
+    async fn persist<T, Fut>(&self, what: &str, op: impl FnMut() -> Fut) -> Option<dcc_shared::Result<T>>
+    where
+        Fut: std::future::Future<Output = dcc_shared::Result<T>>,
+    {
+        let tries = op
+            .retry(dcc_shared::retry::until_reachable())
+            .when(|e: &dcc_shared::Error| e.is_unavailable())
+            .notify(|e, _| tracing::warn!(error = %e, "{what} failed; retrying"));
+        tokio::select! {
+            r = tries => Some(r),
+            _ = self.shutdown.given_up() => {
+                tracing::warn!("{what}: gave up waiting for Redis; the lease will expire");
+                None
+            }
         }
     }
 
-    /// Records a result, retrying while Redis is unreachable: a result is not dropped because
-    /// Redis blinked. If the lease lapsed meanwhile, the finish is refused (fencing) and the job
-    /// has already gone back to the queue.
+    /// Hands the job back without using up an attempt (stopped by shutdown or a drain while it
+    /// still held the lease). Cancelled, deleted or reaped jobs no longer hold it: a no-op.
+    async fn hand_back(&self) {
+        match self
+            .persist("handing the job back", || {
+                self.worker.queue.release(&self.lease, now_ms())
+            })
+            .await
+        {
+            Some(Ok(true)) => tracing::info!(event = "JobReleased", "handed back to the queue"),
+            Some(Ok(false)) => tracing::info!(event = "JobAborted", "stopped from outside"),
+            Some(Err(e)) => tracing::warn!(error = %e, "could not hand the job back; its lease will expire"),
+            None => {}
+        }
+    }
+
+    /// Records a result, waiting out an unreachable Redis: a result is not dropped because Redis
+    /// blinked or the worker was cut off (even when its container was stopped meanwhile, the
+    /// lease may still be held). The fenced finish decides: if the lease lapsed, it is refused
+    /// and the job has already gone back to the queue.
     async fn record(&self, outcome: &Outcome) -> Option<Finished> {
         let w = &self.worker;
         let retention = w.settings.retention.of(self.lease.lane);
-        let finished = (|| w.queue.finish(&self.lease, outcome, retention, now_ms()))
-            .retry(dcc_shared::retry::until_reachable())
-            .when(|e| e.is_unavailable() && !self.cancel.is_cancelled())
-            .notify(|e, _| tracing::warn!(error = %e, "recording the result failed; retrying"))
-            .await;
+        let finished = self
+            .persist("recording the result", || {
+                w.queue.finish(&self.lease, outcome, retention, now_ms())
+            })
+            .await?;
         match finished {
+            Err(e @ dcc_shared::Error::NotDurable { .. }) => {
+                // Written on the primary; lost only if it fails over before replicating, and
+                // then the lease comes back with it and the job runs again.
+                tracing::warn!(error = %e, event = "ResultNotConfirmed", "result recorded, not confirmed by replicas");
+                Some(Finished::Recorded)
+            }
             Ok(Finished::LeaseLost) => {
                 tracing::warn!(
                     event = "LeaseLost",
@@ -208,16 +244,20 @@ impl Attempt {
     }
 
     /// After an attempt that recorded nothing: remove the files it wrote, unless they are the
-    /// job's current ones (a cancelled attempt keeps its logs).
+    /// job's current ones (a cancelled attempt keeps its logs). Which they are is Redis's to say:
+    /// a worker cut off from it waits until it answers.
     async fn clean_abandoned(&self) {
         let (w, lease) = (&self.worker, &self.lease);
-        let prefix = match w.queue.get(&lease.job).await {
-            Ok(None) => paths::job(&lease.job),
-            Ok(Some(r)) if r.attempt != lease.attempt || r.worker.as_deref() != Some(&lease.worker) => {
+        let prefix = match self
+            .persist("checking an abandoned attempt", || w.queue.get(&lease.job))
+            .await
+        {
+            Some(Ok(None)) => paths::job(&lease.job),
+            Some(Ok(Some(r))) if r.attempt != lease.attempt || r.worker.as_deref() != Some(&lease.worker) => {
                 paths::attempt(&lease.job, lease.attempt)
             }
-            Ok(Some(_)) => return,
-            Err(e) => {
+            Some(Ok(Some(_))) | None => return,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "could not check an abandoned attempt");
                 return;
             }

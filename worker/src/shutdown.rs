@@ -1,7 +1,9 @@
-//! Two-step shutdown. *Quiet*: stop claiming, let running jobs go on. *Terminate*: stop every
-//! running attempt now. Steps only go forward. The process's signal handler (in the binary)
-//! calls [`Shutdown::quiet`] on the first SIGTERM/SIGINT and [`Shutdown::terminate`] when the
-//! drain time is up or a second signal arrives.
+//! Shutdown in steps. *Quiet*: stop claiming, let running jobs go on. *Terminate*: stop every
+//! running attempt now. *Give up*: stop waiting for an unreachable Redis (the last records,
+//! hand-backs and the unregistering end; leases are left to expire). Steps only go forward. The
+//! process's signal handler (in the binary) calls [`Shutdown::quiet`] on the first SIGTERM/SIGINT,
+//! [`Shutdown::terminate`] when the drain time is up or a second signal arrives, and
+//! [`Shutdown::give_up`] a drain time after that or on a third signal.
 
 use tokio_util::sync::CancellationToken;
 
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Shutdown {
     quiet: CancellationToken,
     terminate: CancellationToken,
+    give_up: CancellationToken,
 }
 
 impl Shutdown {
@@ -27,6 +30,17 @@ impl Shutdown {
     pub fn terminate(&self) {
         self.quiet.cancel();
         self.terminate.cancel();
+    }
+
+    /// Stop waiting for Redis (implies terminate).
+    pub fn give_up(&self) {
+        self.terminate();
+        self.give_up.cancel();
+    }
+
+    /// Resolves once the worker gave up waiting for Redis.
+    pub async fn given_up(&self) {
+        self.give_up.cancelled().await
     }
 
     /// True once quiet (or terminate) began.

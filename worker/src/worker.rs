@@ -40,8 +40,18 @@ const CLAIM_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) struct Running {
     pub(crate) lease: Lease,
     pub(crate) cancel: CancellationToken,
-    /// When the lease was last known held (claimed or renewed).
+    /// When the last claim or renewal that succeeded was sent: Redis's deadline for the lease is
+    /// no earlier than this plus the lease length, whatever the round trip took.
     pub(crate) renewed: std::time::Instant,
+}
+
+/// How long after the last successful renewal was sent a worker cut off from Redis stops the
+/// attempt's container: a margin (a quarter of the lease, 1 s to 10 s) before Redis can expire
+/// the lease and the reaper hand the job to another worker, so two copies never run at once;
+/// never before a renewal has failed twice over.
+pub(crate) fn stop_after(lease: Duration, heartbeat: Duration) -> Duration {
+    let margin = (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    lease.saturating_sub(margin).max((lease + heartbeat) / 2)
 }
 
 /// A started worker.
@@ -304,6 +314,7 @@ impl Worker {
     /// then unregisters.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let beat = tokio::spawn(self.clone().heartbeat_loop());
+        let leases = tokio::spawn(self.clone().lease_watch());
         let watch = tokio::spawn(self.clone().event_loop());
         let spot = (self.settings.spot.clone()).map(|s| tokio::spawn(crate::spot::watch(s, shutdown.clone())));
         self.claim_loop(&shutdown).await;
@@ -327,12 +338,20 @@ impl Worker {
             pool.close().await;
         }
         beat.abort();
+        leases.abort();
         watch.abort();
         if let Some(s) = spot {
             s.abort();
         }
-        if let Err(e) = self.queue.unregister(&self.settings.id).await {
-            tracing::warn!(error = %e, "could not unregister the worker");
+        let unregister = (|| self.queue.unregister(&self.settings.id))
+            .retry(dcc_shared::retry::until_reachable())
+            .when(|e| e.is_unavailable())
+            .notify(|e, _| tracing::warn!(error = %e, "could not unregister the worker; retrying"));
+        tokio::select! {
+            r = unregister => if let Err(e) = r {
+                tracing::warn!(error = %e, "could not unregister the worker");
+            },
+            _ = shutdown.given_up() => tracing::warn!("gave up unregistering: the health key expires by itself"),
         }
         tracing::info!("worker stopped");
     }
@@ -394,9 +413,10 @@ impl Worker {
                 total_memory_mb: self.memory.total().into(),
                 lease: self.settings.lease,
             };
+            let sent = std::time::Instant::now();
             match self.queue.claim(queue, &who, REDIS_TIME).await {
                 Ok(Claim::Claimed(c)) => {
-                    Attempt::launch(self, *c, shutdown);
+                    Attempt::launch(self, *c, sent, shutdown);
                     claimed = true;
                 }
                 Ok(Claim::NoFit | Claim::Empty) => {}
@@ -502,36 +522,43 @@ impl Worker {
         }
     }
 
-    /// Renews every held lease. A lease that could not be renewed for a whole lease length has
-    /// expired in Redis (the reaper may have given the job to another worker): its container is
-    /// stopped rather than run on as a duplicate nobody can record.
+    /// Renews every held lease (a renewal that fails is left to [`Worker::lease_watch`]).
     async fn renew_leases(&self) {
         for (id, lease, cancel) in self.running_ids() {
+            let sent = std::time::Instant::now();
             match self.queue.renew(&lease, self.settings.lease, REDIS_TIME).await {
                 Ok(Renewed::Held) => {
                     let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(r) = g.get_mut(&id) {
-                        r.renewed = std::time::Instant::now();
+                        r.renewed = r.renewed.max(sent);
                     }
                 }
                 Ok(Renewed::Lost) => {
                     tracing::warn!(job_id = %id, event = "LeaseLost", "lease lost; stopping the container");
                     cancel.cancel();
                 }
-                Err(e) => {
-                    tracing::warn!(job_id = %id, error = %e, "lease renewal failed");
-                    let since = {
-                        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                        g.get(&id).map(|r| r.renewed.elapsed())
-                    };
-                    if since.is_some_and(|s| s >= self.settings.lease) {
-                        tracing::warn!(
-                            job_id = %id,
-                            event = "LeaseExpired",
-                            "cut off from Redis for a whole lease: the job may run elsewhere now; stopping the container"
-                        );
-                        cancel.cancel();
-                    }
+                Err(e) => tracing::warn!(job_id = %id, error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Stops the container of an attempt cut off from Redis [`stop_after`] its last successful
+    /// renewal was sent: its lease may expire soon on Redis's clock and the job run elsewhere.
+    /// Its result, if it has one by then, is still offered to the fenced finish.
+    async fn lease_watch(self: Arc<Self>) {
+        let stop_after = stop_after(self.settings.lease, self.settings.heartbeat);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, r) in g.iter() {
+                if !r.cancel.is_cancelled() && r.renewed.elapsed() >= stop_after {
+                    tracing::warn!(
+                        job_id = %id,
+                        event = "LeaseExpired",
+                        "cut off from Redis: the lease may expire and the job run elsewhere; stopping the container"
+                    );
+                    r.cancel.cancel();
                 }
             }
         }
@@ -596,5 +623,28 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_attempt_stops_before_its_lease_can_expire_and_after_two_missed_beats() {
+        let s = Duration::from_secs;
+        // Defaults: a quarter of the lease before it ends.
+        assert_eq!(stop_after(s(30), s(10)), Duration::from_millis(22_500));
+        // A short lease: at least a second of margin, never before the midpoint to the next beat.
+        assert_eq!(stop_after(s(6), s(2)), Duration::from_millis(4_500));
+        assert_eq!(stop_after(s(3), s(1)), s(2));
+        // A long lease: at most 10 s of margin.
+        assert_eq!(stop_after(s(120), s(30)), s(110));
+        // A heartbeat close to the lease: halfway between them.
+        assert_eq!(stop_after(s(30), s(25)), Duration::from_millis(27_500));
+        for (l, h) in [(2, 1), (6, 5), (30, 1), (600, 599)] {
+            let a = stop_after(s(l), s(h));
+            assert!(a < s(l) && a > s(h), "{l} {h} {a:?}");
+        }
     }
 }

@@ -179,7 +179,8 @@ pub async fn cancel(
     match state
         .queue
         .cancel(&job, state.config.retention().of(job.lane), now_ms())
-        .await?
+        .await
+        .map_err(|e| ApiError::of_job(&id, e))?
     {
         Cancelled::Done(_) => Ok((
             StatusCode::ACCEPTED,
@@ -212,12 +213,14 @@ pub async fn delete(
         state
             .queue
             .cancel(&job, state.config.retention().of(job.lane), now_ms())
-            .await?;
+            .await
+            .map_err(|e| ApiError::of_job(&id, e))?;
     }
     match state
         .queue
         .delete(&job, state.storage_for(&job).as_ref(), DeleteMode::Any, now_ms())
-        .await?
+        .await
+        .map_err(|e| ApiError::of_job(&id, e))?
     {
         Deleted::Missing => Err(ApiError::job_not_found(&id)),
         _ => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -48,6 +48,9 @@ impl Queue {
             .arg(k.worker_events_prefix())
             .invoke_async(&mut conn)
             .await?;
+        if r.first().map(String::as_str) == Some("cancelled") {
+            self.confirm(&mut conn).await?;
+        }
         let state = || r.get(1).and_then(|s| JobState::parse(s)).unwrap_or(JobState::Cancelled);
         Ok(match r.first().map(String::as_str) {
             Some("cancelled") => Cancelled::Done(state()),

@@ -72,6 +72,9 @@ impl Queue {
             .arg(k.worker_events_prefix())
             .invoke_async(&mut conn)
             .await?;
+        if mode == DeleteMode::Any && r.is_some() {
+            self.confirm(&mut conn).await?;
+        }
         Ok(match r.as_deref() {
             None => Deleted::Missing,
             Some("kept") => Deleted::Kept,

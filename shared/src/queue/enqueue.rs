@@ -103,6 +103,12 @@ impl Queue {
             inv.arg("notify_state").arg("waiting");
         }
         let r: String = inv.invoke_async(&mut conn).await?;
+        // The client hears "created" or "exists" only once the job is as durable as configured.
+        match r.as_str() {
+            "created" => self.confirm(&mut conn).await?,
+            "exists" => self.confirm_earlier(&mut conn).await?,
+            _ => {}
+        }
         Ok(match r.as_str() {
             "created" => Enqueued::Created,
             "exists" => Enqueued::Exists,

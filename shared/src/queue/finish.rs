@@ -46,7 +46,8 @@ pub enum Finished {
 }
 
 impl Queue {
-    /// Records `outcome` for the attempt `lease` holds; retention starts now.
+    /// Records `outcome` for the attempt `lease` holds; retention starts now. `Err(NotDurable)`:
+    /// recorded on the primary, not confirmed by replicas in time (see [`super::durable`]).
     pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
         let k = self.keys();
         let mut conn = self.conn().await?;
@@ -81,6 +82,7 @@ impl Queue {
         }
         let r: i64 = inv.invoke_async(&mut conn).await?;
         Ok(if r == 1 {
+            self.confirm(&mut conn).await?;
             Finished::Recorded
         } else {
             Finished::LeaseLost

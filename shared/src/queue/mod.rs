@@ -22,6 +22,7 @@ pub mod cancel;
 pub mod claim;
 pub mod delete;
 pub mod drain;
+pub mod durable;
 pub mod enqueue;
 pub mod finish;
 pub mod lease;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
 
+use self::durable::DurabilityPolicy;
 use crate::keys::Keys;
 use crate::{Error, Result};
 
@@ -56,6 +58,10 @@ pub struct Queue {
     keys: Keys,
     /// The Redis URL, for connections that cannot be pooled (pub/sub).
     url: String,
+    /// What confirms a write before a client is told of it.
+    durability: DurabilityPolicy,
+    /// The primary's connected replicas, and when that was read (see [`durable`]).
+    replicas: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u32)>>>,
 }
 
 impl Queue {
@@ -78,7 +84,15 @@ impl Queue {
             pool,
             keys: Keys::new(prefix),
             url: url.to_string(),
+            durability: DurabilityPolicy::default(),
+            replicas: Default::default(),
         })
+    }
+
+    /// The same queue, confirming client-visible writes as `policy` says (`DCC_DURABILITY`).
+    pub fn with_durability(mut self, policy: DurabilityPolicy) -> Self {
+        self.durability = policy;
+        self
     }
 
     /// The key names of this deployment.

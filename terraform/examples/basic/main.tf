@@ -156,6 +156,7 @@ module "servers" {
   prefix                 = "dcc/"
   dcc_storage            = module.storage.dcc_storage
   retention              = "${var.retention_days}d"
+  durability             = var.redis_durability
   redis_host             = module.redis.endpoint
   auth_parameter         = module.redis.auth_token_parameter
   auth_parameter_arn     = module.redis.auth_token_parameter_arn
@@ -188,6 +189,7 @@ module "workers" {
   prefix             = "dcc/"
   dcc_storage        = module.storage.dcc_storage
   retention          = "${var.retention_days}d"
+  durability         = var.redis_durability
   redis_host         = module.redis.endpoint
   auth_parameter     = module.redis.auth_token_parameter
   auth_parameter_arn = module.redis.auth_token_parameter_arn

@@ -119,6 +119,12 @@ variable "server_max" {
   default     = 4
 }
 
+variable "redis_durability" {
+  description = "DCC_DURABILITY of servers and workers: `replicas:1` (default) confirms each submit, result, cancel and delete on the Multi-AZ replica before answering; `none` is faster and can lose the last acknowledged writes in a failover."
+  type        = string
+  default     = "replicas:1"
+}
+
 variable "retention_days" {
   description = "How long finished jobs are kept."
   type        = number

@@ -261,6 +261,7 @@ resource "aws_launch_template" "servers" {
     redis_host              = var.redis_host
     dcc_storage             = var.dcc_storage
     retention               = var.retention
+    durability              = var.durability
     extra_env               = { DISABLE_WORKER = "true" }
     log_group               = module.role.log_group_name
   }))

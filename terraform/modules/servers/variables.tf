@@ -180,3 +180,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "durability" {
+  description = "DCC_DURABILITY: what confirms a write before a client is told of it. `replicas:1` waits for the Multi-AZ replica (no acknowledged job is lost in a failover, about one cross-AZ round trip per write); `none` is faster and can lose the last acknowledged writes in a failover. See docs/reliability.md."
+  type        = string
+  default     = "replicas:1"
+  validation {
+    condition     = can(regex("^(none|replicas:([1-9]|1[0-6])|aof|aof:([0-9]|1[0-6]))$", var.durability))
+    error_message = "durability must be none, replicas:N, aof or aof:N (N up to 16)."
+  }
+}

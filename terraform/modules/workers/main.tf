@@ -120,6 +120,7 @@ resource "aws_launch_template" "pool" {
     redis_host              = var.redis_host
     dcc_storage             = var.dcc_storage
     retention               = var.retention
+    durability              = var.durability
     extra_env               = merge(each.value.env, each.value.spot.enabled ? local.spot_env : {})
     log_group               = module.role.log_group_name
   }))

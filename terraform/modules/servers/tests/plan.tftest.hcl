@@ -24,6 +24,13 @@ variables {
 run "defaults" {
   command = plan
 
+  # Multi-AZ ElastiCache replicates asynchronously: by default a write is confirmed by the replica
+  # before the client hears of it, so a failover loses no acknowledged job.
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.servers.user_data), "DCC_DURABILITY=replicas:1")
+    error_message = "Servers must wait for the replica by default (DCC_DURABILITY=replicas:1)."
+  }
+
   # The load balancer checks a route that needs no API key and does not depend on Redis.
   assert {
     condition     = aws_lb_target_group.api.health_check[0].path == "/healthz"

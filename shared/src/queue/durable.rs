@@ -1,0 +1,234 @@
+//! Durable acknowledgements (`DCC_DURABILITY`): a write a client is told about (a submit, a
+//! recorded result, a cancel, a delete) is confirmed by replicas or the append-only file before
+//! the answer goes out. Redis replicates asynchronously: without this, a failover to a replica
+//! that lagged loses every write the old primary had acknowledged but not yet shipped.
+//!
+//! `WAIT` and `WAITAOF` count the writes of their own connection, so [`Queue::confirm`] runs on
+//! the connection that ran the script. A confirmation that does not come in time is
+//! [`Error::NotDurable`]: the write happened on the primary and may or may not survive a failover,
+//! so the client is told to retry (the same id makes a submit's retry safe), not "done".
+//!
+//! DCC waits for at most the replicas the primary has connected (a replica that stalls stays
+//! connected, as the primary sees it, for `repl-timeout`, 60 s by default). Right after a failover
+//! the promoted primary has none until the replacement replica syncs (minutes on ElastiCache):
+//! writes are then confirmed by the primary alone rather than refused for minutes; there is no
+//! replica a failover could promote meanwhile. Redis's own `min-replicas-to-write` refuses writes
+//! in that window instead (DCC answers 503), for those who prefer that.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_redis::Connection;
+
+use super::Queue;
+use crate::{Error, Result};
+
+/// How long a reading of the primary's connected replicas is used before it is read again.
+const REPLICAS_FRESH: Duration = Duration::from_secs(1);
+
+/// The response timeout of every pooled connection (the `redis` crate's default): a command on a
+/// connection whose peer vanished fails within it instead of hanging on TCP retransmissions.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What confirms a write before a client hears of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing beyond the primary's memory (Redis's default, the fastest).
+    #[default]
+    None,
+    /// `WAIT n`: `n` replicas have the write in memory.
+    Replicas(u32),
+    /// `WAITAOF 1 n`: the primary's append-only file has it on disk, and `n` replicas' too.
+    Aof(u32),
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    /// `none`, `replicas:N` (N ≥ 1), `aof` or `aof:N` (with N replicas' files as well).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let count = |n: &str, min: u32| {
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| (min..=16).contains(n))
+                .ok_or_else(|| format!("{s:?}: the replica count must be a whole number from {min} to 16"))
+        };
+        match s.split_once(':') {
+            None if s == "none" => Ok(Durability::None),
+            None if s == "aof" => Ok(Durability::Aof(0)),
+            Some(("replicas", n)) => Ok(Durability::Replicas(count(n, 1)?)),
+            Some(("aof", n)) => Ok(Durability::Aof(count(n, 0)?)),
+            _ => Err(format!("{s:?} is not one of none, replicas:N, aof, aof:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Durability::None => f.write_str("none"),
+            Durability::Replicas(n) => write!(f, "replicas:{n}"),
+            Durability::Aof(0) => f.write_str("aof"),
+            Durability::Aof(n) => write!(f, "aof:{n}"),
+        }
+    }
+}
+
+/// The durability setting and how long a confirmation may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurabilityPolicy {
+    /// What confirms a write.
+    pub mode: Durability,
+    /// Longest wait for it (`DCC_DURABILITY_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+impl Default for DurabilityPolicy {
+    fn default() -> Self {
+        DurabilityPolicy {
+            mode: Durability::None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Queue {
+    /// Confirms the writes made so far on `conn` (see the module docs); a no-op with `none`.
+    pub(crate) async fn confirm(&self, conn: &mut Connection) -> Result<()> {
+        let policy = self.durability;
+        let wait_ms = policy.timeout.as_millis() as u64;
+        let wanted = match policy.mode {
+            Durability::None => return Ok(()),
+            Durability::Replicas(n) | Durability::Aof(n) => n.min(self.connected_replicas(conn).await?),
+        };
+        let cmd = match policy.mode {
+            Durability::Replicas(_) if wanted == 0 => return Ok(()),
+            Durability::Aof(_) => redis::cmd("WAITAOF").arg(1).arg(wanted).arg(wait_ms).to_owned(),
+            _ => redis::cmd("WAIT").arg(wanted).arg(wait_ms).to_owned(),
+        };
+        // The wait outlasts the connection's usual response timeout; set it back afterwards,
+        // also when this future is dropped half-way.
+        let conn = LongerTimeout::new(conn, policy.timeout + RESPONSE_TIMEOUT);
+        let acked = match policy.mode {
+            Durability::Aof(_) => {
+                let (local, replicas): (u32, u32) = cmd.query_async(&mut *conn.0).await?;
+                if local < 1 { 0 } else { replicas }
+            }
+            _ => cmd.query_async::<u32>(&mut *conn.0).await?,
+        };
+        if acked < wanted {
+            return Err(Error::NotDurable {
+                mode: policy.mode.to_string(),
+                waited_ms: wait_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replicas the primary has connected now (read at most every [`REPLICAS_FRESH`]).
+    async fn connected_replicas(&self, conn: &mut Connection) -> Result<u32> {
+        if let Some((at, n)) = *self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < REPLICAS_FRESH
+        {
+            return Ok(n);
+        }
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut *conn).await?;
+        let n = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), n));
+        Ok(n)
+    }
+
+    /// Confirms a write this connection did not make: a retried submit that found its job
+    /// already there (the first try may have timed out waiting). Any write moves the connection's
+    /// replication offset past every earlier write, so one cheap write, then the wait.
+    pub(crate) async fn confirm_earlier(&self, conn: &mut Connection) -> Result<()> {
+        if self.durability.mode == Durability::None {
+            return Ok(());
+        }
+        let _: i64 = redis::cmd("INCR")
+            .arg(self.keys().durability_mark())
+            .query_async(&mut *conn)
+            .await?;
+        self.confirm(conn).await
+    }
+
+    /// Refuses a setting this Redis cannot honour (`WAITAOF` needs Redis 7.2 and `appendonly
+    /// yes`); `Ok` while Redis is unreachable (checked again by every write).
+    pub async fn check_durability(&self) -> Result<()> {
+        let Durability::Aof(_) = self.durability.mode else {
+            return Ok(());
+        };
+        let Ok(mut c) = self.conn().await else { return Ok(()) };
+        let known: Vec<redis::Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("WAITAOF")
+            .query_async(&mut c)
+            .await?;
+        if matches!(known.first(), None | Some(redis::Value::Nil)) {
+            return Err(Error::Config(
+                "DCC_DURABILITY=aof needs Redis 7.2 or later (WAITAOF); this server does not have it".into(),
+            ));
+        }
+        if self.server_setting("appendonly").await?.as_deref() == Some("no") {
+            return Err(Error::Config(
+                "DCC_DURABILITY=aof needs `appendonly yes` on the Redis server".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A pooled connection whose response timeout is raised for one long command, and restored when
+/// this is dropped (so the connection goes back to the pool as it came).
+struct LongerTimeout<'a>(&'a mut Connection);
+
+impl<'a> LongerTimeout<'a> {
+    fn new(conn: &'a mut Connection, timeout: Duration) -> Self {
+        conn.set_response_timeout(timeout);
+        LongerTimeout(conn)
+    }
+}
+
+impl Drop for LongerTimeout<'_> {
+    fn drop(&mut self) {
+        self.0.set_response_timeout(RESPONSE_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_setting_and_rejects_the_rest() {
+        assert_eq!("none".parse(), Ok(Durability::None));
+        assert_eq!("replicas:1".parse(), Ok(Durability::Replicas(1)));
+        assert_eq!("replicas:2".parse(), Ok(Durability::Replicas(2)));
+        assert_eq!("aof".parse(), Ok(Durability::Aof(0)));
+        assert_eq!("aof:1".parse(), Ok(Durability::Aof(1)));
+        for bad in [
+            "",
+            "replicas",
+            "replicas:0",
+            "replicas:x",
+            "replicas:17",
+            "aof:-1",
+            "wait:1",
+            "NONE",
+        ] {
+            assert!(bad.parse::<Durability>().is_err(), "{bad:?} was accepted");
+        }
+        for d in [
+            Durability::None,
+            Durability::Replicas(3),
+            Durability::Aof(0),
+            Durability::Aof(2),
+        ] {
+            assert_eq!(d.to_string().parse(), Ok(d));
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! A TCP proxy in front of a Redis endpoint, as a cloud's primary endpoint behaves in a failover:
+//! [`TcpProxy::switch`] points it at another server and closes every connection made to the old
+//! one (their server is gone), so clients must reconnect to reach the new primary.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A running proxy; it stops when dropped.
+pub struct TcpProxy {
+    port: u16,
+    upstream: Arc<Mutex<(SocketAddr, CancellationToken)>>,
+    stop: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let upstream = Arc::new(Mutex::new((upstream, CancellationToken::new())));
+        let stop = CancellationToken::new();
+        let (up, s) = (upstream.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                    _ = s.cancelled() => return,
+                };
+                let (addr, generation) = up.lock().unwrap().clone();
+                let stop = s.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(addr).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = generation.cancelled() => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { port, upstream, stop }
+    }
+
+    /// Its `redis://` URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Points new connections at `upstream` and closes the ones to the old server.
+    pub fn switch(&self, upstream: SocketAddr) {
+        let mut g = self.upstream.lock().unwrap();
+        g.1.cancel();
+        *g = (upstream, CancellationToken::new());
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,256 @@
+//! Redis failover, as ElastiCache Multi-AZ does it: a primary with a replica behind one endpoint
+//! (a TCP proxy here), the primary dies, the replica is promoted, the endpoint switches to it.
+//! Replication is asynchronous: what the replica had not received when the primary died is gone,
+//! unless DCC waited for it before answering (`DCC_DURABILITY`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dcc_e2e::proxy::TcpProxy;
+use dcc_e2e::{Api, Dcc, IMAGE, Redis, Role, eventually, sh};
+use dcc_shared::job::JobId;
+use dcc_shared::keys::Keys;
+use serde_json::json;
+
+/// A primary and a replica of it, in sync.
+async fn primary_and_replica() -> (Redis, Redis) {
+    let primary = Redis::start();
+    let port = primary.port().to_string();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let c = replica.conn().await;
+    eventually(Duration::from_secs(20), "the replica to be in sync", || {
+        let mut c = c.clone();
+        async move {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.ok()?;
+            info.contains("master_link_status:up").then_some(())
+        }
+    })
+    .await;
+    (primary, replica)
+}
+
+fn addr(r: &Redis) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], r.port()))
+}
+
+/// Sends SIGSTOP or SIGCONT to a Redis of the test's own.
+fn signal(r: &Redis, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &r.pid().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} failed");
+}
+
+/// Makes `replica` the primary (`REPLICAOF NO ONE`, as a failover does).
+async fn promote(replica: &Redis) {
+    let mut c = replica.conn().await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut c)
+        .await
+        .expect("promote");
+}
+
+/// Clients that submit jobs with ids of their own, retrying each id until it is acknowledged
+/// (201, or 200 when a retry finds it): what a careful client does with a 503.
+struct Stream {
+    acked: Arc<Mutex<Vec<String>>>,
+    not_durable: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stream {
+    fn start(api: &Api, clients: usize) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let not_durable = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|c| {
+                let (api, acked, nd, stop) = (api.clone(), acked.clone(), not_durable.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = format!("fo-{c}-{n}");
+                        let mut job = json!({"image": IMAGE, "command": ["true"]});
+                        job["id"] = json!(id);
+                        let a = api.try_submit(job).await;
+                        match a.as_ref().map(|a| (a.status, a.code().to_string())) {
+                            Some((200 | 201, _)) => {
+                                acked.lock().unwrap().push(id);
+                                n += 1;
+                            }
+                            Some((503, code)) => {
+                                if code == "NOT_DURABLE" {
+                                    nd.fetch_add(1, Ordering::Relaxed);
+                                    assert_eq!(a.unwrap().body["jobId"], json!(id), "NOT_DURABLE names the job");
+                                }
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            other => panic!("unexpected answer {other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stream {
+            acked,
+            not_durable,
+            stop,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn acked_beyond(&self, n: usize, what: &str) {
+        eventually(Duration::from_secs(30), what, || async {
+            (self.acked() >= n).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a submitting client panicked");
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Acknowledged ids whose job the promoted replica does not have.
+async fn lost(on: &Redis, acked: &[String]) -> usize {
+    let keys = Keys::new("dcc");
+    let mut c = on.conn().await;
+    let mut pipe = redis::pipe();
+    for id in acked {
+        pipe.cmd("EXISTS").arg(keys.job(&JobId::parse(id).unwrap()));
+    }
+    let found: Vec<i64> = pipe.query_async(&mut c).await.expect("EXISTS");
+    found.iter().filter(|&&e| e == 0).count()
+}
+
+/// The scenario of the issue: submits stream in; the replica stalls (SIGSTOP, as a busy or
+/// cross-AZ replica lags) for 10 s; 5 s into that the primary is killed; then the replica
+/// resumes, is promoted and the endpoint switches to it. Returns (acknowledged, lost, not
+/// durable answers, seconds from the switch to the next acknowledged submit).
+async fn failover_under_load(durability: &str) -> (usize, usize, usize, f64) {
+    let (mut primary, replica) = primary_and_replica().await;
+    let proxy = TcpProxy::start(addr(&primary)).await;
+    let server = Dcc::builder(Role::ApiOnly, &primary)
+        .env("DCC_REDIS_URL", proxy.url())
+        .env("DCC_DURABILITY", durability)
+        .env("DCC_DURABILITY_TIMEOUT", "500ms")
+        .start()
+        .await;
+    let stream = Stream::start(&server.api(), 8);
+    stream.acked_beyond(200, "submits before the fault").await;
+    signal(&replica, "-STOP");
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    primary.kill();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(paused.elapsed())).await;
+    signal(&replica, "-CONT");
+    promote(&replica).await;
+    let before = stream.acked();
+    proxy.switch(addr(&replica));
+    let switched = Instant::now();
+    stream
+        .acked_beyond(before + 1, "a submit acknowledged after the switch")
+        .await;
+    let recovered = switched.elapsed().as_secs_f64();
+    stream.acked_beyond(before + 200, "submits after the switch").await;
+    let not_durable = stream.not_durable.load(Ordering::Relaxed);
+    let acked = stream.stop().await;
+    let unique: HashSet<&String> = acked.iter().collect();
+    assert_eq!(unique.len(), acked.len(), "an id was acknowledged twice as new");
+    let lost = lost(&replica, &acked).await;
+    eprintln!(
+        "DCC_DURABILITY={durability}: {} acknowledged, {lost} lost in the failover, {not_durable} answered NOT_DURABLE, first submit {recovered:.1} s after the switch",
+        acked.len()
+    );
+    drop(server);
+    (acked.len(), lost, not_durable, recovered)
+}
+
+/// With `replicas:1`, nothing a client was told is lost: while the replica stalls, submits are
+/// answered 503 `NOT_DURABLE` (and retried with the same id) instead of 201.
+#[tokio::test]
+async fn acknowledged_submits_survive_a_failover_with_replicas_1() {
+    let (acked, lost, not_durable, recovered) = failover_under_load("replicas:1").await;
+    assert_eq!(lost, 0, "{lost} of {acked} acknowledged submits lost");
+    assert!(not_durable > 0, "the stalled replica never delayed an answer");
+    assert!(
+        recovered < 10.0,
+        "submits took {recovered:.1} s to succeed after the switch"
+    );
+}
+
+/// Without waiting (`none`, the default), the same failover loses what the stalled replica had
+/// not received: the test that shows the setting matters (and that the scenario is real).
+#[tokio::test]
+async fn without_durability_the_same_failover_loses_acknowledged_submits() {
+    let (acked, lost, not_durable, _) = failover_under_load("none").await;
+    assert_eq!(not_durable, 0);
+    assert!(
+        lost > 0,
+        "none of {acked} acknowledged submits was lost: the scenario did not bite"
+    );
+}
+
+/// A failover while a job runs: the worker and the server follow the endpoint to the promoted
+/// replica; the running job keeps its lease and attempt and succeeds; new jobs are taken and run.
+#[tokio::test]
+async fn a_failover_costs_no_running_job_its_attempt() {
+    let (mut primary, replica) = primary_and_replica().await;
+    let proxy = TcpProxy::start(addr(&primary)).await;
+    let env = |b: dcc_e2e::DccBuilder| {
+        b.env("DCC_REDIS_URL", proxy.url())
+            .env("DCC_LEASE_SECS", 6)
+            .env("DCC_HEARTBEAT_SECS", 2)
+            .env("DCC_DURABILITY", "replicas:1")
+    };
+    let server = env(Dcc::builder(Role::ApiOnly, &primary)).start().await;
+    let api = server.api();
+    let worker = env(Dcc::builder(Role::Worker, &primary).storage(&server.storage))
+        .start()
+        .await;
+    let id = api.submit_id(sh("sleep 6; echo done")).await;
+    api.wait_status(&id, "running", Duration::from_secs(30)).await;
+    primary.kill();
+    promote(&replica).await;
+    proxy.switch(addr(&replica));
+    let switched = Instant::now();
+    let next = eventually(
+        Duration::from_secs(10),
+        "a submit to succeed after the switch",
+        || async {
+            let a = api.try_submit(sh("echo after")).await?;
+            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    eprintln!(
+        "first submit after the switch: {:.1} s",
+        switched.elapsed().as_secs_f64()
+    );
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(40)).await;
+    assert_eq!(
+        v["attempt"],
+        1,
+        "the failover cost the running job an attempt: {v}\n{}",
+        worker.log()
+    );
+    assert_eq!(api.log(&id, "stdout").await, "done\n");
+    let v = api.wait_status(&next, "succeeded", Duration::from_secs(40)).await;
+    assert_eq!(v["attempt"], 1);
+    assert!(!worker.log().contains("LeaseExpired"), "{}", worker.log());
+}
