@@ -350,6 +350,8 @@ pub struct DccBuilder {
     worker_id: Option<String>,
     /// Ready once the API listens, without waiting for the in-process worker.
     listening_only: bool,
+    /// Ready once its log has this line (instead of the role's usual ones).
+    ready_when: Option<String>,
     /// A command line `dcc` runs under (the program and its arguments come after it).
     wrapper: Vec<String>,
 }
@@ -363,6 +365,7 @@ impl Dcc {
             storage: None,
             worker_id: None,
             listening_only: false,
+            ready_when: None,
             wrapper: Vec::new(),
         }
     }
@@ -470,6 +473,12 @@ impl DccBuilder {
         self
     }
 
+    /// Counts the process as started once its log has `line` (a worker that waits at start-up).
+    pub fn ready_when(mut self, line: &str) -> Self {
+        self.ready_when = Some(line.to_string());
+        self
+    }
+
     /// Starts it and waits until it is ready (the API listens; workers, also in-process, have
     /// registered).
     pub async fn start(self) -> Dcc {
@@ -537,7 +546,9 @@ impl DccBuilder {
         };
         // Ready when it says so (its own log, so a stranger on the port cannot fool us). A server
         // listens before its in-process worker has registered: wait for both.
+        let custom = self.ready_when.as_deref().map(|l| [l]);
         let ready: &[&str] = match self.role {
+            _ if custom.is_some() => custom.as_ref().map_or(&[][..], |c| &c[..]),
             Role::Worker => &["worker started"],
             Role::Server if self.listening_only => &["API listening"],
             Role::Server => &["API listening", "worker started"],

@@ -1001,3 +1001,81 @@ async fn a_spot_rebalance_recommendation_stops_claims_and_lets_running_jobs_fini
         "claimed after the recommendation"
     );
 }
+
+/// Stop means stop, at start-up: a worker waiting for its previous life's health key to expire
+/// (a 60 s lease) exits within seconds of SIGTERM, even once Redis has gone away meanwhile (the
+/// build before kept waiting, then retried Redis forever).
+#[tokio::test]
+async fn a_worker_waiting_at_start_up_stops_when_told() {
+    let mut redis = Redis::start();
+    let server = api_server(&redis).await;
+    let long = |b: dcc_e2e::DccBuilder| b.env("DCC_LEASE_SECS", 60).env("DCC_HEARTBEAT_SECS", 5);
+    let mut first = long(worker(&redis, &server.storage)).start().await;
+    first.kill();
+    let mut second = long(worker(&redis, &server.storage))
+        .worker_id(&first.worker_id)
+        .ready_when("waiting for it to expire")
+        .start()
+        .await;
+    redis.kill();
+    second.signal("TERM");
+    let exited = second.wait_exit(Duration::from_secs(10)).await;
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{}", second.log());
+}
+
+/// Stop means stop, with Redis away: told to stop now (two signals), the worker stops its
+/// container and retries handing the job back, for a bounded time; Redis returning within it gets
+/// the job back without an attempt used (the build before tried once and left it to expire).
+#[tokio::test]
+async fn a_stopping_worker_hands_its_job_back_once_redis_returns() {
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let server = api_server(&redis).await;
+    let api = server.api();
+    let mut w = worker(&redis, &server.storage)
+        .env("DCC_LEASE_SECS", 30)
+        .env("DCC_DRAIN_TIMEOUT", "20s")
+        .start()
+        .await;
+    let id = api.submit_id(sh("sleep 60")).await;
+    running_on(&api, &id).await;
+    container_exists(&id, 1).await;
+    redis.kill();
+    w.signal("TERM");
+    eventually(Duration::from_secs(10), "the first signal to be taken", || async {
+        w.log().contains("shutting down").then_some(())
+    })
+    .await;
+    w.signal("TERM");
+    eventually(Duration::from_secs(20), "the hand-back to be retried", || async {
+        w.log().contains("handing the job back failed; retrying").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the container to be removed", || async {
+        containers_of(&w.worker_id).is_empty().then_some(())
+    })
+    .await;
+    redis.restart();
+    let exited = w.wait_exit(Duration::from_secs(30)).await;
+    assert!(exited.is_some(), "{}", w.log());
+    assert!(w.log().contains("JobReleased"), "{}", w.log());
+    let v = api.job(&id).await;
+    assert_eq!(v["status"], "queued", "{v}");
+    assert_eq!(v["attempt"], 1, "handing back used up an attempt: {v}");
+}
+
+/// Stop means stop, with nothing running and Redis away: unregistering is retried for the drain
+/// timeout (2 s here), then the worker exits and its health key expires by itself.
+#[tokio::test]
+async fn an_idle_worker_cut_off_from_redis_exits_after_the_drain_timeout() {
+    let mut redis = Redis::start();
+    let server = api_server(&redis).await;
+    let mut w = worker(&redis, &server.storage)
+        .env("DCC_DRAIN_TIMEOUT", "2s")
+        .start()
+        .await;
+    redis.kill();
+    w.signal("TERM");
+    let exited = w.wait_exit(Duration::from_secs(15)).await;
+    assert!(exited.is_some(), "{}", w.log());
+    assert!(w.log().contains("gave up unregistering"), "{}", w.log());
+}

@@ -38,6 +38,9 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// Interval of lease renewal and health beats.
     pub heartbeat: Duration,
+    /// The drain timeout: also the longest a stopping worker with nothing left to run retries
+    /// unregistering from an unreachable Redis.
+    pub drain: Duration,
     /// Retention of finished jobs.
     pub retention: Retention,
     /// Executor settings.
@@ -74,6 +77,7 @@ impl WorkerSettings {
             gpu_driver_binds: c.gpu_driver_binds.clone(),
             gpu_ld_library_path: c.gpu_ld_library_path.clone(),
             lease: c.lease,
+            drain: c.drain_timeout,
             heartbeat: c.heartbeat,
             retention: c.retention(),
             exec: ExecSettings {

@@ -347,10 +347,12 @@ impl Worker {
             .retry(dcc_shared::retry::until_reachable())
             .when(|e| e.is_unavailable())
             .notify(|e, _| tracing::warn!(error = %e, "could not unregister the worker; retrying"));
+        // Bounded: a worker told to stop leaves even while Redis is away (its key expires).
         tokio::select! {
             r = unregister => if let Err(e) = r {
                 tracing::warn!(error = %e, "could not unregister the worker");
             },
+            _ = tokio::time::sleep(self.settings.drain) => tracing::warn!("gave up unregistering: the health key expires by itself"),
             _ = shutdown.given_up() => tracing::warn!("gave up unregistering: the health key expires by itself"),
         }
         tracing::info!("worker stopped");
