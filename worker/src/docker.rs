@@ -40,10 +40,26 @@ impl Owner {
     }
 }
 
+/// Longest wait for the daemon's answer to one call (bollard's default is 120 s). Streams that
+/// follow an answer have their own bounds: a container's wait its job's `maxDurationSecs`, a pull
+/// `DCC_PULL_TIMEOUT_SECS`, the collection of logs and outputs `COLLECT_LIMIT`; the self-check's
+/// ping half a heartbeat.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// True when the daemon did not answer in time or could not be reached (not a refusal).
+pub fn daemon_unreachable(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    match e {
+        E::RequestTimeoutError | E::HyperResponseError { .. } => true,
+        E::IOError { err } => !matches!(err.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput),
+        _ => false,
+    }
+}
+
 /// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and agrees on an
 /// API version, so a daemon older than bollard's default (e.g. 20.10, API 1.41) works.
 pub async fn connect() -> Result<Docker, bollard::errors::Error> {
-    let docker = Docker::connect_with_local_defaults()?;
+    let docker = Docker::connect_with_local_defaults()?.with_timeout(CALL_TIMEOUT);
     let docker = docker.negotiate_version().await?;
     docker.ping().await?;
     Ok(docker)
@@ -210,6 +226,21 @@ pub fn daemon_message(e: &bollard::errors::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_that_does_not_answer_is_not_a_refusal() {
+        use bollard::errors::Error as E;
+        assert!(daemon_unreachable(&E::RequestTimeoutError));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(daemon_unreachable(&E::IOError { err: refused }));
+        let no_socket = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(daemon_unreachable(&E::IOError { err: no_socket }));
+        let said_no = E::DockerResponseServerError {
+            status_code: 500,
+            message: "no such image".into(),
+        };
+        assert!(!daemon_unreachable(&said_no));
+    }
 
     #[test]
     fn default_tag() {

@@ -392,7 +392,7 @@ impl Executor {
             .docker
             .attach_container(run.name, Some(opts))
             .await
-            .map_err(|e| Self::refused(run, "attaching to the container failed", daemon_message(&e)))?;
+            .map_err(|e| Self::daemon_failed(run, "attaching to the container failed", &e))?;
         Ok(self.capture(run, attached.output))
     }
 
@@ -493,6 +493,17 @@ impl Executor {
 
     /// A Docker refusal: `GPU_UNAVAILABLE` when it is about GPUs (no runtime, no device, no
     /// driver), `CONTAINER_FAILED` otherwise.
+    /// A Docker call failed: the daemon's refusal fails the attempt; a daemon that did not answer
+    /// in time or cannot be reached is not the job's fault, so it goes back to the queue (the
+    /// self-check makes the worker `UNHEALTHY` meanwhile).
+    pub(crate) fn daemon_failed(run: &Run<'_>, what: &str, e: &bollard::errors::Error) -> Stop {
+        if docker::daemon_unreachable(e) {
+            tracing::warn!(error = %e, "{what}: the Docker daemon did not answer; handing the job back");
+            return Stop::Aborted;
+        }
+        Self::refused(run, what, daemon_message(e))
+    }
+
     pub(crate) fn refused(run: &Run<'_>, what: &str, msg: String) -> Stop {
         let code = if !run.gpus.is_empty() && gpu::is_gpu_error(&msg) {
             ErrorCode::GpuUnavailable
@@ -522,7 +533,7 @@ impl Executor {
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) if round == 0 => {
                     docker::remove(&self.docker, run.name).await;
                 }
-                Err(e) => return Err(Self::refused(run, "creating the container failed", daemon_message(&e))),
+                Err(e) => return Err(Self::daemon_failed(run, "creating the container failed", &e)),
             }
         }
         Err(Self::refused(
@@ -537,7 +548,7 @@ impl Executor {
         self.docker
             .start_container(run.name, None)
             .await
-            .map_err(|e| Self::refused(run, "the container did not start", daemon_message(&e)))
+            .map_err(|e| Self::daemon_failed(run, "the container did not start", &e))
     }
 
     /// Waits for the container to exit, killing it at the job's deadline; `None` when the

@@ -19,8 +19,11 @@
 //!     concurrency;
 //! (e) the cost of tenants: submits and job views per second through a tenant's key (key lookup,
 //!     rate and quota scripts, ownership checks) against the same server without keys.
+//! (f) the cost of durable acknowledgements: submits per second and their p50/p99 against a
+//!     primary with a replica on the same machine, with `DCC_DURABILITY=none` and `replicas:1`.
 //!
-//! `BENCH_ONLY=e` runs (e) alone, `BENCH_ONLY=d` (d) alone, `BENCH_ONLY=b` (a) and (b).
+//! `BENCH_ONLY=e` runs (e) alone, `BENCH_ONLY=d` (d) alone, `BENCH_ONLY=b` (a) and (b),
+//! `BENCH_ONLY=f` (f) alone.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -93,6 +96,7 @@ async fn main() {
     match std::env::var("BENCH_ONLY").as_deref() {
         Ok("e") => return tenants(submits, concurrency).await,
         Ok("d") => return submit_rates(submits, concurrency).await,
+        Ok("f") => return durability(submits, concurrency).await,
         _ => {}
     }
 
@@ -420,6 +424,62 @@ async fn tenants(submits: usize, concurrency: usize) {
             v1 / v0
         );
     }
+}
+
+/// (f) Durable acknowledgements' cost: the same load on a primary with a replica, without and
+/// with waiting for the replica, three runs alternating.
+async fn durability(submits: usize, concurrency: usize) {
+    let primary = Redis::start();
+    let port = primary.port().to_string();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    dcc_e2e::eventually(std::time::Duration::from_secs(20), "the replica to sync", || async {
+        let mut c = replica.conn().await;
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.ok()?;
+        info.contains("master_link_status:up").then_some(())
+    })
+    .await;
+    for run in 1..=3 {
+        let mut row = Vec::new();
+        for mode in ["none", "replicas:1"] {
+            let server = Dcc::builder(Role::ApiOnly, &primary)
+                .env("DCC_LOG", "warn,dcc=info")
+                .env("DCC_DURABILITY", mode)
+                .start()
+                .await;
+            row.push(timed_submits(&server.api(), submits, concurrency).await);
+        }
+        let ((r0, p50_0, p99_0), (r1, p50_1, p99_1)) = (row[0], row[1]);
+        println!(
+            "(f) run {run}: submits/s {r0:>7.0} none → {r1:>7.0} replicas:1 (ratio {:.2}); p50 {p50_0:.1} → {p50_1:.1} ms; p99 {p99_0:.1} → {p99_1:.1} ms",
+            r1 / r0
+        );
+    }
+}
+
+/// Submits per second, and the p50 and p99 of one submit (ms).
+async fn timed_submits(api: &dcc_e2e::Api, submits: usize, concurrency: usize) -> (f64, f64, f64) {
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let api = api.clone();
+        let per = submits / concurrency;
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::with_capacity(per);
+            for _ in 0..per {
+                let s = Instant::now();
+                let a = api.submit(json!({"image": IMAGE})).await;
+                assert_eq!(a.status, 201, "{:?}", a.body);
+                times.push(s.elapsed().as_secs_f64() * 1000.0);
+            }
+            times
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let rate = submits as f64 / t.elapsed().as_secs_f64();
+    (rate, pct(&mut all, 0.5), pct(&mut all, 0.99))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC time as the API writes it.

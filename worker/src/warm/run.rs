@@ -189,7 +189,7 @@ impl Executor {
             tty: Some(false),
             ..Default::default()
         };
-        let refused = |e: bollard::errors::Error| Self::refused(run, "the command did not start", daemon_message(&e));
+        let refused = |e: bollard::errors::Error| Self::daemon_failed(run, "the command did not start", &e);
         let id = self.docker.create_exec(run.name, config).await.map_err(refused)?.id;
         let opts = StartExecOptions {
             detach: false,
