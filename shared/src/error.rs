@@ -7,7 +7,7 @@ use crate::storage::StorageError;
 pub enum Error {
     /// Redis answered with an error or the connection broke: the operation may not have happened.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     /// No connection could be taken from the pool (Redis unreachable or the pool exhausted).
     #[error("redis pool: {0}")]
     Pool(#[from] deadpool_redis::PoolError),
@@ -36,6 +36,20 @@ pub enum Error {
     Config(String),
 }
 
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        if is_read_only(&e) {
+            crate::queue::saw_demoted_primary();
+        }
+        Error::Redis(e)
+    }
+}
+
+/// A write sent to a replica: the endpoint's primary was demoted (a failover).
+fn is_read_only(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
 impl Error {
     /// True when the failure means "Redis is unreachable" rather than "Redis said no": the API
     /// answers 503 for these.
@@ -48,6 +62,7 @@ impl Error {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    || is_read_only(e)
             }
             Error::Storage(e) => e.is_unavailable(),
             _ => false,

@@ -1,6 +1,7 @@
 //! A TCP proxy in front of a Redis endpoint, as a cloud's primary endpoint behaves in a failover:
 //! [`TcpProxy::switch`] points it at another server and closes every connection made to the old
-//! one (their server is gone), so clients must reconnect to reach the new primary.
+//! one (their server is gone), so clients must reconnect to reach the new primary;
+//! [`TcpProxy::redirect`] leaves them open (the old node lives on as a replica).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,12 @@ impl TcpProxy {
         let mut g = self.upstream.lock().unwrap();
         g.1.cancel();
         *g = (upstream, CancellationToken::new());
+    }
+
+    /// Points new connections at `upstream`, leaving the old ones open (a DNS endpoint that moved
+    /// while the old node lives on, demoted to a replica).
+    pub fn redirect(&self, upstream: SocketAddr) {
+        self.upstream.lock().unwrap().0 = upstream;
     }
 }
 

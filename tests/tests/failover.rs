@@ -254,3 +254,52 @@ async fn a_failover_costs_no_running_job_its_attempt() {
     assert_eq!(v["attempt"], 1);
     assert!(!worker.log().contains("LeaseExpired"), "{}", worker.log());
 }
+
+/// A failover that demotes the old primary instead of killing it (as ElastiCache's own failover
+/// test does): the endpoint names the new primary, but connections made before still reach the
+/// old node, which answers `PING` and refuses writes with `READONLY`. Servers and workers drop
+/// them and follow the endpoint: submits succeed again within seconds, and a new job runs.
+#[tokio::test]
+async fn a_demoted_primary_is_left_for_the_endpoints_new_one() {
+    let (primary, replica) = primary_and_replica().await;
+    let proxy = TcpProxy::start(addr(&primary)).await;
+    let env = |b: dcc_e2e::DccBuilder| {
+        b.env("DCC_REDIS_URL", proxy.url())
+            .env("DCC_LEASE_SECS", 6)
+            .env("DCC_HEARTBEAT_SECS", 2)
+    };
+    let server = env(Dcc::builder(Role::ApiOnly, &primary)).start().await;
+    let api = server.api();
+    let _worker = env(Dcc::builder(Role::Worker, &primary).storage(&server.storage))
+        .start()
+        .await;
+    // Fill the server's pool with connections to the old primary.
+    let stream = Stream::start(&api, 8);
+    stream.acked_beyond(16, "submits before the failover").await;
+    let _ = stream.stop().await;
+    promote(&replica).await;
+    let mut c = primary.conn().await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(replica.port())
+        .query_async(&mut c)
+        .await
+        .expect("demote the old primary");
+    proxy.redirect(addr(&replica));
+    let switched = Instant::now();
+    let id = eventually(
+        Duration::from_secs(10),
+        "a submit to succeed after the failover",
+        || async {
+            let a = api.try_submit(sh("echo after")).await?;
+            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    eprintln!(
+        "first submit after the failover: {:.1} s",
+        switched.elapsed().as_secs_f64()
+    );
+    let v = api.wait_status(&id, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(v["attempt"], 1, "{v}");
+}

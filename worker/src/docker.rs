@@ -51,7 +51,10 @@ pub fn daemon_unreachable(e: &bollard::errors::Error) -> bool {
     use bollard::errors::Error as E;
     match e {
         E::RequestTimeoutError | E::HyperResponseError { .. } => true,
-        E::IOError { err } => !matches!(err.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput),
+        E::IOError { err } => !matches!(
+            err.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        ),
         _ => false,
     }
 }

@@ -31,9 +31,11 @@ pub mod rate;
 pub mod read;
 pub mod reap;
 
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Connection, Hook, HookError, Pool, PoolConfig, Runtime, Timeouts};
 
 use self::durable::DurabilityPolicy;
 use crate::keys::Keys;
@@ -48,6 +50,26 @@ pub const RECORD_LISTPACK_VALUE: u64 = 1024;
 const POOL_SIZE: usize = 32;
 /// How long to wait for a pooled connection or a new one before answering "unavailable".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// When this process last had a write refused with `READONLY` (ns after [`EPOCH`], 0: never).
+static DEMOTED_AT: AtomicU64 = AtomicU64::new(0);
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Notes a `READONLY` answer: a failover demoted the primary this process's connections reach, and
+/// the endpoint now names another node. The pool drops every connection made before (a demoted
+/// primary keeps its clients and answers `PING`, so nothing else would), and new ones follow the
+/// endpoint.
+pub(crate) fn saw_demoted_primary() {
+    let now = EPOCH.elapsed().as_nanos() as u64;
+    DEMOTED_AT.fetch_max(now.max(1), Ordering::Relaxed);
+    tracing::warn!("Redis answered READONLY (a failover demoted the primary): reconnecting");
+}
+
+/// True for a connection made before the last `READONLY` answer.
+fn to_demoted_primary(created: Instant) -> bool {
+    let at = DEMOTED_AT.load(Ordering::Relaxed);
+    at != 0 && created.saturating_duration_since(*EPOCH).as_nanos() as u64 <= at
+}
 
 /// The queue of one deployment: a connection pool and its key names.
 #[derive(Clone)]
@@ -77,8 +99,18 @@ impl Queue {
             },
             ..PoolConfig::default()
         });
+        let _ = *EPOCH;
         let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
+            .builder()
+            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?
+            .runtime(Runtime::Tokio1)
+            .pre_recycle(Hook::sync_fn(|_, metrics| {
+                if to_demoted_primary(metrics.created) {
+                    return Err(HookError::message("connected to a demoted primary"));
+                }
+                Ok(())
+            }))
+            .build()
             .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?;
         Ok(Queue {
             pool,
