@@ -11,6 +11,8 @@ ensure_deps
 apt_need chromium=chromium chromedriver=chromium-driver
 # The clock-skew test runs a worker under libfaketime.
 apt_need faketime=faketime
+# The partition tests put a worker in a network namespace and cut it off with a firewall rule.
+apt_need ip=iproute2 iptables=iptables
 # The private-registry test runs a real registry with htpasswd auth.
 apt_need docker-registry=docker-registry htpasswd=apache2-utils
 scripts/build-test-image.sh
