@@ -265,6 +265,7 @@ async fn ecr_tokens_come_from_the_aws_identity_and_are_cached() {
     let e = registries
         .credentials("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app")
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("GetAuthorizationToken") && !e.contains(password), "{e}");
 }

@@ -184,7 +184,7 @@ fn is_root(user: &str) -> bool {
 #[derive(Debug)]
 pub enum PullError {
     /// A credential source for its registry failed (the sentence holds no secret).
-    Credentials(String),
+    Credentials(crate::registry::RegistryError),
     /// The daemon's (or registry's) message.
     Daemon(String),
 }

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
 use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Outputs, Transfer};
-use crate::gpu::{self, GpuSettings};
+use crate::gpu::GpuSettings;
 use crate::logs::{LogCapture, StatsSampler};
+use crate::step::StepError;
 use crate::warm::{Shape, Warm, WarmPool};
 
 /// How an attempt ended.
@@ -127,6 +128,12 @@ pub(crate) enum Stop {
 impl Stop {
     pub(crate) fn with(code: ErrorCode, message: impl Into<String>) -> Self {
         Stop::Failed(job_error(code, message))
+    }
+}
+
+impl From<StepError> for Stop {
+    fn from(e: StepError) -> Self {
+        Stop::with(e.code(), e.to_string())
     }
 }
 
@@ -339,17 +346,14 @@ impl Executor {
         let image = self.timed_pull(run, stats, digest).await?;
         let transfer = self.transfer(run, image.as_root);
         let t = Instant::now();
-        let attach = files
-            .before_create(&transfer)
-            .await
-            .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
+        let attach = files.before_create(&transfer).await.map_err(Stop::from)?;
         stats.inputs_ms = ms_since(t);
         let t = Instant::now();
         self.create(run, attach).await?;
         stats.create_ms = ms_since(t);
         let t = Instant::now();
         tokio::select! {
-            r = files.before_start(&transfer) => r.map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?,
+            r = files.before_start(&transfer) => r.map_err(Stop::from)?,
             _ = run.cancel.cancelled() => return Err(Stop::Aborted),
         }
         stats.inputs_ms += ms_since(t);
@@ -491,26 +495,16 @@ impl Executor {
         }
     }
 
-    /// A Docker refusal: `GPU_UNAVAILABLE` when it is about GPUs (no runtime, no device, no
-    /// driver), `CONTAINER_FAILED` otherwise.
-    /// A Docker call failed: the daemon's refusal fails the attempt; a daemon that did not answer
-    /// in time or cannot be reached is not the job's fault, so it goes back to the queue (the
-    /// self-check makes the worker `UNHEALTHY` meanwhile).
-    pub(crate) fn daemon_failed(run: &Run<'_>, what: &str, e: &bollard::errors::Error) -> Stop {
+    /// A Docker call failed: the daemon's refusal fails the attempt (`GPU_UNAVAILABLE` when it is
+    /// about the GPUs, `CONTAINER_FAILED` otherwise: [`StepError::docker`]); a daemon that did not
+    /// answer in time or cannot be reached is not the job's fault, so it goes back to the queue
+    /// (the self-check makes the worker `UNHEALTHY` meanwhile).
+    pub(crate) fn daemon_failed(run: &Run<'_>, what: &'static str, e: &bollard::errors::Error) -> Stop {
         if docker::daemon_unreachable(e) {
             tracing::warn!(error = %e, "{what}: the Docker daemon did not answer; handing the job back");
             return Stop::Aborted;
         }
-        Self::refused(run, what, daemon_message(e))
-    }
-
-    pub(crate) fn refused(run: &Run<'_>, what: &str, msg: String) -> Stop {
-        let code = if !run.gpus.is_empty() && gpu::is_gpu_error(&msg) {
-            ErrorCode::GpuUnavailable
-        } else {
-            ErrorCode::ContainerFailed
-        };
-        Stop::with(code, format!("{what}: {msg}"))
+        StepError::docker(what, e, !run.gpus.is_empty()).into()
     }
 
     /// Creates the container with the job's limits and the mode's mounts. A same-named
@@ -536,10 +530,9 @@ impl Executor {
                 Err(e) => return Err(Self::daemon_failed(run, "creating the container failed", &e)),
             }
         }
-        Err(Self::refused(
-            run,
-            "creating the container failed",
-            "a container with the same name keeps coming back".into(),
+        Err(Stop::with(
+            ErrorCode::ContainerFailed,
+            "creating the container failed: a container with the same name keeps coming back",
         ))
     }
 

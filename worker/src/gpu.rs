@@ -42,16 +42,14 @@ impl GpuMode {
     }
 
     /// Resolves `DCC_GPU_MODE` (`auto` looks at the daemon's runtimes).
-    pub fn resolve(requested: &str, daemon_has_nvidia_runtime: bool) -> Result<Self, String> {
+    pub fn resolve(requested: &str, daemon_has_nvidia_runtime: bool) -> Result<Self, crate::WorkerError> {
         match requested {
             "runtime" => Ok(GpuMode::Runtime),
             "device-requests" => Ok(GpuMode::DeviceRequests),
             "devices" => Ok(GpuMode::Devices),
             "auto" | "" if daemon_has_nvidia_runtime => Ok(GpuMode::Runtime),
             "auto" | "" => Ok(GpuMode::Devices),
-            other => Err(format!(
-                "DCC_GPU_MODE={other:?}: use auto, runtime, device-requests or devices"
-            )),
+            other => Err(crate::WorkerError::GpuMode(other.to_string())),
         }
     }
 }
@@ -260,12 +258,6 @@ pub fn attach(host: &mut HostConfig, env: &mut Vec<String>, ids: &[u32], s: &Gpu
             env.push(format!("NVIDIA_VISIBLE_DEVICES={list}"));
         }
     }
-}
-
-/// Whether a Docker error on a GPU job means "this host cannot attach GPUs this way".
-pub fn is_gpu_error(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    ["runtime", "device", "nvidia", "gpu"].iter().any(|w| m.contains(w))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! - `gpu`: GPU detection, pinning and the three ways of attaching GPUs.
 //! - `health`: the self-check behind `HEALTHY` / `UNHEALTHY`.
 //! - `slots`: CPU slot and memory accounting.
+//! - `step`: why a step of an attempt failed, and the job error code each failure means.
 //! - [`settings`]: the worker's part of the configuration.
 //! - [`shutdown`]: the two-step quiet → terminate shutdown.
 
@@ -32,6 +33,7 @@ pub mod settings;
 pub mod shutdown;
 mod slots;
 pub mod spot;
+mod step;
 mod warm;
 pub mod worker;
 
@@ -51,15 +53,21 @@ pub enum WorkerError {
     /// The scratch folder cannot be made.
     #[error("scratch folder {0}: {1}")]
     Scratch(String, std::io::Error),
-    /// The GPU settings are unusable.
-    #[error("{0}")]
-    Gpu(String),
+    /// `DCC_GPU_MODE` names no mode.
+    #[error("DCC_GPU_MODE={0:?}: use auto, runtime, device-requests or devices")]
+    GpuMode(String),
     /// Another live worker uses the same id.
     #[error("worker id {0:?} is in use by another live worker; set DCC_WORKER_ID to a unique value")]
     IdInUse(String),
     /// A worker setting is unusable.
     #[error("{0}")]
     Config(String),
+    /// `DCC_FILES_MODE` names no mode.
+    #[error("DCC_FILES_MODE={0:?}: use auto, copy or bind")]
+    FilesMode(String),
+    /// A registry credential setting is unusable.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     /// `DCC_DOCKER_RUNTIME` names a runtime the daemon does not have.
     #[error(
         "DCC_DOCKER_RUNTIME={0:?} is not a runtime of this Docker daemon (it has: {1}); install and register it (e.g. `runsc install` then restart dockerd), or unset the variable"

@@ -111,19 +111,60 @@ struct HelperAnswer {
     secret: String,
 }
 
+/// Why a credential source could not be used. No variant holds a secret: the messages reach
+/// job errors and logs.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// `DCC_REGISTRY_AUTH` is not the JSON it should be.
+    #[error(
+        "DCC_REGISTRY_AUTH is not JSON of the form {{\"<registry host>\": {{\"username\": \"…\", \"password\": \"…\"}}}} (line {line}, column {column})"
+    )]
+    BadAuthSetting {
+        /// Where the JSON broke.
+        line: usize,
+        /// Where the JSON broke.
+        column: usize,
+    },
+    /// The Docker config file could not be read.
+    #[error("reading {path}: {source}")]
+    ConfigUnreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Docker config file is not one.
+    #[error("{path} is not a Docker config file (line {line}, column {column})")]
+    ConfigNotJson {
+        /// The file.
+        path: String,
+        /// Where the JSON broke.
+        line: usize,
+        /// Where the JSON broke.
+        column: usize,
+    },
+    /// An `auths` entry of the Docker config is not `base64(user:password)`.
+    #[error("the Docker config's auths entry for {0} is not base64 of user:password")]
+    BadAuthEntry(String),
+    /// A credential helper named in the Docker config failed.
+    #[error("{0}")]
+    Helper(String),
+    /// Amazon ECR did not hand out a pull token.
+    #[error("{0}")]
+    Ecr(String),
+}
+
 impl Registries {
     /// From `DCC_REGISTRY_AUTH` (JSON, or empty) and the Docker config path (`None`: the
     /// default places). A bad value is an error that never repeats it (it holds secrets).
-    pub fn new(registry_auth: Option<&str>, docker_config: Option<PathBuf>) -> Result<Self, String> {
+    pub fn new(registry_auth: Option<&str>, docker_config: Option<PathBuf>) -> Result<Self, RegistryError> {
         let configured = match registry_auth.map(str::trim).filter(|s| !s.is_empty()) {
             None => HashMap::new(),
             Some(json) => serde_json::from_str::<HashMap<String, ConfiguredLogin>>(json)
-                .map_err(|e| {
-                    format!(
-                        "DCC_REGISTRY_AUTH is not JSON of the form {{\"<registry host>\": {{\"username\": \"…\", \"password\": \"…\"}}}} (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    )
+                .map_err(|e| RegistryError::BadAuthSetting {
+                    line: e.line(),
+                    column: e.column(),
                 })?
                 .into_iter()
                 .map(|(host, l)| {
@@ -161,7 +202,7 @@ impl Registries {
 
     /// Credentials for pulling `image`, `None` for an anonymous pull; `Err` (without secrets)
     /// when a source that names this registry cannot be used.
-    pub async fn credentials(&self, image: &str) -> Result<Option<DockerCredentials>, String> {
+    pub async fn credentials(&self, image: &str) -> Result<Option<DockerCredentials>, RegistryError> {
         let host = normalize(dcc_shared::job::image::registry(image));
         let mut login = match self.configured.get(&host) {
             Some(l) => Some(l.clone()),
@@ -175,22 +216,24 @@ impl Registries {
         Ok(login.map(|l| credentials_for(&host, l)))
     }
 
-    async fn docker_config_login(&self, host: &str) -> Result<Option<Login>, String> {
+    async fn docker_config_login(&self, host: &str) -> Result<Option<Login>, RegistryError> {
         let Some(path) = &self.docker_config else {
             return Ok(None);
         };
         let text = match tokio::fs::read_to_string(path).await {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(source) => {
+                return Err(RegistryError::ConfigUnreadable {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
         };
-        let config: DockerConfig = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{} is not a Docker config file (line {}, column {})",
-                path.display(),
-                e.line(),
-                e.column()
-            )
+        let config: DockerConfig = serde_json::from_str(&text).map_err(|e| RegistryError::ConfigNotJson {
+            path: path.display().to_string(),
+            line: e.line(),
+            column: e.column(),
         })?;
         if let Some(helper) = config
             .cred_helpers
@@ -212,7 +255,7 @@ impl Registries {
 
 impl Ecr {
     /// The cached login for `host`, or a new token from `GetAuthorizationToken`.
-    async fn login(&self, host: &str, region: &str) -> Result<Login, String> {
+    async fn login(&self, host: &str, region: &str) -> Result<Login, RegistryError> {
         let mut cache = self.cache.lock().await;
         if let Some((login, refresh_at)) = cache.get(host)
             && SystemTime::now() < *refresh_at
@@ -234,16 +277,16 @@ impl Ecr {
             .send()
             .await
             .map_err(|e| {
-                format!(
+                RegistryError::Ecr(format!(
                     "Amazon ECR GetAuthorizationToken for {host} failed (the worker's AWS identity needs ecr:GetAuthorizationToken): {}",
                     aws_sdk_ecr::error::DisplayErrorContext(&e)
-                )
+                ))
             })?;
         let data = answer
             .authorization_data()
             .first()
-            .ok_or_else(|| format!("Amazon ECR answered no token for {host}"))?;
-        let bad = || format!("Amazon ECR's token for {host} is not base64 of AWS:<password>");
+            .ok_or_else(|| RegistryError::Ecr(format!("Amazon ECR answered no token for {host}")))?;
+        let bad = || RegistryError::Ecr(format!("Amazon ECR's token for {host} is not base64 of AWS:<password>"));
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(data.authorization_token().unwrap_or_default())
             .map_err(|_| bad())?;
@@ -306,7 +349,7 @@ fn credentials_for(host: &str, l: Login) -> DockerCredentials {
     }
 }
 
-fn entry_login(e: &AuthEntry, host: &str) -> Result<Login, String> {
+fn entry_login(e: &AuthEntry, host: &str) -> Result<Login, RegistryError> {
     if let Some(token) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
         return Ok(Login {
             username: "<token>".into(),
@@ -319,7 +362,7 @@ fn entry_login(e: &AuthEntry, host: &str) -> Result<Login, String> {
             password: p.clone(),
         });
     }
-    let bad = || format!("the Docker config's auths entry for {host} is not base64 of user:password");
+    let bad = || RegistryError::BadAuthEntry(host.to_string());
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(e.auth.as_deref().unwrap_or_default().trim())
         .map_err(|_| bad())?;
@@ -333,14 +376,15 @@ fn entry_login(e: &AuthEntry, host: &str) -> Result<Login, String> {
 
 impl Registries {
     /// Asks `docker-credential-<helper>` for `host`'s login; `None` when it has none.
-    async fn helper_login(&self, helper: &str, host: &str) -> Result<Option<Login>, String> {
+    async fn helper_login(&self, helper: &str, host: &str) -> Result<Option<Login>, RegistryError> {
+        let failed = |m: String| RegistryError::Helper(m);
         use tokio::io::AsyncWriteExt;
         if helper.is_empty()
             || !helper
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            return Err(format!("credential helper name {helper:?} is not a plain name"));
+            return Err(failed(format!("credential helper name {helper:?} is not a plain name")));
         }
         let program = format!("docker-credential-{helper}");
         let path = match &self.helper_dir {
@@ -354,29 +398,29 @@ impl Registries {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("running {program} for {host}: {e}"))?;
+            .map_err(|e| failed(format!("running {program} for {host}: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(host.as_bytes()).await;
         }
         let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| {
-                format!(
+                failed(format!(
                     "{program} did not answer for {host} within {} s",
                     HELPER_TIMEOUT.as_secs()
-                )
+                ))
             })?
-            .map_err(|e| format!("running {program} for {host}: {e}"))?;
+            .map_err(|e| failed(format!("running {program} for {host}: {e}")))?;
         if !out.status.success() {
             // Helpers say "credentials not found in native keychain" on stdout: no login for it.
             let said = String::from_utf8_lossy(&out.stdout);
             if said.contains("not found") {
                 return Ok(None);
             }
-            return Err(format!("{program} failed for {host} ({})", out.status));
+            return Err(failed(format!("{program} failed for {host} ({})", out.status)));
         }
         let a: HelperAnswer = serde_json::from_slice(&out.stdout)
-            .map_err(|_| format!("{program} answered something other than its JSON for {host}"))?;
+            .map_err(|_| failed(format!("{program} answered something other than its JSON for {host}")))?;
         Ok(Some(Login {
             username: a.username,
             password: a.secret,
@@ -482,11 +526,13 @@ mod tests {
     async fn missing_config_is_anonymous_and_bad_values_never_echo_secrets() {
         let r = Registries::new(None, Some("/nonexistent/config.json".into())).unwrap();
         assert_eq!(r.credentials("busybox").await.unwrap(), None);
-        let e = Registries::new(Some(r#"{"ghcr.io": "hunter2-secret"}"#), None).unwrap_err();
+        let e = Registries::new(Some(r#"{"ghcr.io": "hunter2-secret"}"#), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DCC_REGISTRY_AUTH") && !e.contains("hunter2"), "{e}");
         let (_d, path) = write_config(r#"{"auths": {"r.example": {"auth": "!!hunter2!!"}}}"#);
         let r = Registries::new(None, Some(path)).unwrap();
-        let e = r.credentials("r.example/app").await.unwrap_err();
+        let e = r.credentials("r.example/app").await.unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(
             format!(

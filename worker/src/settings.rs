@@ -102,7 +102,7 @@ impl WorkerSettings {
             },
             docker_concurrency: c.docker_concurrency,
             disk_min_free_percent: c.disk_min_free_percent,
-            files: FilesSetting::parse(&c.files_mode).map_err(WorkerError::Config)?,
+            files: FilesSetting::parse(&c.files_mode)?,
             warm: WarmSettings {
                 size: c.warm_pool,
                 idle: c.warm_idle,
@@ -130,7 +130,7 @@ fn registries(c: &Config) -> Result<crate::registry::Registries, WorkerError> {
         _ => None,
     };
     let auth = c.registry_auth.as_deref().or(from_file.as_deref());
-    crate::registry::Registries::new(auth, c.docker_config.clone()).map_err(WorkerError::Config)
+    Ok(crate::registry::Registries::new(auth, c.docker_config.clone())?)
 }
 
 /// The host name, the default worker id.

@@ -170,7 +170,7 @@ async fn attach_gpus(docker: &bollard::Docker, settings: &mut WorkerSettings) ->
         .ok()
         .and_then(|i| i.runtimes)
         .is_some_and(|r| r.contains_key("nvidia"));
-    let mode = gpu::GpuMode::resolve(&settings.gpu_mode, has_runtime).map_err(WorkerError::Gpu)?;
+    let mode = gpu::GpuMode::resolve(&settings.gpu_mode, has_runtime)?;
     tracing::info!(gpus = detected.count, source = detected.source, mode = mode.as_str(), models = ?detected.models, "GPUs");
     settings.exec.gpu = Some(gpu::GpuSettings {
         mode,

@@ -183,6 +183,9 @@ pub enum ErrorCode {
     /// The registry refused the pull for now: its pull rate limit was reached (Docker Hub's
     /// anonymous limit per address, met by a scale-out behind one NAT address).
     ImagePullRateLimited,
+    /// The worker failed on its own side: its scratch disk (full, unwritable) or an archive it
+    /// builds or reads, not the job, the image or Docker.
+    WorkerFailed,
 }
 
 impl ErrorCode {
@@ -200,6 +203,7 @@ impl ErrorCode {
             ErrorCode::ImageNotAllowed => "IMAGE_NOT_ALLOWED",
             ErrorCode::ImagePullDenied => "IMAGE_PULL_DENIED",
             ErrorCode::ImagePullRateLimited => "IMAGE_PULL_RATE_LIMITED",
+            ErrorCode::WorkerFailed => "WORKER_FAILED",
         }
     }
 }

@@ -7,12 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Attach, Files, OutputError, Outputs, Transfer, fetch_input, report_skipped, scan, store_outputs};
+use crate::step::StepError;
 
 /// Files through bound host folders.
 pub struct BindFiles;
 
 impl Files for BindFiles {
-    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, String> {
+    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, StepError> {
         let (inp, out) = stage_inputs(t).await?;
         Ok(Attach {
             binds: vec![
@@ -23,7 +24,7 @@ impl Files for BindFiles {
         })
     }
 
-    async fn before_start(&self, _: &Transfer<'_>) -> Result<(), String> {
+    async fn before_start(&self, _: &Transfer<'_>) -> Result<(), StepError> {
         Ok(())
     }
 
@@ -50,9 +51,9 @@ fn mode(path: &Path, mode: u32) -> std::io::Result<()> {
 
 /// Writes the inputs under `scratch/in` (files 0444, folders 0555) and makes an empty, writable
 /// `scratch/out`; returns the two host folders to bind.
-async fn stage_inputs(t: &Transfer<'_>) -> Result<(PathBuf, PathBuf), String> {
+async fn stage_inputs(t: &Transfer<'_>) -> Result<(PathBuf, PathBuf), StepError> {
     let (inp, out) = (t.scratch.join("in"), t.scratch.join("out"));
-    let io = |e: std::io::Error| e.to_string();
+    let io = |e: std::io::Error| StepError::local("staging the inputs")(e);
     tokio::fs::create_dir_all(&inp).await.map_err(io)?;
     tokio::fs::create_dir_all(&out).await.map_err(io)?;
     mode(&out, 0o777).map_err(io)?;

@@ -21,6 +21,7 @@ use super::{
     Attach, Budget, Files, OutputError, Outputs, Transfer, fetch_input, report_skipped, scan, store_outputs, too_large,
 };
 use crate::docker::daemon_message;
+use crate::step::StepError;
 
 /// The modification time `/outputs` gets in the inputs archive (the epoch): still there after the
 /// run means nothing was written.
@@ -41,7 +42,7 @@ fn without_upload(t: &Transfer<'_>) -> bool {
 }
 
 impl Files for CopyFiles {
-    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, String> {
+    async fn before_create(&self, t: &Transfer<'_>) -> Result<Attach, StepError> {
         if !without_upload(t) {
             return Ok(Attach::default());
         }
@@ -52,7 +53,7 @@ impl Files for CopyFiles {
         })
     }
 
-    async fn before_start(&self, t: &Transfer<'_>) -> Result<(), String> {
+    async fn before_start(&self, t: &Transfer<'_>) -> Result<(), StepError> {
         if !without_upload(t) {
             return upload_inputs(t).await;
         }
@@ -87,9 +88,11 @@ impl Files for CopyFiles {
 
 /// Fetches the job's inputs from storage and uploads them into the container under `/inputs`
 /// (read-only modes), together with an empty, writable `/outputs`.
-async fn upload_inputs(t: &Transfer<'_>) -> Result<(), String> {
+async fn upload_inputs(t: &Transfer<'_>) -> Result<(), StepError> {
     let dir = t.scratch.join("in");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(StepError::local("making the inputs folder"))?;
     let mut files = Vec::new();
     for (i, name) in t.job.spec.inputs.iter().enumerate() {
         let local = dir.join(i.to_string());
@@ -100,15 +103,17 @@ async fn upload_inputs(t: &Transfer<'_>) -> Result<(), String> {
     let tp = tar_path.clone();
     tokio::task::spawn_blocking(move || build_inputs_tar(&tp, &files))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("building the inputs archive failed: {e}"))?;
-    let file = tokio::fs::File::open(&tar_path).await.map_err(|e| e.to_string())?;
+        .map_err(StepError::helper("building the inputs archive"))?
+        .map_err(StepError::local("building the inputs archive"))?;
+    let file = tokio::fs::File::open(&tar_path)
+        .await
+        .map_err(StepError::local("reading the inputs archive"))?;
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
     let opts = UploadToContainerOptionsBuilder::default().path("/").build();
     t.docker
         .upload_to_container(t.container, Some(opts), body)
         .await
-        .map_err(|e| format!("copying inputs into the container failed: {}", daemon_message(&e)))
+        .map_err(|e| StepError::docker("copying inputs into the container failed", &e, false))
 }
 
 /// Appends a folder entry (root-owned, mtime 0) to an archive.

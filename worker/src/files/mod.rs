@@ -22,6 +22,8 @@ use dcc_shared::job::spec::MAX_OUTPUTS;
 use dcc_shared::job::{JobRecord, OutputFile};
 use dcc_shared::storage::{Storage, StorageError, paths};
 
+use crate::step::StepError;
+
 pub use bind::BindFiles;
 pub use copy::CopyFiles;
 pub use probe::FilesSetting;
@@ -102,12 +104,12 @@ pub(crate) fn report_skipped(t: &Transfer<'_>, skipped: &[(String, &'static str)
     }
 }
 
-/// The points of an attempt where files move. Errors are sentences for the job's error message.
+/// The points of an attempt where files move.
 pub trait Files: Send + Sync {
     /// Before the container is created: returns the mounts it needs.
-    fn before_create(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Attach, String>> + Send;
+    fn before_create(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Attach, StepError>> + Send;
     /// After it is created, before it starts.
-    fn before_start(&self, t: &Transfer<'_>) -> impl Future<Output = Result<(), String>> + Send;
+    fn before_start(&self, t: &Transfer<'_>) -> impl Future<Output = Result<(), StepError>> + Send;
     /// After it exited and every process of it is dead: stores the outputs and lists them.
     fn collect(&self, t: &Transfer<'_>) -> impl Future<Output = Result<Outputs, OutputError>> + Send;
 }
@@ -125,15 +127,18 @@ where
 }
 
 /// Fetches the input `name` of `job` into `local`.
-async fn fetch_input(storage: &dyn Storage, job: &JobRecord, name: &str, local: &Path) -> Result<(), String> {
+async fn fetch_input(storage: &dyn Storage, job: &JobRecord, name: &str, local: &Path) -> Result<(), StepError> {
     let object = format!("{}{}", job.inputs_prefix, name);
     let found = with_retry("fetching an input", || storage.get_to_file(&object, local))
         .await
-        .map_err(|e| format!("input {name:?} could not be read from storage: {e}"))?;
+        .map_err(|source| StepError::InputRead {
+            name: name.to_string(),
+            source,
+        })?;
     if found {
         Ok(())
     } else {
-        Err(format!("input {name:?} is missing from storage"))
+        Err(StepError::InputMissing { name: name.to_string() })
     }
 }
 

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 
 use super::FilesMode;
 use crate::docker::{self, LABEL_JOB, Owner, daemon_message};
+use crate::step::StepError;
 
 /// `DCC_FILES_MODE` as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +33,12 @@ pub enum FilesSetting {
 
 impl FilesSetting {
     /// Parses `DCC_FILES_MODE`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, crate::WorkerError> {
         match s {
             "" | "auto" => Ok(FilesSetting::Auto),
             "copy" => Ok(FilesSetting::Fixed(FilesMode::Copy)),
             "bind" => Ok(FilesSetting::Fixed(FilesMode::Bind)),
-            other => Err(format!("DCC_FILES_MODE={other:?}: use auto, copy or bind")),
+            other => Err(crate::WorkerError::FilesMode(other.to_string())),
         }
     }
 
@@ -62,12 +63,12 @@ impl FilesSetting {
 }
 
 /// Whether the daemon sees `scratch` as this process does.
-async fn daemon_sees(docker: &Docker, scratch: &Path, owner: &Owner) -> Result<bool, String> {
+async fn daemon_sees(docker: &Docker, scratch: &Path, owner: &Owner) -> Result<bool, StepError> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let marker = scratch.join(format!("probe-{token}"));
     tokio::fs::write(&marker, token.as_bytes())
         .await
-        .map_err(|e| format!("writing {}: {e}", marker.display()))?;
+        .map_err(StepError::local("writing the probe marker"))?;
     let image = import_empty_image(docker).await?;
     let name = format!("dcc-probe-{token}");
     let seen = stat_through_container(docker, &image, &name, scratch, owner, &token).await;
@@ -81,19 +82,25 @@ async fn daemon_sees(docker: &Docker, scratch: &Path, owner: &Owner) -> Result<b
 }
 
 /// Imports an empty image (an empty tar as its only layer); returns its id.
-async fn import_empty_image(docker: &Docker) -> Result<String, String> {
+async fn import_empty_image(docker: &Docker) -> Result<String, StepError> {
+    const WHAT: &str = "importing the probe image";
+    let refused = |message: String| StepError::Docker {
+        what: WHAT,
+        message,
+        gpu: false,
+    };
     let empty_tar = bytes::Bytes::from(vec![0u8; 1024]);
     let opts = CreateImageOptionsBuilder::default().from_src("-").build();
     let mut import = docker.create_image(Some(opts), Some(bollard::body_full(empty_tar)), None);
     let mut id = None;
     while let Some(item) = import.next().await {
-        let info = item.map_err(|e| format!("importing the probe image: {}", daemon_message(&e)))?;
+        let info = item.map_err(|e| StepError::docker(WHAT, &e, false))?;
         if let Some(msg) = info.error_detail.and_then(|d| d.message) {
-            return Err(format!("importing the probe image: {msg}"));
+            return Err(refused(msg));
         }
         id = info.status.filter(|s| s.starts_with("sha256:")).or(id);
     }
-    id.ok_or_else(|| "importing the probe image: the daemon named no image".to_string())
+    id.ok_or_else(|| refused("the daemon named no image".to_string()))
 }
 
 /// Creates `name` from `image` with `scratch` bound in and stats the marker `probe-<token>`
@@ -105,7 +112,7 @@ async fn stat_through_container(
     scratch: &Path,
     owner: &Owner,
     token: &str,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(vec!["/never-started".to_string()]),
@@ -128,12 +135,12 @@ async fn stat_through_container(
     docker
         .create_container(Some(opts), body)
         .await
-        .map_err(|e| format!("creating the probe container: {}", daemon_message(&e)))?;
+        .map_err(|e| StepError::docker("creating the probe container", &e, false))?;
     let path = format!("/probe/probe-{token}");
     let opts = ContainerArchiveInfoOptionsBuilder::default().path(&path).build();
     match docker.get_container_archive_info(name, Some(opts)).await {
         Ok(stat) => Ok(stat.size == token.len() as i64),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-        Err(e) => Err(format!("stat through the probe container: {}", daemon_message(&e))),
+        Err(e) => Err(StepError::docker("stat through the probe container", &e, false)),
     }
 }

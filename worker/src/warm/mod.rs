@@ -26,8 +26,9 @@ use bollard::query_parameters::CreateContainerOptionsBuilder;
 use dcc_shared::job::{JobRecord, Lane, QueueName};
 
 use crate::container::{self, HostLimits};
-use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, Owner, daemon_message};
+use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, Owner};
 use crate::keeper;
+use crate::step::StepError;
 
 /// The job label of warm containers starts with this (the rest is the container's token).
 const WARM_LABEL_PREFIX: &str = "warm-";
@@ -274,15 +275,17 @@ impl WarmPool {
     }
 
     /// Creates and starts one warm container of `shape`.
-    async fn make(&self, shape: &Shape, token: String) -> Result<Warm, String> {
+    async fn make(&self, shape: &Shape, token: String) -> Result<Warm, StepError> {
+        let local = StepError::local("making a warm container's folders");
         let scratch = tempfile::Builder::new()
             .prefix("dcc-warm-")
             .tempdir_in(&self.tmp_dir)
-            .map_err(|e| e.to_string())?;
+            .map_err(local)?;
         let (inp, out) = (scratch.path().join("in"), scratch.path().join("out"));
         for (dir, mode) in [(&inp, 0o755), (&out, 0o777)] {
-            std::fs::create_dir(dir).map_err(|e| e.to_string())?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+            std::fs::create_dir(dir)
+                .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)))
+                .map_err(StepError::local("making a warm container's folders"))?;
         }
         let name = format!("dcc-warm-{}-{token}", self.owner.worker);
         let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
@@ -317,7 +320,7 @@ impl WarmPool {
         };
         if let Err(e) = started.await {
             docker::remove(&self.docker, &name).await;
-            return Err(daemon_message(&e));
+            return Err(StepError::docker("starting a warm container failed", &e, false));
         }
         let pid = self.docker.inspect_container(&name, None).await.ok();
         let init = pid.and_then(|c| c.state?.pid).and_then(init::Init::find);

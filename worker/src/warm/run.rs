@@ -76,10 +76,7 @@ impl Executor {
         let transfer = self.transfer(run, image.as_root);
         let t = Instant::now();
         // Stages the inputs into the folder the container already has bound at `/inputs`.
-        BindFiles
-            .before_create(&transfer)
-            .await
-            .map_err(|m| Stop::with(ErrorCode::InputFetchFailed, m))?;
+        BindFiles.before_create(&transfer).await.map_err(Stop::from)?;
         stats.inputs_ms = ms_since(t);
         let t = Instant::now();
         let (exec, mut logs) = self.exec(run, argv).await?;
