@@ -13,7 +13,7 @@ use bollard::Docker;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
-use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, OutputFile, RunStats};
+use dcc_shared::job::{ErrorCode, JobError, JobRecord, JobState, Lane, RunStats};
 use dcc_shared::queue::finish::Outcome;
 use dcc_shared::storage::{Storage, paths};
 use futures_util::StreamExt;
@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, daemon_message};
-use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Outputs, Transfer};
+use crate::files::{self, Attach, BindFiles, CopyFiles, Files, FilesMode, OutputError, Transfer};
 use crate::gpu::GpuSettings;
 use crate::logs::{LogCapture, StatsSampler};
 use crate::step::StepError;
+pub(crate) use crate::verdict::{Collected, Exit, Verdict, job_error, judge};
 use crate::warm::{Shape, Warm, WarmPool};
 
 /// How an attempt ended.
@@ -137,13 +138,6 @@ impl From<StepError> for Stop {
     }
 }
 
-fn job_error(code: ErrorCode, message: impl Into<String>) -> JobError {
-    JobError {
-        code: code.as_str().to_string(),
-        message: message.into(),
-    }
-}
-
 /// One attempt being run: what every step reads.
 pub(crate) struct Run<'a> {
     pub(crate) job: &'a JobRecord,
@@ -156,29 +150,6 @@ pub(crate) struct Run<'a> {
     pub(crate) cancel: &'a CancellationToken,
     /// Where its files are: Redis for fast jobs, storage for the rest.
     pub(crate) storage: &'a Arc<dyn Storage>,
-}
-
-/// How the container's run ended.
-pub(crate) enum Exit {
-    Code(i64),
-    Timeout,
-    Broken(String),
-}
-
-/// What the container left behind, gathered after it stopped.
-pub(crate) struct Collected {
-    pub(crate) oom_killed: bool,
-    pub(crate) logs: Result<(), dcc_shared::storage::StorageError>,
-    pub(crate) outputs: Result<Outputs, OutputError>,
-}
-
-impl Collected {
-    /// Entries under `/outputs` that were not read.
-    pub(crate) fn skipped(&self) -> u32 {
-        self.outputs
-            .as_ref()
-            .map_or(0, |o| u32::try_from(o.skipped).unwrap_or(u32::MAX))
-    }
 }
 
 /// How long a container may take to stop after a kill before its files are given up on.
@@ -195,14 +166,6 @@ pub(crate) fn not_stopped() -> OutputError {
         "the container did not stop within {} s of its kill: its outputs were not read",
         STOP_GRACE.as_secs()
     ))
-}
-
-/// What the attempt amounts to.
-pub(crate) struct Verdict {
-    state: JobState,
-    exit_code: Option<i64>,
-    error: Option<JobError>,
-    outputs: Vec<OutputFile>,
 }
 
 pub(crate) fn ms_since(t: Instant) -> u64 {
@@ -381,7 +344,7 @@ impl Executor {
             .ok_or(Stop::Aborted)?;
         stats.outputs_ms = ms_since(t);
         stats.outputs_skipped = collected.skipped();
-        Ok(judge(exit, collected, run.job))
+        Ok(judge(exit, collected, &run.job.spec.parameters))
     }
 
     /// Attaches to the created container's stdout and stderr and starts capturing them.
@@ -658,72 +621,4 @@ fn failed(error: JobError, stats: RunStats, digest: Option<String>) -> AttemptEn
         stats,
         outputs: Vec::new(),
     })
-}
-
-/// The attempt's state, exit code, error and outputs from how the container ended and what it
-/// left. Never `succeeded` with missing outputs or logs.
-pub(crate) fn judge(exit: Exit, c: Collected, job: &JobRecord) -> Verdict {
-    let (state, exit_code, error) = match exit {
-        Exit::Code(0) => (JobState::Succeeded, Some(0), None),
-        Exit::Code(code) if c.oom_killed => (
-            JobState::Failed,
-            Some(code),
-            Some(job_error(
-                ErrorCode::NonzeroExit,
-                format!(
-                    "the container ran out of memory (memoryMb {}) and was killed (exit code {code})",
-                    job.spec.parameters.memory_mb
-                ),
-            )),
-        ),
-        Exit::Code(code) => (
-            JobState::Failed,
-            Some(code),
-            Some(job_error(
-                ErrorCode::NonzeroExit,
-                format!("the command exited with code {code}"),
-            )),
-        ),
-        Exit::Timeout => (
-            JobState::TimedOut,
-            None,
-            Some(job_error(
-                ErrorCode::TimedOut,
-                format!(
-                    "ran past maxDurationSecs ({} s); the container was killed",
-                    job.spec.parameters.max_duration_secs
-                ),
-            )),
-        ),
-        Exit::Broken(msg) => (
-            JobState::Failed,
-            None,
-            Some(job_error(
-                ErrorCode::ContainerFailed,
-                format!("lost track of the container: {msg}"),
-            )),
-        ),
-    };
-    let (state, error, outputs) = match (c.outputs, c.logs) {
-        (Ok(outputs), Ok(())) => (state, error, outputs.files),
-        (Err(e), _) => (
-            JobState::Failed,
-            Some(job_error(ErrorCode::OutputUploadFailed, e.0)),
-            Vec::new(),
-        ),
-        (Ok(_), Err(e)) => (
-            JobState::Failed,
-            Some(job_error(
-                ErrorCode::OutputUploadFailed,
-                format!("the logs could not be stored: {e}"),
-            )),
-            Vec::new(),
-        ),
-    };
-    Verdict {
-        state,
-        exit_code,
-        error,
-        outputs,
-    }
 }

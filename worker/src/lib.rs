@@ -16,6 +16,7 @@
 //! - `health`: the self-check behind `HEALTHY` / `UNHEALTHY`.
 //! - `slots`: CPU slot and memory accounting.
 //! - `step`: why a step of an attempt failed, and the job error code each failure means.
+//! - `verdict`: how a container ended and what it left → the job's state, exit code and error.
 //! - [`settings`]: the worker's part of the configuration.
 //! - [`shutdown`]: the two-step quiet → terminate shutdown.
 
@@ -34,6 +35,7 @@ pub mod shutdown;
 mod slots;
 pub mod spot;
 mod step;
+mod verdict;
 mod warm;
 pub mod worker;
 

@@ -94,7 +94,7 @@ impl Executor {
         let collected = self.warm_collect(run, init, &transfer, logs, (exit, killed)).await?;
         stats.outputs_ms = ms_since(t);
         stats.outputs_skipped = collected.1.skipped();
-        Ok(judge(collected.0, collected.1, run.job))
+        Ok(judge(collected.0, collected.1, &run.job.spec.parameters))
     }
 
     /// After the command ended: the logs, the out-of-memory verdict, then — once the container
