@@ -13,6 +13,7 @@
 //! - [`retry`]: the backoff of every retry loop.
 //! - [`clock`]: wall-clock milliseconds, passed into every time-dependent operation.
 //! - [`error`]: the error types of this crate.
+//! - `testing` (feature `test-util`): a real `redis-server` per test.
 
 pub mod clock;
 pub mod config;
@@ -25,6 +26,8 @@ pub mod outlook;
 pub mod queue;
 pub mod retry;
 pub mod storage;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod workers;
 
 pub use error::{Error, Result};

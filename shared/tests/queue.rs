@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dcc_e2e::Redis;
 use dcc_shared::events::{Event, Events};
 use dcc_shared::job::{JobId, JobRequest, JobState, Lane, Limits};
 use dcc_shared::maintenance;
@@ -16,6 +15,7 @@ use dcc_shared::queue::finish::{Finished, Outcome};
 use dcc_shared::queue::lease::{Lease, Renewed};
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::{LocalStorage, Storage, paths};
+use dcc_shared::testing::Redis;
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(30);
