@@ -103,10 +103,8 @@ pub fn spawn_job_metrics(queue: Queue, events: &Events) {
                 Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            if !matches!(ev.status.as_str(), "succeeded" | "failed" | "timed_out" | "cancelled") {
-                continue;
-            }
-            metrics::counter!("dcc_jobs_finished_total", "state" => ev.status.clone()).increment(1);
+            let Some(ended) = ev.status.ended() else { continue };
+            metrics::counter!("dcc_jobs_finished_total", "state" => ended.as_str()).increment(1);
             let Ok(id) = JobId::parse(&ev.job_id) else { continue };
             if let Ok(Some(job)) = queue.get(&id).await {
                 let q = job.queue.as_str();

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use dcc_shared::events::Event;
-use dcc_shared::job::{JobId, JobRecord, JobState};
+use dcc_shared::job::{JobId, JobRecord};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
@@ -78,7 +78,7 @@ pub async fn until_ended(
                 }
                 Err(_) => break,
                 Ok(Ok(Event::Job(ev))) if ev.job_id == id.as_str() => {
-                    if JobState::parse(&ev.status).is_some_and(JobState::is_terminal) {
+                    if ev.status.ended().is_some() {
                         ended_at = Some(ev.at);
                     }
                     break;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::clock::Millis;
+use crate::job::JobState;
 
 /// Events buffered per receiver before it is told to resync.
 const CAPACITY: usize = 4096;
@@ -20,8 +21,8 @@ const CAPACITY: usize = 4096;
 pub struct JobEvent {
     /// The job.
     pub job_id: String,
-    /// `queued`, `running`, a terminal state, or `deleted`.
-    pub status: String,
+    /// The state it is in now, or `deleted`.
+    pub status: EventStatus,
     /// The attempt it concerns.
     #[serde(default)]
     pub attempt: u32,
@@ -30,6 +31,53 @@ pub struct JobEvent {
     /// The worker involved, if any.
     #[serde(default)]
     pub worker: Option<String>,
+}
+
+/// What a job event says: the job's state now, or that it is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EventStatus {
+    /// It is in this state now.
+    Now(JobState),
+    /// It was deleted: every trace is gone.
+    Deleted,
+}
+
+impl EventStatus {
+    /// The wire spelling (`queued`, …, `deleted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Now(s) => s.as_str(),
+            EventStatus::Deleted => "deleted",
+        }
+    }
+
+    /// The terminal state it reached, if it did (a deleted job reached none).
+    pub fn ended(self) -> Option<JobState> {
+        match self {
+            EventStatus::Now(s) if s.is_terminal() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True when the job stopped running from outside: cancelled or deleted (a worker running it
+    /// stops its container).
+    pub fn stops_the_container(self) -> bool {
+        matches!(self, EventStatus::Now(JobState::Cancelled) | EventStatus::Deleted)
+    }
+}
+
+impl TryFrom<String> for EventStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "deleted" => Ok(EventStatus::Deleted),
+            other => JobState::parse(other)
+                .map(EventStatus::Now)
+                .ok_or_else(|| format!("unknown job event status {other:?}")),
+        }
+    }
 }
 
 /// What subscribers receive.
@@ -107,4 +155,33 @@ async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_carries_a_state_or_deleted_and_nothing_else() {
+        let ev: JobEvent =
+            serde_json::from_str(r#"{"jobId": "a", "status": "timed_out", "attempt": 2, "at": 5}"#).unwrap();
+        assert_eq!(ev.status, EventStatus::Now(JobState::TimedOut));
+        assert_eq!(ev.status.ended(), Some(JobState::TimedOut));
+        let ev: JobEvent = serde_json::from_str(r#"{"jobId": "a", "status": "deleted", "at": 5}"#).unwrap();
+        assert!(ev.status.stops_the_container() && ev.status.ended().is_none());
+        assert!(EventStatus::Now(JobState::Cancelled).stops_the_container());
+        assert!(!EventStatus::Now(JobState::Running).stops_the_container());
+        assert!(serde_json::from_str::<JobEvent>(r#"{"jobId": "a", "status": "exploded", "at": 5}"#).is_err());
+        for s in [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "cancelled",
+            "deleted",
+        ] {
+            assert_eq!(EventStatus::try_from(s.to_string()).unwrap().as_str(), s);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dcc_shared::events::{Event, Events};
+use dcc_shared::events::{Event, EventStatus, Events};
 use dcc_shared::job::{JobId, JobRequest, JobState, Lane, Limits};
 use dcc_shared::maintenance;
 use dcc_shared::queue::Queue;
@@ -382,9 +382,9 @@ async fn events_follow_every_transition_in_order() {
     assert_eq!(
         seen,
         vec![
-            ("queued".into(), 0, T0),
-            ("running".into(), 1, T0 + 1),
-            ("succeeded".into(), 1, T0 + 2)
+            (EventStatus::Now(JobState::Queued), 0, T0),
+            (EventStatus::Now(JobState::Running), 1, T0 + 1),
+            (EventStatus::Now(JobState::Succeeded), 1, T0 + 2)
         ]
     );
 }

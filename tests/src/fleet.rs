@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dcc_shared::clock::{REDIS_TIME, now_ms};
-use dcc_shared::events::{Event, Events};
+use dcc_shared::events::{Event, EventStatus, Events};
 use dcc_shared::job::{JobId, JobState, QueueName, RunStats};
 use dcc_shared::maintenance;
 use dcc_shared::queue::Queue;
@@ -450,9 +450,9 @@ impl SimWorker {
         let mut rx = self.events.subscribe();
         loop {
             match rx.recv().await {
-                Ok(Event::Job(ev)) => match ev.status.as_str() {
-                    "queued" => self.wake.notify_one(),
-                    "cancelled" | "deleted" => {
+                Ok(Event::Job(ev)) => match ev.status {
+                    EventStatus::Now(JobState::Queued) => self.wake.notify_one(),
+                    s if s.stops_the_container() => {
                         let g = self.running.lock().unwrap();
                         if let Some((lease, cancel)) = g.iter().find(|(id, _)| id.as_str() == ev.job_id).map(|(_, r)| r)
                             && (ev.attempt == 0 || ev.attempt == lease.attempt)

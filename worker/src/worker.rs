@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use backon::Retryable;
 use dcc_shared::clock::{REDIS_TIME, now_ms};
-use dcc_shared::events::{Event, Events};
-use dcc_shared::job::{JobId, QueueName};
+use dcc_shared::events::{Event, EventStatus, Events};
+use dcc_shared::job::{JobId, JobState, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::lease::{Lease, Renewed};
@@ -599,14 +599,14 @@ impl Worker {
         let mut rx = self.events.subscribe();
         loop {
             match rx.recv().await {
-                Ok(Event::Job(ev)) => match ev.status.as_str() {
-                    "queued" => self.wake.notify_one(),
-                    "cancelled" | "deleted" => {
+                Ok(Event::Job(ev)) => match ev.status {
+                    EventStatus::Now(JobState::Queued) => self.wake.notify_one(),
+                    s if s.stops_the_container() => {
                         let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(r) = g.iter().find(|(id, _)| id.as_str() == ev.job_id).map(|(_, r)| r)
                             && (ev.attempt == 0 || ev.attempt == r.lease.attempt)
                         {
-                            tracing::info!(job_id = %ev.job_id, "job {}; stopping its container", ev.status);
+                            tracing::info!(job_id = %ev.job_id, "job {}; stopping its container", ev.status.as_str());
                             r.cancel.cancel();
                         }
                     }

@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::rfc3339;
-use dcc_shared::events::{Event, JobEvent};
-use dcc_shared::job::{JobId, JobView};
+use dcc_shared::events::{Event, EventStatus, JobEvent};
+use dcc_shared::job::{JobId, JobState, JobView};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -226,12 +226,12 @@ async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Va
     if !(by_id || (follow.all && visible(state, follow, &ev.job_id).await)) {
         return Vec::new();
     }
-    match ev.status.as_str() {
-        "queued" | "running" => vec![
-            json!({"type": "status", "jobId": follow.who.external(&ev.job_id), "status": ev.status,
+    match ev.status {
+        EventStatus::Now(JobState::Queued | JobState::Running) => vec![
+            json!({"type": "status", "jobId": follow.who.external(&ev.job_id), "status": ev.status.as_str(),
                                             "attempt": ev.attempt, "at": rfc3339(ev.at)}),
         ],
-        "deleted" => {
+        EventStatus::Deleted => {
             follow.ids.remove(&ev.job_id);
             follow.owners.remove(&ev.job_id);
             vec![json!({"type": "deleted", "jobId": follow.who.external(&ev.job_id)})]
