@@ -663,4 +663,30 @@ mod tests {
         opted.check_exposure().unwrap();
         cfg(&[("DCC_LISTEN", "[::1]:8080")]).unwrap().check_exposure().unwrap();
     }
+
+    /// Every variable is declared once in `KNOWN_VARS`: the configuration reads no other, and
+    /// docs/configuration.md's table lists exactly those (a variable added in one place and not
+    /// the others fails here).
+    #[test]
+    fn known_vars_are_the_ones_read_and_the_ones_documented() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Config::from_lookup(|k| {
+            read.borrow_mut().insert(k.to_string());
+            None
+        });
+        for k in read.borrow().iter() {
+            assert!(KNOWN_VARS.contains(&k.as_str()), "{k} is read but not in KNOWN_VARS");
+        }
+        let docs = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"));
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .filter_map(|l| l.split(" | ").next())
+            .flat_map(|first| first.split(", "))
+            .filter_map(|n| n.strip_prefix('`')?.strip_suffix('`'))
+            .filter(|n| n.starts_with("DCC_") || *n == "DISABLE_WORKER")
+            .collect();
+        let known: std::collections::BTreeSet<&str> = KNOWN_VARS.iter().copied().collect();
+        assert_eq!(documented, known, "docs/configuration.md and KNOWN_VARS differ");
+    }
 }
