@@ -212,8 +212,14 @@ pub fn plan(pool: &Pool, policy: &Policy, now: i64) -> Plan {
     if needed == pool.desired || now - pool.last_change_ms < policy.cooldown_ms {
         return plan;
     }
-    // Scale down, idle capacity only: terminate drained idle workers, drain idle ones.
-    let mut surplus = pool.desired - needed;
+    scale_down(pool, policy, now, &mut plan);
+    plan
+}
+
+/// Scales down by `pool.desired - plan.needed`, idle capacity only: terminates drained idle
+/// workers, drains idle ones (not those `plan` already replaces).
+fn scale_down(pool: &Pool, policy: &Policy, now: i64, plan: &mut Plan) {
+    let mut surplus = pool.desired - plan.needed;
     let replacing: Vec<&str> = plan.terminate.iter().map(|t| t.instance.as_str()).collect();
     let mut candidates: Vec<(&Instance, &Worker)> = pool
         .instances
@@ -250,7 +256,6 @@ pub fn plan(pool: &Pool, policy: &Policy, now: i64) -> Plan {
             _ => {}
         }
     }
-    plan
 }
 
 #[cfg(test)]

@@ -100,14 +100,7 @@ async fn main() {
         _ => {}
     }
 
-    // (a) raw Docker, also broken down into its calls.
-    raw_container(&docker).await; // warm-up
-    let mut raw: Vec<f64> = Vec::new();
-    for _ in 0..n {
-        raw.push(raw_container(&docker).await);
-    }
-    line("(a) raw create+start+wait+remove (NetworkDisabled)", &mut raw);
-    raw_phases(&docker, n).await;
+    raw_lifecycles(&docker, n).await;
 
     // (b) one job at a time, both file modes, fast (`/api/v1/run`) and standard (`wait: true`).
     let redis = Redis::start();
@@ -123,14 +116,40 @@ async fn main() {
         .start()
         .await;
     let bind_api = bind.api();
+    one_at_a_time(&docker, &api, &bind_api, n).await;
+    warm_fast_jobs(&docker, n).await;
+    bursts(&docker, &api, &bind_api).await;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("b") {
+        return;
+    }
+    drop(bind);
+    claim_latency(&docker, &api, n).await;
+    drop(dcc);
+
+    submit_rates(submits, concurrency).await;
+}
+
+/// (a) raw Docker, also broken down into its calls.
+async fn raw_lifecycles(docker: &Docker, n: usize) {
+    raw_container(docker).await; // warm-up
+    let mut raw: Vec<f64> = Vec::new();
+    for _ in 0..n {
+        raw.push(raw_container(docker).await);
+    }
+    line("(a) raw create+start+wait+remove (NetworkDisabled)", &mut raw);
+    raw_phases(docker, n).await;
+}
+
+/// (b) one job at a time through each file mode's server, fast and standard.
+async fn one_at_a_time(docker: &Docker, api: &dcc_e2e::Api, bind_api: &dcc_e2e::Api, n: usize) {
     let job = json!({"image": IMAGE, "command": ["true"]});
     let waited = json!({"image": IMAGE, "command": ["true"], "wait": true});
-    for (mode, a) in [("copy", &api), ("bind", &bind_api)] {
+    for (mode, a) in [("copy", api), ("bind", bind_api)] {
         for (what, path, body) in [
             ("fast, POST /api/v1/run", "/api/v1/run", &job),
             ("standard, wait: true", "/api/v1/jobs", &waited),
         ] {
-            let (mut raw, mut times, phases) = round_trips(&docker, a, path, body, n).await;
+            let (mut raw, mut times, phases) = round_trips(docker, a, path, body, n).await;
             let (p50, _) = line(&format!("(b) {mode}: {what}"), &mut times);
             let raw_p50 = pct(&mut raw, 0.5);
             println!(
@@ -141,7 +160,11 @@ async fn main() {
             println!("    phases (mean ms): {phases}");
         }
     }
-    // (b) fast jobs in warm containers (bind mode), against the cold raw lifecycle.
+}
+
+/// (b) fast jobs in warm containers (bind mode), against the cold raw lifecycle.
+async fn warm_fast_jobs(docker: &Docker, n: usize) {
+    let job = json!({"image": IMAGE, "command": ["true"]});
     let warm_redis = Redis::start();
     let warm = Dcc::builder(Role::Server, &warm_redis)
         .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
@@ -149,7 +172,7 @@ async fn main() {
         .env("DCC_WARM_POOL", 2)
         .start()
         .await;
-    let (mut raw, mut times, phases) = warm_round_trips(&docker, &warm.api(), &job, n).await;
+    let (mut raw, mut times, phases) = warm_round_trips(docker, &warm.api(), &job, n).await;
     let (p50, _) = line("(b) bind: fast, POST /api/v1/run, warm container", &mut times);
     let raw_p50 = pct(&mut raw, 0.5);
     println!(
@@ -158,7 +181,10 @@ async fn main() {
     );
     println!("    phases (mean ms): {phases}");
     drop(warm);
-    // (b) 100 at once through one worker, against 100 raw lifecycles at its concurrency.
+}
+
+/// (b) a burst through one worker, against as many raw lifecycles at its concurrency.
+async fn bursts(docker: &Docker, api: &dcc_e2e::Api, bind_api: &dcc_e2e::Api) {
     let slots = api.get("/api/v1/workers").await.body["workers"][0]["cpus"]
         .as_u64()
         .unwrap_or(1) as usize;
@@ -170,8 +196,8 @@ async fn main() {
     let mut walls = [0f64; 3];
     let mut phases = [String::new(), String::new()];
     for _ in 0..2 {
-        walls[0] += raw_burst(&docker, burst, slots).await;
-        for (i, a) in [&api, &bind_api].into_iter().enumerate() {
+        walls[0] += raw_burst(docker, burst, slots).await;
+        for (i, a) in [api, bind_api].into_iter().enumerate() {
             let (wall, p) = dcc_burst(a, burst).await;
             walls[i + 1] += wall;
             phases[i] = p;
@@ -193,12 +219,10 @@ async fn main() {
         );
         println!("    phases of the last burst (mean ms): {}", phases[i]);
     }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("b") {
-        return;
-    }
-    drop(bind);
+}
 
-    // (c) enqueue → claim and enqueue → container start, idle worker.
+/// (c) enqueue → claim and enqueue → container start, idle worker.
+async fn claim_latency(docker: &Docker, api: &dcc_e2e::Api, n: usize) {
     let mut events = docker.events(Some(
         EventsOptionsBuilder::default()
             .filters(&HashMap::from([
@@ -228,9 +252,6 @@ async fn main() {
     line("(c) enqueue → claim (queuedMs), idle worker", &mut claim);
     println!("    (target p50 ≤ 5 ms)");
     line("    enqueue → container started (Docker start event)", &mut start);
-    drop(dcc);
-
-    submit_rates(submits, concurrency).await;
 }
 
 /// (d) submit throughput against raw Redis round trips and the floor server.

@@ -288,71 +288,15 @@ struct Sides {
 fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Receiver<Sides> {
     apart(async move {
         let last = Arc::new(std::sync::Mutex::new(None::<String>));
-        let mut subs = Vec::new();
-        for _ in 0..2 {
-            let (base, stop, last) = (base.clone(), stop.clone(), last.clone());
-            subs.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut lat = Vec::new();
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
-                while !stop.is_cancelled() {
-                    tick.tick().await;
-                    let t = Instant::now();
-                    let r = http
-                        .post(format!("{base}/api/v1/jobs"))
-                        .json(&json!({"image": IMAGE, "command": ["true"]}))
-                        .send()
-                        .await;
-                    if let Ok(r) = r
-                        && r.status().is_success()
-                    {
-                        lat.push(t.elapsed().as_micros() as u32);
-                        let v: serde_json::Value = r.json().await.unwrap_or_default();
-                        *last.lock().unwrap() = v["jobId"].as_str().map(String::from);
-                    }
-                }
-                lat
-            }));
-        }
-        let mut pollers = Vec::new();
-        for _ in 0..2 {
-            let (base, stop, last) = (base.clone(), stop.clone(), last.clone());
-            pollers.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut lat = Vec::new();
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
-                while !stop.is_cancelled() {
-                    tick.tick().await;
-                    let Some(id) = last.lock().unwrap().clone() else {
-                        continue;
-                    };
-                    let t = Instant::now();
-                    let r = http.get(format!("{base}/api/v1/jobs/{id}")).send().await;
-                    if r.is_ok_and(|r| r.status().is_success()) {
-                        lat.push(t.elapsed().as_micros() as u32);
-                    }
-                }
-                lat
-            }));
-        }
-        let mut watchers = Vec::new();
-        for _ in 0..2 {
-            let (url, stop) = (base.replace("http://", "ws://") + "/api/v1/ws", stop.clone());
-            watchers.push(tokio::spawn(async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
-                let sub = json!({"subscribe": "*"}).to_string();
-                ws.send(tokio_tungstenite::tungstenite::Message::text(sub))
-                    .await
-                    .expect("ws send");
-                let mut n = 0u64;
-                loop {
-                    tokio::select! {
-                        m = ws.next() => match m { Some(Ok(_)) => n += 1, _ => return n },
-                        _ = stop.cancelled() => return n,
-                    }
-                }
-            }));
-        }
+        let subs: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(submitter(base.clone(), stop.clone(), last.clone())))
+            .collect();
+        let pollers: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(poller(base.clone(), stop.clone(), last.clone())))
+            .collect();
+        let watchers: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(watcher(base.replace("http://", "ws://") + "/api/v1/ws", stop.clone())))
+            .collect();
         let mut out = Sides::default();
         for s in subs {
             out.submits.extend(s.await.unwrap_or_default());
@@ -365,6 +309,65 @@ fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Recei
         }
         out
     })
+}
+
+/// Posts a job 20 times a second until `stop`, noting the last id; returns the latencies (µs).
+async fn submitter(base: String, stop: CancellationToken, last: Arc<std::sync::Mutex<Option<String>>>) -> Vec<u32> {
+    let http = reqwest::Client::new();
+    let mut lat = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let t = Instant::now();
+        let r = http
+            .post(format!("{base}/api/v1/jobs"))
+            .json(&json!({"image": IMAGE, "command": ["true"]}))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            lat.push(t.elapsed().as_micros() as u32);
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            *last.lock().unwrap() = v["jobId"].as_str().map(String::from);
+        }
+    }
+    lat
+}
+
+/// Reads the view of the last job submitted 20 times a second until `stop`; the latencies (µs).
+async fn poller(base: String, stop: CancellationToken, last: Arc<std::sync::Mutex<Option<String>>>) -> Vec<u32> {
+    let http = reqwest::Client::new();
+    let mut lat = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let Some(id) = last.lock().unwrap().clone() else {
+            continue;
+        };
+        let t = Instant::now();
+        let r = http.get(format!("{base}/api/v1/jobs/{id}")).send().await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            lat.push(t.elapsed().as_micros() as u32);
+        }
+    }
+    lat
+}
+
+/// Follows every job over a WebSocket until `stop`; the messages it got.
+async fn watcher(url: String, stop: CancellationToken) -> u64 {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let sub = json!({"subscribe": "*"}).to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(sub))
+        .await
+        .expect("ws send");
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            m = ws.next() => match m { Some(Ok(_)) => n += 1, _ => return n },
+            _ = stop.cancelled() => return n,
+        }
+    }
 }
 
 /// One row of the table.
@@ -471,6 +474,33 @@ async fn observe(queue: &Queue) -> dcc_shared::Result<()> {
     Ok(())
 }
 
+/// The scaler's Redis reads (its AWS call aside) while the fleet works, three times: their
+/// times (µs), and the last failure.
+async fn scaler_reads(url: String) -> (Vec<u32>, Option<String>) {
+    apart(async move {
+        let queue = Queue::new(&url, "dcc").expect("queue");
+        let (mut obs, mut failed) = (Vec::new(), None);
+        for _ in 0..3 {
+            let t = Instant::now();
+            match observe(&queue).await {
+                Ok(()) => obs.push(t.elapsed().as_micros() as u32),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        (obs, failed)
+    })
+    .await
+    .expect("scaler reads")
+}
+
+/// Claims and ends of the fleet so far.
+fn claims_and_ends(fleet: &Fleet) -> (u64, u64) {
+    (
+        fleet.stats.claims.load(Ordering::Relaxed),
+        fleet.stats.finished.load(Ordering::Relaxed),
+    )
+}
+
 async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_queued: f64) -> Row {
     let (window, idle_secs) = (env_or("FLEET_WINDOW_SECS", 15u64), env_or("FLEET_IDLE_SECS", 10u64));
     let job_ms: u64 = env_or("FLEET_JOB_MS", 1000);
@@ -496,38 +526,17 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
     let side = clients(format!("http://127.0.0.1:{}", server.port), stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     slowlog_reset(redis).await;
-    let (c0, f0) = (
-        fleet.stats.claims.load(Ordering::Relaxed),
-        fleet.stats.finished.load(Ordering::Relaxed),
-    );
+    let (c0, f0) = claims_and_ends(&fleet);
     let a = snapshot(redis, server).await;
     tokio::time::sleep(Duration::from_secs(window)).await;
     let b = snapshot(redis, server).await;
-    let (c1, f1) = (
-        fleet.stats.claims.load(Ordering::Relaxed),
-        fleet.stats.finished.load(Ordering::Relaxed),
-    );
+    let (c1, f1) = claims_and_ends(&fleet);
     stop.cancel();
     let mut sides = side.await.expect("clients");
     let slow = slowlog(redis).await;
     let busy = delta(&a, &b);
     let mut lat = fleet.stats.claim_latencies(a.at, b.at);
-    // The scaler's Redis reads (its AWS call aside) while the fleet works, median of three.
-    let url = redis.url();
-    let (mut obs, observe_failed) = apart(async move {
-        let queue = Queue::new(&url, "dcc").expect("queue");
-        let (mut obs, mut failed) = (Vec::new(), None);
-        for _ in 0..3 {
-            let t = Instant::now();
-            match observe(&queue).await {
-                Ok(()) => obs.push(t.elapsed().as_micros() as u32),
-                Err(e) => failed = Some(e.to_string()),
-            }
-        }
-        (obs, failed)
-    })
-    .await
-    .expect("scaler reads");
+    let (mut obs, observe_failed) = scaler_reads(redis.url()).await;
     // Every worker dies; memory and one reaper pass after their leases ran out.
     fleet.crash_all();
     // (Retried: a Redis that was saturated a moment ago may still time out a call.)
