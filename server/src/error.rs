@@ -182,8 +182,8 @@ impl ApiError {
     }
 }
 
-/// The error body as sent (also the source of its OpenAPI schema).
-#[derive(serde::Serialize, utoipa::ToSchema)]
+/// The error body as sent (also the source of its OpenAPI schema), and as a client reads it.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// What went wrong.
@@ -194,7 +194,7 @@ pub struct ErrorBody {
 }
 
 /// The `error` object of an [`ErrorBody`].
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code from the contract, e.g. `INVALID_JOB`, `NOT_FOUND`, `UNAVAILABLE`.
     pub code: String,

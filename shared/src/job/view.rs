@@ -1,8 +1,9 @@
 //! The API's job view (`GET /api/v1/jobs/{id}`, list pages, WebSocket `finished` events, fast-job
 //! answers). These types are what is serialized *and* what the OpenAPI document is derived from,
-//! so the served JSON and its schema cannot disagree.
+//! so the served JSON and its schema cannot disagree. They also read back (`Deserialize`), so a
+//! client of the v1 API (the CLI, the 2018 adapter, tests) can work on typed views.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::notify::NotifyState;
 use super::record::{JobError, JobRecord, RunStats};
@@ -11,7 +12,7 @@ use super::state::{JobState, Lane, QueueName};
 use crate::clock::rfc3339;
 
 /// A job as clients see it.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     /// The job's id (client-chosen or a generated UUIDv7).
@@ -62,7 +63,7 @@ pub struct JobView {
 }
 
 /// A job's webhook and its delivery.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotifyView {
     /// Where the job view is POSTed.
@@ -78,7 +79,7 @@ pub struct NotifyView {
 }
 
 /// Why a queued job has not started.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Waiting {
     /// Stable reason code.
     pub reason: WaitReason,
@@ -87,7 +88,7 @@ pub struct Waiting {
 }
 
 /// The reason codes of [`Waiting`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WaitReason {
     /// Healthy workers that can take it exist: it waits for a free slot (or its turn).
@@ -106,7 +107,7 @@ pub enum WaitReason {
 }
 
 /// One output file of a job.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputView {
     /// Path relative to `/outputs`.
     pub name: String,
@@ -123,7 +124,7 @@ pub struct OutputView {
 }
 
 /// What the worker measured for the finished attempt.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsView {
     /// Accepted to started (the last attempt's start).
@@ -233,6 +234,35 @@ pub fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the API writes reads back into the same view, field for field.
+    #[test]
+    fn a_view_reads_back_as_written() {
+        let served = serde_json::json!({
+            "jobId": "j1", "status": "failed", "queue": "gpu", "fast": true, "attempt": 2,
+            "maxAttempts": 3, "createdAt": "2026-12-02T10:00:00.000Z",
+            "startedAt": "2026-12-02T10:00:01.000Z", "finishedAt": "2026-12-02T10:00:02.500Z",
+            "exitCode": 3, "error": {"code": "NONZERO_EXIT", "message": "the command exited with code 3"},
+            "workerId": "w1", "image": "busybox", "imageDigest": "sha256:ab",
+            "stdoutUrl": "/api/v1/jobs/j1/stdout", "stderrUrl": "/api/v1/jobs/j1/stderr",
+            "outputs": [{"name": "a b.txt", "size": 1, "url": "/api/v1/jobs/j1/outputs/a%20b.txt",
+                         "value": "eA==", "encoding": "base64"}],
+            "stats": {"queuedMs": 5, "inputsMs": 1, "pullMs": 0, "createMs": 2, "startMs": 3, "runMs": 4,
+                      "outputsMs": 5, "totalMs": 20, "maxMemoryBytes": 6, "cpuSecs": 0.5, "warm": true,
+                      "outputsSkipped": 1},
+            "meta": {"k": "v"},
+            "notify": {"url": "https://h.example/x", "state": "failed", "attempts": 5,
+                       "lastAttemptAt": "2026-12-02T10:01:00.000Z", "lastError": "HTTP 500"},
+            "waiting": {"reason": "WORKERS_STARTING", "message": "workers are starting"}
+        });
+        let view: JobView = serde_json::from_value(served.clone()).unwrap();
+        assert_eq!(view.status, JobState::Failed);
+        assert_eq!(
+            view.waiting.as_ref().map(|w| w.reason),
+            Some(WaitReason::WorkersStarting)
+        );
+        assert_eq!(serde_json::to_value(&view).unwrap(), served);
+    }
 
     #[test]
     fn encodes_paths() {
