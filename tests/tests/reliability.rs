@@ -236,22 +236,24 @@ async fn drain_requested_through_the_api() {
     assert_eq!(queued["waiting"]["reason"], "WORKERS_DRAINING", "{queued}");
 
     // Nothing can run a job now: a client that would wait for one is told at once.
-    let t = std::time::Instant::now();
+    let at_once = Duration::from_secs(2);
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/run", api.base))
         .json(&sh("echo fast"))
+        .timeout(at_once)
         .send()
         .await
-        .unwrap();
+        .expect("NO_WORKER within 2 s");
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "NO_WORKER", "{body}");
     let mut waiting = sh("echo waited");
     waiting["wait"] = json!(true);
-    let a = api.submit(waiting).await;
+    let a = tokio::time::timeout(at_once, api.submit(waiting))
+        .await
+        .expect("NO_WORKER within 2 s");
     assert_eq!((a.status, a.code()), (503, "NO_WORKER"), "{:?}", a.body);
-    assert!(t.elapsed() < Duration::from_secs(2), "NO_WORKER took {:?}", t.elapsed());
     let listed = api.get("/api/v1/jobs").await.body;
     assert_eq!(
         listed["jobs"].as_array().unwrap().len(),
@@ -942,14 +944,12 @@ async fn a_spot_interruption_notice_hands_the_job_back_without_using_an_attempt(
     let id = api.submit_id(job).await;
     assert_eq!(running_on(&api, &id).await, w1.worker_id);
     notice.store(true, Ordering::Relaxed);
-    let noticed = std::time::Instant::now();
-    let status = w1
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .expect("the worker leaves after the notice");
-    assert!(status.success());
     // Well within the two minutes EC2 gives (a poll, the kill, the hand-back, the removal).
-    assert!(noticed.elapsed() < Duration::from_secs(30), "{:?}", noticed.elapsed());
+    let status = w1
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the worker leaves within 30 s of the notice");
+    assert!(status.success());
     assert!(
         containers_of(&w1.worker_id).is_empty(),
         "the stopped container was not removed"

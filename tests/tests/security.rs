@@ -116,8 +116,12 @@ async fn a_hanging_pull_is_cut_at_its_limit() {
         .start()
         .await;
     let api = dcc.api();
-    let t = std::time::Instant::now();
-    let v = api.run(json!({"image": format!("127.0.0.1:{port}/stuck:1")})).await;
+    let v = tokio::time::timeout(
+        Duration::from_secs(20),
+        api.run(json!({"image": format!("127.0.0.1:{port}/stuck:1")})),
+    )
+    .await
+    .expect("a hanging pull is cut within 20 s");
     assert_eq!(
         (v["status"].as_str(), v["error"]["code"].as_str()),
         (Some("failed"), Some("IMAGE_NOT_FOUND")),
@@ -130,7 +134,6 @@ async fn a_hanging_pull_is_cut_at_its_limit() {
             .contains("DCC_PULL_TIMEOUT_SECS"),
         "{v}"
     );
-    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
     // The slot is free again.
     assert_eq!(api.run(sh("true")).await["status"], "succeeded");
     held.abort();

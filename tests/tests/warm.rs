@@ -130,16 +130,13 @@ async fn warm_jobs_time_out_and_cancel_like_cold_ones() {
     // A command that leaves a process behind holding its output ends when it exits, as a cold
     // container does when its first process exits.
     let straggler = sh("sleep 30 & echo done");
-    let t = std::time::Instant::now();
-    let v = run_warm(&api, &straggler).await;
+    let v = tokio::time::timeout(Duration::from_secs(20), run_warm(&api, &straggler))
+        .await
+        .expect("answered within 20 s, without waiting for the background process");
     assert_eq!(
         (v["status"].as_str(), v["stdout"].as_str()),
         (Some("succeeded"), Some("done\n")),
         "{v}"
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "waited for the background process"
     );
 
     // Cancel a running warm job. The pool may have no container ready when the job is claimed
