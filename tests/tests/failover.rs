@@ -303,3 +303,33 @@ async fn a_demoted_primary_is_left_for_the_endpoints_new_one() {
     let v = api.wait_status(&id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(v["attempt"], 1, "{v}");
 }
+
+/// `aof` waits for the append-only file (`WAITAOF`): a Redis that cannot do that (before 7.2, or
+/// without `appendonly yes`) is refused at start-up with a sentence saying why, not discovered
+/// at the first submit.
+#[tokio::test]
+async fn a_durability_redis_cannot_honour_is_refused_at_start() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(dcc_e2e::dcc_bin())
+            .arg("server")
+            .env("DCC_REDIS_URL", redis.url())
+            .env("DCC_DURABILITY", "aof")
+            .env("DCC_LISTEN", format!("127.0.0.1:{}", dcc_e2e::free_port()))
+            .env("DISABLE_WORKER", "true")
+            .env("DCC_STORAGE", dir.path())
+            .output(),
+    )
+    .await
+    .expect("dcc server exits at once")
+    .expect("dcc runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("DCC_DURABILITY=aof needs Redis 7.2")
+            || said.contains("DCC_DURABILITY=aof needs `appendonly yes`"),
+        "{said}"
+    );
+}
