@@ -4,10 +4,11 @@
 //! Each simulated worker speaks to Redis as `dcc worker` does, through the same `dcc_shared`
 //! calls and Lua scripts: registration and health beats (on every heartbeat and on every
 //! capacity change), claims, lease renewals, finishes, its own job-event subscription, the drain
-//! flag, and the upkeep tick (reaper and retention sweep) every `dcc` process runs. Its loops
-//! follow `worker/src/worker.rs`; what it leaves out needs Docker (the self-check, stray
-//! removal) and its "container" is a timer. Each simulated worker has its own connection pool
-//! and subscription, as separate worker processes would.
+//! flag, and the upkeep tick (reaper and retention sweep) every `dcc` process runs. What it
+//! leaves out needs Docker (the self-check, stray removal) and its "container" is a timer. Its
+//! claim loop, lease renewal and event watch are the worker's own (`dcc_worker::loops`, through
+//! [`Host`]). Each simulated worker has its own connection pool and subscription, as separate
+//! worker processes would.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -16,24 +17,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dcc_shared::clock::{REDIS_TIME, now_ms};
-use dcc_shared::events::{Event, EventStatus, Events};
+use dcc_shared::events::Events;
 use dcc_shared::job::{JobId, JobState, QueueName, RunStats};
 use dcc_shared::maintenance;
 use dcc_shared::queue::Queue;
-use dcc_shared::queue::claim::{Claim, Claimant, Claimed};
+use dcc_shared::queue::claim::Claimed;
 use dcc_shared::queue::finish::{Finished, Outcome};
-use dcc_shared::queue::lease::{Lease, Renewed};
+use dcc_shared::queue::lease::Lease;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::{LocalStorage, Storage};
 use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
+use dcc_worker::loops::{self, Host, Room, Seen};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Longest an idle worker sleeps without a wake-up (as `dcc worker`).
-const POLL_FALLBACK: Duration = Duration::from_secs(2);
-/// Pause after a failed claim (as `dcc worker`).
-const CLAIM_BACKOFF: Duration = Duration::from_secs(1);
 /// Memory (MiB) a simulated worker offers per slot.
 const MEMORY_PER_SLOT_MB: u64 = 4096;
 
@@ -176,10 +174,10 @@ impl Fleet {
             w.beat().await;
             // The claim loop stops by itself at a crash (after a claim in flight has answered, so
             // the job it got is known as held); the others are cut wherever they are.
-            tokio::spawn(w.clone().claim_loop());
+            tokio::spawn(loops::claim_loop(w.clone(), w.crashed.clone()));
             for task in [
                 tokio::spawn(w.clone().heartbeat_loop()),
-                tokio::spawn(w.clone().event_loop()),
+                tokio::spawn(loops::event_loop(w.clone(), w.events.clone())),
                 tokio::spawn(w.clone().upkeep_loop()),
                 subscription,
             ] {
@@ -294,55 +292,14 @@ impl SimWorker {
         }
     }
 
-    /// As `Worker::claim_loop` + `claim_round` for a worker without GPUs.
-    async fn claim_loop(self: Arc<Self>) {
-        while !self.crashed.is_cancelled() {
-            let free = self.free.load(Ordering::Relaxed);
-            let mut failed = false;
-            if self.paused.load(Ordering::Relaxed) {
-                let _ = self.queue.leave_idle(&self.id).await;
-            } else if free > 0 {
-                let who = Claimant {
-                    worker: &self.id,
-                    free_slots: free,
-                    total_slots: self.slots,
-                    free_memory_mb: self.free_mem.load(Ordering::Relaxed),
-                    total_memory_mb: self.slots as u64 * MEMORY_PER_SLOT_MB,
-                    lease: self.settings.lease,
-                };
-                let t = Instant::now();
-                match self.queue.claim(QueueName::Cpu, &who, REDIS_TIME).await {
-                    Ok(Claim::Claimed(c)) if self.crashed.is_cancelled() => {
-                        // Died with the answer on the wire: the job is held, and never run.
-                        let mut g = self.running.lock().unwrap();
-                        g.insert(c.lease.job.clone(), (c.lease.clone(), CancellationToken::new()));
-                        return;
-                    }
-                    Ok(Claim::Claimed(c)) => {
-                        let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                        self.stats.claim_us.lock().unwrap().push((t, us));
-                        FleetStats::count(&self.stats.claims);
-                        self.launch(*c);
-                        continue;
-                    }
-                    Ok(_) => FleetStats::count(&self.stats.empty_claims),
-                    Err(_) => {
-                        FleetStats::count(&self.stats.errors);
-                        failed = true;
-                    }
-                }
-            }
-            let pause = if failed { CLAIM_BACKOFF } else { POLL_FALLBACK };
-            tokio::select! {
-                _ = self.wake.notified(), if !failed => {}
-                _ = self.released.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.crashed.cancelled() => {}
-            }
+    /// Starts the timer that stands for a container; a worker that died with a claim's answer
+    /// on the wire holds the job and never runs it.
+    fn start(self: &Arc<Self>, c: Claimed) {
+        if self.crashed.is_cancelled() {
+            let mut g = self.running.lock().unwrap();
+            g.insert(c.lease.job.clone(), (c.lease.clone(), CancellationToken::new()));
+            return;
         }
-    }
-
-    fn launch(self: &Arc<Self>, c: Claimed) {
         self.free.fetch_sub(c.slots, Ordering::Relaxed);
         self.free_mem.fetch_sub(c.memory_mb, Ordering::Relaxed);
         let cancel = CancellationToken::new();
@@ -415,7 +372,7 @@ impl SimWorker {
                 if self.queue.drain_requested(&self.id, &self.instance).await.is_err() {
                     FleetStats::count(&self.stats.errors);
                 }
-                self.renew_leases().await;
+                loops::renew_leases(&*self).await;
                 self.beat().await;
             } else {
                 tokio::time::sleep(CAPACITY_BEAT_GAP.saturating_sub(last_capacity_beat.elapsed())).await;
@@ -429,41 +386,6 @@ impl SimWorker {
                 {
                     FleetStats::count(&self.stats.errors);
                 }
-            }
-        }
-    }
-
-    async fn renew_leases(&self) {
-        let held: Vec<(Lease, CancellationToken)> = self.running.lock().unwrap().values().cloned().collect();
-        for (lease, cancel) in held {
-            FleetStats::count(&self.stats.renewals);
-            match self.queue.renew(&lease, self.settings.lease, REDIS_TIME).await {
-                Ok(Renewed::Held) => {}
-                Ok(Renewed::Lost) => cancel.cancel(),
-                Err(_) => FleetStats::count(&self.stats.errors),
-            }
-        }
-    }
-
-    /// As `Worker::event_loop`.
-    async fn event_loop(self: Arc<Self>) {
-        let mut rx = self.events.subscribe();
-        loop {
-            match rx.recv().await {
-                Ok(Event::Job(ev)) => match ev.status {
-                    EventStatus::Now(JobState::Queued) => self.wake.notify_one(),
-                    s if s.stops_the_container() => {
-                        let g = self.running.lock().unwrap();
-                        if let Some((lease, cancel)) = g.iter().find(|(id, _)| id.as_str() == ev.job_id).map(|(_, r)| r)
-                            && (ev.attempt == 0 || ev.attempt == lease.attempt)
-                        {
-                            cancel.cancel();
-                        }
-                    }
-                    _ => {}
-                },
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.wake.notify_one(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     }
@@ -483,6 +405,70 @@ impl SimWorker {
             if r.is_err() {
                 FleetStats::count(&self.stats.errors);
             }
+        }
+    }
+}
+
+impl Host for SimWorker {
+    fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn worker_id(&self) -> &str {
+        &self.id
+    }
+
+    fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.settings.heartbeat
+    }
+
+    fn claiming(&self) -> bool {
+        !self.paused.load(Ordering::Relaxed) && !self.crashed.is_cancelled()
+    }
+
+    /// CPU slots only: a simulated worker has no GPUs.
+    fn room(&self, queue: QueueName) -> Room {
+        match queue {
+            QueueName::Gpu => Room::default(),
+            QueueName::Cpu => Room {
+                free: self.free.load(Ordering::Relaxed),
+                total: self.slots,
+                free_memory_mb: self.free_mem.load(Ordering::Relaxed),
+                total_memory_mb: self.slots as u64 * MEMORY_PER_SLOT_MB,
+            },
+        }
+    }
+
+    fn launch(self: &Arc<Self>, claimed: Claimed, _sent: Instant) {
+        self.start(claimed);
+    }
+
+    fn running(&self) -> Vec<(Lease, CancellationToken)> {
+        self.running.lock().unwrap().values().cloned().collect()
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    async fn released(&self) {
+        self.released.notified().await
+    }
+
+    fn saw(&self, seen: Seen<'_>) {
+        match seen {
+            Seen::Claim { took, claimed: true } => {
+                let us = took.as_micros().min(u32::MAX as u128) as u32;
+                self.stats.claim_us.lock().unwrap().push((Instant::now() - took, us));
+                FleetStats::count(&self.stats.claims);
+            }
+            Seen::Claim { claimed: false, .. } => FleetStats::count(&self.stats.empty_claims),
+            Seen::Failed(_) => FleetStats::count(&self.stats.errors),
+            Seen::Renewal => FleetStats::count(&self.stats.renewals),
         }
     }
 }

@@ -4,8 +4,10 @@
 //! [`Worker::run`] and [`Shutdown`]; the rest is the worker's own business.
 //!
 //! # Layout (a job's path: `worker` claims → `attempt` → `executor` → `files`)
-//! - [`worker`]: the loops: claim, heartbeat (self-check, drain flag, leases, health key,
-//!   strays) and the job-event watch.
+//! - [`worker`]: the worker: its heartbeat (drain flag, leases, health key), its Docker loop
+//!   (self-check, strays), its lease watch, and the [`loops::Host`] the shared loops run on.
+//! - [`loops`]: claim, lease renewal and the job-event watch, written once for `dcc worker` and
+//!   the fleet simulator.
 //! - `attempt`: one attempt's life: book slots → run → record or hand back → clean up.
 //! - `executor`: one attempt in a container, step by step, container always removed.
 //! - `files`: how inputs and outputs move (`Files`, with the `copy` and `bind` modes).
@@ -29,6 +31,7 @@ mod gpu;
 mod health;
 mod keeper;
 mod logs;
+pub mod loops;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;

@@ -58,6 +58,11 @@ impl Shutdown {
         self.terminate.cancelled().await
     }
 
+    /// The quiet token (cancelled once quiet began).
+    pub fn quiet_token(&self) -> &CancellationToken {
+        &self.quiet
+    }
+
     /// The terminate token, to derive per-job tokens from.
     pub fn terminate_token(&self) -> &CancellationToken {
         &self.terminate

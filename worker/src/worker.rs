@@ -1,21 +1,20 @@
-//! The worker: a claim loop that takes jobs while slots are free, a heartbeat that renews the
-//! leases of running attempts and the worker's health key, and a watch on the worker's own event
-//! channel that wakes the claim loop when a job is claimable (a claim that found nothing made it
-//! one of the idle workers a new job wakes, see `keys::idle`) and stops containers of cancelled
-//! or deleted jobs.
+//! The worker: the [`Host`] the shared loops of [`crate::loops`] run on (claiming while slots
+//! are free, renewing leases, the watch on its own event channel), its heartbeat (drain flag,
+//! lease renewal, health key), its Docker loop (self-check, strays, warm pool) and the watch of
+//! its leases' age that stops a cut-off attempt's container.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use dcc_shared::clock::{REDIS_TIME, now_ms};
-use dcc_shared::events::{Event, EventStatus, Events};
-use dcc_shared::job::{JobId, JobState, QueueName};
+use dcc_shared::clock::now_ms;
+use dcc_shared::events::Events;
+use dcc_shared::job::{JobId, QueueName};
 use dcc_shared::queue::Queue;
-use dcc_shared::queue::claim::{Claim, Claimant};
-use dcc_shared::queue::lease::{Lease, Renewed};
+use dcc_shared::queue::claim::Claimed;
+use dcc_shared::queue::lease::Lease;
 use dcc_shared::storage::Storage;
 use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
 use tokio::sync::Notify;
@@ -25,16 +24,12 @@ use crate::attempt::Attempt;
 use crate::executor::Executor;
 use crate::files::FilesMode;
 use crate::gpu::{self, GpuPool};
+use crate::loops::{self, Host, Room};
 use crate::settings::WorkerSettings;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use crate::warm::WarmPool;
 use crate::{WorkerError, docker, files, health};
-
-/// Longest the claim loop sleeps without a wake-up; a safety net for a missed event.
-const POLL_FALLBACK: Duration = Duration::from_secs(2);
-/// Pause after a failed claim (Redis down) before trying again.
-const CLAIM_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One running attempt, as the heartbeat and the event watch see it.
 pub(crate) struct Running {
@@ -90,6 +85,8 @@ pub struct Worker {
     stopping: AtomicBool,
     /// Why it is unhealthy.
     reason: Mutex<String>,
+    /// The shutdown it runs under (set by [`Worker::run`]): attempts stop with its terminate step.
+    shutdown: std::sync::OnceLock<Shutdown>,
     started_at: i64,
     instance: String,
 }
@@ -251,6 +248,7 @@ impl Worker {
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
+            shutdown: std::sync::OnceLock::new(),
             started_at: now_ms(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
         });
@@ -313,11 +311,12 @@ impl Worker {
     /// signalled), then waits for running attempts (which `terminate` stops and hands back),
     /// then unregisters.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let _ = self.shutdown.set(shutdown.clone());
         let beat = tokio::spawn(self.clone().heartbeat_loop());
         let leases = tokio::spawn(self.clone().lease_watch());
-        let watch = tokio::spawn(self.clone().event_loop());
+        let watch = tokio::spawn(loops::event_loop(self.clone(), self.events.clone()));
         let spot = (self.settings.spot.clone()).map(|s| tokio::spawn(crate::spot::watch(s, shutdown.clone())));
-        self.claim_loop(&shutdown).await;
+        loops::claim_loop(self.clone(), shutdown.quiet_token().clone()).await;
         self.stopping.store(true, Ordering::Relaxed);
         if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
             tracing::debug!(error = %e, "could not leave the idle workers");
@@ -358,79 +357,6 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// Free and total slots of a queue on this worker: GPUs for the GPU queue, CPU slots else.
-    fn room(&self, queue: QueueName) -> (u32, u32) {
-        match queue {
-            QueueName::Gpu => (self.gpus.free(), self.gpus.total()),
-            QueueName::Cpu => (self.slots.free(), self.slots.total()),
-        }
-    }
-
-    /// Claims while there is room, until the worker quiets. Sleeps until there may be work (a
-    /// job event), room (a job ended) or the safety-net tick.
-    async fn claim_loop(self: &Arc<Self>, shutdown: &Shutdown) {
-        while !shutdown.is_quiet() {
-            if !self.healthy.load(Ordering::Relaxed) || self.is_draining() {
-                // New jobs should wake workers that claim, not this one.
-                if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
-                    tracing::debug!(error = %e, "could not leave the idle workers");
-                }
-                // The heartbeat re-checks both, and wakes us when a drain is taken back.
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.heartbeat) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.quieted() => return,
-                }
-                continue;
-            }
-            let (claimed, failed) = self.claim_round(shutdown).await;
-            if claimed {
-                continue;
-            }
-            let pause = if failed { CLAIM_BACKOFF } else { POLL_FALLBACK };
-            tokio::select! {
-                _ = self.wake.notified(), if !failed => {}
-                _ = self.slots.released() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.quieted() => return,
-            }
-        }
-    }
-
-    /// One claim per queue with room, GPU work first (GPUs are the scarcer resource; a worker
-    /// without GPUs never claims from the GPU queue, whose jobs wait for a GPU worker). Returns
-    /// (something was claimed, a claim failed).
-    async fn claim_round(self: &Arc<Self>, shutdown: &Shutdown) -> (bool, bool) {
-        let (mut claimed, mut failed) = (false, false);
-        for queue in [QueueName::Gpu, QueueName::Cpu] {
-            let (free, total) = self.room(queue);
-            if free == 0 || self.is_draining() {
-                continue;
-            }
-            let who = Claimant {
-                worker: &self.settings.id,
-                free_slots: free,
-                total_slots: total,
-                free_memory_mb: self.memory.free().into(),
-                total_memory_mb: self.memory.total().into(),
-                lease: self.settings.lease,
-            };
-            let sent = std::time::Instant::now();
-            match self.queue.claim(queue, &who, REDIS_TIME).await {
-                Ok(Claim::Claimed(c)) => {
-                    Attempt::launch(self, *c, sent, shutdown);
-                    claimed = true;
-                }
-                Ok(Claim::NoFit | Claim::Empty) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "claim failed; retrying");
-                    failed = true;
-                }
-            }
-        }
-        (claimed, failed)
-    }
-
     /// Resolves when the number of idle warm containers changed (never without a pool).
     async fn warm_changed(&self) {
         match self.exec.warm_pool() {
@@ -466,7 +392,7 @@ impl Worker {
                 continue;
             }
             self.follow_drain_flag().await;
-            self.renew_leases().await;
+            loops::renew_leases(&*self).await;
             if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
                 tracing::warn!(error = %e, "health beat failed");
             }
@@ -524,26 +450,6 @@ impl Worker {
         }
     }
 
-    /// Renews every held lease (a renewal that fails is left to [`Worker::lease_watch`]).
-    async fn renew_leases(&self) {
-        for (id, lease, cancel) in self.running_ids() {
-            let sent = std::time::Instant::now();
-            match self.queue.renew(&lease, self.settings.lease, REDIS_TIME).await {
-                Ok(Renewed::Held) => {
-                    let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(r) = g.get_mut(&id) {
-                        r.renewed = r.renewed.max(sent);
-                    }
-                }
-                Ok(Renewed::Lost) => {
-                    tracing::warn!(job_id = %id, event = "LeaseLost", "lease lost; stopping the container");
-                    cancel.cancel();
-                }
-                Err(e) => tracing::warn!(job_id = %id, error = %e, "lease renewal failed"),
-            }
-        }
-    }
-
     /// Stops the container of an attempt cut off from Redis [`stop_after`] its last successful
     /// renewal was sent: its lease may expire soon on Redis's clock and the job run elsewhere.
     /// Its result, if it has one by then, is still offered to the fenced finish.
@@ -594,28 +500,68 @@ impl Worker {
             Err(e) => tracing::debug!(error = %e, "listing containers failed"),
         }
     }
+}
 
-    async fn event_loop(self: Arc<Self>) {
-        let mut rx = self.events.subscribe();
-        loop {
-            match rx.recv().await {
-                Ok(Event::Job(ev)) => match ev.status {
-                    EventStatus::Now(JobState::Queued) => self.wake.notify_one(),
-                    s if s.stops_the_container() => {
-                        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(r) = g.iter().find(|(id, _)| id.as_str() == ev.job_id).map(|(_, r)| r)
-                            && (ev.attempt == 0 || ev.attempt == r.lease.attempt)
-                        {
-                            tracing::info!(job_id = %ev.job_id, "job {}; stopping its container", ev.status.as_str());
-                            r.cancel.cancel();
-                        }
-                    }
-                    _ => {}
-                },
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.wake.notify_one(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
+impl Host for Worker {
+    fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn worker_id(&self) -> &str {
+        &self.settings.id
+    }
+
+    fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.settings.heartbeat
+    }
+
+    /// Healthy and neither draining nor stopping (the heartbeat re-checks both, and wakes the
+    /// claim loop when a drain is taken back).
+    fn claiming(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_draining()
+    }
+
+    /// GPUs for the GPU queue, CPU slots else; memory either way.
+    fn room(&self, queue: QueueName) -> Room {
+        let (free, total) = match queue {
+            QueueName::Gpu => (self.gpus.free(), self.gpus.total()),
+            QueueName::Cpu => (self.slots.free(), self.slots.total()),
+        };
+        Room {
+            free,
+            total,
+            free_memory_mb: self.memory.free().into(),
+            total_memory_mb: self.memory.total().into(),
         }
+    }
+
+    fn launch(self: &Arc<Self>, claimed: Claimed, sent: Instant) {
+        let shutdown = self.shutdown.get().cloned().unwrap_or_default();
+        Attempt::launch(self, claimed, sent, &shutdown);
+    }
+
+    fn running(&self) -> Vec<(Lease, CancellationToken)> {
+        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        g.values().map(|r| (r.lease.clone(), r.cancel.clone())).collect()
+    }
+
+    fn renewed(&self, job: &JobId, sent: Instant) {
+        let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = g.get_mut(job) {
+            r.renewed = r.renewed.max(sent);
+        }
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    async fn released(&self) {
+        self.slots.released().await
     }
 }
 
