@@ -101,51 +101,82 @@ impl Drop for Netns {
     }
 }
 
-/// The start and death times (ns) of each attempt's container of `job`, from Docker's events.
-fn container_lives(job: &str, since: i64) -> Vec<(String, String, i64)> {
-    let out = Command::new("docker")
-        .args([
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &chrono_now().to_string(),
-        ])
-        .args([
-            "--filter",
-            &format!("label=dcc.job={job}"),
-            "--filter",
-            "type=container",
-        ])
-        .args(["--filter", "event=start", "--filter", "event=die"])
-        .args([
-            "--format",
-            "{{index .Actor.Attributes \"dcc.attempt\"}} {{.Action}} {{.TimeNano}}",
-        ])
-        .output()
-        .expect("docker events");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.parse().ok()?))
-        })
-        .collect()
+/// Docker's start and die events of every DCC job container, followed live from just before the
+/// test's job is submitted (the daemon keeps only a short history, which a busy suite overruns).
+struct ContainerLives {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + 1
+impl ContainerLives {
+    fn follow() -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1;
+        let mut child = Command::new("docker")
+            .args(["events", "--since", &since.to_string()])
+            .args(["--filter", "type=container", "--filter", "label=dcc.job"])
+            .args(["--filter", "event=start", "--filter", "event=die"])
+            .args([
+                "--format",
+                "{{index .Actor.Attributes \"dcc.job\"}} {{index .Actor.Attributes \"dcc.attempt\"}} {{.Action}} {{.TimeNano}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        ContainerLives { child, lines }
+    }
+
+    /// (attempt, action) of `job`'s containers, in the order Docker reported them.
+    fn of(&self, job: &str) -> Vec<(String, String)> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()? == job).then_some(())?;
+                Some((f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ContainerLives {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Asserts that no container of `job` started while another was alive.
-fn no_overlap(job: &str, since: i64) {
-    let lives = container_lives(job, since);
+async fn no_overlap(lives: &ContainerLives, job: &str) {
+    // The last die event may trail the job's end by a moment.
+    let lives = eventually(
+        Duration::from_secs(10),
+        "Docker's events of the job's containers",
+        || async {
+            let l = lives.of(job);
+            let (starts, dies) = (
+                l.iter().filter(|(_, a)| a == "start").count(),
+                l.iter().filter(|(_, a)| a == "die").count(),
+            );
+            (starts > 0 && starts == dies).then_some(l)
+        },
+    )
+    .await;
     let mut alive: Vec<&str> = Vec::new();
-    for (attempt, action, _) in &lives {
+    for (attempt, action) in &lives {
         match action.as_str() {
             "start" => {
                 assert!(
@@ -158,7 +189,7 @@ fn no_overlap(job: &str, since: i64) {
         }
     }
     assert!(
-        lives.iter().any(|(_, a, _)| a == "die"),
+        lives.iter().any(|(_, a)| a == "die"),
         "no container life seen: {lives:?}"
     );
 }
@@ -182,7 +213,7 @@ async fn cut_while_running(script: &str, lease_secs: u64, heartbeat_secs: u64) -
         .env("DCC_REDIS_URL", format!("redis://{host}:{}", redis.port()))
         .start()
         .await;
-    let since = chrono_now() - 2;
+    let lives = ContainerLives::follow();
     let id = api.submit_id(sh(script)).await;
     let v = api.wait_status(&id, "running", Duration::from_secs(30)).await;
     assert_eq!(v["workerId"], cut_off.worker_id.as_str());
@@ -218,7 +249,7 @@ async fn cut_while_running(script: &str, lease_secs: u64, heartbeat_secs: u64) -
         )
         .await;
     }
-    no_overlap(&id, since);
+    no_overlap(&lives, &id).await;
     drop(other);
     Some((done, cut_off))
 }
