@@ -151,12 +151,12 @@ impl ApiError {
         }
     }
 
-    /// 503 `NOT_DURABLE` for the job `id` (see [`Code::NotDurable`]).
-    pub fn not_durable(id: &str, e: &dcc_shared::Error) -> Self {
+    /// 503 `NOT_DURABLE` (see [`Code::NotDurable`]), naming the job when it is known.
+    fn not_durable(id: Option<&str>, e: &dcc_shared::Error) -> Self {
         crate::telemetry::redis_error();
         tracing::warn!(job_id = id, error = %e, "write not confirmed durable");
         ApiError {
-            job_id: Some(id.to_string()),
+            job_id: id.map(String::from),
             retry_after: Some(1),
             ..Self::new(
                 Code::NotDurable,
@@ -168,7 +168,7 @@ impl ApiError {
     /// A queue error about the job `id`: as [`From`], but `NOT_DURABLE` names the job.
     pub fn of_job(id: &str, e: dcc_shared::Error) -> Self {
         match e {
-            dcc_shared::Error::NotDurable { .. } => Self::not_durable(id, &e),
+            dcc_shared::Error::NotDurable { .. } => Self::not_durable(Some(id), &e),
             e => e.into(),
         }
     }
@@ -246,11 +246,7 @@ impl From<SpecError> for ApiError {
 impl From<dcc_shared::Error> for ApiError {
     fn from(e: dcc_shared::Error) -> Self {
         if let dcc_shared::Error::NotDurable { .. } = e {
-            crate::telemetry::redis_error();
-            return ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(Code::NotDurable, format!("{e}; retry the same request"))
-            };
+            return ApiError::not_durable(None, &e);
         }
         if e.is_unavailable() {
             crate::telemetry::redis_error();

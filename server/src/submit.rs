@@ -453,7 +453,7 @@ pub async fn enqueue_staged(
         Ok(r) => r,
         // The job is written: its staged inputs stay, a retry with this id finds it.
         Err(e @ dcc_shared::Error::NotDurable { .. }) => {
-            return Err(who.error(ApiError::not_durable(id.as_str(), &e)));
+            return Err(who.error(ApiError::of_job(id.as_str(), e)));
         }
         Err(e) => {
             staging.discard().await;

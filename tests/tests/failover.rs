@@ -126,6 +126,25 @@ impl Stream {
     }
 }
 
+/// Submits until one is accepted (within 10 s of the endpoint's switch); its job id.
+async fn first_submit_after_the_failover(api: &Api) -> String {
+    let switched = Instant::now();
+    let id = eventually(
+        Duration::from_secs(10),
+        "a submit to succeed after the failover",
+        || async {
+            let a = api.try_submit(sh("echo after")).await?;
+            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    eprintln!(
+        "first submit after the failover: {:.1} s",
+        switched.elapsed().as_secs_f64()
+    );
+    id
+}
+
 /// Acknowledged ids whose job the promoted replica does not have.
 async fn lost(on: &Redis, acked: &[String]) -> usize {
     let keys = Keys::new("dcc");
@@ -228,20 +247,7 @@ async fn a_failover_costs_no_running_job_its_attempt() {
     primary.kill();
     promote(&replica).await;
     proxy.switch(addr(&replica));
-    let switched = Instant::now();
-    let next = eventually(
-        Duration::from_secs(10),
-        "a submit to succeed after the switch",
-        || async {
-            let a = api.try_submit(sh("echo after")).await?;
-            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
-        },
-    )
-    .await;
-    eprintln!(
-        "first submit after the switch: {:.1} s",
-        switched.elapsed().as_secs_f64()
-    );
+    let next = first_submit_after_the_failover(&api).await;
     let v = api.wait_status(&id, "succeeded", Duration::from_secs(40)).await;
     assert_eq!(
         v["attempt"],
@@ -286,20 +292,7 @@ async fn a_demoted_primary_is_left_for_the_endpoints_new_one() {
         .await
         .expect("demote the old primary");
     proxy.redirect(addr(&replica));
-    let switched = Instant::now();
-    let id = eventually(
-        Duration::from_secs(10),
-        "a submit to succeed after the failover",
-        || async {
-            let a = api.try_submit(sh("echo after")).await?;
-            (a.status == 201).then(|| a.body["jobId"].as_str().unwrap().to_string())
-        },
-    )
-    .await;
-    eprintln!(
-        "first submit after the failover: {:.1} s",
-        switched.elapsed().as_secs_f64()
-    );
+    let id = first_submit_after_the_failover(&api).await;
     let v = api.wait_status(&id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(v["attempt"], 1, "{v}");
 }

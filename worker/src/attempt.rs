@@ -146,17 +146,17 @@ impl Attempt {
         let (end, leftovers) = exec
             .run(&self.record, self.lease.attempt, &self.held.gpu_ids, &self.cancel)
             .await;
-        if matches!(end, AttemptEnd::Aborted)
-            && let Some(left) = leftovers
-        {
-            // Nothing to record: the container goes now, not once an unreachable Redis answers
-            // the hand-back.
-            exec.clean_up(left).await;
-            self.conclude(end).await;
-            return None;
-        }
+        // An aborted attempt has nothing to record: its container goes now, not once an
+        // unreachable Redis answers the hand-back. Otherwise it goes after the result is out:
+        // nobody waits on Docker removing it.
+        let leftovers = match (&end, leftovers) {
+            (AttemptEnd::Aborted, Some(left)) => {
+                exec.clean_up(left).await;
+                None
+            }
+            (_, left) => left,
+        };
         self.conclude(end).await;
-        // Removed after the result is out: nobody waits on Docker removing the container.
         leftovers
     }
 

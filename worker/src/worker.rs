@@ -263,11 +263,8 @@ impl Worker {
         &self.settings.id
     }
 
-    fn running_ids(&self) -> Vec<(JobId, Lease, CancellationToken)> {
-        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        g.iter()
-            .map(|(k, r)| (k.clone(), r.lease.clone(), r.cancel.clone()))
-            .collect()
+    fn running_count(&self) -> usize {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn info(&self) -> WorkerInfo {
@@ -321,10 +318,10 @@ impl Worker {
         if let Err(e) = self.queue.leave_idle(&self.settings.id).await {
             tracing::debug!(error = %e, "could not leave the idle workers");
         }
-        tracing::info!(running = self.running_ids().len(), "worker draining: no new claims");
+        tracing::info!(running = self.running_count(), "worker draining: no new claims");
         loop {
             let ended = self.ended.notified();
-            if self.running_ids().is_empty() {
+            if self.running_count() == 0 {
                 break;
             }
             tokio::select! {
@@ -405,7 +402,7 @@ impl Worker {
     /// waits, bounded, until the next tick.
     async fn docker_loop(self: Arc<Self>) {
         let beat = self.settings.heartbeat;
-        let limit = (beat / 2).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(5));
+        let limit = (beat / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut tick = tokio::time::interval(beat);
         loop {
             tick.tick().await;
@@ -426,7 +423,7 @@ impl Worker {
     }
 
     /// Docker, disk and GPU devices: while one fails, the worker is `UNHEALTHY` and claims nothing.
-    async fn self_check(&self, limit: std::time::Duration) {
+    async fn self_check(&self, limit: Duration) {
         let s = &self.settings;
         let problem = match health::check(self.exec.docker(), &s.exec.tmp_dir, s.disk_min_free_percent, limit).await {
             None => self.gpu_devices.problem(),

@@ -99,6 +99,7 @@ impl Queue {
         let wait_ms = policy.timeout.as_millis() as u64;
         let wanted = match policy.mode {
             Durability::None => return Ok(()),
+            Durability::Aof(0) => 0,
             Durability::Replicas(n) | Durability::Aof(n) => n.min(self.connected_replicas(conn).await?),
         };
         let cmd = match policy.mode {
