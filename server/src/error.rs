@@ -182,28 +182,7 @@ impl ApiError {
     }
 }
 
-/// The error body as sent (also the source of its OpenAPI schema), and as a client reads it.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-    /// The job concerned, on `WAIT_TIMEOUT` (keep following it with this id).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-}
-
-/// The `error` object of an [`ErrorBody`].
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable code from the contract, e.g. `INVALID_JOB`, `NOT_FOUND`, `UNAVAILABLE`.
-    pub code: String,
-    /// A sentence for people.
-    pub message: String,
-    /// The request field to blame, as `parameters.cpus` or `inputs[1].name`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use dcc_shared::api::{ErrorBody, ErrorDetail};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

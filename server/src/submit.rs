@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::spec::{InputSource, MAX_INPUTS, SpecError, definition_hash, validate_input_name};
-use dcc_shared::job::{JobId, JobRequest, JobSpec, JobState, JobView, Lane, StagedInput, ValidJob};
+use dcc_shared::job::{JobId, JobRequest, JobSpec, JobState, Lane, StagedInput, ValidJob};
 use dcc_shared::queue::enqueue::{Enqueued, NewJob};
 use dcc_shared::storage::{ByteStream, Storage, paths};
 use futures_util::StreamExt;
@@ -26,6 +26,7 @@ use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::tenants::Principal;
 use crate::wait;
+pub use dcc_shared::api::{Links, SubmitAnswer, SubmitOk};
 
 /// Staged inputs of one submission, removed again unless the job is created.
 pub struct Staging {
@@ -103,44 +104,6 @@ impl Staging {
 
 fn hex_digest(h: Sha256) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The answer to a submission that queued a job (or found the same job under its id).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SubmitAnswer {
-    /// The job's id.
-    pub job_id: String,
-    /// Its state now (`queued` for a new job).
-    pub status: JobState,
-    /// Where to follow it.
-    pub links: Links,
-}
-
-/// The routes of one job.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Links {
-    /// The job view.
-    #[serde(rename = "self")]
-    pub self_: String,
-    /// Long-poll until it ends.
-    pub wait: String,
-    /// Its stdout.
-    pub stdout: String,
-    /// Its stderr.
-    pub stderr: String,
-    /// Cancel it (POST).
-    pub cancel: String,
-}
-
-/// A `200` submission answer: the ended job (`wait: true`) or the existing job of that id.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum SubmitOk {
-    /// With `wait: true`: the job once it ended.
-    Ended(Box<JobView>),
-    /// The same id with the same definition was submitted before: that job.
-    Existing(SubmitAnswer),
 }
 
 /// The multipart form of a submission. Documentation of the wire format only: the handler reads
@@ -417,18 +380,6 @@ async fn read_field(mut field: Field<'_>, limit: u64) -> Result<Vec<u8>, ApiErro
     Ok(out)
 }
 
-/// The links of a job, in submit answers.
-pub fn links(id: &str) -> Links {
-    let base = format!("/api/v1/jobs/{id}");
-    Links {
-        wait: format!("{base}/wait"),
-        stdout: format!("{base}/stdout"),
-        stderr: format!("{base}/stderr"),
-        cancel: format!("{base}/cancel"),
-        self_: base,
-    }
-}
-
 /// Queues a staged job in `lane`, applying the same-id rule: `201` when created, `200` when the
 /// same job exists (its staged copy is dropped), `409` when another definition holds the id.
 pub async fn enqueue_staged(
@@ -520,7 +471,7 @@ async fn finalize(
     let answer = SubmitAnswer {
         job_id: external.to_string(),
         status: current,
-        links: links(external),
+        links: Links::of(external),
     };
     if status == StatusCode::OK {
         return Ok((status, Json(SubmitOk::Existing(answer))).into_response());

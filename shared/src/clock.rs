@@ -31,6 +31,12 @@ pub fn rfc3339(ms: Millis) -> String {
     }
 }
 
+/// Reads an RFC 3339 time (as [`rfc3339`] writes them) back into milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Millis::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +45,7 @@ mod tests {
     fn formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123Z"), Some(1_700_000_000_123));
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The core every DCC process shares: the job model, the Redis queue, storage and configuration.
 //!
 //! # Layout
+//! - [`api`]: the v1 API's answer bodies, as served and as read back by clients.
 //! - [`job`]: the job definition a client submits (`spec`), its validation, its state machine
 //!   (`state`) and the record a job becomes in Redis (`record`).
 //! - [`keys`]: every Redis key name, built in one place.
@@ -15,6 +16,7 @@
 //! - [`error`]: the error types of this crate.
 //! - `testing` (feature `test-util`): a real `redis-server` per test.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;

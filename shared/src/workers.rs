@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::clock::{Millis, rfc3339};
+use crate::clock::{Millis, parse_rfc3339, rfc3339};
 use crate::job::QueueName;
 use crate::job::view::{WaitReason, Waiting};
 use crate::queue::Queue;
@@ -38,7 +38,7 @@ impl Health {
 
 /// What a worker reports about itself on every beat; also what `GET /api/v1/workers` shows of
 /// it (times as RFC 3339, the instance nonce left out).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = WorkerView)]
 pub struct WorkerInfo {
@@ -62,32 +62,32 @@ pub struct WorkerInfo {
     /// Jobs running now.
     pub running_jobs: u32,
     /// Its last heartbeat.
-    #[serde(serialize_with = "as_rfc3339")]
+    #[serde(serialize_with = "as_rfc3339", deserialize_with = "from_rfc3339")]
     #[schema(value_type = String)]
     pub last_seen: Millis,
     /// When it started.
-    #[serde(serialize_with = "as_rfc3339")]
+    #[serde(serialize_with = "as_rfc3339", deserialize_with = "from_rfc3339")]
     #[schema(value_type = String)]
     pub started_at: Millis,
     /// The DCC version it runs.
     pub version: String,
     /// Random per process: tells a restarted worker from a second one using the same id.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub instance: String,
     /// Why it is unhealthy, when it is (`null` otherwise).
-    #[serde(serialize_with = "empty_as_null")]
+    #[serde(serialize_with = "empty_as_null", deserialize_with = "null_as_empty")]
     #[schema(value_type = Option<String>)]
     pub reason: String,
     /// GPU models, when detection could tell.
     pub gpu_models: Vec<String>,
     /// Since when it has run nothing; `null` while it runs jobs. The scaler drains workers idle
     /// for long enough.
-    #[serde(serialize_with = "opt_rfc3339")]
+    #[serde(serialize_with = "opt_rfc3339", deserialize_with = "from_opt_rfc3339")]
     #[schema(value_type = Option<String>)]
     pub idle_since: Option<Millis>,
     /// How the worker moves job files: `bind` (host folders bound in) or `copy` (through the
     /// Docker API); null for a worker of an older version.
-    #[serde(serialize_with = "empty_as_null")]
+    #[serde(serialize_with = "empty_as_null", deserialize_with = "null_as_empty")]
     #[schema(value_type = Option<String>)]
     pub files_mode: String,
     /// Warm containers it holds ready for fast jobs (idle; see `DCC_WARM_POOL`).
@@ -103,6 +103,24 @@ fn opt_rfc3339<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> std::result::
         Some(ms) => s.serialize_str(&rfc3339(*ms)),
         None => s.serialize_none(),
     }
+}
+
+fn from_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Millis, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text}")))
+}
+
+fn from_opt_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Millis>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => parse_rfc3339(&text)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text}"))),
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 fn empty_as_null<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {

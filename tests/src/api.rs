@@ -2,19 +2,22 @@
 
 use std::time::Duration;
 
+use dcc_client::{Body, Client, Http, Reply};
 use serde_json::{Value, json};
 
 use crate::{IMAGE, eventually};
 
-/// A small client of the DCC API.
+/// The tests' client of the DCC API: the typed client the CLI and the 2018 adapter use
+/// ([`dcc_client::Client`]), with answers also read as raw JSON where a test checks the wire.
 #[derive(Clone)]
 pub struct Api {
     /// `http://host:port`.
     pub base: String,
-    /// The HTTP client.
+    /// An HTTP client, for probes below the API (headers, redirects, raw bodies).
     pub http: reqwest::Client,
     /// Bearer key to send, if any.
     pub key: Option<String>,
+    client: Client<Http>,
 }
 
 /// An answer: status and JSON body (or the text wrapped as a JSON string).
@@ -37,6 +40,7 @@ impl Api {
     /// A client of `base`.
     pub fn new(base: String) -> Self {
         Api {
+            client: Client::new(Http::new(&base, None)),
             base,
             http: reqwest::Client::new(),
             key: None,
@@ -47,53 +51,57 @@ impl Api {
     pub fn with_key(&self, key: &str) -> Self {
         Api {
             key: Some(key.to_string()),
+            client: Client::new(Http::new(&self.base, Some(key.to_string()))),
             ..self.clone()
         }
     }
 
-    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(m, format!("{}{}", self.base, path));
-        match &self.key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        }
+    /// The typed client.
+    pub fn client(&self) -> &Client<Http> {
+        &self.client
     }
 
-    async fn answer(r: reqwest::Response) -> Answer {
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    async fn answer(r: Reply) -> Answer {
+        let status = r.status.as_u16();
+        let bytes = r.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Answer { status, body }
     }
 
     /// Sends a request with an optional JSON body.
     pub async fn call(&self, m: reqwest::Method, path: &str, body: Option<&Value>) -> Answer {
-        let mut r = self.req(m, path);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        Self::answer(r.send().await.expect("the server answers")).await
+        let reply = match body {
+            Some(b) => self.client.send_json(m, path, b).await,
+            None => self.client.send(m, path, Body::Empty, None).await,
+        };
+        Self::answer(reply.expect("the server answers")).await
     }
 
     /// Sends raw bytes as the body.
     pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> Answer {
-        let r = self
-            .req(reqwest::Method::POST, path)
-            .header("content-type", content_type)
-            .body(body);
-        Self::answer(r.send().await.expect("the server answers")).await
+        let reply = self
+            .client
+            .send(
+                reqwest::Method::POST,
+                path,
+                Body::Bytes(body.into()),
+                Some(content_type),
+            )
+            .await;
+        Self::answer(reply.expect("the server answers")).await
     }
 
     /// Sends a multipart form.
     pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> Answer {
-        Self::answer(
-            self.req(reqwest::Method::POST, path)
-                .multipart(form)
-                .send()
-                .await
-                .expect("the server answers"),
-        )
-        .await
+        let sent = self
+            .client
+            .transport()
+            .request(reqwest::Method::POST, path)
+            .multipart(form)
+            .send()
+            .await;
+        Self::answer(Reply::from_reqwest(sent.expect("the server answers"))).await
     }
 
     /// GET as JSON.
@@ -103,13 +111,13 @@ impl Api {
 
     /// GET as bytes, with the status.
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = self
-            .req(reqwest::Method::GET, path)
-            .send()
+        let reply = self
+            .client
+            .send(reqwest::Method::GET, path, Body::Empty, None)
             .await
             .expect("the server answers");
-        let s = r.status().as_u16();
-        (s, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+        let s = reply.status.as_u16();
+        (s, reply.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
     }
 
     /// POST JSON.
@@ -124,11 +132,9 @@ impl Api {
 
     /// Submits a job; `None` when the server could not be reached or did not answer in 30 s.
     pub async fn try_submit(&self, job: Value) -> Option<Answer> {
-        let r = self
-            .req(reqwest::Method::POST, "/api/v1/jobs")
-            .json(&job)
-            .timeout(Duration::from_secs(30));
-        Some(Self::answer(r.send().await.ok()?).await)
+        let patient = Client::new(Http::new(&self.base, self.key.clone()).with_timeout(Duration::from_secs(30)));
+        let reply = patient.send_json(reqwest::Method::POST, "/api/v1/jobs", &job).await;
+        Some(Self::answer(reply.ok()?).await)
     }
 
     /// Submits a job and returns its id (asserting 201).
@@ -156,8 +162,8 @@ impl Api {
     /// Waits for a job to reach `status`.
     pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
         eventually(timeout, &format!("job {id} to be {status}"), || async {
-            let v = self.job(id).await;
-            (v["status"] == status).then_some(v)
+            let v = self.client.job(id).await.expect("the job's view");
+            (v.status.as_str() == status).then(|| json!(v))
         })
         .await
     }
@@ -175,15 +181,13 @@ pub fn sh(script: &str) -> Value {
     json!({"image": IMAGE, "command": ["sh", "-c", script]})
 }
 
-/// How many of `ids` are in a terminal state (one listing request per 1000 jobs).
+/// How many of `ids` are in a terminal state (one view request per job).
 pub async fn count_terminal(api: &Api, ids: &[String]) -> usize {
     let mut n = 0;
     for id in ids {
-        let v = api.get(&format!("/api/v1/jobs/{id}")).await.body;
-        if matches!(
-            v["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out" | "cancelled")
-        ) {
+        if let Ok(v) = api.client().job(id).await
+            && v.status.is_terminal()
+        {
             n += 1;
         }
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::Subcommand;
+use dcc_client::{ListQuery, Log, Submitted};
+use dcc_shared::job::{JobState, JobView};
 use serde_json::Value;
 
 /// Writes a line to stdout. A reader that went away (`dcc ls | head -3`) ends the command quietly
@@ -130,70 +132,8 @@ pub enum ClientCommand {
     },
 }
 
-/// A DCC API client.
-pub struct Client {
-    base: String,
-    key: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Client {
-    /// A client of `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str, key: Option<String>) -> Self {
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            key,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(m, format!("{}{}", self.base, path));
-        match &self.key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        }
-    }
-
-    /// Sends a request and returns (status, JSON body), turning API errors into messages.
-    async fn call(&self, m: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
-        let mut r = self.req(m, path);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        let resp = r
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the DCC server at {}", self.base))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status >= 400 && status != 504 {
-            let e = &v["error"];
-            let field = e["field"].as_str().map(|f| format!(" ({f})")).unwrap_or_default();
-            bail!(
-                "{} {}{}: {}",
-                status,
-                e["code"].as_str().unwrap_or("ERROR"),
-                field,
-                e["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok((status, v))
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.call(reqwest::Method::GET, path, None).await?.1)
-    }
-
-    async fn text(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let resp = self.req(reqwest::Method::GET, path).send().await?;
-        if !resp.status().is_success() {
-            bail!("{} for {path}", resp.status());
-        }
-        Ok(resp.bytes().await?.to_vec())
-    }
-}
+/// The CLI's client of the API.
+type Client = dcc_client::Client<dcc_client::Http>;
 
 fn read_job(file: &Path) -> anyhow::Result<Value> {
     let text = if file.as_os_str() == "-" {
@@ -205,41 +145,46 @@ fn read_job(file: &Path) -> anyhow::Result<Value> {
 }
 
 /// The process exit code for an ended job.
-pub fn exit_code(view: &Value) -> i32 {
-    match view["status"].as_str() {
-        Some("succeeded") => 0,
-        Some("timed_out") => EXIT_TIMED_OUT,
-        Some("cancelled") => EXIT_CANCELLED,
-        _ => match view["exitCode"].as_i64() {
+pub fn exit_code(view: &JobView) -> i32 {
+    match view.status {
+        JobState::Succeeded => 0,
+        JobState::TimedOut => EXIT_TIMED_OUT,
+        JobState::Cancelled => EXIT_CANCELLED,
+        _ => match view.exit_code {
             Some(c) if c != 0 => c.clamp(1, 255) as i32,
             _ => EXIT_FAILED,
         },
     }
 }
 
-fn summary(v: &Value) -> String {
+fn summary(v: &JobView) -> String {
     let mut s = format!(
         "{} {} (attempt {}/{})",
-        v["jobId"].as_str().unwrap_or("?"),
-        v["status"].as_str().unwrap_or("?"),
-        v["attempt"],
-        v["maxAttempts"]
+        v.job_id,
+        v.status.as_str(),
+        v.attempt,
+        v.max_attempts
     );
-    if let Some(c) = v["exitCode"].as_i64() {
+    if let Some(c) = v.exit_code {
         s.push_str(&format!(" exit {c}"));
     }
-    if let Some(code) = v["error"]["code"].as_str() {
-        s.push_str(&format!(" {code}: {}", v["error"]["message"].as_str().unwrap_or("")));
+    if let Some(e) = &v.error {
+        s.push_str(&format!(" {}: {}", e.code, e.message));
     }
-    if let Some(ms) = v["stats"]["totalMs"].as_i64() {
+    if let Some(ms) = v.stats.as_ref().and_then(|s| s.total_ms) {
         s.push_str(&format!(" in {:.1} s", ms as f64 / 1000.0));
     }
     s
 }
 
+/// The API's JSON of an answer, as the server sent it (the types read back field for field).
+fn json_of(answer: &impl serde::Serialize) -> String {
+    serde_json::to_string(answer).unwrap_or_default()
+}
+
 /// Waits for a job to end, with a live status line on a terminal; with `follow`, prints its
 /// stdout as it grows.
-async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<Value> {
+async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<JobView> {
     let tty = std::io::stderr().is_terminal() && !follow;
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -251,57 +196,42 @@ async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<Val
     if let Some(b) = &bar {
         b.set_message(format!("{id}: submitted"));
     }
+    // A terminal's status line refreshes every second; otherwise long-poll in 30 s steps.
+    let poll = match (follow, bar.is_some()) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 30,
+    };
     loop {
-        // A terminal's status line refreshes every second; otherwise long-poll in 30 s steps.
-        let poll = if follow {
-            2
-        } else if bar.is_some() {
-            1
-        } else {
-            30
-        };
-        let (status, v) = client
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/jobs/{id}/wait?timeoutSecs={poll}"),
-                None,
-            )
-            .await?;
-        let view = if status == 504 {
-            client.get(&format!("/api/v1/jobs/{id}")).await?
-        } else {
-            v
-        };
+        let ended = client.wait(id, poll).await?;
         if follow {
-            let out = client
-                .text(&format!("/api/v1/jobs/{id}/stdout"))
-                .await
-                .unwrap_or_default();
+            let out = client.log(id, Log::Stdout).await.unwrap_or_default();
             if out.len() > printed {
                 emit(&out[printed..]);
                 printed = out.len();
             }
         }
-        if let Some(b) = &bar {
-            b.set_message(format!(
-                "{id}: {} (attempt {}) {:.1}s",
-                view["status"].as_str().unwrap_or("?"),
-                view["attempt"],
-                start.elapsed().as_secs_f64()
-            ));
-        }
-        if status == 200 {
+        if let Some(view) = ended {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
             return Ok(view);
+        }
+        if let Some(b) = &bar {
+            let view = client.job(id).await?;
+            b.set_message(format!(
+                "{id}: {} (attempt {}) {:.1}s",
+                view.status.as_str(),
+                view.attempt,
+                start.elapsed().as_secs_f64()
+            ));
         }
     }
 }
 
 /// Runs one client command; returns the process exit code.
 pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyhow::Result<i32> {
-    let client = Client::new(server, key);
+    let client = Client::new(dcc_client::Http::new(server, key));
     match cmd {
         ClientCommand::Submit {
             file,
@@ -311,34 +241,30 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
         } => submit(&client, &file, wait || follow, follow, json).await,
         ClientCommand::Run { file, out, json } => run_fast(&client, &file, out.as_deref(), json).await,
         ClientCommand::Status { id, json } => {
-            let v = client.get(&format!("/api/v1/jobs/{id}")).await?;
+            let v = client.job(&id).await?;
             if json {
-                out!("{v}")
+                out!("{}", json_of(&v))
             } else {
                 out!("{}", summary(&v))
             }
             Ok(0)
         }
         ClientCommand::Logs { id, stderr, follow } => {
-            let stream = if stderr { "stderr" } else { "stdout" };
             if follow && !stderr {
                 let view = wait_for(&client, &id, true).await?;
                 return Ok(exit_code(&view));
             }
-            emit(&client.text(&format!("/api/v1/jobs/{id}/{stream}")).await?);
+            let log = if stderr { Log::Stderr } else { Log::Stdout };
+            emit(&client.log(&id, log).await?);
             Ok(0)
         }
         ClientCommand::Cancel { id } => {
-            let (_, v) = client
-                .call(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"), None)
-                .await?;
-            out!("{id} {}", v["status"].as_str().unwrap_or("?"));
+            let a = client.cancel(&id).await?;
+            out!("{id} {}", a.status.as_str());
             Ok(0)
         }
         ClientCommand::Rm { id } => {
-            client
-                .call(reqwest::Method::DELETE, &format!("/api/v1/jobs/{id}"), None)
-                .await?;
+            client.delete(&id).await?;
             out!("{id} deleted");
             Ok(0)
         }
@@ -352,24 +278,24 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
 async fn submit(client: &Client, file: &Path, wait: bool, follow: bool, json: bool) -> anyhow::Result<i32> {
     let mut job = read_job(file)?;
     job["wait"] = Value::Bool(false);
-    let (_, v) = client.call(reqwest::Method::POST, "/api/v1/jobs", Some(&job)).await?;
-    let id = v["jobId"].as_str().unwrap_or_default().to_string();
+    let answer = client.submit(&job).await?;
+    let id = answer.job_id().to_string();
     if !wait {
-        if json {
-            out!("{v}")
-        } else {
-            out!("{id}")
+        match (&answer, json) {
+            (Submitted::Queued(a) | Submitted::Existing(a), true) => out!("{}", json_of(a)),
+            (Submitted::Ended(v), true) => out!("{}", json_of(v)),
+            (_, false) => out!("{id}"),
         }
         return Ok(0);
     }
     let view = wait_for(client, &id, follow).await?;
     if json {
-        out!("{view}");
-    } else if !follow {
-        eprintln!("{}", summary(&view));
-        emit(&client.text(&format!("/api/v1/jobs/{id}/stdout")).await?);
+        out!("{}", json_of(&view));
     } else {
         eprintln!("{}", summary(&view));
+        if !follow {
+            emit(&client.log(&id, Log::Stdout).await?);
+        }
     }
     Ok(exit_code(&view))
 }
@@ -377,37 +303,37 @@ async fn submit(client: &Client, file: &Path, wait: bool, follow: bool, json: bo
 /// `dcc run`: a fast job; its outputs written under `out` when given.
 async fn run_fast(client: &Client, file: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<i32> {
     let job = read_job(file)?;
-    let (status, v) = client.call(reqwest::Method::POST, "/api/v1/run", Some(&job)).await?;
-    if status == 504 {
-        bail!(
+    let a = match client.run(&job).await {
+        Ok(a) => a,
+        Err(e) if e.is("WAIT_TIMEOUT") => bail!(
             "the fast job did not end in time; follow it with `dcc status {}`",
-            v["jobId"].as_str().unwrap_or("?")
-        );
-    }
+            e.job_id().unwrap_or("?")
+        ),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(dir) = out {
-        write_outputs(&v, dir)?;
+        write_outputs(&a.job, dir)?;
     }
     if json {
-        out!("{v}");
+        out!("{}", json_of(&a));
     } else {
-        if let Err(e) = write!(std::io::stdout().lock(), "{}", v["stdout"].as_str().unwrap_or("")) {
+        if let Err(e) = write!(std::io::stdout().lock(), "{}", a.stdout) {
             stdout_failed(e);
         }
-        eprint!("{}", v["stderr"].as_str().unwrap_or(""));
-        eprintln!("{}", summary(&v));
+        eprint!("{}", a.stderr);
+        eprintln!("{}", summary(&a.job));
     }
-    Ok(exit_code(&v))
+    Ok(exit_code(&a.job))
 }
 
 /// Writes a fast job's inline outputs under `dir` (names that would leave it are skipped).
-fn write_outputs(v: &Value, dir: &Path) -> anyhow::Result<()> {
-    for o in v["outputs"].as_array().into_iter().flatten() {
-        let name = o["name"].as_str().unwrap_or_default();
-        if name.split('/').any(|p| p == ".." || p.is_empty()) {
+fn write_outputs(v: &JobView, dir: &Path) -> anyhow::Result<()> {
+    for o in &v.outputs {
+        if o.name.split('/').any(|p| p == ".." || p.is_empty()) {
             continue;
         }
-        let bytes = base64::engine::general_purpose::STANDARD.decode(o["value"].as_str().unwrap_or(""))?;
-        let path = dir.join(name);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(o.value.as_deref().unwrap_or(""))?;
+        let path = dir.join(&o.name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -418,42 +344,40 @@ fn write_outputs(v: &Value, dir: &Path) -> anyhow::Result<()> {
 
 /// `dcc ls`: one line per job, newest first.
 async fn list(client: &Client, status: Option<&str>, limit: usize, json: bool) -> anyhow::Result<i32> {
-    let mut path = format!("/api/v1/jobs?limit={limit}");
-    if let Some(s) = status {
-        path.push_str(&format!("&status={s}"));
-    }
-    let v = client.get(&path).await?;
+    let status = status
+        .map(|s| JobState::parse(s).with_context(|| format!("--status: no job state is called {s:?}")))
+        .transpose()?;
+    let page = client
+        .list(&ListQuery {
+            status,
+            limit: Some(limit),
+            cursor: None,
+        })
+        .await?;
     if json {
-        out!("{v}");
+        out!("{}", json_of(&page));
         return Ok(0);
     }
-    for j in v["jobs"].as_array().into_iter().flatten() {
-        out!(
-            "{}\t{}\t{}\t{}",
-            j["jobId"].as_str().unwrap_or(""),
-            j["status"].as_str().unwrap_or(""),
-            j["createdAt"].as_str().unwrap_or(""),
-            j["image"].as_str().unwrap_or("")
-        );
+    for j in &page.jobs {
+        out!("{}\t{}\t{}\t{}", j.job_id, j.status.as_str(), j.created_at, j.image);
     }
     Ok(0)
 }
 
 /// `dcc queues`: depth of each queue.
 async fn queues(client: &Client, json: bool) -> anyhow::Result<i32> {
-    let v = client.get("/api/v1/queues").await?;
+    let q = client.queues().await?;
     if json {
-        out!("{v}");
+        out!("{}", json_of(&q));
         return Ok(0);
     }
-    for q in ["cpu", "gpu"] {
-        let d = &v[q];
+    for (name, d) in [("cpu", &q.cpu), ("gpu", &q.gpu)] {
         out!(
-            "{q}\tqueued {}\tfast {}\trunning {}\toldest {} ms",
-            d["queued"],
-            d["fastQueued"],
-            d["running"],
-            d["oldestQueuedAgeMs"]
+            "{name}\tqueued {}\tfast {}\trunning {}\toldest {} ms",
+            d.queued,
+            d.fast_queued,
+            d.running,
+            d.oldest_queued_age_ms
         );
     }
     Ok(0)
@@ -461,21 +385,21 @@ async fn queues(client: &Client, json: bool) -> anyhow::Result<i32> {
 
 /// `dcc workers`: one line per live worker.
 async fn workers(client: &Client, json: bool) -> anyhow::Result<i32> {
-    let v = client.get("/api/v1/workers").await?;
+    let w = client.workers().await?;
     if json {
-        out!("{v}");
+        out!("{}", json_of(&w));
         return Ok(0);
     }
-    for w in v["workers"].as_array().into_iter().flatten() {
+    for w in &w.workers {
         out!(
             "{}\t{}\tcpu {}/{}\tgpu {}/{}\trunning {}",
-            w["id"].as_str().unwrap_or(""),
-            w["health"].as_str().unwrap_or(""),
-            w["freeCpuSlots"],
-            w["cpus"],
-            w["freeGpus"],
-            w["gpus"],
-            w["runningJobs"]
+            w.id,
+            w.health.as_str(),
+            w.free_cpu_slots,
+            w.cpus,
+            w.free_gpus,
+            w.gpus,
+            w.running_jobs
         );
     }
     Ok(0)

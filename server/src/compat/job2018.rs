@@ -196,11 +196,37 @@ fn kept(raw: &Value, j: &Job2018, id: &str) -> Value {
         Some(Value::Object(o)) => o.values_mut().for_each(|v| *v = Value::Null),
         _ => {}
     }
-    json!({
-        "definition": def,
-        "appendStdOut": j.append_stdout.unwrap_or(false),
-        "appendStdErr": j.append_stderr.unwrap_or(false),
+    serde_json::to_value(Kept {
+        definition: Some(def),
+        append_std_out: j.append_stdout.unwrap_or(false),
+        append_std_err: j.append_stderr.unwrap_or(false),
     })
+    .unwrap_or_default()
+}
+
+/// What the adapter keeps of a 2018 job in its `meta` under [`META_KEY`]: what v1 has no field
+/// for. A job submitted through v1 has none of it.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kept {
+    /// The definition as the client sent it, input values left out.
+    pub definition: Option<Value>,
+    /// Whether the result carries stdout inline.
+    #[serde(default)]
+    pub append_std_out: bool,
+    /// Whether the result carries stderr inline.
+    #[serde(default)]
+    pub append_std_err: bool,
+}
+
+impl Kept {
+    /// What the adapter kept of the job of `view` (nothing for a v1 job).
+    pub fn of(view: &dcc_shared::job::JobView) -> Self {
+        view.meta
+            .get(META_KEY)
+            .and_then(|k| serde_json::from_value(k.clone()).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// 2018 options DCC cannot honour, each refused with the reason.

@@ -1,9 +1,12 @@
 //! The 2018 RPC methods (reference §2.3): their names, arguments, and what each does in v1 terms.
 
-use axum::http::{Method as Http, StatusCode};
+use axum::http::StatusCode;
+use dcc_client::ListQuery;
+use dcc_shared::job::{JobState, JobView};
+use dcc_shared::queue::read::QueueDepth;
 use serde_json::{Map, Value, json};
 
-use super::client::{V1, V1Error, job_path};
+use super::client::{V1, V1Error};
 use super::envelope::{Params, Reply, RpcError};
 use super::job2018::Kind;
 use super::{result2018, submit2018};
@@ -318,7 +321,7 @@ pub async fn call(v1: &V1, m: &Method, args: Map<String, Value>) -> Result<Reply
         "job-stats" => {
             let view = view_2018(v1, &text(&args, "jobId")?).await?;
             Ok(if args.get("raw") == Some(&json!(true)) {
-                view
+                json!(view)
             } else {
                 result2018::stats(&view)
             }
@@ -327,11 +330,11 @@ pub async fn call(v1: &V1, m: &Method, args: Map<String, Value>) -> Result<Reply
         "status" => status(v1).await.map(Reply::from),
         "queues" => queues(v1).await.map(Reply::from),
         "jobs" => ids(v1, None).await.map(|i| json!(i).into()),
-        "pending" => ids(v1, Some("queued")).await.map(|i| json!(i).into()),
+        "pending" => ids(v1, Some(JobState::Queued)).await.map(|i| json!(i).into()),
         "jobs-pending-delete" => delete_pending(v1).await.map(Reply::from),
         "deleteAllJobs" => delete_all(v1).await.map(Reply::from),
         "remove-all-workers-and-jobs" => delete_all(v1).await.map(|_| json!(true).into()),
-        "status-workers" => Ok(v1.get("/api/v1/workers").await?["workers"].clone().into()),
+        "status-workers" => Ok(json!(v1.workers().await?.workers).into()),
         "test-jobs" => Ok(json!([]).into()),
         "serverversion" => Ok(
             json!({"npm": null, "git": null, "compiler": "rustc", "compile_time": null,
@@ -344,33 +347,34 @@ pub async fn call(v1: &V1, m: &Method, args: Map<String, Value>) -> Result<Reply
 
 /// 2018's answer for an unknown job (the same words, the same 404).
 fn no_entry(e: V1Error) -> RpcError {
-    if e.status == StatusCode::NOT_FOUND {
-        RpcError::http(StatusCode::NOT_FOUND, "No entry found for that jobId").with_data(e.body["error"].clone())
-    } else {
-        e.into()
+    match e {
+        V1Error::Api { status, body, .. } if status == StatusCode::NOT_FOUND => {
+            RpcError::http(StatusCode::NOT_FOUND, "No entry found for that jobId").with_data(json!(body.error))
+        }
+        e => e.into(),
     }
 }
 
 /// The v1 view of a job, 404 in 2018's words.
-pub async fn view_2018(v1: &V1, id: &str) -> Result<Value, RpcError> {
+pub async fn view_2018(v1: &V1, id: &str) -> Result<JobView, RpcError> {
     v1.job(id).await.map_err(no_entry)
 }
 
 /// `job <command> <jobId>`. `kill` cancels and keeps the job (its result says `killed`);
 /// `remove` deletes it. Both answer `true`, or `false` for an unknown job (200, as 2018).
 async fn job_command(v1: &V1, command: &str, id: &str) -> Result<Reply, RpcError> {
-    let known = |r: Result<(StatusCode, Value), V1Error>| match r {
-        Ok(_) => Ok(json!(true).into()),
-        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(json!(false).into()),
+    let known = |r: Result<(), V1Error>| match r {
+        Ok(()) => Ok(json!(true).into()),
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(json!(false).into()),
         Err(e) => Err(RpcError::from(e)),
     };
     match command {
-        "kill" => return known(v1.call(Http::POST, &job_path(id, "/cancel"), Some(&json!({}))).await),
-        "remove" => return known(v1.call(Http::DELETE, &job_path(id, ""), None).await),
+        "kill" => return known(v1.cancel(id).await.map(drop)),
+        "remove" => return known(v1.delete(id).await),
         "exitcode" => {
             return match v1.job(id).await {
-                Ok(v) => Ok(v["exitCode"].clone().into()),
-                Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Value::Null.into()),
+                Ok(v) => Ok(json!(v.exit_code).into()),
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(Value::Null.into()),
                 Err(e) => Err(e.into()),
             };
         }
@@ -417,20 +421,19 @@ async fn job_wait(v1: &V1, id: &str, timeout: Option<&Value>) -> Result<Reply, R
 }
 
 /// Views of the caller's jobs (of one state), newest first, at most [`MAX_LISTED`].
-async fn views(v1: &V1, status: Option<&str>) -> Result<Vec<Value>, RpcError> {
+async fn views(v1: &V1, status: Option<JobState>) -> Result<Vec<JobView>, RpcError> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = "/api/v1/jobs?limit=1000".to_string();
-        if let Some(s) = status {
-            path.push_str(&format!("&status={s}"));
-        }
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={}", super::client::encoded(c)));
-        }
-        let page = v1.get(&path).await?;
-        out.extend(page["jobs"].as_array().cloned().unwrap_or_default());
-        cursor = page["nextCursor"].as_str().map(String::from);
+        let page = v1
+            .list(&ListQuery {
+                status,
+                limit: Some(1000),
+                cursor: cursor.as_deref(),
+            })
+            .await?;
+        out.extend(page.jobs);
+        cursor = page.next_cursor;
         if cursor.is_none() || out.len() >= MAX_LISTED {
             out.truncate(MAX_LISTED);
             return Ok(out);
@@ -438,39 +441,33 @@ async fn views(v1: &V1, status: Option<&str>) -> Result<Vec<Value>, RpcError> {
     }
 }
 
-async fn ids(v1: &V1, status: Option<&str>) -> Result<Vec<Value>, RpcError> {
-    Ok(views(v1, status)
-        .await?
-        .into_iter()
-        .map(|v| v["jobId"].clone())
-        .collect())
+async fn ids(v1: &V1, status: Option<JobState>) -> Result<Vec<String>, RpcError> {
+    Ok(views(v1, status).await?.into_iter().map(|v| v.job_id).collect())
 }
 
 /// `queues`: bull's counts from v1's depths. DCC counts no finished jobs per queue: `completed`,
 /// `failed` and `delayed` are 0.
 async fn queues(v1: &V1) -> Result<Value, RpcError> {
-    let q = v1.get("/api/v1/queues").await?;
-    let counts = |d: &Value| {
-        let n = |k: &str| d[k].as_u64().unwrap_or(0);
-        json!({"waiting": n("queued") + n("fastQueued"), "active": n("running"), "completed": 0, "failed": 0, "delayed": 0})
-    };
-    Ok(json!({"cpu": counts(&q["cpu"]), "gpu": counts(&q["gpu"])}))
+    let q = v1.queues().await?;
+    let counts = |d: &QueueDepth| json!({"waiting": d.queued + d.fast_queued, "active": d.running, "completed": 0, "failed": 0, "delayed": 0});
+    Ok(json!({"cpu": counts(&q.cpu), "gpu": counts(&q.gpu)}))
 }
 
 /// `status` (`SystemStatus`): queues, the live workers with the jobs each runs, running jobs.
 async fn status(v1: &V1) -> Result<Value, RpcError> {
-    let running = views(v1, Some("running")).await?;
-    let workers: Vec<Value> = v1.get("/api/v1/workers").await?["workers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let running = views(v1, Some(JobState::Running)).await?;
+    let workers: Vec<Value> = v1
+        .workers()
+        .await?
+        .workers
         .into_iter()
         .map(|w| {
-            let jobs: Vec<&Value> = running
+            let jobs: Vec<&str> = running
                 .iter()
-                .filter(|j| j["workerId"] == w["id"])
-                .map(|j| &j["jobId"])
+                .filter(|j| j.worker_id.as_deref() == Some(w.id.as_str()))
+                .map(|j| j.job_id.as_str())
                 .collect();
+            let w = json!(w);
             json!({"id": w["id"], "cpus": w["cpus"], "gpus": w["gpus"], "status": w["health"],
                    "starts": [w["startedAt"]], "lastJobTime": w["idleSince"], "jobs": jobs, "finished": null})
         })
@@ -479,27 +476,25 @@ async fn status(v1: &V1) -> Result<Value, RpcError> {
         "queues": queues(v1).await?,
         "servers": null,
         "workers": workers,
-        "jobs": running.iter().map(|j| &j["jobId"]).collect::<Vec<_>>(),
+        "jobs": running.iter().map(|j| &j.job_id).collect::<Vec<_>>(),
     }))
 }
 
 /// Deletes each of `jobs`; `{id: "OK" | why not}`.
-async fn delete_each(v1: &V1, jobs: &[Value]) -> Map<String, Value> {
+async fn delete_each(v1: &V1, jobs: &[JobView]) -> Map<String, Value> {
     let mut out = Map::new();
     for j in jobs {
-        let id = j["jobId"].as_str().unwrap_or_default();
-        let r = v1.call(Http::DELETE, &job_path(id, ""), None).await;
-        let said = match r {
-            Ok(_) => "OK".to_string(),
+        let said = match v1.delete(&j.job_id).await {
+            Ok(()) => "OK".to_string(),
             Err(e) => format!("Failed: {}", RpcError::from(e).message),
         };
-        out.insert(id.to_string(), json!(said));
+        out.insert(j.job_id.clone(), json!(said));
     }
     out
 }
 
 async fn delete_pending(v1: &V1) -> Result<Value, RpcError> {
-    let pending = views(v1, Some("queued")).await?;
+    let pending = views(v1, Some(JobState::Queued)).await?;
     Ok(Value::Object(delete_each(v1, &pending).await))
 }
 
@@ -511,8 +506,8 @@ async fn delete_all(v1: &V1) -> Result<Value, RpcError> {
             "deleteAllJobs needs an admin key",
         ));
     }
-    let pending = views(v1, Some("queued")).await?;
-    let running = views(v1, Some("running")).await?;
+    let pending = views(v1, Some(JobState::Queued)).await?;
+    let running = views(v1, Some(JobState::Running)).await?;
     delete_each(v1, &pending).await;
     delete_each(v1, &running).await;
     Ok(json!({"total": pending.len() + running.len(), "pending": pending.len(), "running": running.len()}))

@@ -7,77 +7,74 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use dcc_client::Log;
+use dcc_shared::api::FastAnswer;
+use dcc_shared::job::{JobState, JobView, OutputView, StatsView};
 use serde_json::{Value, json};
 
 use super::client::{V1, V1Error, job_path};
 use super::envelope::Payload;
-use super::job2018::{Kind, META_KEY, Mapped};
+use super::job2018::{Kept, Kind, META_KEY, Mapped};
 
 /// 2018's `job status`: `pending`, `working` or `finished`.
-pub fn job_status(view: &Value) -> &'static str {
-    match view["status"].as_str() {
-        Some("queued") => "pending",
-        Some("running") => "working",
+pub fn job_status(view: &JobView) -> &'static str {
+    match view.status {
+        JobState::Queued => "pending",
+        JobState::Running => "working",
         _ => "finished",
     }
 }
 
 /// Whether the job has ended.
-pub fn ended(view: &Value) -> bool {
-    job_status(view) == "finished"
+pub fn ended(view: &JobView) -> bool {
+    view.status.is_terminal()
 }
 
-fn error_code(view: &Value) -> &str {
-    view["error"]["code"].as_str().unwrap_or("")
+fn error_code(view: &JobView) -> &str {
+    view.error.as_ref().map_or("", |e| e.code.as_str())
 }
 
 /// 2018's finished status of an ended job.
-pub fn finished_status(view: &Value) -> &'static str {
-    match (view["status"].as_str(), error_code(view)) {
-        (Some("succeeded"), _) | (Some("failed"), "NONZERO_EXIT") => "success",
-        (Some("failed"), "WORKER_LOST") => "TooManyFailedAttempts",
-        (Some("failed"), _) => "failed",
-        (Some("timed_out"), _) => "timeout",
-        (Some("cancelled"), _) => "killed",
+pub fn finished_status(view: &JobView) -> &'static str {
+    match (view.status, error_code(view)) {
+        (JobState::Succeeded, _) | (JobState::Failed, "NONZERO_EXIT") => "success",
+        (JobState::Failed, "WORKER_LOST") => "TooManyFailedAttempts",
+        (JobState::Failed, _) => "failed",
+        (JobState::TimedOut, _) => "timeout",
+        (JobState::Cancelled, _) => "killed",
         _ => "none",
     }
 }
 
 /// Whether the job failed because its image does not exist (2018's `Docker_Image_Unknown`).
-pub fn image_unknown(view: &Value) -> bool {
+pub fn image_unknown(view: &JobView) -> bool {
     error_code(view) == "IMAGE_NOT_FOUND"
 }
 
 /// The result's `error`: none when the container ran (whatever its exit code), 2018's
 /// `Docker_Image_Unknown` for a missing image, else the v1 error (`{code, message}`).
-pub fn error(view: &Value) -> Value {
-    match error_code(view) {
-        "" | "NONZERO_EXIT" => Value::Null,
-        "IMAGE_NOT_FOUND" => json!({
+pub fn error(view: &JobView) -> Value {
+    match &view.error {
+        None => Value::Null,
+        Some(e) if e.code == "NONZERO_EXIT" => Value::Null,
+        Some(e) if e.code == "IMAGE_NOT_FOUND" => json!({
             "code": -32602,
             "message": "Docker_Image_Unknown",
-            "data": {"docker_image_name": view["image"], "error": view["error"]["message"]},
+            "data": {"docker_image_name": view.image, "error": e.message},
         }),
-        _ => view["error"].clone(),
+        Some(e) => json!(e),
     }
-}
-
-/// What the adapter kept in `meta` when the job came through it (`{}` for a v1 job).
-fn kept(view: &Value) -> &Value {
-    &view["meta"][META_KEY]
 }
 
 /// The job's definition: as its 2018 client sent it (input values left out), or for a job
 /// submitted through v1, what its view tells.
-pub fn definition(view: &Value) -> Value {
-    match kept(view).get("definition") {
-        Some(d) => d.clone(),
+pub fn definition(view: &JobView) -> Value {
+    match Kept::of(view).definition {
+        Some(d) => d,
         None => {
-            let mut meta = view["meta"].clone();
-            if let Some(m) = meta.as_object_mut() {
-                m.remove(META_KEY);
-            }
-            json!({"id": view["jobId"], "image": view["image"], "meta": meta})
+            let mut meta = view.meta.clone();
+            meta.remove(META_KEY);
+            json!({"id": view.job_id, "image": view.image, "meta": meta})
         }
     }
 }
@@ -121,40 +118,35 @@ fn cut(text: &mut String, max: usize) -> bool {
 /// The 2018 `JobResult` of a job (meant for ended ones; a running one gives its state so far).
 /// Logs asked for inline (`appendStdOut`, `appendStdErr`) are arrays of lines, written from the
 /// text as the answer is serialized ([`Payload`]).
-pub async fn job_result(v1: &V1, view: &Value) -> Result<Payload, V1Error> {
-    let id = view["jobId"].as_str().unwrap_or_default();
-    let ran = view["attempt"].as_u64().unwrap_or(0) > 0;
+pub async fn job_result(v1: &V1, view: &JobView) -> Result<Payload, V1Error> {
+    let id = view.job_id.as_str();
+    let kept = Kept::of(view);
     let mut logs = Vec::new();
     let mut urls = [Value::Null, Value::Null];
-    for ((stream, flag), url) in [("stdout", "appendStdOut"), ("stderr", "appendStdErr")]
-        .into_iter()
-        .zip(urls.iter_mut())
-    {
-        match (ran, kept(view)[flag] == true) {
+    let streams = [
+        (Log::Stdout, kept.append_std_out, &view.stdout_url),
+        (Log::Stderr, kept.append_std_err, &view.stderr_url),
+    ];
+    for ((log, inline, url), slot) in streams.into_iter().zip(urls.iter_mut()) {
+        match (view.attempt > 0, inline) {
             (false, _) => {}
             (true, true) => {
-                let (mut text, cut) = v1.log_head(id, stream, MAX_INLINE_LOG_BYTES).await?;
+                let (mut text, cut) = v1.log_head(id, log, MAX_INLINE_LOG_BYTES).await?;
                 if cut {
-                    let url = v1.url(view[format!("{stream}Url")].as_str().unwrap_or_default());
-                    text.push_str(&format!("{} the whole log: {url}]", cut_note()));
+                    text.push_str(&format!("{} the whole log: {}]", cut_note(), v1.url(url)));
                 }
-                logs.push((stream, text));
+                logs.push((log.as_str(), text));
             }
-            (true, false) => *url = json!(v1.url(view[format!("{stream}Url")].as_str().unwrap_or_default())),
+            (true, false) => *slot = json!(v1.url(url)),
         }
     }
-    let def = definition(view);
-    let outputs: Vec<Value> = view["outputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| o["name"].clone())
-        .collect();
+    let def = kept.definition.unwrap_or_else(|| definition(view));
+    let outputs: Vec<&str> = view.outputs.iter().map(|o| o.name.as_str()).collect();
     let [stdout, stderr] = urls;
     let value = json!({
         "jobId": id,
         "status": finished_status(view),
-        "exitCode": view["exitCode"],
+        "exitCode": view.exit_code,
         "stdout": stdout,
         "stderr": stderr,
         "resultJson": v1.url(&result_json_path(id)),
@@ -185,82 +177,80 @@ pub fn pretty_ms(ms: i64) -> String {
     }
 }
 
-fn pretty(v: &Value) -> Value {
-    v.as_i64().map(|ms| json!(pretty_ms(ms))).unwrap_or(Value::Null)
+fn pretty(ms: Option<i64>) -> Value {
+    ms.map(|ms| json!(pretty_ms(ms))).unwrap_or(Value::Null)
 }
 
 /// 2018's pretty stats (`job stats`, `result.json`'s `stats`). DCC keeps timings of the last
 /// attempt only: `attempts` holds that one.
-pub fn stats(view: &Value) -> Value {
-    let s = &view["stats"];
-    let sum = |keys: &[&str]| json!(keys.iter().filter_map(|k| s[*k].as_i64()).sum::<i64>());
-    let attempt = (view["attempt"].as_u64() > Some(0)).then(|| {
+pub fn stats(view: &JobView) -> Value {
+    let s = view.stats.as_ref();
+    let ms = |f: fn(&StatsView) -> u64| s.map(|s| f(s) as i64);
+    let attempt = (view.attempt > 0).then(|| {
         json!({
-            "attempt": view["attempt"],
-            "workerId": view["workerId"],
-            "enqueued": view["createdAt"],
-            "dequeued": view["startedAt"],
-            "pending": pretty(&s["queuedMs"]),
-            "inputs": pretty(&s["inputsMs"]),
-            "image": pretty(&s["pullMs"]),
-            "inputsAndImage": pretty(&sum(&["inputsMs", "pullMs"])),
-            "container": pretty(&sum(&["createMs", "startMs", "runMs"])),
-            "outputsAndLogs": pretty(&s["outputsMs"]),
-            "exitCode": view["exitCode"],
-            "error": view["error"],
+            "attempt": view.attempt,
+            "workerId": view.worker_id,
+            "enqueued": view.created_at,
+            "dequeued": view.started_at,
+            "pending": pretty(s.and_then(|s| s.queued_ms)),
+            "inputs": pretty(ms(|s| s.inputs_ms)),
+            "image": pretty(ms(|s| s.pull_ms)),
+            "inputsAndImage": pretty(ms(|s| s.inputs_ms + s.pull_ms)),
+            "container": pretty(ms(|s| s.create_ms + s.start_ms + s.run_ms)),
+            "outputsAndLogs": pretty(ms(|s| s.outputs_ms)),
+            "exitCode": view.exit_code,
+            "error": view.error,
         })
     });
     json!({
-        "recieved": view["createdAt"],
-        "uploaded": view["createdAt"],
-        "finished": view["finishedAt"],
-        "duration": pretty(&s["totalMs"]),
-        "error": view["error"],
+        "recieved": view.created_at,
+        "uploaded": view.created_at,
+        "finished": view.finished_at,
+        "duration": pretty(s.and_then(|s| s.total_ms)),
+        "error": view.error,
         "attempts": attempt.into_iter().collect::<Vec<_>>(),
     })
 }
 
 /// `job time` (broken in 2018): when the last attempt started and how long the job took.
-pub fn time(view: &Value) -> Value {
-    json!({"start": view["startedAt"], "duration": pretty(&view["stats"]["totalMs"])})
+pub fn time(view: &JobView) -> Value {
+    json!({"start": view.started_at, "duration": pretty(view.stats.as_ref().and_then(|s| s.total_ms))})
 }
 
 /// A turbo result from the answer of `POST /api/v1/run`: V2 (outputs as a list, base64 unless
 /// `forceUtf8Outputs`) or V1 (outputs as `{name: text}`). The logs are taken out of the answer,
 /// not copied, and written as arrays of lines ([`Payload`]).
-pub fn turbo(mut answer: Value, m: &Mapped, kind: Kind) -> Payload {
-    let mut text = |k: &str| match answer[k].take() {
-        Value::String(mut s) => {
-            // Fast jobs' logs are bounded by DCC_FAST_MAX_OUTPUT_BYTES, which an operator may
-            // raise: the answer stays within the adapter's bound regardless. (The job is
-            // deleted once answered: there is no whole log to point at.)
-            if cut(&mut s, MAX_INLINE_LOG_BYTES) {
-                s.push_str(&format!("{} the job is not kept]", cut_note()));
-            }
-            s
+pub fn turbo(answer: FastAnswer, m: &Mapped, kind: Kind) -> Payload {
+    let FastAnswer { job, stdout, stderr } = answer;
+    // Fast jobs' logs are bounded by DCC_FAST_MAX_OUTPUT_BYTES, which an operator may raise:
+    // the answer stays within the adapter's bound regardless. (The job is deleted once
+    // answered: there is no whole log to point at.)
+    let bounded = |mut s: String| {
+        if cut(&mut s, MAX_INLINE_LOG_BYTES) {
+            s.push_str(&format!("{} the job is not kept]", cut_note()));
         }
-        _ => String::new(),
+        s
     };
-    let logs = vec![("stdout", text("stdout")), ("stderr", text("stderr"))];
-    let s = &answer["stats"];
-    let creation = s["createMs"].as_i64().unwrap_or(0) + s["startMs"].as_i64().unwrap_or(0);
+    let logs = vec![("stdout", bounded(stdout)), ("stderr", bounded(stderr))];
+    let s = job.stats.as_ref();
+    let ms = |f: fn(&StatsView) -> u64| pretty(s.map(|s| f(s) as i64));
     let mut r = json!({
-        "id": answer["jobId"],
+        "id": job.job_id,
         "stdout": Value::Null,
         "stderr": Value::Null,
-        "exitCode": answer["exitCode"],
-        "outputs": turbo_outputs(answer["outputs"].as_array().map_or(&[][..], Vec::as_slice), m, kind),
+        "exitCode": job.exit_code,
+        "outputs": turbo_outputs(&job.outputs, m, kind),
         "stats": {
-            "ensureImage": pretty(&s["pullMs"]),
-            "copyInputs": pretty(&s["inputsMs"]),
-            "containerCreation": pretty(&json!(creation)),
-            "containerExecution": pretty(&s["runMs"]),
-            "copyLogs": pretty(&s["outputsMs"]),
-            "copyOutputs": pretty(&s["outputsMs"]),
-            "total": pretty(&s["totalMs"]),
+            "ensureImage": ms(|s| s.pull_ms),
+            "copyInputs": ms(|s| s.inputs_ms),
+            "containerCreation": ms(|s| s.create_ms + s.start_ms),
+            "containerExecution": ms(|s| s.run_ms),
+            "copyLogs": ms(|s| s.outputs_ms),
+            "copyOutputs": ms(|s| s.outputs_ms),
+            "total": pretty(s.and_then(|s| s.total_ms)),
         },
     });
-    let e = error(&answer);
+    let e = error(&job);
     if !e.is_null() {
         r["error"] = e;
     }
@@ -269,28 +259,24 @@ pub fn turbo(mut answer: Value, m: &Mapped, kind: Kind) -> Payload {
 
 /// A turbo result's outputs from the fast answer's (`value` base64): V1 `{name: text}`; V2 a
 /// list, base64 or (`forceUtf8Outputs`) text; empty with `ignoreOutputs`.
-fn turbo_outputs(files: &[Value], m: &Mapped, kind: Kind) -> Value {
-    let text = |o: &Value| {
-        let bytes = STANDARD
-            .decode(o["value"].as_str().unwrap_or_default())
-            .unwrap_or_default();
+fn turbo_outputs(files: &[OutputView], m: &Mapped, kind: Kind) -> Value {
+    fn value(o: &OutputView) -> &str {
+        o.value.as_deref().unwrap_or_default()
+    }
+    let text = |o: &OutputView| {
+        let bytes = STANDARD.decode(value(o)).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     let files = if m.ignore_outputs { &[][..] } else { files };
     match kind {
-        Kind::TurboV1 => Value::Object(
-            files
-                .iter()
-                .map(|o| (o["name"].as_str().unwrap_or_default().to_string(), json!(text(o))))
-                .collect(),
-        ),
+        Kind::TurboV1 => Value::Object(files.iter().map(|o| (o.name.clone(), json!(text(o)))).collect()),
         _ if m.force_utf8 => files
             .iter()
-            .map(|o| json!({"name": o["name"], "value": text(o), "encoding": "utf8"}))
+            .map(|o| json!({"name": o.name, "value": text(o), "encoding": "utf8"}))
             .collect(),
         _ => files
             .iter()
-            .map(|o| json!({"name": o["name"], "value": o["value"], "encoding": "base64"}))
+            .map(|o| json!({"name": o.name, "value": value(o), "encoding": "base64"}))
             .collect(),
     }
 }
@@ -301,7 +287,20 @@ mod tests {
 
     #[test]
     fn states_map_onto_the_2018_names() {
-        let v = |status: &str, code: &str| json!({"status": status, "error": if code.is_empty() { Value::Null } else { json!({"code": code, "message": "m"}) }});
+        let v = |status: &str, code: &str| {
+            let mut view: JobView = serde_json::from_value(json!({
+                "jobId": "j", "status": status, "queue": "cpu", "fast": false, "attempt": 1,
+                "maxAttempts": 3, "createdAt": "2026-12-02T10:00:00Z", "startedAt": null,
+                "finishedAt": null, "exitCode": null, "error": null, "workerId": null, "image": "i",
+                "imageDigest": null, "stdoutUrl": "/o", "stderrUrl": "/e", "outputs": [],
+                "stats": null, "meta": {}}))
+            .unwrap();
+            view.error = (!code.is_empty()).then(|| dcc_shared::job::JobError {
+                code: code.into(),
+                message: "m".into(),
+            });
+            view
+        };
         assert_eq!(job_status(&v("queued", "")), "pending");
         assert_eq!(job_status(&v("running", "")), "working");
         assert_eq!(job_status(&v("cancelled", "")), "finished");

@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::{Method as Http, StatusCode, header};
+use axum::http::StatusCode;
 use bytes::Bytes;
+use dcc_client::{Body, Submitted};
+use dcc_shared::job::JobView;
 use serde_json::{Map, Value, json};
 
-use super::client::{V1, V1Error, job_path};
+use super::client::{V1, V1Error};
 use super::envelope::{self, Reply, RpcError};
 use super::job2018::{self, Kind, Mapped};
 use super::result2018;
@@ -50,17 +51,22 @@ fn v1_job(m: &Mapped) -> Value {
 /// `submitJobJson`: `{jobId}`, or with `wait` the JobResult once it ends.
 pub async fn json(v1: &V1, raw: &Value) -> Result<Reply, RpcError> {
     let m = mapped(v1, raw, Kind::Standard)?;
-    let outcome = v1.call(Http::POST, "/api/v1/jobs", Some(&v1_job(&m))).await;
+    let outcome = v1.submit(&v1_job(&m)).await;
     submitted(v1, &m, outcome).await
 }
 
 /// The answer to a standard submission.
-async fn submitted(v1: &V1, m: &Mapped, outcome: Result<(StatusCode, Value), V1Error>) -> Result<Reply, RpcError> {
+async fn submitted(v1: &V1, m: &Mapped, outcome: Result<Submitted, V1Error>) -> Result<Reply, RpcError> {
     match outcome {
         Ok(_) if !m.wait => Ok(json!({"jobId": m.id}).into()),
-        Ok((_, view)) => ended_reply(v1, &view).await,
-        // v1 waits at most DCC_MAX_WAIT; 2018 clients were promised 24 h.
-        Err(e) if m.wait && e.code() == "WAIT_TIMEOUT" => {
+        Ok(Submitted::Ended(view)) => ended_reply(v1, &view).await,
+        // v1 waits at most DCC_MAX_WAIT; 2018 clients were promised 24 h. The same job
+        // submitted before is answered as it is, without a wait: wait for it here.
+        Ok(Submitted::Queued(_) | Submitted::Existing(_)) => {
+            let view = wait_ended(v1, &m.id, Duration::from_millis(WAIT_MS)).await?;
+            ended_reply(v1, &view).await
+        }
+        Err(e) if m.wait && e.is("WAIT_TIMEOUT") => {
             let view = wait_ended(v1, &m.id, Duration::from_millis(WAIT_MS)).await?;
             ended_reply(v1, &view).await
         }
@@ -69,7 +75,7 @@ async fn submitted(v1: &V1, m: &Mapped, outcome: Result<(StatusCode, Value), V1E
 }
 
 /// The JobResult of an ended job; HTTP 400 when its image does not exist (as 2018 answered).
-pub async fn ended_reply(v1: &V1, view: &Value) -> Result<Reply, RpcError> {
+pub async fn ended_reply(v1: &V1, view: &JobView) -> Result<Reply, RpcError> {
     let value = result2018::job_result(v1, view).await?;
     let status = if result2018::image_unknown(view) {
         StatusCode::BAD_REQUEST
@@ -81,16 +87,16 @@ pub async fn ended_reply(v1: &V1, view: &Value) -> Result<Reply, RpcError> {
 
 /// The view of job `id` once it ended, waiting at most `total` in v1 long-polls of at most
 /// `DCC_MAX_WAIT` each. Past `total`: 504 with 2018's "Job Timeout".
-pub async fn wait_ended(v1: &V1, id: &str, total: Duration) -> Result<Value, RpcError> {
+pub async fn wait_ended(v1: &V1, id: &str, total: Duration) -> Result<JobView, RpcError> {
     let deadline = Instant::now() + total;
     let longest = v1.state().config.max_wait.as_secs().max(1);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let secs = left.as_secs().clamp(1, longest);
-        match v1.get(&job_path(id, &format!("/wait?timeoutSecs={secs}"))).await {
-            Ok(view) => return Ok(view),
-            Err(e) if e.code() == "WAIT_TIMEOUT" && Instant::now() + Duration::from_millis(100) < deadline => {}
-            Err(e) if e.code() == "WAIT_TIMEOUT" => {
+        match v1.wait(id, secs).await {
+            Ok(Some(view)) => return Ok(view),
+            Ok(None) if Instant::now() + Duration::from_millis(100) < deadline => {}
+            Ok(None) => {
                 return Err(
                     RpcError::http(StatusCode::GATEWAY_TIMEOUT, "Job Timeout").with_data(json!({
                         "code": "WAIT_TIMEOUT", "jobId": id, "timeout": total.as_millis() as u64,
@@ -106,10 +112,10 @@ pub async fn wait_ended(v1: &V1, id: &str, total: Duration) -> Result<Value, Rpc
 /// the turbo result. 2018 kept nothing of a turbo job: the fast job is deleted once answered.
 pub async fn turbo(v1: &V1, raw: &Value, kind: Kind) -> Result<Reply, RpcError> {
     let m = mapped(v1, raw, kind)?;
-    let (_, answer) = v1.call(Http::POST, "/api/v1/run", Some(&m.job)).await?;
+    let answer = v1.run(&m.job).await?;
     let result = result2018::turbo(answer, &m, kind);
-    if let Err(e) = v1.call(Http::DELETE, &job_path(&m.id, ""), None).await {
-        tracing::warn!(job_id = m.id, error = ?e.body, "could not delete an answered turbo job; it expires with DCC_FAST_RESULT_TTL");
+    if let Err(e) = v1.delete(&m.id).await {
+        tracing::warn!(job_id = m.id, error = %e, "could not delete an answered turbo job; it expires with DCC_FAST_RESULT_TTL");
     }
     Ok(result.into())
 }
@@ -147,17 +153,11 @@ pub async fn multipart(v1: &V1, req: Request) -> (Value, Result<Reply, RpcError>
         v1_job(&m)
     );
     tokio::spawn(forward_parts(mp, tx, head, boundary.clone()));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+    let body = Body::Stream(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
-    }));
-    let req = Request::post("/api/v1/jobs")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .expect("a valid request");
-    let outcome = v1.send(req).await;
+    })));
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let outcome = v1.submit_multipart(&content_type, body).await;
     (id, submitted(v1, &m, outcome).await)
 }
 

@@ -6,37 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::QueueName;
-use dcc_shared::queue::read::QueueDepth;
-use dcc_shared::workers::{Health, WorkerInfo};
+use dcc_shared::workers::Health;
 
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
-
-/// Depth of both queues.
-#[derive(Default, serde::Serialize, utoipa::ToSchema)]
-pub struct Queues {
-    /// The `cpu` queue.
-    pub cpu: QueueDepth,
-    /// The `gpu` queue.
-    pub gpu: QueueDepth,
-}
-
-/// The live workers.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Workers {
-    /// Every worker whose health key is fresh.
-    pub workers: Vec<WorkerInfo>,
-}
-
-/// The answer to a drain request.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct DrainAnswer {
-    /// The worker's id.
-    pub id: String,
-    /// `DRAINING` after a drain, `HEALTHY` after an undrain: what the worker reports from its
-    /// next heartbeat (`UNHEALTHY` instead, should its self-check fail).
-    pub health: Health,
-}
+pub use dcc_shared::api::{DrainAnswer, Queues, Workers};
 
 /// The answer of `/healthz`.
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -19,6 +19,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::tenants::Principal;
 use crate::wait;
+pub use dcc_shared::api::{CancelAnswer, JobList};
 
 /// Page size when `limit` is absent.
 const DEFAULT_PAGE: usize = 50;
@@ -26,26 +27,6 @@ const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 /// `/wait` timeout when `timeoutSecs` is absent.
 const DEFAULT_WAIT_SECS: u64 = 60;
-
-/// A page of the job listing.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JobList {
-    /// Jobs, newest first.
-    pub jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// The answer to a cancel.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CancelAnswer {
-    /// The job's id.
-    pub job_id: String,
-    /// `cancelled`, or the state it had already ended in.
-    pub status: JobState,
-}
 
 /// `GET /api/v1/jobs/{id}`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "getJob", summary = "A job's view",

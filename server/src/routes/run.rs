@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use base64::Engine;
 use dcc_shared::clock::now_ms;
 use dcc_shared::job::spec::{Encoding, InputSource, SpecError};
-use dcc_shared::job::{JobId, JobRecord, JobRequest, JobView, Lane};
+use dcc_shared::job::{JobId, JobRecord, JobRequest, Lane};
 use dcc_shared::storage::paths;
 use futures_util::TryStreamExt;
 
@@ -17,19 +17,7 @@ use crate::error::{ApiError, Code, ErrorBody};
 use crate::state::AppState;
 use crate::submit::{Staging, enqueue_staged, read_body, stage_declared};
 use crate::wait;
-
-/// The answer of `POST /api/v1/run`: the job view with the logs inline, and each output's
-/// content in `outputs[].value` (base64).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct FastAnswer {
-    /// The ended job; its outputs carry `value` and `encoding`.
-    #[serde(flatten)]
-    pub job: JobView,
-    /// The whole stdout (invalid UTF-8 replaced).
-    pub stdout: String,
-    /// The whole stderr (invalid UTF-8 replaced).
-    pub stderr: String,
-}
+pub use dcc_shared::api::FastAnswer;
 
 /// `POST /api/v1/run`.
 #[utoipa::path(post, path = "/api/v1/run", tag = "jobs", operation_id = "runFast", summary = "Run a fast job and answer with its results",

@@ -37,7 +37,7 @@ pub struct ListFilter {
 }
 
 /// Depths of one queue (also the body of `GET /api/v1/queues`).
-#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueDepth {
     /// Standard jobs waiting (high + normal).
