@@ -10,6 +10,7 @@
 //! - [`api`]: [`Api`], a small HTTP client for the API; WebSocket and key-file helpers.
 //! - [`images`]: the test images, built locally.
 //! - [`containers`]: containers by label, fake GPU device nodes.
+//! - [`docker_proxy`]: a proxy in front of the Docker socket that refuses chosen calls.
 //! - [`store`]: [`Store`] (local folder or moto S3) and [`Moto`].
 //! - [`eventually`]: polls a condition until a deadline.
 //! - [`fleet`]: simulated workers (Redis only, no Docker) for the fleet bench and its test.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod containers;
+pub mod docker_proxy;
 pub mod fleet;
 pub mod images;
 pub mod process;

@@ -106,11 +106,24 @@ impl Storage for LocalStorage {
 
     async fn get_to_file(&self, name: &str, path: &Path) -> Result<bool, StorageError> {
         let src = self.path(name)?;
-        match tokio::fs::copy(&src, path).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
+        let mut from = match tokio::fs::File::open(&src).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let mut to = tokio::fs::File::create(path).await.map_err(StorageError::Local)?;
+        // Read errors are the store's, write errors the local disk's: a copy in one call
+        // (`tokio::fs::copy`) could not tell them apart.
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut from, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).await.map_err(StorageError::Local)?;
         }
+        to.flush().await.map_err(StorageError::Local)?;
+        Ok(true)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
@@ -183,6 +196,23 @@ mod tests {
         s.delete_prefix("jobs/a/").await.unwrap();
         assert!(s.list("jobs/a/").await.unwrap().is_empty());
         s.delete_prefix("jobs/a/").await.unwrap();
+    }
+
+    /// A failure to write the local copy is the local disk's, told apart from the store's.
+    #[tokio::test]
+    async fn a_copy_that_cannot_be_written_is_a_local_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path());
+        s.put_bytes("jobs/a/in", Bytes::from_static(b"data")).await.unwrap();
+        let to = dir.path().join("copy");
+        assert!(s.get_to_file("jobs/a/in", &to).await.unwrap());
+        assert_eq!(std::fs::read(&to).unwrap(), b"data");
+        assert!(!s.get_to_file("jobs/a/none", &to).await.unwrap());
+        let nowhere = dir.path().join("no-such-folder/copy");
+        assert!(matches!(
+            s.get_to_file("jobs/a/in", &nowhere).await,
+            Err(StorageError::Local(_))
+        ));
     }
 
     #[tokio::test]

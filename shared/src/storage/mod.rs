@@ -53,6 +53,10 @@ pub enum StorageError {
     /// A name that is not a safe relative path (a bug: callers build names with [`paths`]).
     #[error("invalid object name {0:?}")]
     BadName(String),
+    /// Writing the local copy of an object failed (`get_to_file`): the caller's own disk (full,
+    /// read-only), not the store.
+    #[error("writing the local copy failed: {0}")]
+    Local(std::io::Error),
     /// A shared budget is used up (fast-job data in Redis); nothing was stored.
     #[error("no room: {what} is used up")]
     Full {
@@ -81,7 +85,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Opens an object; `None` when it does not exist.
     async fn get(&self, name: &str) -> Result<Option<Object>, StorageError>;
 
-    /// Copies an object into a local file; `false` when it does not exist.
+    /// Copies an object into a local file; `false` when it does not exist. A failure to write
+    /// the file is [`StorageError::Local`].
     async fn get_to_file(&self, name: &str, path: &Path) -> Result<bool, StorageError>;
 
     /// Names (relative to `prefix`) and sizes of the objects under `prefix`.

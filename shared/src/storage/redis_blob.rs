@@ -144,7 +144,7 @@ impl Storage for RedisBlobs {
         let v = self.fetch(name).await?;
         match v {
             Some(b) => {
-                tokio::fs::write(path, b).await?;
+                tokio::fs::write(path, b).await.map_err(StorageError::Local)?;
                 Ok(true)
             }
             None => Ok(false),

@@ -240,11 +240,13 @@ impl Storage for S3Storage {
         let Some(mut obj) = self.get(name).await? else {
             return Ok(false);
         };
-        let mut f = tokio::fs::File::create(path).await?;
+        let mut f = tokio::fs::File::create(path).await.map_err(StorageError::Local)?;
         while let Some(chunk) = obj.body.next().await {
-            f.write_all(&chunk.map_err(backend)?).await?;
+            f.write_all(&chunk.map_err(backend)?)
+                .await
+                .map_err(StorageError::Local)?;
         }
-        f.flush().await?;
+        f.flush().await.map_err(StorageError::Local)?;
         Ok(true)
     }
 

@@ -131,9 +131,15 @@ async fn fetch_input(storage: &dyn Storage, job: &JobRecord, name: &str, local: 
     let object = format!("{}{}", job.inputs_prefix, name);
     let found = with_retry("fetching an input", || storage.get_to_file(&object, local))
         .await
-        .map_err(|source| StepError::InputRead {
-            name: name.to_string(),
-            source,
+        .map_err(|source| match source {
+            StorageError::Local(source) => StepError::Local {
+                what: "writing an input to the scratch disk",
+                source,
+            },
+            source => StepError::InputRead {
+                name: name.to_string(),
+                source,
+            },
         })?;
     if found {
         Ok(())
