@@ -7,6 +7,9 @@
 //! - [`auth`]: optional API keys (`DCC_API_KEYS`), compared in constant time.
 //! - [`submit`]: JSON and multipart submission, input staging, the same-id rule.
 //! - [`wait`]: blocking until a job ends (long-poll, `wait: true`).
+//! - [`availability`]: whether anything live can run a job (answered before a client waits).
+//! - [`finished`]: ended jobs' records, read once per process for every waiter.
+//! - [`tenants`]: who is calling: named keys, roles, rate and quota per tenant.
 //! - [`telemetry`]: request ids, access logs, Prometheus metrics.
 //! - [`origin`], [`host`]: browser safety (foreign origins, DNS rebinding).
 //! - [`egress`]: where `url` inputs and webhooks may connect (the SSRF guard).
@@ -14,7 +17,7 @@
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`compat`]: the 2018 JSON-RPC API and WebSocket, as an adapter over v1.
 //! - [`app`]: the router, and running server and worker in one process.
-//! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …).
+//! - [`cli`]: the client commands of `dcc` (submit, run, status, logs, …), on `dcc-client`.
 
 pub mod app;
 pub mod auth;
