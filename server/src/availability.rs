@@ -7,13 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dcc_shared::job::view::Waiting;
-use dcc_shared::job::{JobRecord, JobSpec, JobState, QueueName};
+use dcc_shared::job::view::{WaitReason, Waiting};
+use dcc_shared::job::{JobId, JobRecord, JobSpec, JobState, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::workers::{Availability, WorkerInfo, availability};
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
+use crate::tenants::Principal;
 
 /// How long a read of the fleet answers "something can run it" for this process.
 const FRESH: Duration = Duration::from_secs(1);
@@ -90,13 +91,39 @@ pub fn no_worker(state: &AppState, why: Waiting) -> ApiError {
 
 /// Why `job` waits, when it is queued; also `Err` → no reason (a Redis hiccup must not fail a
 /// job view).
-pub async fn waiting(state: &AppState, job: &JobRecord) -> Option<Waiting> {
+pub async fn waiting(state: &AppState, job: &JobRecord, who: &Principal) -> Option<Waiting> {
     if job.state != JobState::Queued {
         return None;
+    }
+    if job.blocked > 0 {
+        return Some(dependencies(state, job, who).await);
     }
     let (av, queue, n) = of(state, &job.spec).await.ok()?;
     let spec_mem = job.spec.parameters.memory_mb;
     Some(av.waiting(queue, n, spec_mem))
+}
+
+/// Why a blocked job waits: the dependencies that have not ended, in the caller's spelling.
+async fn dependencies(state: &AppState, job: &JobRecord, who: &Principal) -> Waiting {
+    let mut open = Vec::new();
+    for d in &job.spec.depends_on {
+        let ended = match JobId::parse(&d.job_id) {
+            Ok(id) => matches!(state.queue.get(&id).await, Ok(Some(r)) if r.state.is_terminal()),
+            Err(_) => false,
+        };
+        if !ended {
+            open.push(format!("{} (to {})", who.external(&d.job_id), d.kind.as_str()));
+        }
+    }
+    Waiting {
+        reason: WaitReason::Dependencies,
+        message: format!(
+            "waits for {} of its {} dependencies: {}",
+            open.len(),
+            job.spec.depends_on.len(),
+            open.join(", ")
+        ),
+    }
 }
 
 /// For a job being waited on: `Some(why)` when it is still queued and nothing live can run it.

@@ -399,6 +399,7 @@ pub async fn enqueue_staged(
         inputs_prefix: &staging.prefix,
         tenant: &who.tenant,
         quota: who.quota,
+        retention: state.config.retention().of(lane),
     };
     let created = match state.queue.enqueue(job, now_ms()).await {
         Ok(r) => r,
@@ -412,7 +413,11 @@ pub async fn enqueue_staged(
         }
     };
     match created {
-        Enqueued::Created => Ok(StatusCode::CREATED),
+        Enqueued::Created | Enqueued::DependencyFailed => Ok(StatusCode::CREATED),
+        Enqueued::MissingDependency(i) => {
+            staging.discard().await;
+            Err(missing_dependency(who, spec, i))
+        }
         Enqueued::Exists => {
             staging.discard().await;
             Ok(StatusCode::OK)
@@ -447,6 +452,39 @@ pub async fn enqueue_staged(
     }
 }
 
+/// `INVALID_JOB` naming dependency `i`: not a job of this tenant (or gone since).
+fn missing_dependency(who: &Principal, spec: &JobSpec, i: usize) -> ApiError {
+    let id = spec.depends_on.get(i).map_or("", |d| who.external(&d.job_id));
+    ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+        field: Some(format!("dependsOn[{i}].jobId")),
+        message: format!("there is no job {id:?} of yours to depend on"),
+    })
+}
+
+/// The stored id of each dependency, as the caller spelt it (its own client-chosen id, or a
+/// stored one): the first spelling that names a job the caller owns. The enqueue script checks
+/// again, atomically, that each still exists.
+async fn resolve_dependencies(state: &AppState, who: &Principal, mut spec: JobSpec) -> Result<JobSpec, ApiError> {
+    for i in 0..spec.depends_on.len() {
+        let mut found = None;
+        for candidate in who.candidates(&spec.depends_on[i].job_id) {
+            let Ok(id) = JobId::parse(&candidate) else { continue };
+            // Same tenant, as the enqueue script checks (an admin too depends on its own).
+            if let Some(job) = state.queue.get(&id).await?
+                && job.tenant == who.tenant
+            {
+                found = Some(candidate);
+                break;
+            }
+        }
+        match found {
+            Some(stored) => spec.depends_on[i].job_id = stored,
+            None => return Err(missing_dependency(who, &spec, i)),
+        }
+    }
+    Ok(spec)
+}
+
 /// Queues the job (or applies the same-id rule), then answers, waiting first if asked.
 async fn finalize(
     state: &AppState,
@@ -456,6 +494,13 @@ async fn finalize(
     staging: Staging,
     wait_for_end: bool,
 ) -> Result<Response, ApiError> {
+    let spec = match resolve_dependencies(state, who, spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            staging.discard().await;
+            return Err(e);
+        }
+    };
     let status = enqueue_staged(state, who, &id, &spec, staging, Lane::for_priority(spec.priority)).await?;
     if wait_for_end {
         let record = wait::until_ended(state, &id, state.config.max_wait, wait::IfStuck::Answer)
@@ -463,9 +508,10 @@ async fn finalize(
             .map_err(|e| who.error(e))?;
         return Ok((StatusCode::OK, Json(SubmitOk::Ended(Box::new(who.view(record.view()))))).into_response());
     }
-    let current = match status {
-        StatusCode::OK => state.queue.get(&id).await?.map(|r| r.state).unwrap_or(JobState::Queued),
-        _ => JobState::Queued,
+    // A job failed at once by a dependency is created `failed`; an existing one is as it is.
+    let current = match (status, spec.depends_on.is_empty()) {
+        (StatusCode::CREATED, true) => JobState::Queued,
+        _ => state.queue.get(&id).await?.map(|r| r.state).unwrap_or(JobState::Queued),
     };
     let external = who.external(id.as_str());
     let answer = SubmitAnswer {

@@ -131,6 +131,9 @@ impl Principal {
             }
             v.job_id = ext;
         }
+        for d in &mut v.depends_on {
+            d.job_id = self.external(&d.job_id).to_string();
+        }
         v
     }
 

@@ -68,6 +68,29 @@ impl Keys {
         format!("{}:idle:{}", self.tag, queue.as_str())
     }
 
+    /// The part of every lane's name before `<queue>:<lane>` ([`Keys::lane`]): a script that
+    /// makes a job claimable (`deps.lua`) builds its lane from it.
+    pub fn lanes_prefix(&self) -> String {
+        format!("{}:queue:", self.tag)
+    }
+
+    /// The part of [`Keys::idle`] before the queue's name, for the same scripts.
+    pub fn idle_prefix(&self) -> String {
+        format!("{}:idle:", self.tag)
+    }
+
+    /// HASH: the jobs that wait for job `id` (`dependsOn`): dependent id → `succeeded` |
+    /// `ended`. Written when a dependent is queued, read and removed when `id` ends
+    /// (`deps.lua`), which builds it from [`Keys::dependents_prefix`].
+    pub fn dependents(&self, id: &JobId) -> String {
+        format!("{}{}", self.dependents_prefix(), id)
+    }
+
+    /// The part of [`Keys::dependents`] before the id.
+    pub fn dependents_prefix(&self) -> String {
+        format!("{}:dependents:", self.tag)
+    }
+
     /// ZSET: running jobs of a queue, scored by lease deadline (ms). The reaper reads it.
     pub fn running(&self, queue: QueueName) -> String {
         format!("{}:running:{}", self.tag, queue.as_str())

@@ -33,7 +33,11 @@ pub async fn tick(queue: &Queue, storage: &dyn Storage, retention: Retention, no
     for id in due {
         match queue.get(&id).await? {
             Some(job) => {
-                if queue.delete(&job, storage, DeleteMode::Expired, now).await? != Deleted::Kept {
+                if queue
+                    .delete(&job, storage, DeleteMode::Expired, retention.standard, now)
+                    .await?
+                    != Deleted::Kept
+                {
                     expired += 1;
                 }
             }

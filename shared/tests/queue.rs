@@ -42,6 +42,7 @@ async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId
                 inputs_prefix: "p/",
                 tenant: "t1",
                 quota: Default::default(),
+                retention: RETENTION,
             },
             now,
         )
@@ -465,6 +466,7 @@ async fn a_tenants_quota_counts_its_jobs_until_they_end() {
                 inputs_prefix: "p/",
                 tenant: "team-a",
                 quota,
+                retention: RETENTION,
             };
             q.enqueue(job, T0).await.unwrap()
         }
@@ -532,6 +534,7 @@ async fn tenants_take_turns_fifo_within_each() {
                 inputs_prefix: "p/",
                 tenant,
                 quota: Quota::default(),
+                retention: RETENTION,
             };
             assert_eq!(q.enqueue(job, T0).await.unwrap(), Enqueued::Created);
         }
@@ -629,9 +632,15 @@ async fn every_end_queues_one_webhook_and_the_outbox_fences_late_senders() {
     assert_eq!(g.job, quiet);
     q.finish(&g, &success(), RETENTION, T0 + 24).await.unwrap();
     let job = q.get(&gone).await.unwrap().unwrap();
-    q.delete(&job, &files, dcc_shared::queue::delete::DeleteMode::Any, T0 + 25)
-        .await
-        .unwrap();
+    q.delete(
+        &job,
+        &files,
+        dcc_shared::queue::delete::DeleteMode::Any,
+        RETENTION,
+        T0 + 25,
+    )
+    .await
+    .unwrap();
     assert_eq!(notify_of(&done).await.unwrap().state, NotifyState::Pending);
 
     let now = T0 + 40_000;
@@ -690,9 +699,15 @@ async fn every_end_queues_one_webhook_and_the_outbox_fences_late_senders() {
     assert_eq!((n.state, n.attempts, n.error), (NotifyState::Delivered, 1, None));
     // A job deleted with a delivery due takes it along.
     let job = q.get(&cancelled).await.unwrap().unwrap();
-    q.delete(&job, &files, dcc_shared::queue::delete::DeleteMode::Any, now + 12_000)
-        .await
-        .unwrap();
+    q.delete(
+        &job,
+        &files,
+        dcc_shared::queue::delete::DeleteMode::Any,
+        RETENTION,
+        now + 12_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(q.outbox_len().await.unwrap(), 0);
 }
 

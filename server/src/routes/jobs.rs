@@ -40,7 +40,7 @@ pub async fn view(
 ) -> Result<Json<JobView>, ApiError> {
     let job = load(&state, &who, &id).await?;
     let mut view = who.view(job.view());
-    view.waiting = availability::waiting(&state, &job).await;
+    view.waiting = availability::waiting(&state, &job, &who).await;
     Ok(Json(view))
 }
 
@@ -199,7 +199,13 @@ pub async fn delete(
     }
     match state
         .queue
-        .delete(&job, state.storage_for(&job).as_ref(), DeleteMode::Any, now_ms())
+        .delete(
+            &job,
+            state.storage_for(&job).as_ref(),
+            DeleteMode::Any,
+            state.config.retention().of(job.lane),
+            now_ms(),
+        )
         .await
         .map_err(|e| ApiError::of_job(&id, e))?
     {

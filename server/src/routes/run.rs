@@ -39,6 +39,13 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
     crate::submit::check_notify(&state, &valid.spec)?;
+    if !valid.spec.depends_on.is_empty() {
+        return Err(SpecError::Invalid {
+            field: Some("dependsOn".into()),
+            message: "fast jobs run at once and cannot wait for other jobs; submit a standard job".into(),
+        }
+        .into());
+    }
     availability::require(&state, &valid.spec).await?;
     let mut inline = 0u64;
     for (i, (_, source)) in valid.inputs.iter().enumerate() {

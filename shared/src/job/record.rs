@@ -114,6 +114,9 @@ pub struct JobRecord {
     pub tenant: String,
     /// Its webhook delivery, when it has `notify`.
     pub notify: Option<NotifyRecord>,
+    /// Dependencies (`dependsOn`) not yet ended: while above 0 the job is queued but in no
+    /// lane (no worker can claim it).
+    pub blocked: u32,
 }
 
 fn opt_num<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Option<T> {
@@ -181,6 +184,7 @@ impl JobRecord {
             def_hash: m.get("def_hash").cloned().unwrap_or_default(),
             tenant: m.get("tenant").cloned().unwrap_or_default(),
             notify: NotifyRecord::from_hash(&m),
+            blocked: opt_num(&m, "blocked").unwrap_or(0),
         }))
     }
 }

@@ -48,7 +48,64 @@ pub struct JobRequest {
     pub wait: bool,
     /// Where to POST the job's view, signed, when it ends (a completion webhook).
     pub notify: Option<Notify>,
+    /// Jobs (of the same tenant, existing now) that must end first: the job waits, queued
+    /// but not claimable (`waiting.reason: DEPENDENCIES`), until the last of them ends. At most
+    /// [`MAX_DEPENDENCIES`].
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub depends_on: Vec<DependencyRequest>,
 }
+
+/// One dependency as sent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DependencyRequest {
+    /// The job to wait for.
+    pub job_id: String,
+    /// `succeeded` (default): run only if it succeeded, else fail with `DEPENDENCY_FAILED`;
+    /// `ended`: run once it ended, however.
+    #[serde(rename = "type", default)]
+    pub kind: DependencyKind,
+}
+
+/// What a dependency waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyKind {
+    /// The job must succeed; any other end fails the dependent with `DEPENDENCY_FAILED`.
+    #[default]
+    Succeeded,
+    /// The job must end (succeeded, failed, timed out, cancelled or deleted).
+    Ended,
+    /// Child i of one array waits for child i of another of the same size. Refused: DCC has
+    /// no array jobs yet.
+    NToN,
+}
+
+impl DependencyKind {
+    /// The spelling stored in Redis (read by `deps.lua`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyKind::Succeeded => "succeeded",
+            DependencyKind::Ended => "ended",
+            DependencyKind::NToN => "n_to_n",
+        }
+    }
+}
+
+/// A validated dependency (also how the job view shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// The job waited for.
+    pub job_id: String,
+    /// What it must do.
+    #[serde(rename = "type")]
+    pub kind: DependencyKind,
+}
+
+/// Most dependencies one job may have (AWS Batch's limit).
+pub const MAX_DEPENDENCIES: usize = 20;
 
 /// A completion webhook: DCC POSTs the job view to `url` once the job has ended (succeeded,
 /// failed, timed out or cancelled), signed with the deployment's secret (`X-DCC-Signature`),
@@ -232,6 +289,9 @@ pub struct JobSpec {
     /// The completion webhook, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// Jobs that must end before this one is claimable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
 }
 
 /// Where an input's bytes come from.
@@ -384,6 +444,7 @@ impl JobRequest {
             validate_notify(n)?;
         }
         let parameters = validate_parameters(&self.parameters, limits)?;
+        let depends_on = validate_dependencies(self.depends_on)?;
         let inputs = validate_inputs(self.inputs, limits)?;
         let spec = JobSpec {
             image: self.image,
@@ -395,6 +456,7 @@ impl JobRequest {
             priority: self.priority,
             meta,
             notify: self.notify,
+            depends_on,
         };
         Ok(ValidJob {
             id,
@@ -426,6 +488,39 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
 }
 
 /// The shape of a webhook URL; where it may point is the server's check (its egress policy).
+/// At most [`MAX_DEPENDENCIES`], each a valid id named once; `n_to_n` is refused (no arrays).
+/// Whether each exists (and is the tenant's) is checked atomically at enqueue.
+fn validate_dependencies(deps: Vec<DependencyRequest>) -> Result<Vec<Dependency>, SpecError> {
+    if deps.len() > MAX_DEPENDENCIES {
+        return Err(invalid(
+            "dependsOn",
+            format!("a job may depend on at most {MAX_DEPENDENCIES} jobs"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(deps.len());
+    for (i, d) in deps.into_iter().enumerate() {
+        let id = JobId::parse(&d.job_id).map_err(|m| invalid(format!("dependsOn[{i}].jobId"), m))?;
+        if !seen.insert(id.clone()) {
+            return Err(invalid(
+                format!("dependsOn[{i}].jobId"),
+                format!("job {id} is named twice"),
+            ));
+        }
+        if d.kind == DependencyKind::NToN {
+            return Err(invalid(
+                format!("dependsOn[{i}].type"),
+                "n_to_n links the children of two arrays; this server has no array jobs",
+            ));
+        }
+        out.push(Dependency {
+            job_id: id.to_string(),
+            kind: d.kind,
+        });
+    }
+    Ok(out)
+}
+
 fn validate_notify(n: &Notify) -> Result<(), SpecError> {
     let u = &n.url;
     if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > MAX_NOTIFY_URL {

@@ -186,6 +186,9 @@ pub enum ErrorCode {
     /// The worker failed on its own side: its scratch disk (full, unwritable) or an archive it
     /// builds or reads, not the job, the image or Docker.
     WorkerFailed,
+    /// A dependency of type `succeeded` ended otherwise (failed, timed out, cancelled,
+    /// deleted): the job never ran.
+    DependencyFailed,
 }
 
 impl ErrorCode {
@@ -204,6 +207,7 @@ impl ErrorCode {
             ErrorCode::ImagePullDenied => "IMAGE_PULL_DENIED",
             ErrorCode::ImagePullRateLimited => "IMAGE_PULL_RATE_LIMITED",
             ErrorCode::WorkerFailed => "WORKER_FAILED",
+            ErrorCode::DependencyFailed => "DEPENDENCY_FAILED",
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::notify::NotifyState;
 use super::record::{JobError, JobRecord, RunStats};
-use super::spec::Encoding;
+use super::spec::{Dependency, Encoding};
 use super::state::{JobState, Lane, QueueName};
 use crate::clock::rfc3339;
 
@@ -60,6 +60,9 @@ pub struct JobView {
     /// Why a queued job waits; only on `GET /api/v1/jobs/{id}` of a queued job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// The jobs it waits for (`dependsOn` as submitted); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
 }
 
 /// A job's webhook and its delivery.
@@ -104,6 +107,8 @@ pub enum WaitReason {
     WorkersStarting,
     /// No live worker serves its queue.
     NoWorker,
+    /// It waits for jobs it depends on to end (`dependsOn`); the message names them.
+    Dependencies,
 }
 
 /// One output file of a job.
@@ -214,6 +219,7 @@ impl JobRecord {
                 }
             }),
             waiting: None,
+            depends_on: self.spec.depends_on.clone(),
         }
     }
 }

@@ -12,8 +12,10 @@
 -- ARGV[3]: end of retention (ms)
 -- ARGV[4]: events channel
 -- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
+-- ARGV[6]: the settle context of deps.lua (the job's dependents are settled as `cancelled`)
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
--- (Loaded with active.lua (leave_active) and notify.lua (notify_end) prepended.)
+-- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle) and
+-- deps.lua (settle_dependents) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if not job[1] then return {'missing'} end
 if job[1] == 'queued' then
@@ -27,6 +29,7 @@ leave_active(KEYS[5], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 notify_end(KEYS[6], KEYS[1], ARGV[1], ARGV[2])
+settle_dependents(cjson.decode(ARGV[6]), ARGV[1], 'cancelled', ARGV[2], KEYS[5], KEYS[4], KEYS[6])
 local event = cjson.encode({jobId = ARGV[1], status = 'cancelled', attempt = tonumber(job[2]),
   at = tonumber(ARGV[2]), worker = job[3] or ''})
 redis.call('PUBLISH', ARGV[4], event)

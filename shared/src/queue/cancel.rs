@@ -14,6 +14,8 @@ static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("active.lua"),
         include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("deps.lua"),
         include_str!("cancel.lua")
     ))
 });
@@ -46,6 +48,7 @@ impl Queue {
             .arg(now + ms(retention))
             .arg(k.events())
             .arg(k.worker_events_prefix())
+            .arg(self.settle_context(retention))
             .invoke_async(&mut conn)
             .await?;
         if r.first().map(String::as_str) == Some("cancelled") {

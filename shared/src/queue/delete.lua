@@ -15,8 +15,11 @@
 -- ARGV[3]: events channel
 -- ARGV[4]: 'any' (DELETE route) | 'expired' (retention sweep)
 -- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
+-- ARGV[6]: the settle context of deps.lua (a job deleted before it ended settles its
+--          dependents as `deleted`; an ended job's were settled when it ended)
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
--- (Loaded with active.lua (leave_active) prepended.)
+-- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle) and
+-- deps.lua (settle_dependents) prepended.)
 local function drop_blob()
   local held = 0
   for _, f in ipairs(redis.call('HKEYS', KEYS[6])) do
@@ -42,7 +45,10 @@ if ARGV[4] == 'expired' then
   local due = redis.call('ZSCORE', KEYS[4], ARGV[1])
   if due and tonumber(due) > tonumber(ARGV[2]) then return 'kept' end
 end
-if job[1] == 'queued' or job[1] == 'running' then leave_active(KEYS[9], KEYS[1]) end
+if job[1] == 'queued' or job[1] == 'running' then
+  leave_active(KEYS[9], KEYS[1])
+  settle_dependents(cjson.decode(ARGV[6]), ARGV[1], 'deleted', ARGV[2], KEYS[9], KEYS[4], KEYS[10])
+end
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])

@@ -13,8 +13,15 @@ use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, JobState};
 use crate::storage::{Storage, paths};
 
-static DELETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("active.lua"), include_str!("delete.lua"))));
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("active.lua"),
+        include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("deps.lua"),
+        include_str!("delete.lua")
+    ))
+});
 
 /// What a delete did.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +50,7 @@ impl Queue {
         job: &JobRecord,
         storage: &dyn Storage,
         mode: DeleteMode,
+        retention: std::time::Duration,
         now: Millis,
     ) -> Result<Deleted> {
         if mode == DeleteMode::Expired && !job.state.is_terminal() {
@@ -70,6 +78,7 @@ impl Queue {
                 DeleteMode::Expired => "expired",
             })
             .arg(k.worker_events_prefix())
+            .arg(self.settle_context(retention))
             .invoke_async(&mut conn)
             .await?;
         if mode == DeleteMode::Any && r.is_some() {

@@ -6,6 +6,8 @@
 -- KEYS[5]: the tenants' active-job counts (the new job counts against its tenant's quotas)
 -- KEYS[6]: the lane's ring of tenants with waiting jobs (the tenant joins it at the back)
 -- KEYS[7]: the queue's idle workers (one is woken: wake.lua)
+-- KEYS[8]: the expiry zset (a job failed at submit by a dependency starts its retention)
+-- KEYS[9]: the webhook outbox (such a job with `notify` gets its delivery queued: notify.lua)
 -- ARGV[1]: job id
 -- ARGV[2]: definition hash (same id + same hash = the same job)
 -- ARGV[3]: now (ms)
@@ -15,12 +17,21 @@
 -- ARGV[7]: its quota of queued + running fast jobs (0: none)
 -- ARGV[8]: '1' for a fast job
 -- ARGV[9]: workers' channel prefix (the woken worker's channel)
--- ARGV[10..]: field/value pairs of the new record
+-- ARGV[10]: n, its number of dependencies (`dependsOn`)
+-- ARGV[11..10+2n]: each dependency's job id and kind (succeeded | ended)
+-- ARGV[11+2n]: the settle context of deps.lua (JSON: key prefixes; this script reads the
+--              dependencies' records from ctx.job and registers in ctx.deps .. dependency)
+-- ARGV[12+2n..]: field/value pairs of the new record
 -- Returns: 'created' | 'exists' (same id, same definition, same tenant, both fast or both
 -- standard: nothing written) | 'conflict' (same id, other definition, another tenant's, or a
 -- fast job's id for a standard one or back: nothing of that job is told) |
--- 'quota' | 'fast_quota' (the tenant is at its quota: nothing written)
--- (Loaded with wake.lua (wake_idle) prepended.)
+-- 'quota' | 'fast_quota' (the tenant is at its quota: nothing written) |
+-- 'missing_dep:<i>' (dependency i is not a job of this tenant: nothing written) |
+-- 'failed' (created, and failed at once with DEPENDENCY_FAILED: a `succeeded` dependency had
+-- already ended otherwise)
+-- A job with dependencies not yet ended is created queued but `blocked` (their count): it is
+-- in no lane until deps.lua, run by the script that ends its last dependency, puts it there.
+-- (Loaded with notify.lua (notify_end) and wake.lua (wake_idle) prepended.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then
@@ -30,6 +41,33 @@ if existing[1] then
   if existing[1] == ARGV[2] and (existing[2] or '') == ARGV[5] and same_lane then return 'exists' end
   return 'conflict'
 end
+local ndeps = tonumber(ARGV[10])
+local ctx = cjson.decode(ARGV[11 + 2 * ndeps])
+local fields = 12 + 2 * ndeps
+local blocked, failed_by = {}, nil
+for i = 0, ndeps - 1 do
+  local dep, kind = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
+  local d = redis.call('HMGET', ctx.job .. dep, 'state', 'tenant')
+  -- another tenant's job is answered as missing: its existence is not told
+  if not d[1] or (d[2] or '') ~= tenant then return 'missing_dep:' .. i end
+  if d[1] == 'queued' or d[1] == 'running' then
+    blocked[#blocked + 1] = {dep, kind}
+  elseif kind ~= 'ended' and d[1] ~= 'succeeded' then
+    failed_by = failed_by or {dep, d[1]}
+  end
+end
+if failed_by then
+  local now = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], unpack(ARGV, fields))
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', now, 'error_code', 'DEPENDENCY_FAILED',
+    'error_msg', 'dependency ' .. failed_by[1] .. ' had ended ' .. failed_by[2] .. ' instead of succeeding; the job did not run')
+  redis.call('ZADD', KEYS[3], now, ARGV[1])
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  redis.call('ZADD', KEYS[8], now + ctx.keep, ARGV[1])
+  notify_end(KEYS[9], KEYS[1], ARGV[1], now)
+  redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'failed', attempt = 0, at = now}))
+  return 'failed'
+end
 local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
 if tonumber(ARGV[6]) > 0 and active >= tonumber(ARGV[6]) then return 'quota' end
 if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant .. ':fast') or '0') >= tonumber(ARGV[7]) then
@@ -37,12 +75,17 @@ if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenan
 end
 redis.call('HINCRBY', KEYS[5], tenant, 1)
 if fast then redis.call('HINCRBY', KEYS[5], tenant .. ':fast', 1) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('LPUSH', KEYS[2], ARGV[1])
-if tenant ~= '' and not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
+redis.call('HSET', KEYS[1], unpack(ARGV, fields))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = 0, at = tonumber(ARGV[3])})
 redis.call('PUBLISH', ARGV[4], event)
+if #blocked > 0 then
+  redis.call('HSET', KEYS[1], 'blocked', #blocked)
+  for _, b in ipairs(blocked) do redis.call('HSET', ctx.deps .. b[1], ARGV[1], b[2]) end
+  return 'created'
+end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+if tenant ~= '' and not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
 wake_idle(KEYS[7], ARGV[9], event)
 return 'created'

@@ -9,8 +9,13 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobSpec, Lane};
 
-static ENQUEUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("wake.lua"), include_str!("enqueue.lua"))));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("enqueue.lua")
+    ))
+});
 
 /// What the same-id rule decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,6 +30,11 @@ pub enum Enqueued {
     OverQuota,
     /// The tenant has its quota of queued + running fast jobs; nothing was written.
     OverFastQuota,
+    /// Dependency `i` of `dependsOn` is not a job of this tenant; nothing was written.
+    MissingDependency(usize),
+    /// Created, and failed at once (`DEPENDENCY_FAILED`): a dependency that had to succeed had
+    /// already ended otherwise.
+    DependencyFailed,
 }
 
 /// A job ready to be queued: validated, its inputs staged.
@@ -43,6 +53,8 @@ pub struct NewJob<'a> {
     pub tenant: &'a str,
     /// Its quotas: queued + running jobs, and fast ones (0: none).
     pub quota: Quota,
+    /// How long it is kept once ended (a job failed at once by a dependency starts now).
+    pub retention: std::time::Duration,
 }
 
 /// A tenant's limits on jobs it has in the system at once (0: none).
@@ -69,6 +81,8 @@ impl Queue {
             .key(k.tenants_active())
             .key(k.ring(queue, job.lane))
             .key(k.idle(queue))
+            .key(k.expiry())
+            .key(k.outbox())
             .arg(job.id.as_str())
             .arg(job.def_hash)
             .arg(now)
@@ -77,7 +91,12 @@ impl Queue {
             .arg(job.quota.active)
             .arg(job.quota.fast)
             .arg(if job.lane == Lane::Fast { "1" } else { "0" })
-            .arg(k.worker_events_prefix());
+            .arg(k.worker_events_prefix())
+            .arg(job.spec.depends_on.len());
+        for d in &job.spec.depends_on {
+            inv.arg(&d.job_id).arg(d.kind.as_str());
+        }
+        inv.arg(self.settle_context(job.retention));
         for (f, v) in [
             ("spec", spec_json),
             ("state", "queued".to_string()),
@@ -105,7 +124,7 @@ impl Queue {
         let r: String = inv.invoke_async(&mut conn).await?;
         // The client hears "created" or "exists" only once the job is as durable as configured.
         match r.as_str() {
-            "created" => self.confirm(&mut conn).await?,
+            "created" | "failed" => self.confirm(&mut conn).await?,
             "exists" => self.confirm_earlier(&mut conn).await?,
             _ => {}
         }
@@ -114,7 +133,11 @@ impl Queue {
             "exists" => Enqueued::Exists,
             "quota" => Enqueued::OverQuota,
             "fast_quota" => Enqueued::OverFastQuota,
-            _ => Enqueued::Conflict,
+            "failed" => Enqueued::DependencyFailed,
+            r => match r.strip_prefix("missing_dep:").and_then(|i| i.parse().ok()) {
+                Some(i) => Enqueued::MissingDependency(i),
+                None => Enqueued::Conflict,
+            },
         })
     }
 }

@@ -15,6 +15,8 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("active.lua"),
         include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("deps.lua"),
         include_str!("finish.lua")
     ))
 });
@@ -62,7 +64,8 @@ impl Queue {
             .arg(outcome.state.as_str())
             .arg(now)
             .arg(now + ms(retention))
-            .arg(k.events());
+            .arg(k.events())
+            .arg(self.settle_context(retention));
         let (code, msg) = match &outcome.error {
             Some(e) => (e.code.clone(), e.message.clone()),
             None => (String::new(), String::new()),

@@ -132,6 +132,23 @@ impl Queue {
         &self.keys
     }
 
+    /// What `deps.lua` needs to settle an ended job's dependents, as one script argument: the
+    /// key prefixes it builds keys from, the channels it publishes on, and the retention of a
+    /// dependent it fails.
+    pub(crate) fn settle_context(&self, retention: Duration) -> String {
+        let k = &self.keys;
+        serde_json::json!({
+            "job": k.job_prefix(),
+            "deps": k.dependents_prefix(),
+            "lanes": k.lanes_prefix(),
+            "idle": k.idle_prefix(),
+            "events": k.events(),
+            "workers": k.worker_events_prefix(),
+            "keep": ms(retention),
+        })
+        .to_string()
+    }
+
     /// The Redis URL (for pub/sub connections).
     pub fn url(&self) -> &str {
         &self.url

@@ -15,11 +15,13 @@
 -- ARGV[4]: events channel
 -- ARGV[5]: most leases handled in one call (bounds the script's run time)
 -- ARGV[7]: workers' channel prefix (the woken workers' channels)
+-- ARGV[8]: the settle context of deps.lua (a failed job's dependents are settled)
 -- Returns: {requeued, failed}
--- (Loaded with lease_now.lua, active.lua (leave_active), notify.lua (notify_end) and wake.lua
--- (wake_idle) prepended.)
+-- (Loaded with lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
+-- (wake_idle) and deps.lua (settle_dependents) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
+local ctx = cjson.decode(ARGV[8])
 local requeued, failed = 0, 0
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
@@ -38,6 +40,7 @@ for _, id in ipairs(ids) do
       local keep = job[4] == 'fast' and tonumber(ARGV[6]) or tonumber(ARGV[3])
       redis.call('ZADD', KEYS[5], now + keep, id)
       notify_end(KEYS[8], jk, id, now)
+      settle_dependents(ctx, id, 'failed', now, KEYS[6], KEYS[5], KEYS[8])
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
         worker = job[5] or ''}))
       failed = failed + 1

@@ -20,6 +20,7 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
         include_str!("active.lua"),
         include_str!("notify.lua"),
         include_str!("wake.lua"),
+        include_str!("deps.lua"),
         include_str!("reap.lua")
     ))
 });
@@ -76,6 +77,7 @@ impl Queue {
                     .arg(BATCH)
                     .arg(ms(retention.fast))
                     .arg(k.worker_events_prefix())
+                    .arg(self.settle_context(retention.standard))
                     .invoke_async(&mut conn)
                     .await?;
                 total.requeued += requeued;

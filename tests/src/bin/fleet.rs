@@ -243,6 +243,7 @@ async fn preload(queue: &Queue, n: usize) -> f64 {
                     // What an API server without keys records (DCC_API_KEYS unset).
                     tenant: "local",
                     quota: Quota::default(),
+                    retention: std::time::Duration::from_secs(60),
                 };
                 queue.enqueue(job, dcc_shared::clock::now_ms()).await.expect("enqueue");
             }
