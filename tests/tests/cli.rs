@@ -144,3 +144,39 @@ async fn a_closed_pipe_ends_the_client_quietly() {
         );
     }
 }
+
+/// `--depends-on` chains jobs from the shell; a failed first step fails the second (exit 125).
+#[tokio::test]
+async fn submit_depends_on_chains_jobs() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let cli = Cli {
+        url: dcc.api().base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let first = cli.job(
+        "first.json",
+        json!({"image": IMAGE, "command": ["sh", "-c", "sleep 1; exit 4"]}),
+    );
+    let (code, id, err) = cli.run(&["submit", &first]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    let then = cli.job(
+        "then.json",
+        json!({"image": IMAGE, "command": ["sh", "-c", "echo then"]}),
+    );
+    let (code, out, _) = cli.run(&["submit", &then, "--depends-on", &format!("{id}:ended"), "--wait"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "then\n"),
+        "runs once the first ended, however"
+    );
+    let (code, _, err) = cli.run(&["submit", &then, "--depends-on", id, "--wait"]);
+    assert_eq!(
+        code, 125,
+        "the first failed: DEPENDENCY_FAILED, no exit code of its own ({err})"
+    );
+    assert!(err.contains("DEPENDENCY_FAILED"), "{err}");
+    let (code, _, err) = cli.run(&["submit", &then, "--depends-on", &format!("{id}:maybe")]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -62,6 +62,10 @@ pub enum ClientCommand {
         /// Wait, printing the job's stdout as it comes.
         #[arg(long)]
         follow: bool,
+        /// Start only after job ID succeeded (`ID:ended`: after it ended, however); repeatable,
+        /// added to the file's `dependsOn`.
+        #[arg(long = "depends-on", value_name = "ID[:ended]")]
+        depends_on: Vec<String>,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -237,8 +241,13 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             file,
             wait,
             follow,
+            depends_on,
             json,
-        } => submit(&client, &file, wait || follow, follow, json).await,
+        } => {
+            let mut job = read_job(&file)?;
+            add_dependencies(&mut job, &depends_on)?;
+            submit(&client, job, wait || follow, follow, json).await
+        }
         ClientCommand::Run { file, out, json } => run_fast(&client, &file, out.as_deref(), json).await,
         ClientCommand::Status { id, json } => {
             let v = client.job(&id).await?;
@@ -274,9 +283,30 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
     }
 }
 
+/// Appends `--depends-on ID[:succeeded|:ended]` to the job's `dependsOn` (ids have no ':').
+fn add_dependencies(job: &mut Value, deps: &[String]) -> anyhow::Result<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    let Some(obj) = job.as_object_mut() else {
+        bail!("the job must be a JSON object");
+    };
+    let list = obj.entry("dependsOn").or_insert_with(|| Value::Array(Vec::new()));
+    let Some(list) = list.as_array_mut() else {
+        bail!("the job's dependsOn must be a list");
+    };
+    for d in deps {
+        let (id, kind) = d.split_once(':').unwrap_or((d, "succeeded"));
+        if !matches!(kind, "succeeded" | "ended") {
+            bail!("--depends-on {d}: the type after ':' is succeeded or ended");
+        }
+        list.push(serde_json::json!({"jobId": id, "type": kind}));
+    }
+    Ok(())
+}
+
 /// `dcc submit`: submits, then (when asked) waits or follows the job to its end.
-async fn submit(client: &Client, file: &Path, wait: bool, follow: bool, json: bool) -> anyhow::Result<i32> {
-    let mut job = read_job(file)?;
+async fn submit(client: &Client, mut job: Value, wait: bool, follow: bool, json: bool) -> anyhow::Result<i32> {
     job["wait"] = Value::Bool(false);
     let answer = client.submit(&job).await?;
     let id = answer.job_id().to_string();
