@@ -22,8 +22,13 @@
 //! (f) the cost of durable acknowledgements: submits per second and their p50/p99 against a
 //!     primary with a replica on the same machine, with `DCC_DURABILITY=none` and `replicas:1`.
 //!
+//! (g) a pipeline: a chain of `BENCH_CHAIN` (100) trivial jobs, each `dependsOn` the one before,
+//!     all submitted at once, against the sum of its jobs' own times on the worker (startedAt →
+//!     finishedAt: what no scheduler can save) and against a client that runs the same jobs one
+//!     after the other with `wait: true`; with the hand-off gaps (a job's end → the next start).
+//!
 //! `BENCH_ONLY=e` runs (e) alone, `BENCH_ONLY=d` (d) alone, `BENCH_ONLY=b` (a) and (b),
-//! `BENCH_ONLY=f` (f) alone.
+//! `BENCH_ONLY=f` (f) alone, `BENCH_ONLY=g` (g) alone.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -97,6 +102,7 @@ async fn main() {
         Ok("e") => return tenants(submits, concurrency).await,
         Ok("d") => return submit_rates(submits, concurrency).await,
         Ok("f") => return durability(submits, concurrency).await,
+        Ok("g") => return chain().await,
         _ => {}
     }
 
@@ -127,6 +133,64 @@ async fn main() {
     drop(dcc);
 
     submit_rates(submits, concurrency).await;
+    chain().await;
+}
+
+/// Milliseconds of an RFC 3339 field of a job view.
+fn at(v: &serde_json::Value, field: &str) -> f64 {
+    let text = v[field].as_str().unwrap_or_default();
+    dcc_shared::clock::parse_rfc3339(text).unwrap_or(0) as f64
+}
+
+/// (g) a chain of dependent trivial jobs, submitted at once, against the jobs' own time and a
+/// client-side loop.
+async fn chain() {
+    let n: usize = std::env::var("BENCH_CHAIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis).env("DCC_LOG", "warn").start().await;
+    let api = dcc.api();
+    let t = Instant::now();
+    let mut ids: Vec<String> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut job = sh("true");
+        if i > 0 {
+            job["dependsOn"] = json!([{"jobId": ids[i - 1]}]);
+        }
+        ids.push(api.submit_id(job).await);
+    }
+    let submitted_ms = t.elapsed().as_secs_f64() * 1000.0;
+    api.wait_status(&ids[n - 1], "succeeded", std::time::Duration::from_secs(600))
+        .await;
+    let chain_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut views = Vec::with_capacity(n);
+    for id in &ids {
+        views.push(api.job(id).await);
+    }
+    let own: f64 = views.iter().map(|v| at(v, "finishedAt") - at(v, "startedAt")).sum();
+    let wall = at(&views[n - 1], "finishedAt") - at(&views[0], "startedAt");
+    let mut gaps: Vec<f64> = views
+        .windows(2)
+        .map(|w| at(&w[1], "startedAt") - at(&w[0], "finishedAt"))
+        .collect();
+    println!("(g) a chain of {n} dependent trivial jobs, submitted at once ({submitted_ms:.0} ms to submit all)");
+    println!(
+        "    first start to last end {wall:>8.0} ms; the jobs' own time (start to end, summed) {own:>8.0} ms; ratio {:.3}",
+        wall / own
+    );
+    line("    hand-off: a job's end to the next one's start", &mut gaps);
+    let t = Instant::now();
+    for _ in 0..n {
+        api.run(sh("true")).await;
+    }
+    let client_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "    submit to last end {chain_ms:>8.0} ms; a client running them one by one (wait: true) {client_ms:>8.0} ms; ratio {:.3}",
+        chain_ms / client_ms
+    );
+    println!();
 }
 
 /// (a) raw Docker, also broken down into its calls.
