@@ -68,6 +68,7 @@ pub fn api_routes() -> Routes {
     .get("/api/v1/jobs/{id}", jobs::view)
     .delete("/api/v1/jobs/{id}", jobs::delete)
     .get("/api/v1/jobs/{id}/wait", jobs::wait_for)
+    .get("/api/v1/jobs/{id}/children", crate::routes::array::children)
     .post("/api/v1/jobs/{id}/cancel", jobs::cancel)
     .get("/api/v1/jobs/{id}/stdout", files::stdout)
     .get("/api/v1/jobs/{id}/stderr", files::stderr)

@@ -494,6 +494,17 @@ async fn finalize(
     staging: Staging,
     wait_for_end: bool,
 ) -> Result<Response, ApiError> {
+    // Its children's ids add `.<index>` (up to 6 characters) to its own.
+    if spec.array.is_some() && id.as_str().len() > dcc_shared::job::id::MAX_ID_LEN - 6 {
+        staging.discard().await;
+        return Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+            field: Some("id".into()),
+            message: format!(
+                "an array job's id is at most {} characters (as stored): its children's add .<index>",
+                dcc_shared::job::id::MAX_ID_LEN - 6
+            ),
+        }));
+    }
     let spec = match resolve_dependencies(state, who, spec).await {
         Ok(s) => s,
         Err(e) => {

@@ -134,6 +134,12 @@ impl Principal {
         for d in &mut v.depends_on {
             d.job_id = self.external(&d.job_id).to_string();
         }
+        if let Some(c) = &mut v.array_child {
+            c.parent_id = self.external(&c.parent_id).to_string();
+        }
+        if let Some(a) = &mut v.array {
+            a.children_url = format!("/api/v1/jobs/{}/children", v.job_id);
+        }
         v
     }
 

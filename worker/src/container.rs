@@ -66,9 +66,15 @@ pub fn body(
     }
 }
 
-/// Variables DCC sets in every job's container: which job it is and where its files are.
-/// They win over the job's own `env` of the same names.
-pub const DCC_ENV: [&str; 3] = ["DCC_JOB_ID", "DCC_INPUTS", "DCC_OUTPUTS"];
+/// Variables DCC sets in every job's container: which job it is, where its files are, and an
+/// array child's index and its array's size. They win over the job's own `env` of the same names.
+pub const DCC_ENV: [&str; 5] = [
+    "DCC_JOB_ID",
+    "DCC_INPUTS",
+    "DCC_OUTPUTS",
+    "DCC_ARRAY_INDEX",
+    "DCC_ARRAY_SIZE",
+];
 
 /// The job's environment (`KEY=value`): its own `env`, then [`DCC_ENV`] (the job's id as
 /// stored, `/inputs`, `/outputs`). A warm container's `exec` gets the same.
@@ -83,6 +89,10 @@ pub fn job_env(job: &JobRecord) -> Vec<String> {
     env.push(format!("DCC_JOB_ID={}", job.id));
     env.push("DCC_INPUTS=/inputs".into());
     env.push("DCC_OUTPUTS=/outputs".into());
+    if let (Some(child), Some(array)) = (&job.child_of, job.spec.array) {
+        env.push(format!("DCC_ARRAY_INDEX={}", child.index));
+        env.push(format!("DCC_ARRAY_SIZE={}", array.size));
+    }
     env
 }
 

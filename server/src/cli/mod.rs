@@ -66,6 +66,12 @@ pub enum ClientCommand {
         /// added to the file's `dependsOn`.
         #[arg(long = "depends-on", value_name = "ID[:ended]")]
         depends_on: Vec<String>,
+        /// Run N copies (an array job), each told its index (`DCC_ARRAY_INDEX`).
+        #[arg(long, value_name = "N")]
+        array: Option<u32>,
+        /// With --array: at most P copies running at once.
+        #[arg(long, value_name = "P", requires = "array")]
+        parallelism: Option<u32>,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -223,10 +229,24 @@ async fn wait_for(client: &Client, id: &str, follow: bool) -> anyhow::Result<Job
         }
         if let Some(b) = &bar {
             let view = client.job(id).await?;
+            let progress = match &view.array {
+                // An array: its children, as a bar.
+                Some(a) => {
+                    if b.length().is_none() {
+                        let style = indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {msg}");
+                        b.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+                    }
+                    let c = &a.children;
+                    let done = c.succeeded + c.failed + c.timed_out + c.cancelled;
+                    b.set_length(u64::from(a.size));
+                    b.set_position(u64::from(done));
+                    format!("{done}/{} children ended, {} running", a.size, c.running)
+                }
+                None => format!("attempt {}", view.attempt),
+            };
             b.set_message(format!(
-                "{id}: {} (attempt {}) {:.1}s",
+                "{id}: {} ({progress}) {:.1}s",
                 view.status.as_str(),
-                view.attempt,
                 start.elapsed().as_secs_f64()
             ));
         }
@@ -242,10 +262,18 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
             wait,
             follow,
             depends_on,
+            array,
+            parallelism,
             json,
         } => {
             let mut job = read_job(&file)?;
             add_dependencies(&mut job, &depends_on)?;
+            if let Some(size) = array {
+                job["array"] = serde_json::json!({"size": size});
+                if let Some(p) = parallelism {
+                    job["array"]["parallelism"] = serde_json::json!(p);
+                }
+            }
             submit(&client, job, wait || follow, follow, json).await
         }
         ClientCommand::Run { file, out, json } => run_fast(&client, &file, out.as_deref(), json).await,
@@ -323,7 +351,8 @@ async fn submit(client: &Client, mut job: Value, wait: bool, follow: bool, json:
         out!("{}", json_of(&view));
     } else {
         eprintln!("{}", summary(&view));
-        if !follow {
+        // An array job has no log of its own: its children have theirs.
+        if !follow && view.array.is_none() {
             emit(&client.log(&id, Log::Stdout).await?);
         }
     }

@@ -189,6 +189,15 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = load(&state, &who, &id).await?;
+    if let Some(c) = &job.child_of {
+        return Err(ApiError::new(
+            crate::error::Code::InvalidRequest,
+            format!(
+                "an array child goes with its array: delete {} (cancel stops this child alone)",
+                who.external(c.parent.as_str())
+            ),
+        ));
+    }
     if !job.state.is_terminal() {
         // Cancel first, so the worker stops the container on the event.
         state

@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! - [`jobs`]: view, listing, long-poll, cancel, delete.
+//! - [`array`]: an array job's children.
 //! - [`files`]: stdout, stderr and output files.
 //! - [`fleet`]: queues, workers, health and readiness.
 //! - [`run`]: fast (synchronous) jobs.
 //! - [`ws`]: live status over a WebSocket.
 
+pub mod array;
 pub mod files;
 pub mod fleet;
 pub mod jobs;

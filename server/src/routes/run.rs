@@ -39,10 +39,16 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     let body = read_body(&state, req).await?;
     let valid = JobRequest::from_json(&body)?.validate(&state.config.limits)?;
     crate::submit::check_notify(&state, &valid.spec)?;
-    if !valid.spec.depends_on.is_empty() {
+    if !valid.spec.depends_on.is_empty() || valid.spec.array.is_some() {
+        let field = if valid.spec.array.is_some() {
+            "array"
+        } else {
+            "dependsOn"
+        };
         return Err(SpecError::Invalid {
-            field: Some("dependsOn".into()),
-            message: "fast jobs run at once and cannot wait for other jobs; submit a standard job".into(),
+            field: Some(field.into()),
+            message: "fast jobs are single jobs that run at once: no array, no dependencies; submit a standard job"
+                .into(),
         }
         .into());
     }

@@ -16,7 +16,7 @@ pub mod state;
 pub mod view;
 
 pub use id::JobId;
-pub use record::{JobError, JobRecord, OutputFile, RunStats};
-pub use spec::{InputSource, JobRequest, JobSpec, Limits, Parameters, StagedInput, ValidJob};
+pub use record::{ArrayCounts, ChildOf, JobError, JobRecord, OutputFile, RunStats};
+pub use spec::{ArraySpec, InputSource, JobRequest, JobSpec, Limits, Parameters, StagedInput, ValidJob};
 pub use state::{ErrorCode, JobState, Lane, Priority, QueueName};
-pub use view::{JobView, NotifyView, OutputView, StatsView};
+pub use view::{ArrayChildView, ArrayView, ChildCounts, JobView, NotifyView, OutputView, StatsView};

@@ -71,6 +71,39 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// An array parent's counts of its children (its record's `next_index`, `c_*` fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArrayCounts {
+    /// Children made so far (claimed at least once); the rest wait.
+    pub made: u32,
+    /// Running now.
+    pub running: u32,
+    /// Ended `succeeded`.
+    pub succeeded: u32,
+    /// Ended `failed`.
+    pub failed: u32,
+    /// Ended `timed_out`.
+    pub timed_out: u32,
+    /// Ended `cancelled` (a cancelled parent counts its children never made here).
+    pub cancelled: u32,
+}
+
+impl ArrayCounts {
+    /// Children that ended.
+    pub fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.timed_out + self.cancelled
+    }
+}
+
+/// Which array an array child belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildOf {
+    /// The parent (the job that was submitted).
+    pub parent: JobId,
+    /// Its index, 0 to size - 1.
+    pub index: u32,
+}
+
 /// A job read back from Redis.
 #[derive(Clone, Debug)]
 pub struct JobRecord {
@@ -117,6 +150,24 @@ pub struct JobRecord {
     /// Dependencies (`dependsOn`) not yet ended: while above 0 the job is queued but in no
     /// lane (no worker can claim it).
     pub blocked: u32,
+    /// For an array parent: its children's counts.
+    pub array: Option<ArrayCounts>,
+    /// For an array child: its parent and index (its `spec` is the parent's).
+    pub child_of: Option<ChildOf>,
+}
+
+impl JobRecord {
+    /// The inputs its container gets: all of them, but an array child only its own per-index
+    /// ones (`index/<i>/…`, see [`super::spec::PER_INDEX_DIR`]) beside the shared ones.
+    pub fn run_inputs(&self) -> Vec<&str> {
+        let index = self.child_of.as_ref().map(|c| c.index);
+        self.spec
+            .inputs
+            .iter()
+            .map(String::as_str)
+            .filter(|name| index.is_none_or(|i| super::spec::input_is_for(name, i)))
+            .collect()
+    }
 }
 
 fn opt_num<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Option<T> {
@@ -185,6 +236,21 @@ impl JobRecord {
             tenant: m.get("tenant").cloned().unwrap_or_default(),
             notify: NotifyRecord::from_hash(&m),
             blocked: opt_num(&m, "blocked").unwrap_or(0),
+            array: (m.contains_key("array_size") && !m.contains_key("parent")).then(|| ArrayCounts {
+                made: opt_num(&m, "next_index").unwrap_or(0),
+                running: opt_num::<i64>(&m, "c_running").unwrap_or(0).max(0) as u32,
+                succeeded: opt_num(&m, "c_succeeded").unwrap_or(0),
+                failed: opt_num(&m, "c_failed").unwrap_or(0),
+                timed_out: opt_num(&m, "c_timed_out").unwrap_or(0),
+                cancelled: opt_num(&m, "c_cancelled").unwrap_or(0),
+            }),
+            child_of: m
+                .get("parent")
+                .and_then(|p| JobId::parse(p).ok())
+                .map(|parent| ChildOf {
+                    parent,
+                    index: opt_num(&m, "index").unwrap_or(0),
+                }),
         }))
     }
 }

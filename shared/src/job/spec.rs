@@ -54,6 +54,37 @@ pub struct JobRequest {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub depends_on: Vec<DependencyRequest>,
+    /// Run `size` copies (children `<id>.0` … `<id>.<size-1>`), each told its index
+    /// (`DCC_ARRAY_INDEX`, `DCC_ARRAY_SIZE`); the submitted job is their parent.
+    pub array: Option<ArraySpec>,
+}
+
+/// An array job: `size` children of one definition, at most `parallelism` running at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArraySpec {
+    /// Children, 2 to 10 000.
+    #[schema(minimum = 2, maximum = 10000)]
+    pub size: u32,
+    /// Most children running at once (Slurm's `%N`); all that fit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub parallelism: Option<u32>,
+}
+
+/// Most children of one array job.
+pub const MAX_ARRAY_SIZE: u32 = 10_000;
+
+/// The folder of per-index inputs: an array child `i` gets the inputs under `index/<i>/` and
+/// none under another child's (every child gets the inputs outside `index/`).
+pub const PER_INDEX_DIR: &str = "index/";
+
+/// Whether input `name` is for array child `index` (or for every child).
+pub fn input_is_for(name: &str, index: u32) -> bool {
+    match name.strip_prefix(PER_INDEX_DIR).and_then(|rest| rest.split_once('/')) {
+        Some((i, _)) => i.parse::<u32>().ok() == Some(index),
+        None => true,
+    }
 }
 
 /// One dependency as sent.
@@ -292,6 +323,9 @@ pub struct JobSpec {
     /// Jobs that must end before this one is claimable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// An array job's size and parallelism (its children run this same spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArraySpec>,
 }
 
 /// Where an input's bytes come from.
@@ -446,6 +480,9 @@ impl JobRequest {
         let parameters = validate_parameters(&self.parameters, limits)?;
         let depends_on = validate_dependencies(self.depends_on)?;
         let inputs = validate_inputs(self.inputs, limits)?;
+        if let Some(a) = &self.array {
+            validate_array(a, &inputs)?;
+        }
         let spec = JobSpec {
             image: self.image,
             command: self.command,
@@ -457,6 +494,7 @@ impl JobRequest {
             meta,
             notify: self.notify,
             depends_on,
+            array: self.array,
         };
         Ok(ValidJob {
             id,
@@ -488,6 +526,36 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
 }
 
 /// The shape of a webhook URL; where it may point is the server's check (its egress policy).
+/// 2 to [`MAX_ARRAY_SIZE`] children, a parallelism of at least 1, per-index inputs
+/// (`index/<i>/…`) only for children that exist.
+fn validate_array(a: &ArraySpec, inputs: &[(String, InputSource)]) -> Result<(), SpecError> {
+    if !(2..=MAX_ARRAY_SIZE).contains(&a.size) {
+        return Err(invalid(
+            "array.size",
+            format!("an array has 2 to {MAX_ARRAY_SIZE} children"),
+        ));
+    }
+    if a.parallelism == Some(0) {
+        return Err(invalid("array.parallelism", "parallelism is at least 1"));
+    }
+    for (i, (name, _)) in inputs.iter().enumerate() {
+        let Some(rest) = name.strip_prefix(PER_INDEX_DIR) else {
+            continue;
+        };
+        let index = rest.split_once('/').and_then(|(n, _)| n.parse::<u32>().ok());
+        if !matches!(index, Some(n) if n < a.size) {
+            return Err(invalid(
+                format!("inputs[{i}].name"),
+                format!(
+                    "inputs under {PER_INDEX_DIR} are per child: {PER_INDEX_DIR}<index>/<name>, index below {}",
+                    a.size
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// At most [`MAX_DEPENDENCIES`], each a valid id named once; `n_to_n` is refused (no arrays).
 /// Whether each exists (and is the tenant's) is checked atomically at enqueue.
 fn validate_dependencies(deps: Vec<DependencyRequest>) -> Result<Vec<Dependency>, SpecError> {

@@ -63,6 +63,56 @@ pub struct JobView {
     /// The jobs it waits for (`dependsOn` as submitted); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// An array job (the parent): its size, parallelism and its children by state. Its
+    /// `status` is `queued` until a child runs, `running` while any may still run, then
+    /// `succeeded` when every child did, else `failed` (`CHILDREN_FAILED`) or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayView>,
+    /// An array child: its parent and index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_child: Option<ArrayChildView>,
+}
+
+/// An array parent's children.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArrayView {
+    /// How many.
+    pub size: u32,
+    /// Most running at once; absent: as many as fit.
+    pub parallelism: Option<u32>,
+    /// How many are in each state (`queued` counts those not yet started).
+    pub children: ChildCounts,
+    /// Where to page through them.
+    pub children_url: String,
+}
+
+/// Children by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildCounts {
+    /// Waiting for a worker (never started, or put back).
+    pub queued: u32,
+    /// Running.
+    pub running: u32,
+    /// Succeeded.
+    pub succeeded: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Timed out.
+    pub timed_out: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+/// Which array a child belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArrayChildView {
+    /// The array (parent) job.
+    pub parent_id: String,
+    /// This child's index (its `DCC_ARRAY_INDEX`).
+    pub index: u32,
 }
 
 /// A job's webhook and its delivery.
@@ -208,7 +258,8 @@ impl JobRecord {
             outputs,
             stats,
             meta: self.spec.meta.clone(),
-            notify: self.spec.notify.as_ref().map(|n| {
+            // A child's spec is its parent's: the parent's webhook and dependencies are not its.
+            notify: self.spec.notify.as_ref().filter(|_| self.child_of.is_none()).map(|n| {
                 let d = self.notify.as_ref();
                 NotifyView {
                     url: n.url.clone(),
@@ -219,7 +270,27 @@ impl JobRecord {
                 }
             }),
             waiting: None,
-            depends_on: self.spec.depends_on.clone(),
+            depends_on: match self.child_of {
+                None => self.spec.depends_on.clone(),
+                Some(_) => Vec::new(),
+            },
+            array: self.array.zip(self.spec.array).map(|(c, a)| ArrayView {
+                size: a.size,
+                parallelism: a.parallelism,
+                children: ChildCounts {
+                    queued: a.size.saturating_sub(c.running + c.ended()),
+                    running: c.running,
+                    succeeded: c.succeeded,
+                    failed: c.failed,
+                    timed_out: c.timed_out,
+                    cancelled: c.cancelled,
+                },
+                children_url: format!("{base}/children"),
+            }),
+            array_child: self.child_of.as_ref().map(|c| ArrayChildView {
+                parent_id: c.parent.to_string(),
+                index: c.index,
+            }),
         }
     }
 }

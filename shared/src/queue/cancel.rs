@@ -16,6 +16,7 @@ static CANCEL: LazyLock<Script> = LazyLock::new(|| {
         include_str!("notify.lua"),
         include_str!("wake.lua"),
         include_str!("deps.lua"),
+        include_str!("array.lua"),
         include_str!("cancel.lua")
     ))
 });

@@ -27,7 +27,14 @@
 -- ARGV[11]: most entries looked at per tenant list
 -- ARGV[12]: most tenants looked at per lane
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb, field, value, ...} (the job's hash as
--- it is after the claim: the worker needs no second read) | {'nofit', id} | {'empty'}
+-- it is after the claim, with a child's `spec` read from its parent: the worker needs no second
+-- read) | {'nofit', id} | {'empty'}
+-- Arrays: a parent's id stays in its tenant's list until each of its children was made. Taking
+-- it makes the next child `<parent>.<i>` (its record, running, with this lease), unless the
+-- parent has `array_par` children running already: then it is stepped over, like a job that
+-- does not fit now, and the jobs behind it may run. A child put back (lease lost, handed back)
+-- is in the list by its own id and claimed as any job. Child and parent records are built from
+-- ARGV[1] like every job's.
 -- (Loaded with lease_now.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
@@ -35,26 +42,52 @@ local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
 local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
 
--- The oldest job of `list` that fits this worker: {'take', id, slots, mem} | {'wait', id} | nil.
+-- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array} | {'wait', id}
+-- | nil. `array`: the entry is an array parent (take its next child).
 local function pick(list)
   -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
   local ids = redis.call('LRANGE', list, -scan, -1)
   for j = #ids, 1, -1 do
     local id = ids[j]
-    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb')
-    if job[1] ~= 'queued' then
-      -- a stale entry (the job was deleted or cancelled while queued): drop it
+    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
+      'array_par', 'c_running')
+    local array = job[4] ~= false and job[4] ~= nil
+    local open = job[1] == 'queued' or (array and job[1] == 'running')
+    if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
+      -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
       redis.call('LREM', list, -1, id)
+    elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
+      -- an array at its parallelism: its next child waits for one to end; others go first
     else
       local slots = tonumber(job[2]) or 1
       local mem = tonumber(job[3]) or 0
       if slots <= total and mem <= total_mem then
         if slots > free or mem > free_mem then return {'wait', id} end
-        return {'take', id, slots, mem}
+        return {'take', id, slots, mem, array}
       end
     end
   end
   return nil
+end
+
+-- Makes the next child of the array parent `id` (queued, attempt 0: the claim then takes it as any
+-- job) and returns its id; the parent leaves `list` with its last child made, and is `running`
+-- from its first.
+local function make_child(id, list)
+  local pk = ARGV[1] .. id
+  local index = redis.call('HINCRBY', pk, 'next_index', 1) - 1
+  local f = redis.call('HMGET', pk, 'array_size', 'queue', 'lane', 'tenant', 'slots', 'gpus', 'memory_mb',
+    'max_attempts', 'created_ms', 'inputs_prefix', 'state')
+  if index + 1 >= tonumber(f[1]) then redis.call('LREM', list, -1, id) end
+  if f[11] == 'queued' then
+    redis.call('HSET', pk, 'state', 'running', 'started_ms', now)
+    redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = 0, at = now}))
+  end
+  local child = id .. '.' .. index
+  redis.call('HSET', ARGV[1] .. child, 'parent', id, 'index', index, 'state', 'queued', 'attempt', 0,
+    'queue', f[2], 'lane', f[3], 'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7],
+    'max_attempts', f[8], 'created_ms', f[9], 'inputs_prefix', f[10] or '')
+  return child
 end
 
 for i = 1, 3 do
@@ -71,7 +104,11 @@ for i = 1, 3 do
       waiting = waiting or p[2]
     else
       local id = p[2]
-      redis.call('LREM', list, -1, id)
+      if p[5] then
+        id = make_child(id, list)
+      else
+        redis.call('LREM', list, -1, id)
+      end
       -- Its turn is used: to the back of the ring, or out of it with nothing left.
       redis.call('LREM', ring, 0, tenant)
       if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, tenant) end
@@ -84,6 +121,12 @@ for i = 1, 3 do
         at = now, worker = ARGV[2]}))
       local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
       for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
+      local parent = redis.call('HGET', jk, 'parent')
+      if parent then
+        redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1)
+        reply[#reply + 1] = 'spec'
+        reply[#reply + 1] = redis.call('HGET', ARGV[1] .. parent, 'spec')
+      end
       return reply
     end
   end

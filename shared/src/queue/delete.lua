@@ -17,9 +17,38 @@
 -- ARGV[5]: workers' channel prefix (a running job's worker hears of it on its own channel)
 -- ARGV[6]: the settle context of deps.lua (a job deleted before it ended settles its
 --          dependents as `deleted`; an ended job's were settled when it ended)
+-- An array parent takes every child made with it (records, list and running entries; a running
+-- child's worker is told), built from ctx.job and its id ('<id>.<i>'); the caller removed their
+-- files first.
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
--- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle) and
--- deps.lua (settle_dependents) prepended.)
+-- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- deps.lua (settle_dependents) and array.lua prepended.)
+local ctx = cjson.decode(ARGV[6])
+
+-- Drops the children of an array parent; how many were never made (nil: not an array).
+local function drop_children()
+  local f = redis.call('HMGET', KEYS[1], 'array_size', 'next_index')
+  if not f[1] then return nil end
+  local made = tonumber(f[2] or '0')
+  for i = 0, made - 1 do
+    local cid = ARGV[1] .. '.' .. i
+    local ck = ctx.job .. cid
+    local c = redis.call('HMGET', ck, 'state', 'attempt', 'worker')
+    if c[1] == 'queued' or c[1] == 'running' then
+      leave_active(KEYS[9], ck)
+      redis.call('LREM', KEYS[2], 0, cid)
+      redis.call('ZREM', KEYS[3], cid)
+      if c[1] == 'running' and c[3] and c[3] ~= '' then
+        redis.call('PUBLISH', ARGV[5] .. c[3], cjson.encode({jobId = cid, status = 'deleted',
+          attempt = tonumber(c[2]), at = tonumber(ARGV[2]), worker = c[3]}))
+      end
+    end
+    redis.call('ZREM', KEYS[4], cid)
+    redis.call('DEL', ck)
+  end
+  return tonumber(f[1]) - made
+end
+
 local function drop_blob()
   local held = 0
   for _, f in ipairs(redis.call('HKEYS', KEYS[6])) do
@@ -45,9 +74,10 @@ if ARGV[4] == 'expired' then
   local due = redis.call('ZSCORE', KEYS[4], ARGV[1])
   if due and tonumber(due) > tonumber(ARGV[2]) then return 'kept' end
 end
+local unmade = drop_children()
 if job[1] == 'queued' or job[1] == 'running' then
-  leave_active(KEYS[9], KEYS[1])
-  settle_dependents(cjson.decode(ARGV[6]), ARGV[1], 'deleted', ARGV[2], KEYS[9], KEYS[4], KEYS[10])
+  leave_active(KEYS[9], KEYS[1], unmade)
+  settle_dependents(ctx, ARGV[1], 'deleted', ARGV[2], KEYS[9], KEYS[4], KEYS[10])
 end
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])

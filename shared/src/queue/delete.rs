@@ -19,6 +19,7 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
         include_str!("notify.lua"),
         include_str!("wake.lua"),
         include_str!("deps.lua"),
+        include_str!("array.lua"),
         include_str!("delete.lua")
     ))
 });
@@ -57,6 +58,12 @@ impl Queue {
             return Ok(Deleted::Kept);
         }
         storage.delete_prefix(&paths::job(&job.id)).await?;
+        // An array's children made so far have files of their own (logs, outputs).
+        for i in 0..job.array.map_or(0, |c| c.made) {
+            if let Ok(child) = JobId::parse(&format!("{}.{i}", job.id)) {
+                storage.delete_prefix(&paths::job(&child)).await?;
+            }
+        }
         let k = self.keys();
         let mut conn = self.conn().await?;
         let r: Option<String> = DELETE

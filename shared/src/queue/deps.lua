@@ -42,7 +42,8 @@ local function settle_dependents(ctx, id, outcome, now, active, expiry, outbox)
               cjson.encode({jobId = d, status = 'queued', attempt = 0, at = now}))
           end
         else
-          leave_active(active, jk)
+          -- an array parent counted all its children, none of which was made
+          leave_active(active, jk, tonumber(redis.call('HGET', jk, 'array_size') or '1'))
           redis.call('HDEL', jk, 'blocked')
           redis.call('HSET', jk, 'state', 'failed', 'finished_ms', now, 'error_code', 'DEPENDENCY_FAILED',
             'error_msg', 'dependency ' .. ended[1] .. ' ended ' .. ended[2] .. ' instead of succeeding; the job did not run')

@@ -17,11 +17,12 @@
 -- ARGV[7]: its quota of queued + running fast jobs (0: none)
 -- ARGV[8]: '1' for a fast job
 -- ARGV[9]: workers' channel prefix (the woken worker's channel)
--- ARGV[10]: n, its number of dependencies (`dependsOn`)
--- ARGV[11..10+2n]: each dependency's job id and kind (succeeded | ended)
--- ARGV[11+2n]: the settle context of deps.lua (JSON: key prefixes; this script reads the
+-- ARGV[10]: how many jobs it counts as against the quota: 1, or an array's size (its children)
+-- ARGV[11]: n, its number of dependencies (`dependsOn`)
+-- ARGV[12..11+2n]: each dependency's job id and kind (succeeded | ended)
+-- ARGV[12+2n]: the settle context of deps.lua (JSON: key prefixes; this script reads the
 --              dependencies' records from ctx.job and registers in ctx.deps .. dependency)
--- ARGV[12+2n..]: field/value pairs of the new record
+-- ARGV[13+2n..]: field/value pairs of the new record
 -- Returns: 'created' | 'exists' (same id, same definition, same tenant, both fast or both
 -- standard: nothing written) | 'conflict' (same id, other definition, another tenant's, or a
 -- fast job's id for a standard one or back: nothing of that job is told) |
@@ -41,12 +42,13 @@ if existing[1] then
   if existing[1] == ARGV[2] and (existing[2] or '') == ARGV[5] and same_lane then return 'exists' end
   return 'conflict'
 end
-local ndeps = tonumber(ARGV[10])
-local ctx = cjson.decode(ARGV[11 + 2 * ndeps])
-local fields = 12 + 2 * ndeps
+local count = tonumber(ARGV[10])
+local ndeps = tonumber(ARGV[11])
+local ctx = cjson.decode(ARGV[12 + 2 * ndeps])
+local fields = 13 + 2 * ndeps
 local blocked, failed_by = {}, nil
 for i = 0, ndeps - 1 do
-  local dep, kind = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
+  local dep, kind = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
   local d = redis.call('HMGET', ctx.job .. dep, 'state', 'tenant')
   -- another tenant's job is answered as missing: its existence is not told
   if not d[1] or (d[2] or '') ~= tenant then return 'missing_dep:' .. i end
@@ -69,11 +71,11 @@ if failed_by then
   return 'failed'
 end
 local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
-if tonumber(ARGV[6]) > 0 and active >= tonumber(ARGV[6]) then return 'quota' end
+if tonumber(ARGV[6]) > 0 and active + count > tonumber(ARGV[6]) then return 'quota' end
 if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant .. ':fast') or '0') >= tonumber(ARGV[7]) then
   return 'fast_quota'
 end
-redis.call('HINCRBY', KEYS[5], tenant, 1)
+redis.call('HINCRBY', KEYS[5], tenant, count)
 if fast then redis.call('HINCRBY', KEYS[5], tenant .. ':fast', 1) end
 redis.call('HSET', KEYS[1], unpack(ARGV, fields))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])

@@ -92,6 +92,7 @@ impl Queue {
             .arg(job.quota.fast)
             .arg(if job.lane == Lane::Fast { "1" } else { "0" })
             .arg(k.worker_events_prefix())
+            .arg(job.spec.array.map_or(1, |a| a.size))
             .arg(job.spec.depends_on.len());
         for d in &job.spec.depends_on {
             inv.arg(&d.job_id).arg(d.kind.as_str());
@@ -116,6 +117,11 @@ impl Queue {
         // Read only to fetch inputs: a job without any does not carry it (bytes per queued job).
         if !job.spec.inputs.is_empty() {
             inv.arg("inputs_prefix").arg(job.inputs_prefix);
+        }
+        // An array parent: claims make its children from it (claim.lua, array.lua).
+        if let Some(a) = job.spec.array {
+            inv.arg("array_size").arg(a.size);
+            inv.arg("array_par").arg(a.parallelism.unwrap_or(0));
         }
         // The scripts that end a job queue its webhook when they find this (notify.lua).
         if job.spec.notify.is_some() {

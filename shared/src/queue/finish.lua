@@ -15,8 +15,8 @@
 --          workers and dependents' records, built from the context's prefixes)
 -- ARGV[9..]: field/value pairs of the result (exit_code, error_code, error_msg, digest, stats, outputs)
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
--- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle) and
--- deps.lua (settle_dependents) prepended.)
+-- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 leave_active(KEYS[4], KEYS[1])
@@ -24,7 +24,9 @@ redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARG
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
 notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
-settle_dependents(cjson.decode(ARGV[8]), ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])
+local ctx = cjson.decode(ARGV[8])
+settle_dependents(ctx, ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])
+array_child_ended(ctx, ARGV[1], KEYS[1], ARGV[4], true, ARGV[5], KEYS[4], KEYS[3], KEYS[5])
 redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = ARGV[1], status = ARGV[4], attempt = tonumber(ARGV[2]),
   at = tonumber(ARGV[5]), worker = ARGV[3]}))
 return 1

@@ -17,6 +17,7 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
         include_str!("notify.lua"),
         include_str!("wake.lua"),
         include_str!("deps.lua"),
+        include_str!("array.lua"),
         include_str!("finish.lua")
     ))
 });

@@ -16,8 +16,16 @@ use crate::job::{JobId, Lane, QueueName};
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
 
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("wake.lua"), include_str!("release.lua"))));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("active.lua"),
+        include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("deps.lua"),
+        include_str!("array.lua"),
+        include_str!("release.lua")
+    ))
+});
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +88,7 @@ impl Queue {
             .arg(now)
             .arg(k.events())
             .arg(k.worker_events_prefix())
+            .arg(self.settle_context(std::time::Duration::ZERO))
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)

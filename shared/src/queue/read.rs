@@ -59,12 +59,7 @@ pub fn parse_cursor(c: &str) -> Option<(i64, String)> {
 impl Queue {
     /// One job, or `None`.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>> {
-        let mut conn = self.conn().await?;
-        let m: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys().job(id))
-            .query_async(&mut conn)
-            .await?;
-        JobRecord::from_hash(id, m)
+        Ok(self.get_many(std::slice::from_ref(id)).await?.pop())
     }
 
     /// The tenant a job belongs to (`Some("")` for a job from before tenants), `None` if gone.
@@ -81,6 +76,35 @@ impl Queue {
         Ok(exists.then(|| tenant.unwrap_or_default()))
     }
 
+    /// An array child keeps no copy of its definition: it is its parent's, read here (one more
+    /// round trip, only when there are children among `maps`).
+    async fn add_parent_specs(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        maps: &mut [HashMap<String, String>],
+    ) -> Result<()> {
+        let children: Vec<(usize, JobId)> = maps
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.contains_key("spec"))
+            .filter_map(|(i, m)| Some((i, JobId::parse(m.get("parent")?).ok()?)))
+            .collect();
+        if children.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (_, parent) in &children {
+            pipe.cmd("HGET").arg(self.keys().job(parent)).arg("spec");
+        }
+        let specs: Vec<Option<String>> = pipe.query_async(conn).await?;
+        for ((i, _), spec) in children.into_iter().zip(specs) {
+            if let Some(spec) = spec {
+                maps[i].insert("spec".into(), spec);
+            }
+        }
+        Ok(())
+    }
+
     /// Several jobs in one round trip; missing ones are skipped.
     pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
         if ids.is_empty() {
@@ -91,7 +115,8 @@ impl Queue {
         for id in ids {
             pipe.cmd("HGETALL").arg(self.keys().job(id));
         }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        self.add_parent_specs(&mut conn, &mut maps).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, m) in ids.iter().zip(maps) {
             if let Some(r) = JobRecord::from_hash(id, m)? {

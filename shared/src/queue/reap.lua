@@ -18,7 +18,7 @@
 -- ARGV[8]: the settle context of deps.lua (a failed job's dependents are settled)
 -- Returns: {requeued, failed}
 -- (Loaded with lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
--- (wake_idle) and deps.lua (settle_dependents) prepended.)
+-- (wake_idle), deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local ctx = cjson.decode(ARGV[8])
@@ -41,11 +41,13 @@ for _, id in ipairs(ids) do
       redis.call('ZADD', KEYS[5], now + keep, id)
       notify_end(KEYS[8], jk, id, now)
       settle_dependents(ctx, id, 'failed', now, KEYS[6], KEYS[5], KEYS[8])
+      array_child_ended(ctx, id, jk, 'failed', true, now, KEYS[6], KEYS[5], KEYS[8])
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,
         worker = job[5] or ''}))
       failed = failed + 1
     else
       redis.call('HSET', jk, 'state', 'queued', 'worker', '')
+      array_child_requeued(ctx, jk)
       -- back to the head of its tenant's list (the oldest end), and into the lane's ring
       local base = lanes[job[4]] or KEYS[4]
       local tenant = redis.call('HGET', jk, 'tenant') or ''

@@ -21,6 +21,7 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
         include_str!("notify.lua"),
         include_str!("wake.lua"),
         include_str!("deps.lua"),
+        include_str!("array.lua"),
         include_str!("reap.lua")
     ))
 });

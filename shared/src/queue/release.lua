@@ -12,13 +12,16 @@
 -- KEYS[6]: the queue's idle workers (one is woken: wake.lua)
 -- ARGV[5]: events channel
 -- ARGV[6]: workers' channel prefix (the woken worker's channel)
+-- ARGV[7]: the settle context of deps.lua (an array child's parent is built from its prefix)
 -- Returns: 1 released | 0 the lease was already lost (nothing changes)
--- (Loaded with wake.lua (wake_idle) prepended.)
+-- (Loaded with active.lua, notify.lua, wake.lua (wake_idle), deps.lua and array.lua (a child's
+-- parent counts it back as waiting) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'lane')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 local lanes = {fast = KEYS[3], high = KEYS[4], normal = KEYS[5]}
 redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '')
 redis.call('HINCRBY', KEYS[1], 'released', 1)
+array_child_requeued(cjson.decode(ARGV[7]), KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 -- back to the head of its tenant's list (the oldest end), and into the lane's ring
 local base = lanes[job[4]] or KEYS[5]

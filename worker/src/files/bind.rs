@@ -58,7 +58,7 @@ async fn stage_inputs(t: &Transfer<'_>) -> Result<(PathBuf, PathBuf), StepError>
     tokio::fs::create_dir_all(&out).await.map_err(io)?;
     mode(&out, 0o777).map_err(io)?;
     let mut dirs = BTreeSet::new();
-    for name in &t.job.spec.inputs {
+    for name in t.job.run_inputs() {
         let local = inp.join(name);
         if let Some(parent) = local.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;

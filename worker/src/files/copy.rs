@@ -38,7 +38,7 @@ pub struct CopyFiles {
 /// Whether the attempt goes without an upload: no inputs, and a job that runs as root (the only
 /// user that can write into a fresh volume).
 fn without_upload(t: &Transfer<'_>) -> bool {
-    t.job.spec.inputs.is_empty() && t.as_root
+    t.job.run_inputs().is_empty() && t.as_root
 }
 
 impl Files for CopyFiles {
@@ -94,10 +94,10 @@ async fn upload_inputs(t: &Transfer<'_>) -> Result<(), StepError> {
         .await
         .map_err(StepError::local("making the inputs folder"))?;
     let mut files = Vec::new();
-    for (i, name) in t.job.spec.inputs.iter().enumerate() {
+    for (i, name) in t.job.run_inputs().into_iter().enumerate() {
         let local = dir.join(i.to_string());
         fetch_input(t.storage, t.job, name, &local).await?;
-        files.push((name.clone(), local));
+        files.push((name.to_string(), local));
     }
     let tar_path = t.scratch.join("inputs.tar");
     let tp = tar_path.clone();

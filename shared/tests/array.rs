@@ -1,0 +1,225 @@
+//! Array jobs as Lua transitions against a real Redis, time passed in: children made one claim
+//! at a time, the parallelism cap, the parent's counts and end, cancel, delete, the quota, and
+//! another tenant's job getting its turn beside a large array.
+
+use std::time::Duration;
+
+use dcc_shared::job::{JobError, JobId, JobRequest, JobState, Lane, Limits, QueueName};
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::cancel::Cancelled;
+use dcc_shared::queue::claim::{Claim, Claimant};
+use dcc_shared::queue::delete::DeleteMode;
+use dcc_shared::queue::enqueue::{Enqueued, NewJob, Quota};
+use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::lease::Lease;
+use dcc_shared::queue::reap::Retention;
+use dcc_shared::testing::Redis;
+use serde_json::{Value, json};
+
+const LEASE: Duration = Duration::from_secs(30);
+const RETENTION: Duration = Duration::from_secs(3600);
+const T0: i64 = 1_800_000_000_000;
+
+async fn submit(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32) -> Enqueued {
+    let valid = JobRequest::from_value(job)
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap();
+    let id = JobId::parse(id).unwrap();
+    let job = NewJob {
+        id: &id,
+        spec: &valid.spec,
+        lane: Lane::for_priority(valid.spec.priority),
+        def_hash: id.as_str(),
+        inputs_prefix: "p/",
+        tenant,
+        quota: Quota { active: quota, fast: 0 },
+        retention: RETENTION,
+    };
+    q.enqueue(job, T0).await.unwrap()
+}
+
+fn array(size: u32, par: Option<u32>) -> Value {
+    let mut a = json!({"size": size});
+    if let Some(p) = par {
+        a["parallelism"] = json!(p);
+    }
+    json!({"image": "x", "array": a})
+}
+
+async fn claim(q: &Queue, now: i64) -> Option<Lease> {
+    let who = Claimant {
+        worker: "w",
+        free_slots: 64,
+        total_slots: 64,
+        free_memory_mb: 1 << 30,
+        total_memory_mb: 1 << 30,
+        lease: LEASE,
+    };
+    match q.claim(QueueName::Cpu, &who, now).await.unwrap() {
+        Claim::Claimed(c) => {
+            if let Some(of) = &c.record.child_of {
+                assert!(
+                    c.record.spec.array.is_some(),
+                    "a child's claim carries its parent's spec"
+                );
+                assert_eq!(c.lease.job.as_str(), format!("{}.{}", of.parent, of.index));
+            }
+            Some(c.lease)
+        }
+        _ => None,
+    }
+}
+
+async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
+    let outcome = Outcome {
+        state,
+        exit_code: Some(i64::from(state != JobState::Succeeded)),
+        error: (state != JobState::Succeeded).then(|| JobError {
+            code: "NONZERO_EXIT".into(),
+            message: "exit 1".into(),
+        }),
+        image_digest: None,
+        stats: Default::default(),
+        outputs: vec![],
+    };
+    assert_eq!(
+        q.finish(lease, &outcome, RETENTION, now).await.unwrap(),
+        Finished::Recorded
+    );
+}
+
+async fn get(q: &Queue, id: &str) -> dcc_shared::job::JobRecord {
+    q.get(&JobId::parse(id).unwrap()).await.unwrap().unwrap()
+}
+
+async fn active(redis: &Redis, tenant: &str) -> i64 {
+    let mut c = redis.conn().await;
+    let n: Option<i64> = redis::cmd("HGET")
+        .arg("{t}:tenants:active")
+        .arg(tenant)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn children_are_made_one_claim_at_a_time_within_the_parallelism() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    assert_eq!(submit(&q, "t1", "a", array(3, Some(2)), 0).await, Enqueued::Created);
+    assert_eq!(active(&redis, "t1").await, 3, "the quota counts children");
+    let c0 = claim(&q, T0 + 1).await.unwrap();
+    let c1 = claim(&q, T0 + 2).await.unwrap();
+    assert_eq!((c0.job.as_str(), c1.job.as_str()), ("a.0", "a.1"));
+    assert!(claim(&q, T0 + 3).await.is_none(), "two run: the third waits");
+    let p = get(&q, "a").await;
+    assert_eq!(p.state, JobState::Running);
+    let counts = p.array.unwrap();
+    assert_eq!((counts.made, counts.running), (2, 2));
+    let child = get(&q, "a.1").await;
+    assert_eq!(child.child_of.as_ref().map(|c| c.index), Some(1));
+    assert_eq!(child.spec.image, "x", "a child reads its parent's definition");
+    end(&q, &c0, JobState::Succeeded, T0 + 10).await;
+    let c2 = claim(&q, T0 + 11).await.unwrap();
+    assert_eq!(c2.job.as_str(), "a.2");
+    assert!(claim(&q, T0 + 12).await.is_none(), "every child made");
+    end(&q, &c1, JobState::Succeeded, T0 + 20).await;
+    assert_eq!(get(&q, "a").await.state, JobState::Running);
+    end(&q, &c2, JobState::Succeeded, T0 + 30).await;
+    let p = get(&q, "a").await;
+    assert_eq!((p.state, p.finished_ms), (JobState::Succeeded, Some(T0 + 30)));
+    assert_eq!(active(&redis, "t1").await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_child_fails_the_parent_with_the_counts_and_a_lost_lease_requeues_the_child() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    submit(&q, "t1", "a", array(2, None), 0).await;
+    let c0 = claim(&q, T0 + 1).await.unwrap();
+    let c1 = claim(&q, T0 + 2).await.unwrap();
+    // c1's worker goes silent: the child goes back to the list by its own id.
+    let ret = Retention {
+        standard: RETENTION,
+        fast: RETENTION,
+    };
+    assert_eq!(q.reap(ret, T0 + 2 + 31_000).await.unwrap().requeued, 2);
+    assert_eq!(get(&q, "a").await.array.unwrap().running, 0);
+    let again = claim(&q, T0 + 40_000).await.unwrap();
+    let other = claim(&q, T0 + 40_001).await.unwrap();
+    let mut ids = [again.job.to_string(), other.job.to_string()];
+    ids.sort();
+    assert_eq!(ids, ["a.0", "a.1"]);
+    assert_eq!((again.attempt, other.attempt), (2, 2));
+    let _ = (c0, c1);
+    end(&q, &again, JobState::Failed, T0 + 41_000).await;
+    end(&q, &other, JobState::Succeeded, T0 + 42_000).await;
+    let p = get(&q, "a").await;
+    assert_eq!(p.state, JobState::Failed);
+    let e = p.error.unwrap();
+    assert_eq!(e.code, "CHILDREN_FAILED");
+    assert!(
+        e.message.starts_with("1 of 2 children did not succeed (1 failed"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn cancel_and_delete_of_the_parent_reach_every_child() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    submit(&q, "t1", "a", array(5, None), 0).await;
+    let c0 = claim(&q, T0 + 1).await.unwrap();
+    let c1 = claim(&q, T0 + 2).await.unwrap();
+    end(&q, &c1, JobState::Succeeded, T0 + 3).await;
+    let p = get(&q, "a").await;
+    assert_eq!(
+        q.cancel(&p, RETENTION, T0 + 4).await.unwrap(),
+        Cancelled::Done(JobState::Running)
+    );
+    assert_eq!(get(&q, "a.0").await.state, JobState::Cancelled, "the running child");
+    assert_eq!(get(&q, "a.1").await.state, JobState::Succeeded, "an ended child stays");
+    let p = get(&q, "a").await;
+    let counts = p.array.unwrap();
+    assert_eq!(
+        (p.state, counts.cancelled, counts.succeeded, counts.running),
+        (JobState::Cancelled, 4, 1, 0)
+    );
+    assert_eq!(active(&redis, "t1").await, 0, "none counts against the quota any more");
+    assert!(claim(&q, T0 + 5).await.is_none(), "no child is made after a cancel");
+    let _ = c0;
+    let files = dcc_shared::storage::LocalStorage::new(tempfile::tempdir().unwrap().path());
+    q.delete(&p, &files, DeleteMode::Any, RETENTION, T0 + 6).await.unwrap();
+    for id in ["a", "a.0", "a.1"] {
+        assert!(
+            q.get(&JobId::parse(id).unwrap()).await.unwrap().is_none(),
+            "{id} is gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn quota_counts_children_and_another_tenant_takes_turns_with_a_large_array() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    assert_eq!(submit(&q, "t1", "big", array(4, None), 5).await, Enqueued::Created);
+    assert_eq!(submit(&q, "t1", "more", array(2, None), 5).await, Enqueued::OverQuota);
+    assert_eq!(
+        submit(&q, "t1", "one", json!({"image": "x"}), 5).await,
+        Enqueued::Created
+    );
+
+    submit(&q, "t2", "sweep", array(1000, None), 0).await;
+    submit(&q, "t3", "single", json!({"image": "x"}), 0).await;
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        seen.push(claim(&q, T0 + i).await.unwrap().job.to_string());
+    }
+    assert!(
+        seen.iter().any(|j| j == "single"),
+        "t3's job is claimed among the first claims: {seen:?}"
+    );
+}
