@@ -418,6 +418,16 @@ pub async fn enqueue_staged(
             staging.discard().await;
             Err(missing_dependency(who, spec, i))
         }
+        Enqueued::NotTwin(i) => {
+            staging.discard().await;
+            Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+                field: Some(format!("dependsOn[{i}].type")),
+                message: format!(
+                    "an n_to_n dependency must be an array job of this one's size ({})",
+                    spec.array.map_or(0, |a| a.size)
+                ),
+            }))
+        }
         Enqueued::Exists => {
             staging.discard().await;
             Ok(StatusCode::OK)

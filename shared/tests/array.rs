@@ -223,3 +223,48 @@ async fn quota_counts_children_and_another_tenant_takes_turns_with_a_large_array
         "t3's job is claimed among the first claims: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn n_to_n_makes_child_i_once_its_twin_succeeded_and_fails_it_otherwise() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    submit(&q, "t1", "a", array(3, None), 0).await;
+    let mut b = array(3, None);
+    b["dependsOn"] = json!([{"jobId": "a", "type": "n_to_n"}]);
+    assert_eq!(submit(&q, "t1", "b", b, 0).await, Enqueued::Created);
+    let mut short = array(2, None);
+    short["dependsOn"] = json!([{"jobId": "a", "type": "n_to_n"}]);
+    assert_eq!(submit(&q, "t1", "c", short, 0).await, Enqueued::NotTwin(0));
+    let a: Vec<Lease> = [
+        claim(&q, T0 + 1).await,
+        claim(&q, T0 + 2).await,
+        claim(&q, T0 + 3).await,
+    ]
+    .into_iter()
+    .map(Option::unwrap)
+    .collect();
+    assert_eq!(
+        a.iter().map(|l| l.job.as_str()).collect::<Vec<_>>(),
+        ["a.0", "a.1", "a.2"]
+    );
+    assert!(claim(&q, T0 + 4).await.is_none(), "b.0 waits for a.0");
+    end(&q, &a[0], JobState::Succeeded, T0 + 5).await;
+    let b0 = claim(&q, T0 + 6).await.unwrap();
+    assert_eq!(b0.job.as_str(), "b.0");
+    end(&q, &a[1], JobState::Failed, T0 + 7).await;
+    assert!(claim(&q, T0 + 8).await.is_none(), "b.1 fails unrun; b.2 waits for a.2");
+    let b1 = get(&q, "b.1").await;
+    assert_eq!((b1.state, b1.attempt), (JobState::Failed, 0));
+    assert_eq!(b1.error.unwrap().code, "DEPENDENCY_FAILED");
+    end(&q, &a[2], JobState::Succeeded, T0 + 9).await;
+    let b2 = claim(&q, T0 + 10).await.unwrap();
+    assert_eq!(b2.job.as_str(), "b.2");
+    end(&q, &b0, JobState::Succeeded, T0 + 11).await;
+    end(&q, &b2, JobState::Succeeded, T0 + 12).await;
+    let b = get(&q, "b").await;
+    assert_eq!(
+        (b.state, b.error.map(|e| e.code)),
+        (JobState::Failed, Some("CHILDREN_FAILED".into()))
+    );
+    assert_eq!(active(&redis, "t1").await, 0, "every child left the quota");
+}

@@ -228,3 +228,49 @@ async fn a_worker_killed_mid_array_loses_nothing() {
         );
     }
 }
+
+/// `n_to_n`: child i of the second array starts once child i of the first succeeded; the child
+/// whose twin failed fails without running.
+#[tokio::test]
+async fn n_to_n_links_each_child_to_its_twin() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis).env("DCC_CPUS", 4).start().await;
+    let api = dcc.api();
+    let a = api
+        .submit_id(array(
+            sh("sleep $((3 - DCC_ARRAY_INDEX)); [ $DCC_ARRAY_INDEX != 1 ]"),
+            3,
+            None,
+        ))
+        .await;
+    let mut second = array(sh("echo after"), 3, None);
+    second["dependsOn"] = json!([{"jobId": a, "type": "n_to_n"}]);
+    let b = api.submit_id(second).await;
+    let vb = api.wait_status(&b, "failed", T).await;
+    assert_eq!(vb["error"]["code"], "CHILDREN_FAILED", "{vb}");
+    let (ka, kb) = (children(&api, &a).await, children(&api, &b).await);
+    for i in [0, 2] {
+        assert_eq!(kb[i]["status"], "succeeded", "{}", kb[i]);
+        assert!(
+            ms(&kb[i], "startedAt") >= ms(&ka[i], "finishedAt"),
+            "{} before {}",
+            kb[i],
+            ka[i]
+        );
+    }
+    assert_eq!(
+        (
+            kb[1]["status"].as_str(),
+            kb[1]["error"]["code"].as_str(),
+            kb[1]["attempt"].as_u64()
+        ),
+        (Some("failed"), Some("DEPENDENCY_FAILED"), Some(0))
+    );
+    let mut odd = array(sh("true"), 2, None);
+    odd["dependsOn"] = json!([{"jobId": a, "type": "n_to_n"}]);
+    let r = api.submit(odd).await;
+    assert_eq!(
+        (r.status, r.code(), r.body["error"]["field"].as_str()),
+        (400, "INVALID_JOB", Some("dependsOn[0].type"))
+    );
+}

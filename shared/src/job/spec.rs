@@ -108,8 +108,8 @@ pub enum DependencyKind {
     Succeeded,
     /// The job must end (succeeded, failed, timed out, cancelled or deleted).
     Ended,
-    /// Child i of one array waits for child i of another of the same size. Refused: DCC has
-    /// no array jobs yet.
+    /// On an array job: its child i waits for child i of another array of the same size to
+    /// succeed (and fails with `DEPENDENCY_FAILED` when that one ended otherwise).
     NToN,
 }
 
@@ -478,7 +478,7 @@ impl JobRequest {
             validate_notify(n)?;
         }
         let parameters = validate_parameters(&self.parameters, limits)?;
-        let depends_on = validate_dependencies(self.depends_on)?;
+        let depends_on = validate_dependencies(self.depends_on, self.array.is_some())?;
         let inputs = validate_inputs(self.inputs, limits)?;
         if let Some(a) = &self.array {
             validate_array(a, &inputs)?;
@@ -556,9 +556,10 @@ fn validate_array(a: &ArraySpec, inputs: &[(String, InputSource)]) -> Result<(),
     Ok(())
 }
 
-/// At most [`MAX_DEPENDENCIES`], each a valid id named once; `n_to_n` is refused (no arrays).
-/// Whether each exists (and is the tenant's) is checked atomically at enqueue.
-fn validate_dependencies(deps: Vec<DependencyRequest>) -> Result<Vec<Dependency>, SpecError> {
+/// At most [`MAX_DEPENDENCIES`], each a valid id named once; `n_to_n` only on an array job, at
+/// most once. Whether each exists (and is the tenant's; an n_to_n one an array of the same size)
+/// is checked atomically at enqueue.
+fn validate_dependencies(deps: Vec<DependencyRequest>, array: bool) -> Result<Vec<Dependency>, SpecError> {
     if deps.len() > MAX_DEPENDENCIES {
         return Err(invalid(
             "dependsOn",
@@ -575,10 +576,10 @@ fn validate_dependencies(deps: Vec<DependencyRequest>) -> Result<Vec<Dependency>
                 format!("job {id} is named twice"),
             ));
         }
-        if d.kind == DependencyKind::NToN {
+        if d.kind == DependencyKind::NToN && (!array || out.iter().any(|o: &Dependency| o.kind == d.kind)) {
             return Err(invalid(
                 format!("dependsOn[{i}].type"),
-                "n_to_n links the children of two arrays; this server has no array jobs",
+                "n_to_n links child i of this array to child i of another array of its size: once, on an array job",
             ));
         }
         out.push(Dependency {

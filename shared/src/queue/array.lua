@@ -32,7 +32,8 @@ local function array_end_parent(ctx, p, now, active, expiry, outbox)
       'error_msg', (size - ok) .. ' of ' .. size .. ' children did not succeed (' .. (c[3] or 0) .. ' failed, ' ..
       (c[4] or 0) .. ' timed out, ' .. (c[5] or 0) .. ' cancelled)')
   end
-  redis.call('ZADD', expiry, now + ctx.keep, p)
+  -- the array's own retention, kept at submit (the claim that fails its last child has none)
+  redis.call('ZADD', expiry, now + (tonumber(redis.call('HGET', pk, 'keep') or '') or ctx.keep), p)
   notify_end(outbox, pk, p, now)
   redis.call('PUBLISH', ctx.events, cjson.encode({jobId = p, status = state, attempt = 0, at = now}))
   settle_dependents(ctx, p, state, now, active, expiry, outbox)

@@ -26,6 +26,10 @@
 -- ARGV[10]: the worker's total memory (MiB)
 -- ARGV[11]: most entries looked at per tenant list
 -- ARGV[12]: most tenants looked at per lane
+-- ARGV[13]: the settle context of deps.lua (an n_to_n child whose twin did not succeed is made
+--           failed here: its array counts it, and may end, as in finish.lua)
+-- KEYS[6..8]: the tenants' active-job counts, the expiry zset and the webhook outbox (for such a
+--             child and its array)
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb, field, value, ...} (the job's hash as
 -- it is after the claim, with a child's `spec` read from its parent: the worker needs no second
 -- read) | {'nofit', id} | {'empty'}
@@ -35,40 +39,17 @@
 -- does not fit now, and the jobs behind it may run. A child put back (lease lost, handed back)
 -- is in the list by its own id and claimed as any job. Child and parent records are built from
 -- ARGV[1] like every job's.
--- (Loaded with lease_now.lua prepended.)
+-- n_to_n (the parent's `n2n`, another array of its size): child i is made only once child i of
+-- that array succeeded; until then the parent is stepped over; when that child ended otherwise
+-- (or that array ended without making it), child i is made `failed` (DEPENDENCY_FAILED) without
+-- running, and the next index is looked at.
+-- (Loaded with lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
 local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
-
--- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array} | {'wait', id}
--- | nil. `array`: the entry is an array parent (take its next child).
-local function pick(list)
-  -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
-  local ids = redis.call('LRANGE', list, -scan, -1)
-  for j = #ids, 1, -1 do
-    local id = ids[j]
-    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
-      'array_par', 'c_running')
-    local array = job[4] ~= false and job[4] ~= nil
-    local open = job[1] == 'queued' or (array and job[1] == 'running')
-    if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
-      -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
-      redis.call('LREM', list, -1, id)
-    elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
-      -- an array at its parallelism: its next child waits for one to end; others go first
-    else
-      local slots = tonumber(job[2]) or 1
-      local mem = tonumber(job[3]) or 0
-      if slots <= total and mem <= total_mem then
-        if slots > free or mem > free_mem then return {'wait', id} end
-        return {'take', id, slots, mem, array}
-      end
-    end
-  end
-  return nil
-end
+local ctx = cjson.decode(ARGV[13])
 
 -- Makes the next child of the array parent `id` (queued, attempt 0: the claim then takes it as any
 -- job) and returns its id; the parent leaves `list` with its last child made, and is `running`
@@ -88,6 +69,61 @@ local function make_child(id, list)
     'queue', f[2], 'lane', f[3], 'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7],
     'max_attempts', f[8], 'created_ms', f[9], 'inputs_prefix', f[10] or '')
   return child
+end
+
+-- Whether child `next_index` of array `id` may be made: its twin in array `twin` succeeded.
+-- Twins that ended otherwise (or will never be made) fail their child here, without running it,
+-- and the next index is looked at; false: wait (the twin has not ended), or none left.
+local function twin_succeeded(id, twin, list)
+  local pk, tk = ARGV[1] .. id, ARGV[1] .. twin
+  while true do
+    local f = redis.call('HMGET', pk, 'next_index', 'array_size', 'state')
+    local index = tonumber(f[1] or '0')
+    if index >= tonumber(f[2]) or (f[3] ~= 'queued' and f[3] ~= 'running') then return false end
+    local t = redis.call('HGET', tk .. '.' .. index, 'state')
+    if t == 'succeeded' then return true end
+    local twin_state = redis.call('HGET', tk, 'state')
+    local never = not t and twin_state ~= 'queued' and twin_state ~= 'running'
+    if t ~= 'failed' and t ~= 'timed_out' and t ~= 'cancelled' and not never then return false end
+    local child = make_child(id, list)
+    local ck = ARGV[1] .. child
+    redis.call('HSET', ck, 'state', 'failed', 'finished_ms', now, 'error_code', 'DEPENDENCY_FAILED',
+      'error_msg', 'its twin ' .. twin .. '.' .. index .. ' ended ' .. (t or 'without running') ..
+      ' instead of succeeding; the job did not run')
+    redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = child, status = 'failed', attempt = 0, at = now}))
+    leave_active(KEYS[6], ck)
+    array_child_ended(ctx, child, ck, 'failed', false, now, KEYS[6], KEYS[7], KEYS[8])
+  end
+end
+
+-- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array} | {'wait', id}
+-- | nil. `array`: the entry is an array parent (take its next child).
+local function pick(list)
+  -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
+  local ids = redis.call('LRANGE', list, -scan, -1)
+  for j = #ids, 1, -1 do
+    local id = ids[j]
+    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
+      'array_par', 'c_running', 'n2n')
+    local array = job[4] ~= false and job[4] ~= nil
+    local open = job[1] == 'queued' or (array and job[1] == 'running')
+    if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
+      -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
+      redis.call('LREM', list, -1, id)
+    elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
+      -- an array at its parallelism: its next child waits for one to end; others go first
+    elseif array and job[8] and not twin_succeeded(id, job[8], list) then
+      -- n_to_n: its next child's twin has not succeeded (yet)
+    else
+      local slots = tonumber(job[2]) or 1
+      local mem = tonumber(job[3]) or 0
+      if slots <= total and mem <= total_mem then
+        if slots > free or mem > free_mem then return {'wait', id} end
+        return {'take', id, slots, mem, array}
+      end
+    end
+  end
+  return nil
 end
 
 for i = 1, 3 do

@@ -21,8 +21,17 @@ pub const SCAN: u32 = 32;
 /// Tenants a claim looks at per lane, in turn (beyond, tenants wait for the turns ahead).
 pub const SCAN_TENANTS: u32 = 64;
 
-static CLAIM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("claim.lua"))));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lease_now.lua"),
+        include_str!("active.lua"),
+        include_str!("notify.lua"),
+        include_str!("wake.lua"),
+        include_str!("deps.lua"),
+        include_str!("array.lua"),
+        include_str!("claim.lua")
+    ))
+});
 
 /// What a claim got.
 #[derive(Debug)]
@@ -86,6 +95,9 @@ impl Queue {
             .key(k.lane(queue, Lane::Normal))
             .key(k.running(queue))
             .key(k.idle(queue))
+            .key(k.tenants_active())
+            .key(k.expiry())
+            .key(k.outbox())
             .arg(k.job_prefix())
             .arg(who.worker)
             .arg(who.free_slots)
@@ -97,7 +109,8 @@ impl Queue {
             .arg(who.free_memory_mb)
             .arg(who.total_memory_mb)
             .arg(SCAN)
-            .arg(SCAN_TENANTS);
+            .arg(SCAN_TENANTS)
+            .arg(self.settle_context(std::time::Duration::ZERO));
         let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {

@@ -28,10 +28,13 @@
 -- fast job's id for a standard one or back: nothing of that job is told) |
 -- 'quota' | 'fast_quota' (the tenant is at its quota: nothing written) |
 -- 'missing_dep:<i>' (dependency i is not a job of this tenant: nothing written) |
+-- 'not_twin:<i>' (dependency i is n_to_n but not an array of the same size: nothing written) |
 -- 'failed' (created, and failed at once with DEPENDENCY_FAILED: a `succeeded` dependency had
 -- already ended otherwise)
 -- A job with dependencies not yet ended is created queued but `blocked` (their count): it is
 -- in no lane until deps.lua, run by the script that ends its last dependency, puts it there.
+-- An n_to_n dependency (an array on an array of the same size) blocks nothing: it is kept as
+-- the record's `n2n`, and claim.lua makes child i only once child i of it succeeded.
 -- (Loaded with notify.lua (notify_end) and wake.lua (wake_idle) prepended.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
@@ -46,13 +49,17 @@ local count = tonumber(ARGV[10])
 local ndeps = tonumber(ARGV[11])
 local ctx = cjson.decode(ARGV[12 + 2 * ndeps])
 local fields = 13 + 2 * ndeps
-local blocked, failed_by = {}, nil
+local blocked, failed_by, n2n = {}, nil, nil
 for i = 0, ndeps - 1 do
   local dep, kind = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
   local d = redis.call('HMGET', ctx.job .. dep, 'state', 'tenant')
   -- another tenant's job is answered as missing: its existence is not told
   if not d[1] or (d[2] or '') ~= tenant then return 'missing_dep:' .. i end
-  if d[1] == 'queued' or d[1] == 'running' then
+  if kind == 'n_to_n' then
+    -- ARGV[10] is this job's size (it is an array: the spec says so)
+    if redis.call('HGET', ctx.job .. dep, 'array_size') ~= ARGV[10] then return 'not_twin:' .. i end
+    n2n = dep
+  elseif d[1] == 'queued' or d[1] == 'running' then
     blocked[#blocked + 1] = {dep, kind}
   elseif kind ~= 'ended' and d[1] ~= 'succeeded' then
     failed_by = failed_by or {dep, d[1]}
@@ -78,6 +85,7 @@ end
 redis.call('HINCRBY', KEYS[5], tenant, count)
 if fast then redis.call('HINCRBY', KEYS[5], tenant .. ':fast', 1) end
 redis.call('HSET', KEYS[1], unpack(ARGV, fields))
+if n2n then redis.call('HSET', KEYS[1], 'n2n', n2n) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = 0, at = tonumber(ARGV[3])})

@@ -32,6 +32,8 @@ pub enum Enqueued {
     OverFastQuota,
     /// Dependency `i` of `dependsOn` is not a job of this tenant; nothing was written.
     MissingDependency(usize),
+    /// Dependency `i` is `n_to_n` but not an array of this array's size; nothing was written.
+    NotTwin(usize),
     /// Created, and failed at once (`DEPENDENCY_FAILED`): a dependency that had to succeed had
     /// already ended otherwise.
     DependencyFailed,
@@ -122,6 +124,7 @@ impl Queue {
         if let Some(a) = job.spec.array {
             inv.arg("array_size").arg(a.size);
             inv.arg("array_par").arg(a.parallelism.unwrap_or(0));
+            inv.arg("keep").arg(super::ms(job.retention));
         }
         // The scripts that end a job queue its webhook when they find this (notify.lua).
         if job.spec.notify.is_some() {
@@ -140,9 +143,10 @@ impl Queue {
             "quota" => Enqueued::OverQuota,
             "fast_quota" => Enqueued::OverFastQuota,
             "failed" => Enqueued::DependencyFailed,
-            r => match r.strip_prefix("missing_dep:").and_then(|i| i.parse().ok()) {
-                Some(i) => Enqueued::MissingDependency(i),
-                None => Enqueued::Conflict,
+            r => match r.split_once(':').map(|(what, i)| (what, i.parse().ok())) {
+                Some(("missing_dep", Some(i))) => Enqueued::MissingDependency(i),
+                Some(("not_twin", Some(i))) => Enqueued::NotTwin(i),
+                _ => Enqueued::Conflict,
             },
         })
     }
