@@ -26,9 +26,13 @@
 //!     all submitted at once, against the sum of its jobs' own times on the worker (startedAt →
 //!     finishedAt: what no scheduler can save) and against a client that runs the same jobs one
 //!     after the other with `wait: true`; with the hand-off gaps (a job's end → the next start).
+//! (h) array jobs: one `BENCH_ARRAY` (10 000)-child array submitted over HTTP against one
+//!     single job's submit; then, on the queue itself (no Docker), every child claimed and its
+//!     result recorded against as many single jobs: Redis memory each adds once ended, and Redis
+//!     time (every command, from `INFO commandstats`) per job.
 //!
 //! `BENCH_ONLY=e` runs (e) alone, `BENCH_ONLY=d` (d) alone, `BENCH_ONLY=b` (a) and (b),
-//! `BENCH_ONLY=f` (f) alone, `BENCH_ONLY=g` (g) alone.
+//! `BENCH_ONLY=f` (f) alone, `BENCH_ONLY=g` (g) alone, `BENCH_ONLY=h` (h) alone.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -103,6 +107,7 @@ async fn main() {
         Ok("d") => return submit_rates(submits, concurrency).await,
         Ok("f") => return durability(submits, concurrency).await,
         Ok("g") => return chain().await,
+        Ok("h") => return arrays().await,
         _ => {}
     }
 
@@ -134,6 +139,133 @@ async fn main() {
 
     submit_rates(submits, concurrency).await;
     chain().await;
+    arrays().await;
+}
+
+/// Bytes Redis holds (`used_memory`) and the microseconds its commands took so far.
+async fn redis_costs(redis: &Redis) -> (f64, f64) {
+    let mut c = redis.conn().await;
+    let info: String = redis::cmd("INFO").arg("all").query_async(&mut c).await.unwrap();
+    let field = |line: &str, key: &str| -> f64 {
+        line.split(',')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.ends_with(key)).map(|(_, v)| v))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let usec = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .map(|l| field(l, "usec"))
+        .sum();
+    (used, usec)
+}
+
+/// Queues `job` (n copies when `single`, else once), claims and records every job it makes;
+/// per job: Redis bytes added by the submit, bytes held once every job ended, µs of Redis time.
+async fn claim_all(job: serde_json::Value, n: usize, single: bool) -> (f64, f64, f64) {
+    use dcc_shared::job::{JobId, JobRequest, JobState, Lane, Limits, QueueName};
+    use dcc_shared::queue::claim::{Claim, Claimant};
+    use dcc_shared::queue::enqueue::NewJob;
+    use dcc_shared::queue::finish::Outcome;
+    let redis = Redis::start();
+    let q = dcc_shared::queue::Queue::new(&redis.url(), "b").unwrap();
+    let spec = JobRequest::from_value(job)
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap()
+        .spec;
+    let retention = std::time::Duration::from_secs(3600);
+    let (used0, _) = redis_costs(&redis).await;
+    for i in 0..(if single { n } else { 1 }) {
+        let id = JobId::parse(&format!("job-{i}")).unwrap();
+        let new = NewJob {
+            id: &id,
+            spec: &spec,
+            lane: Lane::Normal,
+            def_hash: "h",
+            inputs_prefix: "p/",
+            tenant: "t",
+            quota: Default::default(),
+            retention,
+        };
+        q.enqueue(new, 0).await.unwrap();
+    }
+    let (queued, _) = redis_costs(&redis).await;
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+    let who = Claimant {
+        worker: "w",
+        free_slots: 8,
+        total_slots: 8,
+        free_memory_mb: 1 << 30,
+        total_memory_mb: 1 << 30,
+        lease: std::time::Duration::from_secs(60),
+    };
+    let done = Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: None,
+        stats: Default::default(),
+        outputs: vec![],
+    };
+    for _ in 0..n {
+        let Claim::Claimed(c) = q.claim(QueueName::Cpu, &who, 1).await.unwrap() else {
+            panic!("nothing to claim")
+        };
+        q.finish(&c.lease, &done, retention, 2).await.unwrap();
+    }
+    let (used, usec) = redis_costs(&redis).await;
+    ((queued - used0) / n as f64, (used - used0) / n as f64, usec / n as f64)
+}
+
+/// (h) array jobs against single jobs: submit over HTTP, Redis memory and time per job.
+async fn arrays() {
+    let n: usize = std::env::var("BENCH_ARRAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
+        .start()
+        .await;
+    let api = dcc.api();
+    let mut array_ms = Vec::new();
+    let mut single_ms = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut job = sh("true");
+        job["array"] = json!({"size": n});
+        api.submit_id(job).await;
+        array_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        api.submit_id(sh("true")).await;
+        single_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("(h) array jobs ({n} children)");
+    let (a50, _) = line(&format!("    submit one {n}-child array over HTTP"), &mut array_ms);
+    let (s50, _) = line("    submit one single job over HTTP", &mut single_ms);
+    println!("    ratio (p50) {:.2}", a50 / s50);
+    let mut job = sh("true");
+    job["array"] = json!({"size": n});
+    let (child_queued, child_bytes, child_us) = claim_all(job, n, false).await;
+    let (single_queued, single_bytes, single_us) = claim_all(sh("true"), n, true).await;
+    println!("    Redis bytes per queued job: array child {child_queued:>6.0}, single job {single_queued:>6.0}");
+    println!(
+        "    Redis bytes per ended job: array child {child_bytes:>6.0}, single job {single_bytes:>6.0} (ratio {:.2})",
+        child_bytes / single_bytes
+    );
+    println!(
+        "    Redis time per job, claim + result: array child {child_us:>6.1} µs, single job {single_us:>6.1} µs (ratio {:.2})",
+        child_us / single_us
+    );
+    println!();
 }
 
 /// Milliseconds of an RFC 3339 field of a job view.
@@ -150,7 +282,10 @@ async fn chain() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let redis = Redis::start();
-    let dcc = Dcc::builder(Role::Server, &redis).env("DCC_LOG", "warn").start().await;
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_LOG", "warn,dcc=info,dcc_worker=info")
+        .start()
+        .await;
     let api = dcc.api();
     let t = Instant::now();
     let mut ids: Vec<String> = Vec::with_capacity(n);
