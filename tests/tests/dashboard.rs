@@ -79,6 +79,18 @@ async fn dashboard_shows_a_job_turn_succeeded_live() {
             Ok(text_of(&c, "#d-body").await?.contains("hello from the dashboard test"))
         })
         .await?;
+        // An array is one row with its children's counts; no row per child.
+        let mut job = sh("true");
+        job["array"] = serde_json::json!({"size": 3});
+        let aid = api.submit_id(job).await;
+        let counts = format!("tr[data-id='{aid}'] .counts");
+        wait_for(&client, "the array's row to count 3 ended", |c| {
+            let counts = counts.clone();
+            async move { Ok(text_of(&c, &counts).await?.starts_with("3/3 ended")) }
+        })
+        .await?;
+        assert_eq!(text_of(&client, &format!("tr[data-id='{aid}'] [data-status]")).await?, "succeeded");
+        assert_eq!(text_of(&client, &format!("tr[data-id='{aid}.0']")).await?, "", "no row for a child");
         wait_for(&client, "the workers panel", |c| async move {
             Ok(text_of(&c, "#workers").await?.contains("HEALTHY"))
         })
