@@ -91,6 +91,13 @@ impl Keys {
         format!("{}:dependents:", self.tag)
     }
 
+    /// HASH: array children not made yet, per queue (`<queue>`) and per queue and tenant
+    /// (`<queue>:<tenant>`): queue depth beyond the lists, where an array is one entry. Kept by
+    /// the scripts (`count_backlog` in active.lua), read by the depth readers.
+    pub fn backlog(&self) -> String {
+        format!("{}:backlog", self.tag)
+    }
+
     /// ZSET: running jobs of a queue, scored by lease deadline (ms). The reaper reads it.
     pub fn running(&self, queue: QueueName) -> String {
         format!("{}:running:{}", self.tag, queue.as_str())

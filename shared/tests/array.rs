@@ -268,3 +268,29 @@ async fn n_to_n_makes_child_i_once_its_twin_succeeded_and_fails_it_otherwise() {
     );
     assert_eq!(active(&redis, "t1").await, 0, "every child left the quota");
 }
+
+/// The queue depth (what the scaler sizes the fleet by) counts children not made yet.
+#[tokio::test]
+async fn queue_depth_counts_children_not_made_yet() {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let depth = |q: Queue| async move { q.depths(T0).await.unwrap()[0].1.queued };
+    submit(&q, "t1", "a", array(10, None), 0).await;
+    assert_eq!(depth(q.clone()).await, 11, "the array's entry and its 10 children");
+    let c = claim(&q, T0 + 1).await.unwrap();
+    assert_eq!(depth(q.clone()).await, 10);
+    assert_eq!(q.tenant_depths("t1", T0).await.unwrap()[0].1.queued, 10);
+    let _ = c;
+    let p = get(&q, "a").await;
+    q.cancel(&p, RETENTION, T0 + 2).await.unwrap();
+    assert_eq!(depth(q.clone()).await, 0, "a cancelled array leaves the backlog");
+    // A blocked array joins the backlog when its dependency ends.
+    submit(&q, "t1", "first", json!({"image": "x"}), 0).await;
+    let mut later = array(5, None);
+    later["dependsOn"] = json!([{"jobId": "first"}]);
+    submit(&q, "t1", "later", later, 0).await;
+    assert_eq!(depth(q.clone()).await, 1, "only `first`");
+    let f = claim(&q, T0 + 3).await.unwrap();
+    end(&q, &f, JobState::Succeeded, T0 + 4).await;
+    assert_eq!(depth(q.clone()).await, 6);
+}

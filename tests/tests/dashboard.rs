@@ -89,8 +89,15 @@ async fn dashboard_shows_a_job_turn_succeeded_live() {
             async move { Ok(text_of(&c, &counts).await?.starts_with("3/3 ended")) }
         })
         .await?;
-        assert_eq!(text_of(&client, &format!("tr[data-id='{aid}'] [data-status]")).await?, "succeeded");
-        assert_eq!(text_of(&client, &format!("tr[data-id='{aid}.0']")).await?, "", "no row for a child");
+        assert_eq!(
+            text_of(&client, &format!("tr[data-id='{aid}'] [data-status]")).await?,
+            "succeeded"
+        );
+        assert_eq!(
+            text_of(&client, &format!("tr[data-id='{aid}.0']")).await?,
+            "",
+            "no row for a child"
+        );
         wait_for(&client, "the workers panel", |c| async move {
             Ok(text_of(&c, "#workers").await?.contains("HEALTHY"))
         })

@@ -10,3 +10,13 @@ local function leave_active(active, jk, n)
     redis.call('HSET', active, t[1] .. ':fast', 0)
   end
 end
+
+-- An array's children not made yet wait in no list (their parent is one entry): the queue depth
+-- the API and the scaler read counts them from the hash `ctx.backlog` (field `<queue>` and
+-- `<queue>:<tenant>`). `n` children of the array at `jk` join it (> 0) or leave it (< 0).
+local function count_backlog(ctx, jk, n)
+  if n == 0 then return end
+  local f = redis.call('HMGET', jk, 'queue', 'tenant')
+  redis.call('HINCRBY', ctx.backlog, f[1], n)
+  redis.call('HINCRBY', ctx.backlog, f[1] .. ':' .. (f[2] or ''), n)
+end

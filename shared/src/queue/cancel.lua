@@ -43,6 +43,8 @@ local function cancel_children()
     end
   end
   if size > made then
+    -- (a blocked array never joined the backlog)
+    if not redis.call('HGET', KEYS[1], 'blocked') then count_backlog(ctx, KEYS[1], made - size) end
     leave_active(KEYS[5], KEYS[1], size - made)
     redis.call('HINCRBY', KEYS[1], 'c_cancelled', size - made)
     redis.call('HSET', KEYS[1], 'next_index', size)

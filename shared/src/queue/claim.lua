@@ -64,6 +64,7 @@ local function make_child(id, list)
     redis.call('HSET', pk, 'state', 'running', 'started_ms', now)
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = 0, at = now}))
   end
+  count_backlog(ctx, pk, -1)
   local child = id .. '.' .. index
   redis.call('HSET', ARGV[1] .. child, 'parent', id, 'index', index, 'state', 'queued', 'attempt', 0,
     'queue', f[2], 'lane', f[3], 'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7],

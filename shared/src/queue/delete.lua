@@ -46,7 +46,12 @@ local function drop_children()
     redis.call('ZREM', KEYS[4], cid)
     redis.call('DEL', ck)
   end
-  return tonumber(f[1]) - made
+  local unmade = tonumber(f[1]) - made
+  local active = redis.call('HGET', KEYS[1], 'state')
+  if (active == 'queued' or active == 'running') and not redis.call('HGET', KEYS[1], 'blocked') then
+    count_backlog(ctx, KEYS[1], -unmade)
+  end
+  return unmade
 end
 
 local function drop_blob()

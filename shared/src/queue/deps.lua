@@ -32,6 +32,7 @@ local function settle_dependents(ctx, id, outcome, now, active, expiry, outbox)
         if kind == 'ended' or ended[2] == 'succeeded' then
           if redis.call('HINCRBY', jk, 'blocked', -1) <= 0 then
             redis.call('HDEL', jk, 'blocked')
+            count_backlog(ctx, jk, tonumber(redis.call('HGET', jk, 'array_size') or '0'))
             local tenant = j[5] or ''
             local base = ctx.lanes .. j[3] .. ':' .. j[4]
             redis.call('LPUSH', tenant == '' and base or (base .. ':t:' .. tenant), d)

@@ -35,7 +35,9 @@
 -- in no lane until deps.lua, run by the script that ends its last dependency, puts it there.
 -- An n_to_n dependency (an array on an array of the same size) blocks nothing: it is kept as
 -- the record's `n2n`, and claim.lua makes child i only once child i of it succeeded.
--- (Loaded with notify.lua (notify_end) and wake.lua (wake_idle) prepended.)
+-- An array not blocked puts its children in the queue's backlog (count_backlog, ctx.backlog).
+-- (Loaded with active.lua (count_backlog), notify.lua (notify_end) and wake.lua (wake_idle)
+-- prepended.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then
@@ -96,6 +98,7 @@ if #blocked > 0 then
   return 'created'
 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
+if ARGV[10] ~= '1' then count_backlog(ctx, KEYS[1], count) end
 if tenant ~= '' and not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
 wake_idle(KEYS[7], ARGV[9], event)
 return 'created'

@@ -145,6 +145,7 @@ impl Queue {
             "events": k.events(),
             "workers": k.worker_events_prefix(),
             "keep": ms(retention),
+            "backlog": k.backlog(),
         })
         .to_string()
     }
