@@ -180,3 +180,38 @@ async fn submit_depends_on_chains_jobs() {
     let (code, _, err) = cli.run(&["submit", &then, "--depends-on", &format!("{id}:maybe")]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `--array N [--parallelism P]` submits an array job; `--wait` waits for every child.
+#[tokio::test]
+async fn submit_array_waits_for_every_child() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let cli = Cli {
+        url: dcc.api().base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let job = cli.job(
+        "sweep.json",
+        json!({"image": IMAGE, "command": ["sh", "-c", "exit $((DCC_ARRAY_INDEX == 2))"]}),
+    );
+    let (code, out, err) = cli.run(&["submit", &job, "--array", "3", "--parallelism", "2", "--wait", "--json"]);
+    assert_eq!(
+        code, 125,
+        "child 2 failed: the array failed without an exit code of its own ({err})"
+    );
+    let v: Value = serde_json::from_str(&out).expect("the array's view");
+    assert_eq!(
+        (
+            v["array"]["size"].as_u64(),
+            v["array"]["parallelism"].as_u64(),
+            v["array"]["children"]["failed"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+    assert_eq!(v["error"]["code"], "CHILDREN_FAILED");
+    assert_eq!(
+        cli.run(&["submit", &job, "--parallelism", "2"]).0,
+        2,
+        "--parallelism needs --array"
+    );
+}
