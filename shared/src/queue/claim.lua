@@ -51,14 +51,15 @@ local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
 local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
 local ctx = cjson.decode(ARGV[13])
 
--- Makes the next child of the array parent `id` (queued, attempt 0: the claim then takes it as any
--- job) and returns its id; the parent leaves `list` with its last child made, and is `running`
--- from its first.
-local function make_child(id, list)
+-- Makes the next child of the array parent `id`, its record written at once as it is to be:
+-- ...`fields` (running with this lease's first attempt, or failed unrun), and returns its id and
+-- the parent's spec; the parent leaves `list` with its last child made, and is `running` from
+-- its first.
+local function make_child(id, list, ...)
   local pk = ARGV[1] .. id
   local index = redis.call('HINCRBY', pk, 'next_index', 1) - 1
   local f = redis.call('HMGET', pk, 'array_size', 'queue', 'lane', 'tenant', 'slots', 'gpus', 'memory_mb',
-    'max_attempts', 'created_ms', 'inputs_prefix', 'state')
+    'max_attempts', 'created_ms', 'inputs_prefix', 'state', 'spec')
   if index + 1 >= tonumber(f[1]) then redis.call('LREM', list, -1, id) end
   if f[11] == 'queued' then
     redis.call('HSET', pk, 'state', 'running', 'started_ms', now)
@@ -66,10 +67,10 @@ local function make_child(id, list)
   end
   count_backlog(ctx, pk, -1)
   local child = id .. '.' .. index
-  redis.call('HSET', ARGV[1] .. child, 'parent', id, 'index', index, 'state', 'queued', 'attempt', 0,
-    'queue', f[2], 'lane', f[3], 'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7],
-    'max_attempts', f[8], 'created_ms', f[9], 'inputs_prefix', f[10] or '')
-  return child
+  redis.call('HSET', ARGV[1] .. child, 'parent', id, 'index', index, 'queue', f[2], 'lane', f[3],
+    'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7], 'max_attempts', f[8],
+    'created_ms', f[9], 'inputs_prefix', f[10] or '', ...)
+  return child, f[12]
 end
 
 -- Whether child `next_index` of array `id` may be made: its twin in array `twin` succeeded.
@@ -86,26 +87,26 @@ local function twin_succeeded(id, twin, list)
     local twin_state = redis.call('HGET', tk, 'state')
     local never = not t and twin_state ~= 'queued' and twin_state ~= 'running'
     if t ~= 'failed' and t ~= 'timed_out' and t ~= 'cancelled' and not never then return false end
-    local child = make_child(id, list)
+    local child = make_child(id, list, 'state', 'failed', 'attempt', 0, 'finished_ms', now,
+      'error_code', 'DEPENDENCY_FAILED', 'error_msg', 'its twin ' .. twin .. '.' .. index .. ' ended ' ..
+      (t or 'without running') .. ' instead of succeeding; the job did not run')
     local ck = ARGV[1] .. child
-    redis.call('HSET', ck, 'state', 'failed', 'finished_ms', now, 'error_code', 'DEPENDENCY_FAILED',
-      'error_msg', 'its twin ' .. twin .. '.' .. index .. ' ended ' .. (t or 'without running') ..
-      ' instead of succeeding; the job did not run')
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = child, status = 'failed', attempt = 0, at = now}))
     leave_active(KEYS[6], ck)
     array_child_ended(ctx, child, ck, 'failed', false, now, KEYS[6], KEYS[7], KEYS[8])
   end
 end
 
--- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array} | {'wait', id}
--- | nil. `array`: the entry is an array parent (take its next child).
+-- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array, parent} |
+-- {'wait', id} | nil. `array`: the entry is an array parent (take its next child); `parent`: it
+-- is an array child put back (false otherwise).
 local function pick(list)
   -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
   local ids = redis.call('LRANGE', list, -scan, -1)
   for j = #ids, 1, -1 do
     local id = ids[j]
     local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
-      'array_par', 'c_running', 'n2n')
+      'array_par', 'c_running', 'n2n', 'parent')
     local array = job[4] ~= false and job[4] ~= nil
     local open = job[1] == 'queued' or (array and job[1] == 'running')
     if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
@@ -120,7 +121,7 @@ local function pick(list)
       local mem = tonumber(job[3]) or 0
       if slots <= total and mem <= total_mem then
         if slots > free or mem > free_mem then return {'wait', id} end
-        return {'take', id, slots, mem, array}
+        return {'take', id, slots, mem, array, job[9]}
       end
     end
   end
@@ -140,9 +141,12 @@ for i = 1, 3 do
     elseif p[1] == 'wait' then
       waiting = waiting or p[2]
     else
-      local id = p[2]
+      local id, parent, spec = p[2], nil, nil
+      local attempt = 1
       if p[5] then
-        id = make_child(id, list)
+        -- a new child: made running, its first attempt this one
+        parent = id
+        id, spec = make_child(id, list, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
       else
         redis.call('LREM', list, -1, id)
       end
@@ -151,18 +155,21 @@ for i = 1, 3 do
       if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, tenant) end
       local jk = ARGV[1] .. id
       redis.call('ZREM', KEYS[5], ARGV[2])
-      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-      redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+      if not parent then
+        attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+        -- a child put back, claimed again
+        parent = p[6]
+      end
       redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
       redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
         at = now, worker = ARGV[2]}))
       local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
       for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
-      local parent = redis.call('HGET', jk, 'parent')
       if parent then
         redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1)
         reply[#reply + 1] = 'spec'
-        reply[#reply + 1] = redis.call('HGET', ARGV[1] .. parent, 'spec')
+        reply[#reply + 1] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
       end
       return reply
     end

@@ -17,12 +17,13 @@
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
 -- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
 -- deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker')
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 leave_active(KEYS[4], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARGV, 9))
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+-- (an array child goes with its parent: no retention of its own)
+if not job[4] then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
 notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
 local ctx = cjson.decode(ARGV[8])
 settle_dependents(ctx, ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])
