@@ -69,6 +69,9 @@ async fn a_failed_dependency_fails_the_chain_without_running_it() {
     let d = api
         .submit_id(after(sh("echo d"), json!([{"jobId": a, "type": "ended"}])))
         .await;
+    let mut sweep = after(sh("echo never"), json!([{"jobId": a}]));
+    sweep["array"] = json!({"size": 2});
+    let sweep = api.submit_id(sweep).await;
     for id in [&b, &c] {
         let v = api.wait_status(id, "failed", T).await;
         assert_eq!(
@@ -82,6 +85,17 @@ async fn a_failed_dependency_fails_the_chain_without_running_it() {
         );
     }
     api.wait_status(&d, "succeeded", T).await;
+    // An array failed by its dependency: its children never start, and say so.
+    let v = api.wait_status(&sweep, "failed", T).await;
+    assert_eq!(v["error"]["code"], "DEPENDENCY_FAILED", "{v}");
+    assert_eq!(
+        (
+            v["array"]["children"]["queued"].as_u64(),
+            v["array"]["children"]["cancelled"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{v}"
+    );
     // A dependency that already failed fails a new dependent at once: 201, `failed`.
     let late = api.submit(after(sh("echo late"), json!([{"jobId": a}]))).await;
     assert_eq!(

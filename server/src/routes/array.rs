@@ -1,5 +1,6 @@
 //! Array jobs' children: `GET /api/v1/jobs/{id}/children`, paged by index. Children not made yet
-//! are shown as they will be (queued, attempt 0), or `cancelled` once their array was cancelled.
+//! are shown as they will be (queued, attempt 0), or `cancelled` once their array ended without
+//! them (cancelled, or failed by a dependency).
 
 use std::collections::HashMap;
 
@@ -82,13 +83,13 @@ fn child_id(parent: &JobRecord, index: u32) -> Option<JobId> {
     JobId::parse(&format!("{}.{index}", parent.id)).ok()
 }
 
-/// A child not made yet, as it will start: queued, attempt 0 (cancelled with its array).
+/// A child not made yet, as it will start: queued, attempt 0 (cancelled when its array ended).
 fn unmade(parent: &JobRecord, index: u32) -> Option<JobView> {
     let mut r = parent.clone();
     r.id = child_id(parent, index)?;
-    r.state = match parent.state {
-        JobState::Cancelled => JobState::Cancelled,
-        _ => JobState::Queued,
+    r.state = match parent.state.is_terminal() {
+        true => JobState::Cancelled,
+        false => JobState::Queued,
     };
     r.attempt = 0;
     (r.started_ms, r.exit_code, r.error, r.worker, r.image_digest, r.stats) = (None, None, None, None, None, None);

@@ -274,18 +274,24 @@ impl JobRecord {
                 None => self.spec.depends_on.clone(),
                 Some(_) => Vec::new(),
             },
-            array: self.array.zip(self.spec.array).map(|(c, a)| ArrayView {
-                size: a.size,
-                parallelism: a.parallelism,
-                children: ChildCounts {
-                    queued: a.size.saturating_sub(c.running + c.ended()),
-                    running: c.running,
-                    succeeded: c.succeeded,
-                    failed: c.failed,
-                    timed_out: c.timed_out,
-                    cancelled: c.cancelled,
-                },
-                children_url: format!("{base}/children"),
+            array: self.array.zip(self.spec.array).map(|(c, a)| {
+                // Children never started by an array that ended (failed by a dependency) will
+                // not start: they count as cancelled, not queued.
+                let waiting = a.size.saturating_sub(c.running + c.ended());
+                let gone = if self.state.is_terminal() { waiting } else { 0 };
+                ArrayView {
+                    size: a.size,
+                    parallelism: a.parallelism,
+                    children: ChildCounts {
+                        queued: waiting - gone,
+                        running: c.running,
+                        succeeded: c.succeeded,
+                        failed: c.failed,
+                        timed_out: c.timed_out,
+                        cancelled: c.cancelled + gone,
+                    },
+                    children_url: format!("{base}/children"),
+                }
             }),
             array_child: self.child_of.as_ref().map(|c| ArrayChildView {
                 parent_id: c.parent.to_string(),
