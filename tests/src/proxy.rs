@@ -1,7 +1,9 @@
 //! A TCP proxy in front of a Redis endpoint, as a cloud's primary endpoint behaves in a failover:
 //! [`TcpProxy::switch`] points it at another server and closes every connection made to the old
 //! one (their server is gone), so clients must reconnect to reach the new primary;
-//! [`TcpProxy::redirect`] leaves them open (the old node lives on as a replica).
+//! [`TcpProxy::redirect`] leaves them open (the old node lives on as a replica);
+//! [`TcpProxy::freeze`] stops passing bytes either way while connections stay open (a link that
+//! stalls: what was sent waits in buffers, and is lost with them when the link is then closed).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,30 @@ pub struct TcpProxy {
     port: u16,
     upstream: Arc<Mutex<(SocketAddr, CancellationToken)>>,
     stop: CancellationToken,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to`, holding every chunk while `frozen` is set.
+async fn gated_copy(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Not even read while frozen: the bytes stay in the sender's buffers.
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl TcpProxy {
@@ -23,6 +49,7 @@ impl TcpProxy {
         let port = listener.local_addr().expect("proxy address").port();
         let upstream = Arc::new(Mutex::new((upstream, CancellationToken::new())));
         let stop = CancellationToken::new();
+        let (frozen, gate) = tokio::sync::watch::channel(false);
         let (up, s) = (upstream.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
@@ -31,21 +58,36 @@ impl TcpProxy {
                     _ = s.cancelled() => return,
                 };
                 let (addr, generation) = up.lock().unwrap().clone();
-                let stop = s.clone();
+                let (stop, gate) = (s.clone(), gate.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(addr).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
+                    let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async { tokio::join!(gated_copy(cr, sw, gate.clone()), gated_copy(sr, cw, gate)) } => {}
                         _ = generation.cancelled() => {}
                         _ = stop.cancelled() => {}
                     }
                 });
             }
         });
-        TcpProxy { port, upstream, stop }
+        TcpProxy {
+            port,
+            upstream,
+            stop,
+            frozen,
+        }
+    }
+
+    /// Stops passing bytes either way; connections stay open.
+    pub fn freeze(&self) {
+        let _ = self.frozen.send(true);
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Its `redis://` URL.

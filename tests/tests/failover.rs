@@ -17,8 +17,19 @@ use serde_json::json;
 
 /// A primary and a replica of it, in sync.
 async fn primary_and_replica() -> (Redis, Redis) {
+    let (primary, replica, _) = primary_and_replica_via(false).await;
+    (primary, replica)
+}
+
+/// A primary and its replica, in sync; with `linked`, the replication link goes through a proxy
+/// the test can freeze and cut (returned).
+async fn primary_and_replica_via(linked: bool) -> (Redis, Redis, Option<TcpProxy>) {
     let primary = Redis::start();
-    let port = primary.port().to_string();
+    let link = match linked {
+        true => Some(TcpProxy::start(addr(&primary)).await),
+        false => None,
+    };
+    let port = link.as_ref().map_or(primary.port(), TcpProxy::port).to_string();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
     let c = replica.conn().await;
     eventually(Duration::from_secs(20), "the replica to be in sync", || {
@@ -29,7 +40,7 @@ async fn primary_and_replica() -> (Redis, Redis) {
         }
     })
     .await;
-    (primary, replica)
+    (primary, replica, link)
 }
 
 fn addr(r: &Redis) -> SocketAddr {
@@ -162,7 +173,8 @@ async fn lost(on: &Redis, acked: &[String]) -> usize {
 /// resumes, is promoted and the endpoint switches to it. Returns (acknowledged, lost, not
 /// durable answers, seconds from the switch to the next acknowledged submit).
 async fn failover_under_load(durability: &str) -> (usize, usize, usize, f64) {
-    let (mut primary, replica) = primary_and_replica().await;
+    let (mut primary, replica, link) = primary_and_replica_via(true).await;
+    let link = link.expect("a replication link");
     let proxy = TcpProxy::start(addr(&primary)).await;
     let server = Dcc::builder(Role::ApiOnly, &primary)
         .env("DCC_REDIS_URL", proxy.url())
@@ -172,10 +184,15 @@ async fn failover_under_load(durability: &str) -> (usize, usize, usize, f64) {
         .await;
     let stream = Stream::start(&server.api(), 8);
     stream.acked_beyond(200, "submits before the fault").await;
+    // The replica stalls, and so does its link: what the primary sends it from now on waits in
+    // the link's buffers (a stopped process's socket would still take it in and apply it on
+    // resume, and small runs then lost nothing), and is lost with the primary.
+    link.freeze();
     signal(&replica, "-STOP");
     let paused = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     primary.kill();
+    link.switch(SocketAddr::from(([127, 0, 0, 1], 1)));
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(paused.elapsed())).await;
     signal(&replica, "-CONT");
     promote(&replica).await;
