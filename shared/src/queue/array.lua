@@ -47,18 +47,26 @@ local function array_child_requeued(ctx, jk)
 end
 
 -- A child at `jk` ended as `state` (succeeded | failed | timed_out | cancelled); `was_running`:
--- it held a lease. When it was the last, the parent ends.
+-- it held a lease. When it was the last, the parent ends. One read and one write of the parent.
 -- A child goes with its parent (retention, delete): it leaves `expiry`, where the script that
--- ended it put it as any job.
-local function array_child_ended(ctx, id, jk, state, was_running, now, active, expiry, outbox)
-  local p = array_parent(jk)
-  if not p then return end
+-- ended it put it as any job (finish.lua does not: it passes `p`, the parent it read).
+local function array_child_ended(ctx, id, jk, state, was_running, now, active, expiry, outbox, p)
+  if not p then
+    p = array_parent(jk)
+    if not p then return end
+    redis.call('ZREM', expiry, id)
+  end
   now = tonumber(now)
-  redis.call('ZREM', expiry, id)
   local pk = ctx.job .. p
-  if was_running then redis.call('HINCRBY', pk, 'c_running', -1) end
-  redis.call('HINCRBY', pk, 'c_' .. state, 1)
-  local c = redis.call('HMGET', pk, 'array_size', 'c_succeeded', 'c_failed', 'c_timed_out', 'c_cancelled')
+  local names = {'array_size', 'c_succeeded', 'c_failed', 'c_timed_out', 'c_cancelled', 'c_running'}
+  local c = redis.call('HMGET', pk, unpack(names))
+  local at = ({succeeded = 2, failed = 3, timed_out = 4, cancelled = 5})[state]
+  c[at] = tonumber(c[at] or '0') + 1
+  local counts = {names[at], c[at]}
+  if was_running then
+    counts[3], counts[4] = 'c_running', math.max(0, tonumber(c[6] or '0') - 1)
+  end
+  redis.call('HSET', pk, unpack(counts))
   local ended = 0
   for i = 2, 5 do ended = ended + tonumber(c[i] or '0') end
   if ended >= tonumber(c[1]) then array_end_parent(ctx, p, now, active, expiry, outbox) end

@@ -52,20 +52,30 @@ local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
 local ctx = cjson.decode(ARGV[13])
 
 -- Makes the next child of the array parent `id`, its record written at once as it is to be:
--- ...`fields` (running with this lease's first attempt, or failed unrun), and returns its id and
--- the parent's spec; the parent leaves `list` with its last child made, and is `running` from
--- its first.
-local function make_child(id, list, ...)
+-- ...`fields` (running with this lease's first attempt when `running`, or failed unrun), and
+-- returns its id and the parent's spec; the parent leaves `list` with its last child made, and
+-- is `running` from its first. One read and one write of the parent: this is every child's
+-- dispatch.
+local function make_child(id, list, running, ...)
   local pk = ARGV[1] .. id
-  local index = redis.call('HINCRBY', pk, 'next_index', 1) - 1
   local f = redis.call('HMGET', pk, 'array_size', 'queue', 'lane', 'tenant', 'slots', 'gpus', 'memory_mb',
-    'max_attempts', 'created_ms', 'inputs_prefix', 'state', 'spec')
-  if index + 1 >= tonumber(f[1]) then redis.call('LREM', list, -1, id) end
+    'max_attempts', 'created_ms', 'inputs_prefix', 'state', 'spec', 'next_index', 'c_running')
+  local index = tonumber(f[13] or '0')
+  local parent = {'next_index', index + 1}
+  if running then
+    parent[3] = 'c_running'
+    parent[4] = tonumber(f[14] or '0') + 1
+  end
   if f[11] == 'queued' then
-    redis.call('HSET', pk, 'state', 'running', 'started_ms', now)
+    local n = #parent
+    parent[n + 1], parent[n + 2], parent[n + 3], parent[n + 4] = 'state', 'running', 'started_ms', now
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = 0, at = now}))
   end
-  count_backlog(ctx, pk, -1)
+  redis.call('HSET', pk, unpack(parent))
+  if index + 1 >= tonumber(f[1]) then redis.call('LREM', list, -1, id) end
+  -- count_backlog, from the fields just read
+  redis.call('HINCRBY', ctx.backlog, f[2], -1)
+  redis.call('HINCRBY', ctx.backlog, f[2] .. ':' .. (f[4] or ''), -1)
   local child = id .. '.' .. index
   redis.call('HSET', ARGV[1] .. child, 'parent', id, 'index', index, 'queue', f[2], 'lane', f[3],
     'tenant', f[4] or '', 'slots', f[5], 'gpus', f[6], 'memory_mb', f[7], 'max_attempts', f[8],
@@ -87,7 +97,7 @@ local function twin_succeeded(id, twin, list)
     local twin_state = redis.call('HGET', tk, 'state')
     local never = not t and twin_state ~= 'queued' and twin_state ~= 'running'
     if t ~= 'failed' and t ~= 'timed_out' and t ~= 'cancelled' and not never then return false end
-    local child = make_child(id, list, 'state', 'failed', 'attempt', 0, 'finished_ms', now,
+    local child = make_child(id, list, false, 'state', 'failed', 'attempt', 0, 'finished_ms', now,
       'error_code', 'DEPENDENCY_FAILED', 'error_msg', 'its twin ' .. twin .. '.' .. index .. ' ended ' ..
       (t or 'without running') .. ' instead of succeeding; the job did not run')
     local ck = ARGV[1] .. child
@@ -146,7 +156,7 @@ for i = 1, 3 do
       if p[5] then
         -- a new child: made running, its first attempt this one
         parent = id
-        id, spec = make_child(id, list, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
+        id, spec = make_child(id, list, true, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
       else
         redis.call('LREM', list, -1, id)
       end
@@ -167,7 +177,8 @@ for i = 1, 3 do
       local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
       for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
       if parent then
-        redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1)
+        -- (a new child was counted running when made)
+        if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end
         reply[#reply + 1] = 'spec'
         reply[#reply + 1] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
       end

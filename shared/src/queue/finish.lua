@@ -27,7 +27,7 @@ if not job[4] then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
 notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
 local ctx = cjson.decode(ARGV[8])
 settle_dependents(ctx, ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])
-array_child_ended(ctx, ARGV[1], KEYS[1], ARGV[4], true, ARGV[5], KEYS[4], KEYS[3], KEYS[5])
+if job[4] then array_child_ended(ctx, ARGV[1], KEYS[1], ARGV[4], true, ARGV[5], KEYS[4], KEYS[3], KEYS[5], job[4]) end
 redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = ARGV[1], status = ARGV[4], attempt = tonumber(ARGV[2]),
   at = tonumber(ARGV[5]), worker = ARGV[3]}))
 return 1
