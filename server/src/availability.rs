@@ -105,16 +105,28 @@ pub async fn waiting(state: &AppState, job: &JobRecord, who: &Principal) -> Opti
 
 /// Why a blocked job waits: the dependencies that have not ended, in the caller's spelling.
 async fn dependencies(state: &AppState, job: &JobRecord, who: &Principal) -> Waiting {
-    let mut open = Vec::new();
-    for d in &job.spec.depends_on {
-        let ended = match JobId::parse(&d.job_id) {
-            Ok(id) => matches!(state.queue.get(&id).await, Ok(Some(r)) if r.state.is_terminal()),
-            Err(_) => false,
-        };
-        if !ended {
-            open.push(format!("{} (to {})", who.external(&d.job_id), d.kind.as_str()));
-        }
-    }
+    // Their records in one round trip; a read that fails names them all.
+    let ids: Vec<JobId> = job
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|d| JobId::parse(&d.job_id).ok())
+        .collect();
+    let ended: Vec<JobId> = match state.queue.get_many(&ids).await {
+        Ok(found) => found
+            .into_iter()
+            .filter(|r| r.state.is_terminal())
+            .map(|r| r.id)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let open: Vec<String> = job
+        .spec
+        .depends_on
+        .iter()
+        .filter(|d| !ended.iter().any(|e| e.as_str() == d.job_id))
+        .map(|d| format!("{} (to {})", who.external(&d.job_id), d.kind.as_str()))
+        .collect();
     Waiting {
         reason: WaitReason::Dependencies,
         message: format!(

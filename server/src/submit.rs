@@ -475,20 +475,33 @@ fn missing_dependency(who: &Principal, spec: &JobSpec, i: usize) -> ApiError {
 /// stored one): the first spelling that names a job the caller owns. The enqueue script checks
 /// again, atomically, that each still exists.
 async fn resolve_dependencies(state: &AppState, who: &Principal, mut spec: JobSpec) -> Result<JobSpec, ApiError> {
-    for i in 0..spec.depends_on.len() {
-        let mut found = None;
-        for candidate in who.candidates(&spec.depends_on[i].job_id) {
-            let Ok(id) = JobId::parse(&candidate) else { continue };
-            // Same tenant, as the enqueue script checks (an admin too depends on its own).
-            if let Some(job) = state.queue.get(&id).await?
-                && job.tenant == who.tenant
-            {
-                found = Some(candidate);
-                break;
-            }
-        }
-        match found {
-            Some(stored) => spec.depends_on[i].job_id = stored,
+    if spec.depends_on.is_empty() {
+        return Ok(spec);
+    }
+    // Every spelling of every dependency, read in one round trip.
+    let spellings: Vec<Vec<JobId>> = spec
+        .depends_on
+        .iter()
+        .map(|d| {
+            who.candidates(&d.job_id)
+                .iter()
+                .filter_map(|c| JobId::parse(c).ok())
+                .collect()
+        })
+        .collect();
+    let all: Vec<JobId> = spellings.iter().flatten().cloned().collect();
+    // Same tenant, as the enqueue script checks (an admin too depends on its own).
+    let mine: Vec<JobId> = state
+        .queue
+        .get_many(&all)
+        .await?
+        .into_iter()
+        .filter(|j| j.tenant == who.tenant)
+        .map(|j| j.id)
+        .collect();
+    for (i, candidates) in spellings.iter().enumerate() {
+        match candidates.iter().find(|c| mine.contains(c)) {
+            Some(stored) => spec.depends_on[i].job_id = stored.to_string(),
             None => return Err(missing_dependency(who, &spec, i)),
         }
     }

@@ -259,45 +259,53 @@ impl JobRecord {
             stats,
             meta: self.spec.meta.clone(),
             // A child's spec is its parent's: the parent's webhook and dependencies are not its.
-            notify: self.spec.notify.as_ref().filter(|_| self.child_of.is_none()).map(|n| {
-                let d = self.notify.as_ref();
-                NotifyView {
-                    url: n.url.clone(),
-                    state: d.map(|d| d.state).unwrap_or(NotifyState::Waiting),
-                    attempts: d.map(|d| d.attempts).unwrap_or(0),
-                    last_attempt_at: d.and_then(|d| d.last_ms).map(rfc3339),
-                    last_error: d.and_then(|d| d.error.clone()),
-                }
-            }),
+            notify: self.notify_view().filter(|_| self.child_of.is_none()),
             waiting: None,
             depends_on: match self.child_of {
                 None => self.spec.depends_on.clone(),
                 Some(_) => Vec::new(),
             },
-            array: self.array.zip(self.spec.array).map(|(c, a)| {
-                // Children never started by an array that ended (failed by a dependency) will
-                // not start: they count as cancelled, not queued.
-                let waiting = a.size.saturating_sub(c.running + c.ended());
-                let gone = if self.state.is_terminal() { waiting } else { 0 };
-                ArrayView {
-                    size: a.size,
-                    parallelism: a.parallelism,
-                    children: ChildCounts {
-                        queued: waiting - gone,
-                        running: c.running,
-                        succeeded: c.succeeded,
-                        failed: c.failed,
-                        timed_out: c.timed_out,
-                        cancelled: c.cancelled + gone,
-                    },
-                    children_url: format!("{base}/children"),
-                }
-            }),
+            array: self.array_view(&base),
             array_child: self.child_of.as_ref().map(|c| ArrayChildView {
                 parent_id: c.parent.to_string(),
                 index: c.index,
             }),
         }
+    }
+
+    /// The webhook and its delivery, for a job with `notify`.
+    fn notify_view(&self) -> Option<NotifyView> {
+        let n = self.spec.notify.as_ref()?;
+        let d = self.notify.as_ref();
+        Some(NotifyView {
+            url: n.url.clone(),
+            state: d.map(|d| d.state).unwrap_or(NotifyState::Waiting),
+            attempts: d.map(|d| d.attempts).unwrap_or(0),
+            last_attempt_at: d.and_then(|d| d.last_ms).map(rfc3339),
+            last_error: d.and_then(|d| d.error.clone()),
+        })
+    }
+
+    /// An array parent's children by state (`base`: the parent's route).
+    fn array_view(&self, base: &str) -> Option<ArrayView> {
+        let (c, a) = self.array.zip(self.spec.array)?;
+        // Children never started by an array that ended (failed by a dependency) will not
+        // start: they count as cancelled, not queued.
+        let waiting = a.size.saturating_sub(c.running + c.ended());
+        let gone = if self.state.is_terminal() { waiting } else { 0 };
+        Some(ArrayView {
+            size: a.size,
+            parallelism: a.parallelism,
+            children: ChildCounts {
+                queued: waiting - gone,
+                running: c.running,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                timed_out: c.timed_out,
+                cancelled: c.cancelled + gone,
+            },
+            children_url: format!("{base}/children"),
+        })
     }
 }
 

@@ -10,16 +10,7 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobRecord, JobState};
 
-static CANCEL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("cancel.lua")
-    ))
-});
+static CANCEL: LazyLock<Script> = LazyLock::new(|| moving_script!("cancel.lua"));
 
 /// What a cancel did.
 #[derive(Debug, PartialEq, Eq)]

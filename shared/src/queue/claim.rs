@@ -21,17 +21,7 @@ pub const SCAN: u32 = 32;
 /// Tenants a claim looks at per lane, in turn (beyond, tenants wait for the turns ahead).
 pub const SCAN_TENANTS: u32 = 64;
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("lease_now.lua"),
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("claim.lua")
-    ))
-});
+static CLAIM: LazyLock<Script> = LazyLock::new(|| moving_script!("lease_now.lua", "claim.lua"));
 
 /// What a claim got.
 #[derive(Debug)]

@@ -13,16 +13,7 @@ use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, JobState};
 use crate::storage::{Storage, paths};
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("delete.lua")
-    ))
-});
+static DELETE: LazyLock<Script> = LazyLock::new(|| moving_script!("delete.lua"));
 
 /// What a delete did.
 #[derive(Debug, PartialEq, Eq)]

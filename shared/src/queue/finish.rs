@@ -11,16 +11,7 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobError, JobState, OutputFile, RunStats};
 
-static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("finish.lua")
-    ))
-});
+static FINISH: LazyLock<Script> = LazyLock::new(|| moving_script!("finish.lua"));
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]

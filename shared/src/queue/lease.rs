@@ -16,16 +16,7 @@ use crate::job::{JobId, Lane, QueueName};
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("release.lua")
-    ))
-});
+static RELEASE: LazyLock<Script> = LazyLock::new(|| moving_script!("release.lua"));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]

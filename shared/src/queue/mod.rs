@@ -18,6 +18,23 @@
 //!
 //! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
 
+/// A script that moves a job, after the Lua helpers it may call, in the order they call each
+/// other: quota counts and the backlog (`active.lua`), webhooks (`notify.lua`), wake-ups
+/// (`wake.lua`), dependents (`deps.lua`), array counts (`array.lua`). One list for every such
+/// script, so none misses a helper another gained.
+macro_rules! moving_script {
+    ($($script:literal),+) => {
+        redis::Script::new(concat!(
+            include_str!("active.lua"),
+            include_str!("notify.lua"),
+            include_str!("wake.lua"),
+            include_str!("deps.lua"),
+            include_str!("array.lua"),
+            $(include_str!($script)),+
+        ))
+    };
+}
+
 pub mod cancel;
 pub mod claim;
 pub mod delete;

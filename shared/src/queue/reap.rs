@@ -14,17 +14,7 @@ use crate::Result;
 use crate::clock::Millis;
 use crate::job::{Lane, QueueName};
 
-static REAP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("lease_now.lua"),
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("deps.lua"),
-        include_str!("array.lua"),
-        include_str!("reap.lua")
-    ))
-});
+static REAP: LazyLock<Script> = LazyLock::new(|| moving_script!("lease_now.lua", "reap.lua"));
 
 /// How long ended jobs are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
