@@ -168,13 +168,18 @@ pub fn exit_code(view: &JobView) -> i32 {
 }
 
 fn summary(v: &JobView) -> String {
-    let mut s = format!(
-        "{} {} (attempt {}/{})",
-        v.job_id,
-        v.status.as_str(),
-        v.attempt,
-        v.max_attempts
-    );
+    let progress = match &v.array {
+        // An array never runs itself: its children's counts say where it is.
+        Some(a) => {
+            let c = &a.children;
+            format!(
+                "{} children: {} succeeded, {} failed, {} timed out, {} cancelled, {} running, {} queued",
+                a.size, c.succeeded, c.failed, c.timed_out, c.cancelled, c.running, c.queued
+            )
+        }
+        None => format!("attempt {}/{}", v.attempt, v.max_attempts),
+    };
+    let mut s = format!("{} {} ({progress})", v.job_id, v.status.as_str());
     if let Some(c) = v.exit_code {
         s.push_str(&format!(" exit {c}"));
     }
