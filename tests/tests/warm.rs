@@ -83,6 +83,18 @@ async fn a_warm_job_gives_what_the_same_job_gives_cold() {
         json!({"image": dcc_e2e::entry_image()}),
         json!({"image": dcc_e2e::entry_image(), "command": ["mine", "too"]}),
         json!({"image": IMAGE, "command": ["/no/such/program"]}),
+        // The agent finds programs and words refusals as runc does.
+        json!({"image": IMAGE, "command": ["nosuch"]}),
+        json!({"image": IMAGE, "command": ["/etc"]}),
+        // Found but not a program (an empty file with execute bits): runc has started the
+        // container by then, so the reason is on stderr and the exit code 1.
+        json!({"image": IMAGE, "command": ["/.dockerenv"]}),
+        json!({"image": IMAGE, "command": ["bin/echo", "relative"], "workingDir": "/"}),
+        json!({"image": IMAGE, "command": ["echo", "from $PATH"], "env": {"PATH": "/nowhere:/bin"}}),
+        // Output through /dev/stdout and /dev/stderr (pipes, as Docker's: a socket could not be
+        // opened there), big enough to fill a pipe's buffer many times over.
+        json!({"image": IMAGE, "command": ["sh", "-c", "echo out > /dev/stdout; echo err > /dev/stderr; \
+               head -c 300000 /dev/zero | tr '\\0' x"]}),
         json!({"image": IMAGE, "command": ["sh", "-c", "echo done; exit 0"]}),
         // DCC's own variables (ids differ between the two runs; their length does not).
         json!({"image": IMAGE, "command": ["sh", "-c", "echo \"$DCC_INPUTS $DCC_OUTPUTS ${#DCC_JOB_ID}\""],
@@ -106,13 +118,37 @@ async fn a_warm_job_gives_what_the_same_job_gives_cold() {
     assert_eq!(w["outputs"][0]["name"], "mine");
     assert_eq!(run_warm(&wa, &cases[3]).await["stdout"], "entry default\n");
     assert_eq!(run_warm(&wa, &cases[4]).await["stdout"], "entry mine too\n");
-    assert_eq!(run_warm(&wa, &cases[7]).await["stdout"], "/inputs /outputs 36\n");
+    let own = cases.last().expect("DCC's own variables are the last case");
+    assert_eq!(run_warm(&wa, own).await["stdout"], "/inputs /outputs 36\n");
     eventually(Duration::from_secs(5), "no job container left behind", || async {
         let left = containers_of(&warm.worker_id).len();
         // The idle warm containers (at most the pool's size) stay; nothing else.
         (left <= 2).then_some(())
     })
     .await;
+}
+
+/// The agent (PID 1 of a warm container) reaps the orphans a job leaves, as a cold container's
+/// first process must; and the job finds no door to it: the control socket is gone once the agent
+/// connected, and the control folder cannot be written (no link can be planted for the agent or
+/// the worker to follow).
+#[tokio::test]
+async fn the_agent_reaps_orphans_and_leaves_the_job_no_door() {
+    let redis = Redis::start();
+    let dcc = warm_server(&redis).await;
+    let api = dcc.api();
+    let script = "for i in $(seq 20); do (sh -c 'exit 0' &); done; sleep 1; \
+                  echo zombies $(ps -o stat | grep -c '^Z'); \
+                  echo pid1 $(tr '\\0' ' ' < /proc/1/cmdline); \
+                  echo control $(ls -A /.dcc); \
+                  ln -s / /.dcc/x 2>/dev/null && echo planted; touch /.dcc/stdout.x 2>/dev/null && echo wrote; \
+                  echo done";
+    let v = run_warm(&api, &sh(script)).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(
+        v["stdout"], "zombies 0\npid1 /.dcc-agent\ncontrol stderr stdout\ndone\n",
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -108,12 +108,12 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
-    /// What an attempt in the warm container `w` leaves: the container and its folder.
-    pub(crate) fn warm(w: Warm) -> Self {
+    /// What an attempt in a warm container leaves: the container, its folder and its token.
+    pub(crate) fn warm(container: String, scratch: tempfile::TempDir, token: String) -> Self {
         Leftovers {
-            container: w.name,
-            scratch: w.scratch,
-            warm: Some(w.token),
+            container,
+            scratch,
+            warm: Some(token),
         }
     }
 }
@@ -269,7 +269,7 @@ impl Executor {
         let eligible = self.settings.files == FilesMode::Bind
             && gpus.is_empty()
             // Never a container of an image this worker may not run, not even one that only
-            // runs the keeper.
+            // runs the agent.
             && self.settings.images.allows(&job.spec.image);
         let pool = self.warm.as_ref().filter(|_| eligible)?;
         pool.take(&Shape::of(job)?)

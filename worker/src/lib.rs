@@ -29,7 +29,6 @@ mod executor;
 mod files;
 mod gpu;
 mod health;
-mod keeper;
 mod logs;
 pub mod loops;
 pub mod registry;

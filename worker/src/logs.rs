@@ -85,7 +85,6 @@ impl Capture {
 pub struct LogCapture {
     task: JoinHandle<Result<Captured, StorageError>>,
     stop: CancellationToken,
-    done: Option<Result<Captured, StorageError>>,
 }
 
 /// What a capture holds once its stream ended.
@@ -115,30 +114,18 @@ impl LogCapture {
         let stop = CancellationToken::new();
         let paths = (scratch.join("stdout"), scratch.join("stderr"));
         let task = tokio::spawn(capture(output, storage, paths, objects, cap, stop.clone()));
-        LogCapture { task, stop, done: None }
-    }
-
-    /// Resolves once the output ended (the process and whatever held its pipes exited, or the
-    /// container was killed). Cancel-safe: for `select!`.
-    pub async fn ended(&mut self) {
-        if self.done.is_none() {
-            let r = (&mut self.task).await;
-            self.done = Some(joined(r));
-        }
+        LogCapture { task, stop }
     }
 
     /// Waits up to `grace` for the output to end, then stores both streams. `killed`: the worker
     /// killed the container, so a stream cut by the kill lost nothing the job could still say.
     pub async fn finish(mut self, grace: Duration, killed: bool, storage: &dyn Storage) -> Result<(), StorageError> {
-        let done = match self.done.take() {
-            Some(d) => d,
-            None => tokio::select! {
-                r = &mut self.task => joined(r),
-                _ = tokio::time::sleep(grace) => {
-                    self.stop.cancel();
-                    joined((&mut self.task).await)
-                }
-            },
+        let done = tokio::select! {
+            r = &mut self.task => joined(r),
+            _ = tokio::time::sleep(grace) => {
+                self.stop.cancel();
+                joined((&mut self.task).await)
+            }
         };
         let mut c = done?;
         let why = match (&c.broken, c.unfinished) {

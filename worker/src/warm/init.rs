@@ -1,4 +1,4 @@
-//! A warm container's first process (the keeper) as the worker's host sees it, so the worker can
+//! A warm container's first process (the agent) as the worker's host sees it, so the worker can
 //! make sure nothing of a job is alive before it reads the job's outputs, in a millisecond
 //! rather than the ~70 ms Docker's kill takes to report the container stopped here.
 //!
@@ -42,6 +42,11 @@ impl Init {
             Some(Seen::Alive(start)) => Some(Init { pid, start }),
             _ => None,
         }
+    }
+
+    /// Its pid, as the worker sees it.
+    pub fn pid(self) -> i32 {
+        self.pid
     }
 
     /// Kills the process, and with it every process of its namespace; `true` once they are all

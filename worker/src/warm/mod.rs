@@ -1,8 +1,8 @@
 //! Warm single-use containers for fast jobs (`DCC_WARM_POOL`). A cold job pays Docker's create
 //! and start (namespaces, cgroups, mounts: most of its ~150 ms); a warm container has paid them
-//! before the job arrived. It runs only the [`keeper`](crate::keeper) and has its own inputs and
-//! outputs folders bound in; a fast job of the same shape (image, CPUs, memory, network, working
-//! folder) that finds one runs its command in it with `exec` ([`run`]), and the container is
+//! before the job arrived. It runs only DCC's [`agent`] and has its own inputs, outputs and
+//! control folders bound in; a fast job of the same shape (image, CPUs, memory, network, working
+//! folder) that finds one has the agent start its command ([`run`]), and the container is
 //! removed afterwards like any other: **one job per container, never reused**. The pool then
 //! makes a new one in the background.
 //!
@@ -11,6 +11,7 @@
 //! reservation (they run nothing). Only CPU jobs in bind mode use the pool: GPU jobs and copy mode
 //! (a daemon that cannot see the worker's folders) run cold.
 
+pub mod agent;
 pub mod init;
 pub mod run;
 
@@ -27,7 +28,6 @@ use dcc_shared::job::{JobRecord, Lane, QueueName};
 
 use crate::container::{self, HostLimits};
 use crate::docker::{self, LABEL_ATTEMPT, LABEL_JOB, Owner};
-use crate::keeper;
 use crate::step::StepError;
 
 /// The job label of warm containers starts with this (the rest is the container's token).
@@ -43,7 +43,7 @@ pub struct WarmSettings {
 }
 
 /// What makes two fast jobs interchangeable for a warm container: everything fixed when a
-/// container is created. The command, environment and inputs are the job's own at `exec` time.
+/// container is created. The command, environment and inputs are the job's own when it starts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Shape {
     image: String,
@@ -80,6 +80,8 @@ pub struct Warm {
     pub scratch: tempfile::TempDir,
     /// Its first process, when the worker sees it (shares the host's PID namespace).
     pub init: Option<init::Init>,
+    /// Its agent, connected, waiting for the job's command.
+    pub agent: agent::Agent,
 }
 
 #[derive(Default)]
@@ -133,8 +135,8 @@ pub struct WarmPool {
     settings: WarmSettings,
     owner: Owner,
     limits: HostLimits,
-    /// The keeper program on the worker, bound into each container.
-    keeper: PathBuf,
+    /// The agent program on the worker, bound into each container.
+    agent: PathBuf,
     /// Where the containers' folders are made.
     tmp_dir: PathBuf,
     inner: Mutex<Inner>,
@@ -143,8 +145,8 @@ pub struct WarmPool {
 }
 
 impl WarmPool {
-    /// A pool for `worker`, or `None` when it is off (`size` 0) or there is no keeper for this
-    /// architecture.
+    /// A pool for `worker`, or `None` when it is off (`size` 0) or this worker has no agent for
+    /// its architecture.
     pub fn new(
         docker: Docker,
         settings: WarmSettings,
@@ -155,18 +157,19 @@ impl WarmPool {
         if settings.size == 0 {
             return None;
         }
-        let keeper = tmp_dir.join("keeper");
-        match keeper::write(&keeper) {
+        let agent = tmp_dir.join("dcc-agent");
+        match agent::write(&agent) {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!(
+                tracing::warn!(
                     arch = std::env::consts::ARCH,
-                    "no warm containers: no keeper for this architecture"
+                    "DCC_WARM_POOL is set but this worker was built without the warm-container agent \
+                     for its architecture: every fast job runs cold (see docs/configuration.md)"
                 );
                 return None;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no warm containers: the keeper could not be written");
+                tracing::warn!(error = %e, "no warm containers: the agent could not be written");
                 return None;
             }
         }
@@ -175,7 +178,7 @@ impl WarmPool {
             settings,
             owner: owner.clone(),
             limits,
-            keeper,
+            agent,
             tmp_dir,
             inner: Mutex::new(Inner::default()),
             changed: tokio::sync::Notify::new(),
@@ -274,7 +277,7 @@ impl WarmPool {
         }
     }
 
-    /// Creates and starts one warm container of `shape`.
+    /// Creates and starts one warm container of `shape`, and takes its agent's connection.
     async fn make(&self, shape: &Shape, token: String) -> Result<Warm, StepError> {
         let local = StepError::local("making a warm container's folders");
         let scratch = tempfile::Builder::new()
@@ -287,17 +290,55 @@ impl WarmPool {
                 .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)))
                 .map_err(StepError::local("making a warm container's folders"))?;
         }
-        let name = format!("dcc-warm-{}-{token}", self.owner.worker);
-        let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
-        host.binds = Some(vec![
-            format!("{}:{}:ro", self.keeper.display(), keeper::PATH_IN_CONTAINER),
+        let channel = agent::Channel::make(&scratch.path().join("ctl"))
+            .map_err(StepError::local("making a warm container's control folder"))?;
+        let binds = vec![
+            format!("{}:{}:ro", self.agent.display(), agent::PATH_IN_CONTAINER),
+            channel.bind(),
             format!("{}:/inputs:ro", inp.display()),
             format!("{}:/outputs:rw", out.display()),
-        ]);
-        let body = ContainerCreateBody {
+        ];
+        let name = format!("dcc-warm-{}-{token}", self.owner.worker);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let started = async {
+            self.docker
+                .create_container(Some(opts), self.body(shape, &token, binds))
+                .await?;
+            self.docker.start_container(&name, None).await
+        };
+        if let Err(e) = started.await {
+            docker::remove(&self.docker, &name).await;
+            return Err(StepError::docker("starting a warm container failed", &e, false));
+        }
+        let pid = self.docker.inspect_container(&name, None).await.ok();
+        let init = pid.and_then(|c| c.state?.pid).and_then(init::Init::find);
+        match channel.accept(init).await {
+            Ok(agent) => Ok(Warm {
+                name,
+                token,
+                scratch,
+                init,
+                agent,
+            }),
+            Err(why) => {
+                docker::remove(&self.docker, &name).await;
+                Err(StepError::Local {
+                    what: "connecting a warm container's agent",
+                    source: std::io::Error::other(why),
+                })
+            }
+        }
+    }
+
+    /// What a warm container of `shape` is created from: the image with the agent as its
+    /// entrypoint (the image's own entrypoint and command are the job's business, at its start).
+    fn body(&self, shape: &Shape, token: &str, binds: Vec<String>) -> ContainerCreateBody {
+        let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
+        host.binds = Some(binds);
+        ContainerCreateBody {
             network_disabled: (!shape.network).then_some(true),
             image: Some(shape.image.clone()),
-            entrypoint: Some(vec![keeper::PATH_IN_CONTAINER.to_string()]),
+            entrypoint: Some(vec![agent::PATH_IN_CONTAINER.to_string()]),
             working_dir: shape.working_dir.clone(),
             labels: Some(
                 [
@@ -312,24 +353,7 @@ impl WarmPool {
             open_stdin: Some(false),
             host_config: Some(host),
             ..Default::default()
-        };
-        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let started = async {
-            self.docker.create_container(Some(opts), body).await?;
-            self.docker.start_container(&name, None).await
-        };
-        if let Err(e) = started.await {
-            docker::remove(&self.docker, &name).await;
-            return Err(StepError::docker("starting a warm container failed", &e, false));
         }
-        let pid = self.docker.inspect_container(&name, None).await.ok();
-        let init = pid.and_then(|c| c.state?.pid).and_then(init::Init::find);
-        Ok(Warm {
-            name,
-            token,
-            scratch,
-            init,
-        })
     }
 
     /// Forgets shapes no fast job used within the idle lifetime, and removes their containers.
