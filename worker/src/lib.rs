@@ -39,6 +39,10 @@ pub mod spot;
 mod step;
 mod verdict;
 mod warm;
+
+/// The warm-container agent's channel, for the benchmark's floor (a container and its agent
+/// driven without DCC).
+pub use warm::agent;
 pub mod worker;
 
 pub use settings::WorkerSettings;

@@ -133,21 +133,29 @@ impl LogCapture {
             (Some(e), false) if !killed => Some(format!("the output stream broke: {e}")),
             _ => None,
         };
-        for s in [&mut c.out, &mut c.err] {
-            if let Some(why) = &why {
-                s.mark(&loss_note(why)).await?;
-            }
-            s.file.flush().await?;
-            let (object, path) = (s.object.clone(), s.path.clone());
-            with_retry("storing a log", || storage.put_file(&object, &path)).await?;
-        }
-        Ok(())
+        // Both at once: for a fast job each is a round trip to Redis on the answer's path.
+        let (out, err) = tokio::join!(
+            store(&mut c.out, why.as_deref(), storage),
+            store(&mut c.err, why.as_deref(), storage)
+        );
+        out.and(err)
     }
 
     /// Stops without a final upload (the attempt was abandoned).
     pub fn abort(self) {
         self.task.abort();
     }
+}
+
+/// Stores one stream, marked with `why` when something of it may be missing.
+async fn store(s: &mut Capture, why: Option<&str>, storage: &dyn Storage) -> Result<(), StorageError> {
+    if let Some(why) = why {
+        s.mark(&loss_note(why)).await?;
+    }
+    s.file.flush().await?;
+    let (object, path) = (s.object.clone(), s.path.clone());
+    with_retry("storing a log", || storage.put_file(&object, &path)).await?;
+    Ok(())
 }
 
 fn joined(r: Result<Result<Captured, StorageError>, tokio::task::JoinError>) -> Result<Captured, StorageError> {

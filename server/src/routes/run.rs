@@ -52,7 +52,9 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
         }
         .into());
     }
-    availability::require(&state, &valid.spec).await?;
+    // Two independent reads of Redis on the answer's path: at once.
+    let (available, fast_bytes) = tokio::join!(availability::require(&state, &valid.spec), state.queue.fast_bytes());
+    available?;
     let mut inline = 0u64;
     for (i, (_, source)) in valid.inputs.iter().enumerate() {
         match source {
@@ -70,7 +72,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     // what concurrent jobs store in any case).
     let budget = state.config.fast_max_redis_bytes;
     let headroom = state.config.fast_max_output_bytes.min(budget / 2);
-    if state.queue.fast_bytes().await? + inline + headroom > budget {
+    if fast_bytes? + inline + headroom > budget {
         return Err(dcc_shared::storage::StorageError::Full {
             what: format!("the {budget} byte budget for fast-job data in Redis (DCC_FAST_MAX_REDIS_BYTES)"),
         }
@@ -140,14 +142,19 @@ async fn answer(state: &AppState, who: &crate::tenants::Principal, job: &JobReco
             None => Ok(None),
         }
     };
-    for (stream, text) in ["stdout", "stderr"].into_iter().zip(logs.iter_mut()) {
-        let bytes = if job.attempt > 0 {
+    let log = |stream| async move {
+        if job.attempt == 0 {
+            return Ok(Vec::new());
+        }
+        Ok::<_, ApiError>(
             read(paths::log(&job.id, job.attempt, stream))
                 .await?
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+                .unwrap_or_default(),
+        )
+    };
+    // Both at once: each is a read of Redis on the answer's path.
+    let (out, err) = tokio::try_join!(log("stdout"), log("stderr"))?;
+    for (bytes, text) in [out, err].into_iter().zip(logs.iter_mut()) {
         // Valid UTF-8 (the usual case) becomes the text without a copy: a log may be 16 MiB.
         *text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     }

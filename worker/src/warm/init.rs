@@ -61,6 +61,9 @@ impl Init {
             Some(Seen::Gone) => return true,
             Some(Seen::Alive(_) | Seen::Dead) | None => return self.dead(),
         }
+        if let Some(dead) = self.kill_by_pidfd(pid).await {
+            return dead;
+        }
         if let Err(e) = rustix::process::kill_process(pid, Signal::KILL) {
             tracing::debug!(pid = self.pid, error = %e, "could not kill a warm container's first process");
             return false;
@@ -75,6 +78,38 @@ impl Init {
             pause = (pause * 2).min(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Kills through a pidfd and is woken by its death, instead of polling `/proc` (whose
+    /// pauses cost a millisecond or more per job: the timer's granularity). A pidfd becomes
+    /// readable only once the process is a zombie, and a namespace's first process becomes one
+    /// only after every other process of the namespace is gone. `None` when no pidfd could be
+    /// had (a kernel before 5.3, a seccomp filter) or it is not the recorded process: the caller
+    /// polls.
+    async fn kill_by_pidfd(&self, pid: Pid) -> Option<bool> {
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+        // The pidfd pins the process it names: that must be the recorded one.
+        if !matches!(read(self.pid), Some(Seen::Alive(start)) if start == self.start) {
+            return None;
+        }
+        rustix::process::pidfd_send_signal(&fd, Signal::KILL).ok()?;
+        // Waited for on a blocking thread: registering a raw descriptor with Tokio's reactor
+        // needs `unsafe`, and one thread hop costs microseconds.
+        let waited = tokio::task::spawn_blocking(move || {
+            use rustix::event::{PollFd, PollFlags, poll};
+            let limit = rustix::time::Timespec {
+                tv_sec: DEATH_LIMIT.as_secs() as _,
+                tv_nsec: 0,
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            loop {
+                match poll(&mut fds, Some(&limit)) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    r => return r.is_ok_and(|n| n > 0),
+                }
+            }
+        });
+        Some(waited.await.unwrap_or(false))
     }
 
     /// Whether the recorded process is dead: gone, a zombie, or its pid taken by another.

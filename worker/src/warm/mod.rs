@@ -82,6 +82,8 @@ pub struct Warm {
     pub init: Option<init::Init>,
     /// Its agent, connected, waiting for the job's command.
     pub agent: agent::Agent,
+    /// The image it was created from, as looked up then (the job runs that one).
+    pub image: docker::Image,
 }
 
 #[derive(Default)]
@@ -173,6 +175,11 @@ impl WarmPool {
                 return None;
             }
         }
+        tracing::info!(
+            size = settings.size,
+            arch = std::env::consts::ARCH,
+            "warm containers for fast jobs, each started by DCC's agent"
+        );
         Some(Arc::new(WarmPool {
             docker,
             settings,
@@ -263,7 +270,12 @@ impl WarmPool {
                     Ok(warm) => Some(warm),
                     Err(e) => {
                         // Not again until a job of that shape comes back (the image may be gone).
-                        tracing::debug!(error = %e, image = %shape.image, "could not make a warm container");
+                        // The worker's own failures (its folder, the agent) are the operator's to see.
+                        if matches!(e, StepError::Local { .. }) {
+                            tracing::warn!(error = %e, image = %shape.image, "could not make a warm container");
+                        } else {
+                            tracing::debug!(error = %e, image = %shape.image, "could not make a warm container");
+                        }
                         g.wanted.remove(&shape);
                         None
                     }
@@ -301,15 +313,21 @@ impl WarmPool {
         let name = format!("dcc-warm-{}-{token}", self.owner.worker);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let started = async {
-            self.docker
-                .create_container(Some(opts), self.body(shape, &token, binds))
-                .await?;
-            self.docker.start_container(&name, None).await
+            // Looked up once here rather than at each job's start: the container is created
+            // from this very image (by its id), whatever its name points to later.
+            let image = docker::Image::from(self.docker.inspect_image(&shape.image).await?);
+            let body = self.body(shape, &image.id, &token, binds);
+            self.docker.create_container(Some(opts), body).await?;
+            self.docker.start_container(&name, None).await?;
+            Ok::<_, bollard::errors::Error>(image)
         };
-        if let Err(e) = started.await {
-            docker::remove(&self.docker, &name).await;
-            return Err(StepError::docker("starting a warm container failed", &e, false));
-        }
+        let image = match started.await {
+            Ok(image) => image,
+            Err(e) => {
+                docker::remove(&self.docker, &name).await;
+                return Err(StepError::docker("starting a warm container failed", &e, false));
+            }
+        };
         let pid = self.docker.inspect_container(&name, None).await.ok();
         let init = pid.and_then(|c| c.state?.pid).and_then(init::Init::find);
         match channel.accept(init).await {
@@ -319,6 +337,7 @@ impl WarmPool {
                 scratch,
                 init,
                 agent,
+                image,
             }),
             Err(why) => {
                 docker::remove(&self.docker, &name).await;
@@ -330,14 +349,15 @@ impl WarmPool {
         }
     }
 
-    /// What a warm container of `shape` is created from: the image with the agent as its
-    /// entrypoint (the image's own entrypoint and command are the job's business, at its start).
-    fn body(&self, shape: &Shape, token: &str, binds: Vec<String>) -> ContainerCreateBody {
+    /// What a warm container of `shape` is created from: the image `image_id` with the agent as
+    /// its entrypoint (the image's own entrypoint and command are the job's business, at its
+    /// start).
+    fn body(&self, shape: &Shape, image_id: &str, token: &str, binds: Vec<String>) -> ContainerCreateBody {
         let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
         host.binds = Some(binds);
         ContainerCreateBody {
             network_disabled: (!shape.network).then_some(true),
-            image: Some(shape.image.clone()),
+            image: Some(image_id.to_string()),
             entrypoint: Some(vec![agent::PATH_IN_CONTAINER.to_string()]),
             working_dir: shape.working_dir.clone(),
             labels: Some(

@@ -38,6 +38,7 @@ impl Executor {
             scratch,
             init,
             mut agent,
+            image,
         } = warm;
         let run = Run {
             job,
@@ -52,8 +53,9 @@ impl Executor {
             warm: true,
             ..RunStats::default()
         };
-        let mut digest = None;
-        let result = self.warm_steps(&run, init, &mut agent, &mut stats, &mut digest).await;
+        // The image was looked up when the container was made, and the container runs that one.
+        let digest = Some(image.id.clone());
+        let result = self.warm_steps(&run, image, init, &mut agent, &mut stats).await;
         let end = AttemptEnd::of(result, stats, digest);
         (end, Leftovers::warm(name, scratch, token))
     }
@@ -61,12 +63,11 @@ impl Executor {
     async fn warm_steps(
         &self,
         run: &Run<'_>,
+        image: crate::docker::Image,
         init: Option<Init>,
         agent: &mut Agent,
         stats: &mut RunStats,
-        digest: &mut Option<String>,
     ) -> Result<Verdict, Stop> {
-        let image = self.timed_pull(run, stats, digest).await?;
         let argv = image.argv(run.job.spec.command.as_deref());
         if argv.is_empty() {
             // What Docker answers a cold create of the same job.
