@@ -72,6 +72,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_FILES_MODE",
     "DCC_WARM_POOL",
     "DCC_WARM_IDLE_SECS",
+    "DCC_MONITOR_IMAGE",
     "DCC_S3_PRESIGN_SECS",
     "DCC_FAST_MAX_INLINE_BYTES",
     "DCC_FAST_MAX_OUTPUT_BYTES",
@@ -226,6 +227,9 @@ pub struct Config {
     /// How long a shape of fast job keeps its warm containers after the last job of that shape
     /// (`DCC_WARM_IDLE_SECS`, 300).
     pub warm_idle: Duration,
+    /// The image of the 2018 `/monitor` route's test job (`DCC_MONITOR_IMAGE`, `busybox:latest`,
+    /// 2018's own).
+    pub monitor_image: String,
 }
 
 impl Config {
@@ -370,6 +374,7 @@ impl Config {
             files_mode: v.get("DCC_FILES_MODE").unwrap_or_else(|| "auto".into()),
             warm_pool: v.num("DCC_WARM_POOL", 2)? as usize,
             warm_idle: v.secs("DCC_WARM_IDLE_SECS", 300)?,
+            monitor_image: v.get("DCC_MONITOR_IMAGE").unwrap_or_else(|| "busybox:latest".into()),
             cpu_slots: v.opt_u32("DCC_CPU_SLOTS")?,
         })
     }

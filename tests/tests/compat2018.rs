@@ -1323,3 +1323,100 @@ fn reset_peak_rss(dcc: &Dcc) -> u64 {
     std::fs::write(format!("/proc/{}/clear_refs", dcc.pid()), "5").expect("the peak RSS can be reset");
     dcc.peak_rss()
 }
+
+/// 2018's plain HTTP routes that tooling still calls: `/wait` and `/status` (the 2018 test runner
+/// polls `/wait` before anything else; both without a key, as the probes), the job-running health
+/// check `/monitor` (as the caller: its test job is the caller's, a key is needed) with
+/// `/monitor/jobcount`, and a job's files at 2018's storage paths, scoped like every job read.
+#[tokio::test]
+async fn the_2018_plain_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let keys = dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]);
+    std::fs::write(&file, keys).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_API_KEYS", "root")
+        .env("DCC_API_KEYS_FILE", file.display())
+        .env("DCC_MONITOR_IMAGE", IMAGE)
+        .start()
+        .await;
+    let anon = Client::of(&dcc);
+    let (a, b) = (anon.with_key("ka"), anon.with_key("kb"));
+
+    assert_eq!(anon.api.get_bytes("/wait").await, (200, Vec::new()));
+    assert_eq!(anon.get("/status").await.body, json!({"status": "Ready"}));
+
+    // The health check runs a test job as the caller, and says so.
+    assert_eq!(anon.get("/monitor").await.status, 401);
+    let m = a.get("/monitor?within=60&timeout=60").await;
+    assert_eq!(m.status, 200, "{:?}", m.body);
+    assert_eq!(
+        (&m.body["success"], &m.body["reason"]),
+        (&json!(true), &json!("AnotherJobFinishedRecently")),
+        "{:?}",
+        m.body
+    );
+    let probe = m.body["job"].as_str().unwrap().to_string();
+    let view = a.api.get(&format!("/api/v1/jobs/{probe}")).await.body;
+    assert_eq!(
+        (&view["status"], &view["meta"]["keywords"]),
+        (&json!("succeeded"), &json!("monitor"))
+    );
+    // A job of the caller's succeeded within the minute: no new test job.
+    let m = a.get("/test").await;
+    assert_eq!(
+        m.body["reason"], "AnotherJobFinishedRecentlyWithoutWaiting",
+        "{:?}",
+        m.body
+    );
+    assert_eq!(m.body["job"], json!(probe));
+    assert_eq!(a.get("/monitor/jobcount").await.body, json!({"count": 0}));
+    // Another tenant's check does not count team-a's job.
+    let m = b.get("/check?timeout=60").await;
+    assert_eq!(m.body["reason"], "AnotherJobFinishedRecently", "{:?}", m.body);
+    assert_ne!(m.body["job"], json!(probe));
+
+    // A job's files where 2018 stored them, as v1 serves them, to its own tenant only.
+    let r = a.result("submitJobJson", json!({"job": test_job(1, 0)})).await;
+    let id = r["jobId"].as_str().unwrap();
+    let at = |rest: &str| format!("/{id}/{rest}");
+    let (s, result) = a.api.get_bytes(&at("result.json")).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap(),
+        a.get(&format!("/v1/results/{id}/result.json")).await.body
+    );
+    assert_eq!(
+        a.api.get_bytes(&at("stdout")).await,
+        (200, b"line1\nline2\nline3\nfoo\n".to_vec())
+    );
+    assert_eq!(a.api.get_bytes(&at("stderr")).await, (200, b"errline\n".to_vec()));
+    assert_eq!(a.api.get_bytes(&at("outputs/o1")).await, (200, b"known".to_vec()));
+    let refused = a.get(&at("inputs/in1")).await;
+    assert_eq!(refused.status, 404);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("inputs are not served back"),
+        "{:?}",
+        refused.body
+    );
+    for rest in ["result.json", "stdout", "outputs/o1"] {
+        assert_eq!(b.api.get_bytes(&at(rest)).await.0, 404, "team-b read team-a's {rest}");
+        assert_eq!(anon.api.get_bytes(&at(rest)).await.0, 401);
+    }
+
+    // No worker runs the test job: a failure after the timeout, in 2018's shape; the job stays
+    // the one in flight (a second check waits on it rather than queueing another).
+    let lone_redis = Redis::start();
+    let lone_dcc = Dcc::builder(Role::ApiOnly, &lone_redis).start().await;
+    let lone = Client::of(&lone_dcc);
+    let m = lone.get("/monitor?timeout=1").await;
+    assert_eq!((m.status, &m.body["success"]), (500, &json!(false)), "{:?}", m.body);
+    assert_eq!(m.body["reason"], "FailedTimedOutNoActiveJobs", "{:?}", m.body);
+    assert_eq!(lone.get("/monitor/jobcount").await.body, json!({"count": 1}));
+    let again = lone.get("/monitor?timeout=1").await;
+    assert_eq!(again.body["job"], m.body["job"], "{:?}", again.body);
+}

@@ -7,6 +7,7 @@
 
 mod client;
 mod envelope;
+mod http2018;
 mod job2018;
 mod methods;
 mod result2018;
@@ -37,10 +38,19 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/ready", get(ready))
         .route("/checks", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .route("/wait", get(http2018::wait))
+        .route("/status", get(http2018::status))
+        .route("/monitor", get(http2018::monitor))
+        .route("/test", get(http2018::monitor))
+        .route("/check", get(http2018::monitor))
+        .route("/monitor/jobcount", get(http2018::monitor_jobcount))
+        // 2018's storage paths of a job's files (`/<jobId>/result.json`, `/<jobId>/outputs/…`).
+        .route("/{id}/{*rest}", get(http2018::file_at_path))
 }
 
-/// 2018's probes a load balancer or monitor may still call; they need no key, as `/readyz`.
-pub const PUBLIC_PROBES: &[&str] = &["/healthcheck", "/ready", "/checks"];
+/// 2018's probes a load balancer, monitor or test runner may still call; they need no key, as
+/// `/readyz` (they tell whether the server is up, nothing else).
+pub const PUBLIC_PROBES: &[&str] = &["/healthcheck", "/ready", "/checks", "/wait", "/status"];
 
 /// `GET /healthcheck`, `GET /ready`: 200 with an empty body when Redis and storage answer, else
 /// 503 (what `/readyz` says, in 2018's form).
@@ -59,7 +69,10 @@ pub fn is_adapter_path(path: &str) -> bool {
 /// treats every method there as state-changing (`origin`). The method list and `result.json`
 /// only read.
 pub fn runs_methods_on_get(path: &str) -> bool {
-    (path.starts_with("/v1/") && !path.starts_with("/v1/results/")) || path.starts_with("/api/rpc/")
+    (path.starts_with("/v1/") && !path.starts_with("/v1/results/"))
+        || path.starts_with("/api/rpc/")
+        // The job-running health check submits a job.
+        || matches!(path, "/monitor" | "/test" | "/check")
 }
 
 fn caller(state: &AppState, req: &Request) -> V1 {
@@ -189,9 +202,14 @@ fn read_arg(kind: ArgKind, text: &str) -> Value {
 
 /// `GET /v1/results/{id}/result.json`: the JobResult itself (2018's `resultJson` URL).
 async fn result_json(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let v1 = caller(&state, &req);
+    result_json_of(&state, &id, req).await
+}
+
+/// Job `id`'s JobResult as the caller of `req` may see it; 404 until it ends.
+async fn result_json_of(state: &AppState, id: &str, req: Request) -> Response {
+    let v1 = caller(state, &req);
     let answer = async {
-        let view = methods::view_2018(&v1, &id).await?;
+        let view = methods::view_2018(&v1, id).await?;
         if !result2018::ended(&view) {
             return Err(RpcError::http(
                 StatusCode::NOT_FOUND,

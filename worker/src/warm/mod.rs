@@ -355,6 +355,9 @@ impl WarmPool {
     fn body(&self, shape: &Shape, image_id: &str, token: &str, binds: Vec<String>) -> ContainerCreateBody {
         let mut host = container::limited(shape.nano_cpus, shape.memory_mb, shape.network, &self.limits);
         host.binds = Some(binds);
+        // The agent must be the first process (it reaps, and the worker checks its connection
+        // against the container's first process): never a daemon-wide `--init` in front of it.
+        host.init = Some(false);
         ContainerCreateBody {
             network_disabled: (!shape.network).then_some(true),
             image: Some(image_id.to_string()),
