@@ -150,10 +150,10 @@ impl Executor {
         }
     }
 
-    /// After the command ended: the out-of-memory verdict, then — once every process of the
-    /// container is dead, so nothing the job left running can still write its output or swap
-    /// names in `/outputs` — the logs and the outputs. Stopped from outside meanwhile:
-    /// [`Stop::Aborted`].
+    /// After the command ended: the out-of-memory verdict, then the logs (complete once every
+    /// writer is gone) and — once every process of the container is dead, so nothing the job
+    /// left running can still swap names in `/outputs` — the outputs. Stopped from outside
+    /// meanwhile: [`Stop::Aborted`].
     async fn warm_collect(
         &self,
         run: &Run<'_>,
@@ -166,20 +166,18 @@ impl Executor {
         // Asked before the kill below: Docker's record of the container's stop replaces its
         // out-of-memory flag with the stop's.
         let oom_killed = self.warm_oom(run.name, &exit).await;
-        let gather = async {
-            // What the command left running dies before anything is read, as a cold
-            // container's does with its first process.
-            let dead = self.kill_warm(run.name, init).await;
-            let logs = logs.finish(LOG_GRACE, killed, storage);
-            let outputs = async {
-                if dead {
-                    BindFiles.collect(transfer).await
-                } else {
-                    Err(not_stopped())
-                }
-            };
-            tokio::join!(logs, outputs)
+        // What the command left running dies before the outputs are read, as a cold
+        // container's does with its first process. The logs are stored meanwhile: they end
+        // when every writer is gone, at once when the command left nothing running, else with
+        // the kill.
+        let outputs = async {
+            if self.kill_warm(run.name, init).await {
+                BindFiles.collect(transfer).await
+            } else {
+                Err(not_stopped())
+            }
         };
+        let gather = async { tokio::join!(logs.finish(LOG_GRACE, killed, storage), outputs) };
         let (logs, outputs) = tokio::select! {
             r = tokio::time::timeout(COLLECT_LIMIT, gather) => r.unwrap_or_else(|_| {
                 let e = crate::files::OutputError(format!("collecting outputs and logs took longer than {} s", COLLECT_LIMIT.as_secs()));
