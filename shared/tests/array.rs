@@ -2,42 +2,18 @@
 //! at a time, the parallelism cap, the parent's counts and end, cancel, delete, the quota, and
 //! another tenant's job getting its turn beside a large array.
 
-use std::time::Duration;
+mod common;
 
-use dcc_shared::job::{JobError, JobId, JobRequest, JobState, Lane, Limits, QueueName};
+use common::{RETENTION, T0, end, get, submit};
+use dcc_shared::job::{JobId, JobState};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::cancel::Cancelled;
-use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::delete::DeleteMode;
-use dcc_shared::queue::enqueue::{Enqueued, NewJob, Quota};
-use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::enqueue::Enqueued;
 use dcc_shared::queue::lease::Lease;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::testing::Redis;
 use serde_json::{Value, json};
-
-const LEASE: Duration = Duration::from_secs(30);
-const RETENTION: Duration = Duration::from_secs(3600);
-const T0: i64 = 1_800_000_000_000;
-
-async fn submit(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32) -> Enqueued {
-    let valid = JobRequest::from_value(job)
-        .unwrap()
-        .validate(&Limits::default())
-        .unwrap();
-    let id = JobId::parse(id).unwrap();
-    let job = NewJob {
-        id: &id,
-        spec: &valid.spec,
-        lane: Lane::for_priority(valid.spec.priority),
-        def_hash: id.as_str(),
-        inputs_prefix: "p/",
-        tenant,
-        quota: Quota { active: quota, fast: 0 },
-        retention: RETENTION,
-    };
-    q.enqueue(job, T0).await.unwrap()
-}
 
 fn array(size: u32, par: Option<u32>) -> Value {
     let mut a = json!({"size": size});
@@ -47,50 +23,17 @@ fn array(size: u32, par: Option<u32>) -> Value {
     json!({"image": "x", "array": a})
 }
 
+/// A claim; a child's carries its parent's spec and its own id.
 async fn claim(q: &Queue, now: i64) -> Option<Lease> {
-    let who = Claimant {
-        worker: "w",
-        free_slots: 64,
-        total_slots: 64,
-        free_memory_mb: 1 << 30,
-        total_memory_mb: 1 << 30,
-        lease: LEASE,
-    };
-    match q.claim(QueueName::Cpu, &who, now).await.unwrap() {
-        Claim::Claimed(c) => {
-            if let Some(of) = &c.record.child_of {
-                assert!(
-                    c.record.spec.array.is_some(),
-                    "a child's claim carries its parent's spec"
-                );
-                assert_eq!(c.lease.job.as_str(), format!("{}.{}", of.parent, of.index));
-            }
-            Some(c.lease)
-        }
-        _ => None,
+    let c = common::claimed(q, now).await?;
+    if let Some(of) = &c.record.child_of {
+        assert!(
+            c.record.spec.array.is_some(),
+            "a child's claim carries its parent's spec"
+        );
+        assert_eq!(c.lease.job.as_str(), format!("{}.{}", of.parent, of.index));
     }
-}
-
-async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
-    let outcome = Outcome {
-        state,
-        exit_code: Some(i64::from(state != JobState::Succeeded)),
-        error: (state != JobState::Succeeded).then(|| JobError {
-            code: "NONZERO_EXIT".into(),
-            message: "exit 1".into(),
-        }),
-        image_digest: None,
-        stats: Default::default(),
-        outputs: vec![],
-    };
-    assert_eq!(
-        q.finish(lease, &outcome, RETENTION, now).await.unwrap(),
-        Finished::Recorded
-    );
-}
-
-async fn get(q: &Queue, id: &str) -> dcc_shared::job::JobRecord {
-    q.get(&JobId::parse(id).unwrap()).await.unwrap().unwrap()
+    Some(c.lease)
 }
 
 async fn active(redis: &Redis, tenant: &str) -> i64 {

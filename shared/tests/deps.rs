@@ -2,41 +2,21 @@
 //! dependent is queued but in no lane until its last dependency ends, in the same script that
 //! ends it; a dependency that had to succeed and did not fails its dependents, transitively.
 
-use std::time::Duration;
+mod common;
 
-use dcc_shared::job::{JobError, JobId, JobRequest, JobState, Lane, Limits, QueueName};
+use common::{RETENTION, T0, end};
+use dcc_shared::job::{JobId, JobState};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::cancel::Cancelled;
-use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::delete::DeleteMode;
-use dcc_shared::queue::enqueue::{Enqueued, NewJob, Quota};
-use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::enqueue::Enqueued;
 use dcc_shared::queue::lease::Lease;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::testing::Redis;
 use serde_json::{Value, json};
 
-const LEASE: Duration = Duration::from_secs(30);
-const RETENTION: Duration = Duration::from_secs(3600);
-const T0: i64 = 1_800_000_000_000;
-
 async fn submit_as(q: &Queue, tenant: &str, id: &str, job: Value) -> Enqueued {
-    let valid = JobRequest::from_value(job)
-        .unwrap()
-        .validate(&Limits::default())
-        .unwrap();
-    let id = JobId::parse(id).unwrap();
-    let job = NewJob {
-        id: &id,
-        spec: &valid.spec,
-        lane: Lane::for_priority(valid.spec.priority),
-        def_hash: id.as_str(),
-        inputs_prefix: "p/",
-        tenant,
-        quota: Quota::default(),
-        retention: RETENTION,
-    };
-    q.enqueue(job, T0).await.unwrap()
+    common::submit(q, tenant, id, job, 0).await
 }
 
 async fn submit(q: &Queue, id: &str, deps: Value) -> Enqueued {
@@ -44,36 +24,7 @@ async fn submit(q: &Queue, id: &str, deps: Value) -> Enqueued {
 }
 
 async fn claim(q: &Queue, now: i64) -> Option<Lease> {
-    let who = Claimant {
-        worker: "w",
-        free_slots: 8,
-        total_slots: 8,
-        free_memory_mb: 1 << 20,
-        total_memory_mb: 1 << 20,
-        lease: LEASE,
-    };
-    match q.claim(QueueName::Cpu, &who, now).await.unwrap() {
-        Claim::Claimed(c) => Some(c.lease),
-        _ => None,
-    }
-}
-
-async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
-    let outcome = Outcome {
-        state,
-        exit_code: Some(if state == JobState::Succeeded { 0 } else { 1 }),
-        error: (state != JobState::Succeeded).then(|| JobError {
-            code: "NONZERO_EXIT".into(),
-            message: "exit 1".into(),
-        }),
-        image_digest: None,
-        stats: Default::default(),
-        outputs: vec![],
-    };
-    assert_eq!(
-        q.finish(lease, &outcome, RETENTION, now).await.unwrap(),
-        Finished::Recorded
-    );
+    common::claimed(q, now).await.map(|c| c.lease)
 }
 
 async fn state(q: &Queue, id: &str) -> (JobState, u32, Option<String>) {

@@ -1,0 +1,78 @@
+//! What the queue's transition tests share: a submit with its quota, a claim by one large worker,
+//! a recorded end, all against a real Redis with time passed in.
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::time::Duration;
+
+use dcc_shared::job::{JobError, JobId, JobRecord, JobRequest, JobState, Lane, Limits, QueueName};
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::claim::{Claim, Claimant, Claimed};
+use dcc_shared::queue::enqueue::{Enqueued, NewJob, Quota};
+use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::lease::Lease;
+use serde_json::Value;
+
+pub const LEASE: Duration = Duration::from_secs(30);
+pub const RETENTION: Duration = Duration::from_secs(3600);
+pub const T0: i64 = 1_800_000_000_000;
+
+/// Submits `job` (a v1 job JSON) as `id` for `tenant`, at most `quota` active jobs (0: none).
+pub async fn submit(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32) -> Enqueued {
+    let valid = JobRequest::from_value(job)
+        .unwrap()
+        .validate(&Limits::default())
+        .unwrap();
+    let id = JobId::parse(id).unwrap();
+    let job = NewJob {
+        id: &id,
+        spec: &valid.spec,
+        lane: Lane::for_priority(valid.spec.priority),
+        def_hash: id.as_str(),
+        inputs_prefix: "p/",
+        tenant,
+        quota: Quota { active: quota, fast: 0 },
+        retention: RETENTION,
+    };
+    q.enqueue(job, T0).await.unwrap()
+}
+
+/// A claim from the cpu queue by a worker with room for anything.
+pub async fn claimed(q: &Queue, now: i64) -> Option<Claimed> {
+    let who = Claimant {
+        worker: "w",
+        free_slots: 64,
+        total_slots: 64,
+        free_memory_mb: 1 << 30,
+        total_memory_mb: 1 << 30,
+        lease: LEASE,
+    };
+    match q.claim(QueueName::Cpu, &who, now).await.unwrap() {
+        Claim::Claimed(c) => Some(*c),
+        _ => None,
+    }
+}
+
+/// Records the end of `lease`'s attempt in `state` (exit 1 and `NONZERO_EXIT` unless it
+/// succeeded); the finish must be recorded.
+pub async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
+    let outcome = Outcome {
+        state,
+        exit_code: Some(i64::from(state != JobState::Succeeded)),
+        error: (state != JobState::Succeeded).then(|| JobError {
+            code: "NONZERO_EXIT".into(),
+            message: "exit 1".into(),
+        }),
+        image_digest: None,
+        stats: Default::default(),
+        outputs: vec![],
+    };
+    assert_eq!(
+        q.finish(lease, &outcome, RETENTION, now).await.unwrap(),
+        Finished::Recorded
+    );
+}
+
+/// Job `id`'s record.
+pub async fn get(q: &Queue, id: &str) -> JobRecord {
+    q.get(&JobId::parse(id).unwrap()).await.unwrap().unwrap()
+}
