@@ -12,13 +12,12 @@ use dcc_shared::job::{ChildOf, JobId, JobRecord, JobState, JobView};
 use super::jobs::JobList;
 use super::load;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::query::Params;
 use crate::state::AppState;
 use crate::tenants::Principal;
 
 /// Children per page when `limit` is absent.
 const DEFAULT_PAGE: u32 = 100;
-/// Largest page.
-const MAX_PAGE: u32 = 1000;
 
 /// `GET /api/v1/jobs/{id}/children?cursor=&limit=`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/children", tag = "jobs", operation_id = "listChildren", summary = "An array job's children, by index",
@@ -34,27 +33,15 @@ pub async fn children(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
-    for k in q.keys() {
-        if !["limit", "cursor"].contains(&k.as_str()) {
-            return Err(ApiError::bad_param(k, format!("unknown query parameter {k:?}")));
-        }
-    }
-    let number = |k: &str, ok: std::ops::RangeInclusive<u32>, why: &str| match q.get(k).filter(|s| !s.is_empty()) {
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| ok.contains(n))
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_param(k, why)),
-        None => Ok(None),
-    };
-    let limit = number("limit", 1..=MAX_PAGE, "limit must be a whole number from 1 to 1000")?.unwrap_or(DEFAULT_PAGE);
-    let from = number(
-        "cursor",
-        0..=u32::MAX,
-        "cursor must be the nextCursor of a previous page, unchanged",
-    )?
-    .unwrap_or(0);
+    let q = Params::only(q, &["limit", "cursor"])?;
+    let limit = q.limit(DEFAULT_PAGE)?;
+    let from = q
+        .number(
+            "cursor",
+            0..=u32::MAX,
+            "cursor must be the nextCursor of a previous page, unchanged",
+        )?
+        .unwrap_or(0);
     let parent = load(&state, &who, &id).await?;
     let (Some(array), Some(counts)) = (parent.spec.array, parent.array) else {
         return Err(ApiError::bad_param("id", format!("job {id} is not an array job")));

@@ -16,15 +16,14 @@ use dcc_shared::queue::read::ListFilter;
 use super::load;
 use crate::availability;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::query::Params;
 use crate::state::AppState;
 use crate::tenants::Principal;
 use crate::wait;
 pub use dcc_shared::api::{CancelAnswer, JobList};
 
 /// Page size when `limit` is absent.
-const DEFAULT_PAGE: usize = 50;
-/// Largest page.
-const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: u32 = 50;
 /// `/wait` timeout when `timeoutSecs` is absent.
 const DEFAULT_WAIT_SECS: u64 = 60;
 
@@ -58,12 +57,8 @@ pub async fn list(
     Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
-    for k in q.keys() {
-        if !["status", "queue", "limit", "cursor"].contains(&k.as_str()) {
-            return Err(ApiError::bad_param(k, format!("unknown query parameter {k:?}")));
-        }
-    }
-    let state_filter = match q.get("status").filter(|s| !s.is_empty()) {
+    let q = Params::only(q, &["status", "queue", "limit", "cursor"])?;
+    let state_filter = match q.text("status") {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
             ApiError::bad_param(
                 "status",
@@ -72,21 +67,12 @@ pub async fn list(
         })?),
         None => None,
     };
-    let queue = match q.get("queue").filter(|s| !s.is_empty()) {
+    let queue = match q.text("queue") {
         Some(s) => Some(QueueName::parse(s).ok_or_else(|| ApiError::bad_param("queue", "queue must be cpu or gpu"))?),
         None => None,
     };
-    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_param("limit", format!("limit must be a whole number from 1 to {MAX_PAGE}"))
-            })?,
-        None => DEFAULT_PAGE,
-    };
-    let cursor = q.get("cursor").filter(|s| !s.is_empty()).cloned();
+    let limit = q.limit(DEFAULT_PAGE)? as usize;
+    let cursor = q.text("cursor").map(String::from);
     // A cursor that does not parse would start the listing over, unnoticed, and loop a client.
     if cursor
         .as_deref()

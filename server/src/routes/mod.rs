@@ -12,6 +12,7 @@ pub mod array;
 pub mod files;
 pub mod fleet;
 pub mod jobs;
+pub mod query;
 pub mod run;
 pub mod ws;
 
