@@ -124,7 +124,9 @@ pub async fn dashboard(
     axum::response::Html(include_str!("dashboard/index.html")).into_response()
 }
 
-async fn not_found(req: Request) -> ApiError {
+/// The answer to a path no route serves (also a 2018 storage-path route's, for a path of
+/// another shape, so that route hides nothing of the usual 404).
+pub(crate) async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         Code::NotFound,
         format!("no route {} {}", req.method(), req.uri().path()),

@@ -215,3 +215,69 @@ async fn submit_array_waits_for_every_child() {
         "--parallelism needs --array"
     );
 }
+
+/// `dcc top`: one plain frame when asked (`--once`, or piped), and in a pseudo-terminal (util-linux
+/// `script` gives it one, as an operator's ssh session would) frames redrawn in place every
+/// second, with the queues, the worker and the jobs just run, their failures by code and image.
+#[tokio::test]
+async fn top_shows_the_fleet_and_redraws_it_in_a_terminal() {
+    let redis = Redis::start();
+    let dcc = Dcc::server(&redis).await;
+    let cli = Cli {
+        url: dcc.api().base.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let ok = cli.job("ok.json", json!({"image": IMAGE, "command": ["true"]}));
+    let three = cli.job("three.json", json!({"image": IMAGE, "command": ["sh", "-c", "exit 3"]}));
+    for (job, code) in [(&ok, 0), (&ok, 0), (&three, 3)] {
+        assert_eq!(cli.run(&["submit", job, "--wait"]).0, code);
+    }
+    let (code, frame, err) = cli.run(&["top", "--once"]);
+    assert_eq!(code, 0, "{err}");
+    for part in [
+        "QUEUE",
+        "cpu",
+        "WORKERS 1",
+        &dcc.worker_id,
+        "LAST 3 JOBS   failed 1   succeeded 2",
+        "FAILURES BY CODE   NONZERO_EXIT 1",
+        &format!("FAILURES BY IMAGE  {IMAGE} 1"),
+    ] {
+        assert!(frame.contains(part), "{part:?} missing from:\n{frame}");
+    }
+    assert!(
+        !frame.contains('\x1b'),
+        "a frame for a pipe has no escape codes:\n{frame}"
+    );
+
+    let command = format!("{} top --interval 1", dcc_bin().display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("DCC_URL", &cli.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = dcc_e2e::eventually(std::time::Duration::from_secs(30), "three frames drawn", || async {
+        let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        (text.matches("\x1b[H\x1b[2J").count() >= 3).then_some(text)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    assert!(last.contains("succeeded 2"), "the last frame:\n{last}");
+    assert!(last.contains(&dcc.worker_id), "the last frame:\n{last}");
+}

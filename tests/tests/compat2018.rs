@@ -1394,14 +1394,22 @@ async fn the_2018_plain_routes() {
     assert_eq!(a.api.get_bytes(&at("stderr")).await, (200, b"errline\n".to_vec()));
     assert_eq!(a.api.get_bytes(&at("outputs/o1")).await, (200, b"known".to_vec()));
     let refused = a.get(&at("inputs/in1")).await;
-    assert_eq!(refused.status, 404);
+    assert_eq!((refused.status, refused.code()), (404, "NOT_FOUND"));
     assert!(
-        refused.body["error"]
+        refused.body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("inputs are not served back"),
         "{:?}",
         refused.body
+    );
+    // A path of no 2018 shape is the usual 404.
+    let other = a.get("/api/nothing/here").await;
+    assert_eq!((other.status, other.code()), (404, "NOT_FOUND"), "{:?}", other.body);
+    assert!(
+        other.body["error"]["message"].as_str().unwrap().starts_with("no route"),
+        "{:?}",
+        other.body
     );
     for rest in ["result.json", "stdout", "outputs/o1"] {
         assert_eq!(b.api.get_bytes(&at(rest)).await.0, 404, "team-b read team-a's {rest}");

@@ -1,8 +1,11 @@
 //! The user-facing client commands of `dcc`: submit, run, status, logs, cancel, rm, ls, queues,
-//! workers. They talk to a DCC server over HTTP (`--server` / `DCC_URL`, key from `DCC_API_KEY`).
+//! workers, top. They talk to a DCC server over HTTP (`--server` / `DCC_URL`, key from
+//! `DCC_API_KEY`).
 //! On a terminal, waiting shows a live status line; piped output is plain, and `--json` prints the
 //! API's JSON. `--wait` exits with the job's exit code, or a distinct code when it did not run to
 //! an exit: see [`exit_code`].
+
+mod top;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -139,6 +142,15 @@ pub enum ClientCommand {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The queues, the workers and your recent jobs, redrawn live (a terminal's dashboard).
+    Top {
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -313,6 +325,7 @@ pub async fn run(cmd: ClientCommand, server: &str, key: Option<String>) -> anyho
         ClientCommand::Ls { status, limit, json } => list(&client, status.as_deref(), limit, json).await,
         ClientCommand::Queues { json } => queues(&client, json).await,
         ClientCommand::Workers { json } => workers(&client, json).await,
+        ClientCommand::Top { interval, once } => top::top(&client, server, Duration::from_secs(interval), once).await,
     }
 }
 

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::client::{V1, job_path};
 use super::{caller, result_json_of};
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
 /// The longest `/wait` holds a request: 2018's per-route socket timeout.
@@ -217,12 +218,10 @@ pub async fn file_at_path(
         ("stdout" | "stderr", "") => job_path(&id, &format!("/{what}")),
         ("outputs", p) if !p.is_empty() => job_path(&id, &format!("/outputs/{p}")),
         ("inputs", _) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "inputs are not served back: the job's definition lists their names, and the client has them (docs/compat.md)",
-            );
+            let why = "inputs are not served back: the job's definition lists their names, and the client has them (docs/compat.md)";
+            return ApiError::new(Code::NotFound, why).into_response();
         }
-        _ => return refuse(StatusCode::NOT_FOUND, "not a 2018 storage path of a job"),
+        _ => return crate::app::not_found(req).await.into_response(),
     };
     match v1.send(axum::http::Method::GET, &path, V1Body::Empty, None).await {
         Ok(reply) => {
@@ -231,11 +230,6 @@ pub async fn file_at_path(
             *response.headers_mut() = reply.headers;
             response
         }
-        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => ApiError::unavailable(e.to_string()).into_response(),
     }
-}
-
-/// A JSON error in 2018's plain-route form.
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (status, Json(json!({ "error": why }))).into_response()
 }
