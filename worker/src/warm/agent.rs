@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
+use dcc_shared::job::ErrorCode;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -54,6 +55,43 @@ pub fn write(path: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// What went wrong between the worker and a warm container's agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent did not connect in time (it could not start, or the container died).
+    #[error("the agent did not connect within {} s", CONNECT_LIMIT.as_secs())]
+    NoConnection,
+    /// Taking the connection failed.
+    #[error("the agent's connection failed: {0}")]
+    Accept(#[source] std::io::Error),
+    /// Someone other than the container's first process connected.
+    #[error("the connection came from pid {0:?}, not the container's first process")]
+    WrongPeer(Option<i32>),
+    /// The command cannot be handed over as it is (a NUL byte, too large).
+    #[error("the command cannot be started: {0}")]
+    Instruction(String),
+    /// The worker could not open its end of the output FIFOs.
+    #[error("opening the command's output failed on the worker: {0}")]
+    Output(#[source] std::io::Error),
+    /// The channel broke (the agent died, or was killed with its container).
+    #[error("the agent's channel ended: {0}")]
+    Channel(#[source] std::io::Error),
+    /// The agent said something it never says, or out of turn.
+    #[error("the agent sent a malformed or untimely reply")]
+    Malformed,
+}
+
+impl AgentError {
+    /// The job's error code for an attempt this ended: the worker's own disk is the worker's
+    /// failure; the rest is the container's.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AgentError::Output(_) => ErrorCode::WorkerFailed,
+            _ => ErrorCode::ContainerFailed,
+        }
+    }
+}
+
 /// A control folder waiting for its container's agent.
 pub struct Channel {
     dir: PathBuf,
@@ -87,19 +125,17 @@ impl Channel {
 
     /// Takes the agent's connection, then closes the door behind it. `init`: the container's
     /// first process, when the worker sees it; the peer must be that process.
-    pub async fn accept(self, init: Option<Init>) -> Result<Agent, String> {
+    pub async fn accept(self, init: Option<Init>) -> Result<Agent, AgentError> {
         let accepted = tokio::time::timeout(CONNECT_LIMIT, self.listener.accept()).await;
         let _ = std::fs::remove_file(self.dir.join(protocol::CONTROL));
         drop(self.listener);
         let (control, _) = accepted
-            .map_err(|_| format!("the agent did not connect within {} s", CONNECT_LIMIT.as_secs()))?
-            .map_err(|e| format!("the agent's connection failed: {e}"))?;
+            .map_err(|_| AgentError::NoConnection)?
+            .map_err(AgentError::Accept)?;
         if let Some(init) = init {
             let peer = control.peer_cred().ok().and_then(|c| c.pid());
             if peer != Some(init.pid()) {
-                return Err(format!(
-                    "the connection came from pid {peer:?}, not the container's first process"
-                ));
+                return Err(AgentError::WrongPeer(peer));
             }
         }
         Ok(Agent { control, dir: self.dir })
@@ -126,24 +162,18 @@ pub type Output = futures_util::stream::BoxStream<'static, Result<LogOutput, bol
 
 impl Agent {
     /// Starts `instruction`'s command. `Err`: the agent could not be told or did not answer.
-    pub async fn start(&mut self, instruction: &Instruction) -> Result<Start, String> {
-        let frame = instruction.encode()?;
+    pub async fn start(&mut self, instruction: &Instruction) -> Result<Start, AgentError> {
+        let frame = instruction.encode().map_err(AgentError::Instruction)?;
         // Opened before the agent opens them for writing: a FIFO read with no writer yet would
         // read as ended.
         let pipe = |name: &str| tokio::net::unix::pipe::OpenOptions::new().open_receiver(self.dir.join(name));
         let (out, err) = (pipe(protocol::STDOUT), pipe(protocol::STDERR));
-        let (out, err) = (
-            out.map_err(|e| format!("opening the output: {e}"))?,
-            err.map_err(|e| format!("opening the output: {e}"))?,
-        );
-        self.control
-            .write_all(&frame)
-            .await
-            .map_err(|e| format!("the agent could not be told: {e}"))?;
+        let (out, err) = (out.map_err(AgentError::Output)?, err.map_err(AgentError::Output)?);
+        self.control.write_all(&frame).await.map_err(AgentError::Channel)?;
         match self.reply().await? {
             Reply::Started(_) => {}
             Reply::Refused(why) => return Ok(Start::Refused(why)),
-            Reply::Exited(_) => return Err("the agent answered out of turn".into()),
+            Reply::Exited(_) => return Err(AgentError::Malformed),
         }
         let io = |err| bollard::errors::Error::IOError { err };
         let out = ReaderStream::new(out).map(move |r| r.map(|message| LogOutput::StdOut { message }).map_err(io));
@@ -156,21 +186,26 @@ impl Agent {
     /// The command's exit code. `Err` when the agent went without telling it (killed with its
     /// container, by the kernel for memory, or by someone outside). Cancel-safe only in that a
     /// dropped call leaves the channel unusable, which nothing reads again.
-    pub async fn exited(&mut self) -> Result<i64, String> {
+    pub async fn exited(&mut self) -> Result<i64, AgentError> {
         match self.reply().await? {
             Reply::Exited(code) => Ok(i64::from(code)),
-            other => Err(format!("the agent answered out of turn: {other:?}")),
+            _ => Err(AgentError::Malformed),
         }
     }
 
     /// Reads one reply frame.
-    async fn reply(&mut self) -> Result<Reply, String> {
-        let broken = |e: std::io::Error| format!("the agent's channel ended: {e}");
+    async fn reply(&mut self) -> Result<Reply, AgentError> {
         let mut header = [0u8; 5];
-        self.control.read_exact(&mut header).await.map_err(broken)?;
-        let (tag, len) = Reply::header(header).ok_or("the agent sent a malformed reply")?;
+        self.control
+            .read_exact(&mut header)
+            .await
+            .map_err(AgentError::Channel)?;
+        let (tag, len) = Reply::header(header).ok_or(AgentError::Malformed)?;
         let mut payload = vec![0u8; len];
-        self.control.read_exact(&mut payload).await.map_err(broken)?;
-        Reply::decode(tag, &payload).ok_or_else(|| "the agent sent a malformed reply".into())
+        self.control
+            .read_exact(&mut payload)
+            .await
+            .map_err(AgentError::Channel)?;
+        Reply::decode(tag, &payload).ok_or(AgentError::Malformed)
     }
 }

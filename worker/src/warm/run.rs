@@ -112,7 +112,7 @@ impl Executor {
         let started = agent
             .start(&instruction)
             .await
-            .map_err(|why| Stop::with(ErrorCode::ContainerFailed, format!("the command did not start: {why}")))?;
+            .map_err(|e| Stop::with(e.code(), format!("the command did not start: {e}")))?;
         match started {
             Start::Running { output } => Ok(self.capture(run, output)),
             // Where a cold container's create fails, with the runtime's words.
