@@ -156,7 +156,9 @@ pub struct Core {
 impl Core {
     /// Opens Redis (lazily) and storage; starts the upkeep loop.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let queue = Queue::new(&config.redis_url, &config.prefix)?.with_durability(config.durability);
+        let queue = Queue::new(&config.redis_url, &config.prefix)?
+            .with_durability(config.durability)
+            .with_history(config.history_ttl);
         queue.check_durability().await?;
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         match queue.eviction_policy().await {

@@ -173,3 +173,104 @@ mod tests {
         );
     }
 }
+
+/// The answer of `GET /api/v1/stats`: the history of a time range, one point per step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Start of the first step (ms since the epoch, a whole minute).
+    pub from: i64,
+    /// End of the last step (ms, exclusive).
+    pub to: i64,
+    /// Length of a step, in seconds (a whole number of minutes).
+    pub step_secs: u64,
+    /// The tenant whose jobs are counted; `null`: every tenant's (admins).
+    pub tenant: Option<String>,
+    /// Per queue, one point per step, oldest first.
+    pub queues: Vec<QueueSeries>,
+    /// Failed and timed-out jobs over the range, by error code and image, most first.
+    pub failures: Vec<FailureCount>,
+    /// Per tenant, its jobs over the range, busiest first (a tenant sees only its own).
+    pub tenants: Vec<TenantTotals>,
+}
+
+/// One queue's points.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueSeries {
+    /// `cpu` or `gpu`.
+    pub queue: String,
+    /// One per step, oldest first.
+    pub points: Vec<StatsPoint>,
+}
+
+/// What happened in one step of one queue. Counts are jobs; times are estimated from fixed bins
+/// (100 ms, 300 ms, 1 s, 3 s, … 1 h: within a bin's width), `null` when nothing was timed. The
+/// fleet's numbers (`depth` … `busy`) are the highest sample a server took in the step, `null`
+/// when none was taken (no server ran) and, for `depth` and `running`, for a tenant's key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsPoint {
+    /// Start of the step (ms since the epoch).
+    pub at: i64,
+    /// Jobs submitted (an array is one).
+    pub submitted: u64,
+    /// Attempts started: first ones and retries.
+    pub started: u64,
+    /// Of `started`, attempts after the first (a lease lost, a worker drained).
+    pub restarted: u64,
+    /// Jobs that ended succeeded.
+    pub succeeded: u64,
+    /// Jobs that ended failed (an exit code, a worker lost, a dependency…).
+    pub failed: u64,
+    /// Jobs that ended timed out.
+    pub timed_out: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+    /// Queue wait (submit to first start) of the jobs started in the step: median, 95th percentile.
+    pub wait_p50_ms: Option<u64>,
+    /// See `waitP50Ms`.
+    pub wait_p95_ms: Option<u64>,
+    /// Run time (start of the last attempt to its end) of the jobs that ended in the step.
+    pub run_p50_ms: Option<u64>,
+    /// See `runP50Ms`.
+    pub run_p95_ms: Option<u64>,
+    /// Jobs waiting in the queue.
+    pub depth: Option<u64>,
+    /// Jobs holding a lease.
+    pub running: Option<u64>,
+    /// Live workers serving the queue.
+    pub workers: Option<u64>,
+    /// Their slots in all (CPU slots on `cpu`, GPUs on `gpu`).
+    pub slots: Option<u64>,
+    /// Of those, taken by running jobs.
+    pub busy: Option<u64>,
+}
+
+/// Failed and timed-out jobs of one error code and image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailureCount {
+    /// The error code, e.g. `NONZERO_EXIT`.
+    pub code: String,
+    /// The job's image.
+    pub image: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// One tenant's jobs over the range of a [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantTotals {
+    /// The tenant (`""`: jobs of keys without a tenant, and of a server without keys).
+    pub tenant: String,
+    /// Jobs submitted.
+    pub submitted: u64,
+    /// Attempts started.
+    pub started: u64,
+    /// Jobs that ended succeeded.
+    pub succeeded: u64,
+    /// Jobs that ended failed or timed out.
+    pub failed: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+}

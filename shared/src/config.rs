@@ -15,6 +15,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "DCC_REDIS_PREFIX",
     "DCC_STORAGE",
     "DCC_RETENTION",
+    "DCC_HISTORY_TTL",
     "DCC_LISTEN",
     "DCC_API_KEYS",
     "DCC_API_KEYS_FILE",
@@ -94,6 +95,9 @@ pub struct Config {
     pub storage: String,
     /// How long finished jobs and their files are kept (`DCC_RETENTION`, `7d`).
     pub retention: Duration,
+    /// How long each minute of history (`GET /api/v1/stats`) is kept; zero keeps none
+    /// (`DCC_HISTORY_TTL`, `1d`).
+    pub history_ttl: Duration,
     /// HTTP listen address (`DCC_LISTEN`, `127.0.0.1:8080`: local only unless asked).
     pub listen: SocketAddr,
     /// Accepted API keys; empty means no authentication (`DCC_API_KEYS`, comma-separated).
@@ -312,6 +316,7 @@ impl Config {
             prefix: redis.prefix,
             storage: v.get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
             retention: v.duration("DCC_RETENTION", 7 * 24 * 3600)?,
+            history_ttl: history_ttl(v.get("DCC_HISTORY_TTL"))?,
             listen: listen
                 .parse()
                 .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))?,
@@ -581,6 +586,22 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 }
 
 /// Parses `90`, `90s`, `15m`, `12h` or `7d`.
+/// `DCC_HISTORY_TTL`: `0` (keep none), else from an hour (the dashboard's shortest view) to 90
+/// days; a day when unset.
+fn history_ttl(v: Option<String>) -> Result<Duration> {
+    let ttl = match v.as_deref().map(str::trim) {
+        None => return Ok(crate::history::DEFAULT_TTL),
+        Some("0") => return Ok(Duration::ZERO),
+        Some(v) => parse_duration(v).map_err(|m| Error::Config(format!("DCC_HISTORY_TTL: {m}")))?,
+    };
+    if !(3600..=90 * 86400).contains(&ttl.as_secs()) {
+        return Err(Error::Config(
+            "DCC_HISTORY_TTL: 0 (no history), or from 1h to 90d".into(),
+        ));
+    }
+    Ok(ttl)
+}
+
 pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
     let v = v.trim();
     if let Some(ms) = v.strip_suffix("ms") {
@@ -651,6 +672,15 @@ mod tests {
         let d = cfg(&[]).unwrap();
         assert_eq!(d.gpu_driver_binds, vec!["/usr/local/nvidia"]);
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(d.history_ttl, Duration::from_secs(86400));
+        assert_eq!(cfg(&[("DCC_HISTORY_TTL", "0")]).unwrap().history_ttl, Duration::ZERO);
+        assert_eq!(
+            cfg(&[("DCC_HISTORY_TTL", "7d")]).unwrap().history_ttl,
+            Duration::from_secs(7 * 86400)
+        );
+        for bad in ["30m", "91d", "soon"] {
+            assert!(cfg(&[("DCC_HISTORY_TTL", bad)]).is_err(), "{bad}");
+        }
     }
 
     #[test]

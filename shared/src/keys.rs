@@ -194,6 +194,18 @@ impl Keys {
         format!("{}:fast:bytes", self.tag)
     }
 
+    /// HASH with a TTL (`DCC_HISTORY_TTL`): the counters and fleet samples of one minute
+    /// (`minute` = ms since the epoch / 60000), see `history`. Scripts build it from
+    /// [`Keys::history_prefix`] and the minute of their `now`.
+    pub fn history(&self, minute: i64) -> String {
+        format!("{}{minute}", self.history_prefix())
+    }
+
+    /// The part of [`Keys::history`] before the minute.
+    pub fn history_prefix(&self) -> String {
+        format!("{}:history:", self.tag)
+    }
+
     /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
     pub fn workers(&self) -> String {
         format!("{}:workers", self.tag)
@@ -232,6 +244,7 @@ mod tests {
         assert_eq!(k.idle(QueueName::Cpu), "{dcc}:idle:cpu");
         assert_eq!(k.worker("w1"), "{dcc}:worker:w1");
         assert_eq!(k.workers(), "{dcc}:workers");
+        assert_eq!(k.history(29_000_000), "{dcc}:history:29000000");
         assert_eq!(k.drain("w1"), "{dcc}:drain:w1");
         assert_eq!(k.fast_bytes(), "{dcc}:fast:bytes");
         assert_eq!(k.rate("team-a"), "{dcc}:rate:team-a");

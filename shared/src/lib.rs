@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod job;
 pub mod keys;
 pub mod maintenance;

@@ -17,8 +17,9 @@
 -- children not yet made count as cancelled and stop counting against the quota, and the parent
 -- leaves its list. Children are built from ctx.job and the parent's id ('<id>.<i>'). A child
 -- cancelled on its own is counted by its parent (array.lua).
+-- Each job cancelled (not the parent: its children) is counted in the minute's history.
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
--- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
 -- deps.lua (settle_dependents) and array.lua prepended.)
 local ctx = cjson.decode(ARGV[6])
 
@@ -34,6 +35,7 @@ local function cancel_children()
       if c[1] == 'queued' then redis.call('LREM', KEYS[2], 0, cid) else redis.call('ZREM', KEYS[3], cid) end
       leave_active(KEYS[5], ck)
       redis.call('HSET', ck, 'state', 'cancelled', 'finished_ms', ARGV[2])
+      history_ended(ctx, ARGV[2], 'cancelled', ck, c[1] == 'running')
       local event = cjson.encode({jobId = cid, status = 'cancelled', attempt = tonumber(c[2]),
         at = tonumber(ARGV[2]), worker = c[3] or ''})
       redis.call('PUBLISH', ARGV[4], event)
@@ -67,7 +69,10 @@ elseif job[1] == 'running' then
 elseif job[1] ~= 'array' then
   return {'final', job[1]}
 end
-if not array then leave_active(KEYS[5], KEYS[1]) end
+if not array then
+  leave_active(KEYS[5], KEYS[1])
+  history_ended(ctx, ARGV[2], 'cancelled', KEYS[1], job[1] == 'running')
+end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 notify_end(KEYS[6], KEYS[1], ARGV[1], ARGV[2])

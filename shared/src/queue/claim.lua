@@ -43,7 +43,8 @@
 -- that array succeeded; until then the parent is stepped over; when that child ended otherwise
 -- (or that array ended without making it), child i is made `failed` (DEPENDENCY_FAILED) without
 -- running, and the next index is looked at.
--- (Loaded with lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
+-- A started attempt is counted in the minute's history (history.lua), by its queue wait.
+-- (Loaded with history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -103,6 +104,8 @@ local function twin_succeeded(id, twin, list)
     local ck = ARGV[1] .. child
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = child, status = 'failed', attempt = 0, at = now}))
     leave_active(KEYS[6], ck)
+    local q = redis.call('HMGET', pk, 'queue', 'tenant')
+    history_ended(ctx, now, 'failed', ck, false, 'DEPENDENCY_FAILED', {q[1], q[2], false, id})
     array_child_ended(ctx, child, ck, 'failed', false, now, KEYS[6], KEYS[7], KEYS[8])
   end
 end
@@ -176,6 +179,7 @@ for i = 1, 3 do
         at = now, worker = ARGV[2]}))
       local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
       for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
+      history_started(ctx, now, reply, 7)
       if parent then
         -- (a new child was counted running when made)
         if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end

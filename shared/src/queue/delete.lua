@@ -21,7 +21,7 @@
 -- child's worker is told), built from ctx.job and its id ('<id>.<i>'); the caller removed their
 -- files first.
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
--- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
 -- deps.lua (settle_dependents) and array.lua prepended.)
 local ctx = cjson.decode(ARGV[6])
 

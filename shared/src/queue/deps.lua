@@ -50,6 +50,7 @@ local function settle_dependents(ctx, id, outcome, now, active, expiry, outbox)
             'error_msg', 'dependency ' .. ended[1] .. ' ended ' .. ended[2] .. ' instead of succeeding; the job did not run')
           redis.call('ZADD', expiry, now + ctx.keep, d)
           notify_end(outbox, jk, d, now)
+          history_ended(ctx, now, 'failed', jk, false, 'DEPENDENCY_FAILED', {j[3], j[5], false, false})
           redis.call('PUBLISH', ctx.events, cjson.encode({jobId = d, status = 'failed', attempt = 0, at = now}))
           work[#work + 1] = {d, 'failed'}
         end

@@ -36,8 +36,9 @@
 -- An n_to_n dependency (an array on an array of the same size) blocks nothing: it is kept as
 -- the record's `n2n`, and claim.lua makes child i only once child i of it succeeded.
 -- An array not blocked puts its children in the queue's backlog (count_backlog, ctx.backlog).
--- (Loaded with active.lua (count_backlog), notify.lua (notify_end) and wake.lua (wake_idle)
--- prepended.)
+-- Counted in the minute's history (history.lua) as submitted, and a job failed here as ended.
+-- (Loaded with history.lua, active.lua (count_backlog), notify.lua (notify_end) and wake.lua
+-- (wake_idle) prepended.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then
@@ -52,6 +53,13 @@ local ndeps = tonumber(ARGV[11])
 local ctx = cjson.decode(ARGV[12 + 2 * ndeps])
 local fields = 13 + 2 * ndeps
 local blocked, failed_by, n2n = {}, nil, nil
+-- The new record's `queue` field, for its history counters.
+local function record_queue()
+  for i = fields, #ARGV - 1, 2 do
+    if ARGV[i] == 'queue' then return ARGV[i + 1] end
+  end
+  return ''
+end
 for i = 0, ndeps - 1 do
   local dep, kind = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
   local d = redis.call('HMGET', ctx.job .. dep, 'state', 'tenant')
@@ -77,6 +85,8 @@ if failed_by then
   redis.call('ZADD', KEYS[8], now + ctx.keep, ARGV[1])
   notify_end(KEYS[9], KEYS[1], ARGV[1], now)
   redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = ARGV[1], status = 'failed', attempt = 0, at = now}))
+  history_count(ctx, now, record_queue() .. '|' .. tenant .. '|sub')
+  history_ended(ctx, now, 'failed', KEYS[1], false, 'DEPENDENCY_FAILED', {record_queue(), tenant, false, false})
   return 'failed'
 end
 local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
@@ -92,6 +102,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = 0, at = tonumber(ARGV[3])})
 redis.call('PUBLISH', ARGV[4], event)
+history_count(ctx, ARGV[3], record_queue() .. '|' .. tenant .. '|sub')
 if #blocked > 0 then
   redis.call('HSET', KEYS[1], 'blocked', #blocked)
   for _, b in ipairs(blocked) do redis.call('HSET', ctx.deps .. b[1], ARGV[1], b[2]) end

@@ -11,6 +11,7 @@ use crate::job::{JobId, JobSpec, Lane};
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("history.lua"),
         include_str!("active.lua"),
         include_str!("notify.lua"),
         include_str!("wake.lua"),

@@ -15,10 +15,15 @@
 --          workers and dependents' records, built from the context's prefixes)
 -- ARGV[9..]: field/value pairs of the result (exit_code, error_code, error_msg, digest, stats, outputs)
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
--- (Loaded with active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- Counted in the minute's history (history.lua), by run time; failures by code and image.
+-- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
 -- deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent')
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent', 'queue', 'tenant', 'started_ms')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
+local code = nil
+for i = 9, #ARGV - 1, 2 do
+  if ARGV[i] == 'error_code' then code = ARGV[i + 1] end
+end
 leave_active(KEYS[4], KEYS[1])
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARGV, 9))
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -26,6 +31,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if not job[4] then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
 notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
 local ctx = cjson.decode(ARGV[8])
+history_ended(ctx, ARGV[5], ARGV[4], KEYS[1], true, code, {job[5], job[6], job[7], job[4]})
 settle_dependents(ctx, ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])
 if job[4] then array_child_ended(ctx, ARGV[1], KEYS[1], ARGV[4], true, ARGV[5], KEYS[4], KEYS[3], KEYS[5], job[4]) end
 redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = ARGV[1], status = ARGV[4], attempt = tonumber(ARGV[2]),

@@ -25,6 +25,7 @@
 macro_rules! moving_script {
     ($($script:literal),+) => {
         redis::Script::new(concat!(
+            include_str!("history.lua"),
             include_str!("active.lua"),
             include_str!("notify.lua"),
             include_str!("wake.lua"),
@@ -101,6 +102,8 @@ pub struct Queue {
     durability: DurabilityPolicy,
     /// The primary's connected replicas, and when that was read (see [`durable`]).
     replicas: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u32)>>>,
+    /// How long a minute of history is kept (`DCC_HISTORY_TTL`; zero: none is kept).
+    history_ttl: Duration,
 }
 
 impl Queue {
@@ -135,6 +138,7 @@ impl Queue {
             url: url.to_string(),
             durability: DurabilityPolicy::default(),
             replicas: Default::default(),
+            history_ttl: crate::history::DEFAULT_TTL,
         })
     }
 
@@ -144,6 +148,17 @@ impl Queue {
         self
     }
 
+    /// The same queue, keeping each minute of history for `ttl` (`DCC_HISTORY_TTL`; zero: none).
+    pub fn with_history(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl;
+        self
+    }
+
+    /// How long a minute of history is kept (zero: history is off).
+    pub fn history_ttl(&self) -> Duration {
+        self.history_ttl
+    }
+
     /// The key names of this deployment.
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -151,7 +166,7 @@ impl Queue {
 
     /// What `deps.lua` needs to settle an ended job's dependents, as one script argument: the
     /// key prefixes it builds keys from, the channels it publishes on, and the retention of a
-    /// dependent it fails.
+    /// dependent it fails; and where `history.lua` counts transitions, for how long.
     pub(crate) fn settle_context(&self, retention: Duration) -> String {
         let k = &self.keys;
         serde_json::json!({
@@ -163,6 +178,8 @@ impl Queue {
             "workers": k.worker_events_prefix(),
             "keep": ms(retention),
             "backlog": k.backlog(),
+            "history": k.history_prefix(),
+            "history_ttl": self.history_ttl.as_secs(),
         })
         .to_string()
     }

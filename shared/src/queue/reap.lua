@@ -17,7 +17,8 @@
 -- ARGV[7]: workers' channel prefix (the woken workers' channels)
 -- ARGV[8]: the settle context of deps.lua (a failed job's dependents are settled)
 -- Returns: {requeued, failed}
--- (Loaded with lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
+-- A failed job is counted in the minute's history (history.lua).
+-- (Loaded with history.lua, lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
 -- (wake_idle), deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
@@ -40,6 +41,7 @@ for _, id in ipairs(ids) do
       local keep = job[4] == 'fast' and tonumber(ARGV[6]) or tonumber(ARGV[3])
       redis.call('ZADD', KEYS[5], now + keep, id)
       notify_end(KEYS[8], jk, id, now)
+      history_ended(ctx, now, 'failed', jk, true, 'WORKER_LOST')
       settle_dependents(ctx, id, 'failed', now, KEYS[6], KEYS[5], KEYS[8])
       array_child_ended(ctx, id, jk, 'failed', true, now, KEYS[6], KEYS[5], KEYS[8])
       redis.call('PUBLISH', ARGV[4], cjson.encode({jobId = id, status = 'failed', attempt = attempt, at = now,

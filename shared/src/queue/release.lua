@@ -14,7 +14,7 @@
 -- ARGV[6]: workers' channel prefix (the woken worker's channel)
 -- ARGV[7]: the settle context of deps.lua (an array child's parent is built from its prefix)
 -- Returns: 1 released | 0 the lease was already lost (nothing changes)
--- (Loaded with active.lua, notify.lua, wake.lua (wake_idle), deps.lua and array.lua (a child's
+-- (Loaded with history.lua, active.lua, notify.lua, wake.lua (wake_idle), deps.lua and array.lua (a child's
 -- parent counts it back as waiting) prepended.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'lane')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
