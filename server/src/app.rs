@@ -15,7 +15,7 @@ use dcc_worker::{Shutdown, Worker, WorkerSettings};
 
 use crate::auth::require_key;
 use crate::error::{ApiError, Code};
-use crate::routes::{files, fleet, jobs, run, ws};
+use crate::routes::{files, fleet, jobs, run, stats, ws};
 use crate::state::AppState;
 use crate::{submit, telemetry};
 
@@ -77,6 +77,7 @@ pub fn api_routes() -> Routes {
     .get("/api/v1/ws", ws::ws)
     .get("/api/v1/queues", fleet::queues)
     .get("/api/v1/workers", fleet::workers)
+    .get("/api/v1/stats", stats::stats)
     .post("/api/v1/workers/{id}/drain", fleet::drain)
     .post("/api/v1/workers/{id}/undrain", fleet::undrain)
     .get("/healthz", fleet::healthz)

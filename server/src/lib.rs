@@ -14,6 +14,7 @@
 //! - [`origin`], [`host`]: browser safety (foreign origins, DNS rebinding).
 //! - [`egress`]: where `url` inputs and webhooks may connect (the SSRF guard).
 //! - [`webhook`]: sending completion webhooks from the outbox, signed.
+//! - [`history`]: the fleet sampled into the history (`GET /api/v1/stats`).
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`compat`]: the 2018 JSON-RPC API and WebSocket, as an adapter over v1.
 //! - [`app`]: the router, and running server and worker in one process.
@@ -27,6 +28,7 @@ pub mod compat;
 pub mod egress;
 pub mod error;
 pub mod finished;
+pub mod history;
 pub mod host;
 pub mod openapi;
 pub mod origin;

@@ -122,6 +122,7 @@ async fn server(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let core = Core::open(config).await?;
     dcc_server::telemetry::handle();
     dcc_server::telemetry::spawn_job_metrics(core.queue.clone(), &core.events());
+    dcc_server::history::spawn_sampler(core.queue.clone());
     let app = dcc_server::router(core.app_state()?);
     core.start_webhooks()?;
     // The API listens before the in-process worker starts: a worker may wait at start (for Redis,

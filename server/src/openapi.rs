@@ -13,7 +13,7 @@ use dcc_shared::job::spec::{MAX_INPUTS, MIN_CPUS, MIN_MEMORY_MB};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::routes::{array, files, fleet, jobs, run, ws};
+use crate::routes::{array, files, fleet, jobs, run, stats, ws};
 use crate::state::AppState;
 use crate::{app, submit, telemetry};
 
@@ -25,7 +25,7 @@ use crate::{app, submit, telemetry};
     paths(
         submit::submit, jobs::list, jobs::view, jobs::delete, jobs::wait_for, jobs::cancel, array::children,
         files::stdout, files::stderr, files::output, run::run, ws::ws,
-        fleet::queues, fleet::workers, fleet::drain, fleet::undrain, fleet::healthz, fleet::readyz,
+        fleet::queues, fleet::workers, stats::stats, fleet::drain, fleet::undrain, fleet::healthz, fleet::readyz,
         telemetry::metrics, serve, app::dashboard,
     ),
     tags(

@@ -586,17 +586,17 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 }
 
 /// Parses `90`, `90s`, `15m`, `12h` or `7d`.
-/// `DCC_HISTORY_TTL`: `0` (keep none), else from an hour (the dashboard's shortest view) to 90
-/// days; a day when unset.
+/// `DCC_HISTORY_TTL`: `0` (keep none), else from an hour (the dashboard's shortest view) to 7
+/// days (the longest range `GET /api/v1/stats` reads); a day when unset.
 fn history_ttl(v: Option<String>) -> Result<Duration> {
     let ttl = match v.as_deref().map(str::trim) {
         None => return Ok(crate::history::DEFAULT_TTL),
         Some("0") => return Ok(Duration::ZERO),
         Some(v) => parse_duration(v).map_err(|m| Error::Config(format!("DCC_HISTORY_TTL: {m}")))?,
     };
-    if !(3600..=90 * 86400).contains(&ttl.as_secs()) {
+    if !(3600..=crate::history::MAX_SPAN.as_secs()).contains(&ttl.as_secs()) {
         return Err(Error::Config(
-            "DCC_HISTORY_TTL: 0 (no history), or from 1h to 90d".into(),
+            "DCC_HISTORY_TTL: 0 (no history), or from 1h to 7d".into(),
         ));
     }
     Ok(ttl)
@@ -678,7 +678,7 @@ mod tests {
             cfg(&[("DCC_HISTORY_TTL", "7d")]).unwrap().history_ttl,
             Duration::from_secs(7 * 86400)
         );
-        for bad in ["30m", "91d", "soon"] {
+        for bad in ["30m", "8d", "soon"] {
             assert!(cfg(&[("DCC_HISTORY_TTL", bad)]).is_err(), "{bad}");
         }
     }

@@ -21,6 +21,13 @@ use crate::workers::WorkerInfo;
 /// How long a minute is kept unless `DCC_HISTORY_TTL` says otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest range read at once (and kept: `DCC_HISTORY_TTL`'s most): a week of minutes is
+/// ~10,000 small hashes; longer views belong to Prometheus (`/metrics`).
+pub const MAX_SPAN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most points one answer holds (a day of minutes).
+pub const MAX_POINTS: i64 = 1440;
+
 /// One minute, in ms.
 pub const MINUTE_MS: i64 = 60_000;
 

@@ -33,7 +33,14 @@ async fn each_transition_is_counted_once_in_its_minute() {
     let img = |cmd: &str| json!({"image": "busybox:1", "command": ["sh", "-c", cmd]});
     submit(&q, "a", "ok", img("true"), 0).await;
     submit(&q, "a", "bad", img("false"), 0).await;
-    submit(&q, "a", "dep", json!({"image": "x", "dependsOn": [{"jobId": "bad"}]}), 0).await;
+    submit(
+        &q,
+        "a",
+        "dep",
+        json!({"image": "x", "dependsOn": [{"jobId": "bad"}]}),
+        0,
+    )
+    .await;
     only(&minute(&q, T0).await, &[("cpu|a|sub", 3)]);
     // Started 1.5 s and 2 s after submit (bin 1..3 s), in the next minute.
     let t1 = T0 + MINUTE_MS;

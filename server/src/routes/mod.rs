@@ -6,6 +6,7 @@
 //! - [`files`]: stdout, stderr and output files.
 //! - [`fleet`]: queues, workers, health and readiness.
 //! - [`run`]: fast (synchronous) jobs.
+//! - [`stats`]: the history, minute by minute.
 //! - [`ws`]: live status over a WebSocket.
 
 pub mod array;
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod query;
 pub mod run;
+pub mod stats;
 pub mod ws;
 
 use dcc_shared::job::{JobId, JobRecord};
