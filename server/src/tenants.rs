@@ -103,6 +103,20 @@ impl Principal {
         })
     }
 
+    /// Whose jobs a listing or a count covers when the caller asks for `requested` (`tenant=`):
+    /// an admin's, any one tenant's or (`None`) everyone's; a tenant's key, its own (naming
+    /// another is 403).
+    pub fn tenant_filter(&self, requested: Option<&str>) -> Result<Option<String>, crate::error::ApiError> {
+        match requested {
+            _ if !self.is_admin() && requested.is_some_and(|t| t != self.tenant) => Err(crate::error::ApiError::new(
+                crate::error::Code::Forbidden,
+                "a tenant's key sees its own jobs only",
+            )),
+            _ if !self.is_admin() => Ok(Some(self.tenant.clone())),
+            t => Ok(t.map(String::from)),
+        }
+    }
+
     /// The stored ids a path id may name for this caller, most specific first.
     pub fn candidates(&self, path_id: &str) -> Vec<String> {
         match self.prefix() {

@@ -58,6 +58,8 @@ pub struct FleetSettings {
     pub seed: u64,
     /// Remember how often each job was recorded (the exactly-once check; costs memory).
     pub track_ids: bool,
+    /// `DCC_HISTORY_TTL` (zero: the scripts keep no history).
+    pub history: Duration,
 }
 
 impl FleetSettings {
@@ -77,6 +79,7 @@ impl FleetSettings {
             },
             seed: 18,
             track_ids: false,
+            history: dcc_shared::history::DEFAULT_TTL,
         }
     }
 }
@@ -146,7 +149,9 @@ impl Fleet {
         let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
         let mut workers = Vec::with_capacity(s.workers);
         for i in 0..s.workers {
-            let queue = Queue::new(&s.redis_url, &s.prefix).expect("queue");
+            let queue = Queue::new(&s.redis_url, &s.prefix)
+                .expect("queue")
+                .with_history(s.history);
             let id = format!("sim-{i:04}");
             let (events, subscription) = Events::spawn_task(&s.redis_url, queue.keys().worker_events(&id));
             let slots = rng.random_range(s.slots.clone());

@@ -43,21 +43,23 @@ pub async fn view(
     Ok(Json(view))
 }
 
-/// `GET /api/v1/jobs?status=&queue=&limit=&cursor=`: newest first.
+/// `GET /api/v1/jobs?status=&queue=&tenant=&limit=&cursor=`: newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs", summary = "List jobs, newest first",
     params(
         ("status" = Option<JobState>, Query, description = "Only jobs in this state"),
         ("queue" = Option<QueueName>, Query, description = "Only jobs of this queue"),
+        ("tenant" = Option<String>, Query, description = "Only this tenant's jobs (admins; a tenant's key may name only itself)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page")),
     responses((status = 200, description = "A page, newest first", body = JobList),
-        (status = 400, description = "INVALID_REQUEST: an unknown or malformed query parameter", body = ErrorBody)))]
+        (status = 400, description = "INVALID_REQUEST: an unknown or malformed query parameter", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a tenant's key asked for another tenant", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
-    let q = Params::only(q, &["status", "queue", "limit", "cursor"])?;
+    let q = Params::only(q, &["status", "queue", "tenant", "limit", "cursor"])?;
     let state_filter = match q.text("status") {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
             ApiError::bad_param(
@@ -90,7 +92,7 @@ pub async fn list(
             queue,
             limit,
             cursor,
-            tenant: (!who.is_admin()).then(|| who.tenant.clone()),
+            tenant: who.tenant_filter(q.text("tenant"))?,
         })
         .await?;
     Ok(Json(JobList {

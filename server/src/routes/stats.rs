@@ -10,7 +10,7 @@ use dcc_shared::clock::{now_ms, parse_rfc3339};
 use dcc_shared::history::{MAX_POINTS, MAX_SPAN, Scope, summarize};
 use dcc_shared::job::QueueName;
 
-use crate::error::{ApiError, Code, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::query::Params;
 use crate::state::AppState;
 use crate::tenants::Principal;
@@ -81,16 +81,7 @@ fn scope(q: &Params, who: &Principal, now: i64) -> Result<Scope, ApiError> {
         Some(s) => Some(QueueName::parse(s).ok_or_else(|| ApiError::bad_param("queue", "queue must be cpu or gpu"))?),
         None => None,
     };
-    let tenant = match (q.text("tenant"), who.is_admin()) {
-        (t, true) => t.map(String::from),
-        (Some(t), false) if t != who.tenant => {
-            return Err(ApiError::new(
-                Code::Forbidden,
-                "a tenant's key sees its own numbers only",
-            ));
-        }
-        (_, false) => Some(who.tenant.clone()),
-    };
+    let tenant = who.tenant_filter(q.text("tenant"))?;
     Ok(Scope {
         from,
         to,

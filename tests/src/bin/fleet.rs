@@ -18,7 +18,9 @@
 //! finished job from the growth after the run, less what is still queued.
 //!
 //! Settings (environment): `FLEET_SIZES` (10,100,500,1000), `FLEET_QUEUED` (100000),
-//! `FLEET_WINDOW_SECS` (15), `FLEET_IDLE_SECS` (10), `FLEET_JOB_MS` (1000: jobs last 0.5–1.5×).
+//! `FLEET_WINDOW_SECS` (15), `FLEET_IDLE_SECS` (10), `FLEET_JOB_MS` (1000: jobs last 0.5–1.5×),
+//! `FLEET_HISTORY` (`on`, `off`, or `both`: each size without then with the history the scripts
+//! keep, `DCC_HISTORY_TTL`, and the Redis time per job of each, compared).
 //! Run it with `scripts/fleet.sh` (release build).
 
 use std::collections::HashMap;
@@ -373,6 +375,8 @@ async fn watcher(url: String, stop: CancellationToken) -> u64 {
 
 /// One row of the table.
 struct Row {
+    /// Whether the scripts kept history.
+    history: bool,
     workers: usize,
     slots: u64,
     demand: f64,
@@ -502,13 +506,16 @@ fn claims_and_ends(fleet: &Fleet) -> (u64, u64) {
     )
 }
 
-async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_queued: f64) -> Row {
+async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_queued: f64, history: bool) -> Row {
     let (window, idle_secs) = (env_or("FLEET_WINDOW_SECS", 15u64), env_or("FLEET_IDLE_SECS", 10u64));
     let job_ms: u64 = env_or("FLEET_JOB_MS", 1000);
     flush(redis).await;
     let mut s = FleetSettings::new(&redis.url(), n);
     s.job_ms = job_ms / 2..=job_ms * 3 / 2;
-    let queue = Queue::new(&redis.url(), &s.prefix).expect("queue");
+    s.history = history_ttl(history);
+    let queue = Queue::new(&redis.url(), &s.prefix)
+        .expect("queue")
+        .with_history(s.history);
     let fleet = Fleet::start(&s).await;
     let slots = fleet.total_slots();
     // Idle: one heartbeat with nothing queued.
@@ -554,6 +561,7 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
     let reaped = retried(|| queue.reap(s.retention, after_lease)).await;
     let reap_ms = t.elapsed().as_secs_f64() * 1000.0;
     Row {
+        history,
         workers: n,
         slots,
         demand: slots as f64 * 1000.0 / job_ms as f64,
@@ -583,12 +591,13 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
 fn print(rows: &[Row], bytes_queued: f64, queued: usize) {
     println!("\n## Fleet against one Redis ({queued} jobs queued at the start of each busy window)\n");
     println!(
-        "| workers | slots | demand jobs/s | claims/s | finished/s | claim p50 / p99 ms | Redis CPU busy | ops/s busy | Redis CPU idle fleet | ops/s idle | generator CPU | server CPU | submit p50 / p99 ms | queued job view p50 / p99 ms | scaler reads ms | reap of all leases |"
+        "| history | workers | slots | demand jobs/s | claims/s | finished/s | claim p50 / p99 ms | Redis CPU busy | ops/s busy | Redis CPU idle fleet | ops/s idle | generator CPU | server CPU | submit p50 / p99 ms | queued job view p50 / p99 ms | scaler reads ms | reap of all leases |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0}% | {:.0} | {:.1}% | {:.0} | {:.0}% | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {} in {:.0} ms |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.0}% | {:.0} | {:.1}% | {:.0} | {:.0}% | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {} in {:.0} ms |",
+            on_off(r.history),
             r.workers,
             r.slots,
             r.demand,
@@ -641,8 +650,12 @@ async fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let queued: usize = env_or("FLEET_QUEUED", 100_000);
+    let modes: &[bool] = match std::env::var("FLEET_HISTORY").as_deref() {
+        Ok("off") => &[false],
+        Ok("both") => &[false, true],
+        _ => &[true],
+    };
     let redis = Redis::start_with(&["--maxclients", "20000"]);
-    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
     {
         let mut c = admin(&redis).await;
         for (k, v) in [("slowlog-log-slower-than", SLOW_US), ("slowlog-max-len", 2000)] {
@@ -657,20 +670,63 @@ async fn main() {
     }
     // Memory per queued job: an empty Redis, then the backlog alone.
     flush(&redis).await;
-    let queue = Queue::new(&redis.url(), "dcc").expect("queue");
+    let queue = Queue::new(&redis.url(), "dcc")
+        .expect("queue")
+        .with_history(history_ttl(*modes.last().unwrap_or(&true)));
     let m0 = used_memory(&redis).await;
     let rate = preload(&queue, queued).await;
     let bytes_queued = (used_memory(&redis).await - m0) / queued as f64;
     eprintln!("queued {queued} jobs at {rate:.0}/s: {bytes_queued:.0} bytes each");
     let mut rows = Vec::new();
-    for n in sizes {
-        eprintln!("fleet of {n} workers…");
-        let row = measure(&redis, &server, n, queued, bytes_queued).await;
-        eprintln!(
-            "  {:.0} claims/s, Redis CPU {:.0}% busy / {:.1}% idle",
-            row.claims_per_sec, row.busy.redis_cpu_pct, row.idle.redis_cpu_pct
-        );
-        rows.push(row);
+    for &n in &sizes {
+        for &history in modes {
+            // The server keeps (or not) history too: its reaper's and sampler's share.
+            let ttl = if history { "1d" } else { "0" };
+            let server = Dcc::builder(Role::ApiOnly, &redis)
+                .env("DCC_HISTORY_TTL", ttl)
+                .start()
+                .await;
+            eprintln!("fleet of {n} workers, history {}…", on_off(history));
+            let row = measure(&redis, &server, n, queued, bytes_queued, history).await;
+            eprintln!(
+                "  {:.0} claims/s, Redis CPU {:.0}% busy / {:.1}% idle",
+                row.claims_per_sec, row.busy.redis_cpu_pct, row.idle.redis_cpu_pct
+            );
+            rows.push(row);
+        }
     }
     print(&rows, bytes_queued, queued);
+    print_history_cost(&rows);
+}
+
+fn history_ttl(on: bool) -> Duration {
+    if on {
+        dcc_shared::history::DEFAULT_TTL
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// Redis main-thread time per claimed job in the busy window (µs).
+fn redis_us_per_job(r: &Row) -> f64 {
+    r.busy.redis_cpu_pct * 10_000.0 / r.claims_per_sec.max(1.0)
+}
+
+/// Per size measured both ways: the Redis time per job without and with history.
+fn print_history_cost(rows: &[Row]) {
+    for off in rows.iter().filter(|r| !r.history) {
+        let Some(on) = rows.iter().find(|r| r.history && r.workers == off.workers) else {
+            continue;
+        };
+        let (a, b) = (redis_us_per_job(off), redis_us_per_job(on));
+        println!(
+            "N={}: Redis main-thread time per claimed job {a:.0} µs without history, {b:.0} µs with ({:+.1}%)",
+            off.workers,
+            (b / a - 1.0) * 100.0
+        );
+    }
 }
