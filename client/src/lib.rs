@@ -195,6 +195,11 @@ impl<T: Transport> Client<T> {
         self.get("/api/v1/queues").await
     }
 
+    /// The history from `from` (ms since the epoch) to now, a point per `step_secs`.
+    pub async fn stats(&self, from: i64, step_secs: u32) -> Result<dcc_shared::api::Stats, Error> {
+        self.get(&format!("/api/v1/stats?from={from}&step={step_secs}")).await
+    }
+
     /// The live workers.
     pub async fn workers(&self) -> Result<Workers, Error> {
         self.get("/api/v1/workers").await

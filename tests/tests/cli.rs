@@ -218,7 +218,8 @@ async fn submit_array_waits_for_every_child() {
 
 /// `dcc top`: one plain frame when asked (`--once`, or piped), and in a pseudo-terminal (util-linux
 /// `script` gives it one, as an operator's ssh session would) frames redrawn in place every
-/// second, with the queues, the worker and the jobs just run, their failures by code and image.
+/// second, with the queues, the worker, the last minutes' history and the jobs just run, their
+/// failures by code and image.
 #[tokio::test]
 async fn top_shows_the_fleet_and_redraws_it_in_a_terminal() {
     let redis = Redis::start();
@@ -242,9 +243,19 @@ async fn top_shows_the_fleet_and_redraws_it_in_a_terminal() {
         "LAST 3 JOBS   failed 1   succeeded 2",
         "FAILURES BY CODE   NONZERO_EXIT 1",
         &format!("FAILURES BY IMAGE  {IMAGE} 1"),
+        "HISTORY cpu (per minute)",
     ] {
         assert!(frame.contains(part), "{part:?} missing from:\n{frame}");
     }
+    // The history's lines (HH:MM, then the counts) add up to the three jobs, one of them failed.
+    let column = |i: usize| -> u64 {
+        frame
+            .lines()
+            .filter(|l| l.len() > 5 && l.as_bytes()[2] == b':' && l[..2].chars().all(|c| c.is_ascii_digit()))
+            .map(|l| l.split_whitespace().nth(i).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!((column(1), column(2), column(3), column(4)), (3, 3, 2, 1), "{frame}");
     assert!(
         !frame.contains('\x1b'),
         "a frame for a pipe has no escape codes:\n{frame}"

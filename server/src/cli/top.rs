@@ -1,7 +1,9 @@
-//! `dcc top`: the queues, the workers and the caller's recent jobs, redrawn every few seconds,
-//! for an operator on a bastion host with no browser. Everything comes from the v1 API as the
-//! caller (a tenant's key shows its own jobs, an admin's all of them): queue depths, the workers
-//! view, and the newest jobs, from which throughput, waits, run times and failures are counted.
+//! `dcc top`: the queues, the workers, the last minutes' history and the caller's recent jobs,
+//! redrawn every few seconds, for an operator on a bastion host with no browser. Everything comes
+//! from the v1 API as the caller (a tenant's key shows its own jobs, an admin's all of them):
+//! queue depths, the workers view, `GET /api/v1/stats` (per minute: jobs by state, waits, depth,
+//! busy slots: the dashboard's graphs as a table), and the newest jobs, from which states, run
+//! times and failures are counted.
 //! On a terminal each frame replaces the last; otherwise (a pipe, a log) frames follow each
 //! other, as `top -b` prints them.
 
@@ -10,7 +12,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use dcc_client::ListQuery;
-use dcc_shared::api::{JobList, Queues, Workers};
+use dcc_shared::api::{JobList, Queues, Stats, StatsPoint, Workers};
 use dcc_shared::clock::{now_ms, parse_rfc3339, rfc3339};
 use dcc_shared::job::{JobState, JobView};
 
@@ -18,6 +20,8 @@ use super::{Client, emit};
 
 /// Jobs read per frame: the newest, enough to count a busy minute.
 const RECENT: usize = 500;
+/// Minutes of history shown (a line each).
+const HISTORY_MINUTES: i64 = 10;
 /// Lines of failures shown per grouping.
 const TOP_FAILURES: usize = 5;
 
@@ -49,8 +53,13 @@ async fn frame(client: &Client, server: &str, interval: Duration) -> anyhow::Res
         limit: Some(RECENT),
         cursor: None,
     };
-    let (queues, workers, jobs) = tokio::try_join!(client.queues(), client.workers(), client.list(&recent))?;
     let now = now_ms();
+    let (queues, workers, jobs, stats) = tokio::try_join!(
+        client.queues(),
+        client.workers(),
+        client.list(&recent),
+        client.stats(now - HISTORY_MINUTES * 60_000, 60)
+    )?;
     let mut f = format!(
         "dcc top: {server} at {} (every {} s; Ctrl-C quits)\n\n",
         rfc3339(now),
@@ -60,6 +69,7 @@ async fn frame(client: &Client, server: &str, interval: Duration) -> anyhow::Res
     f.push('\n');
     f.push_str(&worker_table(&workers, now));
     f.push('\n');
+    f.push_str(&history_table(&stats));
     f.push_str(&job_summary(&jobs, now));
     Ok(f)
 }
@@ -106,6 +116,49 @@ fn worker_table(w: &Workers, now: i64) -> String {
             w.warm_containers,
             format!("{} ago", seconds(now - w.last_seen)),
         ));
+    }
+    s
+}
+
+/// Per queue that did anything, a line per minute: jobs by state, waits, depth, busy slots.
+fn history_table(stats: &Stats) -> String {
+    let mut s = String::new();
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for q in &stats.queues {
+        let active = |p: &StatsPoint| p.submitted + p.started + p.succeeded + p.failed + p.timed_out + p.cancelled > 0;
+        if !q.points.iter().any(|p| active(p) || p.slots.unwrap_or(0) > 0) {
+            continue;
+        }
+        s.push_str(&format!(
+            "HISTORY {} (per minute)\n{:<7}{:>8}{:>8}{:>6}{:>8}{:>8}{:>10}{:>10}{:>7}{:>12}\n",
+            q.queue,
+            "MINUTE",
+            "SUBMIT",
+            "START",
+            "OK",
+            "FAILED",
+            "CANCEL",
+            "WAIT P50",
+            "WAIT P95",
+            "DEPTH",
+            "BUSY/SLOTS"
+        ));
+        for p in &q.points {
+            let failed = p.failed + p.timed_out;
+            let busy = format!("{}/{}", opt(p.busy), opt(p.slots));
+            s.push_str(&format!(
+                "{:<7}{:>8}{:>8}{:>6}{failed:>8}{:>8}{:>10}{:>10}{:>7}{busy:>12}\n",
+                &rfc3339(p.at)[11..16],
+                p.submitted,
+                p.started,
+                p.succeeded,
+                p.cancelled,
+                p.wait_p50_ms.map_or("-".into(), |ms| seconds(ms as i64)),
+                p.wait_p95_ms.map_or("-".into(), |ms| seconds(ms as i64)),
+                opt(p.depth),
+            ));
+        }
+        s.push('\n');
     }
     s
 }
