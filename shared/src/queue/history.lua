@@ -1,6 +1,7 @@
 -- History: per-minute counters an operator graphs (GET /api/v1/stats, the dashboard, dcc top).
 -- One HASH per minute, `ctx.history .. <minute>` (minute = ms // 60000, same hash tag as every
--- key), expiring `ctx.history_ttl` seconds after its first field was counted; ttl 0: history off.
+-- key), expiring `ctx.history_ttl` seconds after its last new field (each new field sets the TTL
+-- again: a minute lives that long after it ends); ttl 0: history off.
 -- Fields, read back by shared/src/history.rs (keep both in step):
 --   <queue>|<tenant>|sub                    jobs submitted (an array is one)
 --   <queue>|<tenant>|start|<bin>            first attempts started, by queue wait (bin below)
