@@ -34,16 +34,22 @@ local function history_count(ctx, now, field)
 end
 
 -- A claim started an attempt; `reply` holds the job's hash as flat field/value pairs from index
--- `from` (claim.lua's reply: no second read).
+-- `from` (claim.lua's reply: no second read), looked through without building a table.
 local function history_started(ctx, now, reply, from)
   if tonumber(ctx.history_ttl or 0) <= 0 then return end
-  local f = {}
-  for i = from, #reply - 1, 2 do f[reply[i]] = reply[i + 1] end
-  local base = (f.queue or '') .. '|' .. (f.tenant or '') .. '|'
-  if tonumber(f.attempt or '1') > 1 then
+  local queue, tenant, attempt, created = '', '', 1, now
+  for i = from, #reply - 1, 2 do
+    local k = reply[i]
+    if k == 'queue' then queue = reply[i + 1]
+    elseif k == 'tenant' then tenant = reply[i + 1]
+    elseif k == 'attempt' then attempt = tonumber(reply[i + 1])
+    elseif k == 'created_ms' then created = tonumber(reply[i + 1]) end
+  end
+  local base = queue .. '|' .. tenant .. '|'
+  if attempt > 1 then
     history_count(ctx, now, base .. 'restart')
   else
-    history_count(ctx, now, base .. 'start|' .. history_bin(now - tonumber(f.created_ms or now)))
+    history_count(ctx, now, base .. 'start|' .. history_bin(now - created))
   end
 end
 

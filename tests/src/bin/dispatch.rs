@@ -1,0 +1,235 @@
+//! Where a dispatched job's Redis time goes, transition by transition, each in isolation against
+//! one Redis holding a backlog: `DISPATCH_JOBS` (2,000) submits through the enqueue script, as
+//! many claims, one renewal each, as many finishes. For each phase, `INFO commandstats` before and
+//! after: the scripts' calls, their µs per call (the whole script, as Redis times `EVALSHA`) and
+//! how much of it the commands they called took (the rest is the script's own run: argument
+//! tables, `cjson`, Lua). The same run with history off and on (`DCC_HISTORY_TTL`) prints what
+//! keeping history costs per job, as a ratio of the same measure taken minutes apart.
+//!
+//! Settings: `DISPATCH_JOBS` (2000), `DISPATCH_BACKLOG` (20000 jobs queued beforehand, as a busy
+//! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating).
+//! Run: `cargo run --release -p dcc-e2e --bin dispatch`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dcc_e2e::{IMAGE, Redis};
+use dcc_shared::history::DEFAULT_TTL;
+use dcc_shared::job::spec::{JobRequest, Limits, definition_hash};
+use dcc_shared::job::{JobId, JobSpec, JobState, Lane, QueueName};
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::claim::{Claim, Claimant};
+use dcc_shared::queue::enqueue::{NewJob, Quota};
+use dcc_shared::queue::finish::Outcome;
+use dcc_shared::queue::lease::Lease;
+use serde_json::json;
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// `INFO commandstats`: per command, (calls, µs).
+async fn commandstats(c: &mut redis::aio::MultiplexedConnection) -> HashMap<String, (u64, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .expect("INFO");
+    let mut out = HashMap::new();
+    for line in info.lines() {
+        let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+            continue;
+        };
+        let field = |k: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name.to_string(), (field("calls"), field("usec")));
+    }
+    out
+}
+
+/// One phase: script calls, µs per call, µs per call in the commands it called.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    calls: u64,
+    us: f64,
+    inner_us: f64,
+    inner_calls: f64,
+}
+
+fn cost(a: &HashMap<String, (u64, u64)>, b: &HashMap<String, (u64, u64)>) -> Cost {
+    let d = |k: &str| {
+        let (c0, u0) = a.get(k).copied().unwrap_or_default();
+        let (c1, u1) = b.get(k).copied().unwrap_or_default();
+        (c1 - c0, u1 - u0)
+    };
+    let (calls, us) = d("evalsha");
+    let (mut inner_calls, mut inner_us) = (0, 0);
+    for k in b
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "evalsha" | "info" | "script|load" | "eval"))
+    {
+        let (c, u) = d(k);
+        inner_calls += c;
+        inner_us += u;
+    }
+    let per = |v: u64| v as f64 / calls.max(1) as f64;
+    Cost {
+        calls,
+        us: per(us),
+        inner_us: per(inner_us),
+        inner_calls: per(inner_calls),
+    }
+}
+
+struct Jobs {
+    spec: JobSpec,
+    hash: String,
+}
+
+impl Jobs {
+    fn new() -> Self {
+        let spec = JobRequest::from_value(json!({"image": IMAGE, "command": ["true"]}))
+            .and_then(|r| r.validate(&Limits::default()))
+            .expect("a valid job")
+            .spec;
+        let hash = definition_hash(&spec, &[]);
+        Jobs { spec, hash }
+    }
+
+    async fn submit(&self, q: &Queue, tenant: &str) {
+        let id = JobId::generate();
+        let job = NewJob {
+            id: &id,
+            spec: &self.spec,
+            lane: Lane::for_priority(self.spec.priority),
+            def_hash: &self.hash,
+            inputs_prefix: "",
+            tenant,
+            quota: Quota::default(),
+            retention: Duration::from_secs(3600),
+        };
+        q.enqueue(job, dcc_shared::clock::now_ms()).await.expect("enqueue");
+    }
+}
+
+/// The four phases of `n` jobs on `q`: (enqueue, claim, renew, finish).
+async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut redis::aio::MultiplexedConnection) -> [Cost; 4] {
+    let who = Claimant {
+        worker: "bench",
+        free_slots: 1 << 20,
+        total_slots: 1 << 20,
+        free_memory_mb: 1 << 40,
+        total_memory_mb: 1 << 40,
+        lease: Duration::from_secs(60),
+    };
+    let tenants = ["team-a", "team-b", "team-c", "team-d"];
+    let s0 = commandstats(c).await;
+    for i in 0..n {
+        jobs.submit(q, tenants[i % tenants.len()]).await;
+    }
+    let s1 = commandstats(c).await;
+    let mut leases: Vec<Lease> = Vec::with_capacity(n);
+    for _ in 0..n {
+        match q.claim(QueueName::Cpu, &who, 0).await.expect("claim") {
+            Claim::Claimed(claimed) => leases.push(claimed.lease),
+            _ => panic!("the backlog ran out"),
+        }
+    }
+    let s2 = commandstats(c).await;
+    for l in &leases {
+        q.renew(l, Duration::from_secs(60), 0).await.expect("renew");
+    }
+    let s3 = commandstats(c).await;
+    let ok = Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: Some("sha256:0".into()),
+        stats: Default::default(),
+        outputs: vec![],
+    };
+    let now = dcc_shared::clock::now_ms();
+    for l in &leases {
+        q.finish(l, &ok, Duration::from_secs(3600), now).await.expect("finish");
+    }
+    let s4 = commandstats(c).await;
+    [cost(&s0, &s1), cost(&s1, &s2), cost(&s2, &s3), cost(&s3, &s4)]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = env_or("DISPATCH_JOBS", 2000);
+    let backlog: usize = env_or("DISPATCH_BACKLOG", 20_000);
+    let runs: usize = env_or("DISPATCH_RUNS", 3);
+    let redis = Redis::start();
+    let mut c = redis.conn().await;
+    let jobs = Jobs::new();
+    let names = ["enqueue", "claim", "renew", "finish"];
+    // Per mode (off, on): every run's per-job total, and the phases of each run.
+    let mut totals: [Vec<f64>; 2] = [vec![], vec![]];
+    let mut rows: Vec<(bool, [Cost; 4])> = Vec::new();
+    // Run 0 warms Redis (its allocator, the script cache) and is not counted.
+    for run in 0..=runs {
+        // (the order alternates: neither mode always runs on a Redis the other just used)
+        let order = if run % 2 == 0 { [false, true] } else { [true, false] };
+        for on in order {
+            let mi = usize::from(on);
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.expect("FLUSHALL");
+            let q = Queue::new(&redis.url(), "dcc").expect("queue").with_history(if on {
+                DEFAULT_TTL
+            } else {
+                Duration::ZERO
+            });
+            for i in 0..backlog {
+                jobs.submit(&q, ["team-a", "team-b", "team-c", "team-d"][i % 4]).await;
+            }
+            let p = phases(&q, &jobs, n, &mut c).await;
+            let total: f64 = p.iter().map(|c| c.us).sum();
+            eprintln!(
+                "run {run}, history {}: {total:.1} µs per job",
+                if on { "on" } else { "off" }
+            );
+            if run > 0 {
+                totals[mi].push(total);
+                rows.push((on, p));
+            }
+        }
+    }
+    println!("\n## Redis time per transition ({n} jobs over a backlog of {backlog}, {runs} runs per mode)\n");
+    println!(
+        "| history | transition | script calls per job | µs per script call (median of runs) | of which in its commands | commands per call |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for on in [false, true] {
+        for (i, name) in names.iter().enumerate() {
+            let mut us: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(|r| r.1[i].us).collect();
+            let mut inner: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(|r| r.1[i].inner_us).collect();
+            let first = rows.iter().find(|r| r.0 == on).map(|r| r.1[i]).unwrap_or_default();
+            println!(
+                "| {} | {name} | {:.2} | {:.1} | {:.1} | {:.1} |",
+                if on { "on" } else { "off" },
+                first.calls as f64 / n as f64,
+                median(&mut us),
+                median(&mut inner),
+                first.inner_calls
+            );
+        }
+    }
+    let (off, on) = (median(&mut totals[0]), median(&mut totals[1]));
+    println!(
+        "\nPer job (enqueue + claim + one renewal + finish): {off:.1} µs without history, {on:.1} µs with: ×{:.3} ({:+.1}%); runs: off {:?}, on {:?}",
+        on / off,
+        (on / off - 1.0) * 100.0,
+        totals[0].iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>(),
+        totals[1].iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>()
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
