@@ -565,6 +565,8 @@ async fn tenants_take_turns_fifo_within_each() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // Queued by a version that left "" out of the ring: the next reaper pass puts it there.
+    q.reap(RET, T0).await.unwrap();
     let mut order = Vec::new();
     for _ in 0..6 {
         match q.claim(Cpu, &who("w"), T0).await.unwrap() {
@@ -572,7 +574,7 @@ async fn tenants_take_turns_fifo_within_each() {
             other => panic!("{other:?}"),
         }
     }
-    // The job from before tenants joins the turns (as tenant "") at the first claim.
+    // The job from before tenants takes its turn (as tenant "") after the reaper pass.
     assert_eq!(order, vec!["a0000", "b0", "old", "a0001", "b1", "a0002"], "turns");
     let depths = q.depths(T0).await.unwrap();
     assert_eq!(depths[0].1.queued, 2000 - 3, "A's rest: {depths:?}");

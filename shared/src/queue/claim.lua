@@ -10,7 +10,8 @@
 -- share the hash tag of KEYS.
 -- KEYS[1..3]: the queue's lanes in claim order (fast, high, normal): each the base of its
 --             tenants' lists ('<lane>:t:<tenant>') and ring ('<lane>:ring'), and itself the list
---             of jobs queued before tenants existed (tenant '' in the ring: it takes turns too)
+--             of tenant '' (jobs queued before tenants existed; '' takes turns in the ring too,
+--             put there by whatever queued the job, or by reap.lua for older entries)
 -- KEYS[4]: the queue's running zset (score: lease deadline, ms)
 -- KEYS[5]: the queue's idle workers: a claim that finds nothing puts its worker there with its
 --          free slots (the next claimable job wakes it: wake.lua), one that takes a job removes it
@@ -30,6 +31,7 @@
 --           failed here: its array counts it, and may end, as in finish.lua)
 -- KEYS[6..8]: the tenants' active-job counts, the expiry zset and the webhook outbox (for such a
 --             child and its array)
+-- ARGV[14], ARGV[15]: the history's key prefix and TTL (s; 0: none kept), as in the context
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb, field, value, ...} (the job's hash as
 -- it is after the claim, with a child's `spec` read from its parent: the worker needs no second
 -- read) | {'nofit', id} | {'empty'}
@@ -50,7 +52,14 @@ local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
 local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
-local ctx = cjson.decode(ARGV[13])
+-- The settle context is decoded only for array children (made, or failed unrun): most claims
+-- never need it. History counts come as plain arguments.
+local decoded = nil
+local function context()
+  decoded = decoded or cjson.decode(ARGV[13])
+  return decoded
+end
+local history = {history = ARGV[14], history_ttl = ARGV[15]}
 
 -- Makes the next child of the array parent `id`, its record written at once as it is to be:
 -- ...`fields` (running with this lease's first attempt when `running`, or failed unrun), and
@@ -58,6 +67,7 @@ local ctx = cjson.decode(ARGV[13])
 -- is `running` from its first. One read and one write of the parent: this is every child's
 -- dispatch.
 local function make_child(id, list, running, ...)
+  local ctx = context()
   local pk = ARGV[1] .. id
   local f = redis.call('HMGET', pk, 'array_size', 'queue', 'lane', 'tenant', 'slots', 'gpus', 'memory_mb',
     'max_attempts', 'created_ms', 'inputs_prefix', 'state', 'spec', 'next_index', 'c_running')
@@ -105,37 +115,52 @@ local function twin_succeeded(id, twin, list)
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = child, status = 'failed', attempt = 0, at = now}))
     leave_active(KEYS[6], ck)
     local q = redis.call('HMGET', pk, 'queue', 'tenant')
+    local ctx = context()
     history_ended(ctx, now, 'failed', ck, false, 'DEPENDENCY_FAILED', {q[1], q[2], false, id})
     array_child_ended(ctx, child, ck, 'failed', false, now, KEYS[6], KEYS[7], KEYS[8])
   end
 end
 
--- The oldest job of `list` that fits this worker: {'take', id, slots, mem, array, parent} |
--- {'wait', id} | nil. `array`: the entry is an array parent (take its next child); `parent`: it
--- is an array child put back (false otherwise).
+-- What a claim makes of entry `id` of `list`: {'take', id, slots, mem, array, parent, attempt} |
+-- {'wait', id} | nil (stepped over, or a stale entry dropped). `array`: the entry is an array
+-- parent (take its next child); `parent`: it is an array child put back (false otherwise).
+local function consider(list, id)
+  local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
+    'array_par', 'c_running', 'n2n', 'parent', 'attempt')
+  local array = job[4] ~= false and job[4] ~= nil
+  local open = job[1] == 'queued' or (array and job[1] == 'running')
+  if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
+    -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
+    redis.call('LREM', list, -1, id)
+  elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
+    -- an array at its parallelism: its next child waits for one to end; others go first
+  elseif array and job[8] and not twin_succeeded(id, job[8], list) then
+    -- n_to_n: its next child's twin has not succeeded (yet)
+  else
+    local slots = tonumber(job[2]) or 1
+    local mem = tonumber(job[3]) or 0
+    if slots <= total and mem <= total_mem then
+      if slots > free or mem > free_mem then return {'wait', id} end
+      return {'take', id, slots, mem, array, job[9], tonumber(job[10] or '0')}
+    end
+  end
+  return nil
+end
+
+-- The oldest job of `list` that fits this worker (see `consider`), nil when none does. The oldest
+-- alone is read first: it is nearly always the one taken, and a window of `scan` ids costs a
+-- reply of that size.
 local function pick(list)
-  -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards.
+  local oldest = redis.call('LINDEX', list, -1)
+  if not oldest then return nil end
+  local first = consider(list, oldest)
+  if first then return first end
+  -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards, past the oldest.
   local ids = redis.call('LRANGE', list, -scan, -1)
   for j = #ids, 1, -1 do
-    local id = ids[j]
-    local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
-      'array_par', 'c_running', 'n2n', 'parent')
-    local array = job[4] ~= false and job[4] ~= nil
-    local open = job[1] == 'queued' or (array and job[1] == 'running')
-    if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
-      -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
-      redis.call('LREM', list, -1, id)
-    elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
-      -- an array at its parallelism: its next child waits for one to end; others go first
-    elseif array and job[8] and not twin_succeeded(id, job[8], list) then
-      -- n_to_n: its next child's twin has not succeeded (yet)
-    else
-      local slots = tonumber(job[2]) or 1
-      local mem = tonumber(job[3]) or 0
-      if slots <= total and mem <= total_mem then
-        if slots > free or mem > free_mem then return {'wait', id} end
-        return {'take', id, slots, mem, array, job[9]}
-      end
+    if ids[j] ~= oldest then
+      local p = consider(list, ids[j])
+      if p then return p end
     end
   end
   return nil
@@ -143,7 +168,6 @@ end
 
 for i = 1, 3 do
   local ring = KEYS[i] .. ':ring'
-  if redis.call('LLEN', KEYS[i]) > 0 and not redis.call('LPOS', ring, '') then redis.call('RPUSH', ring, '') end
   local tenants = redis.call('LRANGE', ring, 0, max_tenants - 1)
   local waiting = nil
   for _, tenant in ipairs(tenants) do
@@ -163,14 +187,21 @@ for i = 1, 3 do
       else
         redis.call('LREM', list, -1, id)
       end
-      -- Its turn is used: to the back of the ring, or out of it with nothing left.
-      redis.call('LREM', ring, 0, tenant)
-      if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, tenant) end
+      -- Its turn is used: to the back of the ring (one move when it was at the front, as the
+      -- first tenant looked at is), or out of it with nothing left.
+      if redis.call('LLEN', list) == 0 then
+        redis.call('LREM', ring, 0, tenant)
+      elseif tenants[1] == tenant then
+        redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+      else
+        redis.call('LREM', ring, 0, tenant)
+        redis.call('RPUSH', ring, tenant)
+      end
       local jk = ARGV[1] .. id
       redis.call('ZREM', KEYS[5], ARGV[2])
       if not parent then
-        attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-        redis.call('HSET', jk, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+        attempt = p[7] + 1
+        redis.call('HSET', jk, 'attempt', attempt, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
         -- a child put back, claimed again
         parent = p[6]
       end
@@ -179,7 +210,7 @@ for i = 1, 3 do
         at = now, worker = ARGV[2]}))
       local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
       for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
-      history_started(ctx, now, reply, 7)
+      history_started(history, now, reply, 7)
       if parent then
         -- (a new child was counted running when made)
         if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end

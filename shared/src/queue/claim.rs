@@ -100,7 +100,9 @@ impl Queue {
             .arg(who.total_memory_mb)
             .arg(SCAN)
             .arg(SCAN_TENANTS)
-            .arg(self.settle_context(std::time::Duration::ZERO));
+            .arg(self.settle_context(std::time::Duration::ZERO))
+            .arg(k.history_prefix())
+            .arg(self.history_ttl().as_secs());
         let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {

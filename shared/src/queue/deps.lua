@@ -23,7 +23,8 @@ local function settle_dependents(ctx, id, outcome, now, active, expiry, outbox)
     local ended = table.remove(work)
     local dk = ctx.deps .. ended[1]
     local waiting = redis.call('HGETALL', dk)
-    redis.call('DEL', dk)
+    -- (most jobs have no dependents: nothing to delete)
+    if #waiting > 0 then redis.call('DEL', dk) end
     for i = 1, #waiting, 2 do
       local d, kind = waiting[i], waiting[i + 1]
       local jk = ctx.job .. d
@@ -36,7 +37,7 @@ local function settle_dependents(ctx, id, outcome, now, active, expiry, outbox)
             local tenant = j[5] or ''
             local base = ctx.lanes .. j[3] .. ':' .. j[4]
             redis.call('LPUSH', tenant == '' and base or (base .. ':t:' .. tenant), d)
-            if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then
+            if not redis.call('LPOS', base .. ':ring', tenant) then
               redis.call('RPUSH', base .. ':ring', tenant)
             end
             wake_idle(ctx.idle .. j[3], ctx.workers,

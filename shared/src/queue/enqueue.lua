@@ -89,8 +89,10 @@ if failed_by then
   history_ended(ctx, now, 'failed', KEYS[1], false, 'DEPENDENCY_FAILED', {record_queue(), tenant, false, false})
   return 'failed'
 end
-local active = tonumber(redis.call('HGET', KEYS[5], tenant) or '0')
-if tonumber(ARGV[6]) > 0 and active + count > tonumber(ARGV[6]) then return 'quota' end
+-- (the count is read only against a quota)
+if tonumber(ARGV[6]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant) or '0') + count > tonumber(ARGV[6]) then
+  return 'quota'
+end
 if fast and tonumber(ARGV[7]) > 0 and tonumber(redis.call('HGET', KEYS[5], tenant .. ':fast') or '0') >= tonumber(ARGV[7]) then
   return 'fast_quota'
 end
@@ -110,6 +112,6 @@ if #blocked > 0 then
 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 if ARGV[10] ~= '1' then count_backlog(ctx, KEYS[1], count) end
-if tenant ~= '' and not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
+if not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
 wake_idle(KEYS[7], ARGV[9], event)
 return 'created'

@@ -18,18 +18,20 @@
 -- Counted in the minute's history (history.lua), by run time; failures by code and image.
 -- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
 -- deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
-local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent', 'queue', 'tenant', 'started_ms')
+-- (one read of the record for every helper below: quotas, webhook, history)
+local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent', 'queue', 'tenant', 'started_ms',
+  'lane', 'notify_state')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 local code = nil
 for i = 9, #ARGV - 1, 2 do
   if ARGV[i] == 'error_code' then code = ARGV[i + 1] end
 end
-leave_active(KEYS[4], KEYS[1])
+leave_active(KEYS[4], KEYS[1], 1, {job[6], job[8]})
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_ms', ARGV[5], unpack(ARGV, 9))
 redis.call('ZREM', KEYS[2], ARGV[1])
 -- (an array child goes with its parent: no retention of its own)
 if not job[4] then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
-notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5])
+notify_end(KEYS[5], KEYS[1], ARGV[1], ARGV[5], job[9])
 local ctx = cjson.decode(ARGV[8])
 history_ended(ctx, ARGV[5], ARGV[4], KEYS[1], true, code, {job[5], job[6], job[7], job[4]})
 settle_dependents(ctx, ARGV[1], ARGV[4], ARGV[5], KEYS[4], KEYS[3], KEYS[5])

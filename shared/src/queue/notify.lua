@@ -2,8 +2,10 @@
 -- webhook (record field notify_state = 'waiting', set at enqueue) gets its delivery queued in
 -- the outbox zset, due now, in the same script that ends it: no ended job misses its webhook,
 -- whichever process ends it and whenever that process dies.
-local function notify_end(outbox, jk, id, now)
-  if redis.call('HGET', jk, 'notify_state') ~= 'waiting' then return end
+-- `state`: the job's notify_state when the caller read it already (false: none).
+local function notify_end(outbox, jk, id, now, state)
+  if state == nil then state = redis.call('HGET', jk, 'notify_state') end
+  if state ~= 'waiting' then return end
   redis.call('HSET', jk, 'notify_state', 'pending')
   redis.call('ZADD', outbox, now, id)
 end

@@ -24,6 +24,13 @@ local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local ctx = cjson.decode(ARGV[8])
 local requeued, failed = 0, 0
+-- Every script that queues a job puts its tenant ('' too) in the lane's ring, and claims look
+-- only at rings. Jobs queued by a version that left '' out wait in the lanes' own lists: '' joins
+-- the ring here, within a reaper pass (not in every claim).
+for i = 2, 4 do
+  local ring = KEYS[i] .. ':ring'
+  if redis.call('LLEN', KEYS[i]) > 0 and not redis.call('LPOS', ring, '') then redis.call('RPUSH', ring, '') end
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
@@ -55,7 +62,7 @@ for _, id in ipairs(ids) do
       local tenant = redis.call('HGET', jk, 'tenant') or ''
       local list = tenant == '' and base or (base .. ':t:' .. tenant)
       redis.call('RPUSH', list, id)
-      if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
+      if not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
       local event = cjson.encode({jobId = id, status = 'queued', attempt = attempt, at = now})
       redis.call('PUBLISH', ARGV[4], event)
       wake_idle(KEYS[7], ARGV[7], event)

@@ -28,7 +28,7 @@ local base = lanes[job[4]] or KEYS[5]
 local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
 local list = tenant == '' and base or (base .. ':t:' .. tenant)
 redis.call('RPUSH', list, ARGV[1])
-if tenant ~= '' and not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
+if not redis.call('LPOS', base .. ':ring', tenant) then redis.call('RPUSH', base .. ':ring', tenant) end
 local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = tonumber(ARGV[2]), at = tonumber(ARGV[4])})
 redis.call('PUBLISH', ARGV[5], event)
 wake_idle(KEYS[6], ARGV[6], event)
