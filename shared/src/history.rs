@@ -151,11 +151,14 @@ pub struct Scope {
 impl Scope {
     /// The minute numbers `from..to` to read.
     pub fn minutes(&self) -> (i64, i64) {
-        (
-            self.from.div_euclid(MINUTE_MS),
-            (self.to + MINUTE_MS - 1).div_euclid(MINUTE_MS),
-        )
+        minute_range(self.from, self.to)
     }
+}
+
+/// The minutes (numbers, `first..last`) that cover `from..to` (ms): whole minutes, `from` rounded
+/// down and `to` up.
+pub fn minute_range(from: Millis, to: Millis) -> (i64, i64) {
+    (from.div_euclid(MINUTE_MS), (to + MINUTE_MS - 1).div_euclid(MINUTE_MS))
 }
 
 /// The series of `buckets` (from [`Queue::history`]) for `scope`.

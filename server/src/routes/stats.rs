@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use dcc_shared::clock::{now_ms, parse_rfc3339};
-use dcc_shared::history::{MAX_POINTS, MAX_SPAN, Scope, summarize};
+use dcc_shared::history::{MAX_POINTS, MAX_SPAN, Scope, minute_range, summarize};
 use dcc_shared::job::QueueName;
 
 use crate::error::{ApiError, ErrorBody};
@@ -66,18 +66,8 @@ fn scope(q: &Params, who: &Principal, now: i64) -> Result<Scope, ApiError> {
         return Err(ApiError::bad_param("step", step_why));
     }
     let step_minutes = i64::from(step / 60);
-    let minutes = {
-        let (first, last) = Scope {
-            from,
-            to,
-            step_minutes,
-            tenant: None,
-            fleet: false,
-            queue: None,
-        }
-        .minutes();
-        last - first
-    };
+    let (first, last) = minute_range(from, to);
+    let minutes = last - first;
     if (minutes + step_minutes - 1) / step_minutes > MAX_POINTS {
         let least = (minutes + MAX_POINTS - 1) / MAX_POINTS * 60;
         return Err(ApiError::bad_param(
