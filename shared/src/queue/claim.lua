@@ -166,58 +166,84 @@ local function pick(list)
   return nil
 end
 
+-- Takes `p` (pick's 'take') from `tenant`'s `list` in lane `i`: the lease, the tenant's turn
+-- used (to the back of the ring, with one move when it was at the `front`; out of it with
+-- nothing left), the event; returns the claim's reply.
+local function take(i, ring, tenant, list, p, front)
+  local id, parent, spec = p[2], nil, nil
+  local attempt = 1
+  if p[5] then
+    -- a new child: made running, its first attempt this one
+    parent = id
+    id, spec = make_child(id, list, true, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
+  else
+    redis.call('LREM', list, -1, id)
+  end
+  if redis.call('LLEN', list) == 0 then
+    redis.call('LREM', ring, 0, tenant)
+  elseif front then
+    redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+  else
+    redis.call('LREM', ring, 0, tenant)
+    redis.call('RPUSH', ring, tenant)
+  end
+  local jk = ARGV[1] .. id
+  redis.call('ZREM', KEYS[5], ARGV[2])
+  if not parent then
+    attempt = p[7] + 1
+    redis.call('HSET', jk, 'attempt', attempt, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
+    -- a child put back, claimed again
+    parent = p[6]
+  end
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
+  redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
+    at = now, worker = ARGV[2]}))
+  local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
+  for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
+  history_started(history, now, reply, 7)
+  if parent then
+    -- (a new child was counted running when made)
+    if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end
+    reply[#reply + 1] = 'spec'
+    reply[#reply + 1] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
+  end
+  return reply
+end
+
+-- `tenant`'s turn in lane `i`: the claim's reply, or nil and the id of a job that fits this
+-- worker once it has room (nil: nothing of this tenant fits). A tenant with an empty list
+-- leaves the ring.
+local function turn(i, ring, tenant, front)
+  local list = tenant == '' and KEYS[i] or (KEYS[i] .. ':t:' .. tenant)
+  local p = pick(list)
+  if p == nil then
+    if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
+    return nil, nil
+  elseif p[1] == 'wait' then
+    return nil, p[2]
+  end
+  return take(i, ring, tenant, list, p, front), nil
+end
+
 for i = 1, 3 do
   local ring = KEYS[i] .. ':ring'
-  local tenants = redis.call('LRANGE', ring, 0, max_tenants - 1)
   local waiting = nil
-  for _, tenant in ipairs(tenants) do
-    local list = tenant == '' and KEYS[i] or (KEYS[i] .. ':t:' .. tenant)
-    local p = pick(list)
-    if p == nil then
-      if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-    elseif p[1] == 'wait' then
-      waiting = waiting or p[2]
-    else
-      local id, parent, spec = p[2], nil, nil
-      local attempt = 1
-      if p[5] then
-        -- a new child: made running, its first attempt this one
-        parent = id
-        id, spec = make_child(id, list, true, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
-      else
-        redis.call('LREM', list, -1, id)
+  -- The front tenant alone first: it is nearly always the one served, and a ring of many
+  -- tenants costs a reply of that size. The rest of the first `max_tenants` are read only when
+  -- it had nothing to take now.
+  local front = redis.call('LINDEX', ring, 0)
+  if front then
+    local reply, wait = turn(i, ring, front, true)
+    if reply then return reply end
+    waiting = wait
+    if max_tenants > 1 then
+      for _, tenant in ipairs(redis.call('LRANGE', ring, 0, max_tenants - 1)) do
+        if tenant ~= front then
+          reply, wait = turn(i, ring, tenant, false)
+          if reply then return reply end
+          waiting = waiting or wait
+        end
       end
-      -- Its turn is used: to the back of the ring (one move when it was at the front, as the
-      -- first tenant looked at is), or out of it with nothing left.
-      if redis.call('LLEN', list) == 0 then
-        redis.call('LREM', ring, 0, tenant)
-      elseif tenants[1] == tenant then
-        redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-      else
-        redis.call('LREM', ring, 0, tenant)
-        redis.call('RPUSH', ring, tenant)
-      end
-      local jk = ARGV[1] .. id
-      redis.call('ZREM', KEYS[5], ARGV[2])
-      if not parent then
-        attempt = p[7] + 1
-        redis.call('HSET', jk, 'attempt', attempt, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)
-        -- a child put back, claimed again
-        parent = p[6]
-      end
-      redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
-      redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
-        at = now, worker = ARGV[2]}))
-      local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
-      for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
-      history_started(history, now, reply, 7)
-      if parent then
-        -- (a new child was counted running when made)
-        if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end
-        reply[#reply + 1] = 'spec'
-        reply[#reply + 1] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
-      end
-      return reply
     end
   end
   if waiting then

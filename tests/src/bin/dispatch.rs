@@ -7,7 +7,8 @@
 //! keeping history costs per job, as a ratio of the same measure taken minutes apart.
 //!
 //! Settings: `DISPATCH_JOBS` (2000), `DISPATCH_BACKLOG` (20000 jobs queued beforehand, as a busy
-//! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating).
+//! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating),
+//! `DISPATCH_TENANTS` (4: the jobs' tenants, taking turns).
 //! Run: `cargo run --release -p dcc-e2e --bin dispatch`.
 
 use std::collections::HashMap;
@@ -126,10 +127,10 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut redis::aio::Multiplexe
         total_memory_mb: 1 << 40,
         lease: Duration::from_secs(60),
     };
-    let tenants = ["team-a", "team-b", "team-c", "team-d"];
+    let tenants = tenant_names();
     let s0 = commandstats(c).await;
     for i in 0..n {
-        jobs.submit(q, tenants[i % tenants.len()]).await;
+        jobs.submit(q, &tenants[i % tenants.len()]).await;
     }
     let s1 = commandstats(c).await;
     let mut leases: Vec<Lease> = Vec::with_capacity(n);
@@ -184,8 +185,9 @@ async fn main() {
             } else {
                 Duration::ZERO
             });
+            let tenants = tenant_names();
             for i in 0..backlog {
-                jobs.submit(&q, ["team-a", "team-b", "team-c", "team-d"][i % 4]).await;
+                jobs.submit(&q, &tenants[i % tenants.len()]).await;
             }
             let p = phases(&q, &jobs, n, &mut c).await;
             let total: f64 = p.iter().map(|c| c.us).sum();
@@ -227,6 +229,12 @@ async fn main() {
         totals[0].iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>(),
         totals[1].iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>()
     );
+}
+
+fn tenant_names() -> Vec<String> {
+    (0..env_or("DISPATCH_TENANTS", 4usize).max(1))
+        .map(|i| format!("team-{i}"))
+        .collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {
