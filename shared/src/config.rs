@@ -305,21 +305,14 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let redis = RedisConfig::from_lookup(&lookup);
         let v = Vars(lookup);
-        let listen = v.get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
         let (lease, heartbeat) = lease_and_heartbeat(&v)?;
-        let cpus = v.opt_u32("DCC_CPUS")?;
-        if cpus == Some(0) {
-            return Err(Error::Config("DCC_CPUS=\"0\" is not a positive whole number".into()));
-        }
         Ok(Config {
             redis_url: redis.url,
             prefix: redis.prefix,
             storage: v.get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),
             retention: v.duration("DCC_RETENTION", 7 * 24 * 3600)?,
             history_ttl: history_ttl(v.get("DCC_HISTORY_TTL"))?,
-            listen: listen
-                .parse()
-                .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))?,
+            listen: listen(&v)?,
             api_keys: v.list("DCC_API_KEYS"),
             allowed_origins: v.list("DCC_ALLOWED_ORIGINS"),
             public_hosts: v
@@ -331,7 +324,7 @@ impl Config {
             allow_unauthenticated: v.flag("DCC_ALLOW_UNAUTHENTICATED"),
             disable_worker: v.flag("DISABLE_WORKER"),
             worker_id: v.get("DCC_WORKER_ID"),
-            cpus,
+            cpus: cpus(&v)?,
             memory_mb: v.get("DCC_MEMORY_MB").map(|_| v.num("DCC_MEMORY_MB", 0)).transpose()?,
             lease,
             heartbeat,
@@ -383,6 +376,23 @@ impl Config {
             cpu_slots: v.opt_u32("DCC_CPU_SLOTS")?,
         })
     }
+}
+
+/// `DCC_LISTEN`: loopback unless asked.
+fn listen<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<SocketAddr> {
+    let listen = v.get("DCC_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+    listen
+        .parse()
+        .map_err(|_| Error::Config(format!("DCC_LISTEN={listen:?} is not an address like 0.0.0.0:8080")))
+}
+
+/// `DCC_CPUS`: a positive whole number when set.
+fn cpus<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<Option<u32>> {
+    let cpus = v.opt_u32("DCC_CPUS")?;
+    if cpus == Some(0) {
+        return Err(Error::Config("DCC_CPUS=\"0\" is not a positive whole number".into()));
+    }
+    Ok(cpus)
 }
 
 /// `DCC_LEASE_SECS` and `DCC_HEARTBEAT_SECS`; a beat must come within a lease.

@@ -18,7 +18,7 @@ async fn dashboard_shows_a_job_turn_succeeded_live() {
         .env("DCC_API_KEYS", "dash-key")
         .start()
         .await;
-    let (client, mut driver) = browser().await;
+    let (client, driver) = browser().await;
     let api = dcc.api().with_key("dash-key");
     let result = async {
         // The page asks for the key (stored in localStorage), then goes live.
@@ -72,9 +72,7 @@ async fn dashboard_shows_a_job_turn_succeeded_live() {
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;
-    let _ = client.close().await;
-    let _ = driver.kill();
-    let _ = driver.wait();
+    close(client, driver).await;
     result.expect("the browser steps succeed");
 }
 
@@ -116,7 +114,7 @@ async fn history_graphs_a_few_hundred_jobs_and_the_table_filters() {
         (ended == [240, 40, 20]).then_some(())
     })
     .await;
-    let (client, mut driver) = browser().await;
+    let (client, driver) = browser().await;
     let result = async {
         open(&client, &api.base, "dash-key").await?;
         for (series, total) in [("succeeded", "240"), ("failed", "40"), ("cancelled", "20"), ("submitted", "300")] {
@@ -152,10 +150,15 @@ async fn history_graphs_a_few_hundred_jobs_and_the_table_filters() {
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;
+    close(client, driver).await;
+    result.expect("the browser steps succeed");
+}
+
+/// Ends the browser session and its chromedriver.
+async fn close(client: fantoccini::Client, mut driver: std::process::Child) {
     let _ = client.close().await;
     let _ = driver.kill();
     let _ = driver.wait();
-    result.expect("the browser steps succeed");
 }
 
 /// Opens the dashboard at `base` with API key `key` (kept in localStorage) and waits for it to go
