@@ -98,7 +98,8 @@ pub struct Events {
 
 impl Events {
     /// Subscribes to `channel` on the Redis at `url` for as long as the process lives,
-    /// reconnecting with backoff.
+    /// reconnecting with backoff. On a cluster any node will do (a `PUBLISH` reaches every node
+    /// of a cluster): each reconnection tries the next seed, so a dead node is left behind.
     pub fn spawn(url: &str, channel: String) -> Self {
         Self::spawn_task(url, channel).0
     }
@@ -108,11 +109,11 @@ impl Events {
     pub fn spawn_task(url: &str, channel: String) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(CAPACITY);
         let events = Events { tx: tx.clone() };
-        let url = url.to_string();
+        let nodes = crate::connection::Target::parse(url).map_or_else(|_| vec![url.to_string()], |t| t.nodes());
         let task = tokio::spawn(async move {
             let mut pauses = crate::retry::until_reachable().build();
-            loop {
-                match run(&url, &channel, &tx).await {
+            for url in nodes.iter().cycle() {
+                match run(url, &channel, &tx).await {
                     Ok(()) => {
                         tracing::warn!(
                             event = "EventsDisconnected",

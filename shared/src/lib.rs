@@ -4,6 +4,7 @@
 //! - [`api`]: the v1 API's answer bodies, as served and as read back by clients.
 //! - [`job`]: the job definition a client submits (`spec`), its validation, its state machine
 //!   (`state`) and the record a job becomes in Redis (`record`).
+//! - [`connection`]: where Redis is (one server or a cluster) and a connection to it.
 //! - [`keys`]: every Redis key name, built in one place.
 //! - [`queue`]: every state-changing Redis operation; one module and one Lua script per transition.
 //! - [`events`]: the job-event channel (Redis pub/sub) that wakes waiters, workers and WebSockets.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod events;
 pub mod history;

@@ -15,27 +15,207 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface has free ports")
 }
 
-/// A `redis-server` on a free loopback port.
+/// What the test suite runs on: `DCC_TEST_REDIS=cluster` makes [`Redis::start`] start a local
+/// Redis Cluster (three primaries, one replica each) instead of one server, so the same tests
+/// check DCC on both.
+pub fn cluster_wanted() -> bool {
+    std::env::var("DCC_TEST_REDIS").is_ok_and(|v| v == "cluster")
+}
+
+/// A `redis-server` on a free loopback port, or a local Redis Cluster of them.
 pub struct Redis {
+    /// One server, or the cluster's nodes (the first three its primaries when it was made).
+    nodes: Vec<Node>,
+    cluster: bool,
+}
+
+impl Redis {
+    /// Starts one without persistence (a cluster of them under `DCC_TEST_REDIS=cluster`).
+    pub fn start() -> Self {
+        if cluster_wanted() {
+            return Self::cluster(3, 1);
+        }
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Redis {
+            nodes: vec![Node::start(extra)],
+            cluster: false,
+        }
+    }
+
+    /// Starts a Redis Cluster of `primaries` primaries with `replicas` replicas each, made
+    /// with `redis-cli --cluster create`, and waits until every node serves every slot. Nodes
+    /// notice a dead peer after a second (`cluster-node-timeout`), so a failover in a test takes
+    /// seconds, not the default's fifteen.
+    pub fn cluster(primaries: usize, replicas: usize) -> Self {
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-config-file",
+            "nodes.conf",
+        ];
+        let nodes: Vec<Node> = (0..primaries * (1 + replicas)).map(|_| Node::start(&args)).collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is installed (scripts/test.sh installs it)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let redis = Redis { nodes, cluster: true };
+        for node in &redis.nodes {
+            wait_for(Duration::from_secs(30), || {
+                node.text("CLUSTER INFO")
+                    .is_some_and(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"))
+            });
+        }
+        redis
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Every node (one for a server).
+    pub fn nodes(&mut self) -> &mut [Node] {
+        &mut self.nodes
+    }
+
+    /// Kills the server and starts it again on the same port and folder (with AOF on, what it
+    /// had acknowledged comes back). One server only.
+    pub fn restart(&mut self) {
+        self.single().restart();
+    }
+
+    /// The folder holding its files. One server only.
+    pub fn dir(&self) -> &Path {
+        self.nodes[0].dir.path()
+    }
+
+    /// Its port on 127.0.0.1. One server only.
+    pub fn port(&self) -> u16 {
+        self.nodes[0].port
+    }
+
+    /// Its process id (to pause it with SIGSTOP, as a lagging replica). One server only.
+    pub fn pid(&self) -> u32 {
+        self.nodes[0].child.id()
+    }
+
+    /// Its URL: `redis://127.0.0.1:<port>`, or `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        if !self.cluster {
+            return self.nodes[0].url();
+        }
+        let seeds: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// A plain connection for assertions (a cluster connection on a cluster).
+    pub async fn conn(&self) -> TestConn {
+        if self.cluster {
+            let seeds: Vec<String> = self.nodes.iter().map(Node::url).collect();
+            let c = redis::cluster::ClusterClient::new(seeds)
+                .expect("valid seeds")
+                .get_async_connection()
+                .await
+                .expect("the cluster answers");
+            return TestConn::Cluster(c);
+        }
+        let c = redis::Client::open(self.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers");
+        TestConn::Node(c)
+    }
+
+    /// Every key (tests only: KEYS is fine on a test server; on a cluster, every primary's).
+    pub async fn all_keys(&self) -> Vec<String> {
+        let mut c = self.conn().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.expect("KEYS");
+        keys
+    }
+
+    /// Stops the server (SIGKILL). One server only.
+    pub fn kill(&mut self) {
+        self.single().kill();
+    }
+
+    fn single(&mut self) -> &mut Node {
+        assert!(!self.cluster, "a test for one server ran on a cluster");
+        &mut self.nodes[0]
+    }
+}
+
+/// A connection for a test's own assertions, to a server or a cluster.
+#[derive(Clone)]
+pub enum TestConn {
+    /// To one server.
+    Node(redis::aio::MultiplexedConnection),
+    /// To a cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl TestConn {
+    /// Raises a server connection's response timeout (a bench reading a saturated Redis); a
+    /// cluster connection keeps the client's.
+    pub fn set_response_timeout(&mut self, timeout: Duration) {
+        if let TestConn::Node(c) = self {
+            c.set_response_timeout(timeout);
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for TestConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            TestConn::Node(c) => c.req_packed_command(cmd),
+            TestConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            TestConn::Node(c) => c.req_packed_commands(cmd, offset, count),
+            TestConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            TestConn::Node(c) => c.get_db(),
+            TestConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// One `redis-server` process on a free loopback port, killed on drop.
+pub struct Node {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
 }
 
-impl Redis {
-    /// Starts one without persistence.
-    pub fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    /// Starts one with extra arguments (e.g. `["--appendonly", "yes"]`).
-    pub fn start_with(extra: &[&str]) -> Self {
+impl Node {
+    /// Starts one in a folder of its own with extra arguments.
+    fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir, free_port(), extra)
-    }
-
-    fn start_in(dir: tempfile::TempDir, _port: u16, extra: &[&str]) -> Self {
         // Another test may take a "free" port between our probe and redis-server's bind: then our
         // server exits, or we would talk to someone else's. Check the pid behind the port; retry.
         for _ in 0..10 {
@@ -60,7 +240,7 @@ impl Redis {
             }
             args.extend(extra.iter().map(|s| s.to_string()));
             if let Some(child) = Self::spawn(&args, port) {
-                return Redis { child, port, dir, args };
+                return Node { child, port, dir, args };
             }
         }
         panic!("could not start redis-server on a free port");
@@ -90,16 +270,10 @@ impl Redis {
         }
     }
 
-    /// Kills the server and starts it again on the same port and folder (with AOF on, what it
-    /// had acknowledged comes back).
+    /// Kills the server and starts it again on the same port and folder.
     pub fn restart(&mut self) {
         self.kill();
         self.child = Self::spawn(&self.args, self.port).expect("redis-server restarts on its port");
-    }
-
-    /// The folder holding its files.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Its port on 127.0.0.1.
@@ -107,30 +281,22 @@ impl Redis {
         self.port
     }
 
-    /// Its process id (to pause it with SIGSTOP, as a lagging replica).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// A plain connection for assertions.
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("valid url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis answers")
-    }
-
-    /// Every key (tests only: SCAN is fine on a test server).
-    pub async fn all_keys(&self) -> Vec<String> {
-        let mut c = self.conn().await;
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.expect("KEYS");
-        keys
+    /// What a command answers as text (`INFO replication`, `CLUSTER INFO`); `None` while the
+    /// node does not answer.
+    pub fn text(&self, command: &str) -> Option<String> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+        let mut words = command.split_whitespace();
+        let mut cmd = redis::cmd(words.next()?);
+        for w in words {
+            cmd.arg(w);
+        }
+        cmd.query(&mut c).ok()
     }
 
     /// Stops the server (SIGKILL).
@@ -140,9 +306,18 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
+impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics after `timeout`.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "the local Redis Cluster did not come up");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -18,9 +18,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_redis::Connection;
-
 use super::Queue;
+use crate::connection::Conn;
 use crate::{Error, Result};
 
 /// How long a reading of the primary's connected replicas is used before it is read again.
@@ -94,7 +93,7 @@ impl Default for DurabilityPolicy {
 
 impl Queue {
     /// Confirms the writes made so far on `conn` (see the module docs); a no-op with `none`.
-    pub(crate) async fn confirm(&self, conn: &mut Connection) -> Result<()> {
+    pub(crate) async fn confirm(&self, conn: &mut Conn) -> Result<()> {
         let policy = self.durability;
         let wait_ms = policy.timeout.as_millis() as u64;
         let wanted = match policy.mode {
@@ -112,10 +111,10 @@ impl Queue {
         let conn = LongerTimeout::new(conn, policy.timeout + RESPONSE_TIMEOUT);
         let acked = match policy.mode {
             Durability::Aof(_) => {
-                let (local, replicas): (u32, u32) = cmd.query_async(&mut *conn.0).await?;
+                let (local, replicas): (u32, u32) = conn.0.on_home(&cmd).await?;
                 if local < 1 { 0 } else { replicas }
             }
-            _ => cmd.query_async::<u32>(&mut *conn.0).await?,
+            _ => conn.0.on_home::<u32>(&cmd).await?,
         };
         if acked < wanted {
             return Err(Error::NotDurable {
@@ -127,13 +126,13 @@ impl Queue {
     }
 
     /// Replicas the primary has connected now (read at most every [`REPLICAS_FRESH`]).
-    async fn connected_replicas(&self, conn: &mut Connection) -> Result<u32> {
+    async fn connected_replicas(&self, conn: &mut Conn) -> Result<u32> {
         if let Some((at, n)) = *self.replicas.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < REPLICAS_FRESH
         {
             return Ok(n);
         }
-        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut *conn).await?;
+        let info: String = conn.on_home(redis::cmd("INFO").arg("replication")).await?;
         let n = info
             .lines()
             .find_map(|l| l.strip_prefix("connected_slaves:"))
@@ -146,7 +145,7 @@ impl Queue {
     /// Confirms a write this connection did not make: a retried submit that found its job
     /// already there (the first try may have timed out waiting). Any write moves the connection's
     /// replication offset past every earlier write, so one cheap write, then the wait.
-    pub(crate) async fn confirm_earlier(&self, conn: &mut Connection) -> Result<()> {
+    pub(crate) async fn confirm_earlier(&self, conn: &mut Conn) -> Result<()> {
         if self.durability.mode == Durability::None {
             return Ok(());
         }
@@ -185,10 +184,10 @@ impl Queue {
 
 /// A pooled connection whose response timeout is raised for one long command, and restored when
 /// this is dropped (so the connection goes back to the pool as it came).
-struct LongerTimeout<'a>(&'a mut Connection);
+struct LongerTimeout<'a>(&'a mut Conn);
 
 impl<'a> LongerTimeout<'a> {
-    fn new(conn: &'a mut Connection, timeout: Duration) -> Self {
+    fn new(conn: &'a mut Conn, timeout: Duration) -> Self {
         conn.set_response_timeout(timeout);
         LongerTimeout(conn)
     }

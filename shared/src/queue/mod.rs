@@ -49,11 +49,15 @@ pub mod rate;
 pub mod read;
 pub mod reap;
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Connection, Hook, HookError, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Hook, HookError, Pool, PoolConfig, Runtime, Timeouts};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use crate::connection::{Conn, Target};
 
 use self::durable::DurabilityPolicy;
 use crate::keys::Keys;
@@ -89,15 +93,33 @@ fn to_demoted_primary(created: Instant) -> bool {
     at != 0 && created.saturating_duration_since(*EPOCH).as_nanos() as u64 <= at
 }
 
+/// How a queue reaches Redis.
+#[derive(Clone)]
+enum Backend {
+    /// Pooled connections to one server.
+    Node(Pool),
+    /// A cluster: one multiplexed connection (made on first use; cheap clones share it), which
+    /// follows failovers and slot moves on its own.
+    Cluster(Arc<ClusterBackend>),
+}
+
+/// A cluster's client and its one connection.
+struct ClusterBackend {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
 /// The queue of one deployment: a connection pool and its key names.
 #[derive(Clone)]
 pub struct Queue {
-    /// Pooled connections for commands and scripts.
-    pool: Pool,
+    /// Connections for commands and scripts.
+    backend: Backend,
     /// Key names of this deployment.
     keys: Keys,
     /// The Redis URL, for connections that cannot be pooled (pub/sub).
     url: String,
+    /// What the URL names: one server or a cluster's seeds.
+    target: Target,
     /// What confirms a write before a client is told of it.
     durability: DurabilityPolicy,
     /// The primary's connected replicas, and when that was read (see [`durable`]).
@@ -107,8 +129,30 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A queue on the Redis at `url` with keys under `prefix`. Connects lazily.
+    /// A queue on the Redis at `url` (one server, or a cluster: see [`crate::connection`]) with
+    /// keys under `prefix`. Connects lazily.
     pub fn new(url: &str, prefix: &str) -> Result<Self> {
+        let target = Target::parse(url)?;
+        let backend = match target.cluster_client(durable::RESPONSE_TIMEOUT)? {
+            Some(client) => Backend::Cluster(Arc::new(ClusterBackend {
+                client,
+                conn: Default::default(),
+            })),
+            None => Backend::Node(Self::pool(url)?),
+        };
+        Ok(Queue {
+            backend,
+            keys: Keys::new(prefix),
+            url: url.to_string(),
+            target,
+            durability: DurabilityPolicy::default(),
+            replicas: Default::default(),
+            history_ttl: crate::history::DEFAULT_TTL,
+        })
+    }
+
+    /// A pool of connections to one server.
+    fn pool(url: &str) -> Result<Pool> {
         let mut cfg = deadpool_redis::Config::from_url(url);
         cfg.pool = Some(PoolConfig {
             max_size: POOL_SIZE,
@@ -120,8 +164,7 @@ impl Queue {
             ..PoolConfig::default()
         });
         let _ = *EPOCH;
-        let pool = cfg
-            .builder()
+        cfg.builder()
             .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?
             .runtime(Runtime::Tokio1)
             .pre_recycle(Hook::sync_fn(|_, metrics| {
@@ -131,20 +174,23 @@ impl Queue {
                 Ok(())
             }))
             .build()
-            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?;
-        Ok(Queue {
-            pool,
-            keys: Keys::new(prefix),
-            url: url.to_string(),
-            durability: DurabilityPolicy::default(),
-            replicas: Default::default(),
-            history_ttl: crate::history::DEFAULT_TTL,
-        })
+            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
     }
 
     /// The same queue, confirming client-visible writes as `policy` says (`DCC_DURABILITY`).
+    /// On a cluster every command may then take as long as a confirmation (its connection has
+    /// one response timeout, and `WAIT` must not outlive it).
     pub fn with_durability(mut self, policy: DurabilityPolicy) -> Self {
         self.durability = policy;
+        if let Backend::Cluster(_) = self.backend
+            && policy.mode != durable::Durability::None
+            && let Ok(Some(client)) = self.target.cluster_client(policy.timeout + durable::RESPONSE_TIMEOUT)
+        {
+            self.backend = Backend::Cluster(Arc::new(ClusterBackend {
+                client,
+                conn: Default::default(),
+            }));
+        }
         self
     }
 
@@ -189,15 +235,27 @@ impl Queue {
         &self.url
     }
 
-    /// A pooled connection.
-    pub async fn conn(&self) -> Result<Connection> {
-        Ok(self.pool.get().await?)
+    /// One server or a cluster.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// A connection: a pooled one, or the cluster connection.
+    pub async fn conn(&self) -> Result<Conn> {
+        match &self.backend {
+            Backend::Node(pool) => Ok(Conn::Node(pool.get().await?)),
+            Backend::Cluster(b) => {
+                let c = b.conn.get_or_try_init(|| b.client.get_async_connection()).await?;
+                Ok(Conn::cluster(c.clone(), &self.keys.index()))
+            }
+        }
     }
 
     /// Redis's clock (ms): the fleet's one clock for leases (see [`crate::clock::REDIS_TIME`]).
+    /// On a cluster, the clock of the node holding the deployment.
     pub async fn time(&self) -> Result<crate::clock::Millis> {
         let mut c = self.conn().await?;
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut c).await?;
+        let (secs, micros): (i64, i64) = c.on_home(&redis::cmd("TIME")).await?;
         Ok(secs * 1000 + micros / 1000)
     }
 
@@ -252,7 +310,7 @@ impl Queue {
 
     async fn server_setting(&self, name: &str) -> Result<Option<String>> {
         let mut c = self.conn().await?;
-        let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await;
+        let r: redis::RedisResult<Vec<String>> = c.on_home(redis::cmd("CONFIG").arg("GET").arg(name)).await;
         Ok(r.ok().and_then(|v| v.get(1).cloned()))
     }
 }

@@ -80,7 +80,7 @@ impl Queue {
     /// round trip, only when there are children among `maps`).
     async fn add_parent_specs(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut crate::connection::Conn,
         maps: &mut [HashMap<String, String>],
     ) -> Result<()> {
         let children: Vec<(usize, JobId)> = maps
@@ -287,7 +287,7 @@ impl Queue {
     /// jobs from before tenants.
     async fn lane_lists(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut crate::connection::Conn,
         lanes: &[(QueueName, Lane)],
     ) -> Result<Vec<Vec<String>>> {
         let k = self.keys();

@@ -54,10 +54,7 @@ impl RedisBlobs {
     }
 
     /// The hash of `prefix`'s job, a connection, and the object names under `prefix` in it.
-    async fn names_under(
-        &self,
-        prefix: &str,
-    ) -> Result<(String, deadpool_redis::Connection, Vec<String>), StorageError> {
+    async fn names_under(&self, prefix: &str) -> Result<(String, crate::connection::Conn, Vec<String>), StorageError> {
         let key = self.key(prefix)?;
         let mut c = self.queue.conn().await.map_err(backend)?;
         let fields: Vec<String> = redis::cmd("HKEYS")

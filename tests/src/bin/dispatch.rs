@@ -30,7 +30,7 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
 }
 
 /// `INFO commandstats`: per command, (calls, µs).
-async fn commandstats(c: &mut redis::aio::MultiplexedConnection) -> HashMap<String, (u64, u64)> {
+async fn commandstats(c: &mut dcc_shared::testing::TestConn) -> HashMap<String, (u64, u64)> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(c)
@@ -118,7 +118,7 @@ impl Jobs {
 }
 
 /// The four phases of `n` jobs on `q`: (enqueue, claim, renew, finish).
-async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut redis::aio::MultiplexedConnection) -> [Cost; 4] {
+async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut dcc_shared::testing::TestConn) -> [Cost; 4] {
     let who = Claimant {
         worker: "bench",
         free_slots: 1 << 20,

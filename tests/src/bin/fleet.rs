@@ -52,7 +52,7 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
 }
 
 /// A connection for the bench's own reads, patient with a saturated Redis.
-async fn admin(redis: &Redis) -> redis::aio::MultiplexedConnection {
+async fn admin(redis: &Redis) -> dcc_shared::testing::TestConn {
     let mut c = redis.conn().await;
     c.set_response_timeout(Duration::from_secs(60));
     c

@@ -1,0 +1,193 @@
+//! Where DCC's Redis is and how to reach it: one server (the default) or a Redis Cluster.
+//!
+//! `DCC_REDIS_URL` names one server (`redis://…`, `rediss://…`) or a cluster by its seed nodes:
+//! `redis+cluster://[user:password@]host:port[,host:port…]` (`rediss+cluster://` for TLS). Every
+//! key of a deployment carries one hash tag (see [`crate::keys`]), so on a cluster the whole
+//! deployment lives in one slot: each script's keys are on one node, and a failover of that
+//! node's primary is handled by the cluster client (it follows `MOVED` and refreshes its slot
+//! map). What a command without keys must ask of *that* node (the clock, `WAIT`, `INFO`, `CONFIG`)
+//! goes there with [`Conn::on_home`], never to a node the client picks at random.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+
+use crate::{Error, Result};
+
+/// What `DCC_REDIS_URL` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One Redis server (a primary, or an endpoint that follows one across failovers).
+    Node(String),
+    /// A Redis Cluster, by the URLs of its seed nodes (any live one tells the client the rest).
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    /// Reads a `DCC_REDIS_URL`; a cluster URL becomes one `redis://` URL per seed, each with the
+    /// credentials and query the cluster URL had.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |why: &str| Error::Config(format!("DCC_REDIS_URL: {why}"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("not a URL (redis://host:port or redis+cluster://host:port,host:port)"))?;
+        let plain = match scheme {
+            "redis" | "rediss" | "redis+unix" | "unix" => return Ok(Target::Node(url.to_string())),
+            "redis+cluster" => "redis",
+            "rediss+cluster" => "rediss",
+            other => return Err(bad(&format!("unknown scheme {other:?}"))),
+        };
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        let seeds: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .map(|h| {
+                if h.is_empty() || !h.contains(':') {
+                    return Err(bad(&format!("cluster seed {h:?} is not host:port")));
+                }
+                Ok(format!("{plain}://{userinfo}{h}{tail}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Target::Cluster(seeds))
+    }
+
+    /// The URLs a plain connection (pub/sub) may use, in the order to try them.
+    pub fn nodes(&self) -> Vec<String> {
+        match self {
+            Target::Node(url) => vec![url.clone()],
+            Target::Cluster(seeds) => seeds.clone(),
+        }
+    }
+
+    /// A cluster client for the seeds; `None` for one server.
+    pub(crate) fn cluster_client(&self, response_timeout: Duration) -> Result<Option<ClusterClient>> {
+        let Target::Cluster(seeds) = self else { return Ok(None) };
+        ClusterClient::builder(seeds.clone())
+            .connection_timeout(Duration::from_secs(3))
+            .response_timeout(response_timeout)
+            .build()
+            .map(Some)
+            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
+    }
+}
+
+/// A connection to the deployment's Redis: a pooled one to a server, or (a clone of) the
+/// process's multiplexed cluster connection with the route of the deployment's slot.
+pub enum Conn {
+    /// To one server.
+    Node(deadpool_redis::Connection),
+    /// To a cluster; `home` is the primary of the slot every key of the deployment is in.
+    Cluster {
+        /// The cluster connection (cheap clones share its sockets).
+        conn: ClusterConnection,
+        /// The deployment's slot, on its primary.
+        home: Route,
+    },
+}
+
+impl Conn {
+    /// A cluster connection whose keyless commands go to the slot of `key`.
+    pub(crate) fn cluster(conn: ClusterConnection, key: &str) -> Self {
+        Conn::Cluster {
+            conn,
+            home: Route::with_key(key, SlotAddr::Master),
+        }
+    }
+
+    /// Runs a command that has no key (or whose keys would not route it) on the node holding
+    /// the deployment's keys: the clock, `WAIT`, `INFO`, `CONFIG GET`.
+    pub async fn on_home<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Node(c) => cmd.query_async(c).await,
+            Conn::Cluster { conn, home } => {
+                let v = conn
+                    .route_command(
+                        cmd.clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*home)),
+                    )
+                    .await?;
+                T::from_redis_value(v).map_err(Into::into)
+            }
+        }
+    }
+
+    /// Raises (or restores) the response timeout of a server connection, for one long command.
+    /// A cluster connection keeps the timeout it was made with (long enough for `WAIT`).
+    pub(crate) fn set_response_timeout(&mut self, timeout: Duration) {
+        if let Conn::Node(c) = self {
+            c.set_response_timeout(timeout);
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster { conn, .. } => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster { conn, .. } => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster { conn, .. } => conn.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_becomes_one_url_per_seed() {
+        assert_eq!(
+            Target::parse("redis://h:1/0").unwrap(),
+            Target::Node("redis://h:1/0".into())
+        );
+        assert_eq!(
+            Target::parse("redis+cluster://u:p@a:1,b:2/?protocol=resp3").unwrap(),
+            Target::Cluster(vec![
+                "redis://u:p@a:1/?protocol=resp3".into(),
+                "redis://u:p@b:2/?protocol=resp3".into()
+            ])
+        );
+        assert_eq!(
+            Target::parse("rediss+cluster://a:1").unwrap(),
+            Target::Cluster(vec!["rediss://a:1".into()])
+        );
+        for bad in [
+            "a:1",
+            "http://a:1",
+            "redis+cluster://",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://a",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}
