@@ -44,6 +44,16 @@ step "the job tests again, with inputs/outputs bound in (DCC_FILES_MODE=bind)" \
   env DCC_TEST_FILES_MODE=bind cargo test --workspace --locked --no-fail-fast --test jobs --test live "$@"
 step "the job tests again, on S3 (moto)" \
   env DCC_TEST_STORAGE=s3 cargo test --workspace --locked --no-fail-fast --test jobs "$@"
+# A local Redis Cluster (three primaries, one replica each) under the same tests. The skipped
+# ones inject faults into one server (kill it, restart it, cut its port); tests/tests/cluster.rs
+# kills a cluster's primary instead, and runs in the first pass.
+step "the queue, tenant, reliability and fleet tests again, on a local Redis Cluster" \
+  env DCC_TEST_REDIS=cluster cargo test --workspace --locked --no-fail-fast \
+    --test queue --test deps --test array --test history --test tenants --test fleet --test reliability "$@" -- \
+    --skip a_worker_cut_off_from_redis_stops_its_containers_after_a_lease \
+    --skip a_worker_waiting_at_start_up_stops_when_told \
+    --skip an_idle_worker_cut_off_from_redis_exits_after_the_drain_timeout \
+    --skip server_answers_while_redis_is_down_at_boot
 # Every test worker's id starts with "t-": none of their containers may outlive the suite.
 no_leftovers() {
   local left

@@ -58,6 +58,9 @@ impl Redis {
             "1000",
             "--cluster-config-file",
             "nodes.conf",
+            // A replica's first sync starts at once, not after Redis's 5 s wait for others.
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let nodes: Vec<Node> = (0..primaries * (1 + replicas)).map(|_| Node::start(&args)).collect();
         let status = Command::new("redis-cli")
@@ -86,8 +89,13 @@ impl Redis {
     }
 
     /// Every node (one for a server).
-    pub fn nodes(&mut self) -> &mut [Node] {
-        &mut self.nodes
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Kills node `i` (SIGKILL): on a cluster, its replica takes over its slots.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
     }
 
     /// Kills the server and starts it again on the same port and folder (with AOF on, what it
@@ -290,13 +298,17 @@ impl Node {
     /// node does not answer.
     pub fn text(&self, command: &str) -> Option<String> {
         let client = redis::Client::open(self.url()).ok()?;
-        let mut c = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(5)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut words = command.split_whitespace();
         let mut cmd = redis::cmd(words.next()?);
         for w in words {
             cmd.arg(w);
         }
-        cmd.query(&mut c).ok()
+        match cmd.query(&mut c).ok()? {
+            redis::Value::Int(n) => Some(n.to_string()),
+            v => redis::from_redis_value(v).ok(),
+        }
     }
 
     /// Stops the server (SIGKILL).

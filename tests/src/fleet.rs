@@ -177,6 +177,12 @@ impl Fleet {
                 instance: format!("sim{i}-{}", rand::random::<u32>()),
             });
             w.beat().await;
+            workers.push((w, subscription));
+        }
+        // Every worker starts claiming once all are registered: making a connection takes a
+        // while (on a cluster, one to each node), and the first workers would otherwise have
+        // done the work before the last one joined.
+        let workers = workers.into_iter().map(|(w, subscription)| {
             // The claim loop stops by itself at a crash (after a claim in flight has answered, so
             // the job it got is known as held); the others are cut wherever they are.
             tokio::spawn(loops::claim_loop(w.clone(), w.crashed.clone()));
@@ -192,10 +198,10 @@ impl Fleet {
                     task.abort();
                 });
             }
-            workers.push(w);
-        }
+            w
+        });
         Fleet {
-            workers,
+            workers: workers.collect(),
             stats,
             _scratch: scratch,
         }

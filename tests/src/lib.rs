@@ -24,6 +24,7 @@ pub mod images;
 pub mod process;
 pub mod proxy;
 pub mod store;
+pub mod submits;
 
 pub use api::*;
 pub use containers::*;

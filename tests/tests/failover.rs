@@ -5,15 +5,13 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dcc_e2e::proxy::TcpProxy;
-use dcc_e2e::{Api, Dcc, IMAGE, Redis, Role, eventually, sh};
+use dcc_e2e::submits::Stream;
+use dcc_e2e::{Api, Dcc, Redis, Role, eventually, sh};
 use dcc_shared::job::JobId;
 use dcc_shared::keys::Keys;
-use serde_json::json;
 
 /// A primary and a replica of it, in sync.
 async fn primary_and_replica() -> (Redis, Redis) {
@@ -65,76 +63,6 @@ async fn promote(replica: &Redis) {
         .query_async(&mut c)
         .await
         .expect("promote");
-}
-
-/// Clients that submit jobs with ids of their own, retrying each id until it is acknowledged
-/// (201, or 200 when a retry finds it): what a careful client does with a 503.
-struct Stream {
-    acked: Arc<Mutex<Vec<String>>>,
-    not_durable: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Stream {
-    fn start(api: &Api, clients: usize) -> Self {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let not_durable = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..clients)
-            .map(|c| {
-                let (api, acked, nd, stop) = (api.clone(), acked.clone(), not_durable.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = format!("fo-{c}-{n}");
-                        let mut job = json!({"image": IMAGE, "command": ["true"]});
-                        job["id"] = json!(id);
-                        let a = api.try_submit(job).await;
-                        match a.as_ref().map(|a| (a.status, a.code().to_string())) {
-                            Some((200 | 201, _)) => {
-                                acked.lock().unwrap().push(id);
-                                n += 1;
-                            }
-                            Some((503, code)) => {
-                                if code == "NOT_DURABLE" {
-                                    nd.fetch_add(1, Ordering::Relaxed);
-                                    assert_eq!(a.unwrap().body["jobId"], json!(id), "NOT_DURABLE names the job");
-                                }
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            other => panic!("unexpected answer {other:?}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Stream {
-            acked,
-            not_durable,
-            stop,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    async fn acked_beyond(&self, n: usize, what: &str) {
-        eventually(Duration::from_secs(30), what, || async {
-            (self.acked() >= n).then_some(())
-        })
-        .await;
-    }
-
-    async fn stop(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("a submitting client panicked");
-        }
-        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
-    }
 }
 
 /// Submits until one is accepted (within 10 s of the endpoint's switch); its job id.
@@ -204,7 +132,7 @@ async fn failover_under_load(durability: &str) -> (usize, usize, usize, f64) {
         .await;
     let recovered = switched.elapsed().as_secs_f64();
     stream.acked_beyond(before + 200, "submits after the switch").await;
-    let not_durable = stream.not_durable.load(Ordering::Relaxed);
+    let not_durable = stream.not_durable();
     let acked = stream.stop().await;
     let unique: HashSet<&String> = acked.iter().collect();
     assert_eq!(unique.len(), acked.len(), "an id was acknowledged twice as new");

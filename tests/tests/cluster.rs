@@ -1,0 +1,98 @@
+//! DCC on a real Redis Cluster (three primaries, one replica each, made by `redis-cli --cluster
+//! create`): the primary holding the deployment's slot dies mid-run and the cluster itself
+//! promotes its replica. Servers and workers follow (`MOVED`, a fresh slot map); with
+//! `DCC_DURABILITY=replicas:1` nothing a client was told is lost, and nothing runs twice.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use dcc_e2e::submits::Stream;
+use dcc_e2e::{Dcc, Redis, Role, eventually, sh};
+
+/// The index of the node serving `key`'s slot as a live primary, as the first node that answers
+/// tells in `CLUSTER NODES`.
+fn primary_of(redis: &Redis, key: &str) -> Option<usize> {
+    let node = redis.nodes().iter().find(|n| n.text("PING").is_some())?;
+    let slot: u16 = node.text(&format!("CLUSTER KEYSLOT {key}"))?.parse().ok()?;
+    let table = node.text("CLUSTER NODES")?;
+    let port = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 8 && f[2].contains("master") && !f[2].contains("fail") && f[8..].iter().any(|r| serves(r, slot))
+        })
+        .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse::<u16>().ok())?;
+    redis.nodes().iter().position(|n| n.port() == port)
+}
+
+/// True when a `CLUSTER NODES` slot range (`5461-10922` or `42`) holds `slot`.
+fn serves(range: &str, slot: u16) -> bool {
+    let (a, b) = range.split_once('-').unwrap_or((range, range));
+    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+}
+
+/// A key of the deployment the test's processes use (prefix `dcc`): its slot holds them all.
+const KEY: &str = "{dcc}:jobs";
+
+#[tokio::test]
+async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice() {
+    let mut redis = Redis::cluster(3, 1);
+    let env = |b: dcc_e2e::DccBuilder| {
+        b.env("DCC_LEASE_SECS", 8)
+            .env("DCC_HEARTBEAT_SECS", 2)
+            .env("DCC_DURABILITY", "replicas:1")
+            .env("DCC_DURABILITY_TIMEOUT", "1s")
+    };
+    let server = env(Dcc::builder(Role::ApiOnly, &redis)).start().await;
+    let api = server.api();
+    let worker = env(Dcc::builder(Role::Worker, &redis).storage(&server.storage))
+        .start()
+        .await;
+    let long = api.submit_id(sh("sleep 6; echo done")).await;
+    api.wait_status(&long, "running", Duration::from_secs(60)).await;
+    let stream = Stream::start(&api, 2);
+    stream.acked_beyond(20, "submits before the failover").await;
+
+    let home = primary_of(&redis, KEY).expect("a primary serves the deployment");
+    redis.kill_node(home);
+    let killed = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the cluster to promote the replica",
+        || async { primary_of(&redis, KEY).filter(|&p| p != home) },
+    )
+    .await;
+    let promoted = killed.elapsed().as_secs_f64();
+    let before = stream.acked();
+    stream
+        .acked_beyond(before + 1, "a submit acknowledged after the failover")
+        .await;
+    let recovered = killed.elapsed().as_secs_f64();
+    stream.acked_beyond(before + 20, "submits after the failover").await;
+    let not_durable = stream.not_durable();
+    let acked = stream.stop().await;
+    eprintln!(
+        "cluster failover: replica promoted {promoted:.1} s after the kill, first submit acknowledged after {recovered:.1} s; {} acknowledged, {} answered NOT_DURABLE on the way",
+        acked.len(),
+        not_durable
+    );
+    let unique: HashSet<&String> = acked.iter().collect();
+    assert_eq!(unique.len(), acked.len(), "an id was acknowledged twice as new");
+
+    // Every acknowledged job is there and ends once; the running one kept its attempt.
+    for id in &acked {
+        let v = api.wait_status(id, "succeeded", Duration::from_secs(180)).await;
+        assert_eq!(v["attempt"], 1, "{v}");
+    }
+    let v = api.wait_status(&long, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(
+        v["attempt"],
+        1,
+        "the failover cost the running job an attempt: {v}\n{}",
+        worker.log()
+    );
+    assert_eq!(api.log(&long, "stdout").await, "done\n");
+    let keys: Vec<String> = redis.all_keys().await;
+    let stray: Vec<&String> = keys.iter().filter(|k| !k.starts_with("{dcc}")).collect();
+    assert!(stray.is_empty(), "keys outside the deployment's slot: {stray:?}");
+}
