@@ -79,9 +79,9 @@ if command -v terraform >/dev/null 2>&1; then
   tpl="$PWD/modules/workers/templates/user-data.sh.tftpl"
   work=$(mktemp -d)
   common='bucket="b", artifact_key="artifacts/dcc", region="eu-west-1", auth_parameter="/dcc/redis", redis_host="r.example", dcc_storage="s3://b/dcc/", retention="7d", durability="replicas:1", log_group="/dcc/t"'
-  for case in 'server: role="server", gpu=false, api_keys_parameter="/dcc/api-keys", notify_parameter="/dcc/notify-secret", registry_auth_parameter="", artifact_sha256="", extra_env={DISABLE_WORKER="true"}' \
-              'cpu-worker: role="worker", gpu=false, api_keys_parameter="", notify_parameter="", registry_auth_parameter="/dcc/registry-auth", artifact_sha256="0123", extra_env={DCC_GPUS="0"}' \
-              'gpu-worker: role="worker", gpu=true, api_keys_parameter="", notify_parameter="", registry_auth_parameter="", artifact_sha256="", extra_env={DCC_GPU_MODE="auto"}'; do
+  for case in 'server: role="server", gpu=false, api_keys_parameter="/dcc/api-keys", notify_parameter="/dcc/notify-secret", registry_auth_parameter="", artifact_sha256="", extra_env={DISABLE_WORKER="true"}, redis_scheme="rediss"' \
+              'cpu-worker: role="worker", gpu=false, api_keys_parameter="", notify_parameter="", registry_auth_parameter="/dcc/registry-auth", artifact_sha256="0123", extra_env={DCC_GPUS="0"}, redis_scheme="rediss+cluster"' \
+              'gpu-worker: role="worker", gpu=true, api_keys_parameter="", notify_parameter="", registry_auth_parameter="", artifact_sha256="", extra_env={DCC_GPU_MODE="auto"}, redis_scheme="rediss"'; do
     label=${case%%:*}
     vars=${case#*: }
     expr="jsonencode(templatefile(\"$tpl\", {$vars, $common}))"
@@ -95,6 +95,7 @@ if command -v terraform >/dev/null 2>&1; then
         if grep -qE 'install -y docker|docker\.service' "$work/user-data.sh"; then echo "server user-data installs Docker"; exit 1; fi ;;
       cpu-worker)
         grep -q 'sha256sum -c' "$work/user-data.sh"
+        grep -q '^DCC_REDIS_URL=rediss+cluster://:${token}@r.example:6379$' "$work/user-data.sh"
         if grep -q 'nvidia-ctk' "$work/user-data.sh"; then echo "CPU user-data has NVIDIA steps"; exit 1; fi
         if grep -q 'NOTIFY_SECRET' "$work/user-data.sh"; then echo "worker user-data reads the webhook secret"; exit 1; fi
         grep -q '^DCC_REGISTRY_AUTH_FILE=/etc/dcc/registry-auth.json' "$work/user-data.sh" ;;

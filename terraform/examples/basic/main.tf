@@ -130,6 +130,8 @@ module "redis" {
   client_security_group_ids = { servers = module.servers.security_group_id, workers = module.workers.security_group_id, scaler = module.scaler.security_group_id }
   kms_key_arn               = aws_kms_key.dcc.arn
   final_snapshot            = var.redis_final_snapshot
+  shards                    = var.redis_shards
+  replicas                  = var.redis_replicas
   tags                      = local.tags
 }
 
@@ -158,6 +160,7 @@ module "servers" {
   retention              = "${var.retention_days}d"
   durability             = var.redis_durability
   redis_host             = module.redis.endpoint
+  redis_scheme           = module.redis.scheme
   auth_parameter         = module.redis.auth_token_parameter
   auth_parameter_arn     = module.redis.auth_token_parameter_arn
   kms_key_arn            = aws_kms_key.dcc.arn
@@ -191,6 +194,7 @@ module "workers" {
   retention          = "${var.retention_days}d"
   durability         = var.redis_durability
   redis_host         = module.redis.endpoint
+  redis_scheme       = module.redis.scheme
   auth_parameter     = module.redis.auth_token_parameter
   auth_parameter_arn = module.redis.auth_token_parameter_arn
   kms_key_arn        = aws_kms_key.dcc.arn

@@ -219,6 +219,18 @@ variable "gpu_spot" {
   default = { enabled = false }
 }
 
+variable "redis_shards" {
+  description = "ElastiCache cluster mode: this many shards (0, the default: one primary and its replicas, cluster mode off). See docs/scaling.md#redis-cluster for what shards give today."
+  type        = number
+  default     = 0
+}
+
+variable "redis_replicas" {
+  description = "Replicas of each Redis primary (of each shard in cluster mode), each in another AZ."
+  type        = number
+  default     = 1
+}
+
 variable "redis_final_snapshot" {
   description = "Keep a final snapshot of the queue (<name>-redis-final) when the stack is destroyed."
   type        = bool

@@ -30,6 +30,10 @@ resource "aws_ssm_parameter" "auth" {
 locals {
   # The token as stored at the first apply (stable across plans, see above).
   auth_token = aws_ssm_parameter.auth.value
+  # Cluster mode: shards behind a configuration endpoint, which DCC reaches as a cluster.
+  cluster  = var.shards > 0
+  endpoint = local.cluster ? aws_elasticache_replication_group.this.configuration_endpoint_address : aws_elasticache_replication_group.this.primary_endpoint_address
+  scheme   = local.cluster ? "rediss+cluster" : "rediss"
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -38,8 +42,15 @@ resource "aws_elasticache_subnet_group" "this" {
 }
 
 resource "aws_elasticache_parameter_group" "this" {
-  name   = "${var.name}-redis7"
+  name   = local.cluster ? "${var.name}-redis7-cluster" : "${var.name}-redis7"
   family = "redis7"
+  dynamic "parameter" {
+    for_each = local.cluster ? ["yes"] : []
+    content {
+      name  = "cluster-enabled"
+      value = parameter.value
+    }
+  }
   parameter {
     name  = "maxmemory-policy"
     value = "noeviction"
@@ -78,7 +89,10 @@ resource "aws_elasticache_replication_group" "this" {
   engine                     = "redis"
   engine_version             = "7.1"
   node_type                  = var.node_type
-  num_cache_clusters         = 2
+  cluster_mode               = local.cluster ? "enabled" : "disabled"
+  num_cache_clusters         = local.cluster ? null : 1 + var.replicas
+  num_node_groups            = local.cluster ? var.shards : null
+  replicas_per_node_group    = local.cluster ? var.replicas : null
   automatic_failover_enabled = true
   multi_az_enabled           = true
   parameter_group_name       = aws_elasticache_parameter_group.this.name

@@ -1,6 +1,11 @@
 output "endpoint" {
-  description = "Primary endpoint host name."
-  value       = aws_elasticache_replication_group.this.primary_endpoint_address
+  description = "Primary endpoint host name (the configuration endpoint with cluster mode on)."
+  value       = local.endpoint
+}
+
+output "scheme" {
+  description = "URL scheme DCC reaches this Redis with: rediss, or rediss+cluster with cluster mode on."
+  value       = local.scheme
 }
 
 output "auth_token_parameter" {
@@ -19,7 +24,7 @@ output "security_group_id" {
 }
 
 output "url" {
-  description = "rediss:// URL with the auth token (for the scaler Lambda's encrypted environment)."
-  value       = "rediss://:${local.auth_token}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379"
+  description = "rediss:// (or rediss+cluster://) URL with the auth token (for the scaler Lambda's encrypted environment)."
+  value       = "${local.scheme}://:${local.auth_token}@${local.endpoint}:6379"
   sensitive   = true
 }

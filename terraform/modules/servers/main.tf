@@ -259,6 +259,7 @@ resource "aws_launch_template" "servers" {
     notify_parameter        = aws_ssm_parameter.notify_secret.name
     registry_auth_parameter = ""
     redis_host              = var.redis_host
+    redis_scheme            = var.redis_scheme
     dcc_storage             = var.dcc_storage
     retention               = var.retention
     durability              = var.durability

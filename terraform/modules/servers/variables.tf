@@ -146,8 +146,18 @@ variable "retention" {
 }
 
 variable "redis_host" {
-  description = "Redis primary endpoint."
+  description = "Redis primary endpoint (the configuration endpoint of a cluster)."
   type        = string
+}
+
+variable "redis_scheme" {
+  description = "URL scheme of Redis: rediss, or rediss+cluster for ElastiCache cluster mode (the redis module's `scheme`)."
+  type        = string
+  default     = "rediss"
+  validation {
+    condition     = contains(["rediss", "rediss+cluster"], var.redis_scheme)
+    error_message = "redis_scheme is rediss or rediss+cluster (DCC's Redis is always reached over TLS)."
+  }
 }
 
 variable "auth_parameter" {

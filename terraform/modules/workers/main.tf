@@ -118,6 +118,7 @@ resource "aws_launch_template" "pool" {
     notify_parameter        = ""
     registry_auth_parameter = var.registry_auth_parameter == null ? "" : var.registry_auth_parameter
     redis_host              = var.redis_host
+    redis_scheme            = var.redis_scheme
     dcc_storage             = var.dcc_storage
     retention               = var.retention
     durability              = var.durability

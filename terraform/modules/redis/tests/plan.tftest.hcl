@@ -44,3 +44,47 @@ run "defaults" {
     error_message = "The parameter group sets noeviction and hash-max-listpack-value 1024."
   }
 }
+
+# Cluster mode: shards behind the configuration endpoint, which DCC is given as a cluster URL.
+run "cluster_mode" {
+  command = plan
+  variables {
+    shards   = 3
+    replicas = 2
+  }
+  assert {
+    condition     = aws_elasticache_replication_group.this.cluster_mode == "enabled" && aws_elasticache_replication_group.this.num_node_groups == 3 && aws_elasticache_replication_group.this.replicas_per_node_group == 2
+    error_message = "Three shards of a primary and two replicas each, cluster mode on."
+  }
+  assert {
+    condition     = aws_elasticache_replication_group.this.automatic_failover_enabled && aws_elasticache_replication_group.this.multi_az_enabled
+    error_message = "Failover (required by cluster mode) and Multi-AZ stay on."
+  }
+  assert {
+    condition = {
+      for p in aws_elasticache_parameter_group.this.parameter : p.name => p.value
+    } == { "maxmemory-policy" = "noeviction", "hash-max-listpack-value" = "1024", "cluster-enabled" = "yes" }
+    error_message = "The cluster's parameter group enables cluster mode and keeps noeviction and the listpack size."
+  }
+  assert {
+    condition     = output.scheme == "rediss+cluster"
+    error_message = "DCC reaches a cluster-mode group as a cluster, over TLS."
+  }
+}
+
+run "one_primary_by_default" {
+  command = plan
+  assert {
+    condition     = aws_elasticache_replication_group.this.cluster_mode == "disabled" && aws_elasticache_replication_group.this.num_cache_clusters == 2 && output.scheme == "rediss"
+    error_message = "Cluster mode off: a primary and one replica, reached with rediss://."
+  }
+}
+
+run "shards_and_replicas_are_checked" {
+  command = plan
+  variables {
+    shards   = 2
+    replicas = 0
+  }
+  expect_failures = [var.replicas]
+}
