@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::clock::Millis;
+use crate::connection::Target;
 use crate::job::JobState;
 
 /// Events buffered per receiver before it is told to resync.
@@ -98,8 +99,9 @@ pub struct Events {
 
 impl Events {
     /// Subscribes to `channel` on the Redis at `url` for as long as the process lives,
-    /// reconnecting with backoff. On a cluster any node will do (a `PUBLISH` reaches every node
-    /// of a cluster): each reconnection tries the next seed, so a dead node is left behind.
+    /// reconnecting with backoff. On a cluster, on the primary holding the channel's slot (the
+    /// deployment's: see [`Target::node_for`]), found again at each reconnection, so a failover
+    /// is followed.
     pub fn spawn(url: &str, channel: String) -> Self {
         Self::spawn_task(url, channel).0
     }
@@ -109,11 +111,12 @@ impl Events {
     pub fn spawn_task(url: &str, channel: String) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(CAPACITY);
         let events = Events { tx: tx.clone() };
-        let nodes = crate::connection::Target::parse(url).map_or_else(|_| vec![url.to_string()], |t| t.nodes());
+        let target = Target::parse(url).unwrap_or_else(|_| Target::Node(url.to_string()));
         let task = tokio::spawn(async move {
             let mut pauses = crate::retry::until_reachable().build();
-            for url in nodes.iter().cycle() {
-                match run(url, &channel, &tx).await {
+            for turn in 0.. {
+                let url = target.node_for(&channel, turn).await;
+                match run(&url, &channel, &tx).await {
                     Ok(()) => {
                         tracing::warn!(
                             event = "EventsDisconnected",

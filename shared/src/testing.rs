@@ -51,7 +51,12 @@ impl Redis {
     /// notice a dead peer after a second (`cluster-node-timeout`), so a failover in a test takes
     /// seconds, not the default's fifteen.
     pub fn cluster(primaries: usize, replicas: usize) -> Self {
-        let args = [
+        Self::cluster_with(primaries, replicas, &[])
+    }
+
+    /// As [`Redis::cluster`], each node started with extra arguments.
+    pub fn cluster_with(primaries: usize, replicas: usize, extra: &[&str]) -> Self {
+        let mut args = vec![
             "--cluster-enabled",
             "yes",
             "--cluster-node-timeout",
@@ -62,6 +67,7 @@ impl Redis {
             "--repl-diskless-sync-delay",
             "0",
         ];
+        args.extend_from_slice(extra);
         let nodes: Vec<Node> = (0..primaries * (1 + replicas)).map(|_| Node::start(&args)).collect();
         let status = Command::new("redis-cli")
             .arg("--cluster")
@@ -91,6 +97,28 @@ impl Redis {
     /// Every node (one for a server).
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The index of the node serving `key`'s slot as a live primary, as the first node that
+    /// answers says in `CLUSTER NODES`; node 0 for one server.
+    pub fn primary_of(&self, key: &str) -> Option<usize> {
+        if !self.cluster {
+            return Some(0);
+        }
+        let node = self.nodes.iter().find(|n| n.text("PING").is_some())?;
+        let slot: u16 = node.text(&format!("CLUSTER KEYSLOT {key}"))?.parse().ok()?;
+        let table = node.text("CLUSTER NODES")?;
+        let port = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| {
+                f.len() > 8
+                    && f[2].contains("master")
+                    && !f[2].contains("fail")
+                    && f[8..].iter().any(|r| serves(r, slot))
+            })
+            .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse::<u16>().ok())?;
+        self.nodes.iter().position(|n| n.port == port)
     }
 
     /// Kills node `i` (SIGKILL): on a cluster, its replica takes over its slots.
@@ -322,6 +350,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// True when a `CLUSTER NODES` slot range (`5461-10922` or `42`) holds `slot`.
+fn serves(range: &str, slot: u16) -> bool {
+    let (a, b) = range.split_once('-').unwrap_or((range, range));
+    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
 }
 
 /// Polls `cond` every 50 ms until it holds; panics after `timeout`.

@@ -9,28 +9,6 @@ use std::time::Duration;
 use dcc_e2e::submits::Stream;
 use dcc_e2e::{Dcc, Redis, Role, eventually, sh};
 
-/// The index of the node serving `key`'s slot as a live primary, as the first node that answers
-/// tells in `CLUSTER NODES`.
-fn primary_of(redis: &Redis, key: &str) -> Option<usize> {
-    let node = redis.nodes().iter().find(|n| n.text("PING").is_some())?;
-    let slot: u16 = node.text(&format!("CLUSTER KEYSLOT {key}"))?.parse().ok()?;
-    let table = node.text("CLUSTER NODES")?;
-    let port = table
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| {
-            f.len() > 8 && f[2].contains("master") && !f[2].contains("fail") && f[8..].iter().any(|r| serves(r, slot))
-        })
-        .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse::<u16>().ok())?;
-    redis.nodes().iter().position(|n| n.port() == port)
-}
-
-/// True when a `CLUSTER NODES` slot range (`5461-10922` or `42`) holds `slot`.
-fn serves(range: &str, slot: u16) -> bool {
-    let (a, b) = range.split_once('-').unwrap_or((range, range));
-    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
-}
-
 /// A key of the deployment the test's processes use (prefix `dcc`): its slot holds them all.
 const KEY: &str = "{dcc}:jobs";
 
@@ -53,13 +31,13 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice(
     let stream = Stream::start(&api, 2);
     stream.acked_beyond(20, "submits before the failover").await;
 
-    let home = primary_of(&redis, KEY).expect("a primary serves the deployment");
+    let home = redis.primary_of(KEY).expect("a primary serves the deployment");
     redis.kill_node(home);
     let killed = std::time::Instant::now();
     eventually(
         Duration::from_secs(30),
         "the cluster to promote the replica",
-        || async { primary_of(&redis, KEY).filter(|&p| p != home) },
+        || async { redis.primary_of(KEY).filter(|&p| p != home) },
     )
     .await;
     let promoted = killed.elapsed().as_secs_f64();

@@ -9,7 +9,8 @@
 //! Settings: `DISPATCH_JOBS` (2000), `DISPATCH_BACKLOG` (20000 jobs queued beforehand, as a busy
 //! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating),
 //! `DISPATCH_TENANTS` (4: the jobs' tenants, taking turns).
-//! Run: `cargo run --release -p dcc-e2e --bin dispatch`.
+//! Run: `cargo run --release -p dcc-e2e --bin dispatch` (on a local Redis Cluster with
+//! `DCC_TEST_REDIS=cluster`: the same scripts, reached through the cluster client).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,14 +30,19 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-/// `INFO commandstats`: per command, (calls, µs).
-async fn commandstats(c: &mut dcc_shared::testing::TestConn) -> HashMap<String, (u64, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(c)
-        .await
-        .expect("INFO");
+/// `INFO commandstats`: per command, (calls, µs), summed over the primaries (on a cluster, the
+/// one holding the deployment's slot does the work; replicas replay writes and are left out).
+fn commandstats(redis: &Redis) -> HashMap<String, (u64, u64)> {
     let mut out = HashMap::new();
+    for node in redis.nodes() {
+        if node.text("INFO replication").is_some_and(|i| i.contains("role:master")) {
+            add_commandstats(&mut out, &node.text("INFO commandstats").expect("INFO"));
+        }
+    }
+    out
+}
+
+fn add_commandstats(out: &mut HashMap<String, (u64, u64)>, info: &str) {
     for line in info.lines() {
         let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
             continue;
@@ -47,9 +53,10 @@ async fn commandstats(c: &mut dcc_shared::testing::TestConn) -> HashMap<String, 
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        out.insert(name.to_string(), (field("calls"), field("usec")));
+        let e = out.entry(name.to_string()).or_default();
+        e.0 += field("calls");
+        e.1 += field("usec");
     }
-    out
 }
 
 /// One phase: script calls, µs per call, µs per call in the commands it called.
@@ -118,7 +125,7 @@ impl Jobs {
 }
 
 /// The four phases of `n` jobs on `q`: (enqueue, claim, renew, finish).
-async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut dcc_shared::testing::TestConn) -> [Cost; 4] {
+async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> [Cost; 4] {
     let who = Claimant {
         worker: "bench",
         free_slots: 1 << 20,
@@ -128,11 +135,11 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut dcc_shared::testing::T
         lease: Duration::from_secs(60),
     };
     let tenants = tenant_names();
-    let s0 = commandstats(c).await;
+    let s0 = commandstats(redis);
     for i in 0..n {
         jobs.submit(q, &tenants[i % tenants.len()]).await;
     }
-    let s1 = commandstats(c).await;
+    let s1 = commandstats(redis);
     let mut leases: Vec<Lease> = Vec::with_capacity(n);
     for _ in 0..n {
         match q.claim(QueueName::Cpu, &who, 0).await.expect("claim") {
@@ -140,11 +147,11 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut dcc_shared::testing::T
             _ => panic!("the backlog ran out"),
         }
     }
-    let s2 = commandstats(c).await;
+    let s2 = commandstats(redis);
     for l in &leases {
         q.renew(l, Duration::from_secs(60), 0).await.expect("renew");
     }
-    let s3 = commandstats(c).await;
+    let s3 = commandstats(redis);
     let ok = Outcome {
         state: JobState::Succeeded,
         exit_code: Some(0),
@@ -157,7 +164,7 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, c: &mut dcc_shared::testing::T
     for l in &leases {
         q.finish(l, &ok, Duration::from_secs(3600), now).await.expect("finish");
     }
-    let s4 = commandstats(c).await;
+    let s4 = commandstats(redis);
     [cost(&s0, &s1), cost(&s1, &s2), cost(&s2, &s3), cost(&s3, &s4)]
 }
 
@@ -189,7 +196,7 @@ async fn main() {
             for i in 0..backlog {
                 jobs.submit(&q, &tenants[i % tenants.len()]).await;
             }
-            let p = phases(&q, &jobs, n, &mut c).await;
+            let p = phases(&q, &jobs, n, &redis).await;
             let total: f64 = p.iter().map(|c| c.us).sum();
             eprintln!(
                 "run {run}, history {}: {total:.1} µs per job",

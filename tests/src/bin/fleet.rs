@@ -51,9 +51,17 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 
-/// A connection for the bench's own reads, patient with a saturated Redis.
+/// A connection for the bench's own reads, patient with a saturated Redis: to the server, or on a
+/// cluster to the primary holding the deployment (every key of it is in one slot; the other
+/// primaries only gossip).
 async fn admin(redis: &Redis) -> dcc_shared::testing::TestConn {
-    let mut c = redis.conn().await;
+    let home = redis.primary_of("{dcc}:jobs").expect("a primary holds the deployment");
+    let c = redis::Client::open(redis.nodes()[home].url())
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers");
+    let mut c = dcc_shared::testing::TestConn::Node(c);
     c.set_response_timeout(Duration::from_secs(60));
     c
 }
@@ -655,7 +663,10 @@ async fn main() {
         Ok("both") => &[false, true],
         _ => &[true],
     };
-    let redis = Redis::start_with(&["--maxclients", "20000"]);
+    let redis = match dcc_shared::testing::cluster_wanted() {
+        true => Redis::cluster_with(3, 1, &["--maxclients", "20000"]),
+        false => Redis::start_with(&["--maxclients", "20000"]),
+    };
     {
         let mut c = admin(&redis).await;
         for (k, v) in [("slowlog-log-slower-than", SLOW_US), ("slowlog-max-len", 2000)] {
