@@ -70,26 +70,34 @@ impl Target {
         }
     }
 
-    /// Where a plain connection (a subscription) to the node holding `key`'s slot goes: the
-    /// server itself, or on a cluster that slot's primary as seed number `turn` (and the ones
-    /// after it, while they do not answer) reports it. A `PUBLISH` from a script counts only
-    /// the subscribers on its own node (the one holding the deployment), and `wake.lua` takes
-    /// a count of 0 for a worker that is gone: a worker subscribed elsewhere would still hear
-    /// its wake-ups but be dropped from the idle workers each time. When no seed answers, the
-    /// seed itself (any node hears every `PUBLISH`).
+    /// Where a plain connection (a subscription) for `key` goes: the server itself, or on a
+    /// cluster the primary of `key`'s slot ([`Target::primary_url`]), asking from seed number
+    /// `turn` on; when no seed answers, that seed itself (any node hears every `PUBLISH`).
     pub async fn node_for(&self, key: &str, turn: usize) -> String {
-        let seeds = match self {
-            Target::Node(url) => return url.clone(),
-            Target::Cluster(seeds) => seeds,
-        };
+        match self {
+            Target::Node(url) => url.clone(),
+            Target::Cluster(seeds) => match self.primary_url(key, turn).await {
+                Some(url) => url,
+                None => seeds[turn % seeds.len()].clone(),
+            },
+        }
+    }
+
+    /// The URL of the primary serving `key`'s slot, as the first seed that answers (from number
+    /// `turn` on) reports it; `None` for one server or when no seed answers. A `PUBLISH` from a
+    /// script counts only the subscribers on its own node (the one holding the deployment), and
+    /// `wake.lua` takes a count of 0 for a worker that is gone: a worker subscribed elsewhere
+    /// would still hear its wake-ups but be dropped from the idle workers each time.
+    pub async fn primary_url(&self, key: &str, turn: usize) -> Option<String> {
+        let Target::Cluster(seeds) = self else { return None };
         for i in 0..seeds.len() {
             let seed = &seeds[(turn + i) % seeds.len()];
             let lookup = tokio::time::timeout(Duration::from_secs(3), primary_for(seed, key));
             if let Ok(Ok(Some(url))) = lookup.await {
-                return url;
+                return Some(url);
             }
         }
-        seeds[turn % seeds.len()].clone()
+        None
     }
 
     /// A cluster client for the seeds; `None` for one server.

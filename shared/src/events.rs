@@ -4,6 +4,8 @@
 //! a receiver falls behind) subscribers get [`Event::Resync`] and re-read the state they care
 //! about from the job records, which are the truth.
 
+use std::time::Duration;
+
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -116,7 +118,7 @@ impl Events {
             let mut pauses = crate::retry::until_reachable().build();
             for turn in 0.. {
                 let url = target.node_for(&channel, turn).await;
-                match run(&url, &channel, &tx).await {
+                match run(&target, &url, &channel, &tx).await {
                     Ok(()) => {
                         tracing::warn!(
                             event = "EventsDisconnected",
@@ -142,14 +144,31 @@ impl Events {
     }
 }
 
-async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+/// How often a subscription on a cluster checks that its node still holds the deployment's slot:
+/// a failover that demotes the primary without killing it (a manual one, a node replaced by
+/// ElastiCache) leaves the subscription on a live replica, which still hears every `PUBLISH` but
+/// no longer counts for the wake-ups.
+const REHOME_EVERY: Duration = Duration::from_secs(15);
+
+async fn run(target: &Target, url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     // Anything published while we were away is lost: tell subscribers to re-read.
     let _ = tx.send(Event::Resync);
     let mut stream = pubsub.on_message();
-    while let Some(msg) = stream.next().await {
+    let mut rehome = tokio::time::interval_at(tokio::time::Instant::now() + REHOME_EVERY, REHOME_EVERY);
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = rehome.tick(), if matches!(target, Target::Cluster(_)) => {
+                match target.primary_url(channel, 0).await {
+                    Some(home) if home != url => return Ok(()),
+                    _ => continue,
+                }
+            }
+        };
+        let Some(msg) = msg else { return Ok(()) };
         let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
         match serde_json::from_slice::<JobEvent>(&payload) {
             Ok(ev) => {
@@ -158,7 +177,6 @@ async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::
             Err(e) => tracing::warn!(error = %e, "unreadable job event"),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

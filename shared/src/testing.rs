@@ -121,6 +121,26 @@ impl Redis {
         self.nodes.iter().position(|n| n.port == port)
     }
 
+    /// A manual failover (`CLUSTER FAILOVER` on a replica of the primary serving `key`): the
+    /// replica takes the slots and the old primary, alive, becomes its replica. Waits until a
+    /// node other than the old primary serves `key`; the new primary's index.
+    pub fn fail_over(&self, key: &str) -> usize {
+        let old = self.primary_of(key).expect("a primary serves the key");
+        let table = self.nodes[old].text("CLUSTER NODES").expect("CLUSTER NODES");
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        let old_id = rows.iter().find(|f| f[2].contains("myself")).expect("myself")[0];
+        let replica_port: u16 = rows
+            .iter()
+            .find(|f| f.len() > 3 && f[2].contains("slave") && f[3] == old_id)
+            .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the primary {old_id} has no replica in:\n{table}"));
+        let replica = self.nodes.iter().position(|n| n.port == replica_port).expect("ours");
+        let answer = self.nodes[replica].text("CLUSTER FAILOVER");
+        assert_eq!(answer.as_deref(), Some("OK"), "CLUSTER FAILOVER");
+        wait_for(Duration::from_secs(30), || self.primary_of(key) == Some(replica));
+        replica
+    }
+
     /// Kills node `i` (SIGKILL): on a cluster, its replica takes over its slots.
     pub fn kill_node(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -362,7 +382,10 @@ fn serves(range: &str, slot: u16) -> bool {
 fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "the local Redis Cluster did not come up");
+        assert!(
+            Instant::now() < deadline,
+            "the local Redis Cluster did not get there in time"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
