@@ -6,7 +6,9 @@
 //! deployment lives in one slot: each script's keys are on one node, and a failover of that
 //! node's primary is handled by the cluster client (it follows `MOVED` and refreshes its slot
 //! map). What a command without keys must ask of *that* node (the clock, `WAIT`, `INFO`, `CONFIG`)
-//! goes there with [`Conn::on_home`], never to a node the client picks at random.
+//! goes there with [`Conn::on_home`], never to a node the client picks at random. Job events and
+//! wake-ups travel on shard channels there (`SPUBLISH`/`SSUBSCRIBE`: see
+//! [`crate::queue::Publishing`] and [`crate::events`]).
 
 use std::time::Duration;
 
@@ -62,44 +64,6 @@ impl Target {
         Ok(Target::Cluster(seeds))
     }
 
-    /// The URLs a plain connection (pub/sub) may use, in the order to try them.
-    pub fn nodes(&self) -> Vec<String> {
-        match self {
-            Target::Node(url) => vec![url.clone()],
-            Target::Cluster(seeds) => seeds.clone(),
-        }
-    }
-
-    /// Where a plain connection (a subscription) for `key` goes: the server itself, or on a
-    /// cluster the primary of `key`'s slot ([`Target::primary_url`]), asking from seed number
-    /// `turn` on; when no seed answers, that seed itself (any node hears every `PUBLISH`).
-    pub async fn node_for(&self, key: &str, turn: usize) -> String {
-        match self {
-            Target::Node(url) => url.clone(),
-            Target::Cluster(seeds) => match self.primary_url(key, turn).await {
-                Some(url) => url,
-                None => seeds[turn % seeds.len()].clone(),
-            },
-        }
-    }
-
-    /// The URL of the primary serving `key`'s slot, as the first seed that answers (from number
-    /// `turn` on) reports it; `None` for one server or when no seed answers. A `PUBLISH` from a
-    /// script counts only the subscribers on its own node (the one holding the deployment), and
-    /// `wake.lua` takes a count of 0 for a worker that is gone: a worker subscribed elsewhere
-    /// would still hear its wake-ups but be dropped from the idle workers each time.
-    pub async fn primary_url(&self, key: &str, turn: usize) -> Option<String> {
-        let Target::Cluster(seeds) = self else { return None };
-        for i in 0..seeds.len() {
-            let seed = &seeds[(turn + i) % seeds.len()];
-            let lookup = tokio::time::timeout(Duration::from_secs(3), primary_for(seed, key));
-            if let Ok(Ok(Some(url))) = lookup.await {
-                return Some(url);
-            }
-        }
-        None
-    }
-
     /// A cluster client for the seeds; `None` for one server.
     pub(crate) fn cluster_client(&self, response_timeout: Duration) -> Result<Option<ClusterClient>> {
         let Target::Cluster(seeds) = self else { return Ok(None) };
@@ -110,53 +74,6 @@ impl Target {
             .map(Some)
             .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
     }
-}
-
-/// The URL of the primary serving `key`'s slot, as the node at `seed` sees the cluster.
-async fn primary_for(seed: &str, key: &str) -> redis::RedisResult<Option<String>> {
-    let mut c = redis::Client::open(seed)?.get_multiplexed_async_connection().await?;
-    let slot: i64 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query_async(&mut c)
-        .await?;
-    let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await?;
-    for range in ranges {
-        let Value::Array(r) = range else { continue };
-        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
-            (r.first(), r.get(1), r.get(2))
-        else {
-            continue;
-        };
-        if !(*start..=*end).contains(&slot) {
-            continue;
-        }
-        let host: Option<String> = primary.first().and_then(|v| redis::from_redis_value_ref(v).ok());
-        let port = match primary.get(1) {
-            Some(Value::Int(p)) => *p,
-            _ => continue,
-        };
-        return Ok(Some(with_address(
-            seed,
-            host.filter(|h| !h.is_empty() && h != "?"),
-            port,
-        )));
-    }
-    Ok(None)
-}
-
-/// `seed` with its host (when one is given) and port replaced, credentials and query kept.
-fn with_address(seed: &str, host: Option<String>, port: i64) -> String {
-    let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", seed));
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (format!("{u}@"), h),
-        None => (String::new(), authority),
-    };
-    let seed_host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    let host = host.unwrap_or_else(|| seed_host.to_string());
-    format!("{scheme}://{userinfo}{host}:{port}{tail}")
 }
 
 /// A connection to the deployment's Redis: a pooled one to a server, or (a clone of) the
@@ -257,11 +174,6 @@ mod tests {
             Target::parse("rediss+cluster://a:1").unwrap(),
             Target::Cluster(vec!["rediss://a:1".into()])
         );
-        assert_eq!(
-            with_address("rediss://u:p@a:1/?x=1", Some("b".into()), 2),
-            "rediss://u:p@b:2/?x=1"
-        );
-        assert_eq!(with_address("redis://a:1", None, 3), "redis://a:3");
         for bad in [
             "a:1",
             "http://a:1",

@@ -4,8 +4,6 @@
 //! a receiver falls behind) subscribers get [`Event::Resync`] and re-read the state they care
 //! about from the job records, which are the truth.
 
-use std::time::Duration;
-
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -101,9 +99,9 @@ pub struct Events {
 
 impl Events {
     /// Subscribes to `channel` on the Redis at `url` for as long as the process lives,
-    /// reconnecting with backoff. On a cluster, on the primary holding the channel's slot (the
-    /// deployment's: see [`Target::node_for`]), found again at each reconnection, so a failover
-    /// is followed.
+    /// reconnecting with backoff. On a cluster the channel is a shard channel (`SSUBSCRIBE`: the
+    /// scripts `SPUBLISH`), heard on the primary holding the deployment's slot and followed
+    /// through failovers by the cluster client.
     pub fn spawn(url: &str, channel: String) -> Self {
         Self::spawn_task(url, channel).0
     }
@@ -116,9 +114,12 @@ impl Events {
         let target = Target::parse(url).unwrap_or_else(|_| Target::Node(url.to_string()));
         let task = tokio::spawn(async move {
             let mut pauses = crate::retry::until_reachable().build();
-            for turn in 0.. {
-                let url = target.node_for(&channel, turn).await;
-                match run(&target, &url, &channel, &tx).await {
+            loop {
+                let run = match &target {
+                    Target::Node(url) => run(url, &channel, &tx).await,
+                    Target::Cluster(seeds) => run_sharded(seeds, &channel, &tx).await,
+                };
+                match run {
                     Ok(()) => {
                         tracing::warn!(
                             event = "EventsDisconnected",
@@ -144,38 +145,53 @@ impl Events {
     }
 }
 
-/// How often a subscription on a cluster checks that its node still holds the deployment's slot:
-/// a failover that demotes the primary without killing it (a manual one, a node replaced by
-/// ElastiCache) leaves the subscription on a live replica, which still hears every `PUBLISH` but
-/// no longer counts for the wake-ups.
-const REHOME_EVERY: Duration = Duration::from_secs(15);
-
-async fn run(target: &Target, url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     // Anything published while we were away is lost: tell subscribers to re-read.
     let _ = tx.send(Event::Resync);
     let mut stream = pubsub.on_message();
-    let mut rehome = tokio::time::interval_at(tokio::time::Instant::now() + REHOME_EVERY, REHOME_EVERY);
-    loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
-            _ = rehome.tick(), if matches!(target, Target::Cluster(_)) => {
-                match target.primary_url(channel, 0).await {
-                    Some(home) if home != url => return Ok(()),
-                    _ => continue,
+    while let Some(msg) = stream.next().await {
+        forward(msg.get_payload_bytes(), tx);
+    }
+    Ok(())
+}
+
+/// The subscription on a cluster: `SSUBSCRIBE` through a RESP3 cluster connection, which sends
+/// it to the primary of the channel's slot. A node's connection lost, or the slot moved away
+/// from the node (a failover that left the old primary alive unsubscribes its shard channels),
+/// ends it: the caller subscribes again, through a fresh slot map.
+async fn run_sharded(seeds: &[String], channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+    let (push, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(push)
+        .build()?;
+    let mut conn = client.get_async_connection().await?;
+    conn.ssubscribe(channel).await?;
+    let _ = tx.send(Event::Resync);
+    while let Some(p) = pushes.recv().await {
+        match p.kind {
+            redis::PushKind::SMessage => {
+                if let Some(redis::Value::BulkString(payload)) = p.data.get(1) {
+                    forward(payload, tx);
                 }
             }
-        };
-        let Some(msg) = msg else { return Ok(()) };
-        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-        match serde_json::from_slice::<JobEvent>(&payload) {
-            Ok(ev) => {
-                let _ = tx.send(Event::Job(ev));
-            }
-            Err(e) => tracing::warn!(error = %e, "unreadable job event"),
+            redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection => return Ok(()),
+            _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Hands one published event to the process's receivers.
+fn forward(payload: &[u8], tx: &broadcast::Sender<Event>) {
+    match serde_json::from_slice::<JobEvent>(payload) {
+        Ok(ev) => {
+            let _ = tx.send(Event::Job(ev));
+        }
+        Err(e) => tracing::warn!(error = %e, "unreadable job event"),
     }
 }
 

@@ -20,9 +20,10 @@ async fn resync(rx: &mut tokio::sync::broadcast::Receiver<Event>, within: Durati
         .expect("a resync in time");
 }
 
-/// A manual failover leaves the old primary alive as a replica: a worker's subscription there
-/// still hears every `PUBLISH`, but the new primary counts nobody and would drop the worker from
-/// the idle ones at every wake-up. The subscription moves to the new primary by itself.
+/// A manual failover leaves the old primary alive as a replica, and the wake-ups (`SPUBLISH` on
+/// the worker's shard channel) count the subscribers on the new primary only: one left on the
+/// old node would be dropped from the idle workers at every wake-up. The subscription moves to
+/// the new primary by itself.
 #[tokio::test]
 async fn a_manual_failover_moves_subscriptions_to_the_new_primary() {
     let redis = Redis::cluster(3, 1);
@@ -40,7 +41,7 @@ async fn a_manual_failover_moves_subscriptions_to_the_new_primary() {
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
         let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
+            .arg("SHARDNUMSUB")
             .arg(&channel)
             .query_async(&mut on_new)
             .await

@@ -3,14 +3,12 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
-
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobRecord, JobState};
 
-static CANCEL: LazyLock<Script> = LazyLock::new(|| moving_script!("cancel.lua"));
+static CANCEL: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("cancel.lua"));
 
 /// What a cancel did.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +27,7 @@ impl Queue {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let r: Vec<String> = CANCEL
+            .on(self)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
-
 use super::lease::Lease;
 use super::{Queue, ms};
 use crate::clock::Millis;
@@ -21,7 +19,7 @@ pub const SCAN: u32 = 32;
 /// Tenants a claim looks at per lane, in turn (beyond, tenants wait for the turns ahead).
 pub const SCAN_TENANTS: u32 = 64;
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| moving_script!("lease_now.lua", "claim.lua"));
+static CLAIM: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("lease_now.lua", "claim.lua"));
 
 /// What a claim got.
 #[derive(Debug)]
@@ -80,7 +78,7 @@ impl Queue {
     pub async fn claim(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
         let k = self.keys();
         let mut conn = self.conn().await?;
-        let mut inv = CLAIM.key(k.lane(queue, Lane::Fast));
+        let mut inv = CLAIM.on(self).key(k.lane(queue, Lane::Fast));
         inv.key(k.lane(queue, Lane::High))
             .key(k.lane(queue, Lane::Normal))
             .key(k.running(queue))

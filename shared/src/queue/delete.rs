@@ -5,15 +5,13 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
-
 use super::Queue;
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, JobState};
 use crate::storage::{Storage, paths};
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| moving_script!("delete.lua"));
+static DELETE: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("delete.lua"));
 
 /// What a delete did.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +56,7 @@ impl Queue {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let r: Option<String> = DELETE
+            .on(self)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))

@@ -2,15 +2,13 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
-
-use super::Queue;
+use super::{Publishing, Queue};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobSpec, Lane};
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
+static ENQUEUE: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(concat!(
         include_str!("history.lua"),
         include_str!("active.lua"),
         include_str!("notify.lua"),
@@ -78,7 +76,7 @@ impl Queue {
         let spec_json = serde_json::to_string(job.spec).unwrap_or_default();
         let k = self.keys();
         let mut conn = self.conn().await?;
-        let mut inv = ENQUEUE.key(k.job(job.id));
+        let mut inv = ENQUEUE.on(self).key(k.job(job.id));
         inv.key(k.tenant_lane(queue, job.lane, job.tenant))
             .key(k.index())
             .key(k.tenant_index(job.tenant))

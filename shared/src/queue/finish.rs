@@ -3,15 +3,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
-
 use super::lease::Lease;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobError, JobState, OutputFile, RunStats};
 
-static FINISH: LazyLock<Script> = LazyLock::new(|| moving_script!("finish.lua"));
+static FINISH: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("finish.lua"));
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]
@@ -45,7 +43,7 @@ impl Queue {
     pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
         let k = self.keys();
         let mut conn = self.conn().await?;
-        let mut inv = FINISH.key(k.job(&lease.job));
+        let mut inv = FINISH.on(self).key(k.job(&lease.job));
         inv.key(k.running(lease.queue))
             .key(k.expiry())
             .key(k.tenants_active())

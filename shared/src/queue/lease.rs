@@ -16,7 +16,7 @@ use crate::job::{JobId, Lane, QueueName};
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| moving_script!("release.lua"));
+static RELEASE: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("release.lua"));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +67,7 @@ impl Queue {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let r: i64 = RELEASE
+            .on(self)
             .key(k.job(&lease.job))
             .key(k.running(lease.queue))
             .key(k.lane(lease.queue, Lane::Fast))

@@ -24,7 +24,7 @@
 /// script, so none misses a helper another gained.
 macro_rules! moving_script {
     ($($script:literal),+) => {
-        redis::Script::new(concat!(
+        $crate::queue::Publishing::new(concat!(
             include_str!("history.lua"),
             include_str!("active.lua"),
             include_str!("notify.lua"),
@@ -91,6 +91,34 @@ pub(crate) fn saw_demoted_primary() {
 fn to_demoted_primary(created: Instant) -> bool {
     let at = DEMOTED_AT.load(Ordering::Relaxed);
     at != 0 && created.saturating_duration_since(*EPOCH).as_nanos() as u64 <= at
+}
+
+/// A script that publishes job events and wake-ups, in the two forms a deployment may need:
+/// `PUBLISH` on one server, `SPUBLISH` on a cluster. A plain `PUBLISH` on a cluster is relayed to
+/// every node over the cluster bus and counts only its own node's subscribers; a shard channel
+/// (each carries the deployment's hash tag) stays on the nodes of its slot, and its subscribers
+/// follow the slot through failovers ([`crate::events`]).
+pub(crate) struct Publishing {
+    plain: redis::Script,
+    sharded: redis::Script,
+}
+
+impl Publishing {
+    /// Both forms of `source`, whose every publish is written `redis.call('PUBLISH', …)`.
+    pub(crate) fn new(source: &str) -> Self {
+        Publishing {
+            plain: redis::Script::new(source),
+            sharded: redis::Script::new(&source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")),
+        }
+    }
+
+    /// The form for `queue`'s Redis.
+    pub(crate) fn on(&self, queue: &Queue) -> &redis::Script {
+        match queue.target {
+            Target::Node(_) => &self.plain,
+            Target::Cluster(_) => &self.sharded,
+        }
+    }
 }
 
 /// How a queue reaches Redis.
@@ -318,4 +346,34 @@ impl Queue {
 /// Milliseconds of a duration, as stored in Redis.
 pub(crate) fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every script that publishes spells it `redis.call('PUBLISH', …)`, so its cluster form
+    /// ([`super::Publishing`]) publishes on shard channels only.
+    #[test]
+    fn every_publish_has_a_sharded_form() {
+        for (name, source) in [
+            ("array", include_str!("array.lua")),
+            ("cancel", include_str!("cancel.lua")),
+            ("claim", include_str!("claim.lua")),
+            ("delete", include_str!("delete.lua")),
+            ("deps", include_str!("deps.lua")),
+            ("enqueue", include_str!("enqueue.lua")),
+            ("finish", include_str!("finish.lua")),
+            ("reap", include_str!("reap.lua")),
+            ("release", include_str!("release.lua")),
+            ("wake", include_str!("wake.lua")),
+        ] {
+            let code: String = source.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+            let spelled = code.matches("redis.call('PUBLISH',").count();
+            assert!(spelled > 0, "{name}.lua publishes nothing");
+            assert_eq!(
+                code.matches("PUBLISH").count(),
+                spelled,
+                "{name}.lua publishes otherwise"
+            );
+        }
+    }
 }

@@ -7,14 +7,12 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
-
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{Lane, QueueName};
 
-static REAP: LazyLock<Script> = LazyLock::new(|| moving_script!("lease_now.lua", "reap.lua"));
+static REAP: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("lease_now.lua", "reap.lua"));
 
 /// How long ended jobs are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +51,7 @@ impl Queue {
         for queue in QueueName::ALL {
             loop {
                 let (requeued, failed): (u32, u32) = REAP
+                    .on(self)
                     .key(k.running(queue))
                     .key(k.lane(queue, Lane::Fast))
                     .key(k.lane(queue, Lane::High))
