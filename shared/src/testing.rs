@@ -195,6 +195,17 @@ impl Redis {
         TestConn::Node(c)
     }
 
+    /// `INFO <section>` of the server, or of every primary of a cluster one after the other
+    /// (replicas left out: they replay the primaries' writes).
+    pub fn info(&self, section: &str) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.text("INFO replication").is_some_and(|i| i.contains("role:master")))
+            .filter_map(|n| n.text(&format!("INFO {section}")))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
     /// Every key (tests only: KEYS is fine on a test server; on a cluster, every primary's).
     pub async fn all_keys(&self) -> Vec<String> {
         let mut c = self.conn().await;

@@ -360,17 +360,12 @@ fn lag_ms(rfc: &str, at: std::time::SystemTime) -> i64 {
 
 /// How many `HGETALL`s (reads of a job record) Redis has served so far.
 async fn record_reads(redis: &Redis) -> u64 {
-    let mut c = redis.conn().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    redis
+        .info("commandstats")
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A flood of fast jobs with large outputs meets the Redis budget for fast data: 503 `BUSY` with

@@ -312,10 +312,11 @@ impl Queue {
         Ok(id.unwrap_or(fresh))
     }
 
-    /// Round trip to Redis (`/readyz`).
+    /// Round trip to Redis (`/readyz`); on a cluster, to the node holding the deployment (a
+    /// plain `PING` there goes to every primary, and one down elsewhere is not ours to report).
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        let _: String = c.on_home(&redis::cmd("PING")).await?;
         Ok(())
     }
 
