@@ -160,6 +160,7 @@ impl Core {
         let queue = Queue::new(&config.redis_url, &config.prefix)?
             .with_durability(config.durability)
             .with_history(config.history_ttl);
+        queue.target().check().await?;
         queue.check_durability().await?;
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         match queue.eviction_policy().await {

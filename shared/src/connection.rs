@@ -64,6 +64,33 @@ impl Target {
         Ok(Target::Cluster(seeds))
     }
 
+    /// Refuses a URL of the wrong kind: `redis://` naming one node of a cluster (keys of other
+    /// slots would answer `MOVED`, and the deployment's slot may move away), or
+    /// `redis+cluster://` naming a server without cluster mode. Asks the first node that
+    /// answers (`INFO cluster`); `Ok` while none does (checked again at the next start).
+    pub async fn check(&self) -> Result<()> {
+        let (nodes, want) = match self {
+            Target::Node(url) => (std::slice::from_ref(url), false),
+            Target::Cluster(seeds) => (seeds.as_slice(), true),
+        };
+        for url in nodes {
+            let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(3), cluster_info(url)).await else {
+                continue;
+            };
+            let enabled = info.lines().any(|l| l.trim() == "cluster_enabled:1");
+            return match (want, enabled) {
+                (false, true) => Err(Error::Config(
+                    "DCC_REDIS_URL names one node of a Redis Cluster: name the cluster, redis+cluster://host:port[,host:port…] (rediss+cluster:// for TLS)".into(),
+                )),
+                (true, false) => Err(Error::Config(
+                    "DCC_REDIS_URL names a Redis Cluster (redis+cluster://) but the server has cluster mode off: use redis://host:port (rediss:// for TLS)".into(),
+                )),
+                _ => Ok(()),
+            };
+        }
+        Ok(())
+    }
+
     /// A cluster client for the seeds; `None` for one server.
     pub(crate) fn cluster_client(&self, response_timeout: Duration) -> Result<Option<ClusterClient>> {
         let Target::Cluster(seeds) = self else { return Ok(None) };
@@ -74,6 +101,12 @@ impl Target {
             .map(Some)
             .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
     }
+}
+
+/// What `INFO cluster` says on the node at `url`.
+async fn cluster_info(url: &str) -> redis::RedisResult<String> {
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    redis::cmd("INFO").arg("cluster").query_async(&mut c).await
 }
 
 /// A connection to the deployment's Redis: a pooled one to a server, or (a clone of) the
