@@ -82,8 +82,15 @@ impl Redis {
         let redis = Redis { nodes, cluster: true };
         for node in &redis.nodes {
             wait_for(Duration::from_secs(30), || {
-                node.text("CLUSTER INFO")
-                    .is_some_and(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"))
+                let ok = node
+                    .text("CLUSTER INFO")
+                    .is_some_and(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"));
+                // A replica counts for `WAIT` (`DCC_DURABILITY`) only once its first sync is
+                // done: until then every durable write would answer NOT_DURABLE.
+                ok && node.text("INFO replication").is_some_and(|i| {
+                    let synced = |l: &str| !l.starts_with("slave") || !l.contains("ip=") || l.contains("state=online");
+                    i.lines().all(synced) && (i.contains("role:master") || i.contains("master_link_status:up"))
+                })
             });
         }
         redis
