@@ -18,6 +18,8 @@ use dcc_shared::storage::{LocalStorage, Storage, paths};
 use dcc_shared::testing::Redis;
 use serde_json::json;
 
+mod common;
+
 const LEASE: Duration = Duration::from_secs(30);
 const RETENTION: Duration = Duration::from_secs(3600);
 const T0: i64 = 1_800_000_000_000;
@@ -757,54 +759,17 @@ async fn listing_pages_through_jobs_of_the_same_millisecond() {
 }
 
 /// A job that becomes claimable wakes the idle worker with the most room, on its own channel,
-/// and that one only: the next idle worker stays idle. (On a cluster the wake-up's `PUBLISH`
-/// counts only the subscribers of the node it runs on, so a worker must subscribe on the node
-/// holding the deployment, or it would count as gone and the next worker be woken too.)
+/// and that one only: the next idle worker stays idle. (On a cluster a script's `PUBLISH` counts
+/// only the subscribers of the node it runs on, so wake-ups use shard channels there, or a
+/// worker subscribed elsewhere would count as gone and the next worker be woken too.)
 #[tokio::test]
 async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
     let events = Events::spawn(&redis.url(), q.keys().worker_events("roomy"));
     let mut rx = events.subscribe();
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Resync = ev {
-            break;
-        }
-    }
-    for (worker, slots) in [("roomy", 8), ("small", 2)] {
-        let who = Claimant {
-            free_slots: slots,
-            total_slots: slots,
-            ..who(worker)
-        };
-        let c = q.claim(dcc_shared::job::QueueName::Cpu, &who, T0).await.unwrap();
-        assert!(matches!(c, Claim::Empty), "{c:?}");
-    }
-    let id = enqueue(&q, "w1", json!({"image": "x"}), T0 + 1).await;
-    let woke = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(Event::Job(ev)) = rx.recv().await
-                && ev.job_id == id.as_str()
-            {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("the roomy worker was woken");
-    assert_eq!(woke.status, EventStatus::Now(JobState::Queued));
-    let mut c = redis.conn().await;
-    let idle: Vec<String> = redis::cmd("ZRANGE")
-        .arg(q.keys().idle(dcc_shared::job::QueueName::Cpu))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    common::resync(&mut rx, Duration::from_secs(10)).await;
+    let idle = common::wake_roomy(&redis, &q, &mut rx).await;
     assert_eq!(
         idle,
         vec!["small".to_string()],

@@ -32,6 +32,26 @@ pub fn dcc_bin() -> PathBuf {
     .unwrap_or_else(|| panic!("no dcc binary next to {}: run `cargo build` first", exe.display()))
 }
 
+/// Runs `dcc server` (API only, local storage in a temporary folder) with `env` and expects it to
+/// refuse to start within 30 s: what it printed on stderr.
+pub async fn server_refused_at_start(env: &[(&str, String)]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = tokio::process::Command::new(dcc_bin());
+    cmd.arg("server")
+        .env("DCC_LISTEN", format!("127.0.0.1:{}", crate::free_port()))
+        .env("DISABLE_WORKER", "true")
+        .env("DCC_STORAGE", dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("dcc server exits at once")
+        .expect("dcc runs");
+    assert!(!out.status.success(), "dcc server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A short random name, for worker ids and prefixes.
 pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::random();

@@ -75,39 +75,19 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice(
     assert!(stray.is_empty(), "keys outside the deployment's slot: {stray:?}");
 }
 
-/// `dcc server` with `DCC_REDIS_URL`; what it printed, once it exited.
-async fn refused_at_start(url: String) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(dcc_e2e::dcc_bin())
-            .arg("server")
-            .env("DCC_REDIS_URL", url)
-            .env("DCC_LISTEN", format!("127.0.0.1:{}", dcc_e2e::free_port()))
-            .env("DISABLE_WORKER", "true")
-            .env("DCC_STORAGE", dir.path())
-            .output(),
-    )
-    .await
-    .expect("dcc server exits at once")
-    .expect("dcc runs");
-    assert!(!out.status.success(), "dcc server started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// An operator who names one node of a cluster as a server (it would answer `MOVED` for keys
 /// elsewhere, and keep answering for the deployment's slot until a failover moves it), or a
 /// server as a cluster, is told at start-up which URL to write.
 #[tokio::test]
 async fn a_url_of_the_wrong_kind_is_refused_at_start() {
     let cluster = Redis::cluster(3, 0);
-    let said = refused_at_start(cluster.nodes()[0].url()).await;
+    let said = dcc_e2e::server_refused_at_start(&[("DCC_REDIS_URL", cluster.nodes()[0].url())]).await;
     assert!(
         said.contains("names one node of a Redis Cluster") && said.contains("redis+cluster://"),
         "{said}"
     );
     let single = Redis::start_with(&[]);
     let url = format!("redis+cluster://127.0.0.1:{}", single.port());
-    let said = refused_at_start(url).await;
+    let said = dcc_e2e::server_refused_at_start(&[("DCC_REDIS_URL", url)]).await;
     assert!(said.contains("cluster mode off") && said.contains("redis://"), "{said}");
 }

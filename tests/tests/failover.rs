@@ -247,24 +247,9 @@ async fn a_demoted_primary_is_left_for_the_endpoints_new_one() {
 /// at the first submit.
 #[tokio::test]
 async fn a_durability_redis_cannot_honour_is_refused_at_start() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(dcc_e2e::dcc_bin())
-            .arg("server")
-            .env("DCC_REDIS_URL", redis.url())
-            .env("DCC_DURABILITY", "aof")
-            .env("DCC_LISTEN", format!("127.0.0.1:{}", dcc_e2e::free_port()))
-            .env("DISABLE_WORKER", "true")
-            .env("DCC_STORAGE", dir.path())
-            .output(),
-    )
-    .await
-    .expect("dcc server exits at once")
-    .expect("dcc runs");
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let redis = Redis::start_with(&[]);
+    let said =
+        dcc_e2e::server_refused_at_start(&[("DCC_REDIS_URL", redis.url()), ("DCC_DURABILITY", "aof".into())]).await;
     assert!(
         said.contains("DCC_DURABILITY=aof needs Redis 7.2")
             || said.contains("DCC_DURABILITY=aof needs `appendonly yes`"),

@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
+use dcc_shared::events::Event;
 use dcc_shared::job::{JobError, JobId, JobRecord, JobRequest, JobState, Lane, Limits, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant, Claimed};
 use dcc_shared::queue::enqueue::{Enqueued, NewJob, Quota};
 use dcc_shared::queue::finish::{Finished, Outcome};
 use dcc_shared::queue::lease::Lease;
-use serde_json::Value;
+use dcc_shared::testing::Redis;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::Receiver;
 
 pub const LEASE: Duration = Duration::from_secs(30);
 pub const RETENTION: Duration = Duration::from_secs(3600);
@@ -75,4 +78,50 @@ pub async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
 /// Job `id`'s record.
 pub async fn get(q: &Queue, id: &str) -> JobRecord {
     q.get(&JobId::parse(id).unwrap()).await.unwrap().unwrap()
+}
+
+/// Waits (at most `within`) for the next resync: a subscription made, or made again.
+pub async fn resync(rx: &mut Receiver<Event>, within: Duration) {
+    tokio::time::timeout(within, async { while !matches!(rx.recv().await, Ok(Event::Resync)) {} })
+        .await
+        .expect("a resync in time");
+}
+
+/// Two workers go idle on the cpu queue (`roomy` with 8 free slots, then `small` with 2) and a
+/// job is queued: `rx`, a live subscription to `roomy`'s channel, must hear its wake-up within
+/// 5 s. The workers still idle after it.
+pub async fn wake_roomy(redis: &Redis, q: &Queue, rx: &mut Receiver<Event>) -> Vec<String> {
+    for (worker, slots) in [("roomy", 8), ("small", 2)] {
+        let who = Claimant {
+            worker,
+            free_slots: slots,
+            total_slots: slots,
+            free_memory_mb: 1 << 20,
+            total_memory_mb: 1 << 20,
+            lease: LEASE,
+        };
+        let c = q.claim(QueueName::Cpu, &who, T0).await.unwrap();
+        assert!(matches!(c, Claim::Empty), "{c:?}");
+    }
+    submit(q, "t1", "wake", json!({"image": "x"}), 0).await;
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Job(ev)) = rx.recv().await
+                && ev.job_id == "wake"
+            {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the roomy worker was woken");
+    assert_eq!(heard.status, dcc_shared::events::EventStatus::Now(JobState::Queued));
+    let mut c = redis.conn().await;
+    redis::cmd("ZRANGE")
+        .arg(q.keys().idle(QueueName::Cpu))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap()
 }
