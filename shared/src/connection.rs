@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 
 use crate::{Error, Result};
@@ -124,14 +124,6 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// A cluster connection whose keyless commands go to the slot of `key`.
-    pub(crate) fn cluster(conn: ClusterConnection, key: &str) -> Self {
-        Conn::Cluster {
-            conn,
-            home: Route::with_key(key, SlotAddr::Master),
-        }
-    }
-
     /// Runs a command that has no key (or whose keys would not route it) on the node holding
     /// the deployment's keys: the clock, `WAIT`, `INFO`, `CONFIG GET`.
     pub async fn on_home<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::{Hook, HookError, Pool, PoolConfig, Runtime, Timeouts};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SlotAddr};
 
 use crate::connection::{Conn, Target};
 
@@ -131,10 +132,22 @@ enum Backend {
     Cluster(Arc<ClusterBackend>),
 }
 
-/// A cluster's client and its one connection.
+/// A cluster's client, its one connection, and where the deployment's slot is (its primary).
 struct ClusterBackend {
     client: ClusterClient,
     conn: tokio::sync::OnceCell<ClusterConnection>,
+    home: Route,
+}
+
+impl Backend {
+    /// A cluster backend: the deployment's slot computed once, not per command.
+    fn cluster(client: ClusterClient, keys: &Keys) -> Backend {
+        Backend::Cluster(Arc::new(ClusterBackend {
+            client,
+            conn: Default::default(),
+            home: Route::with_key(keys.index(), SlotAddr::Master),
+        }))
+    }
 }
 
 /// The queue of one deployment: a connection pool and its key names.
@@ -161,16 +174,14 @@ impl Queue {
     /// keys under `prefix`. Connects lazily.
     pub fn new(url: &str, prefix: &str) -> Result<Self> {
         let target = Target::parse(url)?;
+        let keys = Keys::new(prefix);
         let backend = match target.cluster_client(durable::RESPONSE_TIMEOUT)? {
-            Some(client) => Backend::Cluster(Arc::new(ClusterBackend {
-                client,
-                conn: Default::default(),
-            })),
+            Some(client) => Backend::cluster(client, &keys),
             None => Backend::Node(Self::pool(url)?),
         };
         Ok(Queue {
             backend,
-            keys: Keys::new(prefix),
+            keys,
             url: url.to_string(),
             target,
             durability: DurabilityPolicy::default(),
@@ -214,10 +225,7 @@ impl Queue {
             && policy.mode != durable::Durability::None
             && let Ok(Some(client)) = self.target.cluster_client(policy.timeout + durable::RESPONSE_TIMEOUT)
         {
-            self.backend = Backend::Cluster(Arc::new(ClusterBackend {
-                client,
-                conn: Default::default(),
-            }));
+            self.backend = Backend::cluster(client, &self.keys);
         }
         self
     }
@@ -274,7 +282,10 @@ impl Queue {
             Backend::Node(pool) => Ok(Conn::Node(pool.get().await?)),
             Backend::Cluster(b) => {
                 let c = b.conn.get_or_try_init(|| b.client.get_async_connection()).await?;
-                Ok(Conn::cluster(c.clone(), &self.keys.index()))
+                Ok(Conn::Cluster {
+                    conn: c.clone(),
+                    home: b.home,
+                })
             }
         }
     }
