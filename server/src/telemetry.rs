@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::now_ms;
 use dcc_shared::events::{Event, Events};
-use dcc_shared::job::JobId;
+use dcc_shared::job::{JobId, QueueName};
 use dcc_shared::queue::Queue;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
@@ -94,6 +94,8 @@ pub async fn latency(req: Request, next: Next) -> Response {
 }
 
 /// Counts finished jobs and their timings from the event stream, for as long as the process runs.
+/// A recorded result's event carries the timings; a job ended otherwise (cancelled, reaped: rare)
+/// has its record read.
 pub fn spawn_job_metrics(queue: Queue, events: &Events) {
     let mut rx = events.subscribe();
     tokio::spawn(async move {
@@ -105,19 +107,28 @@ pub fn spawn_job_metrics(queue: Queue, events: &Events) {
             };
             let Some(ended) = ev.status.ended() else { continue };
             metrics::counter!("dcc_jobs_finished_total", "state" => ended.as_str()).increment(1);
+            if let Some(run) = ev.ended {
+                record_timings(run.queue, run.wait_ms, Some(run.run_ms));
+                continue;
+            }
             let Ok(id) = JobId::parse(&ev.job_id) else { continue };
             if let Ok(Some(job)) = queue.get(&id).await {
-                let q = job.queue.as_str();
-                if let Some(started) = job.started_ms {
-                    metrics::histogram!("dcc_job_queue_wait_seconds", "queue" => q)
-                        .record((started - job.created_ms).max(0) as f64 / 1000.0);
-                }
-                if let Some(s) = &job.stats {
-                    metrics::histogram!("dcc_job_run_seconds", "queue" => q).record(s.run_ms as f64 / 1000.0);
-                }
+                let wait = job.started_ms.map(|started| started - job.created_ms);
+                record_timings(job.queue, wait, job.stats.as_ref().map(|s| s.run_ms));
             }
         }
     });
+}
+
+/// The queue wait and run time of one ended job.
+fn record_timings(queue: QueueName, wait_ms: Option<i64>, run_ms: Option<u64>) {
+    let q = queue.as_str();
+    if let Some(wait) = wait_ms {
+        metrics::histogram!("dcc_job_queue_wait_seconds", "queue" => q).record(wait.max(0) as f64 / 1000.0);
+    }
+    if let Some(run) = run_ms {
+        metrics::histogram!("dcc_job_run_seconds", "queue" => q).record(run as f64 / 1000.0);
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -113,7 +113,7 @@ async fn cluster_info(url: &str) -> redis::RedisResult<String> {
 /// process's multiplexed cluster connection with the route of the deployment's slot.
 pub enum Conn {
     /// To one server.
-    Node(deadpool_redis::Connection),
+    Node(crate::pool::Connection),
     /// To a cluster; `home` is the primary of the slot every key of the deployment is in.
     Cluster {
         /// The cluster connection (cheap clones share its sockets).
@@ -128,7 +128,7 @@ impl Conn {
     /// the deployment's keys: the clock, `WAIT`, `INFO`, `CONFIG GET`.
     pub async fn on_home<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
         match self {
-            Conn::Node(c) => cmd.query_async(c).await,
+            Conn::Node(c) => cmd.query_async(&mut **c).await,
             Conn::Cluster { conn, home } => {
                 let v = conn
                     .route_command(

@@ -10,7 +10,7 @@ pub enum Error {
     Redis(redis::RedisError),
     /// No connection could be taken from the pool (Redis unreachable or the pool exhausted).
     #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] deadpool::managed::PoolError<redis::RedisError>),
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -39,7 +39,7 @@ pub enum Error {
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         if is_read_only(&e) {
-            crate::queue::saw_demoted_primary();
+            crate::pool::saw_demoted_primary();
         }
         Error::Redis(e)
     }

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::Millis;
 use crate::connection::Target;
-use crate::job::JobState;
+use crate::job::{JobState, QueueName};
 
 /// Events buffered per receiver before it is told to resync.
 const CAPACITY: usize = 4096;
@@ -32,6 +32,23 @@ pub struct JobEvent {
     /// The worker involved, if any.
     #[serde(default)]
     pub worker: Option<String>,
+    /// Set on the event of an attempt's recorded result (`finish`): what the servers' metrics
+    /// count, so that no server reads the record of every ended job.
+    #[serde(default, flatten)]
+    pub ended: Option<EndedRun>,
+}
+
+/// What a `finish` event tells of the run it ended.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedRun {
+    /// The job's queue.
+    pub queue: QueueName,
+    /// Created to started (ms), when both are known.
+    #[serde(default)]
+    pub wait_ms: Option<i64>,
+    /// The container's run time (ms).
+    pub run_ms: u64,
 }
 
 /// What a job event says: the job's state now, or that it is gone.
@@ -200,6 +217,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_finish_event_tells_what_the_metrics_count() {
+        let ev: JobEvent = serde_json::from_str(
+            r#"{"jobId": "a", "status": "succeeded", "attempt": 1, "at": 5, "worker": "w", "queue": "gpu",
+                "runMs": 1200, "waitMs": 30}"#,
+        )
+        .unwrap();
+        let run = ev.ended.expect("ended run");
+        assert_eq!((run.queue, run.wait_ms, run.run_ms), (QueueName::Gpu, Some(30), 1200));
+        // (a finish of a job whose creation time is unknown has no wait)
+        let ev: JobEvent =
+            serde_json::from_str(r#"{"jobId": "a", "status": "failed", "at": 5, "queue": "cpu", "runMs": 0}"#).unwrap();
+        assert_eq!(ev.ended.expect("ended run").wait_ms, None);
+        // an event of another kind (cancel, reap) has none
+        let ev: JobEvent = serde_json::from_str(r#"{"jobId": "a", "status": "cancelled", "at": 5}"#).unwrap();
+        assert!(ev.ended.is_none());
+    }
+
+    #[test]
     fn an_event_carries_a_state_or_deleted_and_nothing_else() {
         let ev: JobEvent =
             serde_json::from_str(r#"{"jobId": "a", "status": "timed_out", "attempt": 2, "at": 5}"#).unwrap();
@@ -208,6 +243,7 @@ mod tests {
         let ev: JobEvent = serde_json::from_str(r#"{"jobId": "a", "status": "deleted", "at": 5}"#).unwrap();
         assert!(ev.status.stops_the_container() && ev.status.ended().is_none());
         assert!(EventStatus::Now(JobState::Cancelled).stops_the_container());
+        assert!(ev.ended.is_none());
         assert!(!EventStatus::Now(JobState::Running).stops_the_container());
         assert!(serde_json::from_str::<JobEvent>(r#"{"jobId": "a", "status": "exploded", "at": 5}"#).is_err());
         for s in [

@@ -28,6 +28,7 @@ pub mod job;
 pub mod keys;
 pub mod maintenance;
 pub mod outlook;
+pub mod pool;
 pub mod queue;
 pub mod retry;
 pub mod storage;

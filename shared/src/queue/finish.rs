@@ -55,7 +55,8 @@ impl Queue {
             .arg(now)
             .arg(now + ms(retention))
             .arg(k.events())
-            .arg(self.settle_context(retention));
+            .arg(self.settle_context(retention))
+            .arg(outcome.stats.run_ms);
         let (code, msg) = match &outcome.error {
             Some(e) => (e.code.clone(), e.message.clone()),
             None => (String::new(), String::new()),

@@ -49,11 +49,9 @@ pub mod rate;
 pub mod read;
 pub mod reap;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool_redis::{Hook, HookError, Pool, PoolConfig, Runtime, Timeouts};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SlotAddr};
@@ -61,38 +59,13 @@ use redis::cluster_routing::{Route, SlotAddr};
 use crate::connection::{Conn, Target};
 
 use self::durable::DurabilityPolicy;
+use crate::Result;
 use crate::keys::Keys;
-use crate::{Error, Result};
 
 /// The `hash-max-listpack-value` DCC's Redis should have (the Terraform parameter group, the
 /// test and dev servers set it): a job's record, definition included, then fits Redis's compact
 /// hash encoding.
 pub const RECORD_LISTPACK_VALUE: u64 = 1024;
-
-/// Most pooled Redis connections of one process; requests beyond wait for a free one.
-const POOL_SIZE: usize = 32;
-/// How long to wait for a pooled connection or a new one before answering "unavailable".
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// When this process last had a write refused with `READONLY` (ns after [`EPOCH`], 0: never).
-static DEMOTED_AT: AtomicU64 = AtomicU64::new(0);
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Notes a `READONLY` answer: a failover demoted the primary this process's connections reach, and
-/// the endpoint now names another node. The pool drops every connection made before (a demoted
-/// primary keeps its clients and answers `PING`, so nothing else would), and new ones follow the
-/// endpoint.
-pub(crate) fn saw_demoted_primary() {
-    let now = EPOCH.elapsed().as_nanos() as u64;
-    DEMOTED_AT.fetch_max(now.max(1), Ordering::Relaxed);
-    tracing::warn!("Redis answered READONLY (a failover demoted the primary): reconnecting");
-}
-
-/// True for a connection made before the last `READONLY` answer.
-fn to_demoted_primary(created: Instant) -> bool {
-    let at = DEMOTED_AT.load(Ordering::Relaxed);
-    at != 0 && created.saturating_duration_since(*EPOCH).as_nanos() as u64 <= at
-}
 
 /// A script that publishes job events and wake-ups, in the two forms a deployment may need:
 /// `PUBLISH` on one server, `SPUBLISH` on a cluster. A plain `PUBLISH` on a cluster is relayed to
@@ -126,7 +99,7 @@ impl Publishing {
 #[derive(Clone)]
 enum Backend {
     /// Pooled connections to one server.
-    Node(Pool),
+    Node(crate::pool::Pool),
     /// A cluster: one multiplexed connection (made on first use; cheap clones share it), which
     /// follows failovers and slot moves on its own.
     Cluster(Arc<ClusterBackend>),
@@ -177,7 +150,7 @@ impl Queue {
         let keys = Keys::new(prefix);
         let backend = match target.cluster_client(durable::RESPONSE_TIMEOUT)? {
             Some(client) => Backend::cluster(client, &keys),
-            None => Backend::Node(Self::pool(url)?),
+            None => Backend::Node(crate::pool::open(url)?),
         };
         Ok(Queue {
             backend,
@@ -188,32 +161,6 @@ impl Queue {
             replicas: Default::default(),
             history_ttl: crate::history::DEFAULT_TTL,
         })
-    }
-
-    /// A pool of connections to one server.
-    fn pool(url: &str) -> Result<Pool> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: POOL_SIZE,
-            timeouts: Timeouts {
-                wait: Some(CONNECT_TIMEOUT),
-                create: Some(CONNECT_TIMEOUT),
-                recycle: Some(CONNECT_TIMEOUT),
-            },
-            ..PoolConfig::default()
-        });
-        let _ = *EPOCH;
-        cfg.builder()
-            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))?
-            .runtime(Runtime::Tokio1)
-            .pre_recycle(Hook::sync_fn(|_, metrics| {
-                if to_demoted_primary(metrics.created) {
-                    return Err(HookError::message("connected to a demoted primary"));
-                }
-                Ok(())
-            }))
-            .build()
-            .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
     }
 
     /// The same queue, confirming client-visible writes as `policy` says (`DCC_DURABILITY`).
