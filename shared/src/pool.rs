@@ -17,7 +17,9 @@
 //!
 //! A connection whose own command failed on the wire (closed, reset, timed out) is never handed
 //! out again, and one made before a write was refused with `READONLY` is dropped, not checked: a
-//! demoted primary keeps its clients and answers `PING`.
+//! demoted primary keeps its clients and answers `PING`. A server `timeout` (idle clients closed;
+//! 0 on ElastiCache by default) closes the watch too: the pool then checks its connections once
+//! and the watch reconnects.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Once};
@@ -40,14 +42,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection unused this long is checked (one `PING`) before it is handed out again. Busy
 /// processes reuse theirs within milliseconds, so they never pay it.
 pub const QUIET: Duration = Duration::from_secs(2);
+/// How long the watch waits before connecting again after it closed or could not connect.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// A pool of connections to one server.
 pub type Pool = managed::Pool<Manager>;
 /// A connection taken from the pool (back in it when dropped).
 pub type Connection = managed::Object<Manager>;
-
-/// How long the watch waits before connecting again after it closed or could not connect.
-const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// Process-wide: when a write was last refused with `READONLY` (ns after [`EPOCH`], 0: never).
 static DEMOTED_AT: AtomicU64 = AtomicU64::new(0);
@@ -74,11 +75,15 @@ pub(crate) fn saw_demoted_primary() {
 
 /// A pool for `url`.
 pub fn open(url: &str) -> Result<Pool> {
-    let config = |e: RedisError| Error::Config(format!("DCC_REDIS_URL: {e}"));
+    fn config(e: impl std::fmt::Display) -> Error {
+        Error::Config(format!("DCC_REDIS_URL: {e}"))
+    }
     let inner = deadpool_redis::Manager::new(url).map_err(config)?;
     let info = url.into_connection_info().map_err(config)?;
     let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
     let watch = Client::open(info.set_redis_settings(resp3)).map_err(config)?;
+    // (the clock of the marks starts before any connection is made: one made earlier would count
+    // as made at the epoch, before every later mark, and be dropped or checked by the first)
     let _ = *EPOCH;
     Pool::builder(Manager {
         inner,
@@ -104,7 +109,7 @@ pub fn open(url: &str) -> Result<Pool> {
         Ok(())
     }))
     .build()
-    .map_err(|e| Error::Config(format!("DCC_REDIS_URL: {e}")))
+    .map_err(config)
 }
 
 /// Makes connections as deadpool-redis does; checks them only when needed (see the module).
