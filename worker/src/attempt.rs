@@ -135,8 +135,10 @@ impl Attempt {
 
     /// Runs the attempt and records its result (or hands the job back); returns what it left.
     async fn run(&self) -> Option<Leftovers> {
-        if self.cancel.is_cancelled() || self.worker.is_draining() {
-            // Claimed while shutdown or a drain began: straight back to the queue.
+        // A drain stops claims, not claimed jobs: this one was `running` for clients before the
+        // drain could have been seen, so it runs (the drain waits for it, and its timeout hands it
+        // back like any other). Only a stop that ends attempts sends it straight back.
+        if self.cancel.is_cancelled() {
             self.hand_back().await;
             return None;
         }
