@@ -351,6 +351,11 @@ impl Node {
     }
 
     /// Its port on 127.0.0.1.
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -369,8 +369,13 @@ async fn events_follow_every_transition_in_order() {
         }
     }
     let id = enqueue(&q, "e1", json!({"image": "x"}), T0).await;
-    let lease = claim(&q, "A", T0 + 1).await;
-    q.finish(&lease, &success(), RETENTION, T0 + 2).await.unwrap();
+    // The scripts write the hot events as strings, not through cjson: a worker name JSON must
+    // escape comes out as it went in.
+    let worker = "A \"quoted\" \\ tab\there";
+    let lease = claim(&q, worker, T0 + 1).await;
+    let mut ran = success();
+    ran.stats.run_ms = 7;
+    q.finish(&lease, &ran, RETENTION, T0 + 2).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -378,18 +383,25 @@ async fn events_follow_every_transition_in_order() {
             .unwrap()
             .unwrap()
         {
-            Event::Job(ev) if ev.job_id == id.as_str() => seen.push((ev.status, ev.attempt, ev.at)),
+            Event::Job(ev) if ev.job_id == id.as_str() => seen.push(ev),
             _ => {}
         }
     }
+    let steps: Vec<_> = seen
+        .iter()
+        .map(|e| (e.status, e.attempt, e.at, e.worker.as_deref()))
+        .collect();
     assert_eq!(
-        seen,
+        steps,
         vec![
-            (EventStatus::Now(JobState::Queued), 0, T0),
-            (EventStatus::Now(JobState::Running), 1, T0 + 1),
-            (EventStatus::Now(JobState::Succeeded), 1, T0 + 2)
+            (EventStatus::Now(JobState::Queued), 0, T0, None),
+            (EventStatus::Now(JobState::Running), 1, T0 + 1, Some(worker)),
+            (EventStatus::Now(JobState::Succeeded), 1, T0 + 2, Some(worker))
         ]
     );
+    let ended = seen[2].ended.as_ref().expect("the finish event tells the run");
+    assert_eq!(ended.queue, dcc_shared::job::QueueName::Cpu);
+    assert_eq!((ended.wait_ms, ended.run_ms), (Some(1), 7));
 }
 
 #[tokio::test]

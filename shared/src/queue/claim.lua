@@ -32,9 +32,9 @@
 -- KEYS[6..8]: the tenants' active-job counts, the expiry zset and the webhook outbox (for such a
 --             child and its array)
 -- ARGV[14], ARGV[15]: the history's key prefix and TTL (s; 0: none kept), as in the context
--- Returns: {'claimed', id, attempt, slots, lane, memory_mb, field, value, ...} (the job's hash as
--- it is after the claim, with a child's `spec` read from its parent: the worker needs no second
--- read) | {'nofit', id} | {'empty'}
+-- Returns: {'claimed', id, attempt, slots, lane, memory_mb, {field, value, ...}[, spec]} (the
+-- job's hash as it is after the claim, and a child's `spec`, read from its parent: the worker
+-- needs no second read) | {'nofit', id} | {'empty'}
 -- Arrays: a parent's id stays in its tenant's list until each of its children was made. Taking
 -- it makes the next child `<parent>.<i>` (its record, running, with this lease), unless the
 -- parent has `array_par` children running already: then it is stepped over, like a job that
@@ -46,7 +46,7 @@
 -- (or that array ended without making it), child i is made `failed` (DEPENDENCY_FAILED) without
 -- running, and the next index is looked at.
 -- A started attempt is counted in the minute's history (history.lua), by its queue wait.
--- (Loaded with history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
+-- (Loaded with context.lua, history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -196,16 +196,16 @@ local function take(i, ring, tenant, list, p, front)
     parent = p[6]
   end
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), id)
-  redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = id, status = 'running', attempt = attempt,
-    at = now, worker = ARGV[2]}))
-  local reply = {'claimed', id, attempt, p[3], lanes[i], p[4]}
-  for _, v in ipairs(redis.call('HGETALL', jk)) do reply[#reply + 1] = v end
-  history_started(history, now, reply, 7)
+  redis.call('PUBLISH', ARGV[7], '{"jobId":' .. json_string(id) .. ',"status":"running","attempt":' .. attempt ..
+    ',"at":' .. now .. ',"worker":' .. json_string(ARGV[2]) .. '}')
+  -- (the record goes back as it came from HGETALL, not copied into the reply)
+  local record = redis.call('HGETALL', jk)
+  history_started(history, now, record, 1)
+  local reply = {'claimed', id, attempt, p[3], lanes[i], p[4], record}
   if parent then
     -- (a new child was counted running when made)
     if not spec then redis.call('HINCRBY', ARGV[1] .. parent, 'c_running', 1) end
-    reply[#reply + 1] = 'spec'
-    reply[#reply + 1] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
+    reply[8] = spec or redis.call('HGET', ARGV[1] .. parent, 'spec')
   end
   return reply
 end

@@ -107,10 +107,17 @@ impl Queue {
             Some("claimed") => {
                 let id = s(1).unwrap_or_default();
                 let job = JobId::parse(&id).map_err(|why| Error::Corrupt { job: id.clone(), why })?;
-                let hash: HashMap<String, String> = (6..r.len())
-                    .step_by(2)
-                    .filter_map(|i| Some((s(i)?, s(i + 1)?)))
-                    .collect();
+                let mut hash: HashMap<String, String> = match r.get(6) {
+                    Some(record) => redis::from_redis_value_ref(record).map_err(|e| Error::Corrupt {
+                        job: id.clone(),
+                        why: format!("claimed, its record unreadable: {e}"),
+                    })?,
+                    None => HashMap::new(),
+                };
+                // an array child's spec, read from its parent
+                if let Some(spec) = s(7) {
+                    hash.insert("spec".into(), spec);
+                }
                 let record = JobRecord::from_hash(&job, hash)?.ok_or_else(|| Error::Corrupt {
                     job: id.clone(),
                     why: "claimed but unreadable".into(),

@@ -21,8 +21,10 @@
 -- ARGV[11]: n, its number of dependencies (`dependsOn`)
 -- ARGV[12..11+2n]: each dependency's job id and kind (succeeded | ended)
 -- ARGV[12+2n]: the settle context of deps.lua (JSON: key prefixes; this script reads the
---              dependencies' records from ctx.job and registers in ctx.deps .. dependency)
--- ARGV[13+2n..]: field/value pairs of the new record
+--              dependencies' records from ctx.job and registers in ctx.deps .. dependency;
+--              decoded only for a job with dependencies or an array: context.lua)
+-- ARGV[13+2n], ARGV[14+2n]: the history's key prefix and TTL (s; 0: none kept), as in the context
+-- ARGV[15+2n..]: field/value pairs of the new record
 -- Returns: 'created' | 'exists' (same id, same definition, same tenant, both fast or both
 -- standard: nothing written) | 'conflict' (same id, other definition, another tenant's, or a
 -- fast job's id for a standard one or back: nothing of that job is told) |
@@ -37,8 +39,8 @@
 -- the record's `n2n`, and claim.lua makes child i only once child i of it succeeded.
 -- An array not blocked puts its children in the queue's backlog (count_backlog, ctx.backlog).
 -- Counted in the minute's history (history.lua) as submitted, and a job failed here as ended.
--- (Loaded with history.lua, active.lua (count_backlog), notify.lua (notify_end) and wake.lua
--- (wake_idle) prepended.)
+-- (Loaded with context.lua, history.lua, active.lua (count_backlog), notify.lua (notify_end) and
+-- wake.lua (wake_idle) prepended.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then
@@ -50,8 +52,8 @@ if existing[1] then
 end
 local count = tonumber(ARGV[10])
 local ndeps = tonumber(ARGV[11])
-local ctx = cjson.decode(ARGV[12 + 2 * ndeps])
-local fields = 13 + 2 * ndeps
+local ctx = settle_context(ARGV[12 + 2 * ndeps], {history = ARGV[13 + 2 * ndeps], history_ttl = ARGV[14 + 2 * ndeps]})
+local fields = 15 + 2 * ndeps
 local blocked, failed_by, n2n = {}, nil, nil
 -- The new record's `queue` field, for its history counters.
 local function record_queue()
@@ -102,7 +104,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, fields))
 if n2n then redis.call('HSET', KEYS[1], 'n2n', n2n) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-local event = cjson.encode({jobId = ARGV[1], status = 'queued', attempt = 0, at = tonumber(ARGV[3])})
+local event = '{"jobId":' .. json_string(ARGV[1]) .. ',"status":"queued","attempt":0,"at":' .. ARGV[3] .. '}'
 redis.call('PUBLISH', ARGV[4], event)
 history_count(ctx, ARGV[3], record_queue() .. '|' .. tenant .. '|sub')
 if #blocked > 0 then

@@ -9,6 +9,7 @@ use crate::job::{JobId, JobSpec, Lane};
 
 static ENQUEUE: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(concat!(
+        include_str!("context.lua"),
         include_str!("history.lua"),
         include_str!("active.lua"),
         include_str!("notify.lua"),
@@ -99,7 +100,9 @@ impl Queue {
         for d in &job.spec.depends_on {
             inv.arg(&d.job_id).arg(d.kind.as_str());
         }
-        inv.arg(self.settle_context(job.retention));
+        inv.arg(self.settle_context(job.retention))
+            .arg(k.history_prefix())
+            .arg(self.history_ttl().as_secs());
         for (f, v) in [
             ("spec", spec_json),
             ("state", "queued".to_string()),

@@ -56,7 +56,10 @@ impl Queue {
             .arg(now + ms(retention))
             .arg(k.events())
             .arg(self.settle_context(retention))
-            .arg(outcome.stats.run_ms);
+            .arg(outcome.stats.run_ms)
+            .arg(k.history_prefix())
+            .arg(self.history_ttl().as_secs())
+            .arg(k.dependents_prefix());
         let (code, msg) = match &outcome.error {
             Some(e) => (e.code.clone(), e.message.clone()),
             None => (String::new(), String::new()),

@@ -34,7 +34,8 @@ local function history_count(ctx, now, field)
 end
 
 -- A claim started an attempt; `reply` holds the job's hash as flat field/value pairs from index
--- `from` (claim.lua's reply: no second read), looked through without building a table.
+-- `from` (claim.lua's HGETALL of the record: no second read), looked through without building a
+-- table.
 local function history_started(ctx, now, reply, from)
   if tonumber(ctx.history_ttl or 0) <= 0 then return end
   local queue, tenant, attempt, created = '', '', 1, now

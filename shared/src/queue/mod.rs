@@ -19,12 +19,14 @@
 //! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
 
 /// A script that moves a job, after the Lua helpers it may call, in the order they call each
-/// other: quota counts and the backlog (`active.lua`), webhooks (`notify.lua`), wake-ups
+/// other: the lazily decoded settle context and JSON strings (`context.lua`), history counters
+/// (`history.lua`), quota counts and the backlog (`active.lua`), webhooks (`notify.lua`), wake-ups
 /// (`wake.lua`), dependents (`deps.lua`), array counts (`array.lua`). One list for every such
 /// script, so none misses a helper another gained.
 macro_rules! moving_script {
     ($($script:literal),+) => {
         $crate::queue::Publishing::new(concat!(
+            include_str!("context.lua"),
             include_str!("history.lua"),
             include_str!("active.lua"),
             include_str!("notify.lua"),

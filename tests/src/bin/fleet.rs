@@ -20,7 +20,11 @@
 //! Settings (environment): `FLEET_SIZES` (10,100,500,1000), `FLEET_QUEUED` (100000),
 //! `FLEET_WINDOW_SECS` (15), `FLEET_IDLE_SECS` (10), `FLEET_JOB_MS` (1000: jobs last 0.5–1.5×),
 //! `FLEET_HISTORY` (`on`, `off`, or `both`: each size without then with the history the scripts
-//! keep, `DCC_HISTORY_TTL`, and the Redis time per job of each, compared).
+//! keep, `DCC_HISTORY_TTL`, and the Redis time per job of each, compared), `FLEET_REDIS_CPU`
+//! (unset: every process shares every core; a CPU number: Redis runs on that core alone and this
+//! process and the server on the others, as Redis on its own node would — on a 2-core machine the
+//! generator and the server otherwise keep evicting Redis from its core and its caches, and the
+//! same scripts take longer per call).
 //! Run it with `scripts/fleet.sh` (release build).
 
 use std::collections::HashMap;
@@ -143,8 +147,12 @@ struct Delta {
     /// Commands by share of Redis's command time: (name, calls/s, share %, µs per call).
     top: Vec<(String, f64, f64, f64)>,
     /// Share of Redis's main-thread CPU spent inside commands (the rest: network I/O, pub/sub
-    /// delivery, the event loop).
+    /// delivery, the event loop). `INFO commandstats` counts a command a script calls in the
+    /// script's time and on its own too: an upper bound.
     in_commands_pct: f64,
+    /// Script calls (`EVALSHA`) and their µs, in all.
+    script_calls: f64,
+    script_us: f64,
 }
 
 fn delta(a: &Snapshot, b: &Snapshot) -> Delta {
@@ -158,12 +166,18 @@ fn delta(a: &Snapshot, b: &Snapshot) -> Delta {
         })
         .filter(|(_, c, _)| *c > 0)
         .collect();
+    let (script_calls, script_us) = per
+        .iter()
+        .find(|(k, _, _)| k == "evalsha")
+        .map_or((0.0, 0.0), |(_, c, u)| (*c as f64, *u as f64));
     let total_us: u64 = per.iter().map(|(_, _, u)| u).sum::<u64>().max(1);
     per.sort_by_key(|p| std::cmp::Reverse(p.2));
     let cpu = (b.redis_cpu() - a.redis_cpu()).max(1e-9);
     Delta {
         secs,
         in_commands_pct: total_us as f64 / 1e6 * 100.0 / cpu,
+        script_calls,
+        script_us,
         redis_cpu_pct: cpu * 100.0 / secs,
         ops_per_sec: (b.num("total_commands_processed") - a.num("total_commands_processed")) / secs,
         own_cpu_pct: (b.own_cpu - a.own_cpu) * 100.0 / secs,
@@ -190,7 +204,10 @@ fn top_line(d: &Delta) -> String {
         .map(|(k, c, s, us)| format!("{k} {c:.0}/s {us:.1}µs {s:.0}%"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("{:.0}% of Redis CPU in commands; {top}", d.in_commands_pct)
+    format!(
+        "{:.0}% of Redis CPU in commands (scripts' own calls counted twice); {top}",
+        d.in_commands_pct
+    )
 }
 
 /// Empties Redis; waits until the memory of what was removed is freed.
@@ -643,6 +660,12 @@ fn print(rows: &[Row], bytes_queued: f64, queued: usize) {
                 .map(|e| format!("; a scaler read failed: {e}"))
                 .unwrap_or_default()
         );
+        println!(
+            "  Redis main thread per claimed job: {:.0} µs, {:.0} µs of it in scripts ({:.2} script calls per job)",
+            redis_us_per_job(r),
+            r.busy.script_us / r.busy.secs / r.claims_per_sec.max(1.0),
+            r.busy.script_calls / r.busy.secs / r.claims_per_sec.max(1.0),
+        );
         println!("  busy: {}", top_line(&r.busy));
         println!("  idle: {}", top_line(&r.idle));
         let slow: Vec<String> = r.slow.iter().map(|(k, n, us)| format!("{k} ×{n} {us:.0}µs")).collect();
@@ -679,6 +702,9 @@ async fn main() {
                 .expect("CONFIG");
         }
     }
+    if let Some(cpu) = std::env::var("FLEET_REDIS_CPU").ok().and_then(|v| v.parse().ok()) {
+        pin(&redis, cpu);
+    }
     // Memory per queued job: an empty Redis, then the backlog alone.
     flush(&redis).await;
     let queue = Queue::new(&redis.url(), "dcc")
@@ -708,6 +734,28 @@ async fn main() {
     }
     print(&rows, bytes_queued, queued);
     print_history_cost(&rows);
+}
+
+/// Every thread of every Redis node on `cpu` alone, this process (and the server it starts
+/// later, which inherits it) on the other cores.
+fn pin(redis: &Redis, cpu: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let others: Vec<String> = (0..cores).filter(|c| *c != cpu).map(|c| c.to_string()).collect();
+    assert!(!others.is_empty(), "FLEET_REDIS_CPU={cpu} leaves no core for the rest");
+    let mut pids: Vec<(String, u32)> = redis.nodes().iter().map(|n| (cpu.to_string(), n.pid())).collect();
+    pids.push((others.join(","), std::process::id()));
+    for (cpus, pid) in pids {
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpus, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -a -p -c {cpus} {pid} failed");
+    }
+    eprintln!(
+        "Redis pinned to CPU {cpu}, the generator and the server to {}",
+        others.join(",")
+    );
 }
 
 fn history_ttl(on: bool) -> Duration {
