@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the fleet benchmark on a release build (see docs/scaling.md): simulated workers against
 # one Redis and a real API server. FLEET_SIZES (10,100,500,1000), FLEET_QUEUED (100000),
-# FLEET_WINDOW_SECS (15), FLEET_IDLE_SECS (10) and FLEET_JOB_MS (1000) tune it.
+# FLEET_WINDOW_SECS (15), FLEET_IDLE_SECS (10) and FLEET_JOB_MS (1000) tune it; FLEET_REDIS_CPU=<n>
+# pins Redis to core n and the rest to the other cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
