@@ -5,6 +5,10 @@
 //! how much of it the commands they called took (the rest is the script's own run: argument
 //! tables, `cjson`, Lua). The same run with history off and on (`DCC_HISTORY_TTL`) prints what
 //! keeping history costs per job, as a ratio of the same measure taken minutes apart.
+//! On a shared VM the µs of two runs of the same build can differ by 2×: the last column and
+//! the last lines divide each run's script time by the time of the commands those scripts called
+//! in the same run (the same commands in both builds of a Lua-only change): it moved by ~10 %
+//! where the µs moved 2×, so compare two builds by it, over several alternated runs.
 //!
 //! Settings: `DISPATCH_JOBS` (2000), `DISPATCH_BACKLOG` (20000 jobs queued beforehand, as a busy
 //! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating),
@@ -210,23 +214,41 @@ async fn main() {
     }
     println!("\n## Redis time per transition ({n} jobs over a backlog of {backlog}, {runs} runs per mode)\n");
     println!(
-        "| history | transition | script calls per job | µs per script call (median of runs) | of which in its commands | commands per call |"
+        "| history | transition | script calls per job | µs per script call (median of runs) | of which in its commands | commands per call | script ÷ its commands (median of runs) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for on in [false, true] {
         for (i, name) in names.iter().enumerate() {
             let mut us: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(|r| r.1[i].us).collect();
             let mut inner: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(|r| r.1[i].inner_us).collect();
+            let mut ratio: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.0 == on)
+                .map(|r| r.1[i].us / r.1[i].inner_us.max(1e-9))
+                .collect();
             let first = rows.iter().find(|r| r.0 == on).map(|r| r.1[i]).unwrap_or_default();
             println!(
-                "| {} | {name} | {:.2} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {name} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
                 if on { "on" } else { "off" },
                 first.calls as f64 / n as f64,
                 median(&mut us),
                 median(&mut inner),
-                first.inner_calls
+                first.inner_calls,
+                median(&mut ratio)
             );
         }
+    }
+    for on in [false, true] {
+        let mut ratio: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == on)
+            .map(|r| r.1.iter().map(|c| c.us).sum::<f64>() / r.1.iter().map(|c| c.inner_us).sum::<f64>().max(1e-9))
+            .collect();
+        println!(
+            "Per job, history {}: scripts ÷ the commands they called {:.3} (median of runs; compare builds by this)",
+            if on { "on" } else { "off" },
+            median(&mut ratio)
+        );
     }
     let (off, on) = (median(&mut totals[0]), median(&mut totals[1]));
     println!(
