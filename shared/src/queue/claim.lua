@@ -46,20 +46,16 @@
 -- (or that array ended without making it), child i is made `failed` (DEPENDENCY_FAILED) without
 -- running, and the next index is looked at.
 -- A started attempt is counted in the minute's history (history.lua), by its queue wait.
--- (Loaded with context.lua, history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and array.lua prepended.)
+-- (Loaded with context.lua, history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and
+-- array.lua prepended.)
 local now = lease_now(ARGV[5])
 local lanes = {'fast', 'high', 'normal'}
 local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
 local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
 -- The settle context is decoded only for array children (made, or failed unrun): most claims
--- never need it. History counts come as plain arguments.
-local decoded = nil
-local function context()
-  decoded = decoded or cjson.decode(ARGV[13])
-  return decoded
-end
-local history = {history = ARGV[14], history_ttl = ARGV[15]}
+-- never need it. History counts come as plain arguments (context.lua).
+local ctx = settle_context(ARGV[13], {history = ARGV[14], history_ttl = ARGV[15]})
 
 -- Makes the next child of the array parent `id`, its record written at once as it is to be:
 -- ...`fields` (running with this lease's first attempt when `running`, or failed unrun), and
@@ -67,7 +63,6 @@ local history = {history = ARGV[14], history_ttl = ARGV[15]}
 -- is `running` from its first. One read and one write of the parent: this is every child's
 -- dispatch.
 local function make_child(id, list, running, ...)
-  local ctx = context()
   local pk = ARGV[1] .. id
   local f = redis.call('HMGET', pk, 'array_size', 'queue', 'lane', 'tenant', 'slots', 'gpus', 'memory_mb',
     'max_attempts', 'created_ms', 'inputs_prefix', 'state', 'spec', 'next_index', 'c_running')
@@ -115,8 +110,7 @@ local function twin_succeeded(id, twin, list)
     redis.call('PUBLISH', ARGV[7], cjson.encode({jobId = child, status = 'failed', attempt = 0, at = now}))
     leave_active(KEYS[6], ck)
     local q = redis.call('HMGET', pk, 'queue', 'tenant')
-    local ctx = context()
-    history_ended(ctx, now, 'failed', ck, false, 'DEPENDENCY_FAILED', {q[1], q[2], false, id})
+      history_ended(ctx, now, 'failed', ck, false, 'DEPENDENCY_FAILED', {q[1], q[2], false, id})
     array_child_ended(ctx, child, ck, 'failed', false, now, KEYS[6], KEYS[7], KEYS[8])
   end
 end
@@ -200,7 +194,7 @@ local function take(i, ring, tenant, list, p, front)
     ',"at":' .. now .. ',"worker":' .. json_string(ARGV[2]) .. '}')
   -- (the record goes back as it came from HGETALL, not copied into the reply)
   local record = redis.call('HGETALL', jk)
-  history_started(history, now, record, 1)
+  history_started(ctx, now, record, 1)
   local reply = {'claimed', id, attempt, p[3], lanes[i], p[4], record}
   if parent then
     -- (a new child was counted running when made)

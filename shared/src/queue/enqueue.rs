@@ -72,9 +72,7 @@ pub struct Quota {
 impl Queue {
     /// Queues a job unless its id exists.
     pub async fn enqueue(&self, job: NewJob<'_>, now: Millis) -> Result<Enqueued> {
-        let p = &job.spec.parameters;
-        let queue = p.queue();
-        let spec_json = serde_json::to_string(job.spec).unwrap_or_default();
+        let queue = job.spec.parameters.queue();
         let k = self.keys();
         let mut conn = self.conn().await?;
         let mut inv = ENQUEUE.on(self).key(k.job(job.id));
@@ -103,35 +101,8 @@ impl Queue {
         inv.arg(self.settle_context(job.retention))
             .arg(k.history_prefix())
             .arg(self.history_ttl().as_secs());
-        for (f, v) in [
-            ("spec", spec_json),
-            ("state", "queued".to_string()),
-            ("queue", queue.as_str().to_string()),
-            ("lane", job.lane.as_str().to_string()),
-            ("attempt", "0".to_string()),
-            ("max_attempts", p.max_attempts.to_string()),
-            ("slots", p.slots().to_string()),
-            ("gpus", p.gpus.to_string()),
-            ("memory_mb", p.memory_mb.to_string()),
-            ("created_ms", now.to_string()),
-            ("def_hash", job.def_hash.to_string()),
-            ("tenant", job.tenant.to_string()),
-        ] {
+        for (f, v) in record_fields(&job, now) {
             inv.arg(f).arg(v);
-        }
-        // Read only to fetch inputs: a job without any does not carry it (bytes per queued job).
-        if !job.spec.inputs.is_empty() {
-            inv.arg("inputs_prefix").arg(job.inputs_prefix);
-        }
-        // An array parent: claims make its children from it (claim.lua, array.lua).
-        if let Some(a) = job.spec.array {
-            inv.arg("array_size").arg(a.size);
-            inv.arg("array_par").arg(a.parallelism.unwrap_or(0));
-            inv.arg("keep").arg(super::ms(job.retention));
-        }
-        // The scripts that end a job queue its webhook when they find this (notify.lua).
-        if job.spec.notify.is_some() {
-            inv.arg("notify_state").arg("waiting");
         }
         let r: String = inv.invoke_async(&mut conn).await?;
         // The client hears "created" or "exists" only once the job is as durable as configured.
@@ -140,7 +111,14 @@ impl Queue {
             "exists" => self.confirm_earlier(&mut conn).await?,
             _ => {}
         }
-        Ok(match r.as_str() {
+        Ok(Enqueued::from_reply(&r))
+    }
+}
+
+impl Enqueued {
+    /// What enqueue.lua answered.
+    fn from_reply(r: &str) -> Self {
+        match r {
             "created" => Enqueued::Created,
             "exists" => Enqueued::Exists,
             "quota" => Enqueued::OverQuota,
@@ -151,6 +129,40 @@ impl Queue {
                 Some(("not_twin", Some(i))) => Enqueued::NotTwin(i),
                 _ => Enqueued::Conflict,
             },
-        })
+        }
     }
+}
+
+/// The new record's fields, as enqueue.lua writes them.
+fn record_fields(job: &NewJob<'_>, now: Millis) -> Vec<(&'static str, String)> {
+    let p = &job.spec.parameters;
+    let mut fields = vec![
+        ("spec", serde_json::to_string(job.spec).unwrap_or_default()),
+        ("state", "queued".to_string()),
+        ("queue", p.queue().as_str().to_string()),
+        ("lane", job.lane.as_str().to_string()),
+        ("attempt", "0".to_string()),
+        ("max_attempts", p.max_attempts.to_string()),
+        ("slots", p.slots().to_string()),
+        ("gpus", p.gpus.to_string()),
+        ("memory_mb", p.memory_mb.to_string()),
+        ("created_ms", now.to_string()),
+        ("def_hash", job.def_hash.to_string()),
+        ("tenant", job.tenant.to_string()),
+    ];
+    // Read only to fetch inputs: a job without any does not carry it (bytes per queued job).
+    if !job.spec.inputs.is_empty() {
+        fields.push(("inputs_prefix", job.inputs_prefix.to_string()));
+    }
+    // An array parent: claims make its children from it (claim.lua, array.lua).
+    if let Some(a) = job.spec.array {
+        fields.push(("array_size", a.size.to_string()));
+        fields.push(("array_par", a.parallelism.unwrap_or(0).to_string()));
+        fields.push(("keep", super::ms(job.retention).to_string()));
+    }
+    // The scripts that end a job queue its webhook when they find this (notify.lua).
+    if job.spec.notify.is_some() {
+        fields.push(("notify_state", "waiting".to_string()));
+    }
+    fields
 }
