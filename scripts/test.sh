@@ -47,9 +47,9 @@ step "the job tests again, on S3 (moto)" \
 # A local Redis Cluster (three primaries, one replica each) under the same tests. The skipped
 # ones inject faults into one server (kill it, restart it, cut its port); tests/tests/cluster.rs
 # kills a cluster's primary instead, and runs in the first pass.
-step "the queue, job, live, tenant, scaler, reliability and fleet tests again, on a local Redis Cluster" \
+step "the queue, shard, job, live, tenant, scaler, reliability and fleet tests again, on a local Redis Cluster" \
   env DCC_TEST_REDIS=cluster cargo test --workspace --locked --no-fail-fast \
-    --test queue --test deps --test array --test history --test jobs --test live --test webhooks \
+    --test queue --test shards --test deps --test array --test history --test jobs --test live --test webhooks \
     --test stats --test tenants --test scaler --test fleet --test reliability "$@" -- \
     --skip a_worker_cut_off_from_redis_stops_its_containers_after_a_lease \
     --skip a_worker_waiting_at_start_up_stops_when_told \

@@ -58,7 +58,9 @@ async fn pass() -> anyhow::Result<Value> {
     let redis = RedisConfig::from_env();
     let groups = settings::groups().map_err(anyhow::Error::msg)?;
     let outlook_ttl = settings::outlook_ttl().map_err(anyhow::Error::msg)?;
-    let queue = Queue::new(&redis.url, &redis.prefix)?;
+    let queue = Queue::new(&redis.url, &redis.prefix)?
+        .agree_on_shards(redis.shards()?)
+        .await?;
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let asg = aws_sdk_autoscaling::Client::new(&aws);
     let now = now_ms();

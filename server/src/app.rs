@@ -161,6 +161,15 @@ impl Core {
             .with_durability(config.durability)
             .with_history(config.history_ttl);
         queue.target().check().await?;
+        let queue = match queue.clone().agree_on_shards(config.shards).await {
+            Ok(q) => q,
+            Err(e @ dcc_shared::Error::Config(_)) => return Err(e.into()),
+            Err(e) => {
+                let n = config.shards.unwrap_or(1);
+                tracing::warn!(error = %e, shards = n, "could not read the deployment's shard count from Redis; assuming DCC_REDIS_SHARDS (or 1)");
+                queue.with_shards(n)
+            }
+        };
         queue.check_durability().await?;
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         match queue.eviction_policy().await {
@@ -195,7 +204,7 @@ impl Core {
     /// Every job's events (the API's long-polls, WebSockets and metrics).
     pub fn events(&self) -> Events {
         self.events
-            .get_or_init(|| Events::spawn(&self.config.redis_url, self.queue.keys().events()))
+            .get_or_init(|| Events::spawn(&self.config.redis_url, self.queue.event_channels()))
             .clone()
     }
 

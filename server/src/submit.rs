@@ -193,7 +193,7 @@ async fn admit_valid(state: &AppState, who: &Principal, valid: &ValidJob) -> Res
     }
     let id = match &valid.id {
         Some(client) => who.scoped(client)?,
-        None => JobId::generate(),
+        None => state.queue.new_id(&who.tenant),
     };
     let staging = Staging::new(state.storage.clone(), &id, state.config.max_job_input_bytes);
     Ok((id, staging))
@@ -417,6 +417,15 @@ pub async fn enqueue_staged(
         Enqueued::MissingDependency(i) => {
             staging.discard().await;
             Err(missing_dependency(who, spec, i))
+        }
+        Enqueued::OtherShard(i) => {
+            staging.discard().await;
+            Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+                field: Some(format!("dependsOn[{i}].jobId")),
+                message: "on this sharded deployment that job lives in another shard than this one: \
+                          give both ids the same part before the first '.' (see docs/scaling.md)"
+                    .into(),
+            }))
         }
         Enqueued::NotTwin(i) => {
             staging.discard().await;

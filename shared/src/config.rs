@@ -13,6 +13,7 @@ use crate::{Error, Result};
 pub const KNOWN_VARS: &[&str] = &[
     "DCC_REDIS_URL",
     "DCC_REDIS_PREFIX",
+    "DCC_REDIS_SHARDS",
     "DCC_STORAGE",
     "DCC_RETENTION",
     "DCC_HISTORY_TTL",
@@ -91,6 +92,8 @@ pub struct Config {
     pub redis_url: String,
     /// Key prefix, so deployments and tests can share one Redis (`DCC_REDIS_PREFIX`, `dcc`).
     pub prefix: String,
+    /// Shards of a new deployment (`DCC_REDIS_SHARDS`; unset: as the deployment was started).
+    pub shards: Option<usize>,
     /// Storage backend: a folder path or `file://` URL (`DCC_STORAGE`, `./dcc-data`).
     pub storage: String,
     /// How long finished jobs and their files are kept (`DCC_RETENTION`, `7d`).
@@ -262,6 +265,9 @@ impl Config {
     }
 }
 
+/// Most shards `DCC_REDIS_SHARDS` may ask for: a claim that finds nothing visits every shard.
+pub const MAX_SHARDS: usize = 64;
+
 /// Where a process finds the queue: the only part of [`Config`] the scaler needs.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
@@ -269,6 +275,8 @@ pub struct RedisConfig {
     pub url: String,
     /// `DCC_REDIS_PREFIX`, default `dcc`.
     pub prefix: String,
+    /// `DCC_REDIS_SHARDS` as set, checked by [`RedisConfig::shards`].
+    shards: Option<String>,
 }
 
 impl RedisConfig {
@@ -283,6 +291,20 @@ impl RedisConfig {
         RedisConfig {
             url: get("DCC_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             prefix: get("DCC_REDIS_PREFIX").unwrap_or_else(|| "dcc".into()),
+            shards: get("DCC_REDIS_SHARDS"),
+        }
+    }
+
+    /// `DCC_REDIS_SHARDS`: how many shards a new deployment's queue is split over (1 to
+    /// [`MAX_SHARDS`]); unset, a process takes the count the deployment was started with
+    /// ([`crate::queue::Queue::agree_on_shards`]).
+    pub fn shards(&self) -> Result<Option<usize>> {
+        let Some(raw) = &self.shards else { return Ok(None) };
+        match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_SHARDS).contains(&n) => Ok(Some(n)),
+            _ => Err(crate::Error::Config(format!(
+                "DCC_REDIS_SHARDS must be a whole number from 1 to {MAX_SHARDS}, not {raw:?}"
+            ))),
         }
     }
 }
@@ -307,6 +329,7 @@ impl Config {
         let v = Vars(lookup);
         let (lease, heartbeat) = lease_and_heartbeat(&v)?;
         Ok(Config {
+            shards: redis.shards()?,
             redis_url: redis.url,
             prefix: redis.prefix,
             storage: v.get("DCC_STORAGE").unwrap_or_else(|| "./dcc-data".into()),

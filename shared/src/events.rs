@@ -115,17 +115,17 @@ pub struct Events {
 }
 
 impl Events {
-    /// Subscribes to `channel` on the Redis at `url` for as long as the process lives,
-    /// reconnecting with backoff. On a cluster the channel is a shard channel (`SSUBSCRIBE`: the
-    /// scripts `SPUBLISH`), heard on the primary holding the deployment's slot and followed
-    /// through failovers by the cluster client.
-    pub fn spawn(url: &str, channel: String) -> Self {
-        Self::spawn_task(url, channel).0
+    /// Subscribes to `channels` (one per shard: [`crate::queue::Queue::event_channels`]) on the
+    /// Redis at `url` for as long as the process lives, reconnecting with backoff. On a cluster
+    /// each is a shard channel (`SSUBSCRIBE`: the scripts `SPUBLISH`), heard on the primary
+    /// holding its shard's slot and followed through failovers by the cluster client.
+    pub fn spawn(url: &str, channels: Vec<String>) -> Self {
+        Self::spawn_task(url, channels).0
     }
 
     /// As [`Events::spawn`], with the subscription's task: aborting it closes the subscription
     /// (many subscribers in one process, as the fleet simulation has).
-    pub fn spawn_task(url: &str, channel: String) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn_task(url: &str, channels: Vec<String>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(CAPACITY);
         let events = Events { tx: tx.clone() };
         let target = Target::parse(url).unwrap_or_else(|_| Target::Node(url.to_string()));
@@ -133,8 +133,8 @@ impl Events {
             let mut pauses = crate::retry::until_reachable().build();
             loop {
                 let run = match &target {
-                    Target::Node(url) => run(url, &channel, &tx).await,
-                    Target::Cluster(seeds) => run_sharded(seeds, &channel, &tx).await,
+                    Target::Node(url) => run(url, &channels, &tx).await,
+                    Target::Cluster(seeds) => run_sharded(seeds, &channels, &tx).await,
                 };
                 match run {
                     Ok(()) => {
@@ -162,10 +162,10 @@ impl Events {
     }
 }
 
-async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+async fn run(url: &str, channels: &[String], tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub.subscribe(channels).await?;
     // Anything published while we were away is lost: tell subscribers to re-read.
     let _ = tx.send(Event::Resync);
     let mut stream = pubsub.on_message();
@@ -179,14 +179,17 @@ async fn run(url: &str, channel: &str, tx: &broadcast::Sender<Event>) -> redis::
 /// it to the primary of the channel's slot. A node's connection lost, or the slot moved away
 /// from the node (a failover that left the old primary alive unsubscribes its shard channels),
 /// ends it: the caller subscribes again, through a fresh slot map.
-async fn run_sharded(seeds: &[String], channel: &str, tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+async fn run_sharded(seeds: &[String], channels: &[String], tx: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
     let (push, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(push)
         .build()?;
     let mut conn = client.get_async_connection().await?;
-    conn.ssubscribe(channel).await?;
+    // One by one: the channels of a sharded deployment are in different slots.
+    for channel in channels {
+        conn.ssubscribe(channel).await?;
+    }
     let _ = tx.send(Event::Resync);
     while let Some(p) = pushes.recv().await {
         match p.kind {

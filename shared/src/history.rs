@@ -114,8 +114,22 @@ impl Queue {
         Ok(())
     }
 
-    /// The buckets of minutes `from..to` (minute numbers), missing ones empty.
+    /// The buckets of minutes `from..to` (minute numbers), missing ones empty; on a sharded
+    /// deployment each shard's counts added up (every field is a count; the fleet's samples are
+    /// in shard 0 only).
     pub async fn history(&self, from: i64, to: i64) -> Result<Vec<(i64, HashMap<String, u64>)>> {
+        let mut sum = self.shard(0).history_here(from, to).await?;
+        for q in self.each_shard().skip(1) {
+            for ((_, total), (_, more)) in sum.iter_mut().zip(q.history_here(from, to).await?) {
+                for (field, n) in more {
+                    *total.entry(field).or_default() += n;
+                }
+            }
+        }
+        Ok(sum)
+    }
+
+    async fn history_here(&self, from: i64, to: i64) -> Result<Vec<(i64, HashMap<String, u64>)>> {
         let minutes: Vec<i64> = (from..to).collect();
         let mut conn = self.conn().await?;
         let mut out = Vec::with_capacity(minutes.len());

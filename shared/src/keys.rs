@@ -1,25 +1,110 @@
 //! Every Redis key name DCC uses, built in one place. No other module formats a key.
 //!
-//! All keys start with `{<prefix>}:`. The braces are a Redis Cluster hash tag: every key of one
-//! deployment hashes to the same slot, so each Lua script may touch any of them (Cluster refuses
-//! scripts whose keys span slots). The prefix also isolates deployments (and tests) sharing a
-//! Redis server. The full layout, with types and TTLs, is in `docs/architecture.md`.
+//! All keys start with `{<prefix>}:` (shard 0), or `{<prefix>:<n>}:` for the other shards of a
+//! sharded deployment ([`shard_tags`]). The braces are a Redis Cluster hash tag: every key of one
+//! shard hashes to the same slot, so each Lua script may touch any of them (Cluster refuses
+//! scripts whose keys span slots). Everything about a job lives in its shard; the fleet's keys
+//! (workers, drains, outlooks, the deployment's id and shard count) live in shard 0 whichever
+//! shard a [`Keys`] is for. The prefix also isolates deployments (and tests) sharing a Redis
+//! server. The full layout, with types and TTLs, is in `docs/architecture.md`.
 
 use crate::job::{JobId, Lane, QueueName};
 
-/// Builds key names for one deployment prefix.
+/// Redis Cluster's slot count.
+const SLOTS: u32 = 16384;
+
+/// The hash tags of a deployment's `shards` shards, including the braces. Shard 0 is `{prefix}`,
+/// so a deployment of one shard keeps the keys it always had. Shard i > 0 is `{prefix:n}` with the
+/// smallest `n` whose slot falls in the i-th of `shards` equal slot ranges counted on from shard
+/// 0's range: a cluster whose primaries split the slots evenly (`redis-cli --cluster create`,
+/// ElastiCache) then holds each shard on a different primary when it has `shards` of them.
+pub fn shard_tags(prefix: &str, shards: usize) -> Vec<String> {
+    let shards = shards.max(1);
+    let range = |tag: &str| slot(tag) as usize * shards / SLOTS as usize;
+    let mut tags = vec![prefix.to_string()];
+    let home = range(prefix);
+    let mut n = 1usize;
+    for i in 1..shards {
+        let want = (home + i) % shards;
+        while range(&format!("{prefix}:{n}")) != want {
+            n += 1;
+        }
+        tags.push(format!("{prefix}:{n}"));
+        n += 1;
+    }
+    tags.into_iter().map(|t| format!("{{{t}}}")).collect()
+}
+
+/// The Redis Cluster slot of a hash tag's content (CRC16/XMODEM, as Redis computes it).
+pub fn slot(tag: &str) -> u16 {
+    (crc16(tag.as_bytes()) as u32 % SLOTS) as u16
+}
+
+/// CRC16/XMODEM (poly 0x1021, init 0), the checksum Redis Cluster's key slots are made of.
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, &b| {
+        (0..8).fold(crc ^ ((b as u16) << 8), |c, _| {
+            if c & 0x8000 != 0 { (c << 1) ^ 0x1021 } else { c << 1 }
+        })
+    })
+}
+
+/// The shard a job lives in, out of `shards`: decided by its id's part before the first `.`,
+/// so an array's children (`<parent>.<index>`) and a tenant's own ids (`<tenant>.<id>`) go with
+/// their parent and their tenant; a generated id is drawn until it lands in its tenant's shard
+/// ([`crate::job::JobId::generate_in`]). The same function on every process and version: a job's
+/// shard must never move.
+pub fn shard_of(id: &str, shards: usize) -> usize {
+    let routing = id.split('.').next().unwrap_or(id);
+    (crc16(routing.as_bytes()) as usize) % shards.max(1)
+}
+
+/// The shard of a tenant's jobs (its generated ids, its own ids, its quota count, its rate
+/// bucket): the shard its name would route to as an id.
+pub fn tenant_shard(tenant: &str, shards: usize) -> usize {
+    shard_of(tenant, shards)
+}
+
+/// Builds key names for one deployment prefix, for one of its shards.
 #[derive(Clone, Debug)]
 pub struct Keys {
-    /// `{prefix}` including the braces, e.g. `{dcc}`.
+    /// The shard's hash tag including the braces, e.g. `{dcc}` or `{dcc:3}`.
     tag: String,
+    /// Shard 0's tag, which the fleet's keys carry.
+    fleet: String,
 }
 
 impl Keys {
-    /// Keys for the deployment prefix `prefix` (e.g. `dcc`).
+    /// Keys for the deployment prefix `prefix` (e.g. `dcc`), shard 0 (all of a one-shard one).
     pub fn new(prefix: &str) -> Self {
+        let tag = format!("{{{prefix}}}");
         Keys {
-            tag: format!("{{{prefix}}}"),
+            fleet: tag.clone(),
+            tag,
         }
+    }
+
+    /// The keys of every shard of a deployment of `shards` shards, shard 0 first.
+    pub fn shards(prefix: &str, shards: usize) -> Vec<Keys> {
+        let tags = shard_tags(prefix, shards);
+        let fleet = tags[0].clone();
+        tags.into_iter()
+            .map(|tag| Keys {
+                tag,
+                fleet: fleet.clone(),
+            })
+            .collect()
+    }
+
+    /// This shard's hash tag, braces included (routes commands to its node on a cluster).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// STRING: the deployment's shard count, set by the first server that started it (see
+    /// `docs/scaling.md`): every process reads it, so none can disagree on where a job lives.
+    pub fn shard_count(&self) -> String {
+        format!("{}:shards", self.fleet)
     }
 
     /// HASH: one job's record (see `job::record` for the fields).
@@ -144,14 +229,14 @@ impl Keys {
     /// STRING (JSON, with a TTL of a few scaler passes): what the scaler says the fleet of
     /// `queue` can grow to ([`crate::outlook::Outlook`]).
     pub fn outlook(&self, queue: QueueName) -> String {
-        format!("{}:outlook:{}", self.tag, queue.as_str())
+        format!("{}:outlook:{}", self.fleet, queue.as_str())
     }
 
     /// STRING: this deployment's own id, a random one set by the first worker that asked. Workers
     /// label their containers with it, so two deployments on one Docker host (another prefix,
     /// another Redis) never take each other's containers for leftovers.
     pub fn deployment(&self) -> String {
-        format!("{}:deployment", self.tag)
+        format!("{}:deployment", self.fleet)
     }
 
     /// STRING: a counter written only to move a connection's replication offset, so that a
@@ -174,18 +259,18 @@ impl Keys {
 
     /// HASH with a TTL: one worker's health and capacity; its expiry means the worker is gone.
     pub fn worker(&self, id: &str) -> String {
-        format!("{}:worker:{}", self.tag, id)
+        format!("{}:worker:{}", self.fleet, id)
     }
 
     /// STRING: present while an operator or the scaler asks this worker to drain.
     pub fn drain(&self, id: &str) -> String {
-        format!("{}:drain:{}", self.tag, id)
+        format!("{}:drain:{}", self.fleet, id)
     }
 
     /// HASH: the scaler's memory of one autoscaling group: `last_change` (ms) and `seen:<instance>`
     /// (ms the scaler first saw each instance: the start of its health grace).
     pub fn scaler(&self, group: &str) -> String {
-        format!("{}:scaler:{}", self.tag, group)
+        format!("{}:scaler:{}", self.fleet, group)
     }
 
     /// STRING (integer): bytes all fast jobs' files hold in Redis (`{p}:blob:*`), kept by the
@@ -208,13 +293,50 @@ impl Keys {
 
     /// ZSET: known worker ids, scored by last beat (ms); pruned when their health key is gone.
     pub fn workers(&self) -> String {
-        format!("{}:workers", self.tag)
+        format!("{}:workers", self.fleet)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // CRC16/XMODEM's check value, and slots `CLUSTER KEYSLOT` gives.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("bar"), 5061);
+    }
+
+    #[test]
+    fn shards_fall_in_distinct_slot_ranges_and_shard_0_keeps_its_keys() {
+        for n in [1, 2, 3, 5, 16] {
+            let tags = shard_tags("dcc", n);
+            assert_eq!(tags[0], "{dcc}");
+            let ranges: std::collections::BTreeSet<usize> = tags
+                .iter()
+                .map(|t| slot(t.trim_matches(|c| c == '{' || c == '}')) as usize * n / SLOTS as usize)
+                .collect();
+            assert_eq!(ranges.len(), n, "{tags:?}");
+        }
+        let shards = Keys::shards("dcc", 3);
+        assert_eq!(shards[0].index(), Keys::new("dcc").index());
+        // The fleet's keys are shard 0's in every shard.
+        assert_eq!(shards[2].workers(), "{dcc}:workers");
+        assert_eq!(shards[2].drain("w"), "{dcc}:drain:w");
+        assert_ne!(shards[2].index(), shards[0].index());
+    }
+
+    #[test]
+    fn a_job_goes_with_its_tenant_and_its_parent() {
+        assert_eq!(shard_of("anything", 1), 0);
+        for n in [2, 3, 7] {
+            assert_eq!(shard_of("team-a.x1", n), tenant_shard("team-a", n));
+            assert_eq!(shard_of("p.3", n), shard_of("p", n));
+            assert_eq!(shard_of("team-a.x1.12", n), tenant_shard("team-a", n));
+        }
+    }
 
     #[test]
     fn exact_key_strings() {

@@ -247,23 +247,23 @@ impl Queue {
             .del(k.worker(id))
             .del(k.drain(id))
             .zrem(k.workers(), id)
-            .zrem(k.idle(QueueName::Cpu), id)
-            .zrem(k.idle(QueueName::Gpu), id)
             .query_async::<()>(&mut conn)
             .await?;
-        Ok(())
+        self.leave_idle(id).await
     }
 
     /// Takes a worker out of the idle workers a new job may wake (it drains or cannot run jobs:
     /// the job should wake a worker that claims). Its next claim that finds nothing puts it back.
     pub async fn leave_idle(&self, id: &str) -> Result<()> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .zrem(k.idle(QueueName::Cpu), id)
-            .zrem(k.idle(QueueName::Gpu), id)
-            .query_async::<()>(&mut conn)
-            .await?;
+        for q in self.each_shard() {
+            let k = q.keys();
+            let mut conn = q.conn().await?;
+            redis::pipe()
+                .zrem(k.idle(QueueName::Cpu), id)
+                .zrem(k.idle(QueueName::Gpu), id)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
         Ok(())
     }
 

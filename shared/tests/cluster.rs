@@ -18,7 +18,7 @@ async fn a_manual_failover_moves_subscriptions_to_the_new_primary() {
     let redis = Redis::cluster(3, 1);
     let q = Queue::new(&redis.url(), "t").unwrap();
     let channel = q.keys().worker_events("roomy");
-    let events = Events::spawn(&redis.url(), channel.clone());
+    let events = Events::spawn(&redis.url(), vec![channel.clone()]);
     let mut rx = events.subscribe();
     common::resync(&mut rx, Duration::from_secs(10)).await;
     let new = redis.fail_over(&q.keys().index());

@@ -356,7 +356,7 @@ async fn retention_sweep_removes_records_and_files_when_due() {
 async fn events_follow_every_transition_in_order() {
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
-    let events = Events::spawn(&redis.url(), q.keys().events());
+    let events = Events::spawn(&redis.url(), q.event_channels());
     let mut rx = events.subscribe();
     // The subscription announces itself with a resync once it is live.
     loop {
@@ -778,7 +778,7 @@ async fn listing_pages_through_jobs_of_the_same_millisecond() {
 async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
-    let events = Events::spawn(&redis.url(), q.keys().worker_events("roomy"));
+    let events = Events::spawn(&redis.url(), q.worker_channels("roomy"));
     let mut rx = events.subscribe();
     common::resync(&mut rx, Duration::from_secs(10)).await;
     let idle = common::wake_roomy(&redis, &q, &mut rx).await;

@@ -153,7 +153,7 @@ impl Fleet {
                 .expect("queue")
                 .with_history(s.history);
             let id = format!("sim-{i:04}");
-            let (events, subscription) = Events::spawn_task(&s.redis_url, queue.keys().worker_events(&id));
+            let (events, subscription) = Events::spawn_task(&s.redis_url, queue.worker_channels(&id));
             let slots = rng.random_range(s.slots.clone());
             let w = Arc::new(SimWorker {
                 id,

@@ -407,7 +407,7 @@ async fn chaos_no_job_lost_none_finished_twice() {
     let redis = Redis::start();
     let server = api_server(&redis).await;
     let api = server.api();
-    let events = Events::spawn(&redis.url(), dcc_shared::keys::Keys::new("dcc").events());
+    let events = Events::spawn(&redis.url(), vec![dcc_shared::keys::Keys::new("dcc").events()]);
     let mut rx = events.subscribe();
     loop {
         if let Ok(Ok(Event::Resync)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {

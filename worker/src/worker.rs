@@ -190,7 +190,7 @@ impl Worker {
         let docker = docker::connect().await?;
         wait_for_own_id(&queue, &settings).await?;
         // Its own channel only: wake-ups meant for it and cancels of its jobs, not every event.
-        let events = Events::spawn(queue.url(), queue.keys().worker_events(&settings.id));
+        let events = Events::spawn(queue.url(), queue.worker_channels(&settings.id));
         settings.exec.owner.deployment = queue.deployment_id().await?;
         let removed = docker::remove_leftovers(&docker, &settings.exec.owner, |_| false).await?;
         if removed > 0 {

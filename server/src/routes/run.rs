@@ -90,7 +90,7 @@ pub async fn run(State(state): State<AppState>, req: Request) -> Result<Json<Fas
     }
     let id = match &valid.id {
         Some(client) => who.scoped(client)?,
-        None => JobId::generate(),
+        None => state.queue.new_id(&who.tenant),
     };
     let mut staging = Staging::new(state.blobs.clone(), &id, state.config.max_job_input_bytes);
     if let Err(e) = stage_declared(&state, &mut staging, &valid).await {

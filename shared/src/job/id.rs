@@ -16,6 +16,18 @@ impl JobId {
         JobId(uuid::Uuid::now_v7().to_string())
     }
 
+    /// A fresh id that lives in shard `shard` of `shards` ([`crate::keys::shard_of`]): ids are
+    /// drawn until one lands there (about `shards` draws; a draw is a UUIDv7, so the id still
+    /// sorts by creation time).
+    pub fn generate_in(shard: usize, shards: usize) -> Self {
+        loop {
+            let id = Self::generate();
+            if crate::keys::shard_of(id.as_str(), shards) == shard % shards.max(1) {
+                return id;
+            }
+        }
+    }
+
     /// Validates a client-chosen id, saying what is wrong with it.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > MAX_ID_LEN {

@@ -24,10 +24,11 @@ pub enum Cancelled {
 impl Queue {
     /// Cancels `job` (read just before, for its immutable queue and lane).
     pub async fn cancel(&self, job: &JobRecord, retention: Duration, now: Millis) -> Result<Cancelled> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let this = self.for_job(&job.id);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let r: Vec<String> = CANCEL
-            .on(self)
+            .on(&this)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
@@ -39,11 +40,11 @@ impl Queue {
             .arg(now + ms(retention))
             .arg(k.events())
             .arg(k.worker_events_prefix())
-            .arg(self.settle_context(retention))
+            .arg(this.settle_context(retention))
             .invoke_async(&mut conn)
             .await?;
         if r.first().map(String::as_str) == Some("cancelled") {
-            self.confirm(&mut conn).await?;
+            this.confirm(&mut conn).await?;
         }
         let state = || r.get(1).and_then(|s| JobState::parse(s)).unwrap_or(JobState::Cancelled);
         Ok(match r.first().map(String::as_str) {

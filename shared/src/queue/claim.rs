@@ -74,8 +74,47 @@ impl Claimant<'_> {
 }
 
 impl Queue {
-    /// Takes the next job of `queue` (fast, then high, then normal lane).
+    /// Takes the next job of `queue` (fast, then high, then normal lane). On a sharded
+    /// deployment, from the worker's home shard first and from the others in turn when it has
+    /// nothing this worker can take: each shard that had nothing keeps the worker among its idle
+    /// workers (a job queued there wakes it), until a claim elsewhere succeeds.
     pub async fn claim(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
+        let n = self.shard_count();
+        if n == 1 {
+            return self.claim_here(queue, who, now).await;
+        }
+        let home = crate::keys::shard_of(who.worker, n);
+        let mut answer = Claim::Empty;
+        for (visited, i) in (0..n).map(|k| (home + k) % n).enumerate() {
+            match self.shard(i).claim_here(queue, who, now).await? {
+                Claim::Claimed(c) => {
+                    self.leave_idle_in(queue, who.worker, (0..visited).map(|k| (home + k) % n))
+                        .await?;
+                    return Ok(Claim::Claimed(c));
+                }
+                Claim::NoFit => answer = Claim::NoFit,
+                Claim::Empty => {}
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Takes `worker` out of `queue`'s idle workers in `shards`: it found a job in another.
+    async fn leave_idle_in(&self, queue: QueueName, worker: &str, shards: impl Iterator<Item = usize>) -> Result<()> {
+        for i in shards {
+            let q = self.shard(i);
+            let mut conn = q.conn().await?;
+            redis::cmd("ZREM")
+                .arg(q.keys().idle(queue))
+                .arg(worker)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Queue::claim`] in this value's shard only.
+    async fn claim_here(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let mut inv = CLAIM.on(self).key(k.lane(queue, Lane::Fast));

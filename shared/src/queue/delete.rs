@@ -43,6 +43,7 @@ impl Queue {
         retention: std::time::Duration,
         now: Millis,
     ) -> Result<Deleted> {
+        let this = self.for_job(&job.id);
         if mode == DeleteMode::Expired && !job.state.is_terminal() {
             return Ok(Deleted::Kept);
         }
@@ -53,10 +54,10 @@ impl Queue {
                 storage.delete_prefix(&paths::job(&child)).await?;
             }
         }
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let r: Option<String> = DELETE
-            .on(self)
+            .on(&this)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
@@ -75,11 +76,11 @@ impl Queue {
                 DeleteMode::Expired => "expired",
             })
             .arg(k.worker_events_prefix())
-            .arg(self.settle_context(retention))
+            .arg(this.settle_context(retention))
             .invoke_async(&mut conn)
             .await?;
         if mode == DeleteMode::Any && r.is_some() {
-            self.confirm(&mut conn).await?;
+            this.confirm(&mut conn).await?;
         }
         Ok(match r.as_deref() {
             None => Deleted::Missing,
@@ -93,8 +94,9 @@ impl Queue {
     /// Drops index and expiry entries of a job whose record is already gone (the sweep meets
     /// these only if a record was removed by hand).
     pub async fn forget(&self, id: &JobId) -> Result<()> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let this = self.for_job(id);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         redis::pipe()
             .atomic()
             .cmd("ZREM")

@@ -35,6 +35,9 @@ pub enum Enqueued {
     MissingDependency(usize),
     /// Dependency `i` is `n_to_n` but not an array of this array's size; nothing was written.
     NotTwin(usize),
+    /// Dependency `i` lives in another shard than this job (an admin's own ids route by their
+    /// part before the first `.`: see `docs/scaling.md`); nothing was written.
+    OtherShard(usize),
     /// Created, and failed at once (`DEPENDENCY_FAILED`): a dependency that had to succeed had
     /// already ended otherwise.
     DependencyFailed,
@@ -73,8 +76,13 @@ impl Queue {
     /// Queues a job unless its id exists.
     pub async fn enqueue(&self, job: NewJob<'_>, now: Millis) -> Result<Enqueued> {
         let queue = job.spec.parameters.queue();
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        // Everything a job touches is in its shard, its dependencies included.
+        let this = self.for_job(job.id);
+        if let Some(i) = (job.spec.depends_on.iter()).position(|d| self.shard_of(&d.job_id) != this.shard) {
+            return Ok(Enqueued::OtherShard(i));
+        }
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let mut inv = ENQUEUE.on(self).key(k.job(job.id));
         inv.key(k.tenant_lane(queue, job.lane, job.tenant))
             .key(k.index())
@@ -98,17 +106,17 @@ impl Queue {
         for d in &job.spec.depends_on {
             inv.arg(&d.job_id).arg(d.kind.as_str());
         }
-        inv.arg(self.settle_context(job.retention))
+        inv.arg(this.settle_context(job.retention))
             .arg(k.history_prefix())
-            .arg(self.history_ttl().as_secs());
+            .arg(this.history_ttl().as_secs());
         for (f, v) in record_fields(&job, now) {
             inv.arg(f).arg(v);
         }
         let r: String = inv.invoke_async(&mut conn).await?;
         // The client hears "created" or "exists" only once the job is as durable as configured.
         match r.as_str() {
-            "created" | "failed" => self.confirm(&mut conn).await?,
-            "exists" => self.confirm_earlier(&mut conn).await?,
+            "created" | "failed" => this.confirm(&mut conn).await?,
+            "exists" => this.confirm_earlier(&mut conn).await?,
             _ => {}
         }
         Ok(Enqueued::from_reply(&r))

@@ -41,9 +41,10 @@ impl Queue {
     /// Records `outcome` for the attempt `lease` holds; retention starts now. `Err(NotDurable)`:
     /// recorded on the primary, not confirmed by replicas in time (see [`super::durable`]).
     pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
-        let mut inv = FINISH.on(self).key(k.job(&lease.job));
+        let this = self.for_job(&lease.job);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
+        let mut inv = FINISH.on(&this).key(k.job(&lease.job));
         inv.key(k.running(lease.queue))
             .key(k.expiry())
             .key(k.tenants_active())
@@ -55,10 +56,10 @@ impl Queue {
             .arg(now)
             .arg(now + ms(retention))
             .arg(k.events())
-            .arg(self.settle_context(retention))
+            .arg(this.settle_context(retention))
             .arg(outcome.stats.run_ms)
             .arg(k.history_prefix())
-            .arg(self.history_ttl().as_secs())
+            .arg(this.history_ttl().as_secs())
             .arg(k.dependents_prefix());
         let (code, msg) = match &outcome.error {
             Some(e) => (e.code.clone(), e.message.clone()),
@@ -79,7 +80,7 @@ impl Queue {
         }
         let r: i64 = inv.invoke_async(&mut conn).await?;
         Ok(if r == 1 {
-            self.confirm(&mut conn).await?;
+            this.confirm(&mut conn).await?;
             Finished::Recorded
         } else {
             Finished::LeaseLost

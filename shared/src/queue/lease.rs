@@ -45,8 +45,9 @@ pub enum Renewed {
 impl Queue {
     /// Extends `lease` to `now + length` (the heartbeat).
     pub async fn renew(&self, lease: &Lease, length: Duration, now: Millis) -> Result<Renewed> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let this = self.for_job(&lease.job);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let r: i64 = RENEW
             .key(k.job(&lease.job))
             .key(k.running(lease.queue))
@@ -64,10 +65,11 @@ impl Queue {
     /// head of its lane (a drain ran out of time, the worker is stopping, the GPUs it needs were
     /// taken). `false` when the lease was already lost.
     pub async fn release(&self, lease: &Lease, now: Millis) -> Result<bool> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let this = self.for_job(&lease.job);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let r: i64 = RELEASE
-            .on(self)
+            .on(&this)
             .key(k.job(&lease.job))
             .key(k.running(lease.queue))
             .key(k.lane(lease.queue, Lane::Fast))
@@ -80,7 +82,7 @@ impl Queue {
             .arg(now)
             .arg(k.events())
             .arg(k.worker_events_prefix())
-            .arg(self.settle_context(std::time::Duration::ZERO))
+            .arg(this.settle_context(std::time::Duration::ZERO))
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)

@@ -51,6 +51,7 @@ pub mod rate;
 pub mod read;
 pub mod reap;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SlotAddr};
 
 use crate::connection::{Conn, Target};
+use crate::job::JobId;
 
 use self::durable::DurabilityPolicy;
 use crate::Result;
@@ -107,31 +109,46 @@ enum Backend {
     Cluster(Arc<ClusterBackend>),
 }
 
-/// A cluster's client, its one connection, and where the deployment's slot is (its primary).
+/// A cluster's client and its one connection.
 struct ClusterBackend {
     client: ClusterClient,
     conn: tokio::sync::OnceCell<ClusterConnection>,
-    home: Route,
 }
 
 impl Backend {
-    /// A cluster backend: the deployment's slot computed once, not per command.
-    fn cluster(client: ClusterClient, keys: &Keys) -> Backend {
+    fn cluster(client: ClusterClient) -> Backend {
         Backend::Cluster(Arc::new(ClusterBackend {
             client,
             conn: Default::default(),
-            home: Route::with_key(keys.index(), SlotAddr::Master),
         }))
     }
 }
 
-/// The queue of one deployment: a connection pool and its key names.
+/// Where each shard's slot is on a cluster (its primary), computed once, not per command.
+fn homes(shards: &[Keys]) -> Arc<[Route]> {
+    shards
+        .iter()
+        .map(|k| Route::with_key(k.index(), SlotAddr::Master))
+        .collect()
+}
+
+/// The queue of one deployment: a connection pool and its key names. A sharded deployment's
+/// queue is one value too: each call goes to the shard of the job it is about, or visits every
+/// shard (claims, listings, depths); [`Queue::shard`] is the same queue seen from one shard.
 #[derive(Clone)]
 pub struct Queue {
     /// Connections for commands and scripts.
     backend: Backend,
-    /// Key names of this deployment.
+    /// Key names of the shard this value is for (shard 0 unless made by [`Queue::shard`]).
     keys: Keys,
+    /// Which shard that is.
+    shard: usize,
+    /// Every shard's key names, shard 0 first (one entry on an unsharded deployment).
+    shards: Arc<[Keys]>,
+    /// The primary of each shard's slot, on a cluster.
+    homes: Arc<[Route]>,
+    /// The key prefix the shards' tags are made of.
+    prefix: String,
     /// The Redis URL, for connections that cannot be pooled (pub/sub).
     url: String,
     /// What the URL names: one server or a cluster's seeds.
@@ -149,14 +166,18 @@ impl Queue {
     /// keys under `prefix`. Connects lazily.
     pub fn new(url: &str, prefix: &str) -> Result<Self> {
         let target = Target::parse(url)?;
-        let keys = Keys::new(prefix);
+        let shards: Arc<[Keys]> = Keys::shards(prefix, 1).into();
         let backend = match target.cluster_client(durable::RESPONSE_TIMEOUT)? {
-            Some(client) => Backend::cluster(client, &keys),
+            Some(client) => Backend::cluster(client),
             None => Backend::Node(crate::pool::open(url)?),
         };
         Ok(Queue {
             backend,
-            keys,
+            keys: shards[0].clone(),
+            shard: 0,
+            homes: homes(&shards),
+            shards,
+            prefix: prefix.to_string(),
             url: url.to_string(),
             target,
             durability: DurabilityPolicy::default(),
@@ -174,9 +195,82 @@ impl Queue {
             && policy.mode != durable::Durability::None
             && let Ok(Some(client)) = self.target.cluster_client(policy.timeout + durable::RESPONSE_TIMEOUT)
         {
-            self.backend = Backend::cluster(client, &self.keys);
+            self.backend = Backend::cluster(client);
         }
         self
+    }
+
+    /// The same queue split over `n` shards (at least 1), each its own hash tag
+    /// ([`crate::keys::shard_tags`]). Every process of a deployment must use the same `n`:
+    /// [`Queue::agree_on_shards`] reads it from Redis.
+    pub fn with_shards(mut self, n: usize) -> Self {
+        self.shards = Keys::shards(&self.prefix, n.max(1)).into();
+        self.homes = homes(&self.shards);
+        self.keys = self.shards[0].clone();
+        self.shard = 0;
+        self
+    }
+
+    /// How many shards the deployment has.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Which shard this value is for.
+    pub fn shard_index(&self) -> usize {
+        self.shard
+    }
+
+    /// The same queue seen from shard `i` (its keys, its node on a cluster). Fleet-wide keys
+    /// stay shard 0's.
+    pub fn shard(&self, i: usize) -> Queue {
+        let mut q = self.clone();
+        q.shard = i % self.shards.len();
+        q.keys = self.shards[q.shard].clone();
+        q
+    }
+
+    /// Every shard, shard 0 first.
+    pub fn each_shard(&self) -> impl Iterator<Item = Queue> + '_ {
+        (0..self.shards.len()).map(|i| self.shard(i))
+    }
+
+    /// The queue seen from the shard job `id` lives in.
+    pub fn for_job(&self, id: &JobId) -> Cow<'_, Queue> {
+        self.for_shard(self.shard_of(id.as_str()))
+    }
+
+    /// This value when it is for shard `i` already (always, unsharded), else a copy for it.
+    fn for_shard(&self, i: usize) -> Cow<'_, Queue> {
+        match i == self.shard {
+            true => Cow::Borrowed(self),
+            false => Cow::Owned(self.shard(i)),
+        }
+    }
+
+    /// The shard job `id` lives in.
+    pub fn shard_of(&self, id: &str) -> usize {
+        crate::keys::shard_of(id, self.shards.len())
+    }
+
+    /// The queue seen from the shard of `tenant`'s jobs.
+    pub fn for_tenant(&self, tenant: &str) -> Cow<'_, Queue> {
+        self.for_shard(crate::keys::tenant_shard(tenant, self.shards.len()))
+    }
+
+    /// The job event channels, one per shard ([`crate::events::Events::spawn`]).
+    pub fn event_channels(&self) -> Vec<String> {
+        self.shards.iter().map(|k| k.events()).collect()
+    }
+
+    /// Worker `id`'s channels, one per shard: any shard may wake it, and it may run a job of any.
+    pub fn worker_channels(&self, id: &str) -> Vec<String> {
+        self.shards.iter().map(|k| k.worker_events(id)).collect()
+    }
+
+    /// A fresh id for a job of `tenant`, in that tenant's shard.
+    pub fn new_id(&self, tenant: &str) -> JobId {
+        JobId::generate_in(crate::keys::tenant_shard(tenant, self.shards.len()), self.shards.len())
     }
 
     /// The same queue, keeping each minute of history for `ttl` (`DCC_HISTORY_TTL`; zero: none).
@@ -233,10 +327,39 @@ impl Queue {
                 let c = b.conn.get_or_try_init(|| b.client.get_async_connection()).await?;
                 Ok(Conn::Cluster {
                     conn: c.clone(),
-                    home: b.home,
+                    home: self.homes[self.shard],
                 })
             }
         }
+    }
+
+    /// Reads the deployment's shard count from Redis, writing `requested` there first when the
+    /// deployment has none (its first server), and returns the queue split that way. A
+    /// `requested` count that differs from the stored one is refused: the jobs already queued
+    /// would be looked for in the wrong shards (DCC does not reshard a live deployment).
+    pub async fn agree_on_shards(self, requested: Option<usize>) -> Result<Queue> {
+        let mut c = self.shard(0).conn().await?;
+        let key = self.keys.shard_count();
+        if let Some(n) = requested {
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(n.max(1))
+                .arg("NX")
+                .query_async(&mut c)
+                .await?;
+        }
+        let stored: Option<usize> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+        let n = stored.unwrap_or(1);
+        if let Some(r) = requested
+            && r.max(1) != n
+        {
+            return Err(crate::Error::Config(format!(
+                "DCC_REDIS_SHARDS={r}, but this deployment (prefix {:?}) was started with {n} shards; \
+                 its queued jobs live in those. Unset DCC_REDIS_SHARDS, or set it to {n}",
+                self.prefix
+            )));
+        }
+        Ok(self.with_shards(n))
     }
 
     /// Redis's clock (ms): the fleet's one clock for leases (see [`crate::clock::REDIS_TIME`]).
@@ -247,14 +370,15 @@ impl Queue {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    /// Bytes all fast jobs' files hold in Redis now.
+    /// Bytes all fast jobs' files hold in Redis now, in every shard.
     pub async fn fast_bytes(&self) -> Result<u64> {
-        let mut c = self.conn().await?;
-        let n: Option<i64> = redis::cmd("GET")
-            .arg(self.keys.fast_bytes())
-            .query_async(&mut c)
-            .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        let mut total = 0;
+        for q in self.each_shard() {
+            let mut c = q.conn().await?;
+            let n: Option<i64> = redis::cmd("GET").arg(q.keys.fast_bytes()).query_async(&mut c).await?;
+            total += n.unwrap_or(0).max(0) as u64;
+        }
+        Ok(total)
     }
 
     /// This deployment's id (see [`Keys::deployment`]), made now when it has none.

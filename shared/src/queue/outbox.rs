@@ -53,6 +53,17 @@ impl Queue {
     /// Takes up to `max` due deliveries; none is due for another server until `lease` has
     /// passed. `now` 0: Redis's clock.
     pub async fn take_deliveries(&self, now: Millis, lease: Duration, max: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for q in self.each_shard() {
+            if out.len() >= max {
+                break;
+            }
+            out.extend(q.take_deliveries_here(now, lease, max - out.len()).await?);
+        }
+        Ok(out)
+    }
+
+    async fn take_deliveries_here(&self, now: Millis, lease: Duration, max: usize) -> Result<Vec<Delivery>> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let flat: Vec<String> = TAKE
@@ -78,8 +89,9 @@ impl Queue {
     /// Records how `d` went; `false` when another server has taken it since (its lease ran
     /// out) or the job is gone. `now` 0: Redis's clock.
     pub async fn settle_delivery(&self, d: &Delivery, how: &Settle, now: Millis) -> Result<bool> {
-        let k = self.keys();
-        let mut conn = self.conn().await?;
+        let this = self.for_job(&d.job);
+        let k = this.keys();
+        let mut conn = this.conn().await?;
         let (word, after, error) = match how {
             Settle::Delivered => ("delivered", 0, ""),
             Settle::Retry { after, error } => ("retry", ms(*after), error.as_str()),
@@ -99,12 +111,16 @@ impl Queue {
         Ok(r == 1)
     }
 
-    /// Deliveries in the outbox (due now, waiting for a retry, or being sent).
+    /// Deliveries in the outbox (due now, waiting for a retry, or being sent), in every shard.
     pub async fn outbox_len(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        Ok(redis::cmd("ZCARD")
-            .arg(self.keys().outbox())
-            .query_async(&mut conn)
-            .await?)
+        let mut total = 0;
+        for q in self.each_shard() {
+            let mut conn = q.conn().await?;
+            total += redis::cmd("ZCARD")
+                .arg(q.keys().outbox())
+                .query_async::<u64>(&mut conn)
+                .await?;
+        }
+        Ok(total)
     }
 }

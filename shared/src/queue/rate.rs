@@ -15,9 +15,10 @@ impl Queue {
     /// Takes one submit from `tenant`'s bucket (`per_sec` tokens a second, `burst` at most):
     /// `None` when admitted, else how long until the next token.
     pub async fn take_submit(&self, tenant: &str, per_sec: f64, burst: u32) -> Result<Option<Duration>> {
-        let mut conn = self.conn().await?;
+        let this = self.for_tenant(tenant);
+        let mut conn = this.conn().await?;
         let wait_ms: i64 = RATE
-            .key(self.keys().rate(tenant))
+            .key(this.keys().rate(tenant))
             .arg(per_sec)
             .arg(burst.max(1))
             .invoke_async(&mut conn)

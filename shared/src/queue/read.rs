@@ -64,13 +64,14 @@ impl Queue {
 
     /// The tenant a job belongs to (`Some("")` for a job from before tenants), `None` if gone.
     pub async fn tenant_of(&self, id: &JobId) -> Result<Option<String>> {
-        let mut conn = self.conn().await?;
+        let this = self.for_job(id);
+        let mut conn = this.conn().await?;
         let (tenant, exists): (Option<String>, bool) = redis::pipe()
             .cmd("HGET")
-            .arg(self.keys().job(id))
+            .arg(this.keys().job(id))
             .arg("tenant")
             .cmd("EXISTS")
-            .arg(self.keys().job(id))
+            .arg(this.keys().job(id))
             .query_async(&mut conn)
             .await?;
         Ok(exists.then(|| tenant.unwrap_or_default()))
@@ -105,8 +106,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Several jobs in one round trip; missing ones are skipped.
-    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
+    /// [`Queue::get_many`] of ids that all live in this value's shard.
+    async fn get_many_here(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -131,7 +132,7 @@ impl Queue {
     /// score) are ordered by id, the tie-breaker: a page resumes after the cursor's id among its
     /// score's entries however many share it. A cursor that does not parse starts at the top
     /// (the route refuses it first: [`parse_cursor`]).
-    pub async fn list(&self, f: &ListFilter) -> Result<Page> {
+    async fn list_here(&self, f: &ListFilter) -> Result<Page> {
         let limit = f.limit.clamp(1, 1000);
         let mut conn = self.conn().await?;
         let index = match &f.tenant {
@@ -162,7 +163,7 @@ impl Queue {
             let batch: Vec<(String, i64)> = batch.into_iter().map(|(id, s)| (id, s as i64)).collect();
             let ids: Vec<JobId> = batch.iter().filter_map(|(id, _)| JobId::parse(id).ok()).collect();
             let mut by_id: HashMap<String, JobRecord> = self
-                .get_many(&ids)
+                .get_many_here(&ids)
                 .await?
                 .into_iter()
                 .map(|r| (r.id.to_string(), r))
@@ -204,7 +205,7 @@ impl Queue {
     /// `gpu`): no instance of that size can take them, so the scaler leaves them out of its
     /// demand. Looks at the oldest `scan` of each lane (claims step over such jobs, so they
     /// gather at the old end). Returns (fast, standard).
-    pub async fn too_large_for(&self, queue: QueueName, units: u32, scan: usize) -> Result<(u64, u64)> {
+    async fn too_large_for_here(&self, queue: QueueName, units: u32, scan: usize) -> Result<(u64, u64)> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let field = match queue {
@@ -244,7 +245,7 @@ impl Queue {
     /// Memory (MiB) the jobs of `queue` reserve: the running ones, and the oldest `scan` waiting
     /// ones of each list that an instance of `units` can take. The scaler plans instances by it
     /// as well as by slots when it knows an instance's memory.
-    pub async fn memory_demand(&self, queue: QueueName, units: u32, scan: usize) -> Result<u64> {
+    async fn memory_demand_here(&self, queue: QueueName, units: u32, scan: usize) -> Result<u64> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let field = match queue {
@@ -313,7 +314,7 @@ impl Queue {
     }
 
     /// Depths of both queues counting only `tenant`'s jobs (its own lists; its running jobs).
-    pub async fn tenant_depths(&self, tenant: &str, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
+    async fn tenant_depths_here(&self, tenant: &str, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let mut out = Vec::new();
@@ -375,7 +376,7 @@ impl Queue {
     }
 
     /// Per tenant, its queued + running jobs and its fast ones (the quota counts).
-    pub async fn tenants_active(&self) -> Result<Vec<(String, u64, u64)>> {
+    async fn tenants_active_here(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut conn = self.conn().await?;
         let m: HashMap<String, i64> = redis::cmd("HGETALL")
             .arg(self.keys().tenants_active())
@@ -398,7 +399,7 @@ impl Queue {
 
     /// Depths of both queues: jobs waiting in every tenant's list of every lane, running jobs,
     /// and the age of the oldest waiting job.
-    pub async fn depths(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
+    async fn depths_here(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
         let k = self.keys();
         let mut conn = self.conn().await?;
         let lanes: Vec<(QueueName, Lane)> = QueueName::ALL
@@ -463,7 +464,7 @@ impl Queue {
     }
 
     /// Ids of ended jobs whose retention ended by `now`, oldest first, at most `limit`.
-    pub async fn due_for_expiry(&self, now: Millis, limit: usize) -> Result<Vec<JobId>> {
+    async fn due_for_expiry_here(&self, now: Millis, limit: usize) -> Result<Vec<JobId>> {
         let mut conn = self.conn().await?;
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys().expiry())
@@ -476,4 +477,164 @@ impl Queue {
             .await?;
         Ok(ids.iter().filter_map(|i| JobId::parse(i).ok()).collect())
     }
+}
+
+/// The public reads: on a sharded deployment each visits the shards its answer may come from.
+impl Queue {
+    /// Several jobs, one round trip per shard they live in; missing ones are skipped, the rest
+    /// come in the order asked.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
+        if self.shard_count() == 1 {
+            return self.get_many_here(ids).await;
+        }
+        let mut by_shard: HashMap<usize, Vec<JobId>> = HashMap::new();
+        for id in ids {
+            by_shard.entry(self.shard_of(id.as_str())).or_default().push(id.clone());
+        }
+        let mut found: HashMap<JobId, JobRecord> = HashMap::new();
+        for (shard, ids) in by_shard {
+            for r in self.shard(shard).get_many_here(&ids).await? {
+                found.insert(r.id.clone(), r);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// A page of jobs, newest first, across every shard (see [`merge_pages`]).
+    pub async fn list(&self, f: &ListFilter) -> Result<Page> {
+        if self.shard_count() == 1 {
+            return self.list_here(f).await;
+        }
+        let mut pages = Vec::with_capacity(self.shard_count());
+        for q in self.each_shard() {
+            pages.push(q.list_here(f).await?);
+        }
+        Ok(merge_pages(pages, f.limit.clamp(1, 1000)))
+    }
+
+    /// How many waiting jobs of `queue` need more than `units` (CPU slots on `cpu`, GPUs on
+    /// `gpu`): no instance of that size can take them, so the scaler leaves them out of its
+    /// demand. Looks at the oldest `scan` of each lane of each shard (claims step over such
+    /// jobs, so they gather at the old end). Returns (fast, standard).
+    pub async fn too_large_for(&self, queue: QueueName, units: u32, scan: usize) -> Result<(u64, u64)> {
+        let mut out = (0, 0);
+        for q in self.each_shard() {
+            let (fast, standard) = q.too_large_for_here(queue, units, scan).await?;
+            out = (out.0 + fast, out.1 + standard);
+        }
+        Ok(out)
+    }
+
+    /// Memory (MiB) the jobs of `queue` reserve: the running ones, and the oldest `scan` waiting
+    /// ones of each list (of each shard) that an instance of `units` can take. The scaler plans
+    /// instances by it as well as by slots when it knows an instance's memory.
+    pub async fn memory_demand(&self, queue: QueueName, units: u32, scan: usize) -> Result<u64> {
+        let mut total = 0;
+        for q in self.each_shard() {
+            total += q.memory_demand_here(queue, units, scan).await?;
+        }
+        Ok(total)
+    }
+
+    /// Depths of both queues counting only `tenant`'s jobs (its own lists; its running jobs).
+    pub async fn tenant_depths(&self, tenant: &str, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
+        let mut sum = Vec::new();
+        for q in self.each_shard() {
+            sum = add_depths(sum, q.tenant_depths_here(tenant, now).await?);
+        }
+        Ok(sum)
+    }
+
+    /// Per tenant, its queued + running jobs and its fast ones (the quota counts).
+    pub async fn tenants_active(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut sum: HashMap<String, (u64, u64)> = HashMap::new();
+        for q in self.each_shard() {
+            for (t, n, fast) in q.tenants_active_here().await? {
+                let e = sum.entry(t).or_default();
+                *e = (e.0 + n, e.1 + fast);
+            }
+        }
+        let mut out: Vec<(String, u64, u64)> = sum.into_iter().map(|(t, (n, f))| (t, n, f)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Depths of both queues: jobs waiting in every tenant's list of every lane (of every shard),
+    /// running jobs, and the age of the oldest waiting job.
+    pub async fn depths(&self, now: Millis) -> Result<Vec<(QueueName, QueueDepth)>> {
+        let mut sum = Vec::new();
+        for q in self.each_shard() {
+            sum = add_depths(sum, q.depths_here(now).await?);
+        }
+        Ok(sum)
+    }
+
+    /// Ids of ended jobs whose retention ended by `now`, at most `limit`: the oldest of each
+    /// shard, taken from the shards in turn so that none waits behind another's backlog.
+    pub async fn due_for_expiry(&self, now: Millis, limit: usize) -> Result<Vec<JobId>> {
+        if self.shard_count() == 1 {
+            return self.due_for_expiry_here(now, limit).await;
+        }
+        let mut each = Vec::with_capacity(self.shard_count());
+        for q in self.each_shard() {
+            each.push(q.due_for_expiry_here(now, limit).await?.into_iter());
+        }
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit {
+            let before = out.len();
+            out.extend(each.iter_mut().filter_map(|ids| ids.next()));
+            if out.len() == before {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Two shards' depths added: counts summed, the oldest waiting job's age the larger.
+fn add_depths(a: Vec<(QueueName, QueueDepth)>, b: Vec<(QueueName, QueueDepth)>) -> Vec<(QueueName, QueueDepth)> {
+    if a.is_empty() {
+        return b;
+    }
+    a.into_iter()
+        .zip(b)
+        .map(|((q, x), (_, y))| {
+            let d = QueueDepth {
+                queued: x.queued + y.queued,
+                fast_queued: x.fast_queued + y.fast_queued,
+                running: x.running + y.running,
+                oldest_queued_age_ms: x.oldest_queued_age_ms.max(y.oldest_queued_age_ms),
+            };
+            (q, d)
+        })
+        .collect()
+}
+
+/// One page out of the same page of every shard. Every shard's index is ordered alike (creation
+/// time, then id, newest first), so the merged page is the newest `limit` of all. A shard whose
+/// page stopped early (its scan bound, with more to read) was not read past its cursor: the
+/// merged page stops there too, or it would skip that shard's jobs beyond it.
+pub fn merge_pages(pages: Vec<Page>, limit: usize) -> Page {
+    let order = |r: &JobRecord| (r.created_ms, r.id.to_string());
+    let bound = pages
+        .iter()
+        .filter_map(|p| p.next_cursor.as_deref().and_then(parse_cursor))
+        .max();
+    let mut jobs: Vec<JobRecord> = pages
+        .into_iter()
+        .flat_map(|p| p.jobs)
+        .filter(|r| bound.as_ref().is_none_or(|b| order(r) >= *b))
+        .collect();
+    jobs.sort_by_key(|r| std::cmp::Reverse(order(r)));
+    if jobs.len() > limit {
+        jobs.truncate(limit);
+        let last = jobs.last().map(|r| format!("{}:{}", r.created_ms, r.id));
+        return Page {
+            jobs,
+            next_cursor: last,
+        };
+    }
+    let next_cursor = bound.map(|(s, id)| format!("{s}:{id}"));
+    Page { jobs, next_cursor }
 }

@@ -43,8 +43,19 @@ pub struct Reaped {
 }
 
 impl Queue {
-    /// Handles every lease that expired by `now`, in both queues.
+    /// Handles every lease that expired by `now`, in both queues (of every shard: each shard's
+    /// leases run on its own node's clock when `now` is 0).
     pub async fn reap(&self, retention: Retention, now: Millis) -> Result<Reaped> {
+        let mut total = Reaped::default();
+        for q in self.each_shard() {
+            let r = q.reap_here(retention, now).await?;
+            total.requeued += r.requeued;
+            total.failed += r.failed;
+        }
+        Ok(total)
+    }
+
+    async fn reap_here(&self, retention: Retention, now: Millis) -> Result<Reaped> {
         let k = self.keys();
         let mut total = Reaped::default();
         let mut conn = self.conn().await?;

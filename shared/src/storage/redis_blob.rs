@@ -43,33 +43,37 @@ impl RedisBlobs {
         }
     }
 
-    /// The hash key holding an object.
-    fn key(&self, name: &str) -> Result<String, StorageError> {
+    /// The hash key holding an object, and the queue seen from its job's shard.
+    fn key(&self, name: &str) -> Result<(String, Queue), StorageError> {
         let id = name
             .strip_prefix("jobs/")
             .and_then(|r| r.split('/').next())
             .and_then(|id| JobId::parse(id).ok())
             .ok_or_else(|| StorageError::BadName(name.to_string()))?;
-        Ok(self.queue.keys().blob(&id))
+        let shard = self.queue.for_job(&id).into_owned();
+        Ok((shard.keys().blob(&id), shard))
     }
 
-    /// The hash of `prefix`'s job, a connection, and the object names under `prefix` in it.
-    async fn names_under(&self, prefix: &str) -> Result<(String, crate::connection::Conn, Vec<String>), StorageError> {
-        let key = self.key(prefix)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
+    /// The hash of `prefix`'s job, its shard, a connection, and the object names under `prefix`.
+    async fn names_under(
+        &self,
+        prefix: &str,
+    ) -> Result<(String, Queue, crate::connection::Conn, Vec<String>), StorageError> {
+        let (key, shard) = self.key(prefix)?;
+        let mut c = shard.conn().await.map_err(backend)?;
         let fields: Vec<String> = redis::cmd("HKEYS")
             .arg(&key)
             .query_async(&mut c)
             .await
             .map_err(backend)?;
         let names = fields.into_iter().filter(|f| f.starts_with(prefix)).collect();
-        Ok((key, c, names))
+        Ok((key, shard, c, names))
     }
 
     /// One object's bytes, if it exists.
     async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let key = self.key(name)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
+        let (key, shard) = self.key(name)?;
+        let mut c = shard.conn().await.map_err(backend)?;
         redis::cmd("HGET")
             .arg(&key)
             .arg(name)
@@ -79,15 +83,16 @@ impl RedisBlobs {
     }
 
     async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<u64, StorageError> {
-        let key = self.key(name)?;
-        let mut c = self.queue.conn().await.map_err(backend)?;
+        let (key, shard) = self.key(name)?;
+        let mut c = shard.conn().await.map_err(backend)?;
         let n = bytes.len() as u64;
+        // Each shard counts its own jobs' bytes (one script, one slot): the budget is split.
         let grew: i64 = PUT
             .key(&key)
-            .key(self.queue.keys().fast_bytes())
+            .key(shard.keys().fast_bytes())
             .arg(name)
             .arg(bytes)
-            .arg(self.budget)
+            .arg(self.budget.div_ceil(shard.shard_count() as u64))
             .invoke_async(&mut c)
             .await
             .map_err(backend)?;
@@ -149,7 +154,7 @@ impl Storage for RedisBlobs {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
-        let (key, mut c, names) = self.names_under(prefix).await?;
+        let (key, _, mut c, names) = self.names_under(prefix).await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -168,11 +173,11 @@ impl Storage for RedisBlobs {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
-        let (key, mut c, doomed) = self.names_under(prefix).await?;
+        let (key, shard, mut c, doomed) = self.names_under(prefix).await?;
         if !doomed.is_empty() {
             let _: i64 = DELETE
                 .key(&key)
-                .key(self.queue.keys().fast_bytes())
+                .key(shard.keys().fast_bytes())
                 .arg(doomed)
                 .invoke_async(&mut c)
                 .await
