@@ -373,4 +373,12 @@ async fn every_process_takes_the_deployments_shard_count() {
         .await
         .unwrap();
     assert_eq!(other.shard_count(), 1);
+    // One from before shards, holding jobs, is not split under them.
+    let old = Queue::new(&redis.url(), "v").unwrap();
+    submit_at(&old, "a", "a.1", json!({"image": "x"}), T0).await;
+    let e = Queue::new(&redis.url(), "v").unwrap().agree_on_shards(Some(3)).await.err().unwrap();
+    assert!(e.to_string().contains("already holds 1 jobs in one shard"), "{e}");
+    let kept = Queue::new(&redis.url(), "v").unwrap().agree_on_shards(None).await.unwrap();
+    assert_eq!(kept.shard_count(), 1);
+    assert!(kept.get(&JobId::parse("a.1").unwrap()).await.unwrap().is_some());
 }

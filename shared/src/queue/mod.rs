@@ -340,18 +340,24 @@ impl Queue {
     pub async fn agree_on_shards(self, requested: Option<usize>) -> Result<Queue> {
         let mut c = self.shard(0).conn().await?;
         let key = self.keys.shard_count();
-        if let Some(n) = requested {
-            let _: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(n.max(1))
-                .arg("NX")
-                .query_async(&mut c)
-                .await?;
+        let stored: Option<usize> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+        if let (None, Some(n)) = (stored, requested) {
+            // A deployment from before shards holds its jobs in shard 0's keys; split, most of
+            // their ids would be looked for elsewhere.
+            let jobs: u64 = redis::cmd("ZCARD").arg(self.shards[0].index()).query_async(&mut c).await?;
+            if n > 1 && jobs > 0 {
+                return Err(crate::Error::Config(format!(
+                    "DCC_REDIS_SHARDS={n}, but this deployment (prefix {:?}) already holds {jobs} jobs in one \
+                     shard; a shard count is set when a deployment starts. Unset DCC_REDIS_SHARDS, or use a new prefix",
+                    self.prefix
+                )));
+            }
+            let _: Option<String> = redis::cmd("SET").arg(&key).arg(n).arg("NX").query_async(&mut c).await?;
         }
         let stored: Option<usize> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
         let n = stored.unwrap_or(1);
         if let Some(r) = requested
-            && r.max(1) != n
+            && r != n
         {
             return Err(crate::Error::Config(format!(
                 "DCC_REDIS_SHARDS={r}, but this deployment (prefix {:?}) was started with {n} shards; \

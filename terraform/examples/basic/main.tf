@@ -159,6 +159,7 @@ module "servers" {
   dcc_storage            = module.storage.dcc_storage
   retention              = "${var.retention_days}d"
   durability             = var.redis_durability
+  queue_shards           = var.queue_shards
   redis_host             = module.redis.endpoint
   redis_scheme           = module.redis.scheme
   auth_parameter         = module.redis.auth_token_parameter

@@ -220,9 +220,15 @@ variable "gpu_spot" {
 }
 
 variable "redis_shards" {
-  description = "ElastiCache cluster mode: this many shards (0, the default: one primary and its replicas, cluster mode off). See docs/scaling.md#redis-cluster for what shards give today."
+  description = "ElastiCache cluster mode: this many shards (0, the default: one primary and its replicas, cluster mode off). The queue uses them when queue_shards is set to the same number; see docs/scaling.md#redis-cluster."
   type        = number
   default     = 0
+}
+
+variable "queue_shards" {
+  description = "A new deployment's queue split over this many hash tags (DCC_REDIS_SHARDS); with redis_shards = N, set N to put one on each shard's primary. 1 (the default) keeps one slot. A running deployment keeps the count it started with. See docs/scaling.md#past-one-slot-the-queue-split-over-shards."
+  type        = number
+  default     = 1
 }
 
 variable "redis_replicas" {

@@ -263,7 +263,7 @@ resource "aws_launch_template" "servers" {
     dcc_storage             = var.dcc_storage
     retention               = var.retention
     durability              = var.durability
-    extra_env               = { DISABLE_WORKER = "true" }
+    extra_env               = merge({ DISABLE_WORKER = "true" }, var.queue_shards > 1 ? { DCC_REDIS_SHARDS = tostring(var.queue_shards) } : {})
     log_group               = module.role.log_group_name
   }))
   tag_specifications {

@@ -200,3 +200,13 @@ variable "durability" {
     error_message = "durability must be none, replicas:N, aof or aof:N (N up to 16)."
   }
 }
+
+variable "queue_shards" {
+  description = "DCC_REDIS_SHARDS for a new deployment: the queue split over this many hash tags, one per ElastiCache shard in cluster mode (docs/scaling.md#past-one-slot-the-queue-split-over-shards). 1 keeps one slot. A deployment keeps the count it started with: servers asking for another refuse to start."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.queue_shards >= 1 && var.queue_shards <= 64 && floor(var.queue_shards) == var.queue_shards
+    error_message = "queue_shards must be a whole number from 1 to 64."
+  }
+}

@@ -12,7 +12,10 @@
 //!
 //! Settings: `DISPATCH_JOBS` (2000), `DISPATCH_BACKLOG` (20000 jobs queued beforehand, as a busy
 //! queue has), `DISPATCH_RUNS` (3: each mode measured this many times, alternating),
-//! `DISPATCH_TENANTS` (4: the jobs' tenants, taking turns).
+//! `DISPATCH_TENANTS` (4: the jobs' tenants, taking turns), `DISPATCH_SHARDS` (`1`; e.g. `1,3`:
+//! the whole measure for each shard count, the tenants spread evenly over the shards, and each
+//! primary's share of the scripts' time printed: on a cluster of three primaries, three shards
+//! should cost per job what one does, a third of it on each primary).
 //! Run: `cargo run --release -p dcc-e2e --bin dispatch` (on a local Redis Cluster with
 //! `DCC_TEST_REDIS=cluster`: the same scripts, reached through the cluster client).
 
@@ -35,15 +38,37 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
 }
 
 /// `INFO commandstats`: per command, (calls, µs), summed over the primaries (on a cluster, the
-/// one holding the deployment's slot does the work; replicas replay writes and are left out).
+/// ones holding the deployment's shards do the work; replicas replay writes and are left out).
 fn commandstats(redis: &Redis) -> HashMap<String, (u64, u64)> {
     let mut out = HashMap::new();
-    for node in redis.nodes() {
-        if node.text("INFO replication").is_some_and(|i| i.contains("role:master")) {
-            add_commandstats(&mut out, &node.text("INFO commandstats").expect("INFO"));
+    for each in per_primary(redis) {
+        for (k, (calls, us)) in each {
+            let e = out.entry(k).or_insert((0, 0));
+            *e = (e.0 + calls, e.1 + us);
         }
     }
     out
+}
+
+/// `INFO commandstats` of each primary apart.
+fn per_primary(redis: &Redis) -> Vec<HashMap<String, (u64, u64)>> {
+    let mut all = Vec::new();
+    for node in redis.nodes() {
+        if node.text("INFO replication").is_some_and(|i| i.contains("role:master")) {
+            let mut out = HashMap::new();
+            add_commandstats(&mut out, &node.text("INFO commandstats").expect("INFO"));
+            all.push(out);
+        }
+    }
+    all
+}
+
+/// Each primary's share (%) of the script time between two [`per_primary`] readings.
+fn shares(a: &[HashMap<String, (u64, u64)>], b: &[HashMap<String, (u64, u64)>]) -> Vec<f64> {
+    let us = |m: &HashMap<String, (u64, u64)>| m.get("evalsha").map_or(0, |v| v.1) as f64;
+    let each: Vec<f64> = a.iter().zip(b).map(|(a, b)| us(b) - us(a)).collect();
+    let total: f64 = each.iter().sum::<f64>().max(1e-9);
+    each.iter().map(|u| 100.0 * u / total).collect()
 }
 
 fn add_commandstats(out: &mut HashMap<String, (u64, u64)>, info: &str) {
@@ -113,7 +138,7 @@ impl Jobs {
     }
 
     async fn submit(&self, q: &Queue, tenant: &str) {
-        let id = JobId::generate();
+        let id = q.new_id(tenant);
         let job = NewJob {
             id: &id,
             spec: &self.spec,
@@ -129,7 +154,7 @@ impl Jobs {
 }
 
 /// The four phases of `n` jobs on `q`: (enqueue, claim, renew, finish).
-async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> [Cost; 4] {
+async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> ([Cost; 4], Vec<f64>) {
     let who = Claimant {
         worker: "bench",
         free_slots: 1 << 20,
@@ -138,7 +163,8 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> [Cost; 4] {
         total_memory_mb: 1 << 40,
         lease: Duration::from_secs(60),
     };
-    let tenants = tenant_names();
+    let tenants = tenant_names(q.shard_count());
+    let p0 = per_primary(redis);
     let s0 = commandstats(redis);
     for i in 0..n {
         jobs.submit(q, &tenants[i % tenants.len()]).await;
@@ -169,7 +195,11 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> [Cost; 4] {
         q.finish(l, &ok, Duration::from_secs(3600), now).await.expect("finish");
     }
     let s4 = commandstats(redis);
-    [cost(&s0, &s1), cost(&s1, &s2), cost(&s2, &s3), cost(&s3, &s4)]
+    let p4 = per_primary(redis);
+    (
+        [cost(&s0, &s1), cost(&s1, &s2), cost(&s2, &s3), cost(&s3, &s4)],
+        shares(&p0, &p4),
+    )
 }
 
 #[tokio::main]
@@ -177,7 +207,19 @@ async fn main() {
     let n: usize = env_or("DISPATCH_JOBS", 2000);
     let backlog: usize = env_or("DISPATCH_BACKLOG", 20_000);
     let runs: usize = env_or("DISPATCH_RUNS", 3);
+    let shard_counts: Vec<usize> = std::env::var("DISPATCH_SHARDS")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let redis = Redis::start();
+    for shards in shard_counts {
+        measure(&redis, shards, n, backlog, runs).await;
+    }
+}
+
+/// The whole measure with the queue split over `shards`.
+async fn measure(redis: &Redis, shards: usize, n: usize, backlog: usize, runs: usize) {
     let mut c = redis.conn().await;
     let jobs = Jobs::new();
     let names = ["enqueue", "claim", "renew", "finish"];
@@ -191,20 +233,21 @@ async fn main() {
         for on in order {
             let mi = usize::from(on);
             let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.expect("FLUSHALL");
-            let q = Queue::new(&redis.url(), "dcc").expect("queue").with_history(if on {
-                DEFAULT_TTL
-            } else {
-                Duration::ZERO
-            });
-            let tenants = tenant_names();
+            let q = Queue::new(&redis.url(), "dcc")
+                .expect("queue")
+                .with_shards(shards)
+                .with_history(if on { DEFAULT_TTL } else { Duration::ZERO });
+            let tenants = tenant_names(shards);
             for i in 0..backlog {
                 jobs.submit(&q, &tenants[i % tenants.len()]).await;
             }
-            let p = phases(&q, &jobs, n, &redis).await;
+            let (p, split) = phases(&q, &jobs, n, redis).await;
             let total: f64 = p.iter().map(|c| c.us).sum();
+            let split: Vec<String> = split.iter().map(|s| format!("{s:.0}%")).collect();
             eprintln!(
-                "run {run}, history {}: {total:.1} µs per job",
-                if on { "on" } else { "off" }
+                "{shards} shard(s), run {run}, history {}: {total:.1} µs per job; primaries' shares of script time: {}",
+                if on { "on" } else { "off" },
+                split.join(" / ")
             );
             if run > 0 {
                 totals[mi].push(total);
@@ -212,7 +255,9 @@ async fn main() {
             }
         }
     }
-    println!("\n## Redis time per transition ({n} jobs over a backlog of {backlog}, {runs} runs per mode)\n");
+    println!(
+        "\n## Redis time per transition, {shards} shard(s) ({n} jobs over a backlog of {backlog}, {runs} runs per mode)\n"
+    );
     println!(
         "| history | transition | script calls per job | µs per script call (median of runs) | of which in its commands | commands per call | script ÷ its commands (median of runs) |"
     );
@@ -260,10 +305,16 @@ async fn main() {
     );
 }
 
-fn tenant_names() -> Vec<String> {
-    (0..env_or("DISPATCH_TENANTS", 4usize).max(1))
-        .map(|i| format!("team-{i}"))
-        .collect()
+/// `DISPATCH_TENANTS` tenant names (at least one per shard), the i-th in shard i mod `shards`.
+fn tenant_names(shards: usize) -> Vec<String> {
+    let want = env_or("DISPATCH_TENANTS", 4usize).max(shards);
+    let mut names = Vec::with_capacity(want);
+    let mut candidates = (0..).map(|k| format!("team-{k}"));
+    while names.len() < want {
+        let shard = names.len() % shards;
+        names.extend(candidates.by_ref().find(|t| dcc_shared::keys::tenant_shard(t, shards) == shard));
+    }
+    names
 }
 
 fn median(v: &mut [f64]) -> f64 {

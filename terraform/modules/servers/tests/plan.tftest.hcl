@@ -82,6 +82,33 @@ run "defaults" {
   }
 }
 
+run "queue_shards" {
+  command = plan
+  variables {
+    queue_shards = 3
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.servers.user_data), "DCC_REDIS_SHARDS=3")
+    error_message = "queue_shards must reach the servers as DCC_REDIS_SHARDS."
+  }
+}
+
+run "one_shard_by_default" {
+  command = plan
+  assert {
+    condition     = !strcontains(base64decode(aws_launch_template.servers.user_data), "DCC_REDIS_SHARDS")
+    error_message = "By default the servers take the deployment's stored shard count (no DCC_REDIS_SHARDS)."
+  }
+}
+
+run "queue_shards_bounded" {
+  command = plan
+  variables {
+    queue_shards = 0
+  }
+  expect_failures = [var.queue_shards]
+}
+
 run "root_device_from_ami" {
   command = plan
   override_data {
