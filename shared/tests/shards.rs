@@ -169,6 +169,14 @@ async fn a_worker_takes_from_other_shards_when_its_home_has_none() {
     for s in 0..S {
         assert_eq!(idle_in(&redis, &q, s).await, ["w"], "shard {s}");
     }
+    // A job at home: taken there, and the worker leaves every shard's idle set, so a job
+    // queued elsewhere wakes a worker with room rather than this one (which may fill up).
+    let local = &tenants[home][0];
+    submit_at(&q, local, &format!("{local}.1"), json!({"image": "x"}), T0 + 4).await;
+    take(&q, "w", T0 + 5).await.expect("the job at home");
+    for s in 0..S {
+        assert!(idle_in(&redis, &q, s).await.is_empty(), "shard {s}");
+    }
 }
 
 #[tokio::test]
@@ -376,9 +384,18 @@ async fn every_process_takes_the_deployments_shard_count() {
     // One from before shards, holding jobs, is not split under them.
     let old = Queue::new(&redis.url(), "v").unwrap();
     submit_at(&old, "a", "a.1", json!({"image": "x"}), T0).await;
-    let e = Queue::new(&redis.url(), "v").unwrap().agree_on_shards(Some(3)).await.err().unwrap();
+    let e = Queue::new(&redis.url(), "v")
+        .unwrap()
+        .agree_on_shards(Some(3))
+        .await
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("already holds 1 jobs in one shard"), "{e}");
-    let kept = Queue::new(&redis.url(), "v").unwrap().agree_on_shards(None).await.unwrap();
+    let kept = Queue::new(&redis.url(), "v")
+        .unwrap()
+        .agree_on_shards(None)
+        .await
+        .unwrap();
     assert_eq!(kept.shard_count(), 1);
     assert!(kept.get(&JobId::parse("a.1").unwrap()).await.unwrap().is_some());
 }

@@ -70,7 +70,7 @@ impl JobState {
 }
 
 /// The two queues; `gpus > 0` selects `gpu`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueName {
     /// Jobs that need no GPU.

@@ -46,6 +46,28 @@ pub struct Claimed {
     pub memory_mb: u64,
 }
 
+/// The shards in which each worker of this process went idle (its claim there found nothing)
+/// since its last claim that took a job. A claim that takes a job leaves the idle set of its own
+/// shard in its script; the others are left here, with one `ZREM` each, so a full worker is not
+/// the one a job queued there wakes. A busy worker whose home shard has jobs never goes idle,
+/// and costs nothing here.
+#[derive(Default)]
+pub(crate) struct IdleMarks(std::sync::Mutex<HashMap<(String, QueueName), u64>>);
+
+impl IdleMarks {
+    fn found_nothing(&self, worker: &str, queue: QueueName, shard: usize) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((worker.to_string(), queue)).or_default() |= 1 << shard;
+    }
+
+    /// The shards other than `shard` that `worker` is idle in, forgotten now.
+    fn took(&self, worker: &str, queue: QueueName, shard: usize) -> Vec<usize> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bits = m.remove(&(worker.to_string(), queue)).unwrap_or(0) & !(1 << shard);
+        (0..u64::BITS as usize).filter(|i| bits & (1 << i) != 0).collect()
+    }
+}
+
 /// Who is claiming, and with how much room.
 pub struct Claimant<'a> {
     /// Worker id (recorded on the job, checked by renew and finish).
@@ -85,22 +107,26 @@ impl Queue {
         }
         let home = crate::keys::shard_of(who.worker, n);
         let mut answer = Claim::Empty;
-        for (visited, i) in (0..n).map(|k| (home + k) % n).enumerate() {
+        for i in (0..n).map(|k| (home + k) % n) {
             match self.shard(i).claim_here(queue, who, now).await? {
                 Claim::Claimed(c) => {
-                    self.leave_idle_in(queue, who.worker, (0..visited).map(|k| (home + k) % n))
-                        .await?;
+                    let stale = self.idle_marks.took(who.worker, queue, i);
+                    self.leave_idle_in(queue, who.worker, stale).await?;
                     return Ok(Claim::Claimed(c));
                 }
-                Claim::NoFit => answer = Claim::NoFit,
-                Claim::Empty => {}
+                nothing => {
+                    self.idle_marks.found_nothing(who.worker, queue, i);
+                    if let Claim::NoFit = nothing {
+                        answer = Claim::NoFit;
+                    }
+                }
             }
         }
         Ok(answer)
     }
 
     /// Takes `worker` out of `queue`'s idle workers in `shards`: it found a job in another.
-    async fn leave_idle_in(&self, queue: QueueName, worker: &str, shards: impl Iterator<Item = usize>) -> Result<()> {
+    async fn leave_idle_in(&self, queue: QueueName, worker: &str, shards: Vec<usize>) -> Result<()> {
         for i in shards {
             let q = self.shard(i);
             let mut conn = q.conn().await?;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use dcc_e2e::{IMAGE, Redis};
 use dcc_shared::history::DEFAULT_TTL;
 use dcc_shared::job::spec::{JobRequest, Limits, definition_hash};
-use dcc_shared::job::{JobId, JobSpec, JobState, Lane, QueueName};
+use dcc_shared::job::{JobSpec, JobState, Lane, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::enqueue::{NewJob, Quota};
@@ -155,14 +155,20 @@ impl Jobs {
 
 /// The four phases of `n` jobs on `q`: (enqueue, claim, renew, finish).
 async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> ([Cost; 4], Vec<f64>) {
-    let who = Claimant {
-        worker: "bench",
-        free_slots: 1 << 20,
-        total_slots: 1 << 20,
-        free_memory_mb: 1 << 40,
-        total_memory_mb: 1 << 40,
-        lease: Duration::from_secs(60),
-    };
+    // One claimant per shard, each at home in its own, taking turns: a fleet whose workers'
+    // homes are spread (one worker would claim every job from its home shard).
+    let names = worker_names(q.shard_count());
+    let workers: Vec<Claimant<'_>> = names
+        .iter()
+        .map(|name| Claimant {
+            worker: name,
+            free_slots: 1 << 20,
+            total_slots: 1 << 20,
+            free_memory_mb: 1 << 40,
+            total_memory_mb: 1 << 40,
+            lease: Duration::from_secs(60),
+        })
+        .collect();
     let tenants = tenant_names(q.shard_count());
     let p0 = per_primary(redis);
     let s0 = commandstats(redis);
@@ -171,8 +177,12 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> ([Cost; 4], 
     }
     let s1 = commandstats(redis);
     let mut leases: Vec<Lease> = Vec::with_capacity(n);
-    for _ in 0..n {
-        match q.claim(QueueName::Cpu, &who, 0).await.expect("claim") {
+    for i in 0..n {
+        match q
+            .claim(QueueName::Cpu, &workers[i % workers.len()], 0)
+            .await
+            .expect("claim")
+        {
             Claim::Claimed(claimed) => leases.push(claimed.lease),
             _ => panic!("the backlog ran out"),
         }
@@ -305,6 +315,19 @@ async fn measure(redis: &Redis, shards: usize, n: usize, backlog: usize, runs: u
     );
 }
 
+/// One worker id per shard, the i-th at home in shard i.
+fn worker_names(shards: usize) -> Vec<String> {
+    let mut candidates = (0..).map(|k| format!("bench-{k}"));
+    (0..shards)
+        .map(|s| {
+            candidates
+                .by_ref()
+                .find(|w| dcc_shared::keys::shard_of(w, shards) == s)
+                .expect("a name")
+        })
+        .collect()
+}
+
 /// `DISPATCH_TENANTS` tenant names (at least one per shard), the i-th in shard i mod `shards`.
 fn tenant_names(shards: usize) -> Vec<String> {
     let want = env_or("DISPATCH_TENANTS", 4usize).max(shards);
@@ -312,7 +335,11 @@ fn tenant_names(shards: usize) -> Vec<String> {
     let mut candidates = (0..).map(|k| format!("team-{k}"));
     while names.len() < want {
         let shard = names.len() % shards;
-        names.extend(candidates.by_ref().find(|t| dcc_shared::keys::tenant_shard(t, shards) == shard));
+        names.extend(
+            candidates
+                .by_ref()
+                .find(|t| dcc_shared::keys::tenant_shard(t, shards) == shard),
+        );
     }
     names
 }
