@@ -60,6 +60,8 @@ pub struct FleetSettings {
     pub track_ids: bool,
     /// `DCC_HISTORY_TTL` (zero: the scripts keep no history).
     pub history: Duration,
+    /// The deployment's shards (`DCC_REDIS_SHARDS`).
+    pub shards: usize,
 }
 
 impl FleetSettings {
@@ -80,6 +82,7 @@ impl FleetSettings {
             seed: 18,
             track_ids: false,
             history: dcc_shared::history::DEFAULT_TTL,
+            shards: 1,
         }
     }
 }
@@ -151,6 +154,7 @@ impl Fleet {
         for i in 0..s.workers {
             let queue = Queue::new(&s.redis_url, &s.prefix)
                 .expect("queue")
+                .with_shards(s.shards)
                 .with_history(s.history);
             let id = format!("sim-{i:04}");
             let (events, subscription) = Events::spawn_task(&s.redis_url, queue.worker_channels(&id));
