@@ -9,17 +9,35 @@ use std::time::Duration;
 use dcc_e2e::submits::Stream;
 use dcc_e2e::{Dcc, Redis, Role, eventually, sh};
 
-/// A key of the deployment the test's processes use (prefix `dcc`): its slot holds them all.
-const KEY: &str = "{dcc}:jobs";
-
 #[tokio::test]
 async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice() {
+    failover(1).await;
+}
+
+/// The same on a deployment split over three shards, one per primary: the primary killed is the
+/// one holding the jobs' shard (the local admin's), which is not shard 0 — the fleet's keys (the
+/// workers, the shard count) stay up while the jobs' primary fails over.
+#[tokio::test]
+async fn the_same_when_the_jobs_shard_is_not_shard_0() {
+    failover(3).await;
+}
+
+async fn failover(shards: usize) {
+    // The shard holding the test's jobs (submitted by the local admin, prefix `dcc`).
+    let all = dcc_shared::keys::Keys::shards("dcc", shards);
+    let key = all[dcc_shared::keys::tenant_shard("local", shards)].index();
+    assert!(
+        shards == 1 || key != all[0].index(),
+        "pick a tenant whose jobs are not in shard 0"
+    );
+    let key = key.as_str();
     let mut redis = Redis::cluster(3, 1);
     let env = |b: dcc_e2e::DccBuilder| {
         b.env("DCC_LEASE_SECS", 8)
             .env("DCC_HEARTBEAT_SECS", 2)
             .env("DCC_DURABILITY", "replicas:1")
             .env("DCC_DURABILITY_TIMEOUT", "1s")
+            .env("DCC_REDIS_SHARDS", shards)
     };
     let server = env(Dcc::builder(Role::ApiOnly, &redis)).start().await;
     let api = server.api();
@@ -31,13 +49,13 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice(
     let stream = Stream::start(&api, 2);
     stream.acked_beyond(20, "submits before the failover").await;
 
-    let home = redis.primary_of(KEY).expect("a primary serves the deployment");
+    let home = redis.primary_of(key).expect("a primary serves the deployment");
     redis.kill_node(home);
     let killed = std::time::Instant::now();
     eventually(
         Duration::from_secs(30),
         "the cluster to promote the replica",
-        || async { redis.primary_of(KEY).filter(|&p| p != home) },
+        || async { redis.primary_of(key).filter(|&p| p != home) },
     )
     .await;
     let promoted = killed.elapsed().as_secs_f64();
@@ -71,8 +89,12 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_job_and_runs_none_twice(
     );
     assert_eq!(api.log(&long, "stdout").await, "done\n");
     let keys: Vec<String> = redis.all_keys().await;
-    let stray: Vec<&String> = keys.iter().filter(|k| !k.starts_with("{dcc}")).collect();
-    assert!(stray.is_empty(), "keys outside the deployment's slot: {stray:?}");
+    let tags: Vec<String> = dcc_shared::keys::shard_tags("dcc", shards);
+    let stray: Vec<&String> = keys
+        .iter()
+        .filter(|k| !tags.iter().any(|t| k.starts_with(t.as_str())))
+        .collect();
+    assert!(stray.is_empty(), "keys outside the deployment's shards: {stray:?}");
 }
 
 /// An operator who names one node of a cluster as a server (it would answer `MOVED` for keys
