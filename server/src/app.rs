@@ -154,6 +154,39 @@ pub struct Core {
     events: std::sync::OnceLock<Events>,
 }
 
+/// The queue split as the deployment is (`DCC_REDIS_SHARDS`, else the count stored in Redis).
+/// With Redis not answering yet, the process starts on `requested` (or 1) and checks again once
+/// it answers: a process that guessed wrong exits (its supervisor starts it again), rather than
+/// claim from, publish on and read the wrong shards.
+async fn shards(queue: Queue, requested: Option<usize>) -> anyhow::Result<Queue> {
+    match queue.clone().agree_on_shards(requested).await {
+        Ok(q) => Ok(q),
+        Err(e @ dcc_shared::Error::Config(_)) => Err(e.into()),
+        Err(e) => {
+            let assumed = requested.unwrap_or(1);
+            tracing::warn!(error = %e, shards = assumed, "could not read the deployment's shard count from Redis; assuming DCC_REDIS_SHARDS (or 1) until it answers");
+            let later = queue.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    match later.clone().agree_on_shards(requested).await {
+                        Ok(q) if q.shard_count() == assumed => return,
+                        Ok(q) => tracing::error!(
+                            shards = q.shard_count(),
+                            assumed,
+                            "the deployment has another shard count than this process assumed at start; exiting to start again"
+                        ),
+                        Err(e @ dcc_shared::Error::Config(_)) => tracing::error!(error = %e, "exiting"),
+                        Err(_) => continue,
+                    }
+                    std::process::exit(78);
+                }
+            });
+            Ok(queue.with_shards(assumed))
+        }
+    }
+}
+
 impl Core {
     /// Opens Redis (lazily) and storage; starts the upkeep loop.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
@@ -161,15 +194,7 @@ impl Core {
             .with_durability(config.durability)
             .with_history(config.history_ttl);
         queue.target().check().await?;
-        let queue = match queue.clone().agree_on_shards(config.shards).await {
-            Ok(q) => q,
-            Err(e @ dcc_shared::Error::Config(_)) => return Err(e.into()),
-            Err(e) => {
-                let n = config.shards.unwrap_or(1);
-                tracing::warn!(error = %e, shards = n, "could not read the deployment's shard count from Redis; assuming DCC_REDIS_SHARDS (or 1)");
-                queue.with_shards(n)
-            }
-        };
+        let queue = shards(queue, config.shards).await?;
         queue.check_durability().await?;
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         match queue.eviction_policy().await {

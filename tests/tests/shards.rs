@@ -93,3 +93,25 @@ async fn tenants_in_three_shards_run_and_read_through_one_api() {
             .await;
     assert!(err.contains("started with 3 shards"), "{err}");
 }
+
+/// A server that starts while Redis is down cannot read the deployment's shard count: it runs on
+/// one shard, and once Redis answers with three it says so and exits (status 78) for its
+/// supervisor to start it again, rather than serve the wrong shards.
+#[tokio::test]
+async fn a_server_that_guessed_the_shard_count_wrong_exits_when_redis_answers() {
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(Keys::new("dcc").shard_count())
+        .arg(S)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    redis.kill();
+    let mut dcc = Dcc::builder(Role::ApiOnly, &redis).listening_only().start().await;
+    assert!(dcc.log().contains("assuming DCC_REDIS_SHARDS (or 1)"), "{}", dcc.log());
+    redis.restart();
+    let status = dcc.wait_exit(Duration::from_secs(30)).await.expect("the server exits");
+    assert_eq!(status.code(), Some(78), "{}", dcc.log());
+    assert!(dcc.log().contains("another shard count"), "{}", dcc.log());
+}

@@ -106,37 +106,49 @@ impl Queue {
             return self.claim_here(queue, who, now).await;
         }
         let home = crate::keys::shard_of(who.worker, n);
-        let mut answer = Claim::Empty;
+        let (mut answer, mut failed) = (Claim::Empty, None);
         for i in (0..n).map(|k| (home + k) % n) {
-            match self.shard(i).claim_here(queue, who, now).await? {
-                Claim::Claimed(c) => {
+            // A shard whose primary fails (over) does not keep the worker from the others.
+            match self.shard(i).claim_here(queue, who, now).await {
+                Ok(Claim::Claimed(c)) => {
                     let stale = self.idle_marks.took(who.worker, queue, i);
-                    self.leave_idle_in(queue, who.worker, stale).await?;
+                    self.leave_idle_in(queue, who.worker, stale).await;
                     return Ok(Claim::Claimed(c));
                 }
-                nothing => {
+                Ok(nothing) => {
                     self.idle_marks.found_nothing(who.worker, queue, i);
                     if let Claim::NoFit = nothing {
                         answer = Claim::NoFit;
                     }
                 }
+                Err(e) => failed = Some(e),
             }
         }
-        Ok(answer)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(answer),
+        }
     }
 
-    /// Takes `worker` out of `queue`'s idle workers in `shards`: it found a job in another.
-    async fn leave_idle_in(&self, queue: QueueName, worker: &str, shards: Vec<usize>) -> Result<()> {
+    /// Takes `worker` out of `queue`'s idle workers in `shards`: it found a job in another. Best
+    /// effort: the job is claimed already and must reach the worker; an entry left behind only
+    /// wakes this worker once more.
+    async fn leave_idle_in(&self, queue: QueueName, worker: &str, shards: Vec<usize>) {
         for i in shards {
             let q = self.shard(i);
-            let mut conn = q.conn().await?;
-            redis::cmd("ZREM")
-                .arg(q.keys().idle(queue))
-                .arg(worker)
-                .query_async::<()>(&mut conn)
-                .await?;
+            let left = async {
+                let mut conn = q.conn().await?;
+                redis::cmd("ZREM")
+                    .arg(q.keys().idle(queue))
+                    .arg(worker)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = left.await {
+                tracing::warn!(shard = i, error = %e, "could not leave a shard's idle workers");
+            }
         }
-        Ok(())
     }
 
     /// [`Queue::claim`] in this value's shard only.

@@ -148,6 +148,9 @@ pub struct Queue {
     homes: Arc<[Route]>,
     /// Where this process's workers went idle, on a sharded deployment ([`claim::IdleMarks`]).
     idle_marks: Arc<claim::IdleMarks>,
+    /// Each shard's settle context up to its retention ([`Queue::settle_context`]), made on
+    /// first use; made again after the shards or the history's TTL change.
+    context_heads: Arc<std::sync::OnceLock<Vec<String>>>,
     /// The key prefix the shards' tags are made of.
     prefix: String,
     /// The Redis URL, for connections that cannot be pooled (pub/sub).
@@ -178,6 +181,7 @@ impl Queue {
             shard: 0,
             homes: homes(&shards),
             idle_marks: Default::default(),
+            context_heads: Default::default(),
             shards,
             prefix: prefix.to_string(),
             url: url.to_string(),
@@ -205,6 +209,7 @@ impl Queue {
     /// The same queue, keeping each minute of history for `ttl` (`DCC_HISTORY_TTL`; zero: none).
     pub fn with_history(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
+        self.context_heads = Default::default();
         self
     }
 
@@ -222,20 +227,30 @@ impl Queue {
     /// key prefixes it builds keys from, the channels it publishes on, and the retention of a
     /// dependent it fails; and where `history.lua` counts transitions, for how long.
     pub(crate) fn settle_context(&self, retention: Duration) -> String {
-        let k = &self.keys;
-        serde_json::json!({
-            "job": k.job_prefix(),
-            "deps": k.dependents_prefix(),
-            "lanes": k.lanes_prefix(),
-            "idle": k.idle_prefix(),
-            "events": k.events(),
-            "workers": k.worker_events_prefix(),
-            "keep": ms(retention),
-            "backlog": k.backlog(),
-            "history": k.history_prefix(),
-            "history_ttl": self.history_ttl.as_secs(),
-        })
-        .to_string()
+        // Every call but its retention the same: made once per shard (a claim, a finish and an
+        // enqueue each send it), not built from a JSON value each time.
+        let heads = self.context_heads.get_or_init(|| {
+            self.shards
+                .iter()
+                .map(|k| {
+                    let mut head = serde_json::json!({
+                        "job": k.job_prefix(),
+                        "deps": k.dependents_prefix(),
+                        "lanes": k.lanes_prefix(),
+                        "idle": k.idle_prefix(),
+                        "events": k.events(),
+                        "workers": k.worker_events_prefix(),
+                        "backlog": k.backlog(),
+                        "history": k.history_prefix(),
+                        "history_ttl": self.history_ttl.as_secs(),
+                    })
+                    .to_string();
+                    head.pop(); // its closing brace: `keep` follows
+                    head
+                })
+                .collect()
+        });
+        format!("{},\"keep\":{}}}", heads[self.shard], ms(retention))
     }
 
     /// The Redis URL (for pub/sub connections).
@@ -335,6 +350,28 @@ pub(crate) fn ms(d: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    /// The settle context is the JSON `deps.lua` and `history.lua` decode, per shard.
+    #[test]
+    fn settle_context_is_each_shards_json() {
+        let q = super::Queue::new("redis://127.0.0.1:1", "t")
+            .unwrap()
+            .with_history(std::time::Duration::from_secs(60))
+            .with_shards(3);
+        for (i, keep) in [(0, 5u64), (2, 7)] {
+            let s = q.shard(i);
+            let v: serde_json::Value =
+                serde_json::from_str(&s.settle_context(std::time::Duration::from_millis(keep))).unwrap();
+            assert_eq!(v["keep"], keep);
+            assert_eq!(v["job"], s.keys().job_prefix());
+            assert_eq!(v["events"], s.keys().events());
+            assert_eq!(v["history_ttl"], 60);
+            assert_eq!(v.as_object().unwrap().len(), 10, "{v}");
+        }
+        let off = q.with_history(std::time::Duration::ZERO);
+        let v: serde_json::Value = serde_json::from_str(&off.settle_context(std::time::Duration::ZERO)).unwrap();
+        assert_eq!(v["history_ttl"], 0);
+    }
+
     /// Every script that publishes spells it `redis.call('PUBLISH', …)`, so its cluster form
     /// ([`super::Publishing`]) publishes on shard channels only.
     #[test]

@@ -50,15 +50,18 @@ pub enum Settle {
 }
 
 impl Queue {
-    /// Takes up to `max` due deliveries; none is due for another server until `lease` has
-    /// passed. `now` 0: Redis's clock.
+    /// Takes up to `max` due deliveries (of any shard); none is due for another server until
+    /// `lease` has passed. `now` 0: Redis's clock.
     pub async fn take_deliveries(&self, now: Millis, lease: Duration, max: usize) -> Result<Vec<Delivery>> {
+        // From a shard drawn at random first, so a busy shard does not keep the others waiting.
+        let n = self.shard_count();
+        let first = if n == 1 { 0 } else { rand::random_range(0..n) };
         let mut out = Vec::new();
-        for q in self.each_shard() {
+        for i in (0..n).map(|k| (first + k) % n) {
             if out.len() >= max {
                 break;
             }
-            out.extend(q.take_deliveries_here(now, lease, max - out.len()).await?);
+            out.extend(self.shard(i).take_deliveries_here(now, lease, max - out.len()).await?);
         }
         Ok(out)
     }

@@ -16,6 +16,7 @@ impl Queue {
     pub fn with_shards(mut self, n: usize) -> Self {
         self.shards = Keys::shards(&self.prefix, n.max(1)).into();
         self.homes = homes(&self.shards);
+        self.context_heads = Default::default();
         self.keys = self.shards[0].clone();
         self.shard = 0;
         self
