@@ -581,3 +581,20 @@ async fn long_logs_are_whole_and_a_cut_is_marked() {
     assert!(text.ends_with(note), "no cut note: {}", &text[text.len() - 60..]);
     assert_eq!(text.len(), 100_000 + note.len());
 }
+
+/// Two deployments on one Docker host (each its own Redis) run a job of the same id at the same
+/// time: their containers are named apart, and both succeed.
+#[tokio::test]
+async fn two_deployments_on_one_host_run_jobs_of_the_same_id_at_once() {
+    let (ra, rb) = (Redis::start(), Redis::start());
+    let (a, b) = (Dcc::server(&ra).await, Dcc::server(&rb).await);
+    let job = json!({"id": "same-id", "image": IMAGE, "command": ["sh", "-c", "sleep 2; echo ran"]});
+    for dcc in [&a, &b] {
+        assert_eq!(dcc.api().submit(job.clone()).await.status, 201);
+    }
+    for dcc in [&a, &b] {
+        let v = dcc.api().wait_status("same-id", "succeeded", LONG).await;
+        assert_eq!(v["attempt"], 1, "{v}\n{}", dcc.log());
+        assert_eq!(dcc.api().log("same-id", "stdout").await, "ran\n");
+    }
+}

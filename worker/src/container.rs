@@ -26,9 +26,12 @@ pub struct HostLimits {
 /// SYS_CHROOT and NET_BIND_SERVICE. A job cannot add any: the API has no field for it.
 pub const KEPT_CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"];
 
-/// The container name of an attempt: readable in `docker ps`, unique per attempt.
-pub fn name(job: &JobRecord, attempt: u32) -> String {
-    format!("dcc-{}-a{}", job.id, attempt)
+/// The container name of an attempt: readable in `docker ps`, unique per attempt and per
+/// deployment (the start of its id): two deployments on one Docker host may run jobs of the same
+/// id (client-chosen ids, or the same test twice at once), and Docker refuses a name in use.
+pub fn name(job: &JobRecord, attempt: u32, owner: &Owner) -> String {
+    let deployment: String = owner.deployment.chars().take(8).collect();
+    format!("dcc-{}-a{}-{deployment}", job.id, attempt)
 }
 
 /// The create body for `job`'s attempt `attempt` on `owner`.

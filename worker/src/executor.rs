@@ -235,7 +235,7 @@ impl Executor {
                 return (failed(e, RunStats::default(), None), None);
             }
         };
-        let name = container::name(job, attempt);
+        let name = container::name(job, attempt, &self.settings.owner);
         let run = Run {
             job,
             attempt,

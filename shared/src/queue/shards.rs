@@ -27,11 +27,6 @@ impl Queue {
         self.shards.len()
     }
 
-    /// Which shard this value is for.
-    pub fn shard_index(&self) -> usize {
-        self.shard
-    }
-
     /// The same queue seen from shard `i` (its keys, its node on a cluster). Fleet-wide keys
     /// stay shard 0's.
     pub fn shard(&self, i: usize) -> Queue {
