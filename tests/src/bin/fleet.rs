@@ -24,7 +24,9 @@
 //! (unset: every process shares every core; a CPU number: Redis runs on that core alone and this
 //! process and the server on the others, as Redis on its own node would — on a 2-core machine the
 //! generator and the server otherwise keep evicting Redis from its core and its caches, and the
-//! same scripts take longer per call).
+//! same scripts take longer per call), `FLEET_SHARDS` (1: the queue split over that many shards,
+//! `DCC_REDIS_SHARDS`; run it on a cluster, `DCC_TEST_REDIS=cluster`, to put each on its own
+//! primary: Redis's CPU, commands and memory are then summed over the primaries).
 //! Run it with `scripts/fleet.sh` (release build).
 
 use std::collections::HashMap;
@@ -47,6 +49,12 @@ fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
+/// `FLEET_SHARDS` (1): the deployment's shards (`DCC_REDIS_SHARDS`); on a cluster
+/// (`DCC_TEST_REDIS=cluster`) each on its own primary, and Redis's numbers summed over them.
+fn shards() -> usize {
+    env_or("FLEET_SHARDS", 1usize).max(1)
+}
+
 fn pct(v: &mut [u32], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -55,19 +63,25 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 
-/// A connection for the bench's own reads, patient with a saturated Redis: to the server, or on a
-/// cluster to the primary holding the deployment (every key of it is in one slot; the other
-/// primaries only gossip).
-async fn admin(redis: &Redis) -> dcc_shared::testing::TestConn {
-    let home = redis.primary_of("{dcc}:jobs").expect("a primary holds the deployment");
-    let c = redis::Client::open(redis.nodes()[home].url())
-        .expect("valid url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis answers");
-    let mut c = dcc_shared::testing::TestConn::Node(c);
-    c.set_response_timeout(Duration::from_secs(60));
-    c
+/// Connections for the bench's own reads, patient with a saturated Redis: to the server, or on a
+/// cluster to every primary (each holds one shard of a sharded deployment; with one shard, the
+/// others only gossip and add nothing to the sums).
+async fn admins(redis: &Redis) -> Vec<dcc_shared::testing::TestConn> {
+    let mut out = Vec::new();
+    for node in redis.nodes() {
+        if redis.is_cluster() && !node.text("INFO replication").is_some_and(|i| i.contains("role:master")) {
+            continue;
+        }
+        let c = redis::Client::open(node.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers");
+        let mut c = dcc_shared::testing::TestConn::Node(c);
+        c.set_response_timeout(Duration::from_secs(60));
+        out.push(c);
+    }
+    out
 }
 
 /// What `INFO` says at one moment.
@@ -91,26 +105,35 @@ fn proc_cpu(pid: u32) -> f64 {
 }
 
 async fn snapshot(redis: &Redis, server: &Dcc) -> Snapshot {
-    let mut c = admin(redis).await;
-    let info: String = redis::cmd("INFO")
-        .arg("everything")
-        .query_async(&mut c)
-        .await
-        .expect("INFO");
-    let mut fields = HashMap::new();
-    let mut commands = HashMap::new();
-    for line in info.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
-        if let Some(cmd) = k.strip_prefix("cmdstat_") {
-            let get = |name: &str| {
-                v.split(',')
-                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            commands.insert(cmd.to_string(), (get("calls"), get("usec")));
-        } else {
-            fields.insert(k.to_string(), v.trim().to_string());
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut commands: HashMap<String, (u64, u64)> = HashMap::new();
+    for mut c in admins(redis).await {
+        let info: String = redis::cmd("INFO")
+            .arg("everything")
+            .query_async(&mut c)
+            .await
+            .expect("INFO");
+        for line in info.lines() {
+            let Some((k, v)) = line.split_once(':') else { continue };
+            if let Some(cmd) = k.strip_prefix("cmdstat_") {
+                let get = |name: &str| {
+                    v.split(',')
+                        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let e = commands.entry(cmd.to_string()).or_default();
+                *e = (e.0 + get("calls"), e.1 + get("usec"));
+            } else {
+                // Numbers add up over the primaries (CPU seconds, ops, memory); others keep the
+                // first's.
+                let v = v.trim();
+                match (fields.get(k).and_then(|a| a.parse::<f64>().ok()), v.parse::<f64>()) {
+                    (Some(a), Ok(b)) => fields.insert(k.to_string(), (a + b).to_string()),
+                    (None, _) if !fields.contains_key(k) => fields.insert(k.to_string(), v.to_string()),
+                    _ => None,
+                };
+            }
         }
     }
     Snapshot {
@@ -212,33 +235,44 @@ fn top_line(d: &Delta) -> String {
 
 /// Empties Redis; waits until the memory of what was removed is freed.
 async fn flush(redis: &Redis) {
-    let mut c = admin(redis).await;
-    let _: () = redis::cmd("FLUSHALL")
-        .arg("ASYNC")
-        .query_async(&mut c)
-        .await
-        .expect("FLUSHALL");
-    dcc_e2e::eventually(Duration::from_secs(60), "FLUSHALL ASYNC frees its keys", || {
-        let mut c = c.clone();
-        async move {
-            let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.ok()?;
-            info.contains("lazyfree_pending_objects:0\r").then_some(())
-        }
-    })
-    .await;
+    for c in admins(redis).await {
+        let mut c2 = c.clone();
+        let _: () = redis::cmd("FLUSHALL")
+            .arg("ASYNC")
+            .query_async(&mut c2)
+            .await
+            .expect("FLUSHALL");
+        dcc_e2e::eventually(Duration::from_secs(60), "FLUSHALL ASYNC frees its keys", || {
+            let mut c = c.clone();
+            async move {
+                let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.ok()?;
+                info.contains("lazyfree_pending_objects:0\r").then_some(())
+            }
+        })
+        .await;
+    }
+    // The deployment's shard count goes with everything else; a server started on a queue that
+    // holds jobs would otherwise take it for one from before shards.
+    let queue = Queue::new(&redis.url(), "dcc").expect("queue");
+    queue.agree_on_shards(Some(shards())).await.expect("the shard count");
 }
 
+/// Memory every primary uses, added up.
 async fn used_memory(redis: &Redis) -> f64 {
-    let mut c = admin(redis).await;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut c)
-        .await
-        .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let mut total = 0.0;
+    for mut c in admins(redis).await {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut c)
+            .await
+            .expect("INFO");
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    total
 }
 
 /// Queues `n` trivial jobs through the API's enqueue script (64 at a time); returns jobs/s.
@@ -433,24 +467,28 @@ struct Row {
 const SLOW_US: u64 = 200;
 
 async fn slowlog_reset(redis: &Redis) {
-    let mut c = admin(redis).await;
-    let _: () = redis::cmd("SLOWLOG")
-        .arg("RESET")
-        .query_async(&mut c)
-        .await
-        .expect("SLOWLOG");
+    for mut c in admins(redis).await {
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut c)
+            .await
+            .expect("SLOWLOG");
+    }
 }
 
 /// The slow-log grouped by command and first key (ids stripped): the scripts and reads that
 /// take longest, worst first.
 async fn slowlog(redis: &Redis) -> Vec<(String, u64, f64)> {
-    let mut c = admin(redis).await;
-    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(2000)
-        .query_async(&mut c)
-        .await
-        .expect("SLOWLOG");
+    let mut entries: Vec<redis::Value> = Vec::new();
+    for mut c in admins(redis).await {
+        let more: Vec<redis::Value> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(2000)
+            .query_async(&mut c)
+            .await
+            .expect("SLOWLOG");
+        entries.extend(more);
+    }
     let mut groups: HashMap<String, (u64, u64)> = HashMap::new();
     for e in entries {
         let redis::Value::Array(f) = e else { continue };
@@ -508,7 +546,7 @@ async fn observe(queue: &Queue) -> dcc_shared::Result<()> {
 /// times (µs), and the last failure.
 async fn scaler_reads(url: String) -> (Vec<u32>, Option<String>) {
     apart(async move {
-        let queue = Queue::new(&url, "dcc").expect("queue");
+        let queue = Queue::new(&url, "dcc").expect("queue").with_shards(shards());
         let (mut obs, mut failed) = (Vec::new(), None);
         for _ in 0..3 {
             let t = Instant::now();
@@ -536,10 +574,12 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
     let job_ms: u64 = env_or("FLEET_JOB_MS", 1000);
     flush(redis).await;
     let mut s = FleetSettings::new(&redis.url(), n);
+    s.shards = shards();
     s.job_ms = job_ms / 2..=job_ms * 3 / 2;
     s.history = history_ttl(history);
     let queue = Queue::new(&redis.url(), &s.prefix)
         .expect("queue")
+        .with_shards(s.shards)
         .with_history(s.history);
     let fleet = Fleet::start(&s).await;
     let slots = fleet.total_slots();
@@ -691,15 +731,16 @@ async fn main() {
         false => Redis::start_with(&["--maxclients", "20000"]),
     };
     {
-        let mut c = admin(&redis).await;
-        for (k, v) in [("slowlog-log-slower-than", SLOW_US), ("slowlog-max-len", 2000)] {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg(k)
-                .arg(v)
-                .query_async(&mut c)
-                .await
-                .expect("CONFIG");
+        for mut c in admins(&redis).await {
+            for (k, v) in [("slowlog-log-slower-than", SLOW_US), ("slowlog-max-len", 2000)] {
+                let _: () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(k)
+                    .arg(v)
+                    .query_async(&mut c)
+                    .await
+                    .expect("CONFIG");
+            }
         }
     }
     if let Some(cpu) = std::env::var("FLEET_REDIS_CPU").ok().and_then(|v| v.parse().ok()) {
@@ -709,6 +750,7 @@ async fn main() {
     flush(&redis).await;
     let queue = Queue::new(&redis.url(), "dcc")
         .expect("queue")
+        .with_shards(shards())
         .with_history(history_ttl(*modes.last().unwrap_or(&true)));
     let m0 = used_memory(&redis).await;
     let rate = preload(&queue, queued).await;
@@ -721,6 +763,7 @@ async fn main() {
             let ttl = if history { "1d" } else { "0" };
             let server = Dcc::builder(Role::ApiOnly, &redis)
                 .env("DCC_HISTORY_TTL", ttl)
+                .env("DCC_REDIS_SHARDS", shards())
                 .start()
                 .await;
             eprintln!("fleet of {n} workers, history {}…", on_off(history));
