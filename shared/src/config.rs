@@ -736,6 +736,21 @@ mod tests {
     /// docs/configuration.md's table lists exactly those (a variable added in one place and not
     /// the others fails here).
     #[test]
+    fn shard_counts_are_checked() {
+        let shards = |v: &str| RedisConfig::from_lookup(|k| (k == "DCC_REDIS_SHARDS").then(|| v.to_string())).shards();
+        assert_eq!(shards("").unwrap(), None);
+        assert_eq!(shards("3").unwrap(), Some(3));
+        assert_eq!(shards("64").unwrap(), Some(64));
+        for bad in ["0", "65", "three", "-1"] {
+            let e = shards(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("DCC_REDIS_SHARDS must be a whole number from 1 to 64"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn known_vars_are_the_ones_read_and_the_ones_documented() {
         let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
         let _ = Config::from_lookup(|k| {

@@ -96,11 +96,6 @@ impl Keys {
             .collect()
     }
 
-    /// This shard's hash tag, braces included (routes commands to its node on a cluster).
-    pub fn tag(&self) -> &str {
-        &self.tag
-    }
-
     /// STRING: the deployment's shard count, set by the first server that started it (see
     /// `docs/scaling.md`): every process reads it, so none can disagree on where a job lives.
     pub fn shard_count(&self) -> String {

@@ -10,11 +10,11 @@ use crate::job::JobId;
 use crate::keys::Keys;
 
 impl Queue {
-    /// The same queue split over `n` shards (at least 1), each its own hash tag
+    /// The same queue split over `n` shards (1 to [`crate::config::MAX_SHARDS`]), each its own hash tag
     /// ([`crate::keys::shard_tags`]). Every process of a deployment must use the same `n`:
     /// [`Queue::agree_on_shards`] reads it from Redis.
     pub fn with_shards(mut self, n: usize) -> Self {
-        self.shards = Keys::shards(&self.prefix, n.max(1)).into();
+        self.shards = Keys::shards(&self.prefix, n.clamp(1, crate::config::MAX_SHARDS)).into();
         self.homes = homes(&self.shards);
         self.context_heads = Default::default();
         self.keys = self.shards[0].clone();
