@@ -414,36 +414,36 @@ pub async fn enqueue_staged(
     };
     match created {
         Enqueued::Created | Enqueued::DependencyFailed => Ok(StatusCode::CREATED),
-        Enqueued::MissingDependency(i) => {
+        // Nothing written: the staged inputs go.
+        other => {
             staging.discard().await;
-            Err(missing_dependency(who, spec, i))
+            not_created(who, id, spec, other)
         }
-        Enqueued::OtherShard(i) => {
-            staging.discard().await;
-            Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
-                field: Some(format!("dependsOn[{i}].jobId")),
-                message: "on this sharded deployment that job lives in another shard than this one: \
-                          give both ids the same part before the first '.' (see docs/scaling.md)"
-                    .into(),
-            }))
-        }
-        Enqueued::NotTwin(i) => {
-            staging.discard().await;
-            Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
-                field: Some(format!("dependsOn[{i}].type")),
-                message: format!(
-                    "an n_to_n dependency must be an array job of this one's size ({})",
-                    spec.array.map_or(0, |a| a.size)
-                ),
-            }))
-        }
-        Enqueued::Exists => {
-            staging.discard().await;
-            Ok(StatusCode::OK)
-        }
+    }
+}
+
+/// What a client hears when the enqueue script wrote nothing: `200` for the same job already
+/// there, an error for the rest.
+fn not_created(who: &Principal, id: &JobId, spec: &JobSpec, answer: Enqueued) -> Result<StatusCode, ApiError> {
+    match answer {
+        Enqueued::Created | Enqueued::DependencyFailed => Ok(StatusCode::CREATED),
+        Enqueued::MissingDependency(i) => Err(missing_dependency(who, spec, i)),
+        Enqueued::OtherShard(i) => Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+            field: Some(format!("dependsOn[{i}].jobId")),
+            message: "on this sharded deployment that job lives in another shard than this one: \
+                      give both ids the same part before the first '.' (see docs/scaling.md)"
+                .into(),
+        })),
+        Enqueued::NotTwin(i) => Err(ApiError::from(dcc_shared::job::spec::SpecError::Invalid {
+            field: Some(format!("dependsOn[{i}].type")),
+            message: format!(
+                "an n_to_n dependency must be an array job of this one's size ({})",
+                spec.array.map_or(0, |a| a.size)
+            ),
+        })),
+        Enqueued::Exists => Ok(StatusCode::OK),
         Enqueued::OverQuota | Enqueued::OverFastQuota => {
-            staging.discard().await;
-            let (what, n) = match created {
+            let (what, n) = match answer {
                 Enqueued::OverQuota => ("queued and running jobs", who.quota.active),
                 _ => ("fast jobs at once", who.quota.fast),
             };
@@ -455,19 +455,16 @@ pub async fn enqueue_staged(
                 )
             })
         }
-        Enqueued::Conflict => {
-            staging.discard().await;
-            Err(ApiError {
-                field: Some("id".into()),
-                ..ApiError::new(
-                    Code::IdConflict,
-                    format!(
-                        "a job with id {} already exists with a different definition (or as a standard job for a fast one, or back)",
-                        who.external(id.as_str())
-                    ),
-                )
-            })
-        }
+        Enqueued::Conflict => Err(ApiError {
+            field: Some("id".into()),
+            ..ApiError::new(
+                Code::IdConflict,
+                format!(
+                    "a job with id {} already exists with a different definition (or as a standard job for a fast one, or back)",
+                    who.external(id.as_str())
+                ),
+            )
+        }),
     }
 }
 

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dcc_shared::events::{Event, EventStatus, Events};
-use dcc_shared::job::{JobId, JobRequest, JobState, Lane, Limits, QueueName};
+use dcc_shared::job::{JobId, JobState, QueueName};
 use dcc_shared::keys::{shard_of, tenant_shard};
 use dcc_shared::maintenance;
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
-use dcc_shared::queue::enqueue::{Enqueued, NewJob};
+use dcc_shared::queue::enqueue::Enqueued;
 use dcc_shared::queue::read::ListFilter;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::LocalStorage;
@@ -44,24 +44,9 @@ fn tenants_per_shard(per: usize) -> Vec<Vec<String>> {
     unreachable!()
 }
 
-/// Submits `job` as `id` for `tenant` at `now`.
+/// Submits `job` as `id` for `tenant` at `now`, without a quota.
 async fn submit_at(q: &Queue, tenant: &str, id: &str, job: Value, now: i64) -> Enqueued {
-    let valid = JobRequest::from_value(job)
-        .unwrap()
-        .validate(&Limits::default())
-        .unwrap();
-    let id = JobId::parse(id).unwrap();
-    let job = NewJob {
-        id: &id,
-        spec: &valid.spec,
-        lane: Lane::for_priority(valid.spec.priority),
-        def_hash: id.as_str(),
-        inputs_prefix: "p/",
-        tenant,
-        quota: Default::default(),
-        retention: RETENTION,
-    };
-    q.enqueue(job, now).await.unwrap()
+    common::submit_at(q, tenant, id, job, 0, now).await
 }
 
 fn worker(id: &str) -> Claimant<'_> {

@@ -21,6 +21,11 @@ pub const T0: i64 = 1_800_000_000_000;
 
 /// Submits `job` (a v1 job JSON) as `id` for `tenant`, at most `quota` active jobs (0: none).
 pub async fn submit(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32) -> Enqueued {
+    submit_at(q, tenant, id, job, quota, T0).await
+}
+
+/// [`submit`] at time `now`.
+pub async fn submit_at(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32, now: i64) -> Enqueued {
     let valid = JobRequest::from_value(job)
         .unwrap()
         .validate(&Limits::default())
@@ -36,7 +41,7 @@ pub async fn submit(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32) -
         quota: Quota { active: quota, fast: 0 },
         retention: RETENTION,
     };
-    q.enqueue(job, T0).await.unwrap()
+    q.enqueue(job, now).await.unwrap()
 }
 
 /// A claim from the cpu queue by a worker with room for anything.
