@@ -788,3 +788,181 @@ async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
         "only the woken worker leaves the idle set"
     );
 }
+
+/// A worker's heartbeat renews all its leases in one call, on both queues; the answers say which
+/// were lost, lease by lease, and only the held ones get a new deadline.
+#[tokio::test]
+async fn one_call_renews_every_lease_of_a_worker_and_names_the_lost_ones() {
+    use dcc_shared::job::QueueName::Gpu;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    for id in ["r1", "r2", "r3"] {
+        enqueue(&q, id, json!({"image": "x"}), T0).await;
+    }
+    enqueue(&q, "g1", json!({"image": "x", "parameters": {"gpus": 1}}), T0).await;
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(claim(&q, "A", T0 + 1).await);
+    }
+    match q.claim(Gpu, &who("A"), T0 + 1).await.unwrap() {
+        Claim::Claimed(c) => leases.push(c.lease),
+        other => panic!("expected the GPU job, got {other:?}"),
+    }
+    // r2 is cancelled; a stale copy of r3's lease (another attempt) is no lease at all.
+    let r2 = q.get(&leases[1].job).await.unwrap().unwrap();
+    q.cancel(&r2, RETENTION, T0 + 2).await.unwrap();
+    let mut stale = leases[2].clone();
+    stale.attempt += 1;
+    leases.push(stale);
+
+    let batches = q.renew_all(&leases, LEASE, T0 + 20_000).await;
+    assert_eq!(batches.len(), 1, "one shard, five leases: one call");
+    let answers = batches[0].answer.as_ref().unwrap();
+    assert_eq!(batches[0].leases, vec![0, 1, 2, 3, 4]);
+    use Renewed::{Held, Lost};
+    assert_eq!(answers, &vec![Held, Lost, Held, Held, Lost]);
+
+    // The first deadlines (T0 + 30,001) passed: nothing is reaped, in either queue.
+    assert_eq!(q.reap(RET, T0 + 40_000).await.unwrap().requeued, 0);
+    for i in [0, 2, 3] {
+        let r = q.get(&leases[i].job).await.unwrap().unwrap();
+        assert_eq!((r.state, r.attempt), (JobState::Running, 1), "{}", leases[i].job);
+    }
+    // The renewed ones (T0 + 50,000) lapse together.
+    assert_eq!(q.reap(RET, T0 + 50_001).await.unwrap().requeued, 3);
+}
+
+/// More leases than one call carries go in several calls, each answering for its own.
+#[tokio::test]
+async fn a_worker_holding_many_leases_renews_them_in_bounded_calls() {
+    use dcc_shared::queue::lease::RENEW_BATCH;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let n = RENEW_BATCH + 5;
+    let mut leases = Vec::new();
+    for i in 0..n {
+        enqueue(&q, &format!("m{i}"), json!({"image": "x"}), T0).await;
+        leases.push(claim(&q, "A", T0 + 1).await);
+    }
+    let batches = q.renew_all(&leases, LEASE, T0 + 20_000).await;
+    let sizes: Vec<usize> = batches.iter().map(|b| b.leases.len()).collect();
+    assert_eq!(sizes, vec![RENEW_BATCH, 5]);
+    let all: Vec<usize> = batches.iter().flat_map(|b| b.leases.clone()).collect();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+    for b in &batches {
+        assert!(b.answer.as_ref().unwrap().iter().all(|r| *r == Renewed::Held));
+    }
+    assert_eq!(q.reap(RET, T0 + 40_000).await.unwrap().requeued, 0);
+}
+
+/// The finish of one job and the claim of the next, sent together: the result is recorded as
+/// by a finish alone, the next job goes to the worker as by a claim alone, and the events come
+/// in the order of the two calls.
+#[tokio::test]
+async fn a_finish_hands_the_room_to_the_next_job_in_one_round_trip() {
+    use dcc_shared::job::QueueName::Cpu;
+    use dcc_shared::queue::handover::NextClaim;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let events = Events::spawn(&redis.url(), q.event_channels());
+    let mut rx = events.subscribe();
+    while !matches!(
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        Event::Resync
+    ) {}
+    // (Redis has both scripts: one that lost the finish script runs the claim first, that once)
+    let warm = enqueue(&q, "h0", json!({"image": "x"}), T0).await;
+    let warm = claim(&q, warm.as_str(), T0).await;
+    q.finish(&warm, &success(), RETENTION, T0).await.unwrap();
+    let first = enqueue(&q, "h1", json!({"image": "x"}), T0).await;
+    let second = enqueue(&q, "h2", json!({"image": "x"}), T0).await;
+    let lease = claim(&q, "A", T0 + 1).await;
+    let next = NextClaim {
+        queue: Cpu,
+        who: who("A"),
+        at: T0 + 5,
+    };
+    let h = q
+        .finish_and_claim(&lease, &success(), RETENTION, T0 + 5, &next)
+        .await
+        .unwrap();
+    assert_eq!(h.finished.unwrap(), Finished::Recorded);
+    let c = match h.next.unwrap() {
+        Claim::Claimed(c) => c,
+        other => panic!("expected the next job, got {other:?}"),
+    };
+    assert_eq!((c.lease.job.clone(), c.lease.attempt), (second.clone(), 1));
+    assert_eq!(c.record.state, JobState::Running);
+    assert_eq!(q.get(&first).await.unwrap().unwrap().state, JobState::Succeeded);
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let Event::Job(ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            && ev.status != EventStatus::Now(JobState::Queued)
+            && ev.attempt > 0
+            && (ev.job_id == first.as_str() && ev.status == EventStatus::Now(JobState::Succeeded)
+                || ev.job_id == second.as_str())
+        {
+            seen.push((ev.job_id, ev.status));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (first.to_string(), EventStatus::Now(JobState::Succeeded)),
+            (second.to_string(), EventStatus::Now(JobState::Running))
+        ]
+    );
+
+    // A stale attempt's result is refused, and its room still goes to the next job; with
+    // nothing queued, the claim leaves the worker idle.
+    let h = q
+        .finish_and_claim(&lease, &success(), RETENTION, T0 + 6, &next)
+        .await
+        .unwrap();
+    assert_eq!(h.finished.unwrap(), Finished::LeaseLost);
+    assert!(matches!(h.next.unwrap(), Claim::Empty));
+    let mut conn = redis.conn().await;
+    let idle: Vec<String> = redis::cmd("ZRANGE")
+        .arg(q.keys().idle(Cpu))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(idle, vec!["A".to_string()]);
+}
+
+/// Redis lost its scripts (a restart, a failover to a replica that never loaded them): each of
+/// the two calls is sent again alone, loading its script, and each runs once.
+#[tokio::test]
+async fn a_finish_and_claim_sent_together_survive_a_script_flush() {
+    use dcc_shared::job::QueueName::Cpu;
+    use dcc_shared::queue::handover::NextClaim;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let first = enqueue(&q, "f1", json!({"image": "x"}), T0).await;
+    let second = enqueue(&q, "f2", json!({"image": "x"}), T0).await;
+    let lease = claim(&q, "A", T0 + 1).await;
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let next = NextClaim {
+        queue: Cpu,
+        who: who("A"),
+        at: T0 + 5,
+    };
+    let h = q
+        .finish_and_claim(&lease, &success(), RETENTION, T0 + 5, &next)
+        .await
+        .unwrap();
+    assert_eq!(h.finished.unwrap(), Finished::Recorded);
+    assert!(matches!(h.next.unwrap(), Claim::Claimed(c) if c.lease.job == second && c.lease.attempt == 1));
+    let rec = q.get(&first).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempt), (JobState::Succeeded, 1));
+}

@@ -13,6 +13,7 @@ use dcc_shared::maintenance;
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::enqueue::Enqueued;
+use dcc_shared::queue::lease::Renewed;
 use dcc_shared::queue::read::ListFilter;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::LocalStorage;
@@ -164,6 +165,66 @@ async fn a_worker_takes_from_other_shards_when_its_home_has_none() {
     }
 }
 
+/// A worker's result and its next claim go together when the job is in its home shard; the
+/// claim still looks at home first and then elsewhere, and a job from elsewhere is finished
+/// and followed by a claim as before.
+#[tokio::test]
+async fn a_result_takes_the_next_claim_with_it_from_the_home_shard() {
+    use dcc_shared::queue::claim::Claimed;
+    use dcc_shared::queue::finish::{Finished, Outcome};
+    use dcc_shared::queue::handover::NextClaim;
+    let redis = Redis::start();
+    let q = sharded(&redis);
+    let home = shard_of("w", S);
+    let tenants = tenants_per_shard(1);
+    let (local, away) = (&tenants[home][0], &tenants[(home + 1) % S][0]);
+    for (t, n) in [(local, 1), (local, 2), (away, 1)] {
+        submit_at(&q, t, &format!("{t}.{n}"), json!({"image": "x"}), T0).await;
+    }
+    let next = NextClaim {
+        queue: QueueName::Cpu,
+        who: worker("w"),
+        at: T0 + 2,
+    };
+    let ok = Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: None,
+        stats: Default::default(),
+        outputs: vec![],
+    };
+    let hand = |c: Claimed| {
+        let (q, next, ok) = (&q, &next, &ok);
+        async move {
+            let h = q.finish_and_claim(&c.lease, ok, RETENTION, T0 + 2, next).await.unwrap();
+            assert_eq!(h.finished.unwrap(), Finished::Recorded, "{}", c.lease.job);
+            match h.next.unwrap() {
+                Claim::Claimed(c) => Some(*c),
+                _ => None,
+            }
+        }
+    };
+    let c = take(&q, "w", T0 + 1).await.expect("the first job at home");
+    assert_eq!(c.lease.job.as_str(), format!("{local}.1"));
+    // Home first, in the same round trip as the result.
+    let c = hand(c).await.expect("the second job at home");
+    assert_eq!(c.lease.job.as_str(), format!("{local}.2"));
+    // Home is empty: the claim sent with the result finds nothing there, and the worker takes
+    // the job of the other shard, leaving home's idle set again.
+    let c = hand(c).await.expect("the job away");
+    assert_eq!(c.lease.job.as_str(), format!("{away}.1"));
+    assert!(idle_in(&redis, &q, home).await.is_empty());
+    // A job from another shard is finished there, then the claim looks everywhere.
+    assert!(hand(c).await.is_none());
+    for s in 0..S {
+        assert_eq!(idle_in(&redis, &q, s).await, ["w"], "shard {s}");
+    }
+    for id in [format!("{local}.1"), format!("{local}.2"), format!("{away}.1")] {
+        assert_eq!(common::get(&q, &id).await.state, JobState::Succeeded, "{id}");
+    }
+}
+
 #[tokio::test]
 async fn a_job_in_any_shard_wakes_an_idle_worker() {
     let redis = Redis::start();
@@ -265,7 +326,7 @@ async fn reads_listings_and_depths_cover_every_shard() {
 }
 
 #[tokio::test]
-async fn leases_expire_and_retention_ends_in_every_shard() {
+async fn leases_renew_per_shard_expire_and_retention_ends_in_every_shard() {
     let redis = Redis::start();
     let q = sharded(&redis);
     let dir = tempfile::tempdir().unwrap();
@@ -278,11 +339,25 @@ async fn leases_expire_and_retention_ends_in_every_shard() {
         let t = &tenants[0];
         submit_at(&q, t, &format!("{t}.1"), json!({"image": "x"}), T0).await;
     }
+    let mut leases = Vec::new();
     for _ in 0..S {
-        take(&q, "gone", T0).await.expect("a job");
+        leases.push(take(&q, "gone", T0).await.expect("a job").lease);
     }
-    // The worker died: every shard's reaper pass hands its lease back.
-    let reaped = q.reap(ret, T0 + LEASE.as_millis() as i64 + 1).await.unwrap();
+    // Its heartbeat renews the three leases with one call per shard.
+    let renewed = q.renew_all(&leases, LEASE, T0 + 10_000).await;
+    let mut shards: Vec<usize> = renewed
+        .iter()
+        .map(|b| {
+            assert_eq!(b.answer.as_ref().unwrap(), &vec![Renewed::Held]);
+            q.shard_of(leases[b.leases[0]].job.as_str())
+        })
+        .collect();
+    shards.sort();
+    assert_eq!(shards, (0..S).collect::<Vec<_>>());
+    let lease_ms = LEASE.as_millis() as i64;
+    assert_eq!(q.reap(ret, T0 + lease_ms + 1).await.unwrap().requeued, 0);
+    // Then the worker died: every shard's reaper pass hands its lease back.
+    let reaped = q.reap(ret, T0 + 10_000 + lease_ms + 1).await.unwrap();
     assert_eq!((reaped.requeued, reaped.failed), (S as u32, 0));
     let later = T0 + 60_000;
     for _ in 0..S {

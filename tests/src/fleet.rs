@@ -27,7 +27,7 @@ use dcc_shared::queue::lease::Lease;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::{LocalStorage, Storage};
 use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
-use dcc_worker::loops::{self, Host, Room, Seen};
+use dcc_worker::loops::{self, Holds, Host, Room, Seen};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -170,6 +170,7 @@ impl Fleet {
                 free_mem: AtomicU64::new(slots as u64 * MEMORY_PER_SLOT_MB),
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                claim_turn: Default::default(),
                 released: Notify::new(),
                 capacity_changed: Notify::new(),
                 idle_since: AtomicI64::new(now_ms()),
@@ -260,6 +261,7 @@ struct SimWorker {
     free_mem: AtomicU64,
     running: Mutex<HashMap<JobId, (Lease, CancellationToken)>>,
     wake: Notify,
+    claim_turn: tokio::sync::Mutex<()>,
     released: Notify,
     capacity_changed: Notify,
     idle_since: AtomicI64,
@@ -327,7 +329,9 @@ impl SimWorker {
         tokio::spawn(self.clone().run(c, cancel, Duration::from_millis(ms)));
     }
 
-    /// One attempt: the timer stands for the container; then the result, as `Attempt::record`.
+    /// One attempt: the timer stands for the container; then the result, as `Attempt::record`
+    /// (with the next claim in the same round trip), its holds freed, and the job claimed with
+    /// it started.
     async fn run(self: Arc<Self>, c: Claimed, cancel: CancellationToken, took: Duration) {
         let crashed = self.crashed.clone();
         let ran = tokio::select! {
@@ -335,6 +339,7 @@ impl SimWorker {
             _ = cancel.cancelled() => false,
             _ = crashed.cancelled() => return,
         };
+        let mut next = None;
         if ran {
             let outcome = Outcome {
                 state: JobState::Succeeded,
@@ -348,7 +353,13 @@ impl SimWorker {
                 outputs: Vec::new(),
             };
             let retention = self.settings.retention.of(c.lease.lane);
-            match self.queue.finish(&c.lease, &outcome, retention, now_ms()).await {
+            let holds = Holds {
+                units: c.slots,
+                memory_mb: c.memory_mb,
+            };
+            let (finished, handed) = loops::finish_and_claim(&*self, &c.lease, &outcome, retention, holds).await;
+            next = handed;
+            match finished {
                 Ok(Finished::Recorded) => {
                     FleetStats::count(&self.stats.finished);
                     if self.settings.track_ids {
@@ -370,6 +381,9 @@ impl SimWorker {
         }
         self.free.fetch_add(c.slots, Ordering::Relaxed);
         self.free_mem.fetch_add(c.memory_mb, Ordering::Relaxed);
+        if let Some(next) = next {
+            next.launch(&self);
+        }
         self.released.notify_one();
         self.capacity_changed.notify_one();
     }
@@ -472,6 +486,10 @@ impl Host for SimWorker {
 
     async fn released(&self) {
         self.released.notified().await
+    }
+
+    fn claim_turn(&self) -> &tokio::sync::Mutex<()> {
+        &self.claim_turn
     }
 
     fn saw(&self, seen: Seen<'_>) {

@@ -1,7 +1,8 @@
 //! One attempt's life on this worker, from the claim that handed it a lease to the removal of
 //! its container: book what the job holds (CPU slots or specific GPUs, memory) → run it in a
-//! container → record the result, or hand the job back → remove what an unrecorded attempt
-//! wrote → free what it held → remove its container (a bounded number of removals trail).
+//! container → record the result (and claim the worker's next job in the same round trip), or
+//! hand the job back → free what it held → launch that next job → remove what an unrecorded
+//! attempt wrote → remove its container (a bounded number of removals trail).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use dcc_shared::storage::paths;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{AttemptEnd, Leftovers};
+use crate::loops::{self, Handed, Holds};
 use crate::shutdown::Shutdown;
 use crate::worker::{Running, Worker};
 
@@ -27,6 +29,17 @@ struct Held {
     gpu_ids: Vec<u32>,
     /// Memory (MiB) reserved for it.
     memory_mb: u32,
+}
+
+/// What an ended attempt passes on: a place for its clean-up taken before its result was
+/// recorded, and the job claimed with that result (launched once this attempt's holds are free).
+#[derive(Default)]
+struct Passed<'a> {
+    trailing: Option<tokio::sync::SemaphorePermit<'a>>,
+    next: Option<Handed<'a>>,
+    /// The result was not recorded: the files the attempt wrote go (after the next job is
+    /// launched: it holds a lease that only a launched job renews).
+    abandoned: bool,
 }
 
 /// One attempt, owned by its own task.
@@ -95,15 +108,25 @@ impl Attempt {
         tokio::spawn(tracing::Instrument::instrument(attempt.live(), span));
     }
 
-    /// Run, then record or hand back, then free what it held and clean up. What it held is free
+    /// Run, then record (claiming the next job in the same round trip) or hand back, then free
+    /// what it held, launch the job claimed with the result, and clean up. What it held is free
     /// before its container is removed (the container has exited: it uses no CPU, memory or GPU
     /// any more), so the next job starts while Docker removes this one; a bounded number of
     /// removals may trail their jobs, past which the slots wait for one of them.
     async fn live(self) {
-        let leftovers = self.run().await;
+        let (leftovers, passed) = self.run().await;
         let w = &self.worker;
-        let trailing = w.exec.trail_clean_up().await;
+        let trailing = match passed.trailing {
+            Some(early) => Some(early),
+            None => w.exec.trail_clean_up().await,
+        };
         self.free();
+        if let Some(next) = passed.next {
+            next.launch(w);
+        }
+        if passed.abandoned {
+            self.clean_abandoned().await;
+        }
         if let Some(left) = leftovers {
             w.exec.clean_up(left).await;
         }
@@ -133,14 +156,15 @@ impl Attempt {
         w.capacity_changed.notify_one();
     }
 
-    /// Runs the attempt and records its result (or hands the job back); returns what it left.
-    async fn run(&self) -> Option<Leftovers> {
+    /// Runs the attempt and records its result (or hands the job back); returns what it left,
+    /// and what it passes on.
+    async fn run(&self) -> (Option<Leftovers>, Passed<'_>) {
         // A drain stops claims, not claimed jobs: this one was `running` for clients before the
         // drain could have been seen, so it runs (the drain waits for it, and its timeout hands it
         // back like any other). Only a stop that ends attempts sends it straight back.
         if self.cancel.is_cancelled() {
             self.hand_back().await;
-            return None;
+            return (None, Passed::default());
         }
         let spec = &self.record.spec;
         tracing::info!(event = "JobClaimed", image = %spec.image, "running");
@@ -158,13 +182,13 @@ impl Attempt {
             }
             (_, left) => left,
         };
-        self.conclude(end).await;
-        leftovers
+        let passed = self.conclude(end).await;
+        (leftovers, passed)
     }
 
-    /// Records the result, or hands the job back; removes the files of an attempt that counts
-    /// for nothing.
-    async fn conclude(&self, end: AttemptEnd) {
+    /// Records the result, or hands the job back (and removes the files of that attempt, which
+    /// counts for nothing); an unrecorded result's files are removed by [`Attempt::live`].
+    async fn conclude(&self, end: AttemptEnd) -> Passed<'_> {
         match end {
             AttemptEnd::Done(outcome) => {
                 tracing::info!(
@@ -174,15 +198,16 @@ impl Attempt {
                     error = ?outcome.error.as_ref().map(|e| &e.code),
                     "finished"
                 );
-                if self.record(&outcome).await != Some(Finished::Recorded) {
-                    self.clean_abandoned().await;
-                }
+                let (finished, mut passed) = self.record(&outcome).await;
+                passed.abandoned = finished != Some(Finished::Recorded);
+                return passed;
             }
             AttemptEnd::Aborted => {
                 self.hand_back().await;
                 self.clean_abandoned().await;
             }
         }
+        Passed::default()
     }
 
     /// Runs `op` until Redis answers, waiting out an unreachable one with backoff; `None` once
@@ -223,16 +248,45 @@ impl Attempt {
     /// Records a result, waiting out an unreachable Redis: a result is not dropped because Redis
     /// blinked or the worker was cut off (even when its container was stopped meanwhile, the
     /// lease may still be held). The fenced finish decides: if the lease lapsed, it is refused
-    /// and the job has already gone back to the queue.
-    async fn record(&self, outcome: &Outcome) -> Option<Finished> {
+    /// and the job has already gone back to the queue. When a place for this attempt's clean-up
+    /// is free now, the next job is claimed with the result, in the same round trip
+    /// ([`loops::finish_and_claim`]); a slow Docker daemon (every place taken) slows claims down
+    /// as before.
+    async fn record(&self, outcome: &Outcome) -> (Option<Finished>, Passed<'_>) {
         let w = &self.worker;
         let retention = w.settings.retention.of(self.lease.lane);
-        let finished = self
-            .persist("recording the result", || {
-                w.queue.finish(&self.lease, outcome, retention, now_ms())
-            })
-            .await?;
-        match finished {
+        let mut passed = Passed {
+            trailing: w.exec.try_trail_clean_up(),
+            ..Passed::default()
+        };
+        let first = match passed.trailing {
+            Some(_) => {
+                let holds = Holds {
+                    units: self.held.units,
+                    memory_mb: self.held.memory_mb.into(),
+                };
+                let (finished, next) = loops::finish_and_claim(&**w, &self.lease, outcome, retention, holds).await;
+                passed.next = next;
+                finished
+            }
+            None => w.queue.finish(&self.lease, outcome, retention, now_ms()).await,
+        };
+        let finished = match first {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "recording the result failed; retrying");
+                self.persist("recording the result", || {
+                    w.queue.finish(&self.lease, outcome, retention, now_ms())
+                })
+                .await
+            }
+            answered => Some(answered),
+        };
+        (Self::recorded(finished), passed)
+    }
+
+    /// What the result's recording came to, logged.
+    fn recorded(finished: Option<dcc_shared::Result<Finished>>) -> Option<Finished> {
+        match finished? {
             Err(e @ dcc_shared::Error::NotDurable { .. }) => {
                 // Written on the primary; lost only if it fails over before replicating, and
                 // then the lease comes back with it and the job runs again.

@@ -201,6 +201,11 @@ impl Executor {
         self.trailing.acquire().await.ok()
     }
 
+    /// [`Executor::trail_clean_up`] if a place is free now.
+    pub fn try_trail_clean_up(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.trailing.try_acquire().ok()
+    }
+
     /// Resolves once no clean-up is pending (at shutdown, so no container is left behind).
     pub async fn clean_ups_done(&self) {
         drop(self.trailing.acquire_many(self.concurrency).await);

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dcc_shared::clock::REDIS_TIME;
+use dcc_shared::clock::{REDIS_TIME, now_ms};
 use dcc_shared::events::{Event, EventStatus, Events};
 use dcc_shared::job::{JobId, JobState, QueueName};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant, Claimed};
+use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::handover::NextClaim;
 use dcc_shared::queue::lease::{Lease, Renewed};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,9 @@ pub trait Host: Send + Sync + 'static {
     fn released(&self) -> impl Future<Output = ()> + Send;
     /// Notes what a loop saw (nothing by default).
     fn saw(&self, _seen: Seen<'_>) {}
+    /// Held by whoever claims (the claim loop, or an ending attempt handing its room over)
+    /// until what it claimed is launched: two claims never count the same free room.
+    fn claim_turn(&self) -> &tokio::sync::Mutex<()>;
 }
 
 /// Claims while there is room, until `stop` (a claim in flight is answered first, so a job it
@@ -95,7 +100,10 @@ pub async fn claim_loop<H: Host>(host: Arc<H>, stop: CancellationToken) {
             }
             continue;
         }
-        let (claimed, failed) = claim_round(&host).await;
+        let (claimed, failed) = {
+            let _turn = host.claim_turn().lock().await;
+            claim_round(&host).await
+        };
         if claimed {
             continue;
         }
@@ -147,24 +155,125 @@ pub async fn claim_round<H: Host>(host: &Arc<H>) -> (bool, bool) {
     (claimed, failed)
 }
 
-/// Renews every held lease; a lost one stops its container. A renewal that fails is left to
-/// the worker's watch of its leases' age (`Worker::lease_watch`).
+/// A job claimed in the same round trip as the result of the attempt whose room it takes: it
+/// is launched once that attempt gave back what it held ([`Handed::launch`]); until then no
+/// other claim is made, so the room is not counted twice.
+pub struct Handed<'h> {
+    claimed: Claimed,
+    sent: Instant,
+    _turn: tokio::sync::MutexGuard<'h, ()>,
+}
+
+impl Handed<'_> {
+    /// Starts the job (the attempt that made room for it has freed its holds).
+    pub fn launch<H: Host>(self, host: &Arc<H>) {
+        host.launch(self.claimed, self.sent);
+    }
+}
+
+/// What one attempt holds of its worker, counted free for the claim sent with its result.
+#[derive(Clone, Copy, Debug)]
+pub struct Holds {
+    /// CPU slots, or GPUs on the GPU queue.
+    pub units: u32,
+    /// Memory (MiB).
+    pub memory_mb: u64,
+}
+
+/// Records the result of the attempt `lease` holds. When the host claims, has room in that
+/// queue once the attempt's `holds` are free, and no other claim is under way, the next job of
+/// the queue is claimed in the same round trip ([`Queue::finish_and_claim`]): the caller frees
+/// the holds, then launches it. Otherwise (or when the claim found nothing) the claim loop
+/// looks once the holds are freed, as it always did.
+pub async fn finish_and_claim<'h, H: Host>(
+    host: &'h H,
+    lease: &Lease,
+    outcome: &Outcome,
+    retention: Duration,
+    holds: Holds,
+) -> (dcc_shared::Result<Finished>, Option<Handed<'h>>) {
+    let room = host.room(lease.queue);
+    let turn = match host.claiming() && room.total > 0 {
+        true => host.claim_turn().try_lock().ok(),
+        false => None,
+    };
+    let Some(turn) = turn else {
+        return (host.queue().finish(lease, outcome, retention, now_ms()).await, None);
+    };
+    let next = NextClaim {
+        queue: lease.queue,
+        who: Claimant {
+            worker: host.worker_id(),
+            free_slots: (room.free + holds.units).min(room.total),
+            total_slots: room.total,
+            free_memory_mb: (room.free_memory_mb + holds.memory_mb).min(room.total_memory_mb),
+            total_memory_mb: room.total_memory_mb,
+            lease: host.lease(),
+        },
+        at: REDIS_TIME,
+    };
+    let sent = Instant::now();
+    let handover = match host
+        .queue()
+        .finish_and_claim(lease, outcome, retention, now_ms(), &next)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return (Err(e), None),
+    };
+    let took = sent.elapsed();
+    let handed = match handover.next {
+        Ok(Claim::Claimed(c)) => {
+            host.saw(Seen::Claim { took, claimed: true });
+            Some(Handed {
+                claimed: *c,
+                sent,
+                _turn: turn,
+            })
+        }
+        Ok(Claim::NoFit | Claim::Empty) => {
+            host.saw(Seen::Claim { took, claimed: false });
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the claim sent with a result failed; the claim loop looks again");
+            host.saw(Seen::Failed(&e));
+            None
+        }
+    };
+    (handover.finished, handed)
+}
+
+/// Renews every held lease (one call per shard, not one per lease); a lost one stops its
+/// container. A renewal that fails is left to the worker's watch of its leases' age
+/// (`Worker::lease_watch`).
 pub async fn renew_leases<H: Host>(host: &H) {
-    for (lease, cancel) in host.running() {
-        let sent = Instant::now();
-        match host.queue().renew(&lease, host.lease(), REDIS_TIME).await {
-            Ok(Renewed::Held) => {
-                host.saw(Seen::Renewal);
-                host.renewed(&lease.job, sent);
-            }
-            Ok(Renewed::Lost) => {
-                host.saw(Seen::Renewal);
-                tracing::warn!(job_id = %lease.job, event = "LeaseLost", "lease lost; stopping the container");
-                cancel.cancel();
-            }
+    let running = host.running();
+    if running.is_empty() {
+        return;
+    }
+    let leases: Vec<Lease> = running.iter().map(|(l, _)| l.clone()).collect();
+    let sent = Instant::now();
+    for batch in host.queue().renew_all(&leases, host.lease(), REDIS_TIME).await {
+        let answers = match batch.answer {
+            Ok(answers) => answers,
             Err(e) => {
                 host.saw(Seen::Failed(&e));
-                tracing::warn!(job_id = %lease.job, error = %e, "lease renewal failed");
+                for &i in &batch.leases {
+                    tracing::warn!(job_id = %leases[i].job, error = %e, "lease renewal failed");
+                }
+                continue;
+            }
+        };
+        for (&i, renewed) in batch.leases.iter().zip(answers) {
+            let (lease, cancel) = &running[i];
+            host.saw(Seen::Renewal);
+            match renewed {
+                Renewed::Held => host.renewed(&lease.job, sent),
+                Renewed::Lost => {
+                    tracing::warn!(job_id = %lease.job, event = "LeaseLost", "lease lost; stopping the container");
+                    cancel.cancel();
+                }
             }
         }
     }

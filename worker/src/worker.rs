@@ -71,6 +71,8 @@ pub struct Worker {
     pub(crate) running: Mutex<HashMap<JobId, Running>>,
     /// Signalled by events that mean "there may be work".
     wake: Notify,
+    /// Held by whoever claims ([`Host::claim_turn`]).
+    claim_turn: tokio::sync::Mutex<()>,
     /// Signalled when free capacity changes, so the health key (read by `/api/v1/workers` and
     /// the scaler) is fresh without waiting for the next heartbeat.
     pub(crate) capacity_changed: Notify,
@@ -241,6 +243,7 @@ impl Worker {
             settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            claim_turn: Default::default(),
             capacity_changed: Notify::new(),
             idle_since: AtomicI64::new(now_ms()),
             ended: Notify::new(),
@@ -559,6 +562,10 @@ impl Host for Worker {
 
     async fn released(&self) {
         self.slots.released().await
+    }
+
+    fn claim_turn(&self) -> &tokio::sync::Mutex<()> {
+        &self.claim_turn
     }
 }
 

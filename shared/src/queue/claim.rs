@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::ScriptInvocation;
+
 use super::lease::Lease;
 use super::{Queue, ms};
 use crate::clock::Millis;
@@ -105,11 +107,35 @@ impl Queue {
         if n == 1 {
             return self.claim_here(queue, who, now).await;
         }
-        let home = crate::keys::shard_of(who.worker, n);
-        let (mut answer, mut failed) = (Claim::Empty, None);
+        let home = self.home_of(who.worker);
+        let first = self.shard(home).claim_here(queue, who, now).await;
+        self.claim_past_home(queue, who, now, first).await
+    }
+
+    /// The shard a worker claims from first.
+    pub(crate) fn home_of(&self, worker: &str) -> usize {
+        crate::keys::shard_of(worker, self.shard_count())
+    }
+
+    /// [`Queue::claim`] once the worker's home shard answered `first`: done if it handed out a
+    /// job, else the other shards in turn.
+    pub(crate) async fn claim_past_home(
+        &self,
+        queue: QueueName,
+        who: &Claimant<'_>,
+        now: Millis,
+        first: Result<Claim>,
+    ) -> Result<Claim> {
+        let n = self.shard_count();
+        let home = self.home_of(who.worker);
+        let (mut answer, mut failed, mut first) = (Claim::Empty, None, Some(first));
         for i in (0..n).map(|k| (home + k) % n) {
+            let got = match first.take() {
+                Some(home_answer) => home_answer,
+                None => self.shard(i).claim_here(queue, who, now).await,
+            };
             // A shard whose primary fails (over) does not keep the worker from the others.
-            match self.shard(i).claim_here(queue, who, now).await {
+            match got {
                 Ok(Claim::Claimed(c)) => {
                     let stale = self.idle_marks.took(who.worker, queue, i);
                     self.leave_idle_in(queue, who.worker, stale).await;
@@ -153,8 +179,14 @@ impl Queue {
 
     /// [`Queue::claim`] in this value's shard only.
     async fn claim_here(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
-        let k = self.keys();
         let mut conn = self.conn().await?;
+        let r: Vec<redis::Value> = self.claim_call(queue, who, now).invoke_async(&mut conn).await?;
+        Self::claimed(queue, who, r)
+    }
+
+    /// The claim script's call in this value's shard.
+    pub(crate) fn claim_call(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> ScriptInvocation<'static> {
+        let k = self.keys();
         let mut inv = CLAIM.on(self).key(k.lane(queue, Lane::Fast));
         inv.key(k.lane(queue, Lane::High))
             .key(k.lane(queue, Lane::Normal))
@@ -178,7 +210,11 @@ impl Queue {
             .arg(self.settle_context(std::time::Duration::ZERO))
             .arg(k.history_prefix())
             .arg(self.history_ttl().as_secs());
-        let r: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        inv
+    }
+
+    /// What the claim script's reply `r` says.
+    pub(crate) fn claimed(queue: QueueName, who: &Claimant<'_>, r: Vec<redis::Value>) -> Result<Claim> {
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {
             Some("claimed") => {

@@ -3,6 +3,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::ScriptInvocation;
+
 use super::lease::Lease;
 use super::{Queue, ms};
 use crate::Result;
@@ -42,9 +44,24 @@ impl Queue {
     /// recorded on the primary, not confirmed by replicas in time (see [`super::durable`]).
     pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
         let this = self.for_job(&lease.job);
-        let k = this.keys();
         let mut conn = this.conn().await?;
-        let mut inv = FINISH.on(&this).key(k.job(&lease.job));
+        let r: i64 = this
+            .finish_call(lease, outcome, retention, now)
+            .invoke_async(&mut conn)
+            .await?;
+        this.finished(r, &mut conn).await
+    }
+
+    /// The finish script's call (`self` is the job's shard).
+    pub(crate) fn finish_call(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+        retention: Duration,
+        now: Millis,
+    ) -> ScriptInvocation<'static> {
+        let k = self.keys();
+        let mut inv = FINISH.on(self).key(k.job(&lease.job));
         inv.key(k.running(lease.queue))
             .key(k.expiry())
             .key(k.tenants_active())
@@ -56,10 +73,10 @@ impl Queue {
             .arg(now)
             .arg(now + ms(retention))
             .arg(k.events())
-            .arg(this.settle_context(retention))
+            .arg(self.settle_context(retention))
             .arg(outcome.stats.run_ms)
             .arg(k.history_prefix())
-            .arg(this.history_ttl().as_secs())
+            .arg(self.history_ttl().as_secs())
             .arg(k.dependents_prefix());
         let (code, msg) = match &outcome.error {
             Some(e) => (e.code.clone(), e.message.clone()),
@@ -78,9 +95,14 @@ impl Queue {
         ] {
             inv.arg(f).arg(v);
         }
-        let r: i64 = inv.invoke_async(&mut conn).await?;
+        inv
+    }
+
+    /// What the finish script's reply `r` says, once a recorded result is confirmed as the
+    /// deployment's durability asks (on `conn`, the job's shard's).
+    pub(crate) async fn finished(&self, r: i64, conn: &mut crate::connection::Conn) -> Result<Finished> {
         Ok(if r == 1 {
-            this.confirm(&mut conn).await?;
+            self.confirm(conn).await?;
             Finished::Recorded
         } else {
             Finished::LeaseLost

@@ -45,6 +45,7 @@ pub mod drain;
 pub mod durable;
 pub mod enqueue;
 pub mod finish;
+pub mod handover;
 pub mod lease;
 pub mod outbox;
 pub mod rate;

@@ -1,6 +1,7 @@
 //! Where a dispatched job's Redis time goes, transition by transition, each in isolation against
 //! one Redis holding a backlog: `DISPATCH_JOBS` (2,000) submits through the enqueue script, as
-//! many claims, one renewal each, as many finishes. For each phase, `INFO commandstats` before and
+//! many claims, one renewal each (`DISPATCH_RENEW_BATCH`, 5: the leases one worker's heartbeat
+//! renews in one call, as a worker running that many jobs does), as many finishes. For each phase, `INFO commandstats` before and
 //! after: the scripts' calls, their µs per call (the whole script, as Redis times `EVALSHA`) and
 //! how much of it the commands they called took (the rest is the script's own run: argument
 //! tables, `cjson`, Lua). The same run with history off and on (`DCC_HISTORY_TTL`) prints what
@@ -188,8 +189,11 @@ async fn phases(q: &Queue, jobs: &Jobs, n: usize, redis: &Redis) -> ([Cost; 4], 
         }
     }
     let s2 = commandstats(redis);
-    for l in &leases {
-        q.renew(l, Duration::from_secs(60), 0).await.expect("renew");
+    // A worker's heartbeat renews all its leases in one call.
+    for held in leases.chunks(env_or("DISPATCH_RENEW_BATCH", 5usize).max(1)) {
+        for b in q.renew_all(held, Duration::from_secs(60), 0).await {
+            b.answer.expect("renew");
+        }
     }
     let s3 = commandstats(redis);
     let ok = Outcome {
@@ -252,7 +256,7 @@ async fn measure(redis: &Redis, shards: usize, n: usize, backlog: usize, runs: u
                 jobs.submit(&q, &tenants[i % tenants.len()]).await;
             }
             let (p, split) = phases(&q, &jobs, n, redis).await;
-            let total: f64 = p.iter().map(|c| c.us).sum();
+            let total: f64 = p.iter().map(|c| c.us * c.calls as f64 / n as f64).sum();
             let split: Vec<String> = split.iter().map(|s| format!("{s:.0}%")).collect();
             eprintln!(
                 "{shards} shard(s), run {run}, history {}: {total:.1} µs per job; primaries' shares of script time: {}",
@@ -297,7 +301,10 @@ async fn measure(redis: &Redis, shards: usize, n: usize, backlog: usize, runs: u
         let mut ratio: Vec<f64> = rows
             .iter()
             .filter(|r| r.0 == on)
-            .map(|r| r.1.iter().map(|c| c.us).sum::<f64>() / r.1.iter().map(|c| c.inner_us).sum::<f64>().max(1e-9))
+            .map(|r| {
+                let all = |f: fn(&Cost) -> f64| r.1.iter().map(|c| f(c) * c.calls as f64).sum::<f64>();
+                all(|c| c.us) / all(|c| c.inner_us).max(1e-9)
+            })
             .collect();
         println!(
             "Per job, history {}: scripts ÷ the commands they called {:.3} (median of runs; compare builds by this)",
@@ -307,7 +314,8 @@ async fn measure(redis: &Redis, shards: usize, n: usize, backlog: usize, runs: u
     }
     let (off, on) = (median(&mut totals[0]), median(&mut totals[1]));
     println!(
-        "\nPer job (enqueue + claim + one renewal + finish): {off:.1} µs without history, {on:.1} µs with: ×{:.3} ({:+.1}%); runs: off {:?}, on {:?}",
+        "\nPer job (enqueue + claim + one renewal, in calls of {} leases, + finish): {off:.1} µs without history, {on:.1} µs with: ×{:.3} ({:+.1}%); runs: off {:?}, on {:?}",
+        env_or("DISPATCH_RENEW_BATCH", 5usize).max(1),
         on / off,
         (on / off - 1.0) * 100.0,
         totals[0].iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>(),
