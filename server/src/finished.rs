@@ -12,12 +12,10 @@ use dcc_shared::clock::Millis;
 use dcc_shared::job::{JobId, JobRecord};
 use dcc_shared::queue::Queue;
 
-/// Ended records kept at most. They only need to outlive the moment every follower handled
-/// their event, but followers do not all wake together: in the fleet bench (527 jobs ending a
-/// second, two WebSockets following `*`) 12 % of the records were read twice with 64 kept (about
-/// 120 ms of ends), the slower connection coming after the entry was gone. 1,024 is about 2 s
-/// of that rate; the byte budget bounds it as well, and a miss only costs one more read.
-const CAPACITY: usize = 1024;
+/// Ended records kept at most. They only need to outlive the moment their event is handled (all
+/// followers of a job wake together), so a few dozen cover many jobs ending at once; a miss only
+/// costs one more read.
+const CAPACITY: usize = 64;
 
 /// Approximate bytes of records kept at most (a record may hold up to 3 × 256 KiB of `command`,
 /// `env` and `meta`); a record alone larger than this is shared by its concurrent readers only.
