@@ -52,3 +52,72 @@ async fn a_manual_failover_moves_subscriptions_to_the_new_primary() {
         "only the woken worker left the idle set"
     );
 }
+
+/// One shard's primary is down and has no replica to take over (`cluster-require-full-coverage
+/// no`: the others keep serving). Readiness says Redis is not all there; a worker whose home is
+/// that shard still takes the jobs of the others, and a claim where every shard failed or had
+/// nothing is an error, not "empty".
+#[tokio::test]
+async fn a_dead_shard_fails_readiness_and_claims_pass_over_it() {
+    use dcc_shared::job::{JobState, QueueName};
+    use dcc_shared::keys::{shard_of, tenant_shard};
+    use dcc_shared::queue::claim::{Claim, Claimant};
+    const S: usize = 3;
+    let mut redis = Redis::cluster_with(
+        3,
+        0,
+        &[
+            "--cluster-require-full-coverage",
+            "no",
+            "--cluster-node-timeout",
+            "1000",
+        ],
+    );
+    let q = Queue::new(&redis.url(), "t").unwrap().with_shards(S);
+    let tenant_in = |s: usize| {
+        (0..)
+            .map(|n| format!("team{n}"))
+            .find(|t| tenant_shard(t, S) == s)
+            .unwrap()
+    };
+    let (dead, alive) = (1, 2);
+    for s in [dead, alive] {
+        let t = tenant_in(s);
+        common::submit_at(
+            &q,
+            &t,
+            &format!("{t}.1"),
+            serde_json::json!({"image": "x"}),
+            0,
+            common::T0,
+        )
+        .await;
+    }
+    q.ping().await.expect("every shard answers");
+    let node = redis
+        .primary_of(&q.shard(dead).keys().index())
+        .expect("shard 1's primary");
+    assert_ne!(Some(node), redis.primary_of(&q.shard(alive).keys().index()));
+    redis.kill_node(node);
+
+    assert!(q.ping().await.is_err(), "readiness must see the dead shard");
+    let worker = (0..).map(|n| format!("w{n}")).find(|w| shard_of(w, S) == dead).unwrap();
+    let who = Claimant {
+        worker: &worker,
+        free_slots: 4,
+        total_slots: 4,
+        free_memory_mb: 1 << 20,
+        total_memory_mb: 1 << 20,
+        lease: common::LEASE,
+    };
+    let t = tenant_in(alive);
+    match q.claim(QueueName::Cpu, &who, common::T0 + 1).await {
+        Ok(Claim::Claimed(c)) => {
+            assert_eq!(c.lease.job.as_str(), format!("{t}.1"));
+            assert_eq!(c.record.state, JobState::Running);
+        }
+        other => panic!("expected the live shard's job, got {other:?}"),
+    }
+    // Nothing left where Redis answers, and one shard failed: the claim is an error.
+    assert!(q.claim(QueueName::Cpu, &who, common::T0 + 2).await.is_err());
+}

@@ -312,11 +312,28 @@ impl Queue {
         Ok(id.unwrap_or(fresh))
     }
 
-    /// Round trip to Redis (`/readyz`); on a cluster, to the node holding the deployment (a
-    /// plain `PING` there goes to every primary, and one down elsewhere is not ours to report).
+    /// Round trip to Redis (`/readyz`); on a cluster, to the primary of each of the deployment's
+    /// shards (a node holding none of ours is not ours to report). A shard that does not answer
+    /// is logged by its index.
     pub async fn ping(&self) -> Result<()> {
-        let mut c = self.conn().await?;
-        let _: String = c.on_home(&redis::cmd("PING")).await?;
+        let shards = match self.backend {
+            Backend::Node(_) => 1,
+            Backend::Cluster(_) => self.shard_count(),
+        };
+        for i in 0..shards {
+            // A read of a key of the shard, not a `PING`: the cluster client may send a command
+            // for a node it cannot reach to another, and any node answers `PING`.
+            let answered = async {
+                let q = self.shard(i);
+                let mut c = q.conn().await?;
+                let _: i64 = redis::cmd("EXISTS").arg(q.keys().index()).query_async(&mut c).await?;
+                Ok::<_, crate::Error>(())
+            };
+            if let Err(e) = answered.await {
+                tracing::warn!(shard = i, shards = self.shard_count(), error = %e, "a shard's primary does not answer");
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
