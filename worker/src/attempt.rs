@@ -65,8 +65,9 @@ impl Attempt {
             memory_mb,
         } = claimed;
         let gpu_ids = match lease.queue {
-            // The claim checked that `units` GPUs are free, and only the claim loop takes them; a
-            // job must never run without the GPUs it asked for, so a miss hands it straight back.
+            // The claim checked that `units` GPUs are free, and only the holder of the claim turn
+            // takes them (the claim loop, or an attempt that claimed with its result); a job must
+            // never run without the GPUs it asked for, so a miss hands it straight back.
             QueueName::Gpu => match worker.gpus.take(units) {
                 Some(ids) => ids,
                 None => {
