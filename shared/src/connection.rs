@@ -6,16 +6,18 @@
 //! deployment lives in one slot: each script's keys are on one node, and a failover of that
 //! node's primary is handled by the cluster client (it follows `MOVED` and refreshes its slot
 //! map). What a command without keys must ask of *that* node (the clock, `WAIT`, `INFO`, `CONFIG`)
-//! goes there with [`Conn::on_home`], never to a node the client picks at random. Job events and
+//! goes there with [`Conn::on_home`], never to a node the client picks at random (the cluster
+//! client alone would: see there). Job events and
 //! wake-ups travel on shard channels there (`SPUBLISH`/`SSUBSCRIBE`: see
 //! [`crate::queue::Publishing`] and [`crate::events`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 
 use crate::{Error, Result};
@@ -120,23 +122,34 @@ pub enum Conn {
         conn: ClusterConnection,
         /// The deployment's slot, on its primary.
         home: Route,
+        /// A key in that slot.
+        home_key: Arc<str>,
     },
 }
 
 impl Conn {
     /// Runs a command that has no key (or whose keys would not route it) on the node holding
-    /// the deployment's keys: the clock, `WAIT`, `INFO`, `CONFIG GET`.
+    /// the deployment's keys: the clock, `WAIT`, `INFO`, `CONFIG GET`. On a cluster it goes in one
+    /// pipeline after a read of a key in that slot, and is refused unless that read was answered:
+    /// the cluster client sends a command for a node it has no live connection to (one that just
+    /// died) to that node's replica or to any other node (redis-rs 1.8, `get_connection`), and a
+    /// `WAIT` another primary answers would confirm writes that died with ours.
     pub async fn on_home<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
         match self {
             Conn::Node(c) => cmd.query_async(&mut **c).await,
-            Conn::Cluster { conn, home } => {
-                let v = conn
-                    .route_command(
-                        cmd.clone(),
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*home)),
-                    )
-                    .await?;
-                T::from_redis_value(v).map_err(Into::into)
+            Conn::Cluster { conn, home, home_key } => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("EXISTS").arg(&**home_key).add_command(cmd.clone());
+                let route = SingleNodeRoutingInfo::SpecificNode(*home);
+                let mut replies = conn.route_pipeline(pipe, 0, 2, route).await?.into_iter();
+                let mut next = || {
+                    replies.next().ok_or_else(|| {
+                        redis::RedisError::from((redis::ErrorKind::Client, "a reply missing from a pipeline of two"))
+                    })
+                };
+                // (any node but the slot's primary answers the read with MOVED, or not at all)
+                next()?.extract_error()?;
+                T::from_redis_value(next()?.extract_error()?).map_err(Into::into)
             }
         }
     }

@@ -231,4 +231,30 @@ mod tests {
             assert_eq!(d.to_string().parse(), Ok(d));
         }
     }
+
+    /// The shard's primary dies after a write, before its replica is promoted: the cluster
+    /// client has no connection to it and would send `WAIT` (and `INFO`) to another node, whose
+    /// replicas would "confirm" a write they never saw. The confirmation must fail instead.
+    #[tokio::test]
+    async fn a_confirmation_is_never_answered_by_another_node() {
+        let mut redis = crate::testing::Redis::cluster(3, 1);
+        let q = Queue::new(&redis.url(), "t")
+            .unwrap()
+            .with_durability(DurabilityPolicy {
+                mode: Durability::Replicas(1),
+                timeout: Duration::from_secs(1),
+            });
+        let mut conn = q.conn().await.unwrap();
+        let _: i64 = redis::cmd("INCR")
+            .arg(q.keys().durability_mark())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        q.confirm(&mut conn).await.expect("confirmed by the shard's replica");
+        let home = redis.primary_of(&q.keys().index()).expect("the shard's primary");
+        redis.kill_node(home);
+        // (the replica count read a moment ago is still used: only the `WAIT` is asked)
+        let after = q.confirm(&mut conn).await;
+        assert!(after.is_err(), "a dead primary's write was confirmed: {after:?}");
+    }
 }

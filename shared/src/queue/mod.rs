@@ -125,10 +125,16 @@ impl Backend {
 }
 
 /// Where each shard's slot is on a cluster (its primary), computed once, not per command.
-pub(crate) fn homes(shards: &[Keys]) -> Arc<[Route]> {
+pub(crate) fn homes(shards: &[Keys]) -> Arc<[(Route, Arc<str>)]> {
     shards
         .iter()
-        .map(|k| Route::with_key(k.index(), SlotAddr::Master))
+        .map(|k| {
+            let key = k.index();
+            (
+                Route::with_key(key.as_bytes(), SlotAddr::Master),
+                Arc::from(key.as_str()),
+            )
+        })
         .collect()
 }
 
@@ -146,7 +152,7 @@ pub struct Queue {
     /// Every shard's key names, shard 0 first (one entry on an unsharded deployment).
     shards: Arc<[Keys]>,
     /// The primary of each shard's slot, on a cluster.
-    homes: Arc<[Route]>,
+    homes: Arc<[(Route, Arc<str>)]>,
     /// Where this process's workers went idle, on a sharded deployment ([`claim::IdleMarks`]).
     idle_marks: Arc<claim::IdleMarks>,
     /// Each shard's settle context up to its retention ([`Queue::settle_context`]), made on
@@ -270,9 +276,11 @@ impl Queue {
             Backend::Node(pool) => Ok(Conn::Node(pool.get().await?)),
             Backend::Cluster(b) => {
                 let c = b.conn.get_or_try_init(|| b.client.get_async_connection()).await?;
+                let (home, key) = &self.homes[self.shard];
                 Ok(Conn::Cluster {
                     conn: c.clone(),
-                    home: self.homes[self.shard],
+                    home: *home,
+                    home_key: key.clone(),
                 })
             }
         }
