@@ -125,9 +125,16 @@ impl Queue {
         Ok(())
     }
 
-    /// Replicas the primary has connected now (read at most every [`REPLICAS_FRESH`]).
+    /// Replicas this shard's primary has connected now (read at most every [`REPLICAS_FRESH`];
+    /// shards may be on different primaries).
     async fn connected_replicas(&self, conn: &mut Conn) -> Result<u32> {
-        if let Some((at, n)) = *self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+        let cached = self
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.shard)
+            .copied();
+        if let Some((at, n)) = cached
             && at.elapsed() < REPLICAS_FRESH
         {
             return Ok(n);
@@ -138,7 +145,10 @@ impl Queue {
             .find_map(|l| l.strip_prefix("connected_slaves:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), n));
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.shard, (std::time::Instant::now(), n));
         Ok(n)
     }
 

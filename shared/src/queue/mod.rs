@@ -166,8 +166,8 @@ pub struct Queue {
     target: Target,
     /// What confirms a write before a client is told of it.
     durability: DurabilityPolicy,
-    /// The primary's connected replicas, and when that was read (see [`durable`]).
-    replicas: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u32)>>>,
+    /// Each shard's primary's connected replicas, and when that was read (see [`durable`]).
+    replicas: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, (std::time::Instant, u32)>>>,
     /// How long a minute of history is kept (`DCC_HISTORY_TTL`; zero: none is kept).
     history_ttl: Duration,
 }
