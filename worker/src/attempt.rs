@@ -267,6 +267,10 @@ impl Attempt {
                     memory_mb: self.held.memory_mb.into(),
                 };
                 let (finished, next) = loops::finish_and_claim(&**w, &self.lease, outcome, retention, holds).await;
+                if next.is_none() {
+                    // Nothing to launch: the place is not held through retries of the result.
+                    passed.trailing = None;
+                }
                 passed.next = next;
                 finished
             }

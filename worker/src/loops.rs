@@ -192,12 +192,10 @@ pub async fn finish_and_claim<'h, H: Host>(
     retention: Duration,
     holds: Holds,
 ) -> (dcc_shared::Result<Finished>, Option<Handed<'h>>) {
+    // (the room is read once the turn is held: a claim that held it before took some)
+    let turn = host.claiming().then(|| host.claim_turn().try_lock().ok()).flatten();
     let room = host.room(lease.queue);
-    let turn = match host.claiming() && room.total > 0 {
-        true => host.claim_turn().try_lock().ok(),
-        false => None,
-    };
-    let Some(turn) = turn else {
+    let Some(turn) = turn.filter(|_| room.total > 0) else {
         return (host.queue().finish(lease, outcome, retention, now_ms()).await, None);
     };
     let next = NextClaim {
