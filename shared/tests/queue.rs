@@ -82,15 +82,20 @@ async fn claim(q: &Queue, worker: &str, now: i64) -> Lease {
     }
 }
 
+/// Worker A's successful result for `lease`, sent at `now` with its next claim of the cpu queue.
+async fn hand_over(q: &Queue, lease: &Lease, now: i64) -> dcc_shared::queue::handover::Handover {
+    let next = dcc_shared::queue::handover::NextClaim {
+        queue: dcc_shared::job::QueueName::Cpu,
+        who: who("A"),
+        at: now,
+    };
+    q.finish_and_claim(lease, &success(), RETENTION, now, &next)
+        .await
+        .unwrap()
+}
+
 fn success() -> Outcome {
-    Outcome {
-        state: JobState::Succeeded,
-        exit_code: Some(0),
-        error: None,
-        image_digest: None,
-        stats: Default::default(),
-        outputs: vec![],
-    }
+    common::outcome(JobState::Succeeded)
 }
 
 #[tokio::test]
@@ -861,7 +866,6 @@ async fn a_worker_holding_many_leases_renews_them_in_bounded_calls() {
 #[tokio::test]
 async fn a_finish_hands_the_room_to_the_next_job_in_one_round_trip() {
     use dcc_shared::job::QueueName::Cpu;
-    use dcc_shared::queue::handover::NextClaim;
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
     let events = Events::spawn(&redis.url(), q.event_channels());
@@ -880,15 +884,7 @@ async fn a_finish_hands_the_room_to_the_next_job_in_one_round_trip() {
     let first = enqueue(&q, "h1", json!({"image": "x"}), T0).await;
     let second = enqueue(&q, "h2", json!({"image": "x"}), T0).await;
     let lease = claim(&q, "A", T0 + 1).await;
-    let next = NextClaim {
-        queue: Cpu,
-        who: who("A"),
-        at: T0 + 5,
-    };
-    let h = q
-        .finish_and_claim(&lease, &success(), RETENTION, T0 + 5, &next)
-        .await
-        .unwrap();
+    let h = hand_over(&q, &lease, T0 + 5).await;
     assert_eq!(h.finished.unwrap(), Finished::Recorded);
     let c = match h.next.unwrap() {
         Claim::Claimed(c) => c,
@@ -922,10 +918,7 @@ async fn a_finish_hands_the_room_to_the_next_job_in_one_round_trip() {
 
     // A stale attempt's result is refused, and its room still goes to the next job; with
     // nothing queued, the claim leaves the worker idle.
-    let h = q
-        .finish_and_claim(&lease, &success(), RETENTION, T0 + 6, &next)
-        .await
-        .unwrap();
+    let h = hand_over(&q, &lease, T0 + 6).await;
     assert_eq!(h.finished.unwrap(), Finished::LeaseLost);
     assert!(matches!(h.next.unwrap(), Claim::Empty));
     let mut conn = redis.conn().await;
@@ -943,8 +936,6 @@ async fn a_finish_hands_the_room_to_the_next_job_in_one_round_trip() {
 /// the two calls is sent again alone, loading its script, and each runs once.
 #[tokio::test]
 async fn a_finish_and_claim_sent_together_survive_a_script_flush() {
-    use dcc_shared::job::QueueName::Cpu;
-    use dcc_shared::queue::handover::NextClaim;
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
     let first = enqueue(&q, "f1", json!({"image": "x"}), T0).await;
@@ -952,15 +943,7 @@ async fn a_finish_and_claim_sent_together_survive_a_script_flush() {
     let lease = claim(&q, "A", T0 + 1).await;
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
-    let next = NextClaim {
-        queue: Cpu,
-        who: who("A"),
-        at: T0 + 5,
-    };
-    let h = q
-        .finish_and_claim(&lease, &success(), RETENTION, T0 + 5, &next)
-        .await
-        .unwrap();
+    let h = hand_over(&q, &lease, T0 + 5).await;
     assert_eq!(h.finished.unwrap(), Finished::Recorded);
     assert!(matches!(h.next.unwrap(), Claim::Claimed(c) if c.lease.job == second && c.lease.attempt == 1));
     let rec = q.get(&first).await.unwrap().unwrap();

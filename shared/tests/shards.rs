@@ -171,7 +171,7 @@ async fn a_worker_takes_from_other_shards_when_its_home_has_none() {
 #[tokio::test]
 async fn a_result_takes_the_next_claim_with_it_from_the_home_shard() {
     use dcc_shared::queue::claim::Claimed;
-    use dcc_shared::queue::finish::{Finished, Outcome};
+    use dcc_shared::queue::finish::Finished;
     use dcc_shared::queue::handover::NextClaim;
     let redis = Redis::start();
     let q = sharded(&redis);
@@ -186,14 +186,7 @@ async fn a_result_takes_the_next_claim_with_it_from_the_home_shard() {
         who: worker("w"),
         at: T0 + 2,
     };
-    let ok = Outcome {
-        state: JobState::Succeeded,
-        exit_code: Some(0),
-        error: None,
-        image_digest: None,
-        stats: Default::default(),
-        outputs: vec![],
-    };
+    let ok = common::outcome(JobState::Succeeded);
     let hand = |c: Claimed| {
         let (q, next, ok) = (&q, &next, &ok);
         async move {

@@ -60,10 +60,9 @@ pub async fn claimed(q: &Queue, now: i64) -> Option<Claimed> {
     }
 }
 
-/// Records the end of `lease`'s attempt in `state` (exit 1 and `NONZERO_EXIT` unless it
-/// succeeded); the finish must be recorded.
-pub async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
-    let outcome = Outcome {
+/// An attempt's result in `state`: exit 0, or exit 1 and `NONZERO_EXIT` unless it succeeded.
+pub fn outcome(state: JobState) -> Outcome {
+    Outcome {
         state,
         exit_code: Some(i64::from(state != JobState::Succeeded)),
         error: (state != JobState::Succeeded).then(|| JobError {
@@ -73,9 +72,13 @@ pub async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
         image_digest: None,
         stats: Default::default(),
         outputs: vec![],
-    };
+    }
+}
+
+/// Records the end of `lease`'s attempt in `state` ([`outcome`]); the finish must be recorded.
+pub async fn end(q: &Queue, lease: &Lease, state: JobState, now: i64) {
     assert_eq!(
-        q.finish(lease, &outcome, RETENTION, now).await.unwrap(),
+        q.finish(lease, &outcome(state), RETENTION, now).await.unwrap(),
         Finished::Recorded
     );
 }
