@@ -131,7 +131,34 @@ fn empty_as_null<S: serde::Serializer>(v: &str, s: S) -> std::result::Result<S::
     }
 }
 
+/// What a capacity beat says, less when it says it: a worker whose capacity is what it last
+/// wrote skips the beat. A busy worker whose every ended job hands its room to the next claim
+/// reads the same "no room, N running" at each beat; writing it again would cost Redis a round
+/// trip and four commands every [`CAPACITY_BEAT_GAP`] per worker for nothing (`last_seen` is
+/// still written by every full heartbeat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    free_cpu_slots: u32,
+    free_memory_mb: u64,
+    free_gpus: u32,
+    running_jobs: u32,
+    idle_since: Option<Millis>,
+    warm_containers: u32,
+}
+
 impl WorkerInfo {
+    /// The capacity this health key holds (see [`Capacity`]).
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            free_cpu_slots: self.free_cpu_slots,
+            free_memory_mb: self.free_memory_mb,
+            free_gpus: self.free_gpus,
+            running_jobs: self.running_jobs,
+            idle_since: self.idle_since,
+            warm_containers: self.warm_containers,
+        }
+    }
+
     /// The health-key fields that change between heartbeats (what a capacity beat writes).
     fn changing_fields(&self) -> [(&'static str, String); 7] {
         [
@@ -474,6 +501,46 @@ mod tests {
             files_mode: String::new(),
             warm_containers: 0,
         }
+    }
+
+    /// A capacity beat is skipped only when nothing it writes changed but the time: every field
+    /// it writes except `last_seen` is part of the capacity compared.
+    #[test]
+    fn capacity_is_every_changing_field_but_the_time() {
+        let a = w(4, 1, Health::Healthy);
+        let mut later = a.clone();
+        later.last_seen = 10_000;
+        assert_eq!(a.capacity(), later.capacity());
+        let changes: [fn(&mut WorkerInfo); 6] = [
+            |w| w.free_cpu_slots -= 1,
+            |w| w.free_memory_mb -= 1,
+            |w| w.free_gpus -= 1,
+            |w| w.running_jobs += 1,
+            |w| w.idle_since = Some(5),
+            |w| w.warm_containers += 1,
+        ];
+        for change in changes {
+            let mut b = a.clone();
+            change(&mut b);
+            let differs: Vec<&str> = a
+                .changing_fields()
+                .iter()
+                .zip(b.changing_fields().iter())
+                .filter(|(x, y)| x != y)
+                .map(|(x, _)| x.0)
+                .collect();
+            assert_eq!(differs.len(), 1, "one written field changes");
+            assert_ne!(
+                a.capacity(),
+                b.capacity(),
+                "{differs:?} changed but the capacity did not"
+            );
+        }
+        assert_eq!(
+            a.changing_fields().len(),
+            changes.len() + 1,
+            "a written field is not in the capacity"
+        );
     }
 
     #[test]

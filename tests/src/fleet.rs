@@ -26,7 +26,7 @@ use dcc_shared::queue::finish::{Finished, Outcome};
 use dcc_shared::queue::lease::Lease;
 use dcc_shared::queue::reap::Retention;
 use dcc_shared::storage::{LocalStorage, Storage};
-use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
+use dcc_shared::workers::{CAPACITY_BEAT_GAP, Capacity, Health, WorkerInfo};
 use dcc_worker::loops::{self, Holds, Host, Room, Seen};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
@@ -181,7 +181,7 @@ impl Fleet {
                 started_at: now_ms(),
                 instance: format!("sim{i}-{}", rand::random::<u32>()),
             });
-            w.beat().await;
+            w.beat(&w.info()).await;
             workers.push((w, subscription));
         }
         // Every worker starts claiming once all are registered: making a connection takes a
@@ -302,11 +302,14 @@ impl SimWorker {
         }
     }
 
-    async fn beat(&self) {
+    /// A full health beat of `info`; whether it was written.
+    async fn beat(&self, info: &WorkerInfo) -> bool {
         FleetStats::count(&self.stats.beats);
-        if self.queue.beat(&self.info(), self.settings.lease).await.is_err() {
+        let written = self.queue.beat(info, self.settings.lease).await.is_ok();
+        if !written {
             FleetStats::count(&self.stats.errors);
         }
+        written
     }
 
     /// Starts the timer that stands for a container; a worker that died with a claim's answer
@@ -392,6 +395,8 @@ impl SimWorker {
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         let mut last_capacity_beat = Instant::now();
+        // What the health key holds (None: unknown, after a failed write).
+        let mut said: Option<Capacity> = None;
         loop {
             let ticked = tokio::select! {
                 _ = tick.tick() => true,
@@ -402,20 +407,24 @@ impl SimWorker {
                     FleetStats::count(&self.stats.errors);
                 }
                 loops::renew_leases(&*self).await;
-                self.beat().await;
-            } else {
-                tokio::time::sleep(CAPACITY_BEAT_GAP.saturating_sub(last_capacity_beat.elapsed())).await;
-                last_capacity_beat = Instant::now();
-                FleetStats::count(&self.stats.beats);
-                if self
-                    .queue
-                    .beat_capacity(&self.info(), self.settings.lease)
-                    .await
-                    .is_err()
-                {
-                    FleetStats::count(&self.stats.errors);
-                }
+                let info = self.info();
+                said = self.beat(&info).await.then(|| info.capacity());
+                continue;
             }
+            tokio::time::sleep(CAPACITY_BEAT_GAP.saturating_sub(last_capacity_beat.elapsed())).await;
+            last_capacity_beat = Instant::now();
+            let info = self.info();
+            if said == Some(info.capacity()) {
+                continue;
+            }
+            FleetStats::count(&self.stats.beats);
+            said = match self.queue.beat_capacity(&info, self.settings.lease).await {
+                Ok(()) => Some(info.capacity()),
+                Err(_) => {
+                    FleetStats::count(&self.stats.errors);
+                    None
+                }
+            };
         }
     }
 

@@ -16,7 +16,7 @@ use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::Claimed;
 use dcc_shared::queue::lease::Lease;
 use dcc_shared::storage::Storage;
-use dcc_shared::workers::{CAPACITY_BEAT_GAP, Health, WorkerInfo};
+use dcc_shared::workers::{CAPACITY_BEAT_GAP, Capacity, Health, WorkerInfo};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -376,6 +376,8 @@ impl Worker {
         let _stop_docker = AbortOnDrop(docker);
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         let mut last_capacity_beat = std::time::Instant::now();
+        // What the health key holds (None: unknown, after a failed write).
+        let mut said: Option<Capacity> = None;
         loop {
             let ticked = tokio::select! {
                 _ = tick.tick() => true,
@@ -386,16 +388,29 @@ impl Worker {
                 // Changes meanwhile fold into this beat (the Notify keeps one permit).
                 tokio::time::sleep(CAPACITY_BEAT_GAP.saturating_sub(last_capacity_beat.elapsed())).await;
                 last_capacity_beat = std::time::Instant::now();
-                if let Err(e) = self.queue.beat_capacity(&self.info(), self.settings.lease).await {
-                    tracing::debug!(error = %e, "capacity beat failed");
+                let info = self.info();
+                if said == Some(info.capacity()) {
+                    continue;
                 }
+                said = match self.queue.beat_capacity(&info, self.settings.lease).await {
+                    Ok(()) => Some(info.capacity()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "capacity beat failed");
+                        None
+                    }
+                };
                 continue;
             }
             self.follow_drain_flag().await;
             loops::renew_leases(&*self).await;
-            if let Err(e) = self.queue.beat(&self.info(), self.settings.lease).await {
-                tracing::warn!(error = %e, "health beat failed");
-            }
+            let info = self.info();
+            said = match self.queue.beat(&info, self.settings.lease).await {
+                Ok(()) => Some(info.capacity()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "health beat failed");
+                    None
+                }
+            };
         }
     }
 

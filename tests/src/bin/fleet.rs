@@ -207,7 +207,7 @@ fn delta(a: &Snapshot, b: &Snapshot) -> Delta {
         server_cpu_pct: (b.server_cpu - a.server_cpu) * 100.0 / secs,
         top: per
             .into_iter()
-            .take(6)
+            .take(16)
             .map(|(k, c, u)| {
                 (
                     k,
