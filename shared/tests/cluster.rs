@@ -121,3 +121,23 @@ async fn a_dead_shard_fails_readiness_and_claims_pass_over_it() {
     // Nothing left where Redis answers, and one shard failed: the claim is an error.
     assert!(q.claim(QueueName::Cpu, &who, common::T0 + 2).await.is_err());
 }
+
+/// The checks of server settings at start read every shard's primary (each is configured apart):
+/// a policy that may evict keys, or a smaller listpack value, set on one primary that is not
+/// shard 0's is still reported. Before, only shard 0's primary was asked.
+#[tokio::test]
+async fn settings_of_every_shards_primary_are_checked() {
+    let redis = Redis::cluster(3, 0);
+    let q = Queue::new(&redis.url(), "t").unwrap().with_shards(3);
+    assert_eq!(q.eviction_policy().await.unwrap().as_deref(), Some("noeviction"));
+    let first = redis.primary_of(&q.shard(0).keys().index()).unwrap();
+    let other = (1..3)
+        .map(|i| redis.primary_of(&q.shard(i).keys().index()).unwrap())
+        .find(|n| *n != first)
+        .expect("the three shards are not all on one primary");
+    let node = &redis.nodes()[other];
+    node.text("CONFIG SET maxmemory-policy allkeys-lru").unwrap();
+    node.text("CONFIG SET hash-max-listpack-value 32").unwrap();
+    assert_eq!(q.eviction_policy().await.unwrap().as_deref(), Some("allkeys-lru"));
+    assert_eq!(q.listpack_value().await.unwrap(), Some(32));
+}

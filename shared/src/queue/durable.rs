@@ -167,17 +167,25 @@ impl Queue {
     }
 
     /// Refuses a setting this Redis cannot honour (`WAITAOF` needs Redis 7.2 and `appendonly
-    /// yes`); `Ok` while Redis is unreachable (checked again by every write).
+    /// yes`), on a cluster on the primary of every shard (each is configured apart); `Ok` while
+    /// Redis is unreachable (checked again by every write).
     pub async fn check_durability(&self) -> Result<()> {
         let Durability::Aof(_) = self.durability.mode else {
             return Ok(());
         };
+        for q in self.per_server() {
+            q.check_aof().await.map_err(|e| match e {
+                Error::Config(m) if self.shard_count() > 1 => Error::Config(format!("{m} (shard {})", q.shard)),
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// [`Queue::check_durability`] on this queue's shard.
+    async fn check_aof(&self) -> Result<()> {
         let Ok(mut c) = self.conn().await else { return Ok(()) };
-        let known: Vec<redis::Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg("WAITAOF")
-            .query_async(&mut c)
-            .await?;
+        let known: Vec<redis::Value> = c.on_home(redis::cmd("COMMAND").arg("INFO").arg("WAITAOF")).await?;
         if matches!(known.first(), None | Some(redis::Value::Nil)) {
             return Err(Error::Config(
                 "DCC_DURABILITY=aof needs Redis 7.2 or later (WAITAOF); this server does not have it".into(),

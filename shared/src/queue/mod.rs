@@ -345,21 +345,49 @@ impl Queue {
         Ok(())
     }
 
-    /// The `maxmemory-policy` of the server: a queue needs `noeviction`, or keys with a TTL and
-    /// whole jobs can vanish under memory pressure. `None` when CONFIG is not allowed (managed Redis).
-    pub async fn eviction_policy(&self) -> Result<Option<String>> {
-        self.server_setting("maxmemory-policy").await
+    /// One queue per server the deployment's shards may live on, for the checks of server
+    /// settings: each shard on a cluster (each may be its own primary, configured apart), the
+    /// queue itself on one server (every shard there is the same server).
+    pub(crate) fn per_server(&self) -> Vec<Queue> {
+        match self.backend {
+            Backend::Node(_) => vec![self.clone()],
+            Backend::Cluster(_) => self.each_shard().collect(),
+        }
     }
 
-    /// The `hash-max-listpack-value` of the server: job records whose values all fit it are
-    /// stored compactly (about 0.9 KB a queued job at [`RECORD_LISTPACK_VALUE`], 1.7 KB at
-    /// Redis's default of 64, which a job's definition always exceeds). `None` when CONFIG is
-    /// not allowed (managed Redis: see the parameter group).
+    /// The `maxmemory-policy` of the servers: a queue needs `noeviction`, or keys with a TTL and
+    /// whole jobs can vanish under memory pressure. On a cluster, the first shard's primary set
+    /// otherwise, if any (one is enough to lose jobs). `None` when CONFIG is not allowed (managed
+    /// Redis).
+    pub async fn eviction_policy(&self) -> Result<Option<String>> {
+        let mut first = None;
+        for q in self.per_server() {
+            let policy = q.server_setting("maxmemory-policy").await?;
+            if policy.as_deref().is_some_and(|p| p != "noeviction") {
+                return Ok(policy);
+            }
+            first = first.or(policy);
+        }
+        Ok(first)
+    }
+
+    /// The `hash-max-listpack-value` of the servers (the smallest, on a cluster): job records
+    /// whose values all fit it are stored compactly (about 0.9 KB a queued job at
+    /// [`RECORD_LISTPACK_VALUE`], 1.7 KB at Redis's default of 64, which a job's definition
+    /// always exceeds). `None` when CONFIG is not allowed (managed Redis: see the parameter group).
     pub async fn listpack_value(&self) -> Result<Option<u64>> {
-        Ok(self
-            .server_setting("hash-max-listpack-value")
-            .await?
-            .and_then(|v| v.parse().ok()))
+        let mut smallest: Option<u64> = None;
+        for q in self.per_server() {
+            let v = q
+                .server_setting("hash-max-listpack-value")
+                .await?
+                .and_then(|v| v.parse().ok());
+            smallest = match (smallest, v) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(smallest)
     }
 
     async fn server_setting(&self, name: &str) -> Result<Option<String>> {
