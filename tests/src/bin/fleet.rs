@@ -5,7 +5,8 @@
 //!    container) register and idle for one heartbeat: the cost of an idle fleet (beats, claim
 //!    polls, upkeep) in Redis CPU and ops/s;
 //! 2. `FLEET_QUEUED` jobs are queued through the shared enqueue path (the API's script, its
-//!    definition and hash) while the fleet takes them;
+//!    definition and hash) while the fleet is paused: Redis's time per queued job is the
+//!    submit's share of a job's end-to-end cost, printed beside the busy window's;
 //! 3. for `FLEET_WINDOW_SECS` the fleet works the backlog while two HTTP submitters post jobs
 //!    through the API, two poll the view of a queued job and two WebSocket clients follow every
 //!    job: claims/s against the fleet's
@@ -441,6 +442,10 @@ struct Row {
     demand: f64,
     idle: Delta,
     preload_rate: f64,
+    /// Redis main-thread time per job queued by the preload (µs; the fleet paused, 64 submits
+    /// at a time): the submit's share of a job's end-to-end cost, which the busy window (its
+    /// backlog queued before it) does not hold.
+    enqueue_us: f64,
     busy: Delta,
     claims_per_sec: f64,
     finished_per_sec: f64,
@@ -592,7 +597,11 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
     // The backlog is queued while the fleet claims nothing (a large fleet would drain it as fast
     // as it is queued), then the fleet starts on it.
     fleet.pause(true);
+    let p0 = snapshot(redis, server).await;
     let preload_rate = preload(&queue, queued).await;
+    let p1 = snapshot(redis, server).await;
+    let loading = delta(&p0, &p1);
+    let enqueue_us = loading.redis_cpu_pct / 100.0 * loading.secs * 1e6 / queued.max(1) as f64;
     fleet.pause(false);
     // Busy: the fleet works the backlog beside submitters and watchers.
     let stop = CancellationToken::new();
@@ -632,6 +641,7 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
         demand: slots as f64 * 1000.0 / job_ms as f64,
         idle,
         preload_rate,
+        enqueue_us,
         claims_per_sec: (c1 - c0) as f64 / busy.secs,
         finished_per_sec: (f1 - f0) as f64 / busy.secs,
         busy,
@@ -705,6 +715,12 @@ fn print(rows: &[Row], bytes_queued: f64, queued: usize) {
             redis_us_per_job(r),
             r.busy.script_us / r.busy.secs / r.claims_per_sec.max(1.0),
             r.busy.script_calls / r.busy.secs / r.claims_per_sec.max(1.0),
+        );
+        println!(
+            "  end to end: {:.0} µs per job = {:.0} µs to queue it (the preload, fleet paused) + {:.0} µs from claim to events",
+            r.enqueue_us + redis_us_per_job(r),
+            r.enqueue_us,
+            redis_us_per_job(r),
         );
         println!("  busy: {}", top_line(&r.busy));
         println!("  idle: {}", top_line(&r.idle));
