@@ -4,6 +4,9 @@
 //! [`TcpProxy::redirect`] leaves them open (the old node lives on as a replica);
 //! [`TcpProxy::freeze`] stops passing bytes either way while connections stay open (a link that
 //! stalls: what was sent waits in buffers, and is lost with them when the link is then closed).
+//! [`TcpProxy::record_requests`] keeps what clients send, chunk by chunk as it was read: a
+//! pipeline written at once arrives as one chunk, so a test can see which commands shared a
+//! round trip.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,13 +20,20 @@ pub struct TcpProxy {
     upstream: Arc<Mutex<(SocketAddr, CancellationToken)>>,
     stop: CancellationToken,
     frozen: tokio::sync::watch::Sender<bool>,
+    requests: Recorder,
 }
 
-/// Copies `from` to `to`, holding every chunk while `frozen` is set.
+/// Client-to-server chunks, kept only once [`TcpProxy::record_requests`] was called (a proxy
+/// under load keeps nothing).
+type Recorder = Arc<Mutex<Option<Vec<Vec<u8>>>>>;
+
+/// Copies `from` to `to`, holding every chunk while `frozen` is set, and noting each in
+/// `record` when it records.
 async fn gated_copy(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     mut frozen: tokio::sync::watch::Receiver<bool>,
+    record: Option<Recorder>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
@@ -36,6 +46,11 @@ async fn gated_copy(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if let Some(r) = &record
+            && let Some(chunks) = r.lock().unwrap().as_mut()
+        {
+            chunks.push(buf[..n].to_vec());
+        }
         if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
@@ -50,7 +65,8 @@ impl TcpProxy {
         let upstream = Arc::new(Mutex::new((upstream, CancellationToken::new())));
         let stop = CancellationToken::new();
         let (frozen, gate) = tokio::sync::watch::channel(false);
-        let (up, s) = (upstream.clone(), stop.clone());
+        let requests = Recorder::default();
+        let (up, s, rec) = (upstream.clone(), stop.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -58,14 +74,14 @@ impl TcpProxy {
                     _ = s.cancelled() => return,
                 };
                 let (addr, generation) = up.lock().unwrap().clone();
-                let (stop, gate) = (s.clone(), gate.clone());
+                let (stop, gate, rec) = (s.clone(), gate.clone(), rec.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(addr).await else {
                         return;
                     };
                     let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
                     tokio::select! {
-                        _ = async { tokio::join!(gated_copy(cr, sw, gate.clone()), gated_copy(sr, cw, gate)) } => {}
+                        _ = async { tokio::join!(gated_copy(cr, sw, gate.clone(), Some(rec)), gated_copy(sr, cw, gate, None)) } => {}
                         _ = generation.cancelled() => {}
                         _ = stop.cancelled() => {}
                     }
@@ -77,7 +93,19 @@ impl TcpProxy {
             upstream,
             stop,
             frozen,
+            requests,
         }
+    }
+
+    /// Keeps what clients send from now on, chunk by chunk (see [`TcpProxy::requests`]).
+    pub fn record_requests(&self) {
+        self.requests.lock().unwrap().get_or_insert_with(Vec::new);
+    }
+
+    /// The client-to-server chunks kept since [`TcpProxy::record_requests`], each as one read
+    /// got it.
+    pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().unwrap().clone().unwrap_or_default()
     }
 
     /// Stops passing bytes either way; connections stay open.

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use base64::Engine;
-use dcc_e2e::{Dcc, IMAGE, Redis, assert_no_redis_trace, containers_of, containers_of_job, eventually, sh};
+use dcc_e2e::proxy::TcpProxy;
+use dcc_e2e::{Dcc, IMAGE, Redis, Role, assert_no_redis_trace, containers_of, containers_of_job, eventually, sh};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -597,4 +598,49 @@ async fn two_deployments_on_one_host_run_jobs_of_the_same_id_at_once() {
         assert_eq!(v["attempt"], 1, "{v}\n{}", dcc.log());
         assert_eq!(dcc.api().log("same-id", "stdout").await, "ran\n");
     }
+}
+
+/// A worker sends an ended job's result and its next claim in one round trip (one pipeline, two
+/// scripts): four jobs queued before a one-slot worker starts, its Redis traffic read through a
+/// proxy. Each result (`succeeded`) but perhaps the last goes out in the same chunk as a claim
+/// (the claim script's first key is the queue's fast lane); before, every result was a round
+/// trip of its own and the claim another.
+#[tokio::test]
+async fn a_result_goes_out_with_the_next_claim() {
+    let redis = Redis::start();
+    let server = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = server.api();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(api.submit_id(sh("true")).await);
+    }
+    let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], redis.port()))).await;
+    proxy.record_requests();
+    let _worker = Dcc::builder(Role::Worker, &redis)
+        .storage(&server.storage)
+        .env("DCC_REDIS_URL", proxy.url())
+        .env("DCC_CPUS", 1)
+        .start()
+        .await;
+    for id in &ids {
+        api.wait_status(id, "succeeded", LONG).await;
+    }
+    let has = |c: &[u8], s: &str| c.windows(s.len()).any(|w| w == s.as_bytes());
+    // (A chunk loading a script holds the scripts' text, not a call; a script Redis did not
+    // have yet makes its first call go out again.)
+    let chunks = proxy.requests();
+    let calls: Vec<&Vec<u8>> = chunks.iter().filter(|c| !has(c, "SCRIPT")).collect();
+    let with_claim = ids
+        .iter()
+        .filter(|id| {
+            calls
+                .iter()
+                .any(|c| has(c, &format!(":job:{id}")) && has(c, "succeeded") && has(c, ":queue:cpu:fast"))
+        })
+        .count();
+    assert!(
+        with_claim >= ids.len() - 1,
+        "only {with_claim} of {} results went out with a claim",
+        ids.len()
+    );
 }
