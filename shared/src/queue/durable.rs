@@ -185,7 +185,12 @@ impl Queue {
     /// [`Queue::check_durability`] on this queue's shard.
     async fn check_aof(&self) -> Result<()> {
         let Ok(mut c) = self.conn().await else { return Ok(()) };
-        let known: Vec<redis::Value> = c.on_home(redis::cmd("COMMAND").arg("INFO").arg("WAITAOF")).await?;
+        let known: Vec<redis::Value> = match c.on_home(redis::cmd("COMMAND").arg("INFO").arg("WAITAOF")).await {
+            Ok(known) => known,
+            // The shard's primary is not there now (dead, or failing over): every write checks.
+            Err(e) if unreachable(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         if matches!(known.first(), None | Some(redis::Value::Nil)) {
             return Err(Error::Config(
                 "DCC_DURABILITY=aof needs Redis 7.2 or later (WAITAOF); this server does not have it".into(),
@@ -198,6 +203,17 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// Whether `e` says a node could not be reached now (or another node answered for it), not that
+/// it refused the command.
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.redirect_node().is_some()
+        || e.is_cluster_error()
 }
 
 /// A pooled connection whose response timeout is raised for one long command, and restored when
@@ -220,6 +236,16 @@ impl Drop for LongerTimeout<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check at start lets a shard whose primary is out of reach pass (every write checks
+    /// again), and fails on anything else.
+    #[test]
+    fn only_a_node_out_of_reach_passes_the_start_check() {
+        let refused: redis::RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert!(unreachable(&refused));
+        let client: redis::RedisError = (redis::ErrorKind::Client, "a reply missing").into();
+        assert!(!unreachable(&client));
+    }
 
     #[test]
     fn parses_every_setting_and_rejects_the_rest() {
