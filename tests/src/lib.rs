@@ -14,7 +14,8 @@
 //! - [`store`]: [`Store`] (local folder or moto S3) and [`Moto`].
 //! - [`eventually`]: polls a condition until a deadline.
 //! - [`fleet`]: simulated workers (Redis only, no Docker) for the fleet bench and its test.
-//! - [`proxy`]: a TCP proxy that a failover test switches from one Redis to another.
+//! - [`proxy`]: a TCP proxy that a failover test switches from one Redis to another, and that
+//!   can keep what clients send (which commands shared a round trip).
 
 pub mod api;
 pub mod containers;
