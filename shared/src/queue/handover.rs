@@ -106,6 +106,9 @@ async fn answer<T: redis::FromRedisValue>(
     match reply.extract_error() {
         Ok(v) => Ok(redis::from_redis_value(v).map_err(redis::RedisError::from)?),
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            // Loaded first: sent as it is, the call would go out as `EVALSHA` and be refused
+            // once more before the client loads it (a round trip per script on first use).
+            call.load_async(conn).await?;
             Ok(call.invoke_async(conn).await?)
         }
         Err(e) => Err(e.into()),
