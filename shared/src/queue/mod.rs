@@ -324,21 +324,16 @@ impl Queue {
     /// shards (a node holding none of ours is not ours to report). A shard that does not answer
     /// is logged by its index.
     pub async fn ping(&self) -> Result<()> {
-        let shards = match self.backend {
-            Backend::Node(_) => 1,
-            Backend::Cluster(_) => self.shard_count(),
-        };
-        for i in 0..shards {
+        for q in self.per_server() {
             // A read of a key of the shard, not a `PING`: the cluster client may send a command
             // for a node it cannot reach to another, and any node answers `PING`.
             let answered = async {
-                let q = self.shard(i);
                 let mut c = q.conn().await?;
                 let _: i64 = redis::cmd("EXISTS").arg(q.keys().index()).query_async(&mut c).await?;
                 Ok::<_, crate::Error>(())
             };
             if let Err(e) = answered.await {
-                tracing::warn!(shard = i, shards = self.shard_count(), error = %e, "a shard's primary does not answer");
+                tracing::warn!(shard = q.shard, shards = self.shard_count(), error = %e, "a shard's primary does not answer");
                 return Err(e);
             }
         }
@@ -376,18 +371,15 @@ impl Queue {
     /// [`RECORD_LISTPACK_VALUE`], 1.7 KB at Redis's default of 64, which a job's definition
     /// always exceeds). `None` when CONFIG is not allowed (managed Redis: see the parameter group).
     pub async fn listpack_value(&self) -> Result<Option<u64>> {
-        let mut smallest: Option<u64> = None;
+        let mut values = Vec::new();
         for q in self.per_server() {
-            let v = q
-                .server_setting("hash-max-listpack-value")
-                .await?
-                .and_then(|v| v.parse().ok());
-            smallest = match (smallest, v) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            values.push(
+                q.server_setting("hash-max-listpack-value")
+                    .await?
+                    .and_then(|v| v.parse().ok()),
+            );
         }
-        Ok(smallest)
+        Ok(values.into_iter().flatten().min())
     }
 
     async fn server_setting(&self, name: &str) -> Result<Option<String>> {
