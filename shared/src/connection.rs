@@ -9,7 +9,7 @@
 //! goes there with [`Conn::on_home`], never to a node the client picks at random (the cluster
 //! client alone would: see there). Job events and
 //! wake-ups travel on shard channels there (`SPUBLISH`/`SSUBSCRIBE`: see
-//! [`crate::queue::Publishing`] and [`crate::events`]).
+//! `crate::queue::library` and [`crate::events`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,8 +19,8 @@
 -- cancelled on its own is counted by its parent (array.lua).
 -- Each job cancelled (not the parent: its children) is counted in the minute's history.
 -- Returns: {'cancelled', previous state} | {'final', state} | {'missing'}
--- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
--- deps.lua (settle_dependents) and array.lua prepended.)
+-- (Uses history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- deps.lua (settle_dependents) and array.lua, of the helpers library.rs puts first.)
 local ctx = cjson.decode(ARGV[6])
 
 -- Cancels the children of the array parent ARGV[1] (see above).

@@ -1,14 +1,12 @@
 //! `queued | running` → `cancelled`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::library::Transition;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobRecord, JobState};
-
-static CANCEL: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("cancel.lua"));
 
 /// What a cancel did.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +25,7 @@ impl Queue {
         let this = self.for_job(&job.id);
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let r: Vec<String> = CANCEL
+        let r: Vec<String> = Transition::Cancel
             .on(&this)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))

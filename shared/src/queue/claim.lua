@@ -46,16 +46,12 @@
 -- (or that array ended without making it), child i is made `failed` (DEPENDENCY_FAILED) without
 -- running, and the next index is looked at.
 -- A started attempt is counted in the minute's history (history.lua), by its queue wait.
--- (Loaded with context.lua, history.lua, lease_now.lua, active.lua, notify.lua, wake.lua, deps.lua and
--- array.lua prepended.)
-local now = lease_now(ARGV[5])
+-- (Loaded after the helpers of library.rs: context.lua … array.lua.)
+
+-- Each call's own values, set first by each call (below `-- (each call)`): the functions that
+-- follow are made once, when the library loads (library.rs), and read them as upvalues.
+local now, ctx, free, total, free_mem, total_mem, scan, max_tenants
 local lanes = {'fast', 'high', 'normal'}
-local free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
-local free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
-local scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
--- The settle context is decoded only for array children (made, or failed unrun): most claims
--- never need it. History counts come as plain arguments (context.lua).
-local ctx = settle_context(ARGV[13], {history = ARGV[14], history_ttl = ARGV[15]})
 
 -- Makes the next child of the array parent `id`, its record written at once as it is to be:
 -- ...`fields` (running with this lease's first attempt when `running`, or failed unrun), and
@@ -219,6 +215,14 @@ local function turn(i, ring, tenant, front)
   return take(i, ring, tenant, list, p, front), nil
 end
 
+-- (each call)
+now = lease_now(ARGV[5])
+free, total = tonumber(ARGV[3]), tonumber(ARGV[4])
+free_mem, total_mem = tonumber(ARGV[9]), tonumber(ARGV[10])
+scan, max_tenants = tonumber(ARGV[11]), tonumber(ARGV[12])
+-- The settle context is decoded only for array children (made, or failed unrun): most claims
+-- never need it. History counts come as plain arguments (context.lua).
+ctx = settle_context(ARGV[13], {history = ARGV[14], history_ttl = ARGV[15]})
 -- Most claims find the fast and high lanes empty: one EXISTS of both rings, instead of a LINDEX
 -- of each, sends them straight to the normal lane (a lane with nothing in its ring has nothing
 -- a claim would look at).

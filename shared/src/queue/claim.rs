@@ -2,12 +2,10 @@
 //! job's record (one round trip).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-
 use super::lease::Lease;
+use super::library::{Call, Transition};
 use super::{Queue, ms};
 use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, Lane, QueueName};
@@ -20,8 +18,6 @@ pub const SCAN: u32 = 32;
 
 /// Tenants a claim looks at per lane, in turn (beyond, tenants wait for the turns ahead).
 pub const SCAN_TENANTS: u32 = 64;
-
-static CLAIM: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("lease_now.lua", "claim.lua"));
 
 /// What a claim got.
 #[derive(Debug)]
@@ -185,10 +181,11 @@ impl Queue {
     }
 
     /// The claim script's call in this value's shard.
-    pub(crate) fn claim_call(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> ScriptInvocation<'static> {
+    pub(crate) fn claim_call(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Call {
         let k = self.keys();
-        let mut inv = CLAIM.on(self).key(k.lane(queue, Lane::Fast));
-        inv.key(k.lane(queue, Lane::High))
+        let mut inv = Transition::Claim.on(self);
+        inv.key(k.lane(queue, Lane::Fast))
+            .key(k.lane(queue, Lane::High))
             .key(k.lane(queue, Lane::Normal))
             .key(k.running(queue))
             .key(k.idle(queue))

@@ -21,8 +21,8 @@
 -- child's worker is told), built from ctx.job and its id ('<id>.<i>'); the caller removed their
 -- files first.
 -- Returns: the state it had | 'kept' (expired mode, not due) | false (no such job)
--- (Loaded with history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
--- deps.lua (settle_dependents) and array.lua prepended.)
+-- (Uses history.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua (wake_idle),
+-- deps.lua (settle_dependents) and array.lua, of the helpers library.rs puts first.)
 local ctx = cjson.decode(ARGV[6])
 
 -- Drops the children of an array parent; how many were never made (nil: not an array).

@@ -3,15 +3,12 @@
 //! Files go first, then the record: if the process dies in between, the record is still there and
 //! the next DELETE or sweep finishes the work. The reverse order would leak files forever.
 
-use std::sync::LazyLock;
-
 use super::Queue;
+use super::library::Transition;
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobRecord, JobState};
 use crate::storage::{Storage, paths};
-
-static DELETE: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("delete.lua"));
 
 /// What a delete did.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,7 +53,7 @@ impl Queue {
         }
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let r: Option<String> = DELETE
+        let r: Option<String> = Transition::Delete
             .on(&this)
             .key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))

@@ -39,8 +39,8 @@
 -- the record's `n2n`, and claim.lua makes child i only once child i of it succeeded.
 -- An array not blocked puts its children in the queue's backlog (count_backlog, ctx.backlog).
 -- Counted in the minute's history (history.lua) as submitted, and a job failed here as ended.
--- (Loaded with context.lua, history.lua, active.lua (count_backlog), notify.lua (notify_end) and
--- wake.lua (wake_idle) prepended.)
+-- (Uses context.lua, history.lua, active.lua (count_backlog), notify.lua (notify_end) and
+-- wake.lua (wake_idle), of the helpers library.rs puts first.)
 local existing = redis.call('HMGET', KEYS[1], 'def_hash', 'tenant', 'lane')
 local tenant, fast = ARGV[5], ARGV[8] == '1'
 if existing[1] then

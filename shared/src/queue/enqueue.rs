@@ -1,22 +1,10 @@
 //! Submit → `queued`.
 
-use std::sync::LazyLock;
-
-use super::{Publishing, Queue};
+use super::Queue;
+use super::library::Transition;
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, JobSpec, Lane};
-
-static ENQUEUE: LazyLock<Publishing> = LazyLock::new(|| {
-    Publishing::new(concat!(
-        include_str!("context.lua"),
-        include_str!("history.lua"),
-        include_str!("active.lua"),
-        include_str!("notify.lua"),
-        include_str!("wake.lua"),
-        include_str!("enqueue.lua")
-    ))
-});
 
 /// What the same-id rule decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +71,8 @@ impl Queue {
         }
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let mut inv = ENQUEUE.on(self).key(k.job(job.id));
+        let mut inv = Transition::Enqueue.on(self);
+        inv.key(k.job(job.id));
         inv.key(k.tenant_lane(queue, job.lane, job.tenant))
             .key(k.index())
             .key(k.tenant_index(job.tenant))

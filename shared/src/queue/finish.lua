@@ -22,9 +22,9 @@
 -- in its metrics from the event alone (a read of the record per job per server otherwise).
 -- Returns: 1 recorded | 0 lease lost (a stale or cancelled attempt changes nothing)
 -- Counted in the minute's history (history.lua), by run time; failures by code and image.
--- (Loaded with context.lua (settle_context, json_string), history.lua, active.lua (leave_active),
+-- (Uses context.lua (settle_context, json_string), history.lua, active.lua (leave_active),
 -- notify.lua (notify_end), wake.lua (wake_idle), deps.lua (settle_dependents) and array.lua (a
--- child's parent counts it) prepended.)
+-- child's parent counts it), of the helpers library.rs puts first.)
 -- (one read of the record for every helper below: quotas, webhook, history)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'parent', 'queue', 'tenant', 'started_ms',
   'lane', 'notify_state', 'created_ms')

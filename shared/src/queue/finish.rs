@@ -1,17 +1,13 @@
 //! `running` → `succeeded | failed | timed_out`, written only by the holder of the lease.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-
 use super::lease::Lease;
+use super::library::{Call, Transition};
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobError, JobState, OutputFile, RunStats};
-
-static FINISH: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("finish.lua"));
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]
@@ -53,16 +49,11 @@ impl Queue {
     }
 
     /// The finish script's call (`self` is the job's shard).
-    pub(crate) fn finish_call(
-        &self,
-        lease: &Lease,
-        outcome: &Outcome,
-        retention: Duration,
-        now: Millis,
-    ) -> ScriptInvocation<'static> {
+    pub(crate) fn finish_call(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Call {
         let k = self.keys();
-        let mut inv = FINISH.on(self).key(k.job(&lease.job));
-        inv.key(k.running(lease.queue))
+        let mut inv = Transition::Finish.on(self);
+        inv.key(k.job(&lease.job))
+            .key(k.running(lease.queue))
             .key(k.expiry())
             .key(k.tenants_active())
             .key(k.outbox())

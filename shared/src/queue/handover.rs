@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
-use redis::{ScriptInvocation, Value};
+use redis::Value;
 
 use super::Queue;
 use super::claim::{Claim, Claimant};
 use super::finish::{Finished, Outcome};
 use super::lease::Lease;
+use super::library::Call;
 use crate::clock::Millis;
 use crate::connection::Conn;
 use crate::job::QueueName;
@@ -65,8 +66,8 @@ impl Queue {
         // (errors come back as values, each for its own call: one failing does not hide the other)
         let replies: Vec<Value> = redis::pipe()
             .ignore_errors()
-            .invoke_script(&finish)
-            .invoke_script(&claim)
+            .add_command(finish.cmd())
+            .add_command(claim.cmd())
             .query_async(&mut conn)
             .await?;
         let mut replies = replies.into_iter();
@@ -89,28 +90,17 @@ impl Queue {
     }
 }
 
-/// One call's reply out of the pipeline; a call refused because Redis lost its script (a
-/// restart, a failover to a replica that never loaded it) is sent again alone, loading it. (A
-/// finish sent again runs after the claim sent with it: the next job's `running` event comes
-/// before this one's end, that once.)
-async fn answer<T: redis::FromRedisValue>(
-    reply: Option<Value>,
-    call: &ScriptInvocation<'_>,
-    conn: &mut Conn,
-    job: &str,
-) -> Result<T> {
+/// One call's reply out of the pipeline; a call refused because Redis lost its function (a
+/// restart without persistence, a primary that never had the library) is sent again alone,
+/// loading it ([`Call::again`]). (A finish sent again runs after the claim sent with it: the
+/// next job's `running` event comes before this one's end, that once.)
+async fn answer<T: redis::FromRedisValue>(reply: Option<Value>, call: &Call, conn: &mut Conn, job: &str) -> Result<T> {
     let reply = reply.ok_or_else(|| Error::Corrupt {
         job: job.to_string(),
         why: "its finish and the next claim, sent together, got fewer replies".into(),
     })?;
     match reply.extract_error() {
         Ok(v) => Ok(redis::from_redis_value(v).map_err(redis::RedisError::from)?),
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            // Loaded first: sent as it is, the call would go out as `EVALSHA` and be refused
-            // once more before the client loads it (a round trip per script on first use).
-            call.load_async(conn).await?;
-            Ok(call.invoke_async(conn).await?)
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => Ok(call.again(e, conn).await?),
     }
 }

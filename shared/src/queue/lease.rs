@@ -4,20 +4,13 @@
 //! worker makes about a job is fenced by it: an attempt whose lease went elsewhere writes nothing.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
-
+use super::library::Transition;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{JobId, Lane, QueueName};
-
-static RENEW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(concat!(include_str!("lease_now.lua"), include_str!("renew.lua"))));
-
-static RELEASE: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("release.lua"));
 
 /// An attempt a worker holds: the fencing token of every write it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,8 +82,11 @@ impl Queue {
     async fn renew_here(&self, leases: &[Lease], length: Duration, now: Millis) -> Result<Vec<Renewed>> {
         let k = self.keys();
         let mut conn = self.conn().await?;
-        let mut inv = RENEW.key(k.running(QueueName::Cpu));
-        inv.key(k.running(QueueName::Gpu)).arg(now).arg(ms(length));
+        let mut inv = Transition::Renew.on(self);
+        inv.key(k.running(QueueName::Cpu))
+            .key(k.running(QueueName::Gpu))
+            .arg(now)
+            .arg(ms(length));
         for l in leases {
             let queue = match l.queue {
                 QueueName::Cpu => 1,
@@ -116,7 +112,7 @@ impl Queue {
         let this = self.for_job(&lease.job);
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let r: i64 = RELEASE
+        let r: i64 = Transition::Release
             .on(&this)
             .key(k.job(&lease.job))
             .key(k.running(lease.queue))

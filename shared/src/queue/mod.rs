@@ -18,26 +18,6 @@
 //!
 //! Time comes in as `now` (ms) from the caller: tests drive expiry without sleeping.
 
-/// A script that moves a job, after the Lua helpers it may call, in the order they call each
-/// other: the lazily decoded settle context and JSON strings (`context.lua`), history counters
-/// (`history.lua`), quota counts and the backlog (`active.lua`), webhooks (`notify.lua`), wake-ups
-/// (`wake.lua`), dependents (`deps.lua`), array counts (`array.lua`). One list for every such
-/// script, so none misses a helper another gained.
-macro_rules! moving_script {
-    ($($script:literal),+) => {
-        $crate::queue::Publishing::new(concat!(
-            include_str!("context.lua"),
-            include_str!("history.lua"),
-            include_str!("active.lua"),
-            include_str!("notify.lua"),
-            include_str!("wake.lua"),
-            include_str!("deps.lua"),
-            include_str!("array.lua"),
-            $(include_str!($script)),+
-        ))
-    };
-}
-
 pub mod cancel;
 pub mod claim;
 pub mod delete;
@@ -47,6 +27,7 @@ pub mod enqueue;
 pub mod finish;
 pub mod handover;
 pub mod lease;
+pub(crate) mod library;
 pub mod outbox;
 pub mod rate;
 pub mod read;
@@ -70,34 +51,6 @@ use crate::keys::Keys;
 /// test and dev servers set it): a job's record, definition included, then fits Redis's compact
 /// hash encoding.
 pub const RECORD_LISTPACK_VALUE: u64 = 1024;
-
-/// A script that publishes job events and wake-ups, in the two forms a deployment may need:
-/// `PUBLISH` on one server, `SPUBLISH` on a cluster. A plain `PUBLISH` on a cluster is relayed to
-/// every node over the cluster bus and counts only its own node's subscribers; a shard channel
-/// (each carries the deployment's hash tag) stays on the nodes of its slot, and its subscribers
-/// follow the slot through failovers ([`crate::events`]).
-pub(crate) struct Publishing {
-    plain: redis::Script,
-    sharded: redis::Script,
-}
-
-impl Publishing {
-    /// Both forms of `source`, whose every publish is written `redis.call('PUBLISH', …)`.
-    pub(crate) fn new(source: &str) -> Self {
-        Publishing {
-            plain: redis::Script::new(source),
-            sharded: redis::Script::new(&source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")),
-        }
-    }
-
-    /// The form for `queue`'s Redis.
-    pub(crate) fn on(&self, queue: &Queue) -> &redis::Script {
-        match queue.target {
-            Target::Node(_) => &self.plain,
-            Target::Cluster(_) => &self.sharded,
-        }
-    }
-}
 
 /// How a queue reaches Redis.
 #[derive(Clone)]
@@ -170,6 +123,9 @@ pub struct Queue {
     replicas: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, (std::time::Instant, u32)>>>,
     /// How long a minute of history is kept (`DCC_HISTORY_TTL`; zero: none is kept).
     history_ttl: Duration,
+    /// Whether this Redis refused functions: the job transitions then go as scripts
+    /// ([`library`]).
+    functions_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Queue {
@@ -196,6 +152,7 @@ impl Queue {
             durability: DurabilityPolicy::default(),
             replicas: Default::default(),
             history_ttl: crate::history::DEFAULT_TTL,
+            functions_refused: Default::default(),
         })
     }
 
@@ -419,7 +376,7 @@ mod tests {
     }
 
     /// Every script that publishes spells it `redis.call('PUBLISH', …)`, so its cluster form
-    /// ([`super::Publishing`]) publishes on shard channels only.
+    /// ([`super::library`]) publishes on shard channels only.
     #[test]
     fn every_publish_has_a_sharded_form() {
         for (name, source) in [

@@ -18,8 +18,8 @@
 -- ARGV[8]: the settle context of deps.lua (a failed job's dependents are settled)
 -- Returns: {requeued, failed}
 -- A failed job is counted in the minute's history (history.lua).
--- (Loaded with history.lua, lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
--- (wake_idle), deps.lua (settle_dependents) and array.lua (a child's parent counts it) prepended.)
+-- (Uses history.lua, lease_now.lua, active.lua (leave_active), notify.lua (notify_end), wake.lua
+-- (wake_idle), deps.lua (settle_dependents) and array.lua (a child's parent counts it), of the helpers library.rs puts first.)
 local lanes = {fast = KEYS[2], high = KEYS[3], normal = KEYS[4]}
 local now = lease_now(ARGV[2])
 local ctx = cjson.decode(ARGV[8])

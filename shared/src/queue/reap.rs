@@ -4,15 +4,13 @@
 //! that was the last attempt, it ends `failed` with `WORKER_LOST`. A worker that comes back
 //! late finds its lease gone: renew and finish refuse it (fencing), so it can change nothing.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::library::Transition;
 use super::{Queue, ms};
 use crate::Result;
 use crate::clock::Millis;
 use crate::job::{Lane, QueueName};
-
-static REAP: LazyLock<super::Publishing> = LazyLock::new(|| moving_script!("lease_now.lua", "reap.lua"));
 
 /// How long ended jobs are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +59,7 @@ impl Queue {
         let mut conn = self.conn().await?;
         for queue in QueueName::ALL {
             loop {
-                let (requeued, failed): (u32, u32) = REAP
+                let (requeued, failed): (u32, u32) = Transition::Reap
                     .on(self)
                     .key(k.running(queue))
                     .key(k.lane(queue, Lane::Fast))

@@ -14,8 +14,8 @@
 -- ARGV[6]: workers' channel prefix (the woken worker's channel)
 -- ARGV[7]: the settle context of deps.lua (an array child's parent is built from its prefix)
 -- Returns: 1 released | 0 the lease was already lost (nothing changes)
--- (Loaded with history.lua, active.lua, notify.lua, wake.lua (wake_idle), deps.lua and array.lua (a child's
--- parent counts it back as waiting) prepended.)
+-- (Uses history.lua, active.lua, notify.lua, wake.lua (wake_idle), deps.lua and array.lua (a child's
+-- parent counts it back as waiting), of the helpers library.rs puts first.)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'worker', 'lane')
 if job[1] ~= 'running' or job[2] ~= ARGV[2] or job[3] ~= ARGV[3] then return 0 end
 local lanes = {fast = KEYS[3], high = KEYS[4], normal = KEYS[5]}

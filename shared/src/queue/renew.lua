@@ -8,7 +8,7 @@
 -- ARGV[3..]: per lease, in KEYS order: job id, attempt, worker id, queue (1 cpu, 2 gpu)
 -- Returns: per lease, 1 renewed | 0 the lease is lost (cancelled, deleted, reaped or claimed
 -- again): stop the container
--- (Loaded with lease_now.lua prepended.)
+-- (Uses lease_now.lua, of the helpers library.rs puts first.)
 local now = lease_now(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
 local held = {}

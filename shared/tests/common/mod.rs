@@ -44,17 +44,21 @@ pub async fn submit_at(q: &Queue, tenant: &str, id: &str, job: Value, quota: u32
     q.enqueue(job, now).await.unwrap()
 }
 
-/// A claim from the cpu queue by a worker with room for anything.
-pub async fn claimed(q: &Queue, now: i64) -> Option<Claimed> {
-    let who = Claimant {
+/// Worker `w`, with room for anything.
+pub fn big_worker() -> Claimant<'static> {
+    Claimant {
         worker: "w",
         free_slots: 64,
         total_slots: 64,
         free_memory_mb: 1 << 30,
         total_memory_mb: 1 << 30,
         lease: LEASE,
-    };
-    match q.claim(QueueName::Cpu, &who, now).await.unwrap() {
+    }
+}
+
+/// A claim from the cpu queue by a worker with room for anything ([`big_worker`]).
+pub async fn claimed(q: &Queue, now: i64) -> Option<Claimed> {
+    match q.claim(QueueName::Cpu, &big_worker(), now).await.unwrap() {
         Claim::Claimed(c) => Some(*c),
         _ => None,
     }

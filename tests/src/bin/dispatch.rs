@@ -2,7 +2,7 @@
 //! one Redis holding a backlog: `DISPATCH_JOBS` (2,000) submits through the enqueue script, as
 //! many claims, one renewal each (`DISPATCH_RENEW_BATCH`, 5: the leases one worker's heartbeat
 //! renews in one call, as a worker running that many jobs does), as many finishes. For each phase, `INFO commandstats` before and
-//! after: the scripts' calls, their µs per call (the whole script, as Redis times `EVALSHA`) and
+//! after: the scripts' calls, their µs per call (the whole transition, as Redis times `FCALL`) and
 //! how much of it the commands they called took (the rest is the script's own run: argument
 //! tables, `cjson`, Lua). The same run with history off and on (`DCC_HISTORY_TTL`) prints what
 //! keeping history costs per job, as a ratio of the same measure taken minutes apart.
@@ -66,7 +66,8 @@ fn per_primary(redis: &Redis) -> Vec<HashMap<String, (u64, u64)>> {
 
 /// Each primary's share (%) of the script time between two [`per_primary`] readings.
 fn shares(a: &[HashMap<String, (u64, u64)>], b: &[HashMap<String, (u64, u64)>]) -> Vec<f64> {
-    let us = |m: &HashMap<String, (u64, u64)>| m.get("evalsha").map_or(0, |v| v.1) as f64;
+    let us =
+        |m: &HashMap<String, (u64, u64)>| SCRIPTS.iter().filter_map(|k| m.get(*k)).map(|v| v.1).sum::<u64>() as f64;
     let each: Vec<f64> = a.iter().zip(b).map(|(a, b)| us(b) - us(a)).collect();
     let total: f64 = each.iter().sum::<f64>().max(1e-9);
     each.iter().map(|u| 100.0 * u / total).collect()
@@ -89,6 +90,9 @@ fn add_commandstats(out: &mut HashMap<String, (u64, u64)>, info: &str) {
     }
 }
 
+/// The commands that run a transition: a function call, or a script's where functions are refused.
+const SCRIPTS: [&str; 2] = ["fcall", "evalsha"];
+
 /// One phase: script calls, µs per call, µs per call in the commands it called.
 #[derive(Clone, Copy, Default)]
 struct Cost {
@@ -104,12 +108,14 @@ fn cost(a: &HashMap<String, (u64, u64)>, b: &HashMap<String, (u64, u64)>) -> Cos
         let (c1, u1) = b.get(k).copied().unwrap_or_default();
         (c1 - c0, u1 - u0)
     };
-    let (calls, us) = d("evalsha");
+    let (calls, us) = SCRIPTS.iter().map(|k| d(k)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let (mut inner_calls, mut inner_us) = (0, 0);
-    for k in b
-        .keys()
-        .filter(|k| !matches!(k.as_str(), "evalsha" | "info" | "script|load" | "eval"))
-    {
+    for k in b.keys().filter(|k| {
+        !matches!(
+            k.as_str(),
+            "evalsha" | "fcall" | "info" | "script|load" | "function|load" | "eval"
+        )
+    }) {
         let (c, u) = d(k);
         inner_calls += c;
         inner_us += u;

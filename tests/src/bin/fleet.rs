@@ -174,7 +174,7 @@ struct Delta {
     /// delivery, the event loop). `INFO commandstats` counts a command a script calls in the
     /// script's time and on its own too: an upper bound.
     in_commands_pct: f64,
-    /// Script calls (`EVALSHA`) and their µs, in all.
+    /// Script and function calls (`EVALSHA`, `FCALL`) and their µs, in all.
     script_calls: f64,
     script_us: f64,
 }
@@ -192,8 +192,8 @@ fn delta(a: &Snapshot, b: &Snapshot) -> Delta {
         .collect();
     let (script_calls, script_us) = per
         .iter()
-        .find(|(k, _, _)| k == "evalsha")
-        .map_or((0.0, 0.0), |(_, c, u)| (*c as f64, *u as f64));
+        .filter(|(k, _, _)| k == "evalsha" || k == "fcall")
+        .fold((0.0, 0.0), |(c0, u0), (_, c, u)| (c0 + *c as f64, u0 + *u as f64));
     let total_us: u64 = per.iter().map(|(_, _, u)| u).sum::<u64>().max(1);
     per.sort_by_key(|p| std::cmp::Reverse(p.2));
     let cpu = (b.redis_cpu() - a.redis_cpu()).max(1e-9);
@@ -503,8 +503,12 @@ async fn slowlog(redis: &Redis) -> Vec<(String, u64, f64)> {
             .and_then(|v| redis::from_redis_value_ref(v).ok())
             .unwrap_or_default();
         let cmd = args.first().cloned().unwrap_or_default().to_lowercase();
-        // EVALSHA sha numkeys key1 …: the first key tells the script.
-        let key = if cmd == "evalsha" { args.get(3) } else { args.get(1) };
+        // EVALSHA sha numkeys key1 … (FCALL name numkeys key1 …): the first key tells the script.
+        let key = if cmd == "evalsha" || cmd == "fcall" {
+            args.get(3)
+        } else {
+            args.get(1)
+        };
         let key: String = key
             .map(|k| k.split(':').take(3).collect::<Vec<_>>().join(":"))
             .unwrap_or_default();
