@@ -196,6 +196,14 @@ impl Core {
         queue.target().check().await?;
         let queue = shards(queue, config.shards).await?;
         queue.check_durability().await?;
+        match queue.install_library().await {
+            Ok(dropped) if !dropped.is_empty() => {
+                tracing::info!(?dropped, "deleted other DCC versions' function libraries from Redis")
+            }
+            Ok(_) => {}
+            // (the first call loads it; Redis may not be up yet)
+            Err(e) => tracing::warn!(error = %e, "could not load DCC's function library at start"),
+        }
         let storage = storage::open(&config.storage, config.s3_force_path_style).await?;
         match queue.eviction_policy().await {
             Ok(Some(p)) if p != "noeviction" => tracing::warn!(

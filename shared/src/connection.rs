@@ -154,6 +154,39 @@ impl Conn {
         }
     }
 
+    /// Runs `cmds` in one pipeline on the node holding the deployment's keys, as
+    /// [`Conn::on_home`] runs one command (on a cluster after the same read of a key in that
+    /// slot): each command's reply, an error reply as a value.
+    pub async fn pipeline_on_home(&mut self, cmds: &[Cmd]) -> redis::RedisResult<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        match self {
+            Conn::Node(c) => {
+                cmds.iter().for_each(|cmd| {
+                    pipe.add_command(cmd.clone());
+                });
+                pipe.query_async(&mut **c).await
+            }
+            Conn::Cluster { conn, home, home_key } => {
+                pipe.cmd("EXISTS").arg(&**home_key);
+                cmds.iter().for_each(|cmd| {
+                    pipe.add_command(cmd.clone());
+                });
+                let route = SingleNodeRoutingInfo::SpecificNode(*home);
+                let mut replies = conn.route_pipeline(pipe, 0, cmds.len() + 1, route).await?;
+                if replies.is_empty() {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a pipeline without replies",
+                    )));
+                }
+                // (any node but the slot's primary answers the read with MOVED, or not at all)
+                replies.remove(0).extract_error()?;
+                Ok(replies)
+            }
+        }
+    }
+
     /// Raises (or restores) the response timeout of a server connection, for one long command.
     /// A cluster connection keeps the timeout it was made with (long enough for `WAIT`).
     pub(crate) fn set_response_timeout(&mut self, timeout: Duration) {

@@ -160,3 +160,43 @@ async fn a_redis_refusing_functions_runs_the_transitions_as_scripts() {
     );
     assert!(libraries(&redis).is_empty());
 }
+
+/// A process's start loads its version's library on each primary and deletes other DCC
+/// versions' (they would stay, persisted and replicated, after every upgrade); a library of
+/// someone else's stays. An old process still running loads its own again when it next calls.
+#[tokio::test]
+async fn a_start_loads_this_versions_library_and_deletes_older_ones() {
+    let redis = Redis::start();
+    let old = "#!lua name=dcc_0123456789ab\nredis.register_function('dcc_0123456789ab_claim', function() return 1 end)";
+    let theirs = "#!lua name=reports\nredis.register_function('reports_count', function() return 2 end)";
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    // (on the primary of the deployment's slot; its replica follows)
+    let home = &redis.nodes()[redis.primary_of(&q.keys().index()).unwrap()];
+    let mut c = redis::Client::open(home.url()).unwrap().get_connection().unwrap();
+    for lib in [old, theirs] {
+        let _: String = redis::cmd("FUNCTION").arg("LOAD").arg(lib).query(&mut c).unwrap();
+    }
+    let dropped = q.install_library().await.unwrap();
+    assert_eq!(dropped, vec!["dcc_0123456789ab".to_string()]);
+    // (a replica follows its primary's deletion a moment later)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut names = libraries(&redis);
+    while names.iter().any(|n| n == "dcc_0123456789ab") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        names = libraries(&redis);
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[1], "reports", "{names:?}");
+    assert!(
+        names[0].starts_with("dcc_") && names[0] != "dcc_0123456789ab",
+        "{names:?}"
+    );
+    // loaded already: the first call runs at once
+    let loads = calls(&redis, "function|load").0;
+    submit(&q, "a", "one", json!({"image": "alpine", "command": ["true"]}), 0).await;
+    assert_eq!(calls(&redis, "function|load").0, loads);
+    // a second start finds nothing to delete
+    assert!(q.install_library().await.unwrap().is_empty());
+}

@@ -25,9 +25,8 @@ impl Queue {
         let this = self.for_job(&job.id);
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let r: Vec<String> = Transition::Cancel
-            .on(&this)
-            .key(k.job(&job.id))
+        let mut call = Transition::Cancel.on(&this);
+        call.key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
             .key(k.expiry())
@@ -38,12 +37,11 @@ impl Queue {
             .arg(now + ms(retention))
             .arg(k.events())
             .arg(k.worker_events_prefix())
-            .arg(this.settle_context(retention))
-            .invoke_async(&mut conn)
-            .await?;
-        if r.first().map(String::as_str) == Some("cancelled") {
-            this.confirm(&mut conn).await?;
-        }
+            .arg(this.settle_context(retention));
+        let r: Vec<String> = this
+            .run_confirmed(&call, &mut conn)
+            .await?
+            .reply_if(|r: &Vec<String>| r.first().map(String::as_str) == Some("cancelled"))?;
         let state = || r.get(1).and_then(|s| JobState::parse(s)).unwrap_or(JobState::Cancelled);
         Ok(match r.first().map(String::as_str) {
             Some("cancelled") => Cancelled::Done(state()),

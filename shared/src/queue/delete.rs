@@ -53,9 +53,8 @@ impl Queue {
         }
         let k = this.keys();
         let mut conn = this.conn().await?;
-        let r: Option<String> = Transition::Delete
-            .on(&this)
-            .key(k.job(&job.id))
+        let mut call = Transition::Delete.on(&this);
+        call.key(k.job(&job.id))
             .key(k.tenant_lane(job.queue, job.lane, &job.tenant))
             .key(k.running(job.queue))
             .key(k.expiry())
@@ -73,12 +72,11 @@ impl Queue {
                 DeleteMode::Expired => "expired",
             })
             .arg(k.worker_events_prefix())
-            .arg(this.settle_context(retention))
-            .invoke_async(&mut conn)
-            .await?;
-        if mode == DeleteMode::Any && r.is_some() {
-            this.confirm(&mut conn).await?;
-        }
+            .arg(this.settle_context(retention));
+        let r: Option<String> = this
+            .run_confirmed(&call, &mut conn)
+            .await?
+            .reply_if(|r: &Option<String>| mode == DeleteMode::Any && r.is_some())?;
         Ok(match r.as_deref() {
             None => Deleted::Missing,
             Some("kept") => Deleted::Kept,

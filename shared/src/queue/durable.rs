@@ -3,8 +3,10 @@
 //! the answer goes out. Redis replicates asynchronously: without this, a failover to a replica
 //! that lagged loses every write the old primary had acknowledged but not yet shipped.
 //!
-//! `WAIT` and `WAITAOF` count the writes of their own connection, so [`Queue::confirm`] runs on
-//! the connection that ran the script. A confirmation that does not come in time is
+//! `WAIT` and `WAITAOF` count the writes of their own connection, so the confirmation goes in the
+//! same pipeline as the write, right after it ([`Queue::send_confirmed`]): on a cluster a
+//! failover between the two would otherwise send the wait to the promoted replica, where this
+//! client had written nothing, and "confirm" a write that died with the old primary. A confirmation that does not come in time is
 //! [`Error::NotDurable`]: the write happened on the primary and may or may not survive a failover,
 //! so the client is told to retry (the same id makes a submit's retry safe), not "done".
 //!
@@ -19,6 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::Queue;
+use super::library::Call;
 use crate::connection::Conn;
 use crate::{Error, Result};
 
@@ -94,32 +97,101 @@ impl Default for DurabilityPolicy {
 impl Queue {
     /// Confirms the writes made so far on `conn` (see the module docs); a no-op with `none`.
     pub(crate) async fn confirm(&self, conn: &mut Conn) -> Result<()> {
-        let policy = self.durability;
-        let wait_ms = policy.timeout.as_millis() as u64;
-        let wanted = match policy.mode {
-            Durability::None => return Ok(()),
-            Durability::Aof(0) => 0,
-            Durability::Replicas(n) | Durability::Aof(n) => n.min(self.connected_replicas(conn).await?),
-        };
-        let cmd = match policy.mode {
-            Durability::Replicas(_) if wanted == 0 => return Ok(()),
-            Durability::Aof(_) => redis::cmd("WAITAOF").arg(1).arg(wanted).arg(wait_ms).to_owned(),
-            _ => redis::cmd("WAIT").arg(wanted).arg(wait_ms).to_owned(),
+        let Some(wait) = self.wait_for(conn).await? else {
+            return Ok(());
         };
         // The wait outlasts the connection's usual response timeout; set it back afterwards,
         // also when this future is dropped half-way.
-        let conn = LongerTimeout::new(conn, policy.timeout + RESPONSE_TIMEOUT);
-        let acked = match policy.mode {
-            Durability::Aof(_) => {
-                let (local, replicas): (u32, u32) = conn.0.on_home(&cmd).await?;
+        let conn = LongerTimeout::new(conn, self.durability.timeout + RESPONSE_TIMEOUT);
+        let reply: redis::Value = conn.0.on_home(&wait.cmd).await?;
+        self.acked(&wait, reply)
+    }
+
+    /// Runs `calls` in one pipeline on the shard's primary and, where the durability asks for
+    /// it, the confirmation of the first one's writes right after it, on the same connection:
+    /// no failover and no new connection can come between a write and its confirmation. Sent
+    /// apart, on a cluster, a `WAIT` after a failover went to the promoted replica, where this
+    /// client's connection had written nothing to wait for, and "confirmed" a write that may
+    /// have died with the old primary. (A cheap write comes before the wait, so it also covers
+    /// earlier writes when the call wrote nothing: a retried submit that found its job.) Each
+    /// call's reply, an error reply as a value, and the confirmation.
+    pub(crate) async fn send_confirmed(
+        &self,
+        wait: Wait,
+        calls: &[&Call],
+        conn: &mut Conn,
+    ) -> Result<(Vec<redis::Value>, Result<()>)> {
+        let mut cmds = Vec::with_capacity(calls.len() + 2);
+        cmds.extend(calls.first().map(|c| c.cmd()));
+        cmds.push(redis::cmd("INCR").arg(self.keys().durability_mark()).take());
+        cmds.push(wait.cmd.clone());
+        cmds.extend(calls.iter().skip(1).map(|c| c.cmd()));
+        let conn = LongerTimeout::new(conn, self.durability.timeout + RESPONSE_TIMEOUT);
+        let mut replies = conn.0.pipeline_on_home(&cmds).await?;
+        if replies.len() != cmds.len() {
+            return Err(redis::RedisError::from((redis::ErrorKind::Client, "a pipeline with replies missing")).into());
+        }
+        let waited = replies.remove(2);
+        replies.remove(1).extract_error()?;
+        Ok((replies, self.acked(&wait, waited)))
+    }
+
+    /// Runs `call` and confirms its writes as the durability asks, in one pipeline
+    /// ([`Queue::send_confirmed`]); with none, the call alone.
+    pub(crate) async fn run_confirmed<T: redis::FromRedisValue>(
+        &self,
+        call: &Call,
+        conn: &mut Conn,
+    ) -> Result<Confirmed<T>> {
+        let Some(wait) = self.wait_for(conn).await? else {
+            return Ok(Confirmed {
+                reply: call.invoke_async(conn).await?,
+                confirmation: Ok(()),
+            });
+        };
+        let (mut replies, confirmation) = self.send_confirmed(wait, &[call], conn).await?;
+        let reply = call.reply(replies.pop().unwrap_or(redis::Value::Nil), conn).await?;
+        Ok(Confirmed {
+            reply: reply.value,
+            confirmation: match reply.resent {
+                true => self.confirm(conn).await,
+                false => confirmation,
+            },
+        })
+    }
+
+    /// The command that confirms a connection's writes as the durability asks, `None` when
+    /// nothing is to be waited for.
+    pub(crate) async fn wait_for(&self, conn: &mut Conn) -> Result<Option<Wait>> {
+        let policy = self.durability;
+        let wait_ms = policy.timeout.as_millis() as u64;
+        let wanted = match policy.mode {
+            Durability::None => return Ok(None),
+            Durability::Aof(0) => 0,
+            Durability::Replicas(n) | Durability::Aof(n) => n.min(self.connected_replicas(conn).await?),
+        };
+        let (cmd, aof) = match policy.mode {
+            Durability::Replicas(_) if wanted == 0 => return Ok(None),
+            Durability::Aof(_) => (redis::cmd("WAITAOF").arg(1).arg(wanted).arg(wait_ms).take(), true),
+            _ => (redis::cmd("WAIT").arg(wanted).arg(wait_ms).take(), false),
+        };
+        Ok(Some(Wait { cmd, wanted, aof }))
+    }
+
+    /// Whether `reply`, the answer to `wait`, confirms enough.
+    fn acked(&self, wait: &Wait, reply: redis::Value) -> Result<()> {
+        let reply = reply.extract_error()?;
+        let acked = match wait.aof {
+            true => {
+                let (local, replicas): (u32, u32) = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
                 if local < 1 { 0 } else { replicas }
             }
-            _ => conn.0.on_home::<u32>(&cmd).await?,
+            false => redis::from_redis_value(reply).map_err(redis::RedisError::from)?,
         };
-        if acked < wanted {
+        if acked < wait.wanted {
             return Err(Error::NotDurable {
-                mode: policy.mode.to_string(),
-                waited_ms: wait_ms,
+                mode: self.durability.mode.to_string(),
+                waited_ms: self.durability.timeout.as_millis() as u64,
             });
         }
         Ok(())
@@ -150,20 +222,6 @@ impl Queue {
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.shard, (std::time::Instant::now(), n));
         Ok(n)
-    }
-
-    /// Confirms a write this connection did not make: a retried submit that found its job
-    /// already there (the first try may have timed out waiting). Any write moves the connection's
-    /// replication offset past every earlier write, so one cheap write, then the wait.
-    pub(crate) async fn confirm_earlier(&self, conn: &mut Conn) -> Result<()> {
-        if self.durability.mode == Durability::None {
-            return Ok(());
-        }
-        let _: i64 = redis::cmd("INCR")
-            .arg(self.keys().durability_mark())
-            .query_async(&mut *conn)
-            .await?;
-        self.confirm(conn).await
     }
 
     /// Refuses a setting this Redis cannot honour (`WAITAOF` needs Redis 7.2 and `appendonly
@@ -214,6 +272,30 @@ fn unreachable(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || e.redirect_node().is_some()
         || e.is_cluster_error()
+}
+
+/// A write's reply and its confirmation ([`Queue::run_confirmed`]).
+pub(crate) struct Confirmed<T> {
+    reply: T,
+    confirmation: Result<()>,
+}
+
+impl<T> Confirmed<T> {
+    /// The reply; when `told(reply)` says the client will hear of the write, an error unless it
+    /// was confirmed.
+    pub(crate) fn reply_if(self, told: impl FnOnce(&T) -> bool) -> Result<T> {
+        if told(&self.reply) {
+            self.confirmation?;
+        }
+        Ok(self.reply)
+    }
+}
+
+/// A confirmation to send: `WAIT` or `WAITAOF`, and how many replicas must answer.
+pub(crate) struct Wait {
+    cmd: redis::Cmd,
+    wanted: u32,
+    aof: bool,
 }
 
 /// A pooled connection whose response timeout is raised for one long command, and restored when

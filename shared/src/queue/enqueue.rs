@@ -101,13 +101,12 @@ impl Queue {
         for (f, v) in record_fields(&job, now) {
             inv.arg(f).arg(v);
         }
-        let r: String = inv.invoke_async(&mut conn).await?;
-        // The client hears "created" or "exists" only once the job is as durable as configured.
-        match r.as_str() {
-            "created" | "failed" => this.confirm(&mut conn).await?,
-            "exists" => this.confirm_earlier(&mut conn).await?,
-            _ => {}
-        }
+        // The client hears "created" or "exists" only once the job is as durable as configured
+        // (for "exists", the first submit's write: see `Queue::send_confirmed`).
+        let r: String = this
+            .run_confirmed(&inv, &mut conn)
+            .await?
+            .reply_if(|r: &String| matches!(r.as_str(), "created" | "failed" | "exists"))?;
         Ok(Enqueued::from_reply(&r))
     }
 }

@@ -41,11 +41,9 @@ impl Queue {
     pub async fn finish(&self, lease: &Lease, outcome: &Outcome, retention: Duration, now: Millis) -> Result<Finished> {
         let this = self.for_job(&lease.job);
         let mut conn = this.conn().await?;
-        let r: i64 = this
-            .finish_call(lease, outcome, retention, now)
-            .invoke_async(&mut conn)
-            .await?;
-        this.finished(r, &mut conn).await
+        let call = this.finish_call(lease, outcome, retention, now);
+        let r: i64 = this.run_confirmed(&call, &mut conn).await?.reply_if(|r| *r == 1)?;
+        Ok(Self::finished(r))
     }
 
     /// The finish script's call (`self` is the job's shard).
@@ -89,14 +87,12 @@ impl Queue {
         inv
     }
 
-    /// What the finish script's reply `r` says, once a recorded result is confirmed as the
-    /// deployment's durability asks (on `conn`, the job's shard's).
-    pub(crate) async fn finished(&self, r: i64, conn: &mut crate::connection::Conn) -> Result<Finished> {
-        Ok(if r == 1 {
-            self.confirm(conn).await?;
-            Finished::Recorded
-        } else {
-            Finished::LeaseLost
-        })
+    /// What the finish's reply `r` says (a recorded result confirmed already, where the
+    /// deployment's durability asks for it).
+    pub(crate) fn finished(r: i64) -> Finished {
+        match r {
+            1 => Finished::Recorded,
+            _ => Finished::LeaseLost,
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::Queue;
 use super::claim::{Claim, Claimant};
 use super::finish::{Finished, Outcome};
 use super::lease::Lease;
-use super::library::Call;
+use super::library::{Call, Reply};
 use crate::clock::Millis;
 use crate::connection::Conn;
 use crate::job::QueueName;
@@ -63,22 +63,36 @@ impl Queue {
         let finish = this.finish_call(lease, outcome, retention, now);
         let claim = this.claim_call(next.queue, &next.who, next.at);
         let mut conn = this.conn().await?;
-        // (errors come back as values, each for its own call: one failing does not hide the other)
-        let replies: Vec<Value> = redis::pipe()
-            .ignore_errors()
-            .add_command(finish.cmd())
-            .add_command(claim.cmd())
-            .query_async(&mut conn)
-            .await?;
-        let mut replies = replies.into_iter();
         let job = lease.job.as_str();
+        // A recorded result is confirmed as the durability asks right after the finish, in the
+        // same pipeline (`Queue::send_confirmed`); the claim comes after the confirmation.
+        let (replies, confirmation) = match this.wait_for(&mut conn).await? {
+            None => {
+                // (errors come back as values, each for its own call: one failing does not hide
+                // the other)
+                let replies: Vec<Value> = redis::pipe()
+                    .ignore_errors()
+                    .add_command(finish.cmd())
+                    .add_command(claim.cmd())
+                    .query_async(&mut conn)
+                    .await?;
+                (replies, Ok(()))
+            }
+            Some(wait) => this.send_confirmed(wait, &[&finish, &claim], &mut conn).await?,
+        };
+        let mut replies = replies.into_iter();
         let finished = match answer::<i64>(replies.next(), &finish, &mut conn, job).await {
-            Ok(r) => this.finished(r, &mut conn).await,
+            Ok(r) if r.value != 1 => Ok(Self::finished(r.value)),
+            Ok(r) => match r.resent {
+                true => this.confirm(&mut conn).await,
+                false => confirmation,
+            }
+            .map(|()| Self::finished(r.value)),
             Err(e) => Err(e),
         };
         let claimed = answer::<Vec<Value>>(replies.next(), &claim, &mut conn, job)
             .await
-            .and_then(|r| Self::claimed(next.queue, &next.who, r));
+            .and_then(|r| Self::claimed(next.queue, &next.who, r.value));
         let claimed = match self.shard_count() {
             1 => claimed,
             _ => self.claim_past_home(next.queue, &next.who, next.at, claimed).await,
@@ -90,17 +104,19 @@ impl Queue {
     }
 }
 
-/// One call's reply out of the pipeline; a call refused because Redis lost its function (a
-/// restart without persistence, a primary that never had the library) is sent again alone,
-/// loading it ([`Call::again`]). (A finish sent again runs after the claim sent with it: the
-/// next job's `running` event comes before this one's end, that once.)
-async fn answer<T: redis::FromRedisValue>(reply: Option<Value>, call: &Call, conn: &mut Conn, job: &str) -> Result<T> {
+/// One call's reply out of the pipeline ([`Call::reply`]: a call refused because Redis lost its
+/// function, a restart without persistence or a primary that never had the library, is sent
+/// again alone, loading it). (A finish sent again runs after the claim sent with it: the next
+/// job's `running` event comes before this one's end, that once.)
+async fn answer<T: redis::FromRedisValue>(
+    reply: Option<Value>,
+    call: &Call,
+    conn: &mut Conn,
+    job: &str,
+) -> Result<Reply<T>> {
     let reply = reply.ok_or_else(|| Error::Corrupt {
         job: job.to_string(),
         why: "its finish and the next claim, sent together, got fewer replies".into(),
     })?;
-    match reply.extract_error() {
-        Ok(v) => Ok(redis::from_redis_value(v).map_err(redis::RedisError::from)?),
-        Err(e) => Ok(call.again(e, conn).await?),
-    }
+    Ok(call.reply(reply, conn).await?)
 }

@@ -16,13 +16,14 @@
 //! it (a restart without persistence, a primary that never had it) answers `Function not found`:
 //! it is loaded there (`FUNCTION LOAD REPLACE`, on the shard's primary) and the call sent again.
 //! A Redis that refuses functions (an ACL without them, a service that restricts them) makes the
-//! queue send the same transitions as scripts (`EVALSHA`) from then on.
+//! queue send the same transitions as scripts (`EVALSHA`) from then on. Each process loads the
+//! library at its start ([`Queue::install_library`]) and deletes other versions' there.
 
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis::{Cmd, FromRedisValue, RedisError, RedisResult, ToRedisArgs};
+use redis::{Cmd, FromRedisValue, RedisError, RedisResult, ToRedisArgs, Value};
 
 use super::Queue;
 use crate::connection::{Conn, Target};
@@ -101,13 +102,9 @@ impl Transition {
 
     /// A call of this transition on `queue`'s Redis; keys and arguments follow.
     pub(crate) fn on(self, queue: &Queue) -> Call {
-        let form = match queue.target() {
-            Target::Node(_) => &FORMS.0,
-            Target::Cluster(_) => &FORMS.1,
-        };
         Call {
             transition: self,
-            form,
+            form: Form::of(queue),
             refused: queue.functions_refused.clone(),
             keys: Vec::new(),
             args: Vec::new(),
@@ -132,6 +129,20 @@ pub(crate) struct Form {
 static FORMS: LazyLock<(Form, Form)> = LazyLock::new(|| (Form::new(false), Form::new(true)));
 
 impl Form {
+    /// The form `queue`'s Redis needs.
+    fn of(queue: &Queue) -> &'static Form {
+        match queue.target() {
+            Target::Node(_) => &FORMS.0,
+            Target::Cluster(_) => &FORMS.1,
+        }
+    }
+
+    /// The library's name (`dcc_<12 hex>`).
+    fn name(&self) -> &str {
+        let first = self.library.lines().next().unwrap_or_default();
+        first.trim_start_matches("#!lua name=")
+    }
+
     fn new(sharded: bool) -> Form {
         let publish = |s: &str| match sharded {
             true => s.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"),
@@ -163,6 +174,66 @@ impl Form {
                 .collect(),
         }
     }
+}
+
+impl Queue {
+    /// At a process's start: loads this version's library on every primary of the deployment
+    /// (the first calls then find it), and deletes the libraries of other DCC versions there,
+    /// which would otherwise stay in Redis (persisted and replicated) after every upgrade. A
+    /// process of such a version still running loads its own again at its next call (one round
+    /// trip, once per process start of another version: a start deletes, a call never does). The
+    /// names deleted; none where functions are refused.
+    pub async fn install_library(&self) -> crate::Result<Vec<String>> {
+        let form = Form::of(self);
+        let mut dropped = Vec::new();
+        for q in self.per_server() {
+            let mut c = q.conn().await?;
+            let list = redis::cmd("FUNCTION").arg("LIST").take();
+            let held: Vec<std::collections::HashMap<String, redis::Value>> = match c.on_home(&list).await {
+                Err(e) if refuses_functions(&e) => {
+                    refuse(&q.functions_refused, &e);
+                    return Ok(dropped);
+                }
+                held => held?,
+            };
+            let names: Vec<String> = held
+                .iter()
+                .filter_map(|lib| redis::from_redis_value_ref(lib.get("library_name")?).ok())
+                .collect();
+            for name in names.iter().filter(|n| is_dcc_library(n) && *n != form.name()) {
+                let delete = redis::cmd("FUNCTION").arg("DELETE").arg(name).take();
+                // (another process may have deleted it first)
+                if let Err(e) = c.on_home::<()>(&delete).await
+                    && !e.detail().is_some_and(|d| d.contains("not found"))
+                {
+                    return Err(e.into());
+                }
+                dropped.push(name.clone());
+            }
+            if !names.iter().any(|n| n == form.name()) {
+                let load = redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(&form.library)
+                    .take();
+                c.on_home::<String>(&load).await?;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// Marks a queue's Redis as refusing functions (logged the first time).
+fn refuse(refused: &AtomicBool, e: &RedisError) {
+    if !refused.swap(true, Ordering::Relaxed) {
+        tracing::warn!(error = %e, "Redis refuses functions: the job transitions go as scripts (EVALSHA)");
+    }
+}
+
+/// A library name of DCC's making: `dcc_` and 12 hex digits.
+fn is_dcc_library(name: &str) -> bool {
+    name.strip_prefix("dcc_")
+        .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// One call of a transition: its keys and arguments, sent as `FCALL` (or `EVALSHA` where
@@ -213,12 +284,28 @@ impl Call {
         }
     }
 
+    /// This call's reply `v`, out of a pipeline. A call that did not run (its code missing
+    /// there, or functions refused) is sent again alone ([`Call::again`]): what it wrote then
+    /// came after everything sent with it.
+    pub(crate) async fn reply<T: FromRedisValue>(&self, v: Value, conn: &mut Conn) -> RedisResult<Reply<T>> {
+        match v.extract_error() {
+            Ok(v) => Ok(Reply {
+                value: T::from_redis_value(v).map_err(RedisError::from)?,
+                resent: false,
+            }),
+            Err(e) => Ok(Reply {
+                value: self.again(e, conn).await?,
+                resent: true,
+            }),
+        }
+    }
+
     /// After the call was answered `e`: when that says it did not run because its code is
     /// missing there, or because functions are refused, loads what it needs and sends it again;
     /// otherwise `e` (a call that failed running may have written part of its work).
     pub(crate) async fn again<T: FromRedisValue>(&self, e: RedisError, conn: &mut Conn) -> RedisResult<T> {
         if refuses_functions(&e) {
-            self.refuse(&e);
+            refuse(&self.refused, &e);
             return self.as_script(conn).await;
         }
         if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
@@ -238,17 +325,10 @@ impl Call {
         match conn.on_home::<String>(&load).await {
             Ok(_) => self.cmd().query_async(conn).await,
             Err(e) if refuses_functions(&e) => {
-                self.refuse(&e);
+                refuse(&self.refused, &e);
                 self.as_script(conn).await
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// From now on this queue's transitions go as scripts.
-    fn refuse(&self, e: &RedisError) {
-        if !self.refused.swap(true, Ordering::Relaxed) {
-            tracing::warn!(error = %e, "Redis refuses functions: the job transitions go as scripts (EVALSHA)");
         }
     }
 
@@ -263,6 +343,14 @@ impl Call {
         }
         inv.invoke_async(conn).await
     }
+}
+
+/// A call's reply out of a pipeline ([`Call::reply`]).
+pub(crate) struct Reply<T> {
+    /// What it answered.
+    pub value: T,
+    /// It did not run in the pipeline, and was sent again alone after it.
+    pub resent: bool,
 }
 
 /// `FCALL` of a function this Redis does not hold.
@@ -292,6 +380,8 @@ mod tests {
                 assert!(form.library.contains(&format!("redis.register_function('{f}'")));
             }
         }
+        assert!(is_dcc_library(FORMS.0.name()) && is_dcc_library(FORMS.1.name()));
+        assert!(!is_dcc_library("dcc_") && !is_dcc_library("dcc_0123456789abc") && !is_dcc_library("dcc_mine_12345"));
         assert_ne!(FORMS.0.library, FORMS.1.library);
         assert!(FORMS.1.library.contains("redis.call('SPUBLISH',"));
         assert!(!FORMS.1.library.contains("redis.call('PUBLISH',"));
