@@ -107,33 +107,37 @@ impl Queue {
         self.acked(&wait, reply)
     }
 
-    /// Runs `calls` in one pipeline on the shard's primary and, where the durability asks for
-    /// it, the confirmation of the first one's writes right after it, on the same connection:
+    /// Runs `write` (and `then` after it) in one pipeline on the shard's primary, with the
+    /// confirmation `wait` of `write`'s writes right after it, on the same connection:
     /// no failover and no new connection can come between a write and its confirmation. Sent
     /// apart, on a cluster, a `WAIT` after a failover went to the promoted replica, where this
     /// client's connection had written nothing to wait for, and "confirmed" a write that may
     /// have died with the old primary. (A cheap write comes before the wait, so it also covers
-    /// earlier writes when the call wrote nothing: a retried submit that found its job.) Each
-    /// call's reply, an error reply as a value, and the confirmation.
+    /// earlier writes when the call wrote nothing: a retried submit that found its job.) The
+    /// calls' replies, an error reply as a value, and the confirmation.
     pub(crate) async fn send_confirmed(
         &self,
         wait: Wait,
-        calls: &[&Call],
+        write: &Call,
+        then: Option<&Call>,
         conn: &mut Conn,
     ) -> Result<(Vec<redis::Value>, Result<()>)> {
-        let mut cmds = Vec::with_capacity(calls.len() + 2);
-        cmds.extend(calls.first().map(|c| c.cmd()));
-        cmds.push(redis::cmd("INCR").arg(self.keys().durability_mark()).take());
-        cmds.push(wait.cmd.clone());
-        cmds.extend(calls.iter().skip(1).map(|c| c.cmd()));
+        let mut cmds = vec![
+            write.cmd(),
+            redis::cmd("INCR").arg(self.keys().durability_mark()).take(),
+            wait.cmd.clone(),
+        ];
+        cmds.extend(then.map(Call::cmd));
         let conn = LongerTimeout::new(conn, self.durability.timeout + RESPONSE_TIMEOUT);
-        let mut replies = conn.0.pipeline_on_home(&cmds).await?;
+        let replies = conn.0.pipeline_on_home(&cmds).await?;
         if replies.len() != cmds.len() {
             return Err(redis::RedisError::from((redis::ErrorKind::Client, "a pipeline with replies missing")).into());
         }
-        let waited = replies.remove(2);
-        replies.remove(1).extract_error()?;
-        Ok((replies, self.acked(&wait, waited)))
+        let mut replies = replies.into_iter();
+        let (written, marked, waited) = (replies.next(), replies.next(), replies.next());
+        marked.unwrap_or(redis::Value::Nil).extract_error()?;
+        let confirmation = self.acked(&wait, waited.unwrap_or(redis::Value::Nil));
+        Ok((written.into_iter().chain(replies).collect(), confirmation))
     }
 
     /// Runs `call` and confirms its writes as the durability asks, in one pipeline
@@ -149,7 +153,7 @@ impl Queue {
                 confirmation: Ok(()),
             });
         };
-        let (mut replies, confirmation) = self.send_confirmed(wait, &[call], conn).await?;
+        let (mut replies, confirmation) = self.send_confirmed(wait, call, None, conn).await?;
         let reply = call.reply(replies.pop().unwrap_or(redis::Value::Nil), conn).await?;
         Ok(Confirmed {
             reply: reply.value,

@@ -78,7 +78,7 @@ impl Queue {
                     .await?;
                 (replies, Ok(()))
             }
-            Some(wait) => this.send_confirmed(wait, &[&finish, &claim], &mut conn).await?,
+            Some(wait) => this.send_confirmed(wait, &finish, Some(&claim), &mut conn).await?,
         };
         let mut replies = replies.into_iter();
         let finished = match answer::<i64>(replies.next(), &finish, &mut conn, job).await {
