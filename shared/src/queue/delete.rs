@@ -73,10 +73,14 @@ impl Queue {
             })
             .arg(k.worker_events_prefix())
             .arg(this.settle_context(retention));
-        let r: Option<String> = this
-            .run_confirmed(&call, &mut conn)
-            .await?
-            .reply_if(|r: &Option<String>| mode == DeleteMode::Any && r.is_some())?;
+        // (the retention sweep tells no client: it waits for no replica)
+        let r: Option<String> = match mode {
+            DeleteMode::Any => this
+                .run_confirmed(&call, &mut conn)
+                .await?
+                .reply_if(|r: &Option<String>| r.is_some())?,
+            DeleteMode::Expired => call.invoke_async(&mut conn).await?,
+        };
         Ok(match r.as_deref() {
             None => Deleted::Missing,
             Some("kept") => Deleted::Kept,

@@ -135,8 +135,11 @@ impl Queue {
         }
         let mut replies = replies.into_iter();
         let (written, marked, waited) = (replies.next(), replies.next(), replies.next());
-        marked.unwrap_or(redis::Value::Nil).extract_error()?;
-        let confirmation = self.acked(&wait, waited.unwrap_or(redis::Value::Nil));
+        // (a mark refused, OOM say, fails the confirmation, not the calls: they were answered)
+        let confirmation = match marked.unwrap_or(redis::Value::Nil).extract_error() {
+            Ok(_) => self.acked(&wait, waited.unwrap_or(redis::Value::Nil)),
+            Err(e) => Err(e.into()),
+        };
         Ok((written.into_iter().chain(replies).collect(), confirmation))
     }
 
