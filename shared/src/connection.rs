@@ -135,54 +135,42 @@ impl Conn {
     /// died) to that node's replica or to any other node (redis-rs 1.8, `get_connection`), and a
     /// `WAIT` another primary answers would confirm writes that died with ours.
     pub async fn on_home<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
-        match self {
-            Conn::Node(c) => cmd.query_async(&mut **c).await,
-            Conn::Cluster { conn, home, home_key } => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("EXISTS").arg(&**home_key).add_command(cmd.clone());
-                let route = SingleNodeRoutingInfo::SpecificNode(*home);
-                let mut replies = conn.route_pipeline(pipe, 0, 2, route).await?.into_iter();
-                let mut next = || {
-                    replies.next().ok_or_else(|| {
-                        redis::RedisError::from((redis::ErrorKind::Client, "a reply missing from a pipeline of two"))
-                    })
-                };
-                // (any node but the slot's primary answers the read with MOVED, or not at all)
-                next()?.extract_error()?;
-                T::from_redis_value(next()?.extract_error()?).map_err(Into::into)
-            }
+        if let Conn::Node(c) = self {
+            return cmd.query_async(&mut **c).await;
         }
+        let reply = self
+            .pipeline_on_home(std::slice::from_ref(cmd))
+            .await?
+            .into_iter()
+            .next();
+        let reply = reply.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "a reply missing")))?;
+        T::from_redis_value(reply.extract_error()?).map_err(Into::into)
     }
 
     /// Runs `cmds` in one pipeline on the node holding the deployment's keys, as
-    /// [`Conn::on_home`] runs one command (on a cluster after the same read of a key in that
-    /// slot): each command's reply, an error reply as a value.
+    /// [`Conn::on_home`] runs one command: each command's reply, an error reply as a value. On
+    /// a cluster the read of a key in that slot goes first, and nothing is answered unless it
+    /// was.
     pub async fn pipeline_on_home(&mut self, cmds: &[Cmd]) -> redis::RedisResult<Vec<Value>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        if let Conn::Cluster { home_key, .. } = self {
+            pipe.cmd("EXISTS").arg(&**home_key);
+        }
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
         match self {
-            Conn::Node(c) => {
-                cmds.iter().for_each(|cmd| {
-                    pipe.add_command(cmd.clone());
-                });
-                pipe.query_async(&mut **c).await
-            }
-            Conn::Cluster { conn, home, home_key } => {
-                pipe.cmd("EXISTS").arg(&**home_key);
-                cmds.iter().for_each(|cmd| {
-                    pipe.add_command(cmd.clone());
-                });
+            Conn::Node(c) => pipe.query_async(&mut **c).await,
+            Conn::Cluster { conn, home, .. } => {
                 let route = SingleNodeRoutingInfo::SpecificNode(*home);
-                let mut replies = conn.route_pipeline(pipe, 0, cmds.len() + 1, route).await?;
-                if replies.is_empty() {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "a pipeline without replies",
-                    )));
-                }
+                let mut replies = conn.route_pipeline(pipe, 0, cmds.len() + 1, route).await?.into_iter();
                 // (any node but the slot's primary answers the read with MOVED, or not at all)
-                replies.remove(0).extract_error()?;
-                Ok(replies)
+                replies
+                    .next()
+                    .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "a pipeline without replies")))?
+                    .extract_error()?;
+                Ok(replies.collect())
             }
         }
     }

@@ -79,22 +79,25 @@ fn client_and_command(line: &str) -> Option<(String, String)> {
     Some((client, command))
 }
 
-/// The commands `client` sent after its call of the function `name`, up to and with the next
-/// `wait`.
+/// The commands the connection that called the function `name` sent after that call, up to and
+/// with its next `wait` (all of them when none came).
 fn after_call(lines: &[String], name: &str) -> Vec<String> {
     let at = lines
         .iter()
         .position(|l| l.to_lowercase().contains("\"fcall\"") && l.contains(name))
         .unwrap_or_else(|| panic!("no call of {name}: {lines:#?}"));
     let (client, _) = client_and_command(&lines[at]).unwrap();
-    lines[at + 1..]
-        .iter()
-        .filter_map(|l| client_and_command(l))
-        .filter(|(c, _)| *c == client)
-        .map(|(_, cmd)| cmd)
-        .take_while(|cmd| cmd != "wait")
-        .chain(std::iter::once("wait".to_string()))
-        .collect()
+    let mut sent = Vec::new();
+    for (c, cmd) in lines[at + 1..].iter().filter_map(|l| client_and_command(l)) {
+        if c == client {
+            let last = cmd == "wait";
+            sent.push(cmd);
+            if last {
+                break;
+            }
+        }
+    }
+    sent
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::Claim;
 use dcc_shared::queue::finish::Finished;
 use dcc_shared::queue::handover::NextClaim;
+use dcc_shared::queue::lease::Lease;
 use dcc_shared::testing::Redis;
 use serde_json::json;
 
@@ -60,6 +61,21 @@ fn libraries(redis: &Redis) -> Vec<String> {
     names
 }
 
+/// The finish of `lease`'s attempt in `state`, sent with the next claim of a worker with room
+/// for anything: both answered.
+async fn finish_with_next_claim(q: &Queue, lease: &Lease, state: JobState) -> (Finished, Claim) {
+    let next = NextClaim {
+        queue: QueueName::Cpu,
+        who: big_worker(),
+        at: T0 + 1,
+    };
+    let h = q
+        .finish_and_claim(lease, &outcome(state), RETENTION, T0 + 1, &next)
+        .await
+        .unwrap();
+    (h.finished.unwrap(), h.next.unwrap())
+}
+
 /// Every primary forgets every function (as a restart without persistence would).
 fn flush_functions(redis: &Redis) {
     for node in redis.nodes() {
@@ -96,17 +112,9 @@ async fn a_redis_that_lost_the_library_gets_it_at_the_next_call() {
     // in a pipeline: the finish sent with the next claim, both refused, both sent again
     flush_functions(&redis);
     let loads = calls(&redis, "function|load").0;
-    let next = NextClaim {
-        queue: QueueName::Cpu,
-        who: big_worker(),
-        at: T0 + 1,
-    };
-    let h = q
-        .finish_and_claim(&first.lease, &outcome(JobState::Succeeded), RETENTION, T0 + 1, &next)
-        .await
-        .unwrap();
-    assert_eq!(h.finished.unwrap(), Finished::Recorded);
-    let Claim::Claimed(second) = h.next.unwrap() else {
+    let (finished, next) = finish_with_next_claim(&q, &first.lease, JobState::Succeeded).await;
+    assert_eq!(finished, Finished::Recorded);
+    let Claim::Claimed(second) = next else {
         panic!("the claim sent with the finish took nothing")
     };
     assert_eq!(second.lease.job.as_str(), "two");
@@ -139,17 +147,9 @@ async fn a_redis_refusing_functions_runs_the_transitions_as_scripts() {
     submit(&q, "a", "one", job.clone(), 0).await;
     submit(&q, "a", "two", job, 0).await;
     let first = claimed(&q, T0).await.expect("claimed as a script");
-    let next = NextClaim {
-        queue: QueueName::Cpu,
-        who: big_worker(),
-        at: T0 + 1,
-    };
-    let h = q
-        .finish_and_claim(&first.lease, &outcome(JobState::Failed), RETENTION, T0 + 1, &next)
-        .await
-        .unwrap();
-    assert_eq!(h.finished.unwrap(), Finished::Recorded);
-    assert!(matches!(h.next.unwrap(), Claim::Claimed(_)));
+    let (finished, next) = finish_with_next_claim(&q, &first.lease, JobState::Failed).await;
+    assert_eq!(finished, Finished::Recorded);
+    assert!(matches!(next, Claim::Claimed(_)));
     assert_eq!(get(&q, "one").await.state, JobState::Failed);
     let (fcalls, refused) = calls(&redis, "fcall");
     assert!(refused >= 1 && fcalls == 0, "fcall: {fcalls} run, {refused} refused");

@@ -117,6 +117,8 @@ impl Transition {
 /// only its own node's subscribers, and a shard channel stays on its slot's nodes (the channels
 /// carry the deployment's hash tag; see [`crate::events`]).
 pub(crate) struct Form {
+    /// The library's name (`dcc_<12 hex>`).
+    name: String,
     /// `FUNCTION LOAD`'s argument.
     library: String,
     /// Each transition's function name, in [`Transition::ALL`] order.
@@ -137,10 +139,13 @@ impl Form {
         }
     }
 
-    /// The library's name (`dcc_<12 hex>`).
-    fn name(&self) -> &str {
-        let first = self.library.lines().next().unwrap_or_default();
-        first.trim_start_matches("#!lua name=")
+    /// Loads the library where it is missing (or replaces it with the same text).
+    fn load(&self) -> Cmd {
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.library)
+            .take()
     }
 
     fn new(sharded: bool) -> Form {
@@ -148,7 +153,8 @@ impl Form {
             true => s.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"),
             false => s.to_string(),
         };
-        let mut text = format!("{}\n", publish(HELPERS));
+        let helpers = publish(HELPERS);
+        let mut text = format!("{helpers}\n");
         for t in Transition::ALL {
             let source = publish(t.source());
             let (defs, run) = source.split_once(EACH_CALL).unwrap_or(("", &source));
@@ -161,17 +167,15 @@ impl Form {
             ));
         }
         let hash = redis::Script::new(&text).get_hash().to_string();
-        let library = format!("dcc_{}", &hash[..12]);
+        let name = format!("dcc_{}", &hash[..12]);
         Form {
-            library: format!("#!lua name={library}\n{}", text.replace(NAME_SLOT, &library)),
-            functions: Transition::ALL
-                .iter()
-                .map(|t| format!("{library}_{}", t.name()))
-                .collect(),
+            library: format!("#!lua name={name}\n{}", text.replace(NAME_SLOT, &name)),
+            functions: Transition::ALL.iter().map(|t| format!("{name}_{}", t.name())).collect(),
             scripts: Transition::ALL
                 .iter()
-                .map(|t| redis::Script::new(&format!("{}{}", publish(HELPERS), publish(t.source()))))
+                .map(|t| redis::Script::new(&format!("{helpers}{}", publish(t.source()))))
                 .collect(),
+            name,
         }
     }
 }
@@ -200,7 +204,7 @@ impl Queue {
                 .iter()
                 .filter_map(|lib| redis::from_redis_value_ref(lib.get("library_name")?).ok())
                 .collect();
-            for name in names.iter().filter(|n| is_dcc_library(n) && *n != form.name()) {
+            for name in names.iter().filter(|n| is_dcc_library(n) && **n != form.name) {
                 let delete = redis::cmd("FUNCTION").arg("DELETE").arg(name).take();
                 // (another process may have deleted it first)
                 if let Err(e) = c.on_home::<()>(&delete).await
@@ -210,13 +214,8 @@ impl Queue {
                 }
                 dropped.push(name.clone());
             }
-            if !names.iter().any(|n| n == form.name()) {
-                let load = redis::cmd("FUNCTION")
-                    .arg("LOAD")
-                    .arg("REPLACE")
-                    .arg(&form.library)
-                    .take();
-                c.on_home::<String>(&load).await?;
+            if !names.contains(&form.name) {
+                c.on_home::<String>(&form.load()).await?;
             }
         }
         Ok(dropped)
@@ -317,12 +316,7 @@ impl Call {
         if !function_missing(&e) {
             return Err(e);
         }
-        let load = redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(&self.form.library)
-            .take();
-        match conn.on_home::<String>(&load).await {
+        match conn.on_home::<String>(&self.form.load()).await {
             Ok(_) => self.cmd().query_async(conn).await,
             Err(e) if refuses_functions(&e) => {
                 refuse(&self.refused, &e);
@@ -372,6 +366,7 @@ mod tests {
     fn every_transition_has_its_function_and_script_in_both_forms() {
         for form in [&FORMS.0, &FORMS.1] {
             let name = form.library.lines().next().unwrap().trim_start_matches("#!lua name=");
+            assert_eq!(name, form.name);
             assert!(name.starts_with("dcc_") && name.len() == 16, "{name}");
             assert!(!form.library.contains(NAME_SLOT));
             for t in Transition::ALL {
@@ -380,7 +375,7 @@ mod tests {
                 assert!(form.library.contains(&format!("redis.register_function('{f}'")));
             }
         }
-        assert!(is_dcc_library(FORMS.0.name()) && is_dcc_library(FORMS.1.name()));
+        assert!(is_dcc_library(&FORMS.0.name) && is_dcc_library(&FORMS.1.name));
         assert!(!is_dcc_library("dcc_") && !is_dcc_library("dcc_0123456789abc") && !is_dcc_library("dcc_mine_12345"));
         assert_ne!(FORMS.0.library, FORMS.1.library);
         assert!(FORMS.1.library.contains("redis.call('SPUBLISH',"));
