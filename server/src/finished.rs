@@ -26,7 +26,7 @@ const BUDGET_BYTES: usize = 8 << 20;
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<JobRecord>>>>;
 
 /// A job life's end: the same id submitted again after a delete ends at another time.
-type Key = (JobId, Millis);
+pub type Key = (JobId, Millis);
 
 /// The cache; cheap to clone.
 #[derive(Clone, Default)]
@@ -65,46 +65,114 @@ fn approx_size(r: &JobRecord) -> usize {
     spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512
 }
 
+/// A slot this call filled or will fill (it made it, so it holds its lock).
+type Held = tokio::sync::OwnedMutexGuard<Option<Arc<JobRecord>>>;
+
+/// The slots of a call's wanted entries, each with its index: the ones it made (and reads), and
+/// the ones another caller made.
+struct Split {
+    mine: Vec<(usize, Held)>,
+    theirs: Vec<(usize, Slot)>,
+}
+
 impl EndedRecords {
     /// The record of `id`, whose event said it ended at `at`: read from Redis by the first
     /// caller, shared with the others. A record that does not match the event (not ended, or
     /// ended at another time) is returned but not kept, and so is a missing one.
     pub async fn get(&self, queue: &Queue, id: &JobId, at: Millis) -> dcc_shared::Result<Option<Arc<JobRecord>>> {
-        let key = (id.clone(), at);
-        let slot = {
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            match g.by_key.get(&key) {
-                Some((s, _)) => s.clone(),
-                None => {
-                    let s = Slot::default();
-                    g.by_key.insert(key.clone(), (s.clone(), 0));
-                    g.order.push_back(key.clone());
-                    g.trim();
-                    s
+        Ok(self.get_many(queue, &[(id.clone(), at)]).await?.pop().flatten())
+    }
+
+    /// [`EndedRecords::get`] of each of `wanted`, in order: the ones no caller reads yet in one
+    /// round trip (a WebSocket following `*` asks for every job that ended in the last few
+    /// milliseconds at once, instead of a request per job).
+    pub async fn get_many(&self, queue: &Queue, wanted: &[Key]) -> dcc_shared::Result<Vec<Option<Arc<JobRecord>>>> {
+        let Split { mine, theirs } = self.slots_for(wanted);
+        let mut out = vec![None; wanted.len()];
+        self.read_into(queue, wanted, mine, &mut out).await?;
+        // Read (or being read) by another caller. One whose read failed is read here, uncached:
+        // holding its lock while waiting on the next could deadlock with a caller that waits
+        // the other way round.
+        let mut again = Vec::new();
+        for (i, slot) in theirs {
+            match slot.lock().await.as_ref() {
+                Some(r) => out[i] = Some(r.clone()),
+                None => again.push(wanted[i].0.clone()),
+            }
+        }
+        if !again.is_empty() {
+            let found = by_id(queue.get_many(&again).await?);
+            for (i, key) in wanted.iter().enumerate() {
+                if out[i].is_none() {
+                    out[i] = found.get(&key.0).cloned();
                 }
             }
-        };
-        let mut cached = slot.lock().await;
-        if let Some(r) = cached.as_ref() {
-            return Ok(Some(r.clone()));
         }
-        let record = queue.get(id).await?.map(Arc::new);
-        if let Some(r) = record
-            .as_ref()
-            .filter(|r| r.state.is_terminal() && r.finished_ms == Some(at))
-        {
-            *cached = Some(r.clone());
-            let size = approx_size(r);
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            // Evicted meanwhile: its current readers share it through the slot, nobody else.
-            if let Some(entry) = g.by_key.get_mut(&key) {
-                entry.1 = size;
-                g.bytes += size;
-                g.trim();
+        Ok(out)
+    }
+
+    /// Each wanted entry's slot: the new ones made here and locked (this caller reads them),
+    /// with their indexes in `wanted`; the others as found.
+    fn slots_for(&self, wanted: &[Key]) -> Split {
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, key) in wanted.iter().enumerate() {
+            match g.by_key.get(key) {
+                Some((s, _)) => theirs.push((i, s.clone())),
+                None => {
+                    let s = Slot::default();
+                    let held = s.clone().try_lock_owned().expect("a slot made here is unlocked");
+                    g.by_key.insert(key.clone(), (s, 0));
+                    g.order.push_back(key.clone());
+                    mine.push((i, held));
+                }
             }
         }
-        Ok(record)
+        g.trim();
+        Split { mine, theirs }
     }
+
+    /// Reads the records of the slots this caller `held` in one round trip; each one that
+    /// matches its event is kept in its slot.
+    async fn read_into(
+        &self,
+        queue: &Queue,
+        wanted: &[Key],
+        held: Vec<(usize, Held)>,
+        out: &mut [Option<Arc<JobRecord>>],
+    ) -> dcc_shared::Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<JobId> = held.iter().map(|(i, _)| wanted[*i].0.clone()).collect();
+        let found = by_id(queue.get_many(&ids).await?);
+        for (i, mut slot) in held {
+            let (id, at) = &wanted[i];
+            let Some(r) = found.get(id).cloned() else { continue };
+            if r.state.is_terminal() && r.finished_ms == Some(*at) {
+                *slot = Some(r.clone());
+                self.account(&wanted[i], approx_size(&r));
+            }
+            out[i] = Some(r);
+        }
+        Ok(())
+    }
+
+    /// Counts a filled slot's size against the budget.
+    fn account(&self, key: &Key, size: usize) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Evicted meanwhile: its current readers share it through the slot, nobody else.
+        if let Some(entry) = g.by_key.get_mut(key) {
+            entry.1 = size;
+            g.bytes += size;
+            g.trim();
+        }
+    }
+}
+
+/// Records by id.
+fn by_id(records: Vec<JobRecord>) -> HashMap<JobId, Arc<JobRecord>> {
+    records.into_iter().map(|r| (r.id.clone(), Arc::new(r))).collect()
 }
 
 #[cfg(test)]

@@ -213,6 +213,27 @@ impl Redis {
             .join("\r\n")
     }
 
+    /// Calls of `command` so far (`INFO commandstats`) and how many of them failed or were
+    /// refused, summed over the primaries (a replica counts what it replays from its primary).
+    pub fn command_calls(&self, command: &str) -> (u64, u64) {
+        let info = self.info("commandstats");
+        let mut total = (0, 0);
+        for line in info
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+        {
+            let field = |k: &str| {
+                line.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total.0 += field("calls");
+            total.1 += field("failed_calls") + field("rejected_calls");
+        }
+        total
+    }
+
     /// Every key (tests only: KEYS is fine on a test server; on a cluster, every primary's).
     pub async fn all_keys(&self) -> Vec<String> {
         let mut c = self.conn().await;

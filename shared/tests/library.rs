@@ -14,33 +14,6 @@ use dcc_shared::queue::lease::Lease;
 use dcc_shared::testing::Redis;
 use serde_json::json;
 
-/// Calls and failed calls of `command` on every primary, summed (a replica counts what it
-/// replays from its primary).
-fn calls(redis: &Redis, command: &str) -> (u64, u64) {
-    let mut total = (0, 0);
-    for node in redis.nodes() {
-        if !node.text("INFO replication").is_some_and(|i| i.contains("role:master")) {
-            continue;
-        }
-        let info = node.text("INFO commandstats").unwrap_or_default();
-        let Some(line) = info
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
-        else {
-            continue;
-        };
-        let field = |k: &str| {
-            line.split(',')
-                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        total.0 += field("calls");
-        total.1 += field("failed_calls") + field("rejected_calls");
-    }
-    total
-}
-
 /// The DCC libraries every node holds (replicas included: a library is replicated).
 fn libraries(redis: &Redis) -> Vec<String> {
     let mut names = Vec::new();
@@ -111,7 +84,7 @@ async fn a_redis_that_lost_the_library_gets_it_at_the_next_call() {
 
     // in a pipeline: the finish sent with the next claim, both refused, both sent again
     flush_functions(&redis);
-    let loads = calls(&redis, "function|load").0;
+    let loads = redis.command_calls("function|load").0;
     let (finished, next) = finish_with_next_claim(&q, &first.lease, JobState::Succeeded).await;
     assert_eq!(finished, Finished::Recorded);
     let Claim::Claimed(second) = next else {
@@ -119,7 +92,7 @@ async fn a_redis_that_lost_the_library_gets_it_at_the_next_call() {
     };
     assert_eq!(second.lease.job.as_str(), "two");
     assert_eq!(get(&q, "one").await.state, JobState::Succeeded);
-    let loaded = calls(&redis, "function|load").0 - loads;
+    let loaded = redis.command_calls("function|load").0 - loads;
     assert!(
         (1..=2).contains(&loaded),
         "{loaded} loads for one lost library (the finish's, and the claim's at most)"
@@ -151,9 +124,9 @@ async fn a_redis_refusing_functions_runs_the_transitions_as_scripts() {
     assert_eq!(finished, Finished::Recorded);
     assert!(matches!(next, Claim::Claimed(_)));
     assert_eq!(get(&q, "one").await.state, JobState::Failed);
-    let (fcalls, refused) = calls(&redis, "fcall");
+    let (fcalls, refused) = redis.command_calls("fcall");
     assert!(refused >= 1 && fcalls == 0, "fcall: {fcalls} run, {refused} refused");
-    let (scripts, _) = calls(&redis, "evalsha");
+    let (scripts, _) = redis.command_calls("evalsha");
     assert!(
         scripts >= 4,
         "{scripts} script calls for two submits, a claim, a finish and a claim"
@@ -194,9 +167,9 @@ async fn a_start_loads_this_versions_library_and_deletes_older_ones() {
         "{names:?}"
     );
     // loaded already: the first call runs at once
-    let loads = calls(&redis, "function|load").0;
+    let loads = redis.command_calls("function|load").0;
     submit(&q, "a", "one", json!({"image": "alpine", "command": ["true"]}), 0).await;
-    assert_eq!(calls(&redis, "function|load").0, loads);
+    assert_eq!(redis.command_calls("function|load").0, loads);
     // a second start finds nothing to delete
     assert!(q.install_library().await.unwrap().is_empty());
 }

@@ -8,12 +8,7 @@ use dcc_shared::testing::Redis;
 
 /// `PING`s the server answered so far.
 fn pings(redis: &Redis) -> u64 {
-    redis
-        .info("commandstats")
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
-        .and_then(|v| v.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    redis.command_calls("ping").0
 }
 
 /// Until the pool's watch connection is up, every connection is checked as it is handed out.

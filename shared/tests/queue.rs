@@ -794,6 +794,55 @@ async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
     );
 }
 
+/// A claim that takes a job writes the idle set only where its worker may be in it: a worker
+/// left idle (here `small`, not the one woken) leaves it with its next job, and a busy one's
+/// claims skip that write.
+#[tokio::test]
+async fn only_a_worker_that_may_be_idle_leaves_the_idle_set() {
+    use dcc_shared::job::QueueName::Cpu;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let events = Events::spawn(&redis.url(), q.worker_channels("roomy"));
+    let mut rx = events.subscribe();
+    common::resync(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(common::wake_roomy(&redis, &q, &mut rx).await, ["small"]);
+    common::submit(&q, "t1", "next", json!({"image": "x"}), 0).await;
+    let small = Claimant {
+        worker: "small",
+        free_slots: 2,
+        total_slots: 2,
+        free_memory_mb: 1 << 20,
+        total_memory_mb: 1 << 20,
+        lease: common::LEASE,
+    };
+    let zrems = || redis.command_calls("zrem").0;
+    let before = zrems();
+    let c = q.claim(Cpu, &small, common::T0).await.unwrap();
+    assert!(matches!(c, Claim::Claimed(_)), "{c:?}");
+    assert_eq!(zrems() - before, 1, "it was idle: its claim leaves the idle set");
+    assert!(idle_workers(&redis, &q).await.is_empty());
+    let c = q.claim(Cpu, &small, common::T0).await.unwrap();
+    assert!(matches!(c, Claim::Claimed(_)), "{c:?}");
+    assert_eq!(zrems() - before, 1, "busy: the second claim skips the idle set");
+    // Nothing left: idle again, and known to be.
+    let c = q.claim(Cpu, &small, common::T0).await.unwrap();
+    assert!(matches!(c, Claim::Empty), "{c:?}");
+    assert_eq!(idle_workers(&redis, &q).await, ["small"]);
+}
+
+/// The queue's idle workers (the cpu queue's, in the test queue's shard).
+async fn idle_workers(redis: &Redis, q: &Queue) -> Vec<String> {
+    use dcc_shared::job::QueueName::Cpu;
+    let mut conn = redis.conn().await;
+    redis::cmd("ZRANGE")
+        .arg(q.keys().idle(Cpu))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
 /// A worker's heartbeat renews all its leases in one call, on both queues; the answers say which
 /// were lost, lease by lease, and only the held ones get a new deadline.
 #[tokio::test]

@@ -5,6 +5,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use dcc_e2e::{Dcc, IMAGE, Redis, Role, eventually, sh};
+use dcc_shared::clock::REDIS_TIME;
+use dcc_shared::job::{JobState, QueueName, RunStats};
+use dcc_shared::queue::Queue;
+use dcc_shared::queue::claim::{Claim, Claimant};
+use dcc_shared::queue::finish::{Finished, Outcome};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -206,6 +211,81 @@ async fn websocket_sees_each_job_queued_running_finished_in_order() {
     }
 }
 
+/// A WebSocket following `*` reads the records of jobs that end together in a few requests, not
+/// one each: 30 jobs finished back to back reach it as 30 `finished` messages, and the server
+/// sent Redis far fewer than 30 requests meanwhile (it read them in batches).
+#[tokio::test]
+async fn a_star_follower_reads_the_jobs_that_end_together_at_once() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    for i in 0..30 {
+        api.submit_id(sh(&format!("echo {i}"))).await;
+    }
+    // This test is the worker: it holds every job, then ends them one after the other.
+    let queue = Queue::new(&redis.url(), "dcc").unwrap();
+    let who = Claimant {
+        worker: "test-worker",
+        free_slots: 64,
+        total_slots: 64,
+        free_memory_mb: 1 << 30,
+        total_memory_mb: 1 << 30,
+        lease: Duration::from_secs(60),
+    };
+    let mut leases = Vec::new();
+    while leases.len() < 30 {
+        match queue.claim(QueueName::Cpu, &who, REDIS_TIME).await.unwrap() {
+            Claim::Claimed(c) => leases.push(c.lease),
+            other => panic!("30 jobs queued, claim {} found {other:?}", leases.len() + 1),
+        }
+    }
+    let mut ws = connect(&dcc).await;
+    send(&mut ws, json!({"subscribe": "*"})).await;
+    send(&mut ws, json!({"subscribe": ["does-not-exist"]})).await;
+    assert_eq!(dcc_e2e::ws_next(&mut ws).await["code"], "NOT_FOUND");
+
+    let before = requests(&redis);
+    let outcome = Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: None,
+        stats: RunStats::default(),
+        outputs: Vec::new(),
+    };
+    for l in &leases {
+        let done = queue
+            .finish(l, &outcome, Duration::from_secs(3600), REDIS_TIME)
+            .await
+            .unwrap();
+        assert_eq!(done, Finished::Recorded);
+    }
+    let mut finished = std::collections::HashSet::new();
+    while finished.len() < leases.len() {
+        let m = dcc_e2e::ws_next(&mut ws).await;
+        if m["type"] == "finished" {
+            assert_eq!(m["job"]["status"], "succeeded", "{m}");
+            finished.insert(m["job"]["jobId"].as_str().unwrap().to_string());
+        }
+    }
+    // (the test's own: its 30 finishes and this INFO; the server's background loops a few)
+    let by_server = requests(&redis) - before - 31;
+    assert!(
+        by_server < 15,
+        "the server sent {by_server} requests while 30 jobs ended: their records one at a time?"
+    );
+}
+
+/// Requests Redis has read so far (`total_reads_processed`: a pipeline read at once is one).
+fn requests(redis: &Redis) -> u64 {
+    redis
+        .info("stats")
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_reads_processed")
+}
+
 #[tokio::test]
 async fn hundred_clients_follow_one_job_and_late_subscribers_get_finished() {
     let redis = Redis::start();
@@ -360,12 +440,7 @@ fn lag_ms(rfc: &str, at: std::time::SystemTime) -> i64 {
 
 /// How many `HGETALL`s (reads of a job record) Redis has served so far.
 async fn record_reads(redis: &Redis) -> u64 {
-    redis
-        .info("commandstats")
-        .lines()
-        .filter_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
-        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-        .sum()
+    redis.command_calls("hgetall").0
 }
 
 /// A flood of fast jobs with large outputs meets the Redis budget for fast data: 503 `BUSY` with

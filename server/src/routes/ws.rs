@@ -9,6 +9,7 @@
 //! up too; there is no polling per subscriber, and a closed connection leaves nothing behind.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
@@ -19,6 +20,7 @@ use dcc_shared::events::{Event, EventStatus, JobEvent};
 use dcc_shared::job::{JobId, JobState, JobView};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::Code;
@@ -86,6 +88,7 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
         finished: HashSet::new(),
         asked: 0,
     };
+    let mut closing = false;
     loop {
         let messages: Vec<Value> = tokio::select! {
             msg = inbound.next() => match msg {
@@ -95,7 +98,16 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
                 Some(Err(_)) | None => break,
             },
             ev = events.recv() => match ev {
-                Ok(Event::Job(ev)) => on_event(&state, &mut follow, ev).await,
+                Ok(Event::Job(ev)) => {
+                    let (batch, then) = gather(&mut events, ev, follow.all).await;
+                    let mut messages = on_events(&state, &mut follow, batch).await;
+                    match then {
+                        Then::Go => {}
+                        Then::Resync => messages.extend(resync(&state, &mut follow).await),
+                        Then::Close => closing = true,
+                    }
+                    messages
+                }
                 Ok(Event::Resync) | Err(RecvError::Lagged(_)) => resync(&state, &mut follow).await,
                 Err(RecvError::Closed) => break,
             },
@@ -105,7 +117,44 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
                 return;
             }
         }
+        if closing {
+            break;
+        }
     }
+}
+
+/// How long a connection following `*` gathers events before it handles them: the records of
+/// the jobs that ended meanwhile are then read in one round trip, instead of one each (a
+/// dashboard following a busy fleet costed Redis a request per finished job). A connection
+/// following ids only takes what has arrived already, without waiting.
+const LINGER: Duration = Duration::from_millis(10);
+/// Most events handled together.
+const MAX_BATCH: usize = 256;
+
+/// What comes after a batch of events.
+enum Then {
+    /// The next events.
+    Go,
+    /// Events were missed: read the followed jobs again.
+    Resync,
+    /// The process's events ended: so does the connection.
+    Close,
+}
+
+/// `first` and the events that follow it within [`LINGER`] (following `*`) or at once.
+async fn gather(events: &mut broadcast::Receiver<Event>, first: JobEvent, all: bool) -> (Vec<JobEvent>, Then) {
+    let until = tokio::time::Instant::now() + if all { LINGER } else { Duration::ZERO };
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        // (an event already there is taken even once the time is up: the receive is polled first)
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Err(_) => break,
+            Ok(Ok(Event::Job(ev))) => batch.push(ev),
+            Ok(Ok(Event::Resync) | Err(RecvError::Lagged(_))) => return (batch, Then::Resync),
+            Ok(Err(RecvError::Closed)) => return (batch, Then::Close),
+        }
+    }
+    (batch, Then::Go)
 }
 
 fn error(job: Option<&str>, code: Code, message: &str) -> Value {
@@ -221,31 +270,57 @@ async fn visible(state: &AppState, follow: &mut Follow, job_id: &str) -> bool {
     mine
 }
 
-async fn on_event(state: &AppState, follow: &mut Follow, ev: JobEvent) -> Vec<Value> {
-    let by_id = follow.ids.contains(&ev.job_id);
-    if !(by_id || (follow.all && visible(state, follow, &ev.job_id).await)) {
-        return Vec::new();
-    }
-    match ev.status {
-        EventStatus::Now(JobState::Queued | JobState::Running) => vec![
-            json!({"type": "status", "jobId": follow.who.external(&ev.job_id), "status": ev.status.as_str(),
-                                            "attempt": ev.attempt, "at": rfc3339(ev.at)}),
-        ],
-        EventStatus::Deleted => {
-            follow.ids.remove(&ev.job_id);
-            follow.owners.remove(&ev.job_id);
-            vec![json!({"type": "deleted", "jobId": follow.who.external(&ev.job_id)})]
+/// A message of a batch: ready, or the `finished` of the ended job at this index of the
+/// batch's reads.
+enum Step {
+    Now(Value),
+    Ended(usize),
+}
+
+/// The messages for `batch`, in order; the records of the jobs that ended in it read together.
+async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) -> Vec<Value> {
+    let mut steps = Vec::with_capacity(batch.len());
+    let mut ended = Vec::new();
+    for ev in batch {
+        let by_id = follow.ids.contains(&ev.job_id);
+        if !(by_id || (follow.all && visible(state, follow, &ev.job_id).await)) {
+            continue;
         }
-        _ => {
-            let Ok(id) = JobId::parse(&ev.job_id) else {
-                return Vec::new();
-            };
-            match state.ended.get(&state.queue, &id, ev.at).await {
-                Ok(Some(job)) => finished(follow, job.view()).into_iter().collect(),
-                _ => Vec::new(),
+        match ev.status {
+            EventStatus::Now(JobState::Queued | JobState::Running) => steps.push(Step::Now(
+                json!({"type": "status", "jobId": follow.who.external(&ev.job_id), "status": ev.status.as_str(),
+                                                "attempt": ev.attempt, "at": rfc3339(ev.at)}),
+            )),
+            EventStatus::Deleted => {
+                follow.ids.remove(&ev.job_id);
+                follow.owners.remove(&ev.job_id);
+                steps.push(Step::Now(
+                    json!({"type": "deleted", "jobId": follow.who.external(&ev.job_id)}),
+                ));
+            }
+            _ => {
+                if let Ok(id) = JobId::parse(&ev.job_id) {
+                    steps.push(Step::Ended(ended.len()));
+                    ended.push((id, ev.at));
+                }
             }
         }
     }
+    let records = match ended.is_empty() {
+        true => Vec::new(),
+        false => state
+            .ended
+            .get_many(&state.queue, &ended)
+            .await
+            .unwrap_or_else(|_| vec![None; ended.len()]),
+    };
+    steps
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Now(v) => Some(v),
+            Step::Ended(i) => records[i].as_ref().and_then(|job| finished(follow, job.view())),
+        })
+        .collect()
 }
 
 /// Events may have been missed: tell followers of jobs that ended meanwhile.

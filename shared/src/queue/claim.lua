@@ -32,6 +32,8 @@
 -- KEYS[6..8]: the tenants' active-job counts, the expiry zset and the webhook outbox (for such a
 --             child and its array)
 -- ARGV[14], ARGV[15]: the history's key prefix and TTL (s; 0: none kept), as in the context
+-- ARGV[16]: '1' when the worker may be in KEYS[5] (its last claim here found nothing, or its
+--           process does not know): a claim that takes a job takes it out; '0' skips that write
 -- Returns: {'claimed', id, attempt, slots, lane, memory_mb, {field, value, ...}[, spec]} (the
 -- job's hash as it is after the claim, and a child's `spec`, read from its parent: the worker
 -- needs no second read) | {'nofit', id} | {'empty'}
@@ -178,7 +180,7 @@ local function take(i, ring, tenant, list, p, front)
     redis.call('RPUSH', ring, tenant)
   end
   local jk = ARGV[1] .. id
-  redis.call('ZREM', KEYS[5], ARGV[2])
+  if ARGV[16] == '1' then redis.call('ZREM', KEYS[5], ARGV[2]) end
   if not parent then
     attempt = p[7] + 1
     redis.call('HSET', jk, 'attempt', attempt, 'state', 'running', 'worker', ARGV[2], 'started_ms', now)

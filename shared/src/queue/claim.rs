@@ -44,24 +44,61 @@ pub struct Claimed {
     pub memory_mb: u64,
 }
 
-/// The shards in which each worker of this process went idle (its claim there found nothing)
-/// since its last claim that took a job. A claim that takes a job leaves the idle set of its own
-/// shard in its script; the others are left here, with one `ZREM` each, so a full worker is not
-/// the one a job queued there wakes. A busy worker whose home shard has jobs never goes idle,
-/// and costs nothing here.
+/// Where each worker of this process may be among a queue's idle workers, shard by shard. Only
+/// a claim that found nothing puts a worker there (its script), and a wake-up or a claim that
+/// takes a job takes it out. A claim sends its `ZREM` of the idle set only where the worker may
+/// be in it: a busy worker, whose claims keep taking jobs, is known not to be, and its claims
+/// skip that write. A shard this process has not claimed from yet, or whose last claim's answer
+/// was lost, counts as maybe (an earlier process with the same worker id may have left it
+/// there). On a sharded deployment, a claim that takes a job in one shard leaves the others'
+/// idle sets here, with one `ZREM` each, so a full worker is not the one a job queued there
+/// wakes.
 #[derive(Default)]
-pub(crate) struct IdleMarks(std::sync::Mutex<HashMap<(String, QueueName), u64>>);
+pub(crate) struct IdleMarks(std::sync::Mutex<HashMap<(String, QueueName), Marks>>);
+
+/// One worker's shards, a bit each.
+#[derive(Default, Clone, Copy)]
+struct Marks {
+    /// Where it went idle (its claim found nothing) and has not left yet.
+    idle: u64,
+    /// Where that is known: the others count as maybe idle.
+    known: u64,
+}
 
 impl IdleMarks {
-    fn found_nothing(&self, worker: &str, queue: QueueName, shard: usize) {
+    fn with<T>(&self, worker: &str, queue: QueueName, f: impl FnOnce(&mut Marks) -> T) -> T {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((worker.to_string(), queue)).or_default() |= 1 << shard;
+        f(m.entry((worker.to_string(), queue)).or_default())
     }
 
-    /// The shards other than `shard` that `worker` is idle in, forgotten now.
-    fn took(&self, worker: &str, queue: QueueName, shard: usize) -> Vec<usize> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let bits = m.remove(&(worker.to_string(), queue)).unwrap_or(0) & !(1 << shard);
+    /// Whether `worker` may be among `queue`'s idle workers in `shard`.
+    fn maybe_idle(&self, worker: &str, queue: QueueName, shard: usize) -> bool {
+        self.with(worker, queue, |m| {
+            m.idle & (1 << shard) != 0 || m.known & (1 << shard) == 0
+        })
+    }
+
+    /// What `worker`'s claim in `shard` answered: it took a job (and left the idle set there),
+    /// found nothing (and joined it), or is not known (an error: it may have done either).
+    fn claimed(&self, worker: &str, queue: QueueName, shard: usize, answer: Option<bool>) {
+        let bit = 1 << shard;
+        self.with(worker, queue, |m| match answer {
+            Some(took) => {
+                m.known |= bit;
+                m.idle = if took { m.idle & !bit } else { m.idle | bit };
+            }
+            None => m.known &= !bit,
+        });
+    }
+
+    /// The shards other than `shard` that `worker` is idle in: it took a job in `shard`, and
+    /// the caller takes it out of those (they count as left from now on).
+    fn leave_others(&self, worker: &str, queue: QueueName, shard: usize) -> Vec<usize> {
+        let bits = self.with(worker, queue, |m| {
+            let others = m.idle & !(1 << shard);
+            m.idle &= !others;
+            others
+        });
         (0..u64::BITS as usize).filter(|i| bits & (1 << i) != 0).collect()
     }
 }
@@ -133,16 +170,12 @@ impl Queue {
             // A shard whose primary fails (over) does not keep the worker from the others.
             match got {
                 Ok(Claim::Claimed(c)) => {
-                    let stale = self.idle_marks.took(who.worker, queue, i);
+                    let stale = self.idle_marks.leave_others(who.worker, queue, i);
                     self.leave_idle_in(queue, who.worker, stale).await;
                     return Ok(Claim::Claimed(c));
                 }
-                Ok(nothing) => {
-                    self.idle_marks.found_nothing(who.worker, queue, i);
-                    if let Claim::NoFit = nothing {
-                        answer = Claim::NoFit;
-                    }
-                }
+                Ok(Claim::NoFit) => answer = Claim::NoFit,
+                Ok(Claim::Empty) => {}
                 Err(e) => failed = Some(e),
             }
         }
@@ -176,11 +209,12 @@ impl Queue {
     /// [`Queue::claim`] in this value's shard only.
     async fn claim_here(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Result<Claim> {
         let mut conn = self.conn().await?;
-        let r: Vec<redis::Value> = self.claim_call(queue, who, now).invoke_async(&mut conn).await?;
-        Self::claimed(queue, who, r)
+        let r = self.claim_call(queue, who, now).invoke_async(&mut conn).await;
+        self.claimed(queue, who, r.map_err(Error::from))
     }
 
-    /// The claim script's call in this value's shard.
+    /// The claim script's call in this value's shard. (It leaves the idle set only where the
+    /// worker may be in it: [`IdleMarks`].)
     pub(crate) fn claim_call(&self, queue: QueueName, who: &Claimant<'_>, now: Millis) -> Call {
         let k = self.keys();
         let mut inv = Transition::Claim.on(self);
@@ -206,12 +240,21 @@ impl Queue {
             .arg(SCAN_TENANTS)
             .arg(self.settle_context(std::time::Duration::ZERO))
             .arg(k.history_prefix())
-            .arg(self.history_ttl().as_secs());
+            .arg(self.history_ttl().as_secs())
+            .arg(u8::from(self.idle_marks.maybe_idle(who.worker, queue, self.shard)));
         inv
     }
 
+    /// What the claim script's reply `r` in this value's shard says (noted in the idle marks).
+    pub(crate) fn claimed(&self, queue: QueueName, who: &Claimant<'_>, r: Result<Vec<redis::Value>>) -> Result<Claim> {
+        let answer = r.and_then(|r| Self::parse_claim(queue, who, r));
+        let took = answer.as_ref().ok().map(|c| matches!(c, Claim::Claimed(_)));
+        self.idle_marks.claimed(who.worker, queue, self.shard, took);
+        answer
+    }
+
     /// What the claim script's reply `r` says.
-    pub(crate) fn claimed(queue: QueueName, who: &Claimant<'_>, r: Vec<redis::Value>) -> Result<Claim> {
+    fn parse_claim(queue: QueueName, who: &Claimant<'_>, r: Vec<redis::Value>) -> Result<Claim> {
         let s = |i: usize| -> Option<String> { r.get(i).and_then(|v| redis::from_redis_value_ref(v).ok()) };
         match s(0).as_deref() {
             Some("claimed") => {

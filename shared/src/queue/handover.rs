@@ -90,9 +90,8 @@ impl Queue {
             .map(|()| Self::finished(r.value)),
             Err(e) => Err(e),
         };
-        let claimed = answer::<Vec<Value>>(replies.next(), &claim, &mut conn, job)
-            .await
-            .and_then(|r| Self::claimed(next.queue, &next.who, r.value));
+        let claimed = answer::<Vec<Value>>(replies.next(), &claim, &mut conn, job).await;
+        let claimed = this.claimed(next.queue, &next.who, claimed.map(|r| r.value));
         let claimed = match self.shard_count() {
             1 => claimed,
             _ => self.claim_past_home(next.queue, &next.who, next.at, claimed).await,

@@ -106,7 +106,7 @@ pub struct Queue {
     shards: Arc<[Keys]>,
     /// The primary of each shard's slot, on a cluster.
     homes: Arc<[(Route, Arc<str>)]>,
-    /// Where this process's workers went idle, on a sharded deployment ([`claim::IdleMarks`]).
+    /// Where this process's workers may be among the idle workers ([`claim::IdleMarks`]).
     idle_marks: Arc<claim::IdleMarks>,
     /// Each shard's settle context up to its retention ([`Queue::settle_context`]), made on
     /// first use; made again after the shards or the history's TTL change.
