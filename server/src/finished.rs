@@ -12,10 +12,11 @@ use dcc_shared::clock::Millis;
 use dcc_shared::job::{JobId, JobRecord};
 use dcc_shared::queue::Queue;
 
-/// Ended records kept at most. They only need to outlive the moment their event is handled (all
-/// followers of a job wake together), so a few dozen cover many jobs ending at once; a miss only
-/// costs one more read.
-const CAPACITY: usize = 64;
+/// Ended records kept at most. They only need to outlive the moment their event is handled by
+/// every follower; but followers of `*` handle events in batches (up to 64, `routes::ws`), each
+/// at its own pace, so one may reach a job several batches after another read it. A miss costs
+/// one more read of the record (at 64 entries, two busy `*` followers read most records twice).
+const CAPACITY: usize = 1024;
 
 /// Approximate bytes of records kept at most (a record may hold up to 3 × 256 KiB of `command`,
 /// `env` and `meta`); a record alone larger than this is shared by its concurrent readers only.

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::rfc3339;
 use dcc_shared::events::{Event, EventStatus, JobEvent};
 use dcc_shared::job::{JobId, JobState, JobView};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -112,10 +113,8 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
                 Err(RecvError::Closed) => break,
             },
         };
-        for m in messages {
-            if out.send(Message::Text(m.to_string().into())).await.is_err() {
-                return;
-            }
+        if !send_all(&mut out, messages).await {
+            return;
         }
         if closing {
             break;
@@ -123,13 +122,32 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
     }
 }
 
+/// Sends `messages` in order, in one write where they fit rather than a write each; false when
+/// the client is gone.
+async fn send_all(out: &mut SplitSink<WebSocket, Message>, messages: Vec<Value>) -> bool {
+    if messages.is_empty() {
+        return true;
+    }
+    for (i, m) in messages.into_iter().enumerate() {
+        if out.feed(Message::Text(m.to_string().into())).await.is_err() {
+            return false;
+        }
+        // A socket with room never makes a send wait: a batch's messages would hold this
+        // runtime thread from every other request until the last went out.
+        if i % 16 == 15 {
+            tokio::task::yield_now().await;
+        }
+    }
+    out.flush().await.is_ok()
+}
+
 /// How long a connection following `*` gathers events before it handles them: the records of
 /// the jobs that ended meanwhile are then read in one round trip, instead of one each (a
 /// dashboard following a busy fleet costed Redis a request per finished job). A connection
 /// following ids only takes what has arrived already, without waiting.
 const LINGER: Duration = Duration::from_millis(10);
-/// Most events handled together.
-const MAX_BATCH: usize = 256;
+/// Most events handled together (their messages are made in one go, without yielding).
+const MAX_BATCH: usize = 64;
 
 /// What comes after a batch of events.
 enum Then {

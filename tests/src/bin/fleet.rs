@@ -357,8 +357,10 @@ fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Recei
         let pollers: Vec<_> = (0..2)
             .map(|_| tokio::spawn(poller(base.clone(), stop.clone(), last.clone())))
             .collect();
+        // (on a thread of their own: thousands of messages a second would otherwise delay the
+        // submits and views timed here)
         let watchers: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(watcher(base.replace("http://", "ws://") + "/api/v1/ws", stop.clone())))
+            .map(|_| apart(watcher(base.replace("http://", "ws://") + "/api/v1/ws", stop.clone())))
             .collect();
         let mut out = Sides::default();
         for s in subs {
