@@ -143,7 +143,7 @@ async fn send_all(out: &mut SplitSink<WebSocket, Message>, messages: Vec<Value>)
 
 /// How long a connection following `*` gathers events before it handles them: the records of
 /// the jobs that ended meanwhile are then read in one round trip, instead of one each (a
-/// dashboard following a busy fleet costed Redis a request per finished job). A connection
+/// dashboard following a busy fleet cost Redis a request per finished job). A connection
 /// following ids only takes what has arrived already, without waiting.
 const LINGER: Duration = Duration::from_millis(10);
 /// Most events handled together (their messages are made in one go, without yielding).
