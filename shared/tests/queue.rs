@@ -781,12 +781,7 @@ async fn listing_pages_through_jobs_of_the_same_millisecond() {
 /// worker subscribed elsewhere would count as gone and the next worker be woken too.)
 #[tokio::test]
 async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
-    let redis = Redis::start();
-    let q = Queue::new(&redis.url(), "t").unwrap();
-    let events = Events::spawn(&redis.url(), q.worker_channels("roomy"));
-    let mut rx = events.subscribe();
-    common::resync(&mut rx, Duration::from_secs(10)).await;
-    let idle = common::wake_roomy(&redis, &q, &mut rx).await;
+    let (_redis, _q, idle) = roomy_woken().await;
     assert_eq!(
         idle,
         vec!["small".to_string()],
@@ -800,12 +795,8 @@ async fn a_job_wakes_the_idle_worker_with_most_room_and_no_other() {
 #[tokio::test]
 async fn only_a_worker_that_may_be_idle_leaves_the_idle_set() {
     use dcc_shared::job::QueueName::Cpu;
-    let redis = Redis::start();
-    let q = Queue::new(&redis.url(), "t").unwrap();
-    let events = Events::spawn(&redis.url(), q.worker_channels("roomy"));
-    let mut rx = events.subscribe();
-    common::resync(&mut rx, Duration::from_secs(10)).await;
-    assert_eq!(common::wake_roomy(&redis, &q, &mut rx).await, ["small"]);
+    let (redis, q, idle) = roomy_woken().await;
+    assert_eq!(idle, ["small"]);
     common::submit(&q, "t1", "next", json!({"image": "x"}), 0).await;
     let small = Claimant {
         worker: "small",
@@ -828,6 +819,19 @@ async fn only_a_worker_that_may_be_idle_leaves_the_idle_set() {
     let c = q.claim(Cpu, &small, common::T0).await.unwrap();
     assert!(matches!(c, Claim::Empty), "{c:?}");
     assert_eq!(idle_workers(&redis, &q).await, ["small"]);
+}
+
+/// A queue where `roomy` and `small` went idle and a job queued woke `roomy`
+/// ([`common::wake_roomy`], `roomy` listening on its channel): its Redis, and the idle workers
+/// left.
+async fn roomy_woken() -> (Redis, Queue, Vec<String>) {
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let events = Events::spawn(&redis.url(), q.worker_channels("roomy"));
+    let mut rx = events.subscribe();
+    common::resync(&mut rx, Duration::from_secs(10)).await;
+    let idle = common::wake_roomy(&redis, &q, &mut rx).await;
+    (redis, q, idle)
 }
 
 /// The queue's idle workers (the cpu queue's, in the test queue's shard).
