@@ -307,6 +307,12 @@ async fn reads_listings_and_depths_cover_every_shard() {
         .map(|r| r.id.to_string())
         .collect();
     assert_eq!(got, [ids[7].clone(), ids[0].clone(), ids[5].clone()]);
+    // So do their owners, a job that is gone among them.
+    let mut asked = asked;
+    asked.insert(1, JobId::parse(&format!("{}.gone", tenants[2])).unwrap());
+    let owners = q.tenants_of(&asked).await.unwrap();
+    let want = [Some(&tenants[7 % S]), None, Some(&tenants[0]), Some(&tenants[5 % S])];
+    assert_eq!(owners, want.map(|t| t.cloned()));
     // Depths and quota counts add up over the shards.
     let depths = q.depths(T0 + 100).await.unwrap();
     let cpu = &depths.iter().find(|(q, _)| *q == QueueName::Cpu).unwrap().1;

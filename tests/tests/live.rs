@@ -10,6 +10,7 @@ use dcc_shared::job::{JobState, QueueName, RunStats};
 use dcc_shared::queue::Queue;
 use dcc_shared::queue::claim::{Claim, Claimant};
 use dcc_shared::queue::finish::{Finished, Outcome};
+use dcc_shared::queue::lease::Lease;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -222,44 +223,14 @@ async fn a_star_follower_reads_the_jobs_that_end_together_at_once() {
     for i in 0..30 {
         api.submit_id(sh(&format!("echo {i}"))).await;
     }
-    // This test is the worker: it holds every job, then ends them one after the other.
-    let queue = Queue::new(&redis.url(), "dcc").unwrap();
-    let who = Claimant {
-        worker: "test-worker",
-        free_slots: 64,
-        total_slots: 64,
-        free_memory_mb: 1 << 30,
-        total_memory_mb: 1 << 30,
-        lease: Duration::from_secs(60),
-    };
-    let mut leases = Vec::new();
-    while leases.len() < 30 {
-        match queue.claim(QueueName::Cpu, &who, REDIS_TIME).await.unwrap() {
-            Claim::Claimed(c) => leases.push(c.lease),
-            other => panic!("30 jobs queued, claim {} found {other:?}", leases.len() + 1),
-        }
-    }
+    let (queue, leases) = hold_every_job(&redis, 30).await;
     let mut ws = connect(&dcc).await;
     send(&mut ws, json!({"subscribe": "*"})).await;
     send(&mut ws, json!({"subscribe": ["does-not-exist"]})).await;
     assert_eq!(dcc_e2e::ws_next(&mut ws).await["code"], "NOT_FOUND");
 
     let before = requests(&redis);
-    let outcome = Outcome {
-        state: JobState::Succeeded,
-        exit_code: Some(0),
-        error: None,
-        image_digest: None,
-        stats: RunStats::default(),
-        outputs: Vec::new(),
-    };
-    for l in &leases {
-        let done = queue
-            .finish(l, &outcome, Duration::from_secs(3600), REDIS_TIME)
-            .await
-            .unwrap();
-        assert_eq!(done, Finished::Recorded);
-    }
+    end_each(&queue, &leases).await;
     let mut finished = std::collections::HashSet::new();
     while finished.len() < leases.len() {
         let m = dcc_e2e::ws_next(&mut ws).await;
@@ -274,6 +245,152 @@ async fn a_star_follower_reads_the_jobs_that_end_together_at_once() {
         by_server < 15,
         "the server sent {by_server} requests while 30 jobs ended: their records one at a time?"
     );
+}
+
+/// A tenant's connection following `*` learns who owns the jobs that end together in one read,
+/// as it reads their records: 30 jobs of two tenants end back to back, it gets the `finished`
+/// of its own 15 (in its spelling) and none of the others', and the server sent Redis far fewer
+/// requests than jobs.
+#[tokio::test]
+async fn a_tenants_star_follower_learns_the_owners_of_jobs_that_end_together_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let keys = dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]);
+    std::fs::write(&file, keys).unwrap();
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis)
+        .env("DCC_API_KEYS_FILE", file.display())
+        .start()
+        .await;
+    let (a, b) = (dcc.api().with_key("ka"), dcc.api().with_key("kb"));
+    let (mut mine, mut theirs) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for i in 0..15 {
+        // Chosen ids: `a-i` is stored as `team-a.a-i`, and team-a must be sent `a-i`.
+        let job = |id: String| json!({"id": id, "image": IMAGE, "command": ["true"]});
+        assert_eq!(a.submit(job(format!("a-{i}"))).await.status, 201);
+        mine.insert(format!("a-{i}"));
+        theirs.insert(b.submit_id(sh("true")).await);
+    }
+    let (queue, mut leases) = hold_every_job(&redis, 30).await;
+    // The other tenant's jobs end first: once the last of team-a's arrives, every event before
+    // it was handled.
+    leases.sort_by_key(|l| l.job.as_str().starts_with("team-a."));
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?access_token=ka", dcc.port);
+    let mut ws = tokio_tungstenite::connect_async(url).await.expect("websocket").0;
+    send(&mut ws, json!({"subscribe": "*"})).await;
+
+    let before = requests(&redis);
+    end_each(&queue, &leases).await;
+    let mut finished = std::collections::HashSet::new();
+    while finished.len() < mine.len() {
+        let m = dcc_e2e::ws_next(&mut ws).await;
+        assert_eq!(m["type"], "finished", "{m}");
+        let id = m["job"]["jobId"].as_str().unwrap().to_string();
+        assert!(mine.contains(&id) && !theirs.contains(&id), "team-a was sent {m}");
+        finished.insert(id);
+    }
+    let by_server = requests(&redis) - before - 31;
+    assert!(
+        by_server < 15,
+        "the server sent {by_server} requests while 30 jobs ended: their owners one at a time?"
+    );
+}
+
+/// A `*` follower has no list of jobs to re-read after missing events, so it is told: the
+/// server's subscription to Redis is cut, the follower gets one `resync` message (not one for
+/// the loss and another for the return), then the events of jobs submitted after it.
+#[tokio::test]
+async fn a_star_follower_is_told_once_when_it_missed_events() {
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::ApiOnly, &redis).start().await;
+    let api = dcc.api();
+    let mut ws = connect(&dcc).await;
+    send(&mut ws, json!({"subscribe": "*"})).await;
+    let first = api.submit_id(sh("true")).await;
+    let m = dcc_e2e::ws_next(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["jobId"].as_str()),
+        (Some("status"), Some(first.as_str())),
+        "{m}"
+    );
+
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cut: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(cut >= 1, "the server had no subscription to cut");
+    let m = dcc_e2e::ws_next(&mut ws).await;
+    assert_eq!(m["type"], "resync", "{m}");
+
+    let channel = Queue::new(&redis.url(), "dcc").unwrap().event_channels().remove(0);
+    eventually(Duration::from_secs(30), "the server subscribes again", || {
+        let (mut c, channel) = (c.clone(), channel.clone());
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            (n >= 1).then_some(())
+        }
+    })
+    .await;
+    let second = api.submit_id(sh("true")).await;
+    let m = dcc_e2e::ws_next(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["jobId"].as_str()),
+        (Some("status"), Some(second.as_str())),
+        "{m}"
+    );
+}
+
+/// This test as the worker: claims `n` jobs (every one queued) and holds them.
+async fn hold_every_job(redis: &Redis, n: usize) -> (Queue, Vec<Lease>) {
+    let queue = Queue::new(&redis.url(), "dcc").unwrap();
+    let who = Claimant {
+        worker: "test-worker",
+        free_slots: 64,
+        total_slots: 64,
+        free_memory_mb: 1 << 30,
+        total_memory_mb: 1 << 30,
+        lease: Duration::from_secs(60),
+    };
+    let mut leases = Vec::new();
+    while leases.len() < n {
+        match queue.claim(QueueName::Cpu, &who, REDIS_TIME).await.unwrap() {
+            Claim::Claimed(c) => leases.push(c.lease),
+            other => panic!("{n} jobs queued, claim {} found {other:?}", leases.len() + 1),
+        }
+    }
+    (queue, leases)
+}
+
+/// Ends each of `leases`, one after the other, as succeeded.
+async fn end_each(queue: &Queue, leases: &[Lease]) {
+    let outcome = Outcome {
+        state: JobState::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        image_digest: None,
+        stats: RunStats::default(),
+        outputs: Vec::new(),
+    };
+    for l in leases {
+        let done = queue
+            .finish(l, &outcome, Duration::from_secs(3600), REDIS_TIME)
+            .await
+            .unwrap();
+        assert_eq!(done, Finished::Recorded);
+    }
 }
 
 /// Requests Redis has read so far (`total_reads_processed`: a pipeline read at once is one).

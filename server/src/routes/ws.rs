@@ -3,7 +3,8 @@
 //! Client → server: `{"subscribe": ["id", …]}`, `{"subscribe": "*"}`, `{"unsubscribe": [...]}`
 //! (or `"*"`). Server → client, in order per job: `{"type": "status", …}` for `queued`/`running`,
 //! `{"type": "finished", "job": <view>}` once it ends, `{"type": "deleted", "jobId"}` when it is
-//! deleted, and `{"type": "error", …}` for an unknown id or a bad message. Subscribing to a job
+//! deleted, `{"type": "error", …}` for an unknown id or a bad message, and to a `*` follower
+//! `{"type": "resync", …}` when it missed events. Subscribing to a job
 //! sends its current state at once (its `finished` if it already ended). Events come from the
 //! process's one Redis subscription, so jobs submitted on other servers and run by any worker show
 //! up too; there is no polling per subscriber, and a closed connection leaves nothing behind.
@@ -75,6 +76,9 @@ struct Follow {
     finished: HashSet<String>,
     /// Ids asked for so far, known or not.
     asked: usize,
+    /// A `*` follower was told it missed events, and no event came since (one notice per gap:
+    /// a lost subscription reports its loss and its return).
+    told_missed: bool,
 }
 
 async fn connection(state: AppState, who: Principal, socket: WebSocket) {
@@ -88,6 +92,7 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
         ids: HashSet::new(),
         finished: HashSet::new(),
         asked: 0,
+        told_missed: false,
     };
     let mut closing = false;
     loop {
@@ -267,25 +272,44 @@ fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
     Some(json!({"type": "finished", "job": follow.who.view(view)}))
 }
 
-/// Whether a job seen through `*` is one this connection may see (one read per job, then
-/// remembered; admins see all).
-async fn visible(state: &AppState, follow: &mut Follow, job_id: &str) -> bool {
-    if follow.who.is_admin() {
-        return true;
+/// Learns who owns the jobs of `batch` this connection follows through `*` alone and has not
+/// seen yet, in one read for the whole batch (admins see all, so they read nothing). A job whose
+/// owner could not be read stays unknown: its events are not sent, and its next one asks again.
+async fn learn_owners(state: &AppState, follow: &mut Follow, batch: &[JobEvent]) {
+    if !follow.all || follow.who.is_admin() {
+        return;
     }
-    if let Some(v) = follow.owners.get(job_id) {
-        return *v;
+    let mut unknown: Vec<JobId> = Vec::new();
+    for ev in batch {
+        if follow.ids.contains(&ev.job_id) || follow.owners.contains_key(&ev.job_id) {
+            continue;
+        }
+        if let Ok(id) = JobId::parse(&ev.job_id)
+            && !unknown.contains(&id)
+        {
+            unknown.push(id);
+        }
     }
-    let Ok(id) = JobId::parse(job_id) else { return false };
-    let Ok(tenant) = state.queue.tenant_of(&id).await else {
-        return false;
+    if unknown.is_empty() {
+        return;
+    }
+    let Ok(tenants) = state.queue.tenants_of(&unknown).await else {
+        return;
     };
-    let mine = tenant.is_some_and(|t| follow.who.owns(&t));
-    if follow.owners.len() >= MAX_OWNERS {
+    if follow.owners.len() + unknown.len() > MAX_OWNERS {
         follow.owners.clear();
     }
-    follow.owners.insert(job_id.to_string(), mine);
-    mine
+    for (id, tenant) in unknown.into_iter().zip(tenants) {
+        let mine = tenant.is_some_and(|t| follow.who.owns(&t));
+        follow.owners.insert(id.to_string(), mine);
+    }
+}
+
+/// Whether this connection sends the events of `job_id`: followed by id, or through `*` and
+/// the caller's own (see [`learn_owners`]).
+fn visible(follow: &Follow, job_id: &str) -> bool {
+    follow.ids.contains(job_id)
+        || (follow.all && (follow.who.is_admin() || follow.owners.get(job_id).copied().unwrap_or(false)))
 }
 
 /// A message of a batch: ready, or the `finished` of the ended job at this index of the
@@ -299,9 +323,10 @@ enum Step {
 async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) -> Vec<Value> {
     let mut steps = Vec::with_capacity(batch.len());
     let mut ended = Vec::new();
+    follow.told_missed = false;
+    learn_owners(state, follow, &batch).await;
     for ev in batch {
-        let by_id = follow.ids.contains(&ev.job_id);
-        if !(by_id || (follow.all && visible(state, follow, &ev.job_id).await)) {
+        if !visible(follow, &ev.job_id) {
             continue;
         }
         match ev.status {
@@ -341,8 +366,15 @@ async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) 
         .collect()
 }
 
-/// Events may have been missed: tell followers of jobs that ended meanwhile.
+/// Events may have been missed: tell followers of jobs that ended meanwhile, and a `*`
+/// follower that it missed some (it has no list to re-read: `{"type": "resync"}` asks it to
+/// re-read the jobs it shows, e.g. `GET /api/v1/jobs`).
 async fn resync(state: &AppState, follow: &mut Follow) -> Vec<Value> {
+    let mut out = Vec::new();
+    if follow.all && !follow.told_missed {
+        follow.told_missed = true;
+        out.push(json!({"type": "resync", "message": "events were missed (this connection fell behind, or the server lost Redis for a while): re-read the jobs you show"}));
+    }
     let pending: Vec<JobId> = follow
         .ids
         .iter()
@@ -350,10 +382,12 @@ async fn resync(state: &AppState, follow: &mut Follow) -> Vec<Value> {
         .filter_map(|id| JobId::parse(id).ok())
         .collect();
     let Ok(jobs) = state.queue.get_many(&pending).await else {
-        return Vec::new();
+        return out;
     };
-    jobs.into_iter()
-        .filter(|j| j.state.is_terminal())
-        .filter_map(|j| finished(follow, j.view()))
-        .collect()
+    out.extend(
+        jobs.into_iter()
+            .filter(|j| j.state.is_terminal())
+            .filter_map(|j| finished(follow, j.view())),
+    );
+    out
 }

@@ -62,19 +62,28 @@ impl Queue {
         Ok(self.get_many(std::slice::from_ref(id)).await?.pop())
     }
 
-    /// The tenant a job belongs to (`Some("")` for a job from before tenants), `None` if gone.
-    pub async fn tenant_of(&self, id: &JobId) -> Result<Option<String>> {
-        let this = self.for_job(id);
-        let mut conn = this.conn().await?;
-        let (tenant, exists): (Option<String>, bool) = redis::pipe()
-            .cmd("HGET")
-            .arg(this.keys().job(id))
-            .arg("tenant")
-            .cmd("EXISTS")
-            .arg(this.keys().job(id))
-            .query_async(&mut conn)
-            .await?;
-        Ok(exists.then(|| tenant.unwrap_or_default()))
+    /// The tenant each of `ids` belongs to, in their order (`Some("")` for a job from before
+    /// tenants, `None` for one that is gone): one request per shard they are on (a `*` follower
+    /// learns the owners of a batch of events at once).
+    pub async fn tenants_of(&self, ids: &[JobId]) -> Result<Vec<Option<String>>> {
+        let mut by_shard: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            by_shard.entry(self.shard_of(id.as_str())).or_default().push(i);
+        }
+        let mut out = vec![None; ids.len()];
+        for (shard, at) in by_shard {
+            let this = self.for_shard(shard);
+            let mut pipe = redis::pipe();
+            for &i in &at {
+                let key = this.keys().job(&ids[i]);
+                pipe.cmd("HGET").arg(&key).arg("tenant").cmd("EXISTS").arg(&key);
+            }
+            let answers: Vec<(Option<String>, bool)> = pipe.query_async(&mut this.conn().await?).await?;
+            for (i, (tenant, exists)) in at.into_iter().zip(answers) {
+                out[i] = exists.then(|| tenant.unwrap_or_default());
+            }
+        }
+        Ok(out)
     }
 
     /// An array child keeps no copy of its definition: it is its parent's, read here (one more

@@ -47,7 +47,7 @@ impl Queue {
     }
 
     /// This value when it is for shard `i` already (always, unsharded), else a copy for it.
-    fn for_shard(&self, i: usize) -> Cow<'_, Queue> {
+    pub(super) fn for_shard(&self, i: usize) -> Cow<'_, Queue> {
         match i == self.shard {
             true => Cow::Borrowed(self),
             false => Cow::Owned(self.shard(i)),
