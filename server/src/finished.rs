@@ -6,7 +6,9 @@
 //! event says it ended, so a client-chosen id deleted and submitted again is a different entry.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
 
 use dcc_shared::clock::Millis;
 use dcc_shared::job::{JobId, JobRecord};
@@ -18,13 +20,39 @@ use dcc_shared::queue::Queue;
 /// one more read of the record (at 64 entries, two busy `*` followers read most records twice).
 const CAPACITY: usize = 1024;
 
-/// Approximate bytes of records kept at most (a record may hold up to 3 × 256 KiB of `command`,
-/// `env` and `meta`); a record alone larger than this is shared by its concurrent readers only.
+/// Approximate bytes of records kept at most, with their messages (a record may hold up to
+/// 3 × 256 KiB of `command`, `env` and `meta`); a record alone larger than this is shared by its
+/// concurrent readers only.
 const BUDGET_BYTES: usize = 8 << 20;
+
+/// An ended job's record, and its WebSocket `finished` message as admins see it: every admin
+/// connection following the job sends the same text, so the first one to send it makes it and
+/// the others send that (a hundred dashboards would otherwise each build and serialise the same
+/// view).
+pub struct Ended {
+    /// The record as read.
+    pub record: JobRecord,
+    /// The message, once made.
+    admin_message: OnceLock<Utf8Bytes>,
+}
+
+impl Ended {
+    fn new(record: JobRecord) -> Self {
+        Ended {
+            record,
+            admin_message: OnceLock::new(),
+        }
+    }
+
+    /// The `finished` message admins are sent: `make`'s, from the first caller.
+    pub fn admin_message(&self, make: impl FnOnce(&JobRecord) -> String) -> Utf8Bytes {
+        self.admin_message.get_or_init(|| make(&self.record).into()).clone()
+    }
+}
 
 /// One job's slot: filled by the first reader that finds the job ended; the async lock makes
 /// concurrent readers of a job wait for that one read instead of each reading.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<JobRecord>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Ended>>>>;
 
 /// A job life's end: the same id submitted again after a delete ends at another time.
 pub type Key = (JobId, Millis);
@@ -60,14 +88,15 @@ impl Slots {
     }
 }
 
-/// Approximate memory of a record: its definition as stored plus its outputs list.
+/// Approximate memory of an entry: its record's definition as stored plus its outputs list,
+/// twice (the record, and the admins' message once made, which holds the same).
 fn approx_size(r: &JobRecord) -> usize {
     let spec = serde_json::to_vec(&r.spec).map(|v| v.len()).unwrap_or(0);
-    spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512
+    2 * (spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512)
 }
 
 /// A slot this call filled or will fill (it made it, so it holds its lock).
-type Held = tokio::sync::OwnedMutexGuard<Option<Arc<JobRecord>>>;
+type Held = tokio::sync::OwnedMutexGuard<Option<Arc<Ended>>>;
 
 /// The slots of a call's wanted entries, each with its index: the ones it made (and reads), and
 /// the ones another caller made.
@@ -80,14 +109,14 @@ impl EndedRecords {
     /// The record of `id`, whose event said it ended at `at`: read from Redis by the first
     /// caller, shared with the others. A record that does not match the event (not ended, or
     /// ended at another time) is returned but not kept, and so is a missing one.
-    pub async fn get(&self, queue: &Queue, id: &JobId, at: Millis) -> dcc_shared::Result<Option<Arc<JobRecord>>> {
+    pub async fn get(&self, queue: &Queue, id: &JobId, at: Millis) -> dcc_shared::Result<Option<Arc<Ended>>> {
         Ok(self.get_many(queue, &[(id.clone(), at)]).await?.pop().flatten())
     }
 
     /// [`EndedRecords::get`] of each of `wanted`, in order: the ones no caller reads yet in one
     /// round trip (a WebSocket following `*` asks for every job that ended in the last few
     /// milliseconds at once, instead of a request per job).
-    pub async fn get_many(&self, queue: &Queue, wanted: &[Key]) -> dcc_shared::Result<Vec<Option<Arc<JobRecord>>>> {
+    pub async fn get_many(&self, queue: &Queue, wanted: &[Key]) -> dcc_shared::Result<Vec<Option<Arc<Ended>>>> {
         let Split { mine, theirs } = self.slots_for(wanted);
         let mut out = vec![None; wanted.len()];
         self.read_into(queue, wanted, mine, &mut out).await?;
@@ -140,7 +169,7 @@ impl EndedRecords {
         queue: &Queue,
         wanted: &[Key],
         held: Vec<(usize, Held)>,
-        out: &mut [Option<Arc<JobRecord>>],
+        out: &mut [Option<Arc<Ended>>],
     ) -> dcc_shared::Result<()> {
         if held.is_empty() {
             return Ok(());
@@ -150,9 +179,9 @@ impl EndedRecords {
         for (i, mut slot) in held {
             let (id, at) = &wanted[i];
             let Some(r) = found.get(id).cloned() else { continue };
-            if r.state.is_terminal() && r.finished_ms == Some(*at) {
+            if r.record.state.is_terminal() && r.record.finished_ms == Some(*at) {
                 *slot = Some(r.clone());
-                self.account(&wanted[i], approx_size(&r));
+                self.account(&wanted[i], approx_size(&r.record));
             }
             out[i] = Some(r);
         }
@@ -172,8 +201,11 @@ impl EndedRecords {
 }
 
 /// Records by id.
-fn by_id(records: Vec<JobRecord>) -> HashMap<JobId, Arc<JobRecord>> {
-    records.into_iter().map(|r| (r.id.clone(), Arc::new(r))).collect()
+fn by_id(records: Vec<JobRecord>) -> HashMap<JobId, Arc<Ended>> {
+    records
+        .into_iter()
+        .map(|r| (r.id.clone(), Arc::new(Ended::new(r))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -202,6 +234,28 @@ mod tests {
         assert_eq!(g.order.len(), CAPACITY);
         assert!(g.by_key.len() <= CAPACITY);
         assert!(!g.by_key.contains_key(&(JobId::parse("j0").unwrap(), 1)));
+    }
+
+    #[test]
+    fn admins_share_one_finished_message() {
+        let req: dcc_shared::job::spec::JobRequest =
+            serde_json::from_value(serde_json::json!({"image": "alpine", "command": ["true"]})).unwrap();
+        let spec = req.validate(&Default::default()).unwrap().spec;
+        let id = JobId::parse("j1").unwrap();
+        let hash = [
+            ("spec", serde_json::to_string(&spec).unwrap()),
+            ("state", "succeeded".into()),
+            ("queue", "cpu".into()),
+            ("lane", "normal".into()),
+        ];
+        let hash = hash.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let ended = by_id(vec![JobRecord::from_hash(&id, hash).unwrap().unwrap()])
+            .remove(&id)
+            .unwrap();
+        let first = ended.admin_message(|r| format!("made of {}", r.id));
+        // A second connection sends the same text; nothing is made again.
+        let second = ended.admin_message(|_| unreachable!("made twice"));
+        assert_eq!((first.as_str(), second.as_str()), ("made of j1", "made of j1"));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub async fn until_ended(
     let mut ended_at = None;
     loop {
         let record = match ended_at.take() {
-            Some(at) => state.ended.get(&state.queue, id, at).await?.map(|r| (*r).clone()),
+            Some(at) => state.ended.get(&state.queue, id, at).await?.map(|r| r.record.clone()),
             None => state.queue.get(id).await?,
         }
         .ok_or_else(|| ApiError::job_not_found(id.as_str()))?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::rfc3339;
 use dcc_shared::events::{Event, EventStatus, JobEvent};
@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::Code;
+use crate::finished::Ended;
 use crate::state::AppState;
 use crate::tenants::Principal;
 
@@ -96,10 +97,10 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
     };
     let mut closing = false;
     loop {
-        let messages: Vec<Value> = tokio::select! {
+        let messages: Vec<Out> = tokio::select! {
             msg = inbound.next() => match msg {
-                Some(Ok(Message::Text(text))) => command(&state, &mut follow, text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => vec![error(None, Code::InvalidRequest, "send JSON text messages")],
+                Some(Ok(Message::Text(text))) => made(command(&state, &mut follow, text.as_str()).await),
+                Some(Ok(Message::Binary(_))) => made(vec![error(None, Code::InvalidRequest, "send JSON text messages")]),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => break,
             },
@@ -109,12 +110,12 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
                     let mut messages = on_events(&state, &mut follow, batch).await;
                     match then {
                         Then::Go => {}
-                        Then::Resync => messages.extend(resync(&state, &mut follow).await),
+                        Then::Resync => messages.extend(made(resync(&state, &mut follow).await)),
                         Then::Close => closing = true,
                     }
                     messages
                 }
-                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => resync(&state, &mut follow).await,
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => made(resync(&state, &mut follow).await),
                 Err(RecvError::Closed) => break,
             },
         };
@@ -127,14 +128,30 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
     }
 }
 
+/// A message to send.
+enum Out {
+    /// Made for this connection.
+    Made(Value),
+    /// One text that every connection sending it shares (an ended job's `finished` to admins).
+    Shared(Utf8Bytes),
+}
+
+fn made(messages: Vec<Value>) -> Vec<Out> {
+    messages.into_iter().map(Out::Made).collect()
+}
+
 /// Sends `messages` in order, in one write where they fit rather than a write each; false when
 /// the client is gone.
-async fn send_all(out: &mut SplitSink<WebSocket, Message>, messages: Vec<Value>) -> bool {
+async fn send_all(out: &mut SplitSink<WebSocket, Message>, messages: Vec<Out>) -> bool {
     if messages.is_empty() {
         return true;
     }
     for (i, m) in messages.into_iter().enumerate() {
-        if out.feed(Message::Text(m.to_string().into())).await.is_err() {
+        let text = match m {
+            Out::Made(v) => v.to_string().into(),
+            Out::Shared(t) => t,
+        };
+        if out.feed(Message::Text(text)).await.is_err() {
             return false;
         }
         // A socket with room never makes a send wait: a batch's messages would hold this
@@ -266,10 +283,25 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
 /// id. (A job followed through `*` alone ends with one event, so nothing is remembered for it
 /// and the connection's memory stays bounded by its subscriptions.)
 fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
-    if follow.ids.contains(&view.job_id) && !follow.finished.insert(view.job_id.clone()) {
+    first_end(follow, &view.job_id).then(|| json!({"type": "finished", "job": follow.who.view(view)}))
+}
+
+/// [`finished`] of a job whose end this process shares among its connections: admins all send
+/// the same text, made once.
+fn finished_shared(follow: &mut Follow, job: &Ended) -> Option<Out> {
+    if !first_end(follow, job.record.id.as_str()) {
         return None;
     }
-    Some(json!({"type": "finished", "job": follow.who.view(view)}))
+    let who = &follow.who;
+    Some(match who.is_admin() {
+        true => Out::Shared(job.admin_message(|r| json!({"type": "finished", "job": who.view(r.view())}).to_string())),
+        false => Out::Made(json!({"type": "finished", "job": who.view(job.record.view())})),
+    })
+}
+
+/// Whether this connection has not sent the `finished` of `job_id` yet (and now will).
+fn first_end(follow: &mut Follow, job_id: &str) -> bool {
+    !follow.ids.contains(job_id) || follow.finished.insert(job_id.to_string())
 }
 
 /// Learns who owns the jobs of `batch` this connection follows through `*` alone and has not
@@ -320,7 +352,7 @@ enum Step {
 }
 
 /// The messages for `batch`, in order; the records of the jobs that ended in it read together.
-async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) -> Vec<Value> {
+async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) -> Vec<Out> {
     let mut steps = Vec::with_capacity(batch.len());
     let mut ended = Vec::new();
     follow.told_missed = false;
@@ -360,8 +392,8 @@ async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) 
     steps
         .into_iter()
         .filter_map(|s| match s {
-            Step::Now(v) => Some(v),
-            Step::Ended(i) => records[i].as_ref().and_then(|job| finished(follow, job.view())),
+            Step::Now(v) => Some(Out::Made(v)),
+            Step::Ended(i) => records[i].as_ref().and_then(|job| finished_shared(follow, job)),
         })
         .collect()
 }

@@ -8,8 +8,8 @@
 //!    definition and hash) while the fleet is paused: Redis's time per queued job is the
 //!    submit's share of a job's end-to-end cost, printed beside the busy window's;
 //! 3. for `FLEET_WINDOW_SECS` the fleet works the backlog while two HTTP submitters post jobs
-//!    through the API, two poll the view of a queued job and two WebSocket clients follow every
-//!    job: claims/s against the fleet's
+//!    through the API, two poll the view of a queued job and `FLEET_WATCHERS` (2) WebSocket
+//!    clients follow every job (those told they missed events are counted): claims/s against the fleet's
 //!    demand (slots ÷ job length), claim round trip p50/p99, Redis main-thread CPU, ops/s and
 //!    the commands that take its time, this process's and the server's CPU;
 //! 4. the scaler's Redis reads (depths, workers, too-large scan) timed with the backlog;
@@ -20,6 +20,7 @@
 //!
 //! Settings (environment): `FLEET_SIZES` (10,100,500,1000), `FLEET_QUEUED` (100000),
 //! `FLEET_WINDOW_SECS` (15), `FLEET_IDLE_SECS` (10), `FLEET_JOB_MS` (1000: jobs last 0.5–1.5×),
+//! `FLEET_WATCHERS` (2: WebSocket followers of `*`, as dashboards),
 //! `FLEET_HISTORY` (`on`, `off`, or `both`: each size without then with the history the scripts
 //! keep, `DCC_HISTORY_TTL`, and the Redis time per job of each, compared), `FLEET_REDIS_CPU`
 //! (unset: every process shares every core; a CPU number: Redis runs on that core alone and this
@@ -341,13 +342,15 @@ struct Sides {
     submits: Vec<u32>,
     /// Job-view round trips (µs) of queued jobs.
     views: Vec<u32>,
-    /// WebSocket messages received.
+    /// WebSocket messages received, over every follower.
     ws_msgs: u64,
+    /// Of them, `resync` notices: a follower fell behind and missed events.
+    ws_resyncs: u64,
 }
 
 /// Two clients posting jobs through the API (20 a second each), two polling the view of the
-/// last job submitted (queued behind the backlog; 20 a second each), and two WebSocket clients
-/// following every job, until `stop`.
+/// last job submitted (queued behind the backlog; 20 a second each), and `FLEET_WATCHERS` (2)
+/// WebSocket clients following every job, until `stop`.
 fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Receiver<Sides> {
     apart(async move {
         let last = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -359,7 +362,7 @@ fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Recei
             .collect();
         // (on a thread of their own: thousands of messages a second would otherwise delay the
         // submits and views timed here)
-        let watchers: Vec<_> = (0..2)
+        let watchers: Vec<_> = (0..watchers())
             .map(|_| apart(watcher(base.replace("http://", "ws://") + "/api/v1/ws", stop.clone())))
             .collect();
         let mut out = Sides::default();
@@ -370,7 +373,9 @@ fn clients(base: String, stop: CancellationToken) -> tokio::sync::oneshot::Recei
             out.views.extend(p.await.unwrap_or_default());
         }
         for w in watchers {
-            out.ws_msgs += w.await.unwrap_or(0);
+            let (msgs, resyncs) = w.await.unwrap_or_default();
+            out.ws_msgs += msgs;
+            out.ws_resyncs += resyncs;
         }
         out
     })
@@ -419,18 +424,33 @@ async fn poller(base: String, stop: CancellationToken, last: Arc<std::sync::Mute
     lat
 }
 
-/// Follows every job over a WebSocket until `stop`; the messages it got.
-async fn watcher(url: String, stop: CancellationToken) -> u64 {
+/// `FLEET_WATCHERS` (2): the WebSocket clients following every job, as dashboards do.
+fn watchers() -> usize {
+    env_or("FLEET_WATCHERS", 2usize)
+}
+
+/// Follows every job over a WebSocket until `stop`; the messages it got, and how many of them
+/// said it had missed events.
+async fn watcher(url: String, stop: CancellationToken) -> (u64, u64) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
     let sub = json!({"subscribe": "*"}).to_string();
     ws.send(tokio_tungstenite::tungstenite::Message::text(sub))
         .await
         .expect("ws send");
-    let mut n = 0u64;
+    let (mut n, mut resyncs) = (0u64, 0u64);
     loop {
         tokio::select! {
-            m = ws.next() => match m { Some(Ok(_)) => n += 1, _ => return n },
-            _ = stop.cancelled() => return n,
+            m = ws.next() => match m {
+                Some(Ok(m)) => {
+                    n += 1;
+                    // (a substring, not a parse: the watcher must not be the one that lags)
+                    if m.to_text().is_ok_and(|t| t.contains(r#""type":"resync""#)) {
+                        resyncs += 1;
+                    }
+                }
+                _ => return (n, resyncs),
+            },
+            _ = stop.cancelled() => return (n, resyncs),
         }
     }
 }
@@ -458,6 +478,8 @@ struct Row {
     view_p50_ms: f64,
     view_p99_ms: f64,
     ws_msgs_per_sec: f64,
+    /// `resync` notices the followers got (each: it fell behind and missed events).
+    ws_resyncs: u64,
     observe_ms: f64,
     /// Why a scaler read failed, if one did.
     observe_failed: Option<String>,
@@ -658,6 +680,7 @@ async fn measure(redis: &Redis, server: &Dcc, n: usize, queued: usize, bytes_que
         view_p50_ms: pct(&mut sides.views, 0.5) / 1000.0,
         view_p99_ms: pct(&mut sides.views, 0.99) / 1000.0,
         ws_msgs_per_sec: sides.ws_msgs as f64 / window as f64,
+        ws_resyncs: sides.ws_resyncs,
         observe_ms: pct(&mut obs, 0.5) / 1000.0,
         observe_failed,
         reap_ms,
@@ -704,11 +727,13 @@ fn print(rows: &[Row], bytes_queued: f64, queued: usize) {
     println!("\nBytes per queued job: {bytes_queued:.0}");
     for r in rows {
         println!(
-            "N={}: enqueue {:.0} jobs/s (fleet paused); bytes per finished job ~{:.0}; WebSocket messages {:.0}/s; failed Redis calls of the fleet {}, lease lost {}{}",
+            "N={}: enqueue {:.0} jobs/s (fleet paused); bytes per finished job ~{:.0}; WebSocket messages {:.0}/s over {} followers of `*` ({} told they missed events); failed Redis calls of the fleet {}, lease lost {}{}",
             r.workers,
             r.preload_rate,
             r.finished_bytes,
             r.ws_msgs_per_sec,
+            watchers(),
+            r.ws_resyncs,
             r.errors,
             r.lease_lost,
             r.observe_failed
