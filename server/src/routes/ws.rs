@@ -77,9 +77,6 @@ struct Follow {
     finished: HashSet<String>,
     /// Ids asked for so far, known or not.
     asked: usize,
-    /// A `*` follower was told it missed events, and no event came since (one notice per gap:
-    /// a lost subscription reports its loss and its return).
-    told_missed: bool,
 }
 
 async fn connection(state: AppState, who: Principal, socket: WebSocket) {
@@ -93,7 +90,6 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
         ids: HashSet::new(),
         finished: HashSet::new(),
         asked: 0,
-        told_missed: false,
     };
     let mut closing = false;
     loop {
@@ -355,7 +351,6 @@ enum Step {
 async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) -> Vec<Out> {
     let mut steps = Vec::with_capacity(batch.len());
     let mut ended = Vec::new();
-    follow.told_missed = false;
     learn_owners(state, follow, &batch).await;
     for ev in batch {
         if !visible(follow, &ev.job_id) {
@@ -400,11 +395,11 @@ async fn on_events(state: &AppState, follow: &mut Follow, batch: Vec<JobEvent>) 
 
 /// Events may have been missed: tell followers of jobs that ended meanwhile, and a `*`
 /// follower that it missed some (it has no list to re-read: `{"type": "resync"}` asks it to
-/// re-read the jobs it shows, e.g. `GET /api/v1/jobs`).
+/// re-read the jobs it shows, e.g. `GET /api/v1/jobs`). Every time: a lost subscription makes
+/// two (lost, and back), and the second is the one after which nothing is missed.
 async fn resync(state: &AppState, follow: &mut Follow) -> Vec<Value> {
     let mut out = Vec::new();
-    if follow.all && !follow.told_missed {
-        follow.told_missed = true;
+    if follow.all {
         out.push(json!({"type": "resync", "message": "events were missed (this connection fell behind, or the server lost Redis for a while): re-read the jobs you show"}));
     }
     let pending: Vec<JobId> = follow
