@@ -315,34 +315,20 @@ async fn a_star_follower_is_told_when_it_missed_events() {
         "{m}"
     );
 
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let cut: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert!(cut >= 1, "the server had no subscription to cut");
+    // The node serving the events channel (on a cluster the server holds a shard subscription
+    // there): its subscribed clients are cut, and come back under new ids.
+    let channel = Queue::new(&redis.url(), "dcc").unwrap().event_channels().remove(0);
+    let node = &redis.nodes()[redis.primary_of(&channel).expect("a node serves the events")];
+    let cut = subscribers(node);
+    assert!(!cut.is_empty(), "the server had no subscription to cut");
+    for id in &cut {
+        node.text(&format!("CLIENT KILL ID {id}"));
+    }
     let m = dcc_e2e::ws_next(&mut ws).await;
     assert_eq!(m["type"], "resync", "when lost: {m}");
-
-    let channel = Queue::new(&redis.url(), "dcc").unwrap().event_channels().remove(0);
     eventually(Duration::from_secs(30), "the server subscribes again", || {
-        let (mut c, channel) = (c.clone(), channel.clone());
-        async move {
-            let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query_async(&mut c)
-                .await
-                .ok()?;
-            (n >= 1).then_some(())
-        }
+        let back = subscribers(node).iter().any(|id| !cut.contains(id));
+        async move { back.then_some(()) }
     })
     .await;
     let second = api.submit_id(sh("true")).await;
@@ -354,6 +340,19 @@ async fn a_star_follower_is_told_when_it_missed_events() {
         (Some("status"), Some(second.as_str())),
         "{m}"
     );
+}
+
+/// The ids of `node`'s clients subscribed to a channel or a shard channel (`CLIENT LIST`'s
+/// `sub` and `ssub`).
+fn subscribers(node: &dcc_shared::testing::Node) -> Vec<u64> {
+    let list = node.text("CLIENT LIST").unwrap_or_default();
+    list.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|f| matches!(f.split_once('='), Some(("sub" | "ssub", n)) if n != "0"))
+        })
+        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id="))?.parse().ok())
+        .collect()
 }
 
 /// This test as the worker: claims `n` jobs (every one queued) and holds them.
