@@ -25,15 +25,18 @@ const CAPACITY: usize = 1024;
 /// concurrent readers only.
 const BUDGET_BYTES: usize = 8 << 20;
 
-/// An ended job's record, and its WebSocket `finished` message as admins see it: every admin
-/// connection following the job sends the same text, so the first one to send it makes it and
-/// the others send that (a hundred dashboards would otherwise each build and serialise the same
+/// An ended job's record, and its WebSocket `finished` message as admins see it and as its own
+/// tenant sees it (the only others who may see it, with the ids in their spelling): every
+/// connection of either kind sends the same text, so the first one to send it makes it and the
+/// others send that (a hundred dashboards would otherwise each build and serialise the same
 /// view).
 pub struct Ended {
     /// The record as read.
     pub record: JobRecord,
-    /// The message, once made.
+    /// The admins' message, once made.
     admin_message: OnceLock<Utf8Bytes>,
+    /// The tenant's message, once made, with the tenant it was made for.
+    tenant_message: OnceLock<(String, Utf8Bytes)>,
 }
 
 impl Ended {
@@ -41,12 +44,25 @@ impl Ended {
         Ended {
             record,
             admin_message: OnceLock::new(),
+            tenant_message: OnceLock::new(),
         }
     }
 
     /// The `finished` message admins are sent: `make`'s, from the first caller.
     pub fn admin_message(&self, make: impl FnOnce(&JobRecord) -> String) -> Utf8Bytes {
         self.admin_message.get_or_init(|| make(&self.record).into()).clone()
+    }
+
+    /// The `finished` message `tenant` is sent: `make`'s, from the first caller. (Only the job's
+    /// own tenant sees it; were another to ask, it would get a text of its own.)
+    pub fn tenant_message(&self, tenant: &str, make: impl Fn(&JobRecord) -> String) -> Utf8Bytes {
+        let (made_for, text) = self
+            .tenant_message
+            .get_or_init(|| (tenant.to_string(), make(&self.record).into()));
+        match made_for == tenant {
+            true => text.clone(),
+            false => make(&self.record).into(),
+        }
     }
 }
 
@@ -89,10 +105,11 @@ impl Slots {
 }
 
 /// Approximate memory of an entry: its record's definition as stored plus its outputs list,
-/// twice (the record, and the admins' message once made, which holds the same).
+/// three times (the record, and the admins' and the tenant's messages once made, which hold the
+/// same).
 fn approx_size(r: &JobRecord) -> usize {
     let spec = serde_json::to_vec(&r.spec).map(|v| v.len()).unwrap_or(0);
-    2 * (spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512)
+    3 * (spec + r.outputs.iter().map(|o| o.name.len() + 32).sum::<usize>() + 512)
 }
 
 /// A slot this call filled or will fill (it made it, so it holds its lock).
@@ -256,6 +273,15 @@ mod tests {
         // A second connection sends the same text; nothing is made again.
         let second = ended.admin_message(|_| unreachable!("made twice"));
         assert_eq!((first.as_str(), second.as_str()), ("made of j1", "made of j1"));
+        // The same for the tenant's connections, apart from the admins'; a text made for one
+        // tenant is never another's.
+        let mine = ended.tenant_message("a", |r| format!("{} for a", r.id));
+        let again = ended.tenant_message("a", |_| unreachable!("made twice"));
+        let other = ended.tenant_message("b", |r| format!("{} for b", r.id));
+        assert_eq!(
+            (mine.as_str(), again.as_str(), other.as_str()),
+            ("j1 for a", "j1 for a", "j1 for b")
+        );
     }
 
     #[test]

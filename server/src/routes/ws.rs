@@ -128,7 +128,7 @@ async fn connection(state: AppState, who: Principal, socket: WebSocket) {
 enum Out {
     /// Made for this connection.
     Made(Value),
-    /// One text that every connection sending it shares (an ended job's `finished` to admins).
+    /// One text that every connection sending it shares (an ended job's `finished`).
     Shared(Utf8Bytes),
 }
 
@@ -283,7 +283,7 @@ fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
 }
 
 /// [`finished`] of a job whose end this process shares among its connections: admins all send
-/// the same text, made once.
+/// one text, made once, and the job's tenant's connections another.
 fn finished_shared(follow: &mut Follow, job: &Ended) -> Option<Out> {
     if !first_end(follow, job.record.id.as_str()) {
         return None;
@@ -291,7 +291,9 @@ fn finished_shared(follow: &mut Follow, job: &Ended) -> Option<Out> {
     let who = &follow.who;
     Some(match who.is_admin() {
         true => Out::Shared(job.admin_message(|r| json!({"type": "finished", "job": who.view(r.view())}).to_string())),
-        false => Out::Made(json!({"type": "finished", "job": who.view(job.record.view())})),
+        false => Out::Shared(job.tenant_message(&who.tenant, |r| {
+            json!({"type": "finished", "job": who.view(r.view())}).to_string()
+        })),
     })
 }
 
