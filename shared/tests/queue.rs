@@ -608,6 +608,105 @@ async fn tenants_take_turns_fifo_within_each() {
     assert_eq!(ring, vec!["team-a"]);
 }
 
+/// A tenant at the ring's front whose oldest job must wait for room keeps its turn and its
+/// order: another tenant's job that fits goes now, and the waiting job is the next one taken
+/// once there is room, before the tenant's later jobs (the claim pops the oldest job and puts
+/// it back when it does not take it, and moves the front tenant back when its turn went unused).
+/// And a tenant is in the ring once (a submit searches the ring only when the tenant's list was
+/// empty).
+#[tokio::test]
+async fn a_front_tenant_whose_oldest_job_waits_keeps_its_turn_and_its_order_and_one_ring_entry() {
+    use dcc_shared::job::QueueName::Cpu;
+    let redis = Redis::start();
+    let q = Queue::new(&redis.url(), "t").unwrap();
+    let valid = |cpus: u32| {
+        JobRequest::from_value(json!({"image": "x", "parameters": {"cpus": cpus}}))
+            .unwrap()
+            .validate(&Limits::default())
+            .unwrap()
+            .spec
+    };
+    for (id, tenant, cpus, at) in [
+        ("a-big", "team-a", 2, T0),
+        ("a-small", "team-a", 1, T0 + 1),
+        ("b-1", "team-b", 1, T0 + 2),
+        ("b-2", "team-b", 1, T0 + 3),
+        ("b-big", "team-b", 2, T0 + 4),
+    ] {
+        let id = JobId::parse(id).unwrap();
+        let spec = valid(cpus);
+        let job = NewJob {
+            id: &id,
+            spec: &spec,
+            lane: Lane::Normal,
+            def_hash: "h",
+            inputs_prefix: "p/",
+            tenant,
+            quota: Default::default(),
+            retention: RETENTION,
+        };
+        assert_eq!(q.enqueue(job, at).await.unwrap(), Enqueued::Created);
+    }
+    let room = |free_slots: u32| Claimant {
+        free_slots,
+        total_slots: 2,
+        ..who("w")
+    };
+    let taken = |c: Claim| match c {
+        Claim::Claimed(c) => c.lease.job.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let conn = redis.conn().await;
+    let list = |key: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let v: Vec<String> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    // One slot free: team-a (the front) waits for room for `a-big`; team-b's oldest goes.
+    assert_eq!(taken(q.claim(Cpu, &room(1), T0).await.unwrap()), "b-1");
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["team-a", "team-b"]);
+    assert_eq!(list("{t}:queue:cpu:normal:t:team-a").await, ["a-small", "a-big"]);
+    assert_eq!(taken(q.claim(Cpu, &room(1), T0).await.unwrap()), "b-2");
+    // Now both tenants' oldest jobs wait: neither's turn is used, and nothing behind them
+    // overtakes them.
+    assert!(matches!(q.claim(Cpu, &room(1), T0).await.unwrap(), Claim::NoFit));
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["team-a", "team-b"]);
+    assert_eq!(list("{t}:queue:cpu:normal:t:team-a").await, ["a-small", "a-big"]);
+    assert_eq!(list("{t}:queue:cpu:normal:t:team-b").await, ["b-big"]);
+    // Room: team-a's `a-big` first (its turn), then team-b's, then `a-small`; team-b's list
+    // empties and it leaves the ring.
+    assert_eq!(taken(q.claim(Cpu, &room(2), T0).await.unwrap()), "a-big");
+    assert_eq!(taken(q.claim(Cpu, &room(2), T0).await.unwrap()), "b-big");
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["team-a"]);
+    assert_eq!(taken(q.claim(Cpu, &room(2), T0).await.unwrap()), "a-small");
+    assert!(matches!(q.claim(Cpu, &room(2), T0).await.unwrap(), Claim::Empty));
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, Vec::<String>::new());
+    // A tenant is in the ring once, however its jobs come and go: a second job joins a list
+    // that is not empty (no second entry); a cancel empties the list but leaves the tenant in
+    // the ring (claims drop it), and the next job finds it there.
+    let j1 = enqueue(&q, "j1", json!({"image": "x"}), T0).await;
+    let j2 = enqueue(&q, "j2", json!({"image": "x"}), T0 + 1).await;
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["t1"]);
+    for id in [&j1, &j2] {
+        let rec = q.get(id).await.unwrap().unwrap();
+        q.cancel(&rec, RETENTION, T0 + 2).await.unwrap();
+    }
+    assert_eq!(list("{t}:queue:cpu:normal:t:t1").await, Vec::<String>::new());
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["t1"]);
+    enqueue(&q, "j3", json!({"image": "x"}), T0 + 3).await;
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, ["t1"]);
+    assert_eq!(taken(q.claim(Cpu, &room(2), T0 + 4).await.unwrap()), "j3");
+    assert_eq!(list("{t}:queue:cpu:normal:ring").await, Vec::<String>::new());
+}
+
 /// Every end (finish, cancel, the reaper's WORKER_LOST) queues a job's webhook once, in the
 /// script that ends it; the outbox hands each delivery to one sender at a time and fences late
 /// results, as it does leases.

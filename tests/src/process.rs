@@ -94,6 +94,8 @@ pub struct DccBuilder {
     ready_when: Option<String>,
     /// A command line `dcc` runs under (the program and its arguments come after it).
     wrapper: Vec<String>,
+    /// A keys file's text (`keys_file`), written into the process's own temp dir.
+    keys: Option<String>,
 }
 
 impl Dcc {
@@ -107,6 +109,7 @@ impl Dcc {
             listening_only: false,
             ready_when: None,
             wrapper: Vec::new(),
+            keys: None,
         }
     }
 
@@ -184,6 +187,14 @@ impl DccBuilder {
     /// Sets an environment variable.
     pub fn env(mut self, k: &str, v: impl ToString) -> Self {
         self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Turns API keys on with these keys (`DCC_API_KEYS_FILE`, written into the process's own
+    /// temp dir, which lives as long as it does). A test that rewrites the file (reloads) keeps
+    /// its own.
+    pub fn keys(mut self, entries: &[crate::api::KeySpec<'_>]) -> Self {
+        self.keys = Some(crate::api::keys_file(entries));
         self
     }
 
@@ -272,6 +283,11 @@ impl DccBuilder {
         cmd.env("DCC_FILES_MODE", mode);
         // No warm containers unless a test asks (warm.rs): every other test runs jobs cold.
         cmd.env("DCC_WARM_POOL", "0");
+        if let Some(keys) = &self.keys {
+            let file = dir.path().join("keys.json");
+            std::fs::write(&file, keys).expect("keys file");
+            cmd.env("DCC_API_KEYS_FILE", file);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

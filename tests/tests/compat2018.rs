@@ -869,18 +869,14 @@ async fn the_readme_example_and_the_protocol() {
 /// Keys, roles and tenants hold through the adapter as through v1.
 #[tokio::test]
 async fn keys_and_tenants_hold_through_the_adapter() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    let keys = dcc_e2e::keys_file(&[
-        ("team-a", "submit", "ka", None),
-        ("team-a", "read", "ka-read", None),
-        ("team-b", "submit", "kb", None),
-    ]);
-    std::fs::write(&file, keys).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[
+            ("team-a", "submit", "ka", None),
+            ("team-a", "read", "ka-read", None),
+            ("team-b", "submit", "kb", None),
+        ])
         .start()
         .await;
     let anon = Client::of(&dcc);
@@ -1142,13 +1138,10 @@ async fn random_calls_never_break_the_adapter() {
 /// client with its 429.
 #[tokio::test]
 async fn a_turbo_call_cannot_take_a_standard_job_and_429_keeps_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    std::fs::write(&file, dcc_e2e::keys_file(&[("slow", "submit", "ks", Some((0.01, 1)))])).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("slow", "submit", "ks", Some((0.01, 1)))])
         .start()
         .await;
     let root = Client::of(&dcc).with_key("root");
@@ -1330,14 +1323,10 @@ fn reset_peak_rss(dcc: &Dcc) -> u64 {
 /// `/monitor/jobcount`, and a job's files at 2018's storage paths, scoped like every job read.
 #[tokio::test]
 async fn the_2018_plain_routes() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    let keys = dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]);
-    std::fs::write(&file, keys).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)])
         .env("DCC_MONITOR_IMAGE", IMAGE)
         .start()
         .await;

@@ -148,16 +148,9 @@ async fn refused(api: &Api, job: Value) -> (u16, String, String) {
 
 #[tokio::test]
 async fn dependencies_are_the_tenants_own_and_checked_at_submit() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    std::fs::write(
-        &file,
-        dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]),
-    )
-    .unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)])
         .start()
         .await;
     let (a, b) = (dcc.api().with_key("ka"), dcc.api().with_key("kb"));

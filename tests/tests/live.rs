@@ -252,13 +252,9 @@ async fn a_star_follower_reads_the_jobs_that_end_together_at_once() {
 /// requests than jobs.
 #[tokio::test]
 async fn a_tenants_star_follower_learns_the_owners_of_jobs_that_end_together_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    let keys = dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]);
-    std::fs::write(&file, keys).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::ApiOnly, &redis)
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)])
         .start()
         .await;
     let (a, b) = (dcc.api().with_key("ka"), dcc.api().with_key("kb"));

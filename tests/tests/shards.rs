@@ -27,19 +27,16 @@ fn one_tenant_per_shard() -> Vec<String> {
 #[tokio::test]
 async fn tenants_in_three_shards_run_and_read_through_one_api() {
     let tenants = one_tenant_per_shard();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
     let entries: Vec<(String, String)> = tenants.iter().map(|t| (t.clone(), format!("key-{t}"))).collect();
     let specs: Vec<_> = entries
         .iter()
         .map(|(t, k)| (t.as_str(), "submit", k.as_str(), None))
         .collect();
-    std::fs::write(&file, dcc_e2e::keys_file(&specs)).unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_REDIS_SHARDS", S)
         .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&specs)
         .start()
         .await;
     let root = dcc.api().with_key("root");

@@ -27,17 +27,10 @@ fn any_set(stats: &Value, k: &str) -> bool {
 
 #[tokio::test]
 async fn tenants_see_their_own_numbers_and_admins_everyones() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    std::fs::write(
-        &file,
-        dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]),
-    )
-    .unwrap();
     let redis = Redis::start();
     let dcc = Dcc::builder(Role::Server, &redis)
         .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)])
         .start()
         .await;
     let anon = dcc.api();

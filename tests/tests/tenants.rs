@@ -17,23 +17,16 @@ async fn ws(dcc: &Dcc, key: &str) -> Ws {
 
 #[tokio::test]
 async fn two_tenants_and_an_admin_share_one_stack() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    std::fs::write(
-        &file,
-        dcc_e2e::keys_file(&[
+    let redis = Redis::start();
+    let dcc = Dcc::builder(Role::Server, &redis)
+        .env("DCC_API_KEYS", "root")
+        .keys(&[
             ("team-a", "submit", "ka", None),
             ("team-a", "read", "ka-read", None),
             // Rate-limited, with room for this test's submits however fast its jobs run (at
             // burst 3, the fourth failed when the first three came within a second).
             ("team-b", "submit", "kb", Some((1.0, 10))),
-        ]),
-    )
-    .unwrap();
-    let redis = Redis::start();
-    let dcc = Dcc::builder(Role::Server, &redis)
-        .env("DCC_API_KEYS", "root")
-        .env("DCC_API_KEYS_FILE", file.display())
+        ])
         .start()
         .await;
     let anon = dcc.api();

@@ -389,15 +389,8 @@ async fn a_tenants_webhook_speaks_its_own_ids() {
     let redis = Redis::start();
     let rx = Receiver::default();
     let addr = rx.listen(0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("keys.json");
-    std::fs::write(
-        &file,
-        dcc_e2e::keys_file(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)]),
-    )
-    .unwrap();
     let dcc = with_webhooks(Dcc::builder(Role::ApiOnly, &redis))
-        .env("DCC_API_KEYS_FILE", file.display())
+        .keys(&[("team-a", "submit", "ka", None), ("team-b", "submit", "kb", None)])
         .start()
         .await;
     let url = format!("http://{addr}/hook");

@@ -113,45 +113,55 @@ local function twin_succeeded(id, twin, list)
   end
 end
 
--- What a claim makes of entry `id` of `list`: {'take', id, slots, mem, array, parent, attempt} |
--- {'wait', id} | nil (stepped over, or a stale entry dropped). `array`: the entry is an array
--- parent (take its next child); `parent`: it is an array child put back (false otherwise).
-local function consider(list, id)
+-- What a claim makes of entry `id` of `list`: {'take', id, slots, mem, array, parent, attempt,
+-- popped} | {'wait', id} | nil (stepped over, or a stale entry dropped). `array`: the entry is an
+-- array parent (take its next child); `parent`: it is an array child put back (false otherwise).
+-- `popped`: the entry was popped off the list's tail (pick's oldest): taken as it is, it is out
+-- of the list already; anything else puts it back where it was before looking further, so the
+-- list is as it was for the rest (an array's last child made removes the parent from it).
+local function consider(list, id, popped)
   local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
     'array_par', 'c_running', 'n2n', 'parent', 'attempt')
   local array = job[4] ~= false and job[4] ~= nil
   local open = job[1] == 'queued' or (array and job[1] == 'running')
+  local slots = tonumber(job[2]) or 1
+  local mem = tonumber(job[3]) or 0
   if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
     -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
-    redis.call('LREM', list, -1, id)
-  elseif array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
+    if not popped then redis.call('LREM', list, -1, id) end
+    return nil
+  end
+  if popped then
+    if not array and slots <= math.min(free, total) and mem <= math.min(free_mem, total_mem) then
+      return {'take', id, slots, mem, false, job[9], tonumber(job[10] or '0'), true}
+    end
+    redis.call('RPUSH', list, id)
+  end
+  if array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
     -- an array at its parallelism: its next child waits for one to end; others go first
   elseif array and job[8] and not twin_succeeded(id, job[8], list) then
     -- n_to_n: its next child's twin has not succeeded (yet)
-  else
-    local slots = tonumber(job[2]) or 1
-    local mem = tonumber(job[3]) or 0
-    if slots <= total and mem <= total_mem then
-      if slots > free or mem > free_mem then return {'wait', id} end
-      return {'take', id, slots, mem, array, job[9], tonumber(job[10] or '0')}
-    end
+  elseif slots <= total and mem <= total_mem then
+    if slots > free or mem > free_mem then return {'wait', id} end
+    return {'take', id, slots, mem, array, job[9], tonumber(job[10] or '0'), false}
   end
   return nil
 end
 
 -- The oldest job of `list` that fits this worker (see `consider`), nil when none does. The oldest
--- alone is read first: it is nearly always the one taken, and a window of `scan` ids costs a
--- reply of that size.
+-- alone is looked at first: it is nearly always the one taken, and a window of `scan` ids costs a
+-- reply of that size. It is popped (RPOP, put back unless taken as it is): taking it then needs
+-- no LREM.
 local function pick(list)
-  local oldest = redis.call('LINDEX', list, -1)
+  local oldest = redis.call('RPOP', list)
   if not oldest then return nil end
-  local first = consider(list, oldest)
+  local first = consider(list, oldest, true)
   if first then return first end
   -- LRANGE -n -1 lists the oldest n, newest first: walk it backwards, past the oldest.
   local ids = redis.call('LRANGE', list, -scan, -1)
   for j = #ids, 1, -1 do
     if ids[j] ~= oldest then
-      local p = consider(list, ids[j])
+      local p = consider(list, ids[j], false)
       if p then return p end
     end
   end
@@ -159,8 +169,8 @@ local function pick(list)
 end
 
 -- Takes `p` (pick's 'take') from `tenant`'s `list` in lane `i`: the lease, the tenant's turn
--- used (to the back of the ring, with one move when it was at the `front`; out of it with
--- nothing left), the event; returns the claim's reply.
+-- used (to the back of the ring: the `front` tenant is there already; out of it with nothing
+-- left), the event; returns the claim's reply.
 local function take(i, ring, tenant, list, p, front)
   local id, parent, spec = p[2], nil, nil
   local attempt = 1
@@ -168,14 +178,12 @@ local function take(i, ring, tenant, list, p, front)
     -- a new child: made running, its first attempt this one
     parent = id
     id, spec = make_child(id, list, true, 'state', 'running', 'attempt', 1, 'worker', ARGV[2], 'started_ms', now)
-  else
+  elseif not p[8] then
     redis.call('LREM', list, -1, id)
   end
   if redis.call('LLEN', list) == 0 then
     redis.call('LREM', ring, 0, tenant)
-  elseif front then
-    redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-  else
+  elseif not front then
     redis.call('LREM', ring, 0, tenant)
     redis.call('RPUSH', ring, tenant)
   end
@@ -204,17 +212,18 @@ end
 
 -- `tenant`'s turn in lane `i`: the claim's reply, or nil and the id of a job that fits this
 -- worker once it has room (nil: nothing of this tenant fits). A tenant with an empty list
--- leaves the ring.
+-- leaves the ring. `front`: the tenant was the ring's front, moved to its back before its turn
+-- (where a claim leaves it): a turn not used moves it back to the front.
 local function turn(i, ring, tenant, front)
   local list = tenant == '' and KEYS[i] or (KEYS[i] .. ':t:' .. tenant)
   local p = pick(list)
-  if p == nil then
-    if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-    return nil, nil
-  elseif p[1] == 'wait' then
-    return nil, p[2]
+  if p ~= nil and p[1] == 'take' then return take(i, ring, tenant, list, p, front), nil end
+  if p == nil and redis.call('LLEN', list) == 0 then
+    redis.call('LREM', ring, 0, tenant)
+  elseif front then
+    redis.call('LMOVE', ring, ring, 'RIGHT', 'LEFT')
   end
-  return take(i, ring, tenant, list, p, front), nil
+  return nil, p and p[2]
 end
 
 -- (each call)
@@ -235,8 +244,9 @@ for i = first_lane, 3 do
   local waiting = nil
   -- The front tenant alone first: it is nearly always the one served, and a ring of many
   -- tenants costs a reply of that size. The rest of the first `max_tenants` are read only when
-  -- it had nothing to take now.
-  local front = redis.call('LINDEX', ring, 0)
+  -- it had nothing to take now. It goes to the back as it is read (LMOVE): where a claim leaves
+  -- it, with no second move (turn moves it back when it had nothing to take).
+  local front = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
   if front then
     local reply, wait = turn(i, ring, front, true)
     if reply then return reply end

@@ -4,7 +4,8 @@
 -- KEYS[3]: the job index zset (score: creation time; the listing pages through it)
 -- KEYS[4]: the submitting tenant's job index zset (its own listing)
 -- KEYS[5]: the tenants' active-job counts (the new job counts against its tenant's quotas)
--- KEYS[6]: the lane's ring of tenants with waiting jobs (the tenant joins it at the back)
+-- KEYS[6]: the lane's ring of tenants with waiting jobs (the tenant joins it at the back, when its
+--          list was empty)
 -- KEYS[7]: the queue's idle workers (one is woken: wake.lua)
 -- KEYS[8]: the expiry zset (a job failed at submit by a dependency starts its retention)
 -- KEYS[9]: the webhook outbox (such a job with `notify` gets its delivery queued: notify.lua)
@@ -112,8 +113,14 @@ if #blocked > 0 then
   for _, b in ipairs(blocked) do redis.call('HSET', ctx.deps .. b[1], ARGV[1], b[2]) end
   return 'created'
 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
+-- A tenant whose list held jobs already is in the ring: every script that queues a job puts its
+-- tenant there, and claims drop a tenant only once its list is empty (jobs queued by a version
+-- that left '' out are put there by the reaper: reap.lua). So the ring is searched only when the
+-- list was empty (a tenant may stay in it with an empty list: cancel.lua), not for every job of
+-- a backlog.
+if redis.call('LPUSH', KEYS[2], ARGV[1]) == 1 and not redis.call('LPOS', KEYS[6], tenant) then
+  redis.call('RPUSH', KEYS[6], tenant)
+end
 if ARGV[10] ~= '1' then count_backlog(ctx, KEYS[1], count) end
-if not redis.call('LPOS', KEYS[6], tenant) then redis.call('RPUSH', KEYS[6], tenant) end
 wake_idle(KEYS[7], ARGV[9], event)
 return 'created'
