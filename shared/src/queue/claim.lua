@@ -120,30 +120,37 @@ end
 -- of the list already; anything else puts it back where it was before looking further, so the
 -- list is as it was for the rest (an array's last child made removes the parent from it).
 local function consider(list, id, popped)
-  local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'next_index',
-    'array_par', 'c_running', 'n2n', 'parent', 'attempt')
-  local array = job[4] ~= false and job[4] ~= nil
-  local open = job[1] == 'queued' or (array and job[1] == 'running')
+  -- (an array parent's own fields are read only for one: each field read costs about as much as
+  -- a short command, and most entries are plain jobs)
+  local job = redis.call('HMGET', ARGV[1] .. id, 'state', ARGV[8], 'memory_mb', 'array_size', 'parent', 'attempt')
+  local state, size, parent, attempt = job[1], job[4], job[5], tonumber(job[6] or '0')
   local slots = tonumber(job[2]) or 1
   local mem = tonumber(job[3]) or 0
-  if not open or (array and tonumber(job[5] or '0') >= tonumber(job[4])) then
+  local array = size ~= false and size ~= nil
+  local made, par, running, n2n = 0, 0, 0, false
+  if array then
+    local a = redis.call('HMGET', ARGV[1] .. id, 'next_index', 'array_par', 'c_running', 'n2n')
+    made, par, running, n2n = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0'), a[4]
+  end
+  local open = state == 'queued' or (array and state == 'running')
+  if not open or (array and made >= tonumber(size)) then
     -- a stale entry (deleted or cancelled while queued; an array with every child made): drop it
     if not popped then redis.call('LREM', list, -1, id) end
     return nil
   end
   if popped then
     if not array and slots <= math.min(free, total) and mem <= math.min(free_mem, total_mem) then
-      return {'take', id, slots, mem, false, job[9], tonumber(job[10] or '0'), true}
+      return {'take', id, slots, mem, false, parent, attempt, true}
     end
     redis.call('RPUSH', list, id)
   end
-  if array and tonumber(job[6] or '0') > 0 and tonumber(job[7] or '0') >= tonumber(job[6]) then
+  if array and par > 0 and running >= par then
     -- an array at its parallelism: its next child waits for one to end; others go first
-  elseif array and job[8] and not twin_succeeded(id, job[8], list) then
+  elseif array and n2n and not twin_succeeded(id, n2n, list) then
     -- n_to_n: its next child's twin has not succeeded (yet)
   elseif slots <= total and mem <= total_mem then
     if slots > free or mem > free_mem then return {'wait', id} end
-    return {'take', id, slots, mem, array, job[9], tonumber(job[10] or '0'), false}
+    return {'take', id, slots, mem, array, parent, attempt, false}
   end
   return nil
 end
