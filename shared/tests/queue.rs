@@ -29,6 +29,11 @@ const RET: Retention = Retention {
 };
 
 async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId {
+    enqueue_as(q, id, job, "t1", now).await
+}
+
+/// [`enqueue`] by `tenant`.
+async fn enqueue_as(q: &Queue, id: &str, job: serde_json::Value, tenant: &str, now: i64) -> JobId {
     let valid = JobRequest::from_value(job)
         .unwrap()
         .validate(&Limits::default())
@@ -42,7 +47,7 @@ async fn enqueue(q: &Queue, id: &str, job: serde_json::Value, now: i64) -> JobId
                 lane: Lane::for_priority(valid.spec.priority),
                 def_hash: "h",
                 inputs_prefix: "p/",
-                tenant: "t1",
+                tenant,
                 quota: Default::default(),
                 retention: RETENTION,
             },
@@ -619,13 +624,6 @@ async fn a_front_tenant_whose_oldest_job_waits_keeps_its_turn_and_its_order_and_
     use dcc_shared::job::QueueName::Cpu;
     let redis = Redis::start();
     let q = Queue::new(&redis.url(), "t").unwrap();
-    let valid = |cpus: u32| {
-        JobRequest::from_value(json!({"image": "x", "parameters": {"cpus": cpus}}))
-            .unwrap()
-            .validate(&Limits::default())
-            .unwrap()
-            .spec
-    };
     for (id, tenant, cpus, at) in [
         ("a-big", "team-a", 2, T0),
         ("a-small", "team-a", 1, T0 + 1),
@@ -633,19 +631,7 @@ async fn a_front_tenant_whose_oldest_job_waits_keeps_its_turn_and_its_order_and_
         ("b-2", "team-b", 1, T0 + 3),
         ("b-big", "team-b", 2, T0 + 4),
     ] {
-        let id = JobId::parse(id).unwrap();
-        let spec = valid(cpus);
-        let job = NewJob {
-            id: &id,
-            spec: &spec,
-            lane: Lane::Normal,
-            def_hash: "h",
-            inputs_prefix: "p/",
-            tenant,
-            quota: Default::default(),
-            retention: RETENTION,
-        };
-        assert_eq!(q.enqueue(job, at).await.unwrap(), Enqueued::Created);
+        enqueue_as(&q, id, json!({"image": "x", "parameters": {"cpus": cpus}}), tenant, at).await;
     }
     let room = |free_slots: u32| Claimant {
         free_slots,
