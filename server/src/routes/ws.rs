@@ -18,7 +18,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use dcc_shared::clock::rfc3339;
 use dcc_shared::events::{Event, EventStatus, JobEvent};
-use dcc_shared::job::{JobId, JobState, JobView};
+use dcc_shared::job::{JobId, JobRecord, JobState, JobView};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -266,7 +266,7 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
     if job.state.is_terminal() {
         // Asked for explicitly: answered even if this connection saw it end before.
         follow.finished.insert(stored);
-        vec![json!({"type": "finished", "job": follow.who.view(job.view())})]
+        vec![finished_message(&follow.who, job.view())]
     } else {
         vec![
             json!({"type": "status", "jobId": id, "status": job.state.as_str(), "attempt": job.attempt,
@@ -279,7 +279,12 @@ async fn current(state: &AppState, follow: &mut Follow, id: &str) -> Vec<Value> 
 /// id. (A job followed through `*` alone ends with one event, so nothing is remembered for it
 /// and the connection's memory stays bounded by its subscriptions.)
 fn finished(follow: &mut Follow, view: JobView) -> Option<Value> {
-    first_end(follow, &view.job_id).then(|| json!({"type": "finished", "job": follow.who.view(view)}))
+    first_end(follow, &view.job_id).then(|| finished_message(&follow.who, view))
+}
+
+/// The `finished` message of the job `view` shows, as `who` is sent it (its own spelling of ids).
+fn finished_message(who: &Principal, view: JobView) -> Value {
+    json!({"type": "finished", "job": who.view(view)})
 }
 
 /// [`finished`] of a job whose end this process shares among its connections: admins all send
@@ -289,12 +294,11 @@ fn finished_shared(follow: &mut Follow, job: &Ended) -> Option<Out> {
         return None;
     }
     let who = &follow.who;
-    Some(match who.is_admin() {
-        true => Out::Shared(job.admin_message(|r| json!({"type": "finished", "job": who.view(r.view())}).to_string())),
-        false => Out::Shared(job.tenant_message(&who.tenant, |r| {
-            json!({"type": "finished", "job": who.view(r.view())}).to_string()
-        })),
-    })
+    let make = |r: &JobRecord| finished_message(who, r.view()).to_string();
+    Some(Out::Shared(match who.is_admin() {
+        true => job.admin_message(make),
+        false => job.tenant_message(&who.tenant, make),
+    }))
 }
 
 /// Whether this connection has not sent the `finished` of `job_id` yet (and now will).
